@@ -1,0 +1,38 @@
+"""rankpool: an MPI-native extreme-scale executor for Python.
+
+Front-ends (imported lazily, so that ``import rankpool`` never initialises MPI):
+
+- :class:`CommExecutor` for programs already running under ``mpiexec``;
+- :class:`Executor`, a ``concurrent.futures`` executor over MPI pools;
+- :class:`ExtremeScaleExecutor`, the Parsl executor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._version import __version__
+from .errors import (BrokenPool, ExecutorShutdown, InsufficientRanks, ManagerLost, RankPoolError,
+                     RemoteTaskError, ResourceSpecError, SerializationError, StuckRanksError,
+                     TaskTimeout, VersionMismatch)
+
+_LAZY = {
+    "CommExecutor": "rankpool.executor.comm",
+    "Executor": "rankpool.executor.futures",
+    "ExtremeScaleExecutor": "rankpool.executor.parsl",
+}
+
+__all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "BrokenPool",
+           "ExecutorShutdown", "InsufficientRanks", "ManagerLost", "RankPoolError",
+           "RemoteTaskError", "ResourceSpecError", "SerializationError", "StuckRanksError",
+           "TaskTimeout", "VersionMismatch"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rankpool' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,140 @@
+"""Every exception rankpool raises.
+
+All of them derive from :class:`RankPoolError` (or, for a broken executor, from
+``concurrent.futures.BrokenExecutor`` as well) and carry structured attributes, so callers
+can branch on the kind of failure instead of parsing messages.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import BrokenExecutor
+
+
+class RankPoolError(Exception):
+    """Base class of every rankpool error."""
+
+
+class ResourceSpecError(RankPoolError, ValueError):
+    """A resource specification was refused at submit; ``key`` names the offending key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"resource specification key {key!r}: {message}")
+        self.key = key
+
+
+class SerializationError(RankPoolError):
+    """A function, argument, result or exception could not be (de)serialized."""
+
+    def __init__(self, what: str, cause: BaseException) -> None:
+        super().__init__(f"cannot serialize {what}: {type(cause).__name__}: {cause}")
+        self.what = what
+
+
+class RemoteTraceback(Exception):
+    """Carries the formatted traceback of a remote rank; attached as ``__cause__``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class RemoteTaskError(RankPoolError):
+    """A task raised an exception whose type could not be rebuilt on the submit side.
+
+    ``type_name`` is the remote exception's qualified class name, ``remote_message`` its text.
+    """
+
+    def __init__(self, type_name: str, remote_message: str, rank: int = 0, size: int = 1,
+                 host: str = "") -> None:
+        super().__init__(f"{type_name}: {remote_message} (rank {rank} of {size} on {host})")
+        self.type_name = type_name
+        self.remote_message = remote_message
+        self.rank = rank
+        self.size = size
+        self.host = host
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.type_name, self.remote_message, self.rank, self.size, self.host))
+
+
+class TaskTimeout(RankPoolError, TimeoutError):
+    """A task ran past its ``walltime``."""
+
+    def __init__(self, task_id: int, walltime: float) -> None:
+        super().__init__(f"task {task_id} ran past its walltime of {walltime:g} s")
+        self.task_id = task_id
+        self.walltime = walltime
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.task_id, self.walltime))
+
+
+class StuckRanksError(RankPoolError):
+    """Some ranks of a task failed while others never returned within the grace period."""
+
+    def __init__(self, task_id: int, stuck: list[int], grace: float) -> None:
+        super().__init__(
+            f"task {task_id}: ranks {stuck} of its communicator did not return within "
+            f"{grace:g} s after another rank failed; they are marked stuck")
+        self.task_id = task_id
+        self.stuck = stuck
+        self.grace = grace
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.task_id, self.stuck, self.grace))
+
+
+class ManagerLost(RankPoolError):
+    """The pool (block) that held a task was lost: killed, crashed or silent past the threshold."""
+
+    def __init__(self, block_id: str, hosts: list[str] | tuple[str, ...], reason: str) -> None:
+        super().__init__(f"pool of block {block_id!r} on {', '.join(hosts) or '?'} lost: {reason}")
+        self.block_id = block_id
+        self.hosts = list(hosts)
+        self.reason = reason
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.block_id, self.hosts, self.reason))
+
+
+class VersionMismatch(RankPoolError):
+    """A pool and an interchange disagree on protocol, Python or rankpool version."""
+
+    def __init__(self, what: str, ours: str, theirs: str) -> None:
+        super().__init__(f"{what} mismatch: interchange has {ours}, pool has {theirs}")
+        self.what = what
+        self.ours = ours
+        self.theirs = theirs
+
+
+class ProtocolError(RankPoolError):
+    """A message did not follow the wire protocol; it is dropped."""
+
+
+class ExecutorShutdown(RankPoolError, RuntimeError):
+    """The executor was shut down before the task finished."""
+
+
+class BrokenPool(RankPoolError, BrokenExecutor):
+    """The executor can no longer run tasks; ``cause`` says why."""
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class InsufficientRanks(RankPoolError):
+    """A queued task can no longer fit: the pool lost usable ranks (stuck) since it was accepted."""
+
+    def __init__(self, task_id: int, needed: int, usable: int) -> None:
+        super().__init__(f"task {task_id} needs {needed} ranks but the pool has only {usable} "
+                         "usable ranks left (the others are stuck)")
+        self.task_id = task_id
+        self.needed = needed
+        self.usable = usable
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.task_id, self.needed, self.usable))

@@ -1,0 +1,226 @@
+"""What every ``concurrent.futures`` front-end shares: futures, requirement views, the
+broken-state latch, building tasks and settling results.
+
+A front-end subclasses :class:`FrontEnd` and implements ``_send(task, future)`` (hand the task
+to the engine) and ``_stop(wait, cancel_futures)``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, Future, InvalidStateError
+from typing import Any
+
+from ..errors import BrokenPool, ExecutorShutdown, SerializationError
+from ..injection import check_receives_comm
+from ..protocol import Result, Task
+from ..resources import Spec, parse_spec
+from ..serialize import FunctionPickler, add_note, dumps_data, loads_data, loads_error
+
+log = logging.getLogger(__name__)
+
+
+class TaskFuture(Future):  # type: ignore[type-arg]
+    """A ``concurrent.futures.Future`` with the task's id and a writable ``label``.
+
+    Done-callbacks run in the ``contextvars`` context of the ``submit`` call.
+    """
+
+    def __init__(self, task_id: int, context: contextvars.Context | None = None) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self.label: str | None = None
+        self._context = context
+        self._results_all = False
+
+    def add_done_callback(self, fn: Callable[[Future], object]) -> None:  # type: ignore[type-arg]
+        ctx = self._context
+        if ctx is None:
+            super().add_done_callback(fn)
+        else:
+            super().add_done_callback(lambda f: ctx.run(fn, f))
+
+    def __repr__(self) -> str:
+        label = f" label={self.label!r}" if self.label else ""
+        return f"<TaskFuture task_id={self.task_id}{label} state={self._state}>"
+
+
+def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
+    """Resolve ``future`` from a finished task's outcomes (value, list of values, or error)."""
+    if future.done():
+        return
+    try:
+        if result.ok:
+            values = [loads_data(o.data, o.buffers) for o in result.outcomes]
+            outcome: Any = values if getattr(future, "_results_all", False) else values[0]
+            _set(future, outcome, None)
+            return
+        errors = [loads_error(o.data) for o in result.outcomes if not o.ok]
+    except Exception as exc:  # a value or error that cannot be rebuilt here
+        _set(future, None, SerializationError(f"the result of task {result.task_id}", exc))
+        return
+    first = errors[0]
+    for other in errors[1:]:
+        cause = other.__cause__
+        where = str(cause).strip().strip('"').strip().splitlines()[0] if cause else "another rank"
+        add_note(first, f"also failed on {where}: {type(other).__name__}: {other}")
+    _set(future, None, first)
+
+
+def _set(future: Future, value: Any, exc: BaseException | None) -> None:  # type: ignore[type-arg]
+    try:
+        if exc is None:
+            future.set_result(value)
+        else:
+            future.set_exception(exc)
+    except InvalidStateError:
+        pass  # cancelled meanwhile
+
+
+class _Submitter(Executor):
+    """Shared ``submit``/``requirements`` for front-ends and their views."""
+
+    _default: Spec
+
+    def requirements(self, **spec: Any) -> RequirementsView:
+        """A view on the same pool that submits with these resource requirements."""
+        return RequirementsView(self._front(), parse_spec(spec))
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
+        return self._front()._submit(fn, args, kwargs, self._default)
+
+    def _front(self) -> FrontEnd:
+        raise NotImplementedError
+
+
+class FrontEnd(_Submitter):
+    """Base of ``CommExecutor`` and ``Executor``."""
+
+    def __init__(self, requirements: Mapping[str, Any] | None = None) -> None:
+        self._default = parse_spec(requirements)
+        self._ids = itertools.count(1)
+        self._pickler = FunctionPickler()
+        self._lock = threading.Lock()
+        self._futures: dict[int, TaskFuture] = {}
+        self._shutdown = False
+        self._broken: BrokenPool | None = None
+
+    def _front(self) -> FrontEnd:
+        return self
+
+    def _check_spec(self, spec: Spec) -> None:
+        """Refuse at submit a task no pool of this executor can ever hold (override)."""
+
+    def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                spec: Spec) -> TaskFuture:
+        if not callable(fn):
+            raise TypeError(f"submit needs a callable, got {type(fn).__name__}")
+        if self._broken is not None:
+            raise self._broken
+        if self._shutdown:
+            raise RuntimeError("cannot submit after shutdown")
+        self._check_spec(spec)
+        check_receives_comm(fn, args, spec.num_ranks)
+        digest, fn_bytes = self._pickler.dumps(fn)
+        data, buffers = dumps_data((args, kwargs), "the task's arguments")
+        task_id = next(self._ids)
+        future = TaskFuture(task_id, contextvars.copy_context())
+        future._results_all = spec.results_all
+        with self._lock:
+            if self._broken is not None:
+                raise self._broken
+            self._futures[task_id] = future
+        self._send(Task(task_id, spec, digest, fn_bytes, data, buffers), future)
+        return future
+
+    def _send(self, task: Task, future: TaskFuture) -> None:
+        raise NotImplementedError
+
+    def _resolve(self, result: Result) -> None:
+        future = self._futures.pop(result.task_id, None)
+        if future is not None:
+            settle(future, result)
+
+    def _fail_future(self, task_id: int, exc: BaseException) -> None:
+        future = self._futures.pop(task_id, None)
+        if future is not None:
+            _set(future, None, exc)
+
+    def _set_broken(self, message: str, cause: BaseException | None = None) -> None:
+        """The latch: record the cause once, fail every pending future, make submit raise."""
+        with self._lock:
+            if self._broken is not None:
+                return
+            self._broken = BrokenPool(message, cause)
+            pending = list(self._futures.values())
+            self._futures.clear()
+        log.error("executor broken: %s", message)
+        for future in pending:
+            _set(future, None, self._broken)
+
+    def _cancel_pending(self) -> list[int]:
+        """Cancel every future not done yet; their task ids."""
+        with self._lock:
+            pending = list(self._futures.items())
+        cancelled = []
+        for task_id, future in pending:
+            if future.cancel():
+                cancelled.append(task_id)
+                self._futures.pop(task_id, None)
+        return cancelled
+
+    def _fail_remaining(self, why: str) -> None:
+        with self._lock:
+            pending = list(self._futures.values())
+            self._futures.clear()
+        for future in pending:
+            _set(future, None, ExecutorShutdown(why))
+
+    @property
+    def pending(self) -> int:
+        """Futures not resolved yet."""
+        return len(self._futures)
+
+    def __enter__(self) -> Any:
+        return self
+
+
+class RequirementsView(_Submitter):
+    """The same pool, submitting with other default requirements.
+
+    Leaving a view's ``with`` block waits for the futures submitted through it; the pool
+    itself keeps running, and those futures stay valid.
+    """
+
+    def __init__(self, front: FrontEnd, spec: Spec) -> None:
+        self._parent = front
+        self._default = spec
+        self._mine: list[TaskFuture] = []
+        self._closed = False
+
+    def _front(self) -> FrontEnd:
+        return self._parent
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
+        if self._closed:
+            raise RuntimeError("cannot submit through a requirements view after its shutdown")
+        future = super().submit(fn, *args, **kwargs)
+        self._mine = [f for f in self._mine if not f.done()]
+        self._mine.append(future)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
+        if cancel_futures:
+            for f in self._mine:
+                f.cancel()
+        if wait:
+            for f in self._mine:
+                try:
+                    f.exception()
+                except BaseException:  # cancelled
+                    pass

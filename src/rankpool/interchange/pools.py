@@ -1,0 +1,153 @@
+"""The interchange's view of its pools: one record per registered pool, kept in last-seen order.
+
+A pool is known by its ZeroMQ routing identity (its pool id). The table is an ordered mapping
+that moves a pool to the end whenever it is heard from, so the pools that have been silent the
+longest are always at the front: finding the lost ones costs a look at the front, not a scan
+of every pool on every loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..protocol import Register
+
+
+@dataclass(eq=False, slots=True)
+class Pool:
+    """One registered pool and the tasks it holds.
+
+    ``capacity`` is in ranks (worker ranks times prefetch); ``used`` is the sum of the widths
+    of the tasks in flight there, ``in_flight`` maps each such task id to its width.
+    ``served`` orders pools for round-robin dispatch; ``in_room`` says whether the pool has an
+    entry in the matcher's index of pools with room (see :mod:`.matching`).
+    """
+
+    identity: bytes
+    block_id: str
+    pool_id: str
+    hosts: list[str]
+    node_ranks: list[int]
+    widest: int
+    capacity: int
+    rankpool: str
+    python: str
+    last_seen: float
+    used: int = 0
+    in_flight: dict[int, int] = field(default_factory=dict)
+    held: bool = False
+    draining: bool = False
+    gone: bool = False
+    served: int = 0
+    in_room: bool = False
+
+    @classmethod
+    def from_register(cls, identity: bytes, reg: Register, prefetch: int, now: float) -> Pool:
+        """Build a record from a registration already checked by :func:`check_shape`."""
+        ranks = sum(reg.node_ranks)
+        return cls(identity=identity, block_id=reg.block_id, pool_id=reg.pool_id,
+                   hosts=list(reg.hosts), node_ranks=list(reg.node_ranks), widest=reg.widest,
+                   capacity=max(ranks * prefetch, reg.widest), rankpool=reg.rankpool,
+                   python=reg.python, last_seen=now)
+
+    @property
+    def ranks(self) -> int:
+        """Worker ranks of the pool."""
+        return sum(self.node_ranks)
+
+    @property
+    def free(self) -> int:
+        """Ranks' worth of tasks the pool may still be given."""
+        return self.capacity - self.used
+
+    @property
+    def available(self) -> bool:
+        """Whether the pool may be given new tasks at all."""
+        return not (self.held or self.draining or self.gone)
+
+    def assign(self, task_id: int, width: int) -> None:
+        self.in_flight[task_id] = width
+        self.used += width
+
+    def finish(self, task_id: int) -> bool:
+        """Account for a finished task; False if the task was not in flight here."""
+        width = self.in_flight.pop(task_id, None)
+        if width is None:
+            return False
+        self.used -= width
+        return True
+
+    def describe(self, now: float | None = None) -> dict[str, Any]:
+        """The JSON-able summary the ``pools`` command returns."""
+        now = time.monotonic() if now is None else now
+        ranks = self.ranks
+        return {"block_id": self.block_id, "pool_id": self.pool_id, "hosts": list(self.hosts),
+                "ranks": ranks, "node_ranks": list(self.node_ranks), "widest": self.widest,
+                "busy_ranks": min(self.used, ranks), "tasks": len(self.in_flight),
+                "held": self.held, "draining": self.draining, "rankpool": self.rankpool,
+                "python": self.python, "last_seen_s": round(max(0.0, now - self.last_seen), 3)}
+
+
+def check_shape(reg: Register) -> str:
+    """Say what is wrong with a registration's shape, or "" when it can be used."""
+    if not reg.pool_id or not reg.block_id:
+        return "registration without a pool id or block id"
+    if not reg.node_ranks or any(n < 0 for n in reg.node_ranks):
+        return f"registration with bad node_ranks {reg.node_ranks!r:.200}"
+    ranks = sum(reg.node_ranks)
+    if ranks < 1:
+        return "pool has no worker ranks"
+    if not 1 <= reg.widest <= ranks:
+        return f"pool's widest task {reg.widest} is not between 1 and its {ranks} worker ranks"
+    return ""
+
+
+class PoolTable:
+    """Registered pools by identity, least recently heard from first."""
+
+    def __init__(self) -> None:
+        self._pools: OrderedDict[bytes, Pool] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._pools)
+
+    def __iter__(self) -> Iterator[Pool]:
+        return iter(list(self._pools.values()))
+
+    def get(self, identity: bytes) -> Pool | None:
+        return self._pools.get(identity)
+
+    def add(self, pool: Pool) -> None:
+        self._pools[pool.identity] = pool
+
+    def remove(self, pool: Pool) -> None:
+        if self._pools.get(pool.identity) is pool:
+            del self._pools[pool.identity]
+
+    def touch(self, pool: Pool, now: float) -> None:
+        """Record that the pool was heard from."""
+        pool.last_seen = now
+        self._pools.move_to_end(pool.identity)
+
+    def silent_since(self, deadline: float) -> list[Pool]:
+        """Pools last heard from before ``deadline``: a walk from the front that stops early."""
+        silent = []
+        for pool in self._pools.values():
+            if pool.last_seen >= deadline:
+                break
+            silent.append(pool)
+        return silent
+
+    def oldest_seen(self) -> float | None:
+        """When the longest-silent pool was last heard from, or None without pools."""
+        for pool in self._pools.values():
+            return pool.last_seen
+        return None
+
+    def of_block(self, block_id: str) -> list[Pool]:
+        """Pools of one block (a scan: for commands, which are rare)."""
+        return [p for p in self._pools.values() if p.block_id == block_id]

@@ -1,0 +1,160 @@
+"""MPI plumbing shared by the manager (rank 0) and the workers.
+
+Messages between them are pickled Python lists (small) followed by raw MPI buffers for the
+large out-of-band frames (NumPy data), so array bytes are never copied into a pickle:
+
+    manager_dispatch ──WORK──▶ worker_receive      [WorkItem, ...] + DATA buffers
+    manager_receive  ◀──DONE── worker_report       [Done, ...] + DATA buffers
+    manager_stop     ──STOP──▶ worker_receive
+
+Every send is non-blocking and kept in an :class:`Outbox` until MPI has taken it, so neither
+side ever blocks on a peer that is busy running user code.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+import numpy as np
+from mpi4py import MPI
+
+Buffer = bytes | bytearray | memoryview
+
+#: MPI's guaranteed minimum for the tag upper bound
+TAG_LIMIT = 32767
+
+
+class Tag(IntEnum):
+    WORK = 1
+    DONE = 2
+    DATA = 3
+    STOP = 4
+
+
+class WorkItem(NamedTuple):
+    """One task as one worker rank receives it."""
+
+    task_id: int
+    ranks: tuple[int, ...]        # pool ranks of the task, ascending
+    results_all: bool
+    walltime: float | None
+    fn_digest: bytes
+    fn: bytes
+    data: bytes
+    nbuf: int                     # DATA buffers that follow the WORK message, in item order
+
+
+class Done(NamedTuple):
+    """What one rank reports for one task."""
+
+    task_id: int
+    rank: int                     # rank in the task's communicator
+    ok: bool
+    data: bytes
+    nbuf: int
+    start: float
+    end: float
+
+
+class Outbox:
+    """Non-blocking sends kept alive until complete."""
+
+    __slots__ = ("comm", "pending")
+
+    def __init__(self, comm: MPI.Comm) -> None:
+        self.comm = comm
+        self.pending: list[MPI.Request] = []
+
+    def send(self, obj: Any, dest: int, tag: int, buffers: Sequence[Buffer] = ()) -> None:
+        self.pending.append(self.comm.isend(obj, dest, tag))
+        for buf in buffers:
+            self.pending.append(self.comm.Isend([buf, MPI.BYTE], dest, Tag.DATA))
+
+    def poll(self) -> bool:
+        """Drop completed sends; True while some are still in progress."""
+        if self.pending and MPI.Request.Testall(self.pending):
+            self.pending.clear()
+        return bool(self.pending)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait (polling) for every send to complete; False if ``timeout`` ran out first."""
+        import time
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll():
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(1e-4)
+        return True
+
+
+def receive(comm: MPI.Comm, source: int, tag: int) -> tuple[list[Any], list[Buffer]]:
+    """Receive a probed message from ``source`` and the DATA buffers its items announce."""
+    items: list[Any] = comm.recv(source=source, tag=tag)
+    buffers: list[Buffer] = []
+    status = MPI.Status()
+    for _ in range(sum(item.nbuf for item in items)):
+        msg = comm.Mprobe(source=source, tag=Tag.DATA, status=status)
+        buf = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
+        msg.Recv([buf, MPI.BYTE])
+        buffers.append(memoryview(buf))
+    return items, buffers
+
+
+class Topology(NamedTuple):
+    """Where the pool's ranks live, as rank 0 sees it."""
+
+    nodes: list[list[int]]        # worker ranks per node (rank 0 excluded)
+    hosts: list[str]              # host name per node
+    host_of: dict[int, str]       # every rank's host
+
+
+def discover_topology(comm: MPI.Intracomm) -> Topology:
+    """Group ranks by shared-memory node (collective over ``comm``).
+
+    Nodes are told apart by ``Split_type(COMM_TYPE_SHARED)``, not by host name, so fake
+    nodes on one host (a one-machine Slurm) count as separate nodes.
+    """
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    try:
+        leader = local.allreduce(comm.Get_rank(), op=MPI.MIN)
+    finally:
+        local.Free()
+    info = comm.allgather((leader, socket.gethostname()))
+    by_leader: dict[int, list[int]] = {}
+    host_of: dict[int, str] = {}
+    for rank, (lead, host) in enumerate(info):
+        by_leader.setdefault(lead, []).append(rank)
+        host_of[rank] = host
+    leaders = sorted(by_leader)
+    nodes = [[r for r in by_leader[lead] if r != 0] for lead in leaders]
+    hosts = [host_of[lead] for lead in leaders]
+    return Topology(nodes, hosts, host_of)
+
+
+@contextmanager
+def task_communicator(pool: MPI.Intracomm, group: MPI.Group, ranks: Sequence[int],
+                      tag: int) -> Iterator[MPI.Intracomm]:
+    """The communicator of one task, made by its ranks only and freed afterwards.
+
+    A 1-rank task gets ``COMM_SELF``. ``tag`` must be the same on every member.
+    """
+    if len(ranks) == 1:
+        yield MPI.COMM_SELF
+        return
+    sub_group = group.Incl(list(ranks))
+    try:
+        sub = pool.Create_group(sub_group, tag % TAG_LIMIT)
+    finally:
+        sub_group.Free()
+    try:
+        yield sub
+    finally:
+        if sub != MPI.COMM_NULL:
+            try:
+                sub.Free()
+            except MPI.Exception:
+                pass  # the task freed it itself

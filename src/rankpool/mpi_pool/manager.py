@@ -1,0 +1,235 @@
+"""Rank 0 of a pool: place tasks on worker ranks and gather their outcomes.
+
+The manager is a progress engine with no thread of its own: its owner (the pool program's
+loop, or the ``CommExecutor`` thread on root) calls :meth:`Manager.submit` and
+:meth:`Manager.progress` and takes finished :class:`Result` objects from ``completed``.
+One ``progress`` call is three non-blocking steps::
+
+    manager_receive   Iprobe for DONE reports, combine each task's ranks into one Result
+    check_deadlines   grace periods after a rank failed, walltimes: fail the task, mark stuck ranks
+    manager_dispatch  ask the scheduler what can start, send each rank its items in one message
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from dataclasses import dataclass, field
+
+from mpi4py import MPI
+
+from ..errors import InsufficientRanks, ResourceSpecError, StuckRanksError, TaskTimeout
+from ..protocol import Outcome, Result, Task
+from ..serialize import Buffer, dumps_error
+from .comms import Done, Outbox, Tag, Topology, WorkItem, receive
+from .placement import Scheduler, Shape
+
+log = logging.getLogger(__name__)
+
+#: DONE messages taken per progress call, so dispatch is never starved by a flood of reports
+RECEIVE_BURST = 64
+
+
+@dataclass(slots=True)
+class _Running:
+    task: Task
+    ranks: tuple[int, ...]
+    start: float
+    remaining: set[int]
+    values: list[Outcome] = field(default_factory=list)
+    errors: list[Outcome] = field(default_factory=list)
+    first_start: float = 0.0
+    last_end: float = 0.0
+
+
+class Manager:
+    """Places tasks on the worker ranks of ``comm`` (this process is its rank 0)."""
+
+    def __init__(self, comm: MPI.Intracomm, topology: Topology, *, depth: int = 16,
+                 grace: float = 5.0) -> None:
+        if comm.Get_rank() != 0:
+            raise ValueError("the manager must be rank 0 of the pool communicator")
+        self.comm = comm
+        self.topology = topology
+        self.grace = grace
+        self.scheduler = Scheduler(topology.nodes, depth)
+        self.worker_ranks = [r for node in topology.nodes for r in node]
+        self.widest = len(self.worker_ranks)
+        self.largest_node = max((len(n) for n in topology.nodes), default=0)
+        self.outbox = Outbox(comm)
+        self.tasks: dict[int, Task] = {}          # queued here, not yet on ranks
+        self.running: dict[int, _Running] = {}
+        self.deadlines: list[tuple[float, int]] = []
+        self.stuck: dict[int, int] = {}           # rank -> task it never came back from
+        self.completed: list[Result] = []
+        self.stopped = False
+
+    # -- the owner's interface ---------------------------------------------------------------
+    @property
+    def outstanding(self) -> int:
+        return len(self.tasks) + len(self.running)
+
+    def submit(self, task: Task) -> None:
+        spec = task.spec
+        shape = Shape(spec.num_ranks, spec.ranks_per_node, spec.num_nodes, spec.exclusive)
+        if not self.scheduler.fits_ever(shape):
+            self._fail(task.task_id, ResourceSpecError(
+                "num_ranks", f"task {task.task_id} needs {spec.num_ranks} ranks"
+                f"{_shape_text(spec.ranks_per_node, spec.num_nodes)}; this pool has "
+                f"{self.scheduler.usable_ranks} usable worker ranks on nodes of "
+                f"{[len(n) for n in self.topology.nodes]}"))
+            return
+        self.tasks[task.task_id] = task
+        self.scheduler.submit(task.task_id, shape, spec.priority)
+
+    def cancel(self, task_id: int) -> bool:
+        """Drop a task that has not reached any rank yet."""
+        if task_id in self.tasks and self.scheduler.cancel(task_id):
+            del self.tasks[task_id]
+            return True
+        return False
+
+    def progress(self) -> bool:
+        """One round of non-blocking steps; True if anything happened."""
+        active = self.manager_receive()
+        active = self.check_deadlines() or active
+        active = self.manager_dispatch() or active
+        self.outbox.poll()
+        return active
+
+    def status(self) -> dict[str, int]:
+        s = self.scheduler
+        return {"ranks": self.widest, "usable": s.usable_ranks, "busy": s.busy_ranks,
+                "stuck": len(self.stuck), "queued": s.pending, "running": len(self.running)}
+
+    def manager_stop(self, timeout: float = 10.0) -> None:
+        """Tell every worker to stop once it has finished what it holds."""
+        if self.stopped:
+            return
+        self.stopped = True
+        for rank in self.worker_ranks:
+            self.outbox.send(None, rank, Tag.STOP)
+        if not self.outbox.flush(timeout):
+            log.warning("stop did not reach every worker rank within %.1f s", timeout)
+
+    # -- steps --------------------------------------------------------------------------------
+    def manager_dispatch(self) -> bool:
+        assignments, impossible = self.scheduler.assign()
+        for key in impossible:
+            task = self.tasks.pop(key)  # type: ignore[call-overload]
+            self._fail(task.task_id, InsufficientRanks(task.task_id, task.spec.num_ranks,
+                                                       self.scheduler.usable_ranks))
+        if not assignments:
+            return bool(impossible)
+        per_rank: dict[int, tuple[list[WorkItem], list[Buffer]]] = {}
+        now = time.monotonic()
+        for a in assignments:
+            task = self.tasks.pop(a.key)  # type: ignore[call-overload]
+            spec = task.spec
+            item = WorkItem(task.task_id, a.ranks, spec.results_all, spec.walltime,
+                            task.fn_digest, _as_bytes(task.fn), _as_bytes(task.data),
+                            len(task.buffers))
+            for rank in a.ranks:
+                items, bufs = per_rank.setdefault(rank, ([], []))
+                items.append(item)
+                bufs.extend(task.buffers)
+            self.running[task.task_id] = _Running(task, a.ranks, now, set(a.ranks))
+            if spec.walltime is not None:
+                heapq.heappush(self.deadlines, (now + spec.walltime + self.grace, task.task_id))
+        for rank, (items, bufs) in per_rank.items():
+            self.outbox.send(items, rank, Tag.WORK, bufs)
+        return True
+
+    def manager_receive(self) -> bool:
+        comm = self.comm
+        status = MPI.Status()
+        for count in range(RECEIVE_BURST):
+            if not comm.Iprobe(source=MPI.ANY_SOURCE, tag=Tag.DONE, status=status):
+                return count > 0
+            source = status.Get_source()
+            reports, buffers = receive(comm, source, Tag.DONE)
+            pos = 0
+            for done in reports:
+                self._record(source, done, buffers[pos:pos + done.nbuf])
+                pos += done.nbuf
+        return True
+
+    def check_deadlines(self) -> bool:
+        now = time.monotonic()
+        fired = False
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, task_id = heapq.heappop(self.deadlines)
+            run = self.running.get(task_id)
+            if run is None:
+                continue
+            fired = True
+            spec = run.task.spec
+            if run.errors:
+                cause: Exception = StuckRanksError(task_id, self._sub_ranks(run), self.grace)
+            else:
+                cause = TaskTimeout(task_id, spec.walltime or 0.0)
+            self._give_up(run, cause)
+        return fired
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def _record(self, source: int, done: Done, buffers: list[Buffer]) -> None:
+        run = self.running.get(done.task_id)
+        if run is None or source not in run.remaining:
+            if self.stuck.get(source) == done.task_id:
+                del self.stuck[source]
+                self.scheduler.unstick([source])
+                log.warning("rank %d came back from task %d after it was given up", source,
+                            done.task_id)
+            return
+        run.remaining.discard(source)
+        if not run.first_start or done.start < run.first_start:
+            run.first_start = done.start
+        run.last_end = max(run.last_end, done.end)
+        if not done.ok:
+            run.errors.append(Outcome(done.rank, False, done.data, buffers))
+            if run.remaining and len(run.errors) == 1:
+                heapq.heappush(self.deadlines, (time.monotonic() + self.grace, done.task_id))
+        elif done.rank == 0 or run.task.spec.results_all:
+            run.values.append(Outcome(done.rank, True, done.data, buffers))
+        if not run.remaining:
+            self._finish(run, [])
+
+    def _finish(self, run: _Running, extra: list[Outcome]) -> None:
+        task_id = run.task.task_id
+        del self.running[task_id]
+        self.scheduler.finish(task_id)
+        if run.errors or extra:
+            outcomes = sorted(run.errors, key=lambda o: o.rank) + extra
+        else:
+            outcomes = sorted(run.values, key=lambda o: o.rank)
+        host = self.topology.host_of.get(run.ranks[0], "")
+        self.completed.append(Result(task_id, outcomes,
+                                     [host, list(run.ranks), run.first_start, run.last_end]))
+
+    def _give_up(self, run: _Running, cause: Exception) -> None:
+        """Fail a task whose ranks did not all come back; those ranks are stuck."""
+        missing = sorted(run.remaining)
+        log.error("task %d: %s; stuck ranks %s", run.task.task_id, cause, missing)
+        sub = [run.ranks.index(r) for r in missing]
+        self._finish(run, [Outcome(sub[0] if sub else 0, False, dumps_error(cause))])
+        for rank in missing:
+            self.stuck[rank] = run.task.task_id
+        self.scheduler.mark_stuck(missing)
+
+    def _sub_ranks(self, run: _Running) -> list[int]:
+        return [run.ranks.index(r) for r in sorted(run.remaining)]
+
+    def _fail(self, task_id: int, exc: Exception) -> None:
+        log.error("task %d failed: %s", task_id, exc)
+        self.completed.append(Result(task_id, [Outcome(0, False, dumps_error(exc))]))
+
+
+def _as_bytes(buf: Buffer) -> bytes:
+    return buf if isinstance(buf, bytes) else bytes(buf)
+
+
+def _shape_text(rpn: int | None, nn: int | None) -> str:
+    parts = [f"{rpn} per node" if rpn else "", f"on {nn} nodes" if nn else ""]
+    text = ", ".join(p for p in parts if p)
+    return f" ({text})" if text else ""

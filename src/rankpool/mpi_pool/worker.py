@@ -1,0 +1,156 @@
+"""A worker rank: receive tasks from rank 0, run them, report outcomes.
+
+The loop is a short list of non-blocking steps: ``worker_receive`` (``Iprobe`` for work or
+stop), run one queued task, ``worker_report`` (results go back in batches: when the queue
+empties or every ``flush_interval``), and back off when idle. User code runs inside
+``try/except BaseException``; its outcome, value or error, always becomes a report, so a
+raising rank never leaves rank 0 waiting without word.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections import deque
+from types import FrameType
+from typing import Any
+
+from mpi4py import MPI
+
+from ..errors import TaskTimeout
+from ..injection import comm_position, inject
+from ..serialize import Buffer, FunctionLoader, dumps_data, dumps_error, loads_data
+from .backoff import Backoff, BackoffConfig, tighten_timer_slack
+from .comms import Done, Outbox, Tag, WorkItem, receive, task_communicator
+
+log = logging.getLogger(__name__)
+
+
+class _Alarm(BaseException):
+    """Raised inside user code by the walltime alarm (not an Exception: user code rarely catches it)."""
+
+
+class Worker:
+    """Serves rank 0 of ``comm`` until told to stop."""
+
+    def __init__(self, comm: MPI.Intracomm, backoff: BackoffConfig | None = None,
+                 flush_interval: float = 0.002) -> None:
+        self.comm = comm
+        self.group = comm.Get_group()
+        self.rank = comm.Get_rank()
+        self.backoff = Backoff(backoff)
+        self.flush_interval = flush_interval
+        self.queue: deque[tuple[WorkItem, list[Buffer]]] = deque()
+        self.outbox = Outbox(comm)
+        self.functions = FunctionLoader()
+        self.positions: dict[bytes, int | None] = {}
+        self.done: list[Done] = []
+        self.done_buffers: list[Buffer] = []
+        self.last_report = time.monotonic()
+        self.stopping = False
+        self.pid = os.getpid()
+        self.use_alarm = threading.current_thread() is threading.main_thread()
+
+    def serve(self) -> None:
+        tighten_timer_slack()
+        try:
+            while not (self.stopping and not self.queue):
+                got = self.worker_receive()
+                if self.queue:
+                    self.run_next()
+                    if not self.queue or time.monotonic() - self.last_report > self.flush_interval:
+                        self.worker_report()
+                    self.backoff.reset()
+                elif got:
+                    self.backoff.reset()
+                else:
+                    self.outbox.poll()
+                    self.backoff.sleep()
+            self.worker_report()
+            self.outbox.flush(timeout=10.0)
+        finally:
+            self.group.Free()
+
+    # -- steps -----------------------------------------------------------------------------
+    def worker_receive(self) -> bool:
+        """Take every message rank 0 has sent; True if there was any."""
+        got = False
+        comm = self.comm
+        while True:
+            status = MPI.Status()
+            if not comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status):
+                return got
+            got = True
+            tag = status.Get_tag()
+            if tag == Tag.STOP:
+                comm.recv(source=0, tag=Tag.STOP)
+                self.stopping = True
+                return True
+            if tag != Tag.WORK:  # a stray DATA message: never expected before its WORK
+                log.error("rank %d: unexpected tag %d from rank 0", self.rank, tag)
+                comm.recv(source=0, tag=tag)
+                continue
+            items, buffers = receive(comm, 0, Tag.WORK)
+            pos = 0
+            for item in items:
+                self.queue.append((item, buffers[pos:pos + item.nbuf]))
+                pos += item.nbuf
+
+    def run_next(self) -> None:
+        item, buffers = self.queue.popleft()
+        start = time.time()
+        size = len(item.ranks)
+        sub_rank = item.ranks.index(self.rank)
+        try:
+            with task_communicator(self.comm, self.group, item.ranks, item.task_id) as sub:
+                value = self._call(item, buffers, sub)
+            if sub_rank == 0 or item.results_all:
+                data, bufs = dumps_data(value, "the task's result")
+            else:
+                data, bufs = b"", []
+            done = Done(item.task_id, sub_rank, True, data, len(bufs), start, time.time())
+        except BaseException as exc:  # the outcome of user code, whatever it is, is a value
+            if os.getpid() != self.pid:
+                os._exit(0)  # a fork made inside the task must never reach MPI
+            if isinstance(exc, _Alarm):
+                exc = TaskTimeout(item.task_id, item.walltime or 0.0)
+            bufs = []
+            done = Done(item.task_id, sub_rank, False, dumps_error(exc, sub_rank, size), 0,
+                        start, time.time())
+        self.done.append(done)
+        self.done_buffers.extend(bufs)
+
+    def _call(self, item: WorkItem, buffers: list[Buffer], sub: MPI.Intracomm) -> Any:
+        fn = self.functions.loads(item.fn_digest, item.fn)
+        position = self.positions.get(item.fn_digest, -2)
+        if position == -2:
+            position = self.positions[item.fn_digest] = comm_position(fn)
+        args, kwargs = loads_data(item.data, buffers)
+        args, kwargs = inject(position, args, kwargs, sub)
+        alarm = self.use_alarm and item.walltime is not None
+        if alarm:
+            previous = signal.signal(signal.SIGALRM, _raise_alarm)
+            signal.setitimer(signal.ITIMER_REAL, item.walltime)
+        try:
+            value = fn(*args, **kwargs)
+        finally:
+            if alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+            if os.getpid() != self.pid:
+                os._exit(0)
+        return value
+
+    def worker_report(self) -> None:
+        if self.done:
+            self.outbox.send(self.done, 0, Tag.DONE, self.done_buffers)
+            self.done = []
+            self.done_buffers = []
+        self.last_report = time.monotonic()
+
+
+def _raise_alarm(signum: int, frame: FrameType | None) -> None:
+    raise _Alarm()

@@ -1,0 +1,132 @@
+"""The resource specification: parsing and validation, shared by every front-end.
+
+A specification is a mapping such as ``{"num_ranks": 4, "results": "all"}``. It is parsed
+once at submit into a frozen :class:`Spec`; every refusal raises :class:`ResourceSpecError`
+naming the key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ResourceSpecError
+
+RESULTS_MODES = ("root", "all")
+
+#: every key a specification may hold; ``ranks`` is an alias of ``num_ranks``
+KNOWN_KEYS = frozenset({"num_ranks", "ranks", "ranks_per_node", "num_nodes", "results",
+                        "priority", "walltime"})
+
+#: keys other systems put in a specification that mean nothing here but are harmless
+IGNORED_KEYS = frozenset({"running_time"})
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """A validated resource specification."""
+
+    num_ranks: int = 1
+    ranks_per_node: int | None = None
+    num_nodes: int | None = None
+    results_all: bool = False
+    priority: int = 0
+    walltime: float | None = None
+
+    @property
+    def exclusive(self) -> bool:
+        """Whether the task needs idle ranks of its own (no prefetching behind other tasks)."""
+        return self.num_ranks > 1 or self.walltime is not None
+
+    def to_wire(self) -> list[Any] | None:
+        """A compact JSON-able form; ``None`` for the default specification."""
+        if self == DEFAULT_SPEC:
+            return None
+        return [self.num_ranks, self.ranks_per_node, self.num_nodes, self.results_all,
+                self.priority, self.walltime]
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Spec:
+        """Inverse of :meth:`to_wire`, checking every field (it comes off a socket)."""
+        if raw is None:
+            return DEFAULT_SPEC
+        if not isinstance(raw, list) or len(raw) != 6:
+            raise ResourceSpecError("spec", f"malformed wire form {raw!r}")
+        n, rpn, nn, all_, prio, wt = raw
+        return parse_spec({"num_ranks": n, "ranks_per_node": rpn, "num_nodes": nn,
+                           "results": "all" if all_ is True else "root", "priority": prio,
+                           "walltime": wt})
+
+
+DEFAULT_SPEC = Spec()
+
+
+def _positive_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ResourceSpecError(key, f"must be a positive integer, got {value!r}")
+    if value < 1:
+        raise ResourceSpecError(key, f"must be a positive integer, got {value!r}")
+    return value
+
+
+def parse_spec(spec: Mapping[str, Any] | Spec | None) -> Spec:
+    """Validate a specification mapping and return a :class:`Spec`.
+
+    ``num_ranks`` defaults to ``num_nodes * ranks_per_node`` when only the shape is given;
+    when all three are given they must agree.
+    """
+    if spec is None:
+        return DEFAULT_SPEC
+    if isinstance(spec, Spec):
+        return spec
+    if not isinstance(spec, Mapping):
+        raise ResourceSpecError("<spec>", f"must be a mapping, got {type(spec).__name__}")
+    if not spec:
+        return DEFAULT_SPEC
+    for key in spec:
+        if not isinstance(key, str) or (key not in KNOWN_KEYS and key not in IGNORED_KEYS):
+            raise ResourceSpecError(str(key), f"unknown key; known keys are {sorted(KNOWN_KEYS)}")
+    if "ranks" in spec and "num_ranks" in spec and spec["ranks"] != spec["num_ranks"]:
+        raise ResourceSpecError("ranks", "is an alias of 'num_ranks' and disagrees with it")
+    raw_n = spec.get("num_ranks", spec.get("ranks"))
+    rpn = spec.get("ranks_per_node")
+    nn = spec.get("num_nodes")
+    rpn = None if rpn is None else _positive_int("ranks_per_node", rpn)
+    nn = None if nn is None else _positive_int("num_nodes", nn)
+    name = "num_ranks" if "num_ranks" in spec else "ranks"
+    if raw_n is None:
+        n = (nn or 1) * (rpn or 1)
+    else:
+        n = _positive_int(name, raw_n)
+    if rpn is not None and nn is not None and n != rpn * nn:
+        raise ResourceSpecError(name, f"{n} disagrees with num_nodes * ranks_per_node = {nn * rpn}")
+    if rpn is not None and n % rpn:
+        raise ResourceSpecError("ranks_per_node", f"{rpn} does not divide num_ranks {n}")
+    if nn is not None and nn > n:
+        raise ResourceSpecError("num_nodes", f"{nn} nodes cannot hold only {n} ranks")
+    results = spec.get("results", "root")
+    if results not in RESULTS_MODES:
+        raise ResourceSpecError("results", f"must be one of {RESULTS_MODES}, got {results!r}")
+    priority = spec.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ResourceSpecError("priority", f"must be an integer, got {priority!r}")
+    walltime = spec.get("walltime")
+    if walltime is not None:
+        if isinstance(walltime, bool) or not isinstance(walltime, (int, float)) \
+                or not math.isfinite(walltime) or walltime <= 0:
+            raise ResourceSpecError("walltime", f"must be a positive number of seconds, got {walltime!r}")
+        walltime = float(walltime)
+    return Spec(n, rpn, nn, results == "all", priority, walltime)
+
+
+def check_fits(spec: Spec, widest: int, largest_node: int | None = None) -> None:
+    """Refuse a task that no pool of ``widest`` ranks (nodes of ``largest_node``) could hold."""
+    if spec.num_ranks > widest:
+        raise ResourceSpecError("num_ranks", f"{spec.num_ranks} ranks is wider than any pool can "
+                                f"hold ({widest} worker ranks)")
+    if largest_node is not None and spec.ranks_per_node is not None \
+            and spec.ranks_per_node > largest_node:
+        raise ResourceSpecError("ranks_per_node", f"{spec.ranks_per_node} is more than a node "
+                                f"holds ({largest_node} worker ranks)")

@@ -1,0 +1,174 @@
+"""Serialization of functions, data and errors.
+
+Functions are pickled with dill (by reference when importable, by value otherwise) once per
+function and named by a digest afterwards; the loading side keeps a bounded cache by digest,
+so a stream of tasks for one function pays dill's cost once. Data (arguments and results) is
+pickled with protocol 5: large buffers such as NumPy arrays go *out of band* as separate
+frames, which ZeroMQ and MPI move without copying them into the pickle.
+
+A function's value is fixed the first time it is serialized: globals it captures by value
+are those of that moment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import socket
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dill
+
+from .errors import RemoteTaskError, RemoteTraceback, SerializationError
+
+#: buffers at least this large travel out of band; smaller ones stay inside the pickle
+OOB_THRESHOLD = 64 * 1024
+
+Buffer = bytes | bytearray | memoryview
+
+
+class _LRU(OrderedDict):  # type: ignore[type-arg]
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+class FunctionPickler:
+    """Submit side: serialize each function once and remember its digest."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._cache = _LRU(size)
+
+    def dumps(self, fn: Callable[..., Any]) -> tuple[bytes, bytes]:
+        """Return ``(digest, payload)`` for ``fn``."""
+        try:
+            hit = self._cache.get(fn)
+        except TypeError:  # unhashable callable: serialize every time
+            hit = None
+        if hit is not None:
+            return hit
+        try:
+            payload = dill.dumps(fn, protocol=5, recurse=True)
+        except Exception as exc:
+            raise SerializationError(f"function {getattr(fn, '__qualname__', fn)!r}", exc) from exc
+        entry = (hashlib.blake2b(payload, digest_size=16).digest(), payload)
+        try:
+            self._cache.put(fn, entry)
+        except TypeError:
+            pass
+        return entry
+
+
+class FunctionLoader:
+    """Run side: load each function once per digest."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._cache = _LRU(size)
+
+    def loads(self, digest: bytes, payload: Buffer) -> Callable[..., Any]:
+        fn = self._cache.get(digest)
+        if fn is None:
+            fn = pickle.loads(payload)
+            self._cache.put(digest, fn)
+        else:
+            self._cache.move_to_end(digest)
+        return fn  # type: ignore[no-any-return]
+
+
+def dumps_data(obj: Any, what: str = "data") -> tuple[bytes, list[Buffer]]:
+    """Pickle ``obj`` with protocol 5; return the pickle and its out-of-band buffers."""
+    buffers: list[Buffer] = []
+
+    def keep(buf: pickle.PickleBuffer) -> bool:
+        raw = buf.raw()
+        if raw.nbytes < OOB_THRESHOLD:
+            return True  # in band
+        buffers.append(raw)
+        return False
+
+    try:
+        return pickle.dumps(obj, protocol=5, buffer_callback=keep), buffers
+    except Exception:
+        buffers.clear()
+    try:
+        return dill.dumps(obj, protocol=5, recurse=True, buffer_callback=keep), buffers
+    except Exception as exc:
+        raise SerializationError(what, exc) from exc
+
+
+def loads_data(data: Buffer, buffers: Sequence[Buffer] = ()) -> Any:
+    return pickle.loads(data, buffers=buffers)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What one rank reports when its part of a task raised."""
+
+    type_name: str
+    message: str
+    traceback: str
+    rank: int
+    size: int
+    host: str
+    exc_pickle: bytes | None
+
+
+_HOST = socket.gethostname()
+
+
+def dumps_error(exc: BaseException, rank: int = 0, size: int = 1) -> bytes:
+    """Serialize an exception raised by user code, keeping its traceback as text."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        exc_pickle: bytes | None = pickle.dumps(exc, protocol=5)
+        pickle.loads(exc_pickle)  # an exception that pickles but cannot be rebuilt is text only
+    except Exception:
+        try:
+            exc_pickle = dill.dumps(exc, protocol=5)
+            pickle.loads(exc_pickle)
+        except Exception:
+            exc_pickle = None
+    info = ErrorInfo(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc), tb, rank,
+                     size, _HOST, exc_pickle)
+    return pickle.dumps(info, protocol=5)
+
+
+def loads_error(data: Buffer) -> BaseException:
+    """Rebuild a remote exception with its traceback as ``__cause__``.
+
+    The original type is kept where it unpickles here; otherwise a :class:`RemoteTaskError`
+    carries the type name and text.
+    """
+    info: ErrorInfo = pickle.loads(data)
+    exc: BaseException | None = None
+    if info.exc_pickle is not None:
+        try:
+            exc = pickle.loads(info.exc_pickle)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        exc = RemoteTaskError(info.type_name, info.message, info.rank, info.size, info.host)
+    header = f"rank {info.rank} of {info.size} on {info.host}"
+    exc.__cause__ = RemoteTraceback(f'\n"""\n{header}\n{info.traceback}"""')
+    return exc
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``BaseException.add_note`` where Python has it (3.11+), the same attribute otherwise."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # Python 3.10
+        notes = getattr(exc, "__notes__", None)
+        if notes is None:
+            notes = []
+            exc.__notes__ = notes  # type: ignore[attr-defined]
+        notes.append(note)
