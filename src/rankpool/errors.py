@@ -28,6 +28,10 @@ class SerializationError(RankPoolError):
     def __init__(self, what: str, cause: BaseException) -> None:
         super().__init__(f"cannot serialize {what}: {type(cause).__name__}: {cause}")
         self.what = what
+        self.cause_text = f"{type(cause).__name__}: {cause}"
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_rebuild_serialization_error, (self.what, self.cause_text))
 
 
 class RemoteTraceback(Exception):
@@ -138,3 +142,11 @@ class InsufficientRanks(RankPoolError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.task_id, self.needed, self.usable))
+
+
+def _rebuild_serialization_error(what: str, cause_text: str) -> SerializationError:
+    exc = SerializationError.__new__(SerializationError)
+    RankPoolError.__init__(exc, f"cannot serialize {what}: {cause_text}")
+    exc.what = what
+    exc.cause_text = cause_text
+    return exc

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import socket
+import threading
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -84,25 +85,40 @@ class FunctionLoader:
         return fn  # type: ignore[no-any-return]
 
 
+class _BigBuffers(threading.local):
+    """Where the pickler's buffer callback puts out-of-band buffers (one list per thread)."""
+
+    def __init__(self) -> None:
+        self.found: list[Buffer] = []
+
+
+_big = _BigBuffers()
+
+
+def _keep_big(buf: pickle.PickleBuffer) -> bool:
+    raw = buf.raw()
+    if raw.nbytes < OOB_THRESHOLD:
+        return True  # in band
+    _big.found.append(raw)
+    return False
+
+
 def dumps_data(obj: Any, what: str = "data") -> tuple[bytes, list[Buffer]]:
     """Pickle ``obj`` with protocol 5; return the pickle and its out-of-band buffers."""
-    buffers: list[Buffer] = []
-
-    def keep(buf: pickle.PickleBuffer) -> bool:
-        raw = buf.raw()
-        if raw.nbytes < OOB_THRESHOLD:
-            return True  # in band
-        buffers.append(raw)
-        return False
-
     try:
-        return pickle.dumps(obj, protocol=5, buffer_callback=keep), buffers
+        data = pickle.dumps(obj, protocol=5, buffer_callback=_keep_big)
     except Exception:
-        buffers.clear()
-    try:
-        return dill.dumps(obj, protocol=5, recurse=True, buffer_callback=keep), buffers
-    except Exception as exc:
-        raise SerializationError(what, exc) from exc
+        _big.found = []
+        try:
+            data = dill.dumps(obj, protocol=5, recurse=True, buffer_callback=_keep_big)
+        except Exception as exc:
+            _big.found = []
+            raise SerializationError(what, exc) from exc
+    found = _big.found
+    if found:
+        _big.found = []
+        return data, found
+    return data, []
 
 
 def loads_data(data: Buffer, buffers: Sequence[Buffer] = ()) -> Any:

@@ -15,6 +15,7 @@ the user's code keeps running. No ZeroMQ, no interchange.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -38,12 +39,16 @@ class CommExecutor(FrontEnd):
 
     ``depth``: most 1-rank tasks queued on one worker rank (prefetch); ``grace``: seconds the
     other ranks of a task get after one rank failed before they are declared stuck;
-    ``backoff``: idle polling of the worker ranks.
+    ``backoff``: idle polling of the worker ranks; ``on_stuck``: what leaving the ``with`` block
+    does when ranks are stuck in a task forever (see :attr:`stuck_ranks`): ``"abort"`` the MPI
+    job with an error message (they could never reach ``MPI_Finalize``, so the job would hang
+    until its walltime) or ``"leave"`` them.
     """
 
     def __init__(self, comm: MPI.Intracomm | None = None, root: int = 0, *,
                  requirements: Mapping[str, Any] | None = None, depth: int = 16,
-                 grace: float = 5.0, backoff: BackoffConfig | None = None) -> None:
+                 grace: float = 5.0, backoff: BackoffConfig | None = None,
+                 on_stuck: str = "abort") -> None:
         super().__init__(requirements)
         comm = MPI.COMM_WORLD if comm is None else comm
         if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
@@ -54,14 +59,19 @@ class CommExecutor(FrontEnd):
             raise ValueError(f"depth must be a positive integer, got {depth!r}")
         if not grace > 0:
             raise ValueError(f"grace must be a positive number of seconds, got {grace!r}")
+        if on_stuck not in ("abort", "leave"):
+            raise ValueError(f"on_stuck must be 'abort' or 'leave', got {on_stuck!r}")
+        self.on_stuck = on_stuck
         self.root = root
         self.is_root = comm.Get_rank() == root
         # root becomes rank 0 of the pool's communicator; everyone else keeps their order
         self.pool_comm = comm.Split(0, 0 if self.is_root else comm.Get_rank() + 1)
         self.topology = discover_topology(self.pool_comm)
+        self._user_rank = self.pool_comm.allgather(comm.Get_rank())
         self._backoff = backoff
         self._inbox: deque[Task] = deque()
         self._wake = threading.Event()
+        self._idle = False
         self._stopping = False
         self._cancel_all = False
         self._thread: threading.Thread | None = None
@@ -83,7 +93,21 @@ class CommExecutor(FrontEnd):
     def __exit__(self, *exc: object) -> None:
         if self.is_root:
             self.shutdown(wait=True)
+            stuck = self.stuck_ranks
+            if stuck and self.on_stuck == "abort":
+                log.critical("ranks %s of the communicator are stuck in tasks that never ended; "
+                             "aborting the MPI job, which could not finish otherwise", stuck)
+                print(f"rankpool: ranks {stuck} are stuck in tasks that never ended; aborting",
+                      file=sys.stderr, flush=True)
+                self.pool_comm.Abort(70)
         self.pool_comm.Free()
+
+    @property
+    def stuck_ranks(self) -> list[int]:
+        """Ranks of ``comm`` that never came back from a task (see ``grace`` and ``walltime``)."""
+        if self._manager is None:
+            return []
+        return sorted(self._user_rank[r] for r in self._manager.stuck)
 
     # -- FrontEnd -----------------------------------------------------------------------------
     def _check_spec(self, spec: Spec) -> None:
@@ -94,7 +118,8 @@ class CommExecutor(FrontEnd):
 
     def _send(self, task: Task, future: TaskFuture) -> None:
         self._inbox.append(task)
-        self._wake.set()
+        if self._idle:
+            self._wake.set()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if not self.is_root:
@@ -129,7 +154,10 @@ class CommExecutor(FrontEnd):
                 if self._stopping and not self._inbox and manager.outstanding == 0:
                     break
                 if manager.outstanding == 0 and not self._inbox:
-                    self._wake.wait()
+                    self._idle = True
+                    if not self._inbox and not self._stopping:
+                        self._wake.wait()
+                    self._idle = False
                     self._wake.clear()
                     backoff.reset()
                 elif active:
@@ -147,9 +175,7 @@ class CommExecutor(FrontEnd):
         inbox = self._inbox
         if not inbox:
             return False
+        submit = manager.submit
         while inbox:
-            task = inbox.popleft()
-            future = self._futures.get(task.task_id)
-            if future is not None and not future.cancelled():
-                manager.submit(task)
+            submit(inbox.popleft())
         return True

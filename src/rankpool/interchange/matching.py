@@ -176,8 +176,8 @@ class RoomIndex:
         return None
 
 
-def match(queue: TaskQueue, room: RoomIndex) -> list[tuple[Pool, list[Task]]]:
-    """Choose pools for queued tasks; return ``(pool, tasks)`` batches of at most MAX_BATCH.
+def match(queue: TaskQueue, room: RoomIndex) -> list[tuple[Pool, list[Entry]]]:
+    """Choose pools for queued tasks; return ``(pool, entries)`` batches of at most MAX_BATCH.
 
     The pools' accounting (``assign``) is updated here; the caller sends the batches and, if a
     send fails, gives the tasks back with :meth:`TaskQueue.push_back`.
@@ -187,8 +187,8 @@ def match(queue: TaskQueue, room: RoomIndex) -> list[tuple[Pool, list[Task]]]:
     if not queued or not pools:
         return []
     chunk = min(MAX_BATCH, math.ceil(queued / pools))
-    current: dict[Pool, list[Task]] = {}
-    batches: list[tuple[Pool, list[Task]]] = []
+    current: dict[Pool, list[Entry]] = {}
+    batches: list[tuple[Pool, list[Entry]]] = []
     below: float = math.inf  # pools this wide or wider are reserved for a blocked task
     taken = 0
     for prio in queue.priorities():
@@ -214,9 +214,9 @@ def match(queue: TaskQueue, room: RoomIndex) -> list[tuple[Pool, list[Task]]]:
             n = min(chunk, pool.free // width, MAX_BATCH - len(batch))
             dq = level[width]
             while n and dq and dq[0][0] < limit:
-                task = dq.popleft()[1]
-                pool.assign(task.task_id, width)
-                batch.append(task)
+                entry = dq.popleft()
+                pool.assign(entry[1].task_id, width)
+                batch.append(entry)
                 n -= 1
                 taken += 1
             room.served(pool)

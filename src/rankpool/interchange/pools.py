@@ -73,13 +73,16 @@ class Pool:
         self.in_flight[task_id] = width
         self.used += width
 
-    def finish(self, task_id: int) -> bool:
-        """Account for a finished task; False if the task was not in flight here."""
-        width = self.in_flight.pop(task_id, None)
-        if width is None:
-            return False
-        self.used -= width
-        return True
+    def finish_many(self, task_ids: list[int]) -> list[int]:
+        """Account for finished tasks; return those that were in flight here."""
+        pop = self.in_flight.pop
+        done = []
+        for task_id in task_ids:
+            width = pop(task_id, None)
+            if width is not None:
+                self.used -= width
+                done.append(task_id)
+        return done
 
     def describe(self, now: float | None = None) -> dict[str, Any]:
         """The JSON-able summary the ``pools`` command returns."""

@@ -32,7 +32,7 @@ def tighten_timer_slack(ns: int = 1000) -> None:
 class BackoffConfig:
     base: float = 10e-6
     hot_cap: float = 100e-6
-    idle_cap: float = 5e-3
+    idle_cap: float = 10e-3
     hot_window: float = 0.05
 
     def __post_init__(self) -> None:

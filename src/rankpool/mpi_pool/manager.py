@@ -15,12 +15,13 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mpi4py import MPI
 
 from ..errors import InsufficientRanks, ResourceSpecError, StuckRanksError, TaskTimeout
 from ..protocol import Outcome, Result, Task
+from ..resources import Spec
 from ..serialize import Buffer, dumps_error
 from .comms import Done, Outbox, Tag, Topology, WorkItem, receive
 from .placement import Scheduler, Shape
@@ -36,9 +37,9 @@ class _Running:
     task: Task
     ranks: tuple[int, ...]
     start: float
-    remaining: set[int]
-    values: list[Outcome] = field(default_factory=list)
-    errors: list[Outcome] = field(default_factory=list)
+    remaining: set[int] | tuple[int, ...]   # a set once a multi-rank task starts reporting
+    values: list[Outcome] | None = None
+    errors: list[Outcome] | None = None
     first_start: float = 0.0
     last_end: float = 0.0
 
@@ -64,6 +65,7 @@ class Manager:
         self.stuck: dict[int, int] = {}           # rank -> task it never came back from
         self.completed: list[Result] = []
         self.stopped = False
+        self._shapes: dict[Spec, Shape] = {}
 
     # -- the owner's interface ---------------------------------------------------------------
     @property
@@ -72,8 +74,12 @@ class Manager:
 
     def submit(self, task: Task) -> None:
         spec = task.spec
-        shape = Shape(spec.num_ranks, spec.ranks_per_node, spec.num_nodes, spec.exclusive)
-        if not self.scheduler.fits_ever(shape):
+        shape = self._shapes.get(spec)
+        if shape is None:
+            shape = Shape(spec.num_ranks, spec.ranks_per_node, spec.num_nodes, spec.exclusive)
+            if len(self._shapes) < 1024:
+                self._shapes[spec] = shape
+        if shape.width > 1 and not self.scheduler.fits_ever(shape):
             self._fail(task.task_id, ResourceSpecError(
                 "num_ranks", f"task {task.task_id} needs {spec.num_ranks} ranks"
                 f"{_shape_text(spec.ranks_per_node, spec.num_nodes)}; this pool has "
@@ -131,10 +137,13 @@ class Manager:
                             task.fn_digest, _as_bytes(task.fn), _as_bytes(task.data),
                             len(task.buffers))
             for rank in a.ranks:
-                items, bufs = per_rank.setdefault(rank, ([], []))
-                items.append(item)
-                bufs.extend(task.buffers)
-            self.running[task.task_id] = _Running(task, a.ranks, now, set(a.ranks))
+                entry = per_rank.get(rank)
+                if entry is None:
+                    entry = per_rank[rank] = ([], [])
+                entry[0].append(item)
+                if task.buffers:
+                    entry[1].extend(task.buffers)
+            self.running[task.task_id] = _Running(task, a.ranks, now, a.ranks)
             if spec.walltime is not None:
                 heapq.heappush(self.deadlines, (now + spec.walltime + self.grace, task.task_id))
         for rank, (items, bufs) in per_rank.items():
@@ -182,6 +191,16 @@ class Manager:
                 log.warning("rank %d came back from task %d after it was given up", source,
                             done.task_id)
             return
+        if len(run.ranks) == 1:  # the common case, kept short
+            del self.running[done.task_id]
+            self.scheduler.finish(done.task_id)
+            self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)],
+                                         [self.topology.host_of[source], [source], done.start,
+                                          done.end]))
+            return
+        if isinstance(run.remaining, tuple):
+            run.remaining, run.values, run.errors = set(run.remaining), [], []
+        assert isinstance(run.remaining, set) and run.values is not None and run.errors is not None
         run.remaining.discard(source)
         if not run.first_start or done.start < run.first_start:
             run.first_start = done.start
@@ -200,9 +219,9 @@ class Manager:
         del self.running[task_id]
         self.scheduler.finish(task_id)
         if run.errors or extra:
-            outcomes = sorted(run.errors, key=lambda o: o.rank) + extra
+            outcomes = sorted(run.errors or [], key=lambda o: o.rank) + extra
         else:
-            outcomes = sorted(run.values, key=lambda o: o.rank)
+            outcomes = sorted(run.values or [], key=lambda o: o.rank)
         host = self.topology.host_of.get(run.ranks[0], "")
         self.completed.append(Result(task_id, outcomes,
                                      [host, list(run.ranks), run.first_start, run.last_end]))
@@ -210,9 +229,10 @@ class Manager:
     def _give_up(self, run: _Running, cause: Exception) -> None:
         """Fail a task whose ranks did not all come back; those ranks are stuck."""
         missing = sorted(run.remaining)
-        log.error("task %d: %s; stuck ranks %s", run.task.task_id, cause, missing)
+        log.error("%s; stuck ranks %s", cause, missing)
         sub = [run.ranks.index(r) for r in missing]
-        self._finish(run, [Outcome(sub[0] if sub else 0, False, dumps_error(cause))])
+        first = sub[0] if sub else 0
+        self._finish(run, [Outcome(first, False, dumps_error(cause, first, len(run.ranks)))])
         for rank in missing:
             self.stuck[rank] = run.task.task_id
         self.scheduler.mark_stuck(missing)

@@ -18,9 +18,9 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import deque
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Callable, Hashable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ def _layout(shape: Shape) -> _Layout | None:
 
 
 def _zero(i: int, k: int) -> int:
+    """Cost function for placements where every candidate rank is equally good."""
     return 0
 
 
@@ -82,41 +83,28 @@ def _pick(layout: _Layout, counts: Sequence[int], cost: Callable[[int, int], int
     width, per_node = layout
     idx = range(len(counts))
 
-    def best(k: int, used: set[int]) -> int | None:
-        fit = [i for i in idx if counts[i] >= k and i not in used]
-        return min(fit, key=lambda i: (cost(i, k), counts[i], i)) if fit else None
-
-    out: list[int] = []
-    if per_node is None:
-        if sum(counts) < width:
-            return None
-        used: set[int] = set()
-        left = width
-        while left:
-            i = best(left, used)
-            if i is not None:  # the rest fits on one node: best fit
-                out += take(i, left)
-                break
-            # nothing holds the rest: take the largest node whole
-            i = min((j for j in idx if counts[j] and j not in used),
-                    key=lambda j: (-counts[j], cost(j, counts[j]), j))
-            out += take(i, counts[i])
-            used.add(i)
-            left -= counts[i]
-        return sorted(out)
-    big, small = per_node[0], per_node[-1]
-    nbig = per_node.count(big)
-    nsmall = len(per_node) - nbig
-
     def order(k: int, skip: set[int]) -> list[int]:
         fit = [i for i in idx if counts[i] >= k and i not in skip]
         return sorted(fit, key=lambda i: (cost(i, k), counts[i], i))
 
+    out: list[int] = []
+    if per_node is None:  # one node if any fits (best fit), else largest whole nodes first
+        if sum(counts) < width:
+            return None
+        used: set[int] = set()
+        while len(out) < width:
+            left = width - len(out)
+            fit = order(left, used)
+            i = fit[0] if fit else min((j for j in idx if counts[j] and j not in used),
+                                       key=lambda j: (-counts[j], cost(j, counts[j]), j))
+            out += take(i, min(left, counts[i]))
+            used.add(i)
+        return sorted(out)
+    big, small = per_node[0], per_node[-1]
+    nbig = per_node.count(big)
     chosen = order(big, set())[:nbig]
-    if len(chosen) < nbig:
-        return None
-    rest = order(small, set(chosen))[:nsmall] if nsmall else []
-    if len(rest) < nsmall:
+    rest = order(small, set(chosen))[:len(per_node) - nbig]
+    if len(chosen) + len(rest) < len(per_node):
         return None
     for i in chosen:
         out += take(i, big)
@@ -199,10 +187,8 @@ class Scheduler:
             return
         if h == 0:
             self._n_free += sign
-            if sign > 0:
-                self._free[self._node_of[r]].add(r)
-            else:
-                self._free[self._node_of[r]].discard(r)
+            node_free = self._free[self._node_of[r]]
+            (node_free.add if sign > 0 else node_free.discard)(r)
         if h < self._depth:
             self._n_open += sign
             if sign > 0:
@@ -228,10 +214,6 @@ class Scheduler:
             if self._open(r, h):
                 return r
         return None
-
-    def _check_rank(self, r: int) -> None:
-        if not 0 <= r < len(self._node_of) or self._node_of[r] < 0:
-            raise ValueError(f"rank {r} is not a worker rank of this pool")
 
     # ---- queues -------------------------------------------------------------------------
     def _head(self, q: _Queue) -> tuple[int, Hashable]:
@@ -269,24 +251,16 @@ class Scheduler:
             log.warning("%d pending task(s) of shape %s can never be placed", len(keys), q.shape)
 
     # ---- placement ---------------------------------------------------------------------
-    def _place_free(self, layout: _Layout) -> list[int] | None:
-        if layout[0] > self._n_free:
+    def _place(self, layout: _Layout, extra: Sequence[int] = ()) -> list[int] | None:
+        """Idle unreserved ranks (plus the idle ranks ``extra``) for ``layout``, or None."""
+        if layout[0] > self._n_free + len(extra):
             return None
+        more: dict[int, set[int]] = {}
+        for r in extra:
+            more.setdefault(self._node_of[r], set()).add(r)
         free = self._free
-        return _pick(layout, [len(s) for s in free], _zero, lambda i, k: sorted(free[i])[:k])
-
-    def _place_with_reserved(self, layout: _Layout) -> list[int] | None:
-        """Place the reserved task on idle ranks, reserved or not (it may start early)."""
-        idle = [r for r in self._reserved if not self._held[r] and r not in self._excl]
-        if layout[0] > self._n_free + len(idle):
-            return None
-        extra: dict[int, set[int]] = {}
-        for r in idle:
-            extra.setdefault(self._node_of[r], set()).add(r)
-        free = self._free
-        counts = [len(s) + len(extra.get(i, ())) for i, s in enumerate(free)]
-        return _pick(layout, counts, _zero,
-                     lambda i, k: sorted(free[i] | extra.get(i, set()))[:k])
+        return _pick(layout, [len(s) + len(more.get(i, ())) for i, s in enumerate(free)], _zero,
+                     lambda i, k: sorted(free[i] | more[i] if i in more else free[i])[:k])
 
     def _reserve(self, key: Hashable, layout: _Layout) -> None:
         """Reserve ranks for a blocked task: idle ones first, then those freeing soonest."""
@@ -326,12 +300,13 @@ class Scheduler:
         """Try to start the head of an exclusive queue; False if it is blocked."""
         layout = q.layout
         assert layout is not None  # malformed shapes never fit, drained beforehand
-        if key == self._resv_key:
-            ranks = self._place_with_reserved(layout)
+        if key == self._resv_key:  # it may start early, partly off its reserved ranks
+            ranks = self._place(layout, [r for r in self._reserved
+                                         if not self._held[r] and r not in self._excl])
             if ranks is not None:
                 self._release_reservation()
         else:
-            ranks = None if layout in failed else self._place_free(layout)
+            ranks = None if layout in failed else self._place(layout)
             if ranks is None:
                 failed.add(layout)  # free ranks only shrink during one assign()
                 if self._resv_key is _NONE:
@@ -400,8 +375,9 @@ class Scheduler:
 
     # ---- public interface --------------------------------------------------------------
     def node_of(self, rank: int) -> int:
-        """Index of the node holding ``rank``."""
-        self._check_rank(rank)
+        """Index of the node holding ``rank``; ValueError for a rank not in the pool."""
+        if not 0 <= rank < len(self._node_of) or self._node_of[rank] < 0:
+            raise ValueError(f"rank {rank} is not a worker rank of this pool")
         return self._node_of[rank]
 
     def fits_ever(self, shape: Shape) -> bool:
@@ -488,7 +464,7 @@ class Scheduler:
     def finish(self, key: Hashable) -> tuple[int, ...]:
         """The task ended; free its ranks (or slot) and return the ranks it had."""
         ranks, exclusive, gens = self._running.pop(key)
-        for r, g in zip(ranks, gens):
+        for r, g in zip(ranks, gens, strict=True):
             if self._gen[r] != g:  # the rank was marked stuck since: nothing held any more
                 continue
             self._contrib(r, -1)
@@ -504,7 +480,7 @@ class Scheduler:
 
         Their held slots are dropped; tasks on them stay running until finish(key)."""
         for r in ranks:
-            self._check_rank(r)
+            self.node_of(r)  # validates
             if r in self._stuck:
                 continue
             if r in self._reserved:
@@ -522,7 +498,7 @@ class Scheduler:
     def unstick(self, ranks: Sequence[int]) -> None:
         """They came back after all: usable again, idle."""
         for r in ranks:
-            self._check_rank(r)
+            self.node_of(r)  # validates
             if r not in self._stuck:
                 continue
             self._stuck.discard(r)

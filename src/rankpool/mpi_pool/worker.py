@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import threading
 import time
 from collections import deque
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any
 
 from mpi4py import MPI
@@ -27,6 +28,8 @@ from .backoff import Backoff, BackoffConfig, tighten_timer_slack
 from .comms import Done, Outbox, Tag, WorkItem, receive, task_communicator
 
 log = logging.getLogger(__name__)
+
+_NONE = pickle.dumps(None, protocol=5)
 
 
 class _Alarm(BaseException):
@@ -103,11 +106,16 @@ class Worker:
         item, buffers = self.queue.popleft()
         start = time.time()
         size = len(item.ranks)
-        sub_rank = item.ranks.index(self.rank)
+        sub_rank = item.ranks.index(self.rank) if size > 1 else 0
         try:
-            with task_communicator(self.comm, self.group, item.ranks, item.task_id) as sub:
-                value = self._call(item, buffers, sub)
-            if sub_rank == 0 or item.results_all:
+            if size == 1:
+                value = self._call(item, buffers, MPI.COMM_SELF)
+            else:
+                with task_communicator(self.comm, self.group, item.ranks, item.task_id) as sub:
+                    value = self._call(item, buffers, sub)
+            if value is None:
+                data, bufs = _NONE, []
+            elif sub_rank == 0 or item.results_all:
                 data, bufs = dumps_data(value, "the task's result")
             else:
                 data, bufs = b"", []
@@ -117,11 +125,13 @@ class Worker:
                 os._exit(0)  # a fork made inside the task must never reach MPI
             if isinstance(exc, _Alarm):
                 exc = TaskTimeout(item.task_id, item.walltime or 0.0)
+            exc.__traceback__ = _user_frames(exc.__traceback__)
             bufs = []
             done = Done(item.task_id, sub_rank, False, dumps_error(exc, sub_rank, size), 0,
                         start, time.time())
         self.done.append(done)
-        self.done_buffers.extend(bufs)
+        if bufs:
+            self.done_buffers.extend(bufs)
 
     def _call(self, item: WorkItem, buffers: list[Buffer], sub: MPI.Intracomm) -> Any:
         fn = self.functions.loads(item.fn_digest, item.fn)
@@ -150,6 +160,13 @@ class Worker:
             self.done = []
             self.done_buffers = []
         self.last_report = time.monotonic()
+
+
+def _user_frames(tb: TracebackType | None) -> TracebackType | None:
+    """Drop this module's own frames from the top of a task's traceback."""
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__ and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb
 
 
 def _raise_alarm(signum: int, frame: FrameType | None) -> None:

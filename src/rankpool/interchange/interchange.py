@@ -1,0 +1,409 @@
+"""The interchange: routes task batches from one front-end to many pools and results back.
+
+::
+
+    front-end ──tasks, beats, Stop──▶ client ROUTER ──▶ TaskQueue ─match()─▶ pool ROUTER ──▶ pools
+              ◀──results, Lost, beats──         ◀── forwarded as-is ◀── results, beats, Stop ◀──
+    commands ──Command──▶ command ROUTER ──▶ Reply (pools, hold, drain, stop, ...)
+
+It reads JSON headers only and moves payloads as bytes: tasks are sliced out of the front-end's
+batch and joined into one batch per pool, results are forwarded frame for frame. Nothing is
+ever unpickled. The loop is a short list of named steps (poll, drain each socket, dispatch,
+check liveness, heartbeat), none of which blocks; any message that does not follow the
+protocol is logged and dropped without disturbing the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import zmq
+
+from .._version import __version__
+from ..errors import ProtocolError
+from ..protocol import (Drain, Heartbeat, Lost, Register, Registered, Stop, Task,
+                        check_versions, decode_header, decode_message, decode_results, decode_tasks,
+                        encode_results, encode_tasks, result_ids)
+from .commands import answer
+from .config import InterchangeConfig
+from .frontend import FrontEnd
+from .matching import RoomIndex, TaskQueue, match
+from .plumbing import LINGER_MS, LOOPBACK, Throttle, bind_router, process_alive
+from .pools import Pool, PoolTable, check_shape
+
+log = logging.getLogger(__name__)
+
+#: most messages read from one socket before the loop moves on to its other steps
+_DRAIN = 1000
+#: longest poll wait, so a stop request or an expired peer is noticed promptly
+_MAX_WAIT = 0.1
+
+Frames = list[zmq.Frame]
+
+
+class Interchange:
+    """One interchange: call :meth:`bind`, then :meth:`run` (blocking) in some thread.
+
+    :meth:`stop` may be called from any thread; the loop notices within 0.1 s, sends ``Stop``
+    to every pool and returns.
+    """
+
+    def __init__(self, config: InterchangeConfig) -> None:
+        self.config = config
+        self.ports: tuple[int, int, int] | None = None
+        self.pools = PoolTable()
+        self.queue = TaskQueue()
+        self.room = RoomIndex()
+        self.known: set[int] = set()  # ids queued or in flight
+        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._pool_sock: zmq.Socket[bytes] | None = None
+        self._client_sock: zmq.Socket[bytes] | None = None
+        self._command_sock: zmq.Socket[bytes] | None = None
+        self.front: FrontEnd | None = None
+        self._stop_requested = threading.Event()
+        self._done = False
+        self._dirty = False
+        self._now = time.monotonic()
+        self._throttle = Throttle(log)
+        self._beat = Heartbeat().encode()
+
+    # ------------------------------------------------------------------ setup and teardown
+    def bind(self) -> tuple[int, int, int]:
+        """Bind the three sockets; return ``(pool_port, client_port, command_port)``."""
+        if self.ports is not None:
+            return self.ports
+        cfg = self.config
+        self._ctx = zmq.Context()
+        try:
+            rng = cfg.port_range
+            self._pool_sock, pool_port = bind_router(self._ctx, cfg.address, cfg.pool_port, rng)
+            self._client_sock, client_port = bind_router(self._ctx, LOOPBACK, cfg.client_port, rng)
+            self._command_sock, command_port = bind_router(self._ctx, LOOPBACK, cfg.command_port, rng)
+        except zmq.ZMQError:
+            self._close(linger=0)
+            raise
+        self.ports = (pool_port, client_port, command_port)
+        self.front = FrontEnd(self._client_sock, self._throttle)
+        log.info("interchange %s listening: pools on %s:%d, front-end on 127.0.0.1:%d, commands "
+                 "on 127.0.0.1:%d", __version__, cfg.address, pool_port, client_port, command_port)
+        return self.ports
+
+    def _close(self, linger: int = LINGER_MS) -> None:
+        for sock in (self._pool_sock, self._client_sock, self._command_sock):
+            if sock is not None:
+                sock.close(linger=linger)
+        self._pool_sock = self._client_sock = self._command_sock = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    def stop(self) -> None:
+        """Ask the loop to stop; safe from any thread."""
+        self._stop_requested.set()
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> None:
+        """Route until stopped (stop command, front-end Stop or loss, or :meth:`stop`)."""
+        self.bind()
+        assert self._pool_sock and self._client_sock and self._command_sock
+        poller = zmq.Poller()
+        steps: list[tuple[str, zmq.Socket[bytes], Callable[[Frames], None]]] = [
+            ("pool", self._pool_sock, self.on_pool_message),
+            ("front-end", self._client_sock, self.on_client_message),
+            ("command", self._command_sock, self.on_command_message)]
+        for _, sock, _ in steps:
+            poller.register(sock, zmq.POLLIN)
+        period = self.config.heartbeat_period
+        next_beat = time.monotonic() + period
+        try:
+            while not self._done:
+                if self._stop_requested.is_set():
+                    self.shutdown("interchange stopped")
+                    break
+                wait = min(_MAX_WAIT, max(0.0, next_beat - time.monotonic()))
+                ready = dict(poller.poll(int(wait * 1000)))
+                self._now = time.monotonic()
+                for name, sock, handler in steps:
+                    if sock in ready:
+                        self._drain(name, sock, handler)
+                try:  # a bug here must not take the routing of every pool down with it
+                    if self._dirty and not self._done:
+                        self.dispatch()
+                    self._now = time.monotonic()
+                    self.check_liveness()
+                    if self._now >= next_beat and not self._done:
+                        next_beat = self._now + period
+                        self.heartbeat()
+                except Exception:
+                    log.exception("error in the interchange loop; carrying on")
+        finally:
+            self._close()
+            log.info("interchange stopped")
+
+    def _drain(self, name: str, sock: zmq.Socket[bytes], handler: Callable[[Frames], None]) -> None:
+        for _ in range(_DRAIN):
+            if self._done:
+                return
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                if len(frames) < 2:
+                    raise ProtocolError("message without a header frame")
+                handler(frames)
+            except ProtocolError as exc:
+                self._throttle.warn("dropped a message on the %s socket: %s", name, exc)
+            except Exception:
+                log.exception("error handling a message on the %s socket; dropped", name)
+
+    # ------------------------------------------------------------------ pools
+    def on_pool_message(self, frames: Frames) -> None:
+        identity = frames[0].bytes
+        header = decode_header(frames[1].buffer)
+        kind = header["k"]
+        pool = self.pools.get(identity)
+        if kind == "results":
+            if pool is None:
+                self._throttle.warn("results from unknown pool %r dropped", identity)
+                return
+            self.pools.touch(pool, self._now)
+            self.on_results(pool, header, frames[1:])
+            return
+        if len(frames) != 2:
+            raise ProtocolError(f"{kind!r:.40} message with {len(frames) - 2} extra frames")
+        msg = decode_message(header)
+        if isinstance(msg, Register):
+            self.on_register(identity, msg)
+        elif pool is None:
+            self._throttle.warn("%s from unknown or lost pool %r dropped", kind, identity)
+        else:
+            self.pools.touch(pool, self._now)
+            if isinstance(msg, Stop):
+                if pool.draining:
+                    self.lose(pool, f"pool drained: {msg.reason}", tell_pool=False, level=logging.INFO)
+                else:
+                    self.lose(pool, f"pool stopped: {msg.reason}", tell_pool=False)
+            elif not isinstance(msg, Heartbeat):
+                raise ProtocolError(f"unexpected {kind!r} message from pool {pool.pool_id}")
+
+    def on_register(self, identity: bytes, reg: Register) -> None:
+        old = self.pools.get(identity)
+        if old is not None:
+            self.lose(old, "pool registered again (restarted)", tell_pool=False)
+        if identity != reg.pool_id.encode():
+            log.warning("pool registered as %r over a connection named %r; using the connection's",
+                        reg.pool_id, identity)
+        cfg = self.config
+        error = check_versions(reg, __version__) or check_shape(reg)
+        if error:
+            log.warning("refused pool %r of block %r on %s: %s", reg.pool_id, reg.block_id,
+                        ",".join(reg.hosts), error)
+            self._send_pool(identity, Registered(error, cfg.heartbeat_period,
+                                                 cfg.heartbeat_threshold).encode())
+            self.to_client(Lost(reg.block_id, list(reg.hosts), error, []).encode())
+            return
+        pool = Pool.from_register(identity, reg, cfg.prefetch, self._now)
+        self.pools.add(pool)
+        self.room.add(pool)
+        self._dirty = True
+        self._send_pool(identity, Registered("", cfg.heartbeat_period, cfg.heartbeat_threshold).encode())
+        log.info("registered pool %r of block %r: hosts %s, worker ranks %s, widest %d, rankpool %s, "
+                 "Python %s", pool.pool_id, pool.block_id, ",".join(pool.hosts), pool.node_ranks,
+                 pool.widest, pool.rankpool, pool.python)
+
+    def on_results(self, pool: Pool, header: dict[str, Any], frames: Frames) -> None:
+        """Account for a result batch and forward it unchanged (or only its known tasks)."""
+        ids = result_ids(header)
+        done = pool.finish_many(ids)
+        self.known.difference_update(done)
+        self.room.offer(pool)
+        self._dirty = True
+        try:
+            _check_result_frames(header, frames)
+        except ProtocolError as exc:
+            # the tasks ended but their results cannot be delivered: fail them rather than hang
+            if done:
+                self.to_client(Lost(pool.block_id, pool.hosts, f"malformed result batch: {exc}",
+                                    done).encode())
+            raise
+        if len(done) == len(ids):
+            self.to_client(frames)
+            return
+        self._throttle.warn("pool %r returned %d results of unknown tasks; dropped",
+                            pool.pool_id, len(ids) - len(done))
+        if done:
+            keep = set(done)
+            results = decode_results(header, [f.buffer for f in frames[1:]])
+            self.to_client(encode_results([r for r in results if r.task_id in keep]))
+
+    def lose(self, pool: Pool, reason: str, *, tell_pool: bool, level: int = logging.WARNING) -> None:
+        """Forget a pool and report its in-flight tasks to the front-end as lost."""
+        was = pool.available
+        pool.gone = True
+        self.room.set_available(pool, was)
+        self.pools.remove(pool)
+        ids = list(pool.in_flight)
+        self.known.difference_update(ids)
+        pool.in_flight.clear()
+        pool.used = 0
+        log.log(level, "pool %r of block %r on %s left: %s; %d tasks in flight lost", pool.pool_id,
+                pool.block_id, ",".join(pool.hosts), reason, len(ids))
+        if tell_pool:
+            self._send_pool(pool.identity, Stop(reason).encode())
+        self.to_client(Lost(pool.block_id, list(pool.hosts), reason, ids).encode())
+
+    def dispatch(self) -> None:
+        """Send queued tasks to pools with room: one batch per pool per pass."""
+        self._dirty = False
+        for pool, entries in match(self.queue, self.room):
+            if not pool.gone:
+                tasks: list[Task] = [t for _, t in entries]
+                if self._send_pool(pool.identity, encode_tasks(tasks)):
+                    continue
+            pool.finish_many([task.task_id for _, task in entries])
+            self.queue.push_back(entries)
+            self._dirty = True
+            if not pool.gone:
+                self.lose(pool, "connection to the pool lost", tell_pool=False)
+
+    def _send_pool(self, identity: bytes, frames: Sequence[Any]) -> bool:
+        assert self._pool_sock is not None
+        try:
+            self._pool_sock.send_multipart([identity, *frames], zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.ZMQError as exc:
+            self._throttle.warn("could not send to pool %r: %s", identity, exc)
+            return False
+
+    # ------------------------------------------------------------------ the front-end
+    def on_client_message(self, frames: Frames) -> None:
+        header = decode_header(frames[1].buffer)
+        assert self.front is not None
+        self.front.heard(frames[0].bytes, self._now)
+        kind = header["k"]
+        if kind == "tasks":
+            self.on_tasks(header, frames[2:])
+            return
+        if len(frames) != 2:
+            raise ProtocolError(f"{kind!r:.40} message with {len(frames) - 2} extra frames")
+        msg = decode_message(header)
+        if isinstance(msg, Stop):
+            log.info("front-end asked to stop: %s", msg.reason)
+            self.shutdown(f"front-end stopped: {msg.reason}")
+        elif not isinstance(msg, Heartbeat):
+            raise ProtocolError(f"unexpected {kind!r} message from the front-end")
+
+    def on_tasks(self, header: dict[str, Any], frames: Frames) -> None:
+        try:
+            tasks = decode_tasks(header, [f.buffer for f in frames])
+            if sum(len(t.buffers) for t in tasks) != len(frames) - 1:
+                raise ProtocolError("task batch with frames its records do not name")
+        except ProtocolError as exc:
+            self._refuse_batch(header, str(exc))
+            raise
+        for task in tasks:
+            if task.task_id in self.known:
+                self._throttle.warn("task id %d is already queued or running; duplicate dropped",
+                                    task.task_id)
+                continue
+            self.known.add(task.task_id)
+            self.queue.push(task)
+        self._dirty = True
+
+    def _refuse_batch(self, header: dict[str, Any], why: str) -> None:
+        """Fail the tasks of a batch that cannot be read, when their ids can be, so none hangs."""
+        records = header.get("r")
+        if not isinstance(records, list):
+            return
+        ids = [r[0] for r in records if isinstance(r, list) and r and type(r[0]) is int
+               and r[0] not in self.known]
+        if ids:
+            self.to_client(Lost("", [], f"interchange refused a malformed task batch: {why}",
+                                ids).encode())
+
+    def to_client(self, frames: Sequence[Any]) -> None:
+        assert self.front is not None
+        self.front.send(frames)
+
+    # ------------------------------------------------------------------ commands
+    def on_command_message(self, frames: Frames) -> None:
+        reply = answer(self, decode_header(frames[1].buffer), frames[2:])
+        assert self._command_sock is not None
+        try:
+            self._command_sock.send_multipart([frames[0].bytes, *reply.encode()], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("could not answer command %r: %s", reply.name, exc)
+        if reply.name == "stop" and not reply.error:
+            self.shutdown("stop command")
+
+    def hold(self, pool: Pool, held: bool) -> None:
+        was = pool.available
+        pool.held = held
+        self.room.set_available(pool, was)
+        self._dirty = True
+
+    def drain(self, pool: Pool) -> None:
+        was = pool.available
+        pool.held = pool.draining = True
+        self.room.set_available(pool, was)
+        self._send_pool(pool.identity, Drain().encode())
+        log.info("draining pool %r of block %r (%d tasks in flight)", pool.pool_id, pool.block_id,
+                 len(pool.in_flight))
+
+    # ------------------------------------------------------------------ liveness and shutdown
+    def check_liveness(self) -> None:
+        """Lose pools silent past the threshold (from the front of the last-seen order)."""
+        threshold = self.config.heartbeat_threshold
+        for pool in self.pools.silent_since(self._now - threshold):
+            self.lose(pool, f"no heartbeat for {self._now - pool.last_seen:.1f} s", tell_pool=True)
+        assert self.front is not None
+        silent = self.front.silent_for(self._now)
+        if silent > threshold and not self._done:
+            log.warning("front-end silent for %.1f s; stopping", silent)
+            self.shutdown("front-end lost")
+
+    def heartbeat(self) -> None:
+        """Once per period: a heartbeat to every pool and the front-end; check the parent."""
+        for pool in self.pools:
+            self._send_pool(pool.identity, self._beat)
+        assert self.front is not None
+        self.front.beat(self._beat)
+        pid = self.config.parent_pid
+        if pid and not process_alive(pid):
+            log.warning("parent process %d is gone; stopping", pid)
+            self.shutdown("front-end process gone")
+
+    def shutdown(self, reason: str) -> None:
+        """Send Stop to every pool and end the loop."""
+        if self._done:
+            return
+        self._done = True
+        stop = Stop(reason).encode()
+        for pool in self.pools:
+            self._send_pool(pool.identity, stop)
+        log.info("stopping (%s); told %d pools to stop; %d tasks queued, %d outstanding", reason,
+                 len(self.pools), len(self.queue), len(self.known))
+
+
+def _check_result_frames(header: dict[str, Any], frames: Frames) -> None:
+    """Check cheaply that a result batch's records name exactly the frames that came with it.
+
+    The front-end decodes the batch in full; the interchange only makes sure a truncated or
+    padded batch is failed (as ``Lost``) rather than forwarded, without decoding every outcome.
+    """
+    named = data = 0
+    try:
+        for rec in header["r"]:
+            for outcome in rec[1]:
+                data += outcome[2]
+                named += outcome[3]
+    except (TypeError, IndexError, KeyError):
+        raise ProtocolError("malformed result records") from None
+    if named != len(frames) - 2 or not 0 <= data <= len(frames[1]):
+        raise ProtocolError(f"result batch names {named} buffers and {data} bytes of data; "
+                            f"{len(frames) - 2} buffers and {len(frames[1])} bytes came")

@@ -1,0 +1,39 @@
+"""Finding the ``mpiexec`` that starts local pools.
+
+The bundled one (``pip install rankpool[mpich]`` puts MPICH's ``mpiexec`` next to the Python
+executable of the virtual environment) comes first, then ``PATH``. An explicit path, or the
+``RANKPOOL_MPIEXEC`` environment variable, overrides both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+ENV_VAR = "RANKPOOL_MPIEXEC"
+
+
+class MpiexecNotFound(FileNotFoundError):
+    """No ``mpiexec`` could be found; the message says where rankpool looked."""
+
+
+def find_mpiexec(explicit: str | os.PathLike[str] | None = None) -> str:
+    """Return the path of the ``mpiexec`` to use."""
+    chosen = explicit if explicit is not None else os.environ.get(ENV_VAR)
+    if chosen:
+        path = shutil.which(str(chosen))
+        if path is None:
+            source = "argument" if explicit is not None else f"${ENV_VAR}"
+            raise MpiexecNotFound(f"mpiexec given by {source} not found or not executable: {chosen}")
+        return path
+    beside = Path(sys.executable).parent / "mpiexec"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    path = shutil.which("mpiexec")
+    if path is None:
+        raise MpiexecNotFound(
+            f"no mpiexec next to {sys.executable} nor on PATH: install the bundled MPI with "
+            f"'pip install rankpool[mpich]', load your site's MPI module, or set ${ENV_VAR}")
+    return path
