@@ -6,6 +6,7 @@ Every wait is bounded (``wait_for`` or a receive with a timeout); nothing sleeps
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -383,8 +384,7 @@ def test_hold_release_drain(harness: Callable[..., Harness]) -> None:
 def test_pools_outstanding_idle_and_unknown_commands(harness: Callable[..., Harness]) -> None:
     h = harness()
     front = h.front()
-    p1 = h.pool("p1", block_id="b1", node_ranks=(2,))
-    h.pool("p2", block_id="b2", node_ranks=(2,))
+    pools = [h.pool(f"p{i}", block_id=f"b{i}", node_ranks=(2,)) for i in (1, 2)]
     front.submit([make_task(1, width=2)])
     busy = wait_for(lambda: [p for p in h.value("pools") if p["tasks"]])
     assert busy[0]["busy_ranks"] == 2 and busy[0]["last_seen_s"] >= 0
@@ -392,7 +392,7 @@ def test_pools_outstanding_idle_and_unknown_commands(harness: Callable[..., Harn
     idle = h.value("idle_blocks")
     assert idle == ["b2"] if busy[0]["block_id"] == "b1" else idle == ["b1"]
     assert "unknown command" in h.command("frobnicate").error
-    del p1
+    assert len(pools) == 2
 
 
 def test_silent_pool_is_lost(harness: Callable[..., Harness]) -> None:
@@ -476,6 +476,8 @@ GARBAGE: list[list[bytes]] = [
     [encode_header({"k": "results", "r": [[1, [[0, True, 10**6, 0]], []]]}), b"x"],
     [encode_header({"k": "results", "r": [["x"]]}), b""],
     [encode_header({"k": "results"})],
+    [encode_header({"k": "results", "r": []})],
+    [encode_header({"k": "results", "r": [[1, [[0, True, 1, 5]], []]]}), b"x"],
 ]
 
 
@@ -489,7 +491,9 @@ def _drained(peer: Peer) -> bool:
     return True
 
 
-def test_garbage_does_not_stop_it(harness: Callable[..., Harness]) -> None:
+def test_garbage_does_not_stop_it(harness: Callable[..., Harness],
+                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="rankpool")
     h = harness()
     front = h.front()
     pool = h.pool("p1")
@@ -520,6 +524,9 @@ def test_garbage_does_not_stop_it(harness: Callable[..., Harness]) -> None:
     sent = pool.answer([task])
     assert front.message()[1] == sent
     assert h.value("outstanding") == 0
+    # every piece of garbage was refused as such (a warning), none tripped over a bug (an error)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("dropped a message on the pool socket" in r.getMessage() for r in caplog.records)
 
 
 def test_stop_command_ends_run(harness: Callable[..., Harness]) -> None:
@@ -534,11 +541,10 @@ def test_stop_command_ends_run(harness: Callable[..., Harness]) -> None:
 
 def test_front_end_silence_ends_run(harness: Callable[..., Harness]) -> None:
     h = harness(**FAST)
-    front = h.front()  # says hello once, then nothing
+    h.front()  # says hello once, then nothing (the harness keeps the socket open)
     pool = h.pool("p1")
     pool.beat_every = 0.05
     assert h.join(3)
-    del front
     header, _ = pool.recv()
     msg = decode_message(header)
     assert isinstance(msg, Stop) and "front-end" in msg.reason

@@ -192,29 +192,29 @@ class FrontEnd(_Submitter):
 class RequirementsView(_Submitter):
     """The same pool, submitting with other default requirements.
 
-    Leaving a view's ``with`` block waits for the futures submitted through it; the pool
-    itself keeps running, and those futures stay valid.
+    Leaving a view's ``with`` block (its ``shutdown``) waits for the futures submitted through
+    it; the pool itself keeps running, those futures stay valid, and the view can still submit
+    (it is a handle, not a resource): only the executor's own ``shutdown`` stops the pool.
     """
 
     def __init__(self, front: FrontEnd, spec: Spec) -> None:
         self._parent = front
         self._default = spec
         self._mine: list[TaskFuture] = []
-        self._closed = False
+        self._prune_at = 64
 
     def _front(self) -> FrontEnd:
         return self._parent
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
-        if self._closed:
-            raise RuntimeError("cannot submit through a requirements view after its shutdown")
         future = super().submit(fn, *args, **kwargs)
-        self._mine = [f for f in self._mine if not f.done()]
         self._mine.append(future)
+        if len(self._mine) >= self._prune_at:
+            self._mine = [f for f in self._mine if not f.done()]
+            self._prune_at = max(64, 2 * len(self._mine))
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._closed = True
         if cancel_futures:
             for f in self._mine:
                 f.cancel()

@@ -223,23 +223,24 @@ class Interchange:
         self.known.difference_update(done)
         self.room.offer(pool)
         self._dirty = True
+        out: Sequence[Any] = frames
         try:
             _check_result_frames(header, frames)
+            if len(done) < len(ids):
+                self._throttle.warn("pool %r returned %d results of tasks not in flight there; "
+                                    "dropped", pool.pool_id, len(ids) - len(done))
+                if not done:
+                    return
+                keep = set(done)
+                results = decode_results(header, [f.buffer for f in frames[1:]])
+                out = encode_results([r for r in results if r.task_id in keep])
         except ProtocolError as exc:
             # the tasks ended but their results cannot be delivered: fail them rather than hang
             if done:
                 self.to_client(Lost(pool.block_id, pool.hosts, f"malformed result batch: {exc}",
                                     done).encode())
             raise
-        if len(done) == len(ids):
-            self.to_client(frames)
-            return
-        self._throttle.warn("pool %r returned %d results of unknown tasks; dropped",
-                            pool.pool_id, len(ids) - len(done))
-        if done:
-            keep = set(done)
-            results = decode_results(header, [f.buffer for f in frames[1:]])
-            self.to_client(encode_results([r for r in results if r.task_id in keep]))
+        self.to_client(out)
 
     def lose(self, pool: Pool, reason: str, *, tell_pool: bool, level: int = logging.WARNING) -> None:
         """Forget a pool and report its in-flight tasks to the front-end as lost."""
@@ -342,12 +343,14 @@ class Interchange:
             self.shutdown("stop command")
 
     def hold(self, pool: Pool, held: bool) -> None:
+        """Stop (or resume) giving a pool new tasks; what it holds runs on."""
         was = pool.available
         pool.held = held
         self.room.set_available(pool, was)
         self._dirty = True
 
     def drain(self, pool: Pool) -> None:
+        """Hold a pool for good and tell it to finish its tasks and leave (it answers Stop)."""
         was = pool.available
         pool.held = pool.draining = True
         self.room.set_available(pool, was)
@@ -396,6 +399,8 @@ def _check_result_frames(header: dict[str, Any], frames: Frames) -> None:
     The front-end decodes the batch in full; the interchange only makes sure a truncated or
     padded batch is failed (as ``Lost``) rather than forwarded, without decoding every outcome.
     """
+    if len(frames) < 2:
+        raise ProtocolError("result batch without its data frame")
     named = data = 0
     try:
         for rec in header["r"]:

@@ -1,0 +1,228 @@
+"""The submit side's link to the interchange: its process, its sockets, one thread.
+
+    submit ─▶ inbox (deque) ─▶ rankpool-client thread ─ZMQ─▶ interchange process
+    futures ◀─ on_results / on_lost ◀────────────────────── results, Lost, heartbeats
+
+The thread owns the task socket: it sends whatever piled up in the inbox as one batch (a lone
+task goes at once, a flood in bulk), hands result batches to ``on_results``, sends heartbeats
+and declares the interchange lost (``on_broken``) when it exits or has been silent past the
+threshold. Commands (list pools, hold, drain, ...) go over a second socket under a lock, so
+any thread may call :meth:`InterchangeClient.command`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from .. import protocol
+from ..errors import ProtocolError
+from ..interchange.config import InterchangeConfig
+from ..protocol import Result, Task
+
+log = logging.getLogger(__name__)
+
+#: most tasks in one message to the interchange
+BATCH = 1024
+
+
+class InterchangeClient:
+    """Starts an interchange process and talks to it; call :meth:`start` then :meth:`submit`."""
+
+    def __init__(self, config: InterchangeConfig, *,
+                 on_results: Callable[[list[Result]], None],
+                 on_lost: Callable[[protocol.Lost], None],
+                 on_broken: Callable[[str], None]) -> None:
+        self.config = config
+        self.on_results = on_results
+        self.on_lost = on_lost
+        self.on_broken = on_broken
+        self.inbox: deque[Task] = deque()
+        self.ports: dict[str, int] = {}
+        self.proc: subprocess.Popen[str] | None = None
+        self.ctx = zmq.Context()
+        self._cmd_lock = threading.Lock()
+        self._idle = False
+        self._stop = False
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._rfd, False)
+        self._thread = threading.Thread(target=self._run, name="rankpool-client", daemon=True)
+        self.last_heard = time.monotonic()
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the interchange process, read its ports, connect, start the thread."""
+        cmd = [sys.executable, "-m", "rankpool.interchange"]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, start_new_session=True)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(self.config.to_json())
+        self.proc.stdin.close()
+        line = _readline(self.proc, timeout)
+        try:
+            self.ports = json.loads(line)
+            self.ports["pool_port"], self.ports["client_port"], self.ports["command_port"]
+        except (ValueError, KeyError, TypeError):
+            self.proc.kill()
+            raise RuntimeError(f"the interchange did not start: {line!r} (exit code "
+                               f"{self.proc.poll()}; see its log in {self.config.run_dir or 'stderr'})")
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(f"tcp://127.0.0.1:{self.ports['client_port']}")
+        self.cmd_sock = self.ctx.socket(zmq.DEALER)
+        self.cmd_sock.setsockopt(zmq.LINGER, 0)
+        self.cmd_sock.connect(f"tcp://127.0.0.1:{self.ports['command_port']}")
+        self.sock.send_multipart(protocol.Heartbeat().encode())
+        self.last_heard = time.monotonic()
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the interchange (it stops its pools) and the thread; idempotent."""
+        if self._stop:
+            return
+        self._stop = True
+        self._wake()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.command("stop", timeout=2.0)
+            except (TimeoutError, RuntimeError):
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("the interchange did not exit within %.0f s; killing it", timeout)
+                self.proc.kill()
+                self.proc.wait()
+        for sock in (getattr(self, "sock", None), getattr(self, "cmd_sock", None)):
+            if sock is not None:
+                sock.close()
+        self.ctx.term()
+        os.close(self._rfd)
+        os.close(self._wfd)
+
+    @property
+    def pool_address(self) -> str:
+        host = self.config.address
+        if host in ("*", "0.0.0.0"):
+            import socket
+            host = socket.gethostname()
+        return f"tcp://{host}:{self.ports['pool_port']}"
+
+    # -- submit side ------------------------------------------------------------------------------
+    def submit(self, task: Task) -> None:
+        self.inbox.append(task)
+        if self._idle:
+            self._wake()
+
+    def command(self, name: str, arg: str = "", timeout: float = 10.0) -> Any:
+        """Ask the interchange; return the reply's value or raise with its error."""
+        with self._cmd_lock:
+            self.cmd_sock.send_multipart(protocol.Command(name, arg).encode())
+            if not self.cmd_sock.poll(int(timeout * 1000)):
+                raise TimeoutError(f"the interchange did not answer {name!r} within {timeout:g} s")
+            frames = self.cmd_sock.recv_multipart()
+        reply = protocol.decode_message(protocol.decode_header(frames[0]))
+        if not isinstance(reply, protocol.Reply):
+            raise ProtocolError(f"expected a reply to {name!r}, got {reply.KIND}")
+        if reply.error:
+            raise RuntimeError(f"interchange command {name!r}: {reply.error}")
+        return reply.value
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wfd, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    # -- the thread -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self._rfd, zmq.POLLIN)
+        period = self.config.heartbeat_period
+        threshold = self.config.heartbeat_threshold
+        last_sent = last_check = time.monotonic()
+        try:
+            while not self._stop:
+                self._idle = True
+                timeout = 0 if self.inbox else max(0.0, min(last_sent + period, last_check + 0.2)
+                                                   - time.monotonic())
+                events = dict(poller.poll(int(timeout * 1000)))
+                self._idle = False
+                if self._rfd in events:
+                    try:
+                        os.read(self._rfd, 4096)
+                    except BlockingIOError:
+                        pass
+                if self.inbox:
+                    self._send_batches()
+                    last_sent = time.monotonic()
+                if self.sock in events:
+                    self._receive()
+                now = time.monotonic()
+                if now - last_sent >= period:
+                    self.sock.send_multipart(protocol.Heartbeat().encode())
+                    last_sent = now
+                if now - last_check >= 0.2:
+                    last_check = now
+                    code = self.proc.poll() if self.proc is not None else None
+                    if code is not None:
+                        self.on_broken(f"the interchange process exited with code {code}")
+                        return
+                    if now - self.last_heard > threshold:
+                        self.on_broken(f"the interchange has been silent for "
+                                       f"{now - self.last_heard:.1f} s (threshold {threshold:g} s)")
+                        return
+        except Exception as exc:  # a bug: never leave futures hanging
+            log.exception("the client thread failed")
+            self.on_broken(f"the client thread failed: {exc!r}")
+
+    def _send_batches(self) -> None:
+        inbox = self.inbox
+        while inbox:
+            batch = [inbox.popleft() for _ in range(min(BATCH, len(inbox)))]
+            self.sock.send_multipart(protocol.encode_tasks(batch), copy=False)
+
+    def _receive(self) -> None:
+        sock = self.sock
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self.last_heard = time.monotonic()
+            try:
+                header = protocol.decode_header(frames[0].buffer)
+                if header["k"] == "results":
+                    self.on_results(protocol.decode_results(header, [f.buffer for f in frames[1:]]))
+                    continue
+                msg = protocol.decode_message(header)
+            except ProtocolError as exc:
+                log.warning("dropped a malformed message from the interchange: %s", exc)
+                continue
+            if isinstance(msg, protocol.Lost):
+                self.on_lost(msg)
+            elif not isinstance(msg, protocol.Heartbeat):
+                log.warning("ignored unexpected %s message from the interchange", msg.KIND)
+
+
+def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
+    """Read the first line the process prints, or give up after ``timeout``."""
+    box: list[str] = []
+    reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()),  # type: ignore[union-attr]
+                              daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return box[0] if box else ""

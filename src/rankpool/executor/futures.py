@@ -1,0 +1,189 @@
+"""``rankpool.Executor``: a ``concurrent.futures`` executor over MPI pools, without Parsl.
+
+    with Executor(max_ranks=4) as ex:             # an interchange + one local pool of 4 worker ranks
+        print(ex.submit(pow, 2, 10).result())
+        print(ex.requirements(num_ranks=2).submit(simulate, 3).result())
+
+It starts an interchange process and one block: by default a local pool under the bundled
+``mpiexec``, or a block of any Parsl ``ExecutionProvider`` (whose launcher must start one MPI
+application per block). A local block that dies is replaced, so work submitted afterwards runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .. import protocol
+from ..errors import ManagerLost, VersionMismatch
+from ..interchange.config import InterchangeConfig
+from ..mpi_pool.config import PoolConfig
+from ..protocol import Result, Task
+from ..resources import Spec, check_fits
+from .base import FrontEnd, TaskFuture
+from .blocks import LocalBlocks, pool_command
+from .rundir import make_run_dir
+
+log = logging.getLogger(__name__)
+
+#: local blocks replaced after dying, at most
+MAX_RESTARTS = 5
+
+
+def _positive(name: str, value: Any, kind: type = float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) \
+            or value <= 0:
+        raise ValueError(f"{name} must be a positive {'number' if kind is float else 'integer'}, "
+                         f"got {value!r}")
+
+
+class Executor(FrontEnd):
+    """``concurrent.futures.Executor`` whose tasks run on MPI pools.
+
+    ``max_ranks``: worker ranks of the block (the pool has one more rank, its manager);
+    ``ranks_per_node``: worker ranks per node when a provider starts multi-node blocks;
+    ``requirements``: default resource specification; ``provider``: a Parsl
+    ``ExecutionProvider`` (default: a local block under the bundled ``mpiexec``);
+    ``address``: the interface pools connect to (default loopback; set it to the login
+    node's address for remote blocks); ``heartbeat_period``/``heartbeat_threshold``: seconds;
+    ``run_dir``: logs and keys (default ``rankpool-runs/NNN`` under the current directory).
+    """
+
+    def __init__(self, *, max_ranks: int = 4, ranks_per_node: int | None = None,
+                 requirements: Mapping[str, Any] | None = None, provider: Any = None,
+                 address: str = "127.0.0.1", heartbeat_period: float = 2.0,
+                 heartbeat_threshold: float = 10.0, run_dir: str | None = None,
+                 mpiexec: str | None = None, log_level: str = "INFO") -> None:
+        super().__init__(requirements)
+        _positive("max_ranks", max_ranks, int)
+        if ranks_per_node is not None:
+            _positive("ranks_per_node", ranks_per_node, int)
+        _positive("heartbeat_period", heartbeat_period)
+        _positive("heartbeat_threshold", heartbeat_threshold)
+        if heartbeat_threshold < heartbeat_period:
+            raise ValueError("heartbeat_threshold must not be shorter than heartbeat_period")
+        if provider is not None and not hasattr(provider, "submit"):
+            raise TypeError(f"provider must be a Parsl ExecutionProvider, got {type(provider).__name__}")
+        self.max_ranks = max_ranks
+        self.ranks_per_node = ranks_per_node or max_ranks
+        self.provider = provider
+        nodes = getattr(provider, "nodes_per_block", 1) if provider is not None else 1
+        self.widest = max_ranks if provider is None else nodes * self.ranks_per_node
+        self.largest_node = self.widest if provider is None else self.ranks_per_node
+        check_fits(self._default, self.widest, self.largest_node)
+        self.run_dir = make_run_dir(run_dir)
+        from .client import InterchangeClient  # zmq only where sockets live
+        self.client = InterchangeClient(
+            InterchangeConfig(address=address, heartbeat_period=heartbeat_period,
+                              heartbeat_threshold=heartbeat_threshold, run_dir=self.run_dir,
+                              log_level=log_level, parent_pid=os.getpid()),
+            on_results=self._on_results, on_lost=self._on_lost, on_broken=self._on_broken)
+        self.client.start()
+        self.pool_config = PoolConfig(interchange=self.client.pool_address, block_id="0",
+                                      heartbeat_period=heartbeat_period,
+                                      heartbeat_threshold=heartbeat_threshold,
+                                      run_dir=self.run_dir, log_level=log_level)
+        self._restarts = 0
+        self._jobs: dict[str, Any] = {}
+        self._blocks: LocalBlocks | None = None
+        if provider is None:
+            self._blocks = LocalBlocks(max_ranks, self.pool_config, mpiexec, self.run_dir)
+            self._blocks.start()
+            self._watch = threading.Thread(target=self._watch_blocks, name="rankpool-blocks",
+                                           daemon=True)
+            self._watch.start()
+        else:
+            self._start_provider_block()
+
+    # -- FrontEnd ---------------------------------------------------------------------------------
+    def _check_spec(self, spec: Spec) -> None:
+        check_fits(spec, self.widest, self.largest_node)
+
+    def _send(self, task: Task, future: TaskFuture) -> None:
+        self.client.submit(task)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            if self._shutdown and not wait:
+                return
+            first = not self._shutdown
+            self._shutdown = True
+        if cancel_futures:
+            self._cancel_pending()
+        if not first:
+            return
+        if wait:
+            self._close()
+        else:
+            threading.Thread(target=self._close, name="rankpool-shutdown", daemon=True).start()
+
+    def _close(self) -> None:
+        while self._futures and self._broken is None:
+            time.sleep(0.005)
+        self.client.stop()
+        if self._blocks is not None:
+            self._blocks.stop()
+        for job in self._jobs.values():
+            try:
+                self.provider.cancel([job])
+            except Exception:  # the job may already be gone
+                log.warning("could not cancel job %s", job, exc_info=True)
+        self._fail_remaining("the executor was shut down before the task finished")
+
+    # -- views of the pools -------------------------------------------------------------------------
+    def pools(self) -> list[dict[str, Any]]:
+        """The connected pools: block, hosts, ranks, busy ranks, tasks in flight, versions."""
+        return list(self.client.command("pools"))
+
+    def outstanding(self) -> int:
+        """Tasks queued in the interchange or in flight on pools."""
+        return int(self.client.command("outstanding"))
+
+    # -- callbacks from the client thread --------------------------------------------------------
+    def _on_results(self, results: list[Result]) -> None:
+        resolve = self._resolve
+        for result in results:
+            resolve(result)
+
+    def _on_lost(self, msg: protocol.Lost) -> None:
+        if not msg.task_ids:
+            if "mismatch" in msg.reason:
+                self._set_broken(f"a pool of block {msg.block_id} was refused: {msg.reason}",
+                                 VersionMismatch("version", "", msg.reason))
+            else:
+                log.warning("block %s: %s", msg.block_id, msg.reason)
+            return
+        log.error("block %s on %s lost with %d tasks: %s", msg.block_id, msg.hosts,
+                  len(msg.task_ids), msg.reason)
+        for task_id in msg.task_ids:
+            self._fail_future(task_id, ManagerLost(msg.block_id, msg.hosts, msg.reason))
+
+    def _on_broken(self, reason: str) -> None:
+        self._set_broken(reason)
+
+    # -- blocks ------------------------------------------------------------------------------------
+    def _watch_blocks(self) -> None:
+        assert self._blocks is not None
+        while not self._shutdown and self._broken is None:
+            time.sleep(0.1)
+            for block_id, code in self._blocks.exited().items():
+                if self._shutdown:
+                    return
+                log.error("block %s exited with code %s", block_id, code)
+                if self._restarts >= MAX_RESTARTS:
+                    self._set_broken(f"block {block_id} exited with code {code}, and "
+                                     f"{MAX_RESTARTS} blocks were already replaced")
+                    return
+                self._restarts += 1
+                self._blocks.start()
+
+    def _start_provider_block(self) -> None:
+        block_id = str(len(self._jobs))
+        from dataclasses import replace
+        cmd = pool_command(replace(self.pool_config, block_id=block_id, pool_id=""))
+        job = self.provider.submit(cmd, 1, f"rankpool.{block_id}")
+        self._jobs[block_id] = job

@@ -1,0 +1,16 @@
+"""``python -m rankpool.mpi_pool --interchange tcp://HOST:PORT --block-id ID [...]``"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import parse
+    cfg = parse(argv)  # before MPI starts, so --help and bad options need no MPI
+    from .pool import run_pool
+    return run_pool(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

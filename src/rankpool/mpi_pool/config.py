@@ -1,0 +1,100 @@
+"""The pool program's typed configuration and its command line."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Everything one pool needs; checked at construction (errors name the option)."""
+
+    interchange: str
+    block_id: str
+    pool_id: str = ""
+    heartbeat_period: float = 2.0
+    heartbeat_threshold: float = 10.0
+    depth: int = 16
+    grace: float = 5.0
+    run_dir: str = ""
+    log_level: str = "INFO"
+    worker_debug: bool = False
+    server_key: str = ""          # the interchange's CurveZMQ public key file: encrypt when set
+
+    def __post_init__(self) -> None:
+        if not self.interchange.startswith(("tcp://", "ipc://")):
+            raise ValueError(f"--interchange: expected tcp://HOST:PORT, got {self.interchange!r}")
+        if not self.block_id or any(c.isspace() for c in self.block_id):
+            raise ValueError(f"--block-id: must be a non-empty word, got {self.block_id!r}")
+        for name in ("heartbeat_period", "heartbeat_threshold", "grace"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"--{name.replace('_', '-')}: must be a positive number, got {value!r}")
+        if self.heartbeat_threshold < self.heartbeat_period:
+            raise ValueError("--heartbeat-threshold: must not be shorter than --heartbeat-period")
+        if self.depth < 1:
+            raise ValueError(f"--depth: must be a positive integer, got {self.depth!r}")
+        if self.log_level.upper() not in _LOG_LEVELS:
+            raise ValueError(f"--log-level: must be one of {_LOG_LEVELS}, got {self.log_level!r}")
+        if not self.pool_id:
+            object.__setattr__(self, "pool_id",
+                               f"{self.block_id}.{socket.gethostname()}.{os.getpid()}")
+
+    def to_argv(self) -> list[str]:
+        """The command-line arguments that rebuild this config."""
+        argv = ["--interchange", self.interchange, "--block-id", self.block_id]
+        defaults = PoolConfig.__dataclass_fields__
+        for name in ("heartbeat_period", "heartbeat_threshold", "depth", "grace", "run_dir",
+                     "log_level", "server_key"):
+            value = getattr(self, name)
+            if value != defaults[name].default:
+                argv += [f"--{name.replace('_', '-')}", str(value)]
+        if self.worker_debug:
+            argv.append("--worker-debug")
+        return argv
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m rankpool.mpi_pool",
+        description="An MPI pool: start it with any mpiexec/srun; rank 0 connects to the "
+                    "interchange and places tasks on the other ranks. Exits 0 on every rank "
+                    "when stopped, drained, or when the interchange has been silent past the "
+                    "heartbeat threshold.")
+    p.add_argument("--interchange", required=True, metavar="tcp://HOST:PORT",
+                   help="the interchange's pool port")
+    p.add_argument("--block-id", required=True, help="the block this pool is (set by the executor)")
+    p.add_argument("--pool-id", default="", help="unique pool name (default: block.host.pid)")
+    p.add_argument("--heartbeat-period", type=float, default=2.0, metavar="S",
+                   help="seconds between heartbeats until the interchange sets its own (default 2)")
+    p.add_argument("--heartbeat-threshold", type=float, default=10.0, metavar="S",
+                   help="exit when the interchange is silent this long (default 10)")
+    p.add_argument("--depth", type=int, default=16,
+                   help="most 1-rank tasks queued on one worker rank (default 16)")
+    p.add_argument("--grace", type=float, default=5.0, metavar="S",
+                   help="seconds a task's other ranks get after one rank failed (default 5)")
+    p.add_argument("--run-dir", default="", help="write pool-<block>.log here (default: stderr)")
+    p.add_argument("--log-level", default="INFO", choices=_LOG_LEVELS)
+    p.add_argument("--worker-debug", action="store_true",
+                   help="also write one log per worker rank (run dir needed)")
+    p.add_argument("--server-key", default="", metavar="FILE",
+                   help="the interchange's CurveZMQ public key: encrypt the connection")
+    return p
+
+
+def parse(argv: list[str] | None = None) -> PoolConfig:
+    p = parser()
+    ns = p.parse_args(argv)
+    kwargs: dict[str, Any] = {k: v for k, v in vars(ns).items()}
+    try:
+        return PoolConfig(**kwargs)
+    except ValueError as exc:
+        p.error(str(exc))
+        raise  # unreachable: error() exits

@@ -1,0 +1,211 @@
+"""The pool program: rank 0 connects to the interchange, every other rank is a worker.
+
+Rank 0's loop is a short list of non-blocking steps::
+
+    pool_receive     ZeroMQ: tasks, heartbeats, drain, stop from the interchange
+    manager.progress MPI: dispatch to worker ranks, gather their outcomes
+    pool_report      ZeroMQ: finished results, in one batch per loop turn
+    pool_heartbeat   send ours; leave when the interchange has been silent too long
+
+While nothing is outstanding rank 0 blocks in the ZeroMQ poll (no CPU, instant wake); while
+tasks are out it polls ZeroMQ without blocking and backs off over MPI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import zmq
+from mpi4py import MPI
+
+from .. import protocol
+from .._version import __version__
+from ..errors import ProtocolError
+from .backoff import Backoff, tighten_timer_slack
+from .comms import Topology, discover_topology
+from .config import PoolConfig
+from .manager import Manager
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class PoolLeaves(Exception):
+    """Rank 0 ends its loop; the message says why."""
+
+
+def run_pool(cfg: PoolConfig) -> int:
+    """Run the pool on ``COMM_WORLD``; every rank calls this and returns 0 on a clean end."""
+    comm = MPI.COMM_WORLD.Dup()
+    topology = discover_topology(comm)
+    rank = comm.Get_rank()
+    _setup_logging(cfg, rank)
+    try:
+        if rank == 0:
+            PoolManager(cfg, comm, topology).run()
+        else:
+            Worker(comm).serve()
+    except BaseException:
+        log.critical("rank %d failed; aborting the pool", rank, exc_info=True)
+        sys.stderr.flush()
+        comm.Abort(1)
+    comm.Free()
+    return 0
+
+
+class PoolManager:
+    """Rank 0: the pool's one connection to the interchange, and the MPI manager."""
+
+    def __init__(self, cfg: PoolConfig, comm: MPI.Intracomm, topology: Topology) -> None:
+        self.cfg = cfg
+        self.topology = topology
+        self.manager = Manager(comm, topology, depth=cfg.depth, grace=cfg.grace)
+        self.period = cfg.heartbeat_period
+        self.threshold = cfg.heartbeat_threshold
+        self.draining = False
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, cfg.pool_id.encode())
+        self.sock.setsockopt(zmq.LINGER, 2000)
+        if cfg.server_key:
+            from ..security import client_curve
+            client_curve(self.sock, cfg.server_key)
+        self.last_heard = self.last_sent = time.monotonic()
+
+    def run(self) -> None:
+        tighten_timer_slack()
+        self.sock.connect(self.cfg.interchange)
+        reason = "stopped"
+        try:
+            self.register()
+            self.loop()
+        except PoolLeaves as exc:
+            reason = str(exc)
+        finally:
+            log.info("pool %s leaving: %s", self.cfg.pool_id, reason)
+            self.manager.manager_stop()
+            try:
+                self.sock.send_multipart(protocol.Stop(reason).encode(), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            self.sock.close()
+            self.ctx.term()
+
+    def register(self) -> None:
+        m = self.manager
+        reg = protocol.Register(
+            protocol.PROTOCOL_VERSION, __version__, protocol.PYTHON_VERSION, self.cfg.block_id,
+            self.cfg.pool_id, self.topology.hosts, [len(n) for n in self.topology.nodes],
+            m.widest, m.largest_node)
+        self.sock.send_multipart(reg.encode())
+        log.info("pool %s: %d worker ranks on %s; registering with %s", self.cfg.pool_id,
+                 m.widest, self.topology.hosts, self.cfg.interchange)
+        deadline = time.monotonic() + self.threshold
+        while time.monotonic() < deadline:
+            if not self.sock.poll(100):
+                continue
+            frames = self.sock.recv_multipart()
+            msg = protocol.decode_message(protocol.decode_header(frames[0]))
+            if isinstance(msg, protocol.Registered):
+                if msg.error:
+                    print(f"rankpool pool {self.cfg.pool_id}: refused by the interchange: "
+                          f"{msg.error}", file=sys.stderr, flush=True)
+                    raise PoolLeaves(f"refused: {msg.error}")
+                self.period, self.threshold = msg.heartbeat_period, msg.heartbeat_threshold
+                self.last_heard = time.monotonic()
+                return
+        raise PoolLeaves(f"no answer to registration within {self.threshold:g} s")
+
+    def loop(self) -> None:
+        manager = self.manager
+        backoff = Backoff()
+        while True:
+            if manager.outstanding:
+                got = self.pool_receive(0)
+                active = manager.progress() or got
+                self.pool_report()
+                if active:
+                    backoff.reset()
+                else:
+                    backoff.sleep()
+            else:
+                wait = max(0.0, self.last_sent + self.period - time.monotonic())
+                self.pool_receive(int(wait * 1000) + 1)
+                manager.progress()
+                self.pool_report()
+            self.pool_heartbeat()
+            if self.draining and manager.outstanding == 0:
+                raise PoolLeaves("drained")
+
+    # -- steps ---------------------------------------------------------------------------------
+    def pool_receive(self, timeout_ms: int) -> bool:
+        sock = self.sock
+        if not sock.poll(timeout_ms):
+            return False
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return True
+            self.last_heard = time.monotonic()
+            try:
+                self._handle(frames)
+            except ProtocolError as exc:
+                log.warning("dropped a malformed message from the interchange: %s", exc)
+
+    def _handle(self, frames: list[Any]) -> None:
+        header = protocol.decode_header(frames[0].buffer)
+        kind = header["k"]
+        if kind == "tasks":
+            tasks = protocol.decode_tasks(header, [f.buffer for f in frames[1:]])
+            if self.draining:
+                log.warning("draining: %d tasks arrived anyway", len(tasks))
+            for task in tasks:
+                self.manager.submit(task)
+            return
+        msg = protocol.decode_message(header)
+        if isinstance(msg, protocol.Stop):
+            raise PoolLeaves(f"stopped by the interchange: {msg.reason}")
+        if isinstance(msg, protocol.Drain):
+            log.info("draining: finishing %d tasks, then leaving", self.manager.outstanding)
+            self.draining = True
+        elif not isinstance(msg, protocol.Heartbeat):
+            log.warning("ignored unexpected %s message", kind)
+
+    def pool_report(self) -> None:
+        manager = self.manager
+        if manager.completed:
+            done, manager.completed = manager.completed, []
+            self.sock.send_multipart(protocol.encode_results(done), copy=False)
+            self.last_sent = time.monotonic()
+
+    def pool_heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self.last_sent >= self.period:
+            self.sock.send_multipart(protocol.Heartbeat().encode())
+            self.last_sent = now
+        if now - self.last_heard > self.threshold:
+            raise PoolLeaves(f"the interchange has been silent for {now - self.last_heard:.1f} s "
+                             f"(threshold {self.threshold:g} s)")
+
+
+def _setup_logging(cfg: PoolConfig, rank: int) -> None:
+    level = getattr(logging, cfg.log_level.upper())
+    fmt = f"%(asctime)s rank {rank} %(name)s %(levelname)s %(message)s"
+    root = logging.getLogger("rankpool")
+    root.setLevel(level)
+    if cfg.run_dir and (rank == 0 or cfg.worker_debug):
+        os.makedirs(cfg.run_dir, exist_ok=True)
+        name = f"pool-{cfg.block_id}.log" if rank == 0 else f"pool-{cfg.block_id}-rank{rank}.log"
+        handler: logging.Handler = logging.FileHandler(os.path.join(cfg.run_dir, name))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        if rank != 0 and not cfg.worker_debug:
+            level = max(level, logging.WARNING)
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter(fmt))
+    root.addHandler(handler)
