@@ -28,7 +28,7 @@ from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Command, Drain,
                                Outcome, Register, Registered, Reply, Result, Stop, Task, decode_header,
                                decode_message, decode_tasks, encode_header, encode_results,
                                encode_tasks)
-from rankpool.resources import parse_spec
+from rankpool.resources import DEFAULT_SPEC, parse_spec
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 FAST = {"heartbeat_period": 0.1, "heartbeat_threshold": 0.5}
@@ -680,3 +680,78 @@ def test_matching_does_not_scan_pools() -> None:
         p.last_seen = float(i)
         table.add(p)
     assert [p.pool_id for p in table.silent_since(3.0)] == ["p0", "p1", "p2"]
+
+
+# ---------------------------------------------------------------------------------------------
+# throughput: a measurement, not an assertion (RANKPOOL_SLOW=1 pytest -s -k throughput)
+_ECHO_POOLS = r'''
+import sys, zmq
+from rankpool._version import __version__
+from rankpool.protocol import PROTOCOL_VERSION, PYTHON_VERSION, Register, decode_header, encode_header
+port, npools, ranks = map(int, sys.argv[1:4])
+ctx, poller = zmq.Context(), zmq.Poller()
+for i in range(npools):
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.IDENTITY, f"p{i}".encode())
+    s.connect(f"tcp://127.0.0.1:{port}")
+    s.send_multipart(Register(PROTOCOL_VERSION, __version__, PYTHON_VERSION, f"b{i}", f"p{i}", ["h"],
+                              [ranks], ranks, ranks).encode())
+    poller.register(s, zmq.POLLIN)
+while True:
+    for s, _ in poller.poll(1000):
+        header = decode_header(s.recv_multipart()[0])
+        if header["k"] == "tasks":
+            records = [[r[0], [[0, True, 1, 0]], []] for r in header["r"]]
+            s.send_multipart([encode_header({"k": "results", "r": records}), b"x" * len(records)])
+        elif header["k"] == "stop":
+            sys.exit(0)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("RANKPOOL_SLOW") != "1", reason="set RANKPOOL_SLOW=1 to measure")
+def test_throughput(capsys: pytest.CaptureFixture[str]) -> None:
+    """100,000 no-op tasks through an interchange process to 4 fake pools that answer at once."""
+    n, npools, ranks, batch, window = 100_000, 4, 8, 1024, 20_000
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    ix = subprocess.Popen([sys.executable, "-m", "rankpool.interchange"], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True, env=env)
+    ctx = zmq.Context()
+    pools = None
+    try:
+        assert ix.stdin is not None and ix.stdout is not None
+        ix.stdin.write(InterchangeConfig(log_level="WARNING").to_json() + "\n")
+        ix.stdin.flush()
+        ports = json.loads(ix.stdout.readline())
+        pools = subprocess.Popen([sys.executable, "-c", _ECHO_POOLS, str(ports["pool_port"]),
+                                  str(npools), str(ranks)], env=env)
+        front = Front(ctx, ports["client_port"])
+        cmd = Peer(ctx, ports["command_port"])
+
+        def registered() -> bool:
+            cmd.send(Command("pools", "").encode())
+            return len(decode_message(cmd.recv()[0]).value) == npools  # type: ignore[attr-defined]
+
+        wait_for(registered, timeout=30, interval=0.05)
+        start = time.perf_counter()
+        sent = done = 0
+        while done < n:
+            while sent < n and sent - done < window:
+                k = min(batch, n - sent)
+                front.submit([Task(sent + i, DEFAULT_SPEC, b"\x01", b"f", b"d") for i in range(k)])
+                sent += k
+            header, _ = front.recv(30)
+            if header["k"] == "results":
+                done += len(header["r"])
+        elapsed = time.perf_counter() - start
+        with capsys.disabled():
+            print(f"\ninterchange: {n} no-op tasks, {npools} pools x {ranks} ranks: {elapsed:.2f} s, "
+                  f"{n / elapsed:,.0f} tasks/s")
+        cmd.send(Command("stop", "").encode())
+        assert ix.wait(10) == 0
+    finally:
+        ctx.destroy(linger=0)
+        for proc in (ix, pools):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)

@@ -11,6 +11,7 @@ import contextvars
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, InvalidStateError
 from typing import Any
@@ -27,15 +28,41 @@ log = logging.getLogger(__name__)
 class TaskFuture(Future):  # type: ignore[type-arg]
     """A ``concurrent.futures.Future`` with the task's id and a writable ``label``.
 
-    Done-callbacks run in the ``contextvars`` context of the ``submit`` call.
+    Done-callbacks run in the ``contextvars`` context of the ``submit`` call. The futures of one
+    executor share one ``Condition`` instead of one each: with tens of thousands of futures in
+    flight that halves what creating one costs (the cyclic garbage collector has far fewer
+    live objects to walk). ``result`` and ``exception`` therefore wait in a loop until *this*
+    future is done.
     """
 
-    def __init__(self, task_id: int, context: contextvars.Context | None = None) -> None:
+    def __init__(self, task_id: int, context: contextvars.Context | None = None,
+                 condition: threading.Condition | None = None) -> None:
         super().__init__()
+        if condition is not None:
+            self._condition = condition
         self.task_id = task_id
         self.label: str | None = None
         self._context = context
         self._results_all = False
+
+    def _wait(self, timeout: float | None) -> None:
+        if self._state in _DONE:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            while self._state not in _DONE:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                self._condition.wait(remaining)
+
+    def result(self, timeout: float | None = None) -> Any:
+        self._wait(timeout)
+        return super().result(0)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        return super().exception(0)
 
     def add_done_callback(self, fn: Callable[[Future], object]) -> None:  # type: ignore[type-arg]
         ctx = self._context
@@ -47,6 +74,9 @@ class TaskFuture(Future):  # type: ignore[type-arg]
     def __repr__(self) -> str:
         label = f" label={self.label!r}" if self.label else ""
         return f"<TaskFuture task_id={self.task_id}{label} state={self._state}>"
+
+
+_DONE = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", "FINISHED"})
 
 
 def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
@@ -105,6 +135,7 @@ class FrontEnd(_Submitter):
         self._ids = itertools.count(1)
         self._pickler = FunctionPickler()
         self._lock = threading.Lock()
+        self._condition = threading.Condition()
         self._futures: dict[int, TaskFuture] = {}
         self._shutdown = False
         self._broken: BrokenPool | None = None
@@ -128,7 +159,7 @@ class FrontEnd(_Submitter):
         digest, fn_bytes = self._pickler.dumps(fn)
         data, buffers = dumps_data((args, kwargs), "the task's arguments")
         task_id = next(self._ids)
-        future = TaskFuture(task_id, contextvars.copy_context())
+        future = TaskFuture(task_id, contextvars.copy_context(), self._condition)
         future._results_all = spec.results_all
         with self._lock:
             if self._broken is not None:
