@@ -37,9 +37,17 @@ class TaskFuture(Future):  # type: ignore[type-arg]
 
     def __init__(self, task_id: int, context: contextvars.Context | None = None,
                  condition: threading.Condition | None = None) -> None:
-        super().__init__()
-        if condition is not None:
+        if condition is None or not _PLAIN_INIT:
+            super().__init__()
+            if condition is not None:
+                self._condition = condition
+        else:  # what Future.__init__ does, less the Condition it would make
             self._condition = condition
+            self._state = "PENDING"
+            self._result = None
+            self._exception = None
+            self._waiters = []
+            self._done_callbacks = []
         self.task_id = task_id
         self.label: str | None = None
         self._context = context
@@ -77,6 +85,11 @@ class TaskFuture(Future):  # type: ignore[type-arg]
 
 
 _DONE = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", "FINISHED"})
+
+#: Future.__init__ sets exactly these attributes (CPython 3.8-3.13); if a Python adds more,
+#: TaskFuture falls back to calling it
+_PLAIN_INIT = set(vars(Future())) == {"_condition", "_state", "_result", "_exception", "_waiters",
+                                       "_done_callbacks"}
 
 
 def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]

@@ -48,7 +48,7 @@ class InterchangeConfig:
     port_range: tuple[int, int] | None = None
     heartbeat_period: float = 2.0
     heartbeat_threshold: float = 10.0
-    prefetch: int = 32
+    prefetch: int = 256
     run_dir: str = ""
     log_level: str = "INFO"
     max_widest: int = 0

@@ -26,7 +26,7 @@ import zmq
 from .._version import __version__
 from ..errors import ProtocolError
 from ..protocol import (Drain, Heartbeat, Lost, Register, Registered, Stop, Task,
-                        check_versions, decode_header, decode_message, decode_results, decode_tasks,
+                        check_results, check_versions, decode_header, decode_message, decode_results, decode_tasks,
                         encode_results, encode_tasks, result_ids)
 from .commands import answer
 from .config import InterchangeConfig
@@ -225,7 +225,9 @@ class Interchange:
         self._dirty = True
         out: Sequence[Any] = frames
         try:
-            _check_result_frames(header, frames)
+            if len(frames) < 2:
+                raise ProtocolError("result batch without its data frame")
+            check_results(header, len(frames[1]), len(frames) - 2)
             if len(done) < len(ids):
                 self._throttle.warn("pool %r returned %d results of tasks not in flight there; "
                                     "dropped", pool.pool_id, len(ids) - len(done))
@@ -391,24 +393,3 @@ class Interchange:
             self._send_pool(pool.identity, stop)
         log.info("stopping (%s); told %d pools to stop; %d tasks queued, %d outstanding", reason,
                  len(self.pools), len(self.queue), len(self.known))
-
-
-def _check_result_frames(header: dict[str, Any], frames: Frames) -> None:
-    """Check cheaply that a result batch's records name exactly the frames that came with it.
-
-    The front-end decodes the batch in full; the interchange only makes sure a truncated or
-    padded batch is failed (as ``Lost``) rather than forwarded, without decoding every outcome.
-    """
-    if len(frames) < 2:
-        raise ProtocolError("result batch without its data frame")
-    named = data = 0
-    try:
-        for rec in header["r"]:
-            for outcome in rec[1]:
-                data += outcome[2]
-                named += outcome[3]
-    except (TypeError, IndexError, KeyError):
-        raise ProtocolError("malformed result records") from None
-    if named != len(frames) - 2 or not 0 <= data <= len(frames[1]):
-        raise ProtocolError(f"result batch names {named} buffers and {data} bytes of data; "
-                            f"{len(frames) - 2} buffers and {len(frames[1])} bytes came")

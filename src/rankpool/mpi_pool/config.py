@@ -21,7 +21,7 @@ class PoolConfig:
     pool_id: str = ""
     heartbeat_period: float = 2.0
     heartbeat_threshold: float = 10.0
-    depth: int = 16
+    depth: int = 64
     grace: float = 5.0
     run_dir: str = ""
     log_level: str = "INFO"

@@ -194,9 +194,7 @@ class Manager:
         if len(run.ranks) == 1:  # the common case, kept short
             del self.running[done.task_id]
             self.scheduler.finish(done.task_id)
-            self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)],
-                                         [self.topology.host_of[source], [source], done.start,
-                                          done.end]))
+            self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)]))
             return
         if isinstance(run.remaining, tuple):
             run.remaining, run.values, run.errors = set(run.remaining), [], []
@@ -222,9 +220,7 @@ class Manager:
             outcomes = sorted(run.errors or [], key=lambda o: o.rank) + extra
         else:
             outcomes = sorted(run.values or [], key=lambda o: o.rank)
-        host = self.topology.host_of.get(run.ranks[0], "")
-        self.completed.append(Result(task_id, outcomes,
-                                     [host, list(run.ranks), run.first_start, run.last_end]))
+        self.completed.append(Result(task_id, outcomes))
 
     def _give_up(self, run: _Running, cause: Exception) -> None:
         """Fail a task whose ranks did not all come back; those ranks are stuck."""

@@ -161,7 +161,7 @@ class PoolManager:
         header = protocol.decode_header(frames[0].buffer)
         kind = header["k"]
         if kind == "tasks":
-            tasks = protocol.decode_tasks(header, [f.buffer for f in frames[1:]])
+            tasks = protocol.decode_tasks(header, [f.buffer for f in frames[1:]], copy=True)
             if self.draining:
                 log.warning("draining: %d tasks arrived anyway", len(tasks))
             for task in tasks:

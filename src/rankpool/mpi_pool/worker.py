@@ -61,13 +61,14 @@ class Worker:
         tighten_timer_slack()
         try:
             while not (self.stopping and not self.queue):
-                got = self.worker_receive()
                 if self.queue:
+                    # probe for more work only between batches: each Iprobe costs a turn of
+                    # MPI's progress engine
                     self.run_next()
                     if not self.queue or time.monotonic() - self.last_report > self.flush_interval:
                         self.worker_report()
-                    self.backoff.reset()
-                elif got:
+                        self.worker_receive()
+                elif self.worker_receive():
                     self.backoff.reset()
                 else:
                     self.outbox.poll()

@@ -1,0 +1,464 @@
+"""``rankpool.ExtremeScaleExecutor``: a Parsl executor whose blocks are MPI pools.
+
+::
+
+    DataFlowKernel ─submit─▶ ExtremeScaleExecutor ─Task─▶ InterchangeClient ─ZMQ─▶ interchange
+                   ◀─future─          ▲ settle() ◀─ on_results / on_lost / on_broken ◀─┘   │
+    JobStatusPoller ─status / scale_out / scale_in─▶ provider ─job─▶ block = one MPI pool ◀┘
+
+The executor starts the interchange at :meth:`start` and launches the provider's
+``init_blocks`` at once (Parsl's strategy would only do it on its first tick, seconds later).
+Tasks go to the interchange as they are submitted; results come back on the client's thread,
+which settles the futures. Blocks come and go through Parsl's provider and scaling strategy,
+with capacity counted in worker ranks. The monitoring database gets ``block`` rows from the
+scaling calls, ``node`` rows (one per pool host) from a watcher thread, and ``try``/``status``/
+``resource`` rows from Parsl's monitoring wrapper inside the worker ranks, which reports
+through :attr:`remote_monitoring_radio` (Parsl's filesystem radio by default).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import itertools
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import replace
+from typing import Any
+
+from parsl.executors.errors import BadStateException
+from parsl.executors.status_handling import BlockProviderExecutor
+from parsl.jobs.states import JobStatus
+from parsl.monitoring.message_type import MessageType
+from parsl.monitoring.radios.base import RadioConfig
+from parsl.monitoring.radios.filesystem import FilesystemRadio
+from parsl.providers.base import ExecutionProvider
+from parsl.utils import RepresentationMixin
+
+from .. import protocol
+from ..errors import BrokenPool, ExecutorShutdown, ManagerLost, VersionMismatch
+from ..injection import check_receives_comm
+from ..interchange.config import InterchangeConfig
+from ..mpi_pool.config import PoolConfig
+from ..protocol import Result, Task
+from ..resources import check_fits, parse_spec
+from ..serialize import FunctionPickler, dumps_data
+from .base import TaskFuture, settle
+from .parsl_blocks import (LocalMpiexecLauncher, block_shape, check_launch_cmd, launch_command,
+                           local_provider, node_info)
+from .parsl_scaling import BlockControl
+
+__all__ = ["ExtremeScaleExecutor", "LocalMpiexecLauncher", "local_provider"]
+
+log = logging.getLogger(__name__)
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_MISMATCH = re.compile(r"^(?P<what>.+?) mismatch: interchange has (?P<ours>.*), pool has (?P<theirs>.*)$")
+SPEC_KWARG = "parsl_resource_specification"
+
+
+class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
+    """Parsl executor running tasks on MPI pools, one pool per block; tasks may span ranks.
+
+    A task's ``parsl_resource_specification`` may hold ``num_ranks`` (or ``ranks_per_node`` and
+    ``num_nodes``), ``results`` (``"root"`` or ``"all"``), ``priority`` (higher runs first:
+    note that this is the opposite of HighThroughputExecutor's order) and ``walltime``
+    (seconds); anything else is refused at submit, as is a task wider than a block. A
+    multi-rank task's function receives its communicator as its ``comm`` parameter (or as a
+    ``None`` first argument). The ``parsl_resource_specification`` keyword that Parsl passes on
+    to the function is kept for functions that declare a parameter of that name or take
+    ``**kwargs`` (for a bash app, the decorated function is the one looked at) and dropped for
+    all others, so apps need not declare it.
+
+    Arguments (keyword only, checked at once):
+
+    ``provider``: a Parsl provider whose launcher starts the block as ONE MPI application
+    (default: :func:`local_provider`, one local block under the bundled ``mpiexec``);
+    ``ranks_per_node``: worker ranks per node of a block, the manager being one rank more
+    (default: the provider's ``cores_per_node``, else this machine's cores);
+    ``address``: the interface pools connect to (default loopback for a local provider, every
+    interface otherwise); ``pool_port``/``port_range``: a fixed port, or a range, for pools;
+    ``heartbeat_period``/``heartbeat_threshold``: seconds; a pool silent past the threshold is
+    lost and its tasks fail with :class:`~rankpool.errors.ManagerLost` (Parsl retries them);
+    ``drain_period``: seconds after which a block's pool is drained (finishes its tasks, takes
+    no more, exits), to end before the job's walltime; ``encrypted``: CurveZMQ (not yet
+    available: True raises NotImplementedError); ``working_dir``: directory the ranks run in;
+    ``worker_debug``: DEBUG logs from the pool and one log per worker rank; ``launch_cmd``: a
+    format string for the block's command around ``{command}`` (fields: ``block_id``,
+    ``ranks``, ``workers``, ``ranks_per_node``, ``nodes_per_block``, ``interchange``,
+    ``python``, ``mpiexec``), e.g. ``"mpiexec -n {ranks} {command}"`` with Parsl's
+    ``SimpleLauncher``; ``managed``: False leaves blocks to the user (no scaling: start pools
+    with :meth:`block_command`); ``remote_monitoring_radio``: how worker ranks reach
+    monitoring (default Parsl's ``FilesystemRadio``; ``UDPRadio`` where no file system is shared).
+    """
+
+    def __init__(self, *, label: str = "ExtremeScaleExecutor",
+                 provider: ExecutionProvider | None = None, ranks_per_node: int | None = None,
+                 address: str | None = None, pool_port: int = 0,
+                 port_range: tuple[int, int] | None = None, heartbeat_period: float = 2.0,
+                 heartbeat_threshold: float = 10.0, drain_period: float | None = None,
+                 encrypted: bool = False, working_dir: str | None = None,
+                 worker_debug: bool = False, launch_cmd: str | None = None, managed: bool = True,
+                 storage_access: list[Any] | None = None,
+                 block_error_handler: bool | Callable[..., None] = True,
+                 remote_monitoring_radio: RadioConfig | None = None,
+                 log_level: str = "INFO") -> None:
+        if not isinstance(label, str) or not label.strip():
+            raise ValueError(f"label must be a non-empty string, got {label!r}")
+        if provider is None:
+            provider = local_provider()
+        elif not isinstance(provider, ExecutionProvider):
+            raise TypeError(f"provider must be a Parsl ExecutionProvider, got {type(provider).__name__}")
+        if ranks_per_node is not None and (isinstance(ranks_per_node, bool)
+                                           or not isinstance(ranks_per_node, int) or ranks_per_node < 1):
+            raise ValueError(f"ranks_per_node must be a positive integer, got {ranks_per_node!r}")
+        if address is not None and (not isinstance(address, str) or not address.strip()):
+            raise ValueError(f"address must be a host name or IP address, got {address!r}")
+        # the interchange's own checks name the argument: pool_port, port_range, heartbeat_*
+        InterchangeConfig(address=address or "127.0.0.1", pool_port=pool_port, port_range=port_range,
+                          heartbeat_period=heartbeat_period, heartbeat_threshold=heartbeat_threshold)
+        if drain_period is not None and (isinstance(drain_period, bool)
+                                         or not isinstance(drain_period, (int, float)) or drain_period <= 0):
+            raise ValueError(f"drain_period must be a positive number of seconds or None, got {drain_period!r}")
+        for name, flag in (("encrypted", encrypted), ("worker_debug", worker_debug), ("managed", managed)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        if encrypted and importlib.util.find_spec("rankpool.security") is None:
+            raise NotImplementedError("encrypted=True: CurveZMQ encryption of the pool connections is not "
+                                      "available in this rankpool yet; use encrypted=False on a trusted "
+                                      "network (or over loopback)")
+        if encrypted:
+            raise NotImplementedError("encrypted=True: ExtremeScaleExecutor does not wire up "
+                                      "rankpool.security's keys yet; use encrypted=False")
+        if working_dir is not None and (not isinstance(working_dir, str) or not working_dir):
+            raise ValueError(f"working_dir must be a directory path or None, got {working_dir!r}")
+        check_launch_cmd(launch_cmd)
+        if not isinstance(log_level, str) or log_level.upper() not in _LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {_LOG_LEVELS}, got {log_level!r}")
+        if remote_monitoring_radio is not None and not isinstance(remote_monitoring_radio, RadioConfig):
+            raise TypeError(f"remote_monitoring_radio must be a Parsl RadioConfig, got "
+                            f"{type(remote_monitoring_radio).__name__}")
+        shape = block_shape(provider, ranks_per_node, launch_cmd)
+
+        BlockProviderExecutor.__init__(self, provider=provider, block_error_handler=block_error_handler)
+        self.label = label
+        self.ranks_per_node = ranks_per_node if ranks_per_node is not None else shape.largest_node
+        self.address = address
+        self.pool_port = pool_port
+        self.port_range = port_range
+        self.heartbeat_period = heartbeat_period
+        self.heartbeat_threshold = heartbeat_threshold
+        self.drain_period = drain_period
+        self.encrypted = encrypted
+        self.working_dir = working_dir
+        self.worker_debug = worker_debug
+        self.launch_cmd = launch_cmd
+        self.managed = managed
+        self.storage_access = storage_access
+        self.log_level = log_level.upper()
+        self.remote_monitoring_radio = remote_monitoring_radio or FilesystemRadio()
+        self._shape = shape
+        self._client: Any = None
+        self._pool_base: PoolConfig | None = None
+        self._lock = threading.Lock()
+        self._condition = threading.Condition()
+        self._ids = itertools.count(1)
+        self._ranks: dict[int, int] = {}
+        self._outstanding_ranks = 0
+        self._pickler = FunctionPickler()
+        self._wants_spec: dict[Any, bool] = {}
+        self._skip_init: int | None = None
+        self._closed = False
+        self._control = BlockControl(self)
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the interchange, then the provider's ``init_blocks`` (without waiting for them)."""
+        super().start()
+        from .client import InterchangeClient  # zmq only where sockets live
+        self.log_dir = os.path.join(self.run_dir, self.label)
+        os.makedirs(self.log_dir, exist_ok=True)
+        address = self.address or ("127.0.0.1" if isinstance(self.provider, _local_provider_type())
+                                   else "*")
+        config = InterchangeConfig(address=address, pool_port=self.pool_port, port_range=self.port_range,
+                                   heartbeat_period=self.heartbeat_period,
+                                   heartbeat_threshold=self.heartbeat_threshold, run_dir=self.log_dir,
+                                   log_level=self.log_level, parent_pid=os.getpid())
+        self._client = InterchangeClient(config, on_results=self._on_results, on_lost=self._on_lost,
+                                         on_broken=self._on_broken)
+        self._client.start()
+        self._pool_base = PoolConfig(
+            interchange=self._client.pool_address, block_id="0",
+            heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.heartbeat_threshold,
+            run_dir=self.log_dir, log_level="DEBUG" if self.worker_debug else self.log_level,
+            worker_debug=self.worker_debug)
+        log.info("%s: interchange up, pools connect to %s; blocks of %d worker ranks on %d node(s)",
+                 self.label, self._client.pool_address, self._shape.workers, self._shape.nodes)
+        if self.managed and self.provider is not None:
+            init = self.provider.init_blocks
+            if init > 0:
+                self.scale_out_facade(init)
+            self._skip_init = init
+        self._control.start_watcher(monitoring=self.submit_monitoring_radio is not None)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the interchange (its pools stop), end leftover blocks, fail what is left; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._control.stop_watcher()
+        if self._client is not None:
+            self._client.stop(timeout)
+        self._control.end_blocks(timeout)
+        self._control.mark_pools_gone()
+        with self._lock:
+            pending = list(self._tasks.values())
+            self._tasks.clear()
+            self._ranks.clear()
+            self._outstanding_ranks = 0
+        for future in pending:
+            _fail(future, ExecutorShutdown("the executor was shut down before the task finished"))
+        super().shutdown()
+        log.info("%s: shut down", self.label)
+
+    # -- Parsl's executor interface ---------------------------------------------------------------
+    def submit(self, func: Callable[..., Any], resource_specification: dict[str, Any],
+               *args: Any, **kwargs: Any) -> Future:  # type: ignore[type-arg]
+        """Send one task to the interchange; return its future (``parsl_executor_task_id`` set)."""
+        if self.bad_state_is_set:
+            raise self.executor_exception
+        if self._closed or self._client is None:
+            raise ExecutorShutdown(f"executor {self.label!r} is not running")
+        spec = parse_spec(resource_specification)
+        check_fits(spec, self._shape.workers, self._shape.largest_node)
+        if SPEC_KWARG in kwargs and not self._keeps_spec(func):
+            kwargs = {k: v for k, v in kwargs.items() if k != SPEC_KWARG}
+        check_receives_comm(func, args, spec.num_ranks)
+        digest, fn_bytes = self._pickler.dumps(func)
+        data, buffers = dumps_data((args, kwargs), "the task's arguments")
+        with self._lock:
+            task_id = next(self._ids)
+            future = TaskFuture(task_id, None, self._condition)
+            future._results_all = spec.results_all
+            future.parsl_executor_task_id = task_id  # type: ignore[attr-defined]
+            self._tasks[task_id] = future
+            self._ranks[task_id] = spec.num_ranks
+            self._outstanding_ranks += spec.num_ranks
+        self._client.submit(Task(task_id, spec, digest, fn_bytes, data, buffers))
+        return future
+
+    def outstanding(self) -> int:
+        """Worker ranks wanted by the tasks submitted and not finished (queued or running).
+
+        Parsl's strategy compares this with ``active blocks * workers_per_node *
+        nodes_per_block``, so both count ranks, not tasks: four queued 4-rank tasks ask for
+        16 ranks' worth of blocks, where counting tasks would ask for four ranks' worth.
+        """
+        return self._outstanding_ranks
+
+    @property
+    def workers_per_node(self) -> int | float:
+        """Worker ranks per node of a block: the strategy's slots per node, in ranks."""
+        return self._shape.workers_per_node
+
+    @property
+    def status_polling_interval(self) -> int | float:
+        """The provider's polling interval; 0 (never polled nor scaled) when not ``managed``."""
+        return super().status_polling_interval if self.managed else 0
+
+    def monitor_resources(self) -> bool:
+        """Resource monitoring runs in every worker rank of a task (psutil, one process each)."""
+        return True
+
+    def scale_out_facade(self, n: int) -> list[str]:
+        """Launch ``n`` blocks, except the strategy's first call, for blocks :meth:`start` launched."""
+        skip = self._skip_init
+        if skip is not None:
+            self._skip_init = None
+            if n == skip:
+                log.debug("%s: init_blocks=%d already launched at start", self.label, n)
+                return []
+        return super().scale_out_facade(n)
+
+    def _get_launch_command(self, block_id: str) -> str:
+        if self._pool_base is None:
+            raise RuntimeError("the executor must be started before blocks can be launched")
+        cfg = replace(self._pool_base, block_id=block_id, pool_id="")
+        return launch_command(cfg, self._shape, working_dir=self.working_dir, launch_cmd=self.launch_cmd)
+
+    def block_command(self, block_id: str) -> str:
+        """The command to start block ``block_id`` by hand (``managed=False``), launcher not included."""
+        return self._get_launch_command(block_id)
+
+    def scale_in(self, blocks: int, max_idletime: float | None = None, *,
+                 force: bool = False) -> list[str]:
+        """End up to ``blocks`` blocks without cutting off tasks; return the block ids ended.
+
+        Idle blocks go first: each is held, checked idle again, drained (its pool leaves
+        cleanly), then its job is cancelled; blocks whose pool never connected come next.
+        A block with tasks running goes only when ``force`` (its tasks then fail with
+        ``ManagerLost`` and Parsl's retries run them elsewhere). ``max_idletime`` is accepted
+        for Parsl's HTEX-style strategy; only idle blocks are ever chosen without ``force``.
+        """
+        return self._control.scale_in(blocks, force=force)
+
+    def hold_block(self, block_id: str) -> list[str]:
+        """Give block ``block_id`` no new tasks (running ones go on); return its pool ids."""
+        return self._control.hold(block_id)
+
+    def release_block(self, block_id: str) -> list[str]:
+        """Undo :meth:`hold_block`; return the block's pool ids."""
+        return self._control.release(block_id)
+
+    def drain_block(self, block_id: str) -> list[str]:
+        """Let block ``block_id`` finish its tasks, take no more and exit; return its pool ids."""
+        return self._control.drain(block_id)
+
+    def connected_managers(self) -> list[dict[str, Any]]:
+        """One dict per connected pool: ``block_id``, ``pool_id``, ``hosts``, ``ranks``,
+        ``node_ranks``, ``widest``, ``busy_ranks``, ``tasks``, ``held``, ``draining``,
+        ``rankpool`` and ``python`` versions, ``last_seen_s``; plus HTEX's ``manager``,
+        ``worker_count`` and ``active`` keys for tools written for it."""
+        pools = self._control.pools()
+        for pool in pools:
+            pool.setdefault("manager", pool["pool_id"])
+            pool.setdefault("worker_count", pool["ranks"])
+            pool.setdefault("active", not (pool["held"] or pool["draining"]))
+        return pools
+
+    @property
+    def connected_workers(self) -> int:
+        """Worker ranks of all connected pools."""
+        return sum(p["ranks"] for p in self._control.pools())
+
+    def connected_blocks(self) -> list[str]:
+        """Ids of the blocks with a pool connected now."""
+        return sorted({p["block_id"] for p in self._control.pools()})
+
+    def handle_errors(self, status: dict[str, JobStatus]) -> None:
+        """Apply ``block_error_handler`` to blocks that never connected a pool.
+
+        A block whose pool registered did start; its later end (killed, walltime, crashed
+        with a task) costs its tasks a retry, not the executor its life, so only blocks that
+        failed before any pool of theirs connected count as a failure to provision.
+        """
+        self._control.refresh_pools()
+        startup = {b: s for b, s in status.items() if b not in self._control.connected_ever}
+        self.block_error_handler(self, startup)
+
+    def set_bad_state_and_fail_all(self, exception: Exception) -> None:
+        """The broken-state latch: record the cause once, fail every pending future, refuse submit."""
+        with self._lock:
+            if self._executor_bad_state.is_set():
+                return
+            self._executor_exception = exception
+            self._executor_bad_state.set()
+            pending = list(self._tasks.values())
+            self._tasks.clear()
+            self._ranks.clear()
+            self._outstanding_ranks = 0
+        log.error("%s: bad state, failing %d pending tasks: %s", self.label, len(pending), exception)
+        for future in pending:
+            _fail(future, BadStateException(self, exception))
+
+    # -- callbacks from the client thread -------------------------------------------------------
+    def _on_results(self, results: list[Result]) -> None:
+        done = []
+        with self._lock:
+            for result in results:
+                future = self._tasks.pop(result.task_id, None)
+                if future is not None:
+                    self._outstanding_ranks -= self._ranks.pop(result.task_id, 1)
+                    done.append((future, result))
+        for future, result in done:
+            settle(future, result)
+
+    def _on_lost(self, msg: protocol.Lost) -> None:
+        if msg.block_id and "refused" not in msg.reason and "mismatch" not in msg.reason:
+            self._control.connected_ever.add(msg.block_id)
+        if msg.task_ids:
+            log.warning("%s: pool of block %s on %s lost with %d tasks: %s", self.label, msg.block_id,
+                        ",".join(msg.hosts), len(msg.task_ids), msg.reason)
+            error = ManagerLost(msg.block_id, msg.hosts, msg.reason)
+            self._fail_ids(msg.task_ids, error)
+        elif "mismatch" in msg.reason:
+            m = _MISMATCH.match(msg.reason)
+            what, ours, theirs = m.group("what", "ours", "theirs") if m else ("version", "?", msg.reason)
+            self.set_bad_state_and_fail_all(VersionMismatch(what, ours, theirs))
+        else:
+            log.info("%s: a pool of block %s left: %s", self.label, msg.block_id, msg.reason)
+
+    def _on_broken(self, reason: str) -> None:
+        if not self._closed:
+            self.set_bad_state_and_fail_all(BrokenPool(f"the interchange was lost: {reason}"))
+
+    def _fail_ids(self, task_ids: Sequence[int], error: BaseException) -> None:
+        failed = []
+        with self._lock:
+            for task_id in task_ids:
+                future = self._tasks.pop(task_id, None)
+                if future is not None:
+                    self._outstanding_ranks -= self._ranks.pop(task_id, 1)
+                    failed.append(future)
+        for future in failed:
+            _fail(future, error)
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _keeps_spec(self, func: Callable[..., Any]) -> bool:
+        """Whether ``func`` accepts ``parsl_resource_specification`` (cached per function)."""
+        try:
+            known = self._wants_spec.get(func)
+        except TypeError:  # unhashable callable
+            return _declares_spec(func)
+        if known is None:
+            known = _declares_spec(func)
+            if len(self._wants_spec) >= 1024:
+                self._wants_spec.clear()
+            self._wants_spec[func] = known
+        return known
+
+    def send_node_info(self, pool: dict[str, Any], active: bool) -> None:
+        """Put one pool's ``node`` rows into the monitoring database (no-op without monitoring)."""
+        radio = self.submit_monitoring_radio
+        if radio is not None:
+            for row in node_info(pool, self.run_id, active):
+                radio.send((MessageType.NODE_INFO, row))
+
+
+def _declares_spec(func: Callable[..., Any]) -> bool:
+    """Whether the app function takes ``parsl_resource_specification`` (by name or ``**kwargs``).
+
+    Wrappers made with ``functools.wraps`` (Parsl's error and monitoring wrappers) are looked
+    through; for a bash app (``partial(remote_side_bash_executor, fn)``) ``fn`` decides.
+    """
+    import functools
+    target: Any = inspect.unwrap(func)
+    while isinstance(target, functools.partial):
+        inner = target.func
+        if getattr(inner, "__name__", "") == "remote_side_bash_executor" and target.args:
+            target = inspect.unwrap(target.args[0])
+        else:
+            target = inner
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == SPEC_KWARG or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _fail(future: Future, error: BaseException) -> None:  # type: ignore[type-arg]
+    try:
+        if not future.done():
+            future.set_exception(error)
+    except InvalidStateError:
+        pass  # settled or cancelled meanwhile
+
+
+def _local_provider_type() -> type:
+    from parsl.providers import LocalProvider
+    return LocalProvider

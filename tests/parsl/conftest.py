@@ -1,0 +1,66 @@
+"""Fixtures for tests with a real DataFlowKernel over ExtremeScaleExecutor pools.
+
+The worker ranks unpickle the apps by reference, so they import :mod:`xs_apps` from this
+directory: it is put on ``PYTHONPATH`` here, before any pool starts, and the pools inherit it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import parsl
+import pytest
+from parsl.logconfigs.file import FileLogging
+
+from rankpool import ExtremeScaleExecutor
+from rankpool.executor.parsl import local_provider
+
+HERE = Path(__file__).resolve().parent
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+
+# the bounded wait_for of tests/conftest.py, loaded by path ("conftest" names several modules)
+_spec = importlib.util.spec_from_file_location("_rankpool_tests_conftest", HERE.parent / "conftest.py")
+assert _spec is not None and _spec.loader is not None
+_root = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_root)
+
+#: fast liveness for tests: a killed pool is declared lost within about 3 s
+FAST = {"heartbeat_period": 0.5, "heartbeat_threshold": 3.0}
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., Any]:
+    return _root.wait_for  # type: ignore[no-any-return]
+
+
+def xs(*, ranks_per_node: int = 2, init_blocks: int = 1, min_blocks: int = 0, max_blocks: int = 1,
+       **kwargs: Any) -> ExtremeScaleExecutor:
+    """An executor of local blocks with test-friendly heartbeats."""
+    provider = local_provider(init_blocks=init_blocks, min_blocks=min_blocks, max_blocks=max_blocks)
+    kwargs.setdefault("label", "xs")
+    return ExtremeScaleExecutor(provider=provider, ranks_per_node=ranks_per_node, **{**FAST, **kwargs})
+
+
+@pytest.fixture
+def load(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """``load(*executors, **config)``: a loaded DataFlowKernel, cleaned up after the test."""
+    loaded: list[Any] = []
+
+    def _load(*executors: Any, **config: Any) -> Any:
+        config.setdefault("run_dir", str(tmp_path / "runinfo"))
+        config.setdefault("initialize_logging", FileLogging(level=logging.INFO))
+        config.setdefault("strategy_period", 0.5)
+        dfk = parsl.load(parsl.Config(executors=list(executors), **config))
+        loaded.append(dfk)
+        return dfk
+
+    yield _load
+    for dfk in loaded:
+        if not dfk.cleanup_called:
+            dfk.cleanup()
+    parsl.clear()

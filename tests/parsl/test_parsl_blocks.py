@@ -1,0 +1,133 @@
+"""Blocks of ExtremeScaleExecutor under a real DataFlowKernel: scaling, loss, hold and drain."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from parsl.executors.errors import BadStateException
+from parsl.jobs.states import JobState
+
+import xs_apps as apps
+from conftest import xs
+from rankpool import BrokenPool, ManagerLost
+from rankpool.mpiexec import find_mpiexec
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _mpiexec_of(ex: Any, block_id: str) -> psutil.Process:
+    """The mpiexec process of a local block (a child of the provider's job script)."""
+    job = psutil.Process(int(ex.blocks_to_job_id[block_id]))
+    return next(p for p in job.children(recursive=True) if p.name() == "mpiexec")
+
+
+def test_scale_out_from_zero_counts_ranks(load: Any, tmp_path: Path, wait_for: Any) -> None:
+    dfk = load(xs(ranks_per_node=2, init_blocks=0, max_blocks=3))
+    ex = dfk.executors["xs"]
+    assert ex.blocks_to_job_id == {}
+    go = str(tmp_path / "go")
+    wide = {"num_ranks": 2}
+    futures = [apps.hold_until(str(tmp_path / f"s{i}"), go, parsl_resource_specification=wide)
+               for i in range(2)]
+    wait_for(lambda: ex.outstanding() == 4, timeout=10)  # 2 tasks, 4 ranks
+    # 4 ranks need 2 blocks of 2 ranks (counting tasks would ask for 1)
+    wait_for(lambda: len(ex.blocks_to_job_id) == 2, timeout=20)
+    wait_for(lambda: len(ex.connected_blocks()) == 2, timeout=30)
+    Path(go).touch()
+    assert {f.result(timeout=30) for f in futures} <= {"0", "1"}
+    assert len(ex.blocks_to_job_id) == 2
+
+
+def test_killed_block_task_retried_on_a_new_block(load: Any, tmp_path: Path,
+                                                    wait_for: Any) -> None:
+    errors: list[BaseException] = []
+    dfk = load(xs(), retries=1, retry_handler=lambda e, record: errors.append(e) or 1.0)
+    ex = dfk.executors["xs"]
+    marker = str(tmp_path / "marker")
+    future = apps.hang_first_try(marker)
+    wait_for(lambda: os.path.exists(marker), timeout=30)
+    mpiexec = _mpiexec_of(ex, "0")
+    os.killpg(os.getpgid(mpiexec.pid), signal.SIGKILL)
+    assert future.result(timeout=60) == "1"  # the retry ran on block 1
+    [lost] = errors
+    assert isinstance(lost, ManagerLost) and lost.block_id == "0" and "heartbeat" in lost.reason
+    wait_for(lambda: ex.status()["0"].terminal, timeout=10)
+    assert not ex.bad_state_is_set
+
+
+def test_status_managers_hold_drain_and_scale_in(load: Any, tmp_path: Path,
+                                                  wait_for: Any) -> None:
+    dfk = load(xs(ranks_per_node=2))
+    ex = dfk.executors["xs"]
+    assert apps.double(2).result(timeout=60) == 4
+    [pool] = ex.connected_managers()
+    assert pool["block_id"] == "0" and pool["ranks"] == 2 and pool["widest"] == 2
+    assert pool["tasks"] == 0 and pool["busy_ranks"] == 0 and not pool["held"]
+    assert pool["rankpool"] and pool["python"] and pool["hosts"]
+    assert ex.connected_workers == 2
+    assert ex.status()["0"].state == JobState.RUNNING
+    ex.hold_block("0")
+    held = apps.double(3)
+    wait_for(lambda: ex.connected_managers()[0]["held"], timeout=10)
+    assert not held.done()  # queued in the interchange, not sent to the held pool
+    ex.release_block("0")
+    assert held.result(timeout=30) == 6
+    # a busy block is not scaled in unless forced
+    go = str(tmp_path / "go")
+    busy = apps.hold_until(str(tmp_path / "started"), go)
+    wait_for(lambda: os.path.exists(tmp_path / "started"), timeout=30)
+    assert ex.scale_in(1) == []
+    Path(go).touch()
+    assert busy.result(timeout=30) == "0"
+    wait_for(lambda: ex.connected_managers()[0]["tasks"] == 0, timeout=10)
+    assert ex.scale_in(1) == ["0"]
+    wait_for(lambda: ex.connected_blocks() == [], timeout=10)
+    wait_for(lambda: ex.status()["0"].terminal, timeout=10)
+
+
+def test_drain_period_retires_blocks_and_new_ones_take_over(load: Any, wait_for: Any) -> None:
+    dfk = load(xs(drain_period=1.0))
+    ex = dfk.executors["xs"]
+    assert apps.block_id().result(timeout=60) == "0"
+    wait_for(lambda: ex.status()["0"].terminal, timeout=15)
+    assert ex.status()["0"].state == JobState.COMPLETED  # drained: the pool left by itself
+    assert apps.block_id().result(timeout=60) == "1"  # the strategy started a new block
+
+
+def test_lost_interchange_sets_bad_state(load: Any, tmp_path: Path, wait_for: Any) -> None:
+    dfk = load(xs())
+    ex = dfk.executors["xs"]
+    started = str(tmp_path / "started")
+    future = apps.hold_until(started, str(tmp_path / "never"))
+    wait_for(lambda: os.path.exists(started), timeout=30)
+    ex._client.proc.kill()
+    with pytest.raises(BadStateException, match="interchange"):
+        future.result(timeout=30)
+    assert ex.bad_state_is_set and isinstance(ex.executor_exception, BrokenPool)
+    with pytest.raises(BrokenPool):
+        ex.submit(apps.double.func, {}, 1)
+
+
+def test_unmanaged_executor_runs_on_a_pool_started_by_hand(load: Any, tmp_path: Path) -> None:
+    dfk = load(xs(managed=False))
+    ex = dfk.executors["xs"]
+    assert ex.status_polling_interval == 0 and ex.blocks_to_job_id == {}
+    command = ex.block_command("manual")
+    proc = subprocess.Popen(f"{find_mpiexec()} -n 3 {command}", shell=True,
+                            start_new_session=True, stdout=subprocess.DEVNULL)
+    try:
+        assert apps.block_id().result(timeout=60) == "manual"
+        assert ex.connected_blocks() == ["manual"]
+    finally:
+        dfk.cleanup()
+        try:
+            proc.wait(timeout=15)  # the interchange stopped the pool
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
