@@ -1,6 +1,7 @@
 """ExtremeScaleExecutor against Parsl's own executors, through the DataFlowKernel, in one run.
 
-    python bench/parsl_executor.py [--tasks 2000] [--latency 100] [--mpi-tasks 20] [--json OUT]
+    python bench/parsl_executor.py [--tasks 2000] [--latency 100] [--mpi-tasks 20] [--repeat 3]
+                                   [--only xs threads ...] [--json OUT]
 
 Every executor gets 2 worker ranks or processes, and runs the same apps through a fresh
 ``parsl.load`` (Parsl's logging on, then off):
@@ -14,7 +15,9 @@ Every executor gets 2 worker ranks or processes, and runs the same apps through 
   ``PBS_NODEFILE`` naming this host stands in for a batch job's node list).
 
 ThreadPoolExecutor is the DataFlowKernel's own ceiling: no executor can beat it through the
-DFK. Absolute figures are noisy on a shared machine; compare within one run.
+DFK. Every case runs in a fresh interpreter (so that one case's logging set-up cannot slow
+the next), ``--repeat`` times, interleaved with the others; the table shows medians.
+Absolute figures are noisy on a shared machine; compare within one run.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import shlex
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -131,29 +135,48 @@ def median_of(fn: Callable[[], Any], n: int) -> float:
 
 
 def report(rows: list[dict[str, Any]]) -> str:
-    lines = ["through the DataFlowKernel, 2 workers each",
-             f"{'executor':<12} {'logging':<8} {'load->1st s':>11} {'tasks/s':>9} "
-             f"{'latency ms':>10} {'vs threads':>10}"]
-    threads = {r["logging"]: r for r in rows if r["executor"] == "threads"}
-    for r in rows:
-        if "throughput" not in r:
-            continue
-        ref = threads.get(r["logging"])
-        ratio = f"{r['throughput'] / ref['throughput']:.2f}x" if ref else "-"
-        lines.append(f"{r['executor']:<12} {'on' if r['logging'] else 'off':<8} "
-                     f"{r['first_result_s']:>11.2f} {r['throughput']:>9.0f} "
-                     f"{r['latency_ms']:>10.2f} {ratio:>10}")
-    mpi = {r["executor"]: r for r in rows if "barrier2_ms" in r}
-    if mpi:
-        lines += ["", "Barrier tasks, median latency (ms)",
-                  f"{'ranks':<6} {'ExtremeScale':>12} {'MPIExecutor':>12} {'ratio':>8}"]
+    """The table of medians over repeats, with ratios."""
+    def med(kind: str, logging_on: bool, key: str) -> float | None:
+        values = [r[key] for r in rows if r["executor"] == kind and r["logging"] == logging_on
+                  and key in r]
+        return statistics.median(values) if values else None
+
+    lines = ["through the DataFlowKernel, 2 workers each (medians of the repeats)",
+             f"{'executor':<10} {'logging':<8} {'load->1st s':>11} {'tasks/s':>9} "
+             f"{'latency ms':>10} {'tasks/s vs threads':>19}"]
+    for logging_on in (True, False):
+        ref = med("threads", logging_on, "throughput")
+        for kind in ("xs", "htex", "threads"):
+            rate = med(kind, logging_on, "throughput")
+            if rate is None:
+                continue
+            ratio = f"{rate / ref:.2f}x" if ref else "-"
+            lines.append(f"{kind:<10} {'on' if logging_on else 'off':<8} "
+                         f"{med(kind, logging_on, 'first_result_s') or float('nan'):>11.2f} "
+                         f"{rate:>9.0f} {med(kind, logging_on, 'latency_ms') or float('nan'):>10.2f} "
+                         f"{ratio:>19}")
+    if any("barrier2_ms" in r for r in rows):
+        lines += ["", "Barrier tasks, median latency in ms (4 worker ranks; logging on)",
+                  f"{'ranks':<6} {'ExtremeScale':>12} {'MPIExecutor':>12} {'MPIExecutor/ours':>17}"]
         for ranks in (2, 4):
-            ours = mpi.get("xs-mpi", {}).get(f"barrier{ranks}_ms")
-            theirs = mpi.get("mpiexecutor", {}).get(f"barrier{ranks}_ms")
+            ours = med("xs-mpi", True, f"barrier{ranks}_ms")
+            theirs = med("mpiexecutor", True, f"barrier{ranks}_ms")
             ratio = f"{theirs / ours:.0f}x" if ours and theirs else "-"
             lines.append(f"{ranks:<6} {ours or float('nan'):>12.2f} "
-                         f"{theirs or float('nan'):>12.2f} {ratio:>8}")
+                         f"{theirs or float('nan'):>12.2f} {ratio:>17}")
     return "\n".join(lines)
+
+
+def run_in_subprocess(kind: str, logging_on: bool, args: argparse.Namespace) -> dict[str, Any]:
+    """One case in a fresh interpreter, so no case inherits another's logging or threads."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--case", kind,
+           "--logging", "on" if logging_on else "off", "--tasks", str(args.tasks),
+           "--latency", str(args.latency), "--mpi-tasks", str(args.mpi_tasks)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    for line in proc.stdout.splitlines():
+        if line.startswith("CASE "):
+            return json.loads(line[5:])  # type: ignore[no-any-return]
+    raise RuntimeError(f"case {kind} (logging {logging_on}) failed:\n{proc.stderr[-3000:]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,24 +184,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", type=int, default=2000, help="no-op apps for throughput")
     p.add_argument("--latency", type=int, default=100, help="sequential no-op apps for latency")
     p.add_argument("--mpi-tasks", type=int, default=20, help="sequential Barrier tasks per width")
+    p.add_argument("--repeat", type=int, default=3, help="runs of every case, interleaved")
     p.add_argument("--only", nargs="*", default=None,
                    help="executors to run (xs htex threads xs-mpi mpiexecutor)")
-    p.add_argument("--json", help="also write the figures here")
+    p.add_argument("--json", help="also write every measurement here")
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    p.add_argument("--logging", choices=("on", "off"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.getLogger("rankpool").setLevel(logging.WARNING)
     # HTEX starts interchange.py and process_worker_pool.py from PATH: the venv's bin
     bindir = os.path.dirname(sys.executable)
     os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    if args.case:
+        with tempfile.TemporaryDirectory(prefix="rankpool-bench-") as workdir:
+            out = run_case(args.case, args.logging == "on", args, workdir)
+        print("CASE " + json.dumps(out), flush=True)
+        return 0
     kinds = args.only or ["xs", "htex", "threads", "xs-mpi", "mpiexecutor"]
     rows = []
-    with tempfile.TemporaryDirectory(prefix="rankpool-bench-") as workdir:
+    for repeat in range(args.repeat):
         for logging_on in (True, False):
             for kind in kinds:
                 if kind in ("xs-mpi", "mpiexecutor") and not logging_on:
                     continue
-                print(f"running {kind} (logging {'on' if logging_on else 'off'})...",
+                print(f"run {repeat + 1}/{args.repeat}: {kind}, logging {'on' if logging_on else 'off'}",
                       file=sys.stderr, flush=True)
-                rows.append(run_case(kind, logging_on, args, workdir))
+                rows.append(run_in_subprocess(kind, logging_on, args))
     print(report(rows))
     if args.json:
         with open(args.json, "w") as f:

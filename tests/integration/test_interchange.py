@@ -286,10 +286,13 @@ def test_tasks_spread_over_pools(harness: Callable[..., Harness]) -> None:
     h = harness()
     front = h.front()
     pools = [h.pool(f"p{i}", block_id=f"b{i}") for i in range(2)]
-    front.submit([make_task(i) for i in range(40)])
-    got = {p.pool_id: [t.task_id for t in p.tasks()] for p in pools}
-    assert sorted(got["p0"] + got["p1"]) == list(range(40))
-    assert len(got["p0"]) == len(got["p1"]) == 20
+    front.submit([make_task(i) for i in range(16)])  # 4 ranks each: room for 8 until they run
+    tasks = {p.pool_id: p.tasks() for p in pools}
+    got = {name: [t.task_id for t in ts] for name, ts in tasks.items()}
+    assert sorted(got["p0"] + got["p1"]) == list(range(16))
+    assert len(got["p0"]) == len(got["p1"]) == 8
+    for p in pools:
+        p.answer(tasks[p.pool_id])
     # a lone task goes at once
     front.submit([make_task(100)])
     assert any(_try_tasks(p) for p in pools)
@@ -527,7 +530,7 @@ def test_garbage_does_not_stop_it(harness: Callable[..., Harness],
     assert h.value("outstanding") == 0
     # every piece of garbage was refused as such (a warning), none tripped over a bug (an error)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert any("dropped a message on the pool socket" in r.getMessage() for r in caplog.records)
+    assert any("dropped a message on the" in r.getMessage() for r in caplog.records)
 
 
 def test_stop_command_ends_run(harness: Callable[..., Harness]) -> None:

@@ -39,9 +39,11 @@ def wait_for() -> Callable[..., Any]:
 
 
 def xs(*, ranks_per_node: int = 2, init_blocks: int = 1, min_blocks: int = 0, max_blocks: int = 1,
-       **kwargs: Any) -> ExtremeScaleExecutor:
+       provider: Any = None, **kwargs: Any) -> ExtremeScaleExecutor:
     """An executor of local blocks with test-friendly heartbeats."""
-    provider = local_provider(init_blocks=init_blocks, min_blocks=min_blocks, max_blocks=max_blocks)
+    if provider is None:
+        provider = local_provider(init_blocks=init_blocks, min_blocks=min_blocks,
+                                  max_blocks=max_blocks)
     kwargs.setdefault("label", "xs")
     return ExtremeScaleExecutor(provider=provider, ranks_per_node=ranks_per_node, **{**FAST, **kwargs})
 

@@ -80,7 +80,14 @@ def test_issue_example_and_resource_specs(load: Any) -> None:
 
 
 def test_dependencies_join_bash_and_files(load: Any, tmp_path: Path) -> None:
-    load(xs())
+    # also: a launch_cmd override around Parsl's SimpleLauncher, working_dir and worker_debug
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    dfk = load(xs(provider=LocalProvider(launcher=SimpleLauncher(), init_blocks=1, max_blocks=1),
+                  launch_cmd="{mpiexec} -n {ranks} {command}", working_dir=str(workdir),
+                  worker_debug=True))
+    assert apps.cwd().result(timeout=60) == str(workdir)
+    assert (Path(dfk.executors["xs"].log_dir) / "pool-0-rank1.log").exists()
     total = apps.add(apps.double(1), apps.double(apps.add(1, 1)))
     assert total.result(timeout=60) == 6
     assert apps.sum_of_doubles(2, 3).result(timeout=30) == 10

@@ -67,6 +67,11 @@ def takes_kwargs(**kwargs: Any) -> list[str]:
 
 
 @python_app
+def cwd() -> str:
+    return os.getcwd()
+
+
+@python_app
 def block_id() -> str | None:
     return os.environ.get("PARSL_WORKER_BLOCK_ID")
 

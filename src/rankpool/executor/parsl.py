@@ -18,14 +18,10 @@ through :attr:`remote_monitoring_radio` (Parsl's filesystem radio by default).
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
 import itertools
 import logging
 import os
-import re
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import replace
@@ -41,7 +37,7 @@ from parsl.providers.base import ExecutionProvider
 from parsl.utils import RepresentationMixin
 
 from .. import protocol
-from ..errors import BrokenPool, ExecutorShutdown, ManagerLost, VersionMismatch
+from ..errors import BrokenPool, ExecutorShutdown, ManagerLost
 from ..injection import check_receives_comm
 from ..interchange.config import InterchangeConfig
 from ..mpi_pool.config import PoolConfig
@@ -49,17 +45,14 @@ from ..protocol import Result, Task
 from ..resources import check_fits, parse_spec
 from ..serialize import FunctionPickler, dumps_data
 from .base import TaskFuture, settle
-from .parsl_blocks import (LocalMpiexecLauncher, block_shape, check_launch_cmd, launch_command,
-                           local_provider, node_info)
+from .parsl_blocks import LocalMpiexecLauncher, block_shape, launch_command, local_provider, node_info
+from .parsl_checks import SPEC_KWARG, check_arguments, declares_spec, version_error
 from .parsl_scaling import BlockControl
 
 __all__ = ["ExtremeScaleExecutor", "LocalMpiexecLauncher", "local_provider"]
 
 log = logging.getLogger(__name__)
 
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_MISMATCH = re.compile(r"^(?P<what>.+?) mismatch: interchange has (?P<ours>.*), pool has (?P<theirs>.*)$")
-SPEC_KWARG = "parsl_resource_specification"
 
 
 class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
@@ -108,41 +101,14 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
                  block_error_handler: bool | Callable[..., None] = True,
                  remote_monitoring_radio: RadioConfig | None = None,
                  log_level: str = "INFO") -> None:
-        if not isinstance(label, str) or not label.strip():
-            raise ValueError(f"label must be a non-empty string, got {label!r}")
+        check_arguments(label=label, provider=provider, ranks_per_node=ranks_per_node,
+                        address=address, pool_port=pool_port, port_range=port_range,
+                        heartbeat_period=heartbeat_period, heartbeat_threshold=heartbeat_threshold,
+                        drain_period=drain_period, encrypted=encrypted, worker_debug=worker_debug,
+                        managed=managed, working_dir=working_dir, launch_cmd=launch_cmd,
+                        log_level=log_level, remote_monitoring_radio=remote_monitoring_radio)
         if provider is None:
             provider = local_provider()
-        elif not isinstance(provider, ExecutionProvider):
-            raise TypeError(f"provider must be a Parsl ExecutionProvider, got {type(provider).__name__}")
-        if ranks_per_node is not None and (isinstance(ranks_per_node, bool)
-                                           or not isinstance(ranks_per_node, int) or ranks_per_node < 1):
-            raise ValueError(f"ranks_per_node must be a positive integer, got {ranks_per_node!r}")
-        if address is not None and (not isinstance(address, str) or not address.strip()):
-            raise ValueError(f"address must be a host name or IP address, got {address!r}")
-        # the interchange's own checks name the argument: pool_port, port_range, heartbeat_*
-        InterchangeConfig(address=address or "127.0.0.1", pool_port=pool_port, port_range=port_range,
-                          heartbeat_period=heartbeat_period, heartbeat_threshold=heartbeat_threshold)
-        if drain_period is not None and (isinstance(drain_period, bool)
-                                         or not isinstance(drain_period, (int, float)) or drain_period <= 0):
-            raise ValueError(f"drain_period must be a positive number of seconds or None, got {drain_period!r}")
-        for name, flag in (("encrypted", encrypted), ("worker_debug", worker_debug), ("managed", managed)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be True or False, got {flag!r}")
-        if encrypted and importlib.util.find_spec("rankpool.security") is None:
-            raise NotImplementedError("encrypted=True: CurveZMQ encryption of the pool connections is not "
-                                      "available in this rankpool yet; use encrypted=False on a trusted "
-                                      "network (or over loopback)")
-        if encrypted:
-            raise NotImplementedError("encrypted=True: ExtremeScaleExecutor does not wire up "
-                                      "rankpool.security's keys yet; use encrypted=False")
-        if working_dir is not None and (not isinstance(working_dir, str) or not working_dir):
-            raise ValueError(f"working_dir must be a directory path or None, got {working_dir!r}")
-        check_launch_cmd(launch_cmd)
-        if not isinstance(log_level, str) or log_level.upper() not in _LOG_LEVELS:
-            raise ValueError(f"log_level must be one of {_LOG_LEVELS}, got {log_level!r}")
-        if remote_monitoring_radio is not None and not isinstance(remote_monitoring_radio, RadioConfig):
-            raise TypeError(f"remote_monitoring_radio must be a Parsl RadioConfig, got "
-                            f"{type(remote_monitoring_radio).__name__}")
         shape = block_shape(provider, ranks_per_node, launch_cmd)
 
         BlockProviderExecutor.__init__(self, provider=provider, block_error_handler=block_error_handler)
@@ -387,9 +353,7 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
             error = ManagerLost(msg.block_id, msg.hosts, msg.reason)
             self._fail_ids(msg.task_ids, error)
         elif "mismatch" in msg.reason:
-            m = _MISMATCH.match(msg.reason)
-            what, ours, theirs = m.group("what", "ours", "theirs") if m else ("version", "?", msg.reason)
-            self.set_bad_state_and_fail_all(VersionMismatch(what, ours, theirs))
+            self.set_bad_state_and_fail_all(version_error(msg.reason))
         else:
             log.info("%s: a pool of block %s left: %s", self.label, msg.block_id, msg.reason)
 
@@ -414,9 +378,9 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
         try:
             known = self._wants_spec.get(func)
         except TypeError:  # unhashable callable
-            return _declares_spec(func)
+            return declares_spec(func)
         if known is None:
-            known = _declares_spec(func)
+            known = declares_spec(func)
             if len(self._wants_spec) >= 1024:
                 self._wants_spec.clear()
             self._wants_spec[func] = known
@@ -428,27 +392,6 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
         if radio is not None:
             for row in node_info(pool, self.run_id, active):
                 radio.send((MessageType.NODE_INFO, row))
-
-
-def _declares_spec(func: Callable[..., Any]) -> bool:
-    """Whether the app function takes ``parsl_resource_specification`` (by name or ``**kwargs``).
-
-    Wrappers made with ``functools.wraps`` (Parsl's error and monitoring wrappers) are looked
-    through; for a bash app (``partial(remote_side_bash_executor, fn)``) ``fn`` decides.
-    """
-    import functools
-    target: Any = inspect.unwrap(func)
-    while isinstance(target, functools.partial):
-        inner = target.func
-        if getattr(inner, "__name__", "") == "remote_side_bash_executor" and target.args:
-            target = inspect.unwrap(target.args[0])
-        else:
-            target = inner
-    try:
-        params = inspect.signature(target).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == SPEC_KWARG or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _fail(future: Future, error: BaseException) -> None:  # type: ignore[type-arg]

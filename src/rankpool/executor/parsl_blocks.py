@@ -143,7 +143,7 @@ def block_shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | Non
         if ranks_per_node is not None:
             mpi_rpn = ranks_per_node + 1 if nodes == 1 else ranks_per_node
         configure_launcher(launcher, ranks_per_node=mpi_rpn)
-        s = launcher.block_shape(nodes)
+        s = launcher.block_shape(nodes)  # type: ignore[attr-defined]
         return Shape(nodes, s.worker_ranks, s.largest_node_task, s.total_ranks)
     if rank_launcher is not None and launcher is not None \
             and not isinstance(launcher, SimpleLauncher):
@@ -162,7 +162,7 @@ def _rankpool_launcher_type() -> type | None:
         from ..launchers import RankLauncher
     except ImportError:  # the launchers package is optional here
         return None
-    return RankLauncher  # type: ignore[no-any-return]
+    return RankLauncher
 
 
 def check_launch_cmd(launch_cmd: str | None) -> None:

@@ -177,8 +177,9 @@ class BlockControl:
         if provider is None:
             return []
         jobs = [ex.blocks_to_job_id[b] for b in block_ids]
+        states: list[Any]
         try:
-            states = provider.status(jobs)
+            states = list(provider.status(jobs))
         except Exception:  # a provider that cannot tell: cancel them all
             log.warning("%s: provider status failed before cancel", ex.label, exc_info=True)
             states = [None] * len(jobs)

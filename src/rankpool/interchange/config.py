@@ -36,8 +36,9 @@ class InterchangeConfig:
     ``port_range`` (inclusive low, exclusive high) when that is set. Pools connect to
     ``address``; the front-end's two sockets are always bound on loopback.
 
-    A pool holds at most ``ranks * prefetch`` ranks' worth of tasks at once, so its manager can
-    keep every worker fed without waiting on the interchange. ``parent_pid``, when nonzero,
+    A pool holds at most ``ranks * prefetch`` ranks' worth of tasks at once (less when its tasks
+    are long: see :class:`.pools.Pool`), so its manager can keep every worker fed without
+    waiting on the interchange. ``parent_pid``, when nonzero,
     is the front-end's process: the interchange exits once it is gone.
     """
 
@@ -48,7 +49,7 @@ class InterchangeConfig:
     port_range: tuple[int, int] | None = None
     heartbeat_period: float = 2.0
     heartbeat_threshold: float = 10.0
-    prefetch: int = 256
+    prefetch: int = 1024
     run_dir: str = ""
     log_level: str = "INFO"
     max_widest: int = 0

@@ -17,12 +17,21 @@ from typing import Any
 from ..protocol import Register
 
 
+#: seconds of a pool's recent throughput it may hold queued beyond its ranks
+PREFETCH_WINDOW = 0.1
+
+
 @dataclass(eq=False, slots=True)
 class Pool:
     """One registered pool and the tasks it holds.
 
-    ``capacity`` is in ranks (worker ranks times prefetch); ``used`` is the sum of the widths
-    of the tasks in flight there, ``in_flight`` maps each such task id to its width.
+    ``capacity`` is in ranks; ``used`` is the sum of the widths of the tasks in flight there,
+    ``in_flight`` maps each such task id to its width.
+
+    The capacity adapts to the pool's pace: twice its ranks (at most ``ranks * prefetch``), plus what it finishes in
+    ``PREFETCH_WINDOW`` seconds, up to ``ranks * prefetch``. A pool running long tasks is thus
+    given little more than it can run (work stays spread over pools), while a pool running a
+    flood of short tasks holds enough that its ranks never wait for the interchange.
     ``served`` orders pools for round-robin dispatch; ``in_room`` says whether the pool has an
     entry in the matcher's index of pools with room (see :mod:`.matching`).
     """
@@ -44,15 +53,20 @@ class Pool:
     gone: bool = False
     served: int = 0
     in_room: bool = False
+    base: int = 0
+    ceiling: int = 0
+    window_start: float = 0.0
+    window_done: int = 0
 
     @classmethod
     def from_register(cls, identity: bytes, reg: Register, prefetch: int, now: float) -> Pool:
         """Build a record from a registration already checked by :func:`check_shape`."""
         ranks = sum(reg.node_ranks)
+        base = max(ranks * min(2, prefetch), reg.widest)
         return cls(identity=identity, block_id=reg.block_id, pool_id=reg.pool_id,
                    hosts=list(reg.hosts), node_ranks=list(reg.node_ranks), widest=reg.widest,
-                   capacity=max(ranks * prefetch, reg.widest), rankpool=reg.rankpool,
-                   python=reg.python, last_seen=now)
+                   capacity=base, rankpool=reg.rankpool, python=reg.python, last_seen=now,
+                   base=base, ceiling=max(ranks * prefetch, base), window_start=now)
 
     @property
     def ranks(self) -> int:
@@ -77,11 +91,24 @@ class Pool:
         """Account for finished tasks; return those that were in flight here."""
         pop = self.in_flight.pop
         done = []
+        freed = 0
         for task_id in task_ids:
             width = pop(task_id, None)
             if width is not None:
-                self.used -= width
+                freed += width
                 done.append(task_id)
+        self.used -= freed
+        if not self.ceiling:  # a fixed capacity
+            return done
+        self.window_done += freed
+        now = time.monotonic()
+        elapsed = now - self.window_start
+        if elapsed >= PREFETCH_WINDOW:
+            paced = self.base + int(self.window_done * PREFETCH_WINDOW / elapsed)
+            self.capacity = min(self.ceiling, max(paced, self.capacity // 2))
+            self.window_start, self.window_done = now, 0
+        elif self.window_done > self.capacity - self.base:
+            self.capacity = min(self.ceiling, self.base + self.window_done)
         return done
 
     def describe(self, now: float | None = None) -> dict[str, Any]:

@@ -34,6 +34,11 @@ from .worker import Worker
 log = logging.getLogger(__name__)
 
 
+#: while tasks are out, results wait at most this long (s) or for this many, to share a message
+REPORT_DELAY = 0.001
+REPORT_BATCH = 512
+
+
 class PoolLeaves(Exception):
     """Rank 0 ends its loop; the message says why."""
 
@@ -75,6 +80,7 @@ class PoolManager:
             from ..security import client_curve
             client_curve(self.sock, cfg.server_key)
         self.last_heard = self.last_sent = time.monotonic()
+        self.first_done = 0.0
 
     def run(self) -> None:
         tighten_timer_slack()
@@ -177,11 +183,25 @@ class PoolManager:
             log.warning("ignored unexpected %s message", kind)
 
     def pool_report(self) -> None:
+        """Send finished results: at once when the pool runs dry, in batches while it is busy.
+
+        While tasks are still out, results wait up to ``REPORT_DELAY`` (or until ``REPORT_BATCH``
+        piled up): a message per handful of results costs every process on the way a wake-up.
+        """
         manager = self.manager
-        if manager.completed:
-            done, manager.completed = manager.completed, []
-            self.sock.send_multipart(protocol.encode_results(done), copy=False)
-            self.last_sent = time.monotonic()
+        done = manager.completed
+        if not done:
+            return
+        now = time.monotonic()
+        if not self.first_done:
+            self.first_done = now
+        if manager.outstanding and len(done) < REPORT_BATCH \
+                and now - self.first_done < REPORT_DELAY:
+            return
+        manager.completed = []
+        self.first_done = 0.0
+        self.sock.send_multipart(protocol.encode_results(done), copy=False)
+        self.last_sent = now
 
     def pool_heartbeat(self) -> None:
         now = time.monotonic()

@@ -1,0 +1,345 @@
+"""``rankpool.Executor`` end to end: interchange process, local pools under the bundled mpiexec.
+
+The whole path with 1-rank and multi-rank tasks, the issue's example verbatim, futures
+(labels, ids, done-callbacks and ``contextvars``), two pools on one interchange, shutdown
+with work in flight, and bad input refused at the right place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from rankpool import (BrokenPool, Executor, RemoteTaskError, ResourceSpecError,
+                      SerializationError)
+from rankpool.errors import RemoteTraceback
+
+from helpers import (descendants, executor, start_pool, stop_process, tree, wait_for,
+                     wait_no_new_children)
+
+pytestmark = pytest.mark.mpi
+
+
+# -- task functions --------------------------------------------------------------------------------
+def allreduce_rank(comm: Any = None) -> int:
+    return comm.allreduce(comm.Get_rank())
+
+
+def where(comm: Any = None) -> tuple[int, int]:
+    return comm.Get_rank(), comm.Get_size()
+
+
+def pid_after(seconds: float) -> int:
+    import os
+    import time
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def simulate(n: int, comm: Any = None) -> int:
+    return comm.allreduce(n)
+
+
+@pytest.fixture(scope="module")
+def ex4(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One executor of 4 worker ranks shared by the tests that leave it healthy."""
+    before = descendants()
+    with executor(tmp_path_factory.mktemp("ex4"), max_ranks=4) as ex:
+        yield ex
+    wait_no_new_children(before)
+
+
+# -- the whole path -------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_one_rank_tasks_run_in_pool_processes(ex4: Executor) -> None:
+    assert ex4.submit(pow, 2, 10).result(timeout=20) == 1024
+    futures = [ex4.submit(pid_after, 0) for _ in range(20)]
+    pids = {f.result(timeout=20) for f in futures}
+    assert os.getpid() not in pids
+    pool_ranks = {p.pid for p in tree(ex4._blocks.procs["0"].pid)}  # type: ignore[union-attr]
+    assert pids <= pool_ranks
+    assert ex4.outstanding() == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("ranks", [2, 3, 4])
+def test_multi_rank_tasks_get_a_communicator_of_their_width(ex4: Executor, ranks: int) -> None:
+    view = ex4.requirements(num_ranks=ranks)
+    futures = [view.submit(allreduce_rank) for _ in range(3)]
+    assert [f.result(timeout=20) for f in futures] == [sum(range(ranks))] * 3
+    # comm passed by keyword, as None, is replaced too
+    assert view.submit(simulate, 5, comm=None).result(timeout=20) == 5 * ranks
+
+
+@pytest.mark.timeout(60)
+def test_results_all_returns_every_rank_in_rank_order(ex4: Executor) -> None:
+    fut = ex4.requirements(num_ranks=3, results="all").submit(where)
+    assert fut.result(timeout=20) == [(0, 3), (1, 3), (2, 3)]
+    root = ex4.requirements(num_ranks=3).submit(where)
+    assert root.result(timeout=20) == (0, 3)
+
+
+@pytest.mark.timeout(60)
+def test_the_issue_example_verbatim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # the default run dir, rankpool-runs/NNN, lands here
+    before = descendants()
+
+    with Executor(max_ranks=4) as ex:          # local: an interchange and one pool of 4 worker ranks via the bundled mpiexec
+        print(ex.submit(pow, 2, 10).result())
+        with ex.requirements(num_ranks=2) as ex2:
+            fut = ex2.submit(simulate, 3)
+            fut.label = "sim-3"
+        print(fut.result())                    # futures stay valid after the scope
+        async def main():
+            return await asyncio.get_running_loop().run_in_executor(ex2, simulate, 4)
+        print(asyncio.run(main()))
+
+    assert capsys.readouterr().out == "1024\n6\n8\n"
+    assert fut.label == "sim-3" and fut.done()
+    assert (tmp_path / "rankpool-runs" / "000" / "interchange.log").is_file()
+    with pytest.raises(RuntimeError):
+        ex.submit(pow, 2, 10)
+    wait_no_new_children(before)
+
+
+@pytest.mark.timeout(60)
+def test_map_keeps_order_including_through_views(ex4: Executor) -> None:
+    assert list(ex4.map(square, range(50), timeout=30)) == [x * x for x in range(50)]
+    view = ex4.requirements(num_ranks=2)
+    assert list(view.map(simulate, [1, 2, 3], timeout=30)) == [2, 4, 6]
+    assert list(ex4.map(pow, [2, 3], [3, 2])) == [8, 9]
+
+
+@pytest.mark.timeout(60)
+def test_futures_carry_task_id_and_label(ex4: Executor) -> None:
+    futures = [ex4.submit(square, i) for i in range(5)]
+    ids = [f.task_id for f in futures]
+    assert all(isinstance(i, int) for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert all(f.label is None for f in futures)
+    futures[2].label = "third"
+    assert [f.result(timeout=20) for f in futures] == [0, 1, 4, 9, 16]
+    assert futures[2].label == "third"
+    assert "label='third'" in repr(futures[2]) and f"task_id={ids[2]}" in repr(futures[2])
+    view_future = ex4.requirements(num_ranks=2).submit(simulate, 1)
+    assert view_future.task_id > ids[-1]
+    assert view_future.result(timeout=20) == 2
+
+
+@pytest.mark.timeout(60)
+def test_done_callbacks_run_in_the_submitters_context(ex4: Executor) -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="unset")
+    seen: list[tuple[str, str]] = []
+    fired = threading.Event()
+
+    def callback(f: Any) -> None:
+        seen.append((var.get(), threading.current_thread().name))
+        fired.set()
+
+    def in_other_context() -> Any:
+        var.set("submitter")
+        return ex4.submit(pid_after, 0.3)
+
+    fut = contextvars.copy_context().run(in_other_context)
+    var.set("main")                      # this context is not the submitter's
+    fut.add_done_callback(callback)      # added while pending: runs on the client thread
+    assert fired.wait(20)
+    assert seen[0][0] == "submitter"
+    late: list[str] = []
+    fut.add_done_callback(lambda f: late.append(var.get()))  # already done: runs here, at once
+    assert late == ["submitter"]
+    assert var.get() == "main"
+
+
+@pytest.mark.timeout(60)
+def test_submit_after_shutdown_raises(tmp_path: Path) -> None:
+    before = descendants()
+    with executor(tmp_path) as ex:
+        view = ex.requirements(num_ranks=2)
+        assert ex.submit(square, 3).result(timeout=20) == 9
+    with pytest.raises(RuntimeError, match="shutdown"):
+        ex.submit(square, 3)
+    with pytest.raises(RuntimeError, match="shutdown"):
+        view.submit(simulate, 1)
+    ex.shutdown()  # idempotent
+    wait_no_new_children(before)
+
+
+# -- two pools on one interchange -----------------------------------------------------------------
+@pytest.mark.timeout(90)
+def test_two_pools_on_one_interchange_share_the_work(tmp_path: Path) -> None:
+    before = descendants()
+    with executor(tmp_path / "run") as ex:
+        extra = start_pool(ex.client.pool_address, "extra", 2, tmp_path / "extra",
+                           extra=("--run-dir", str(tmp_path / "extra")))
+        try:
+            blocks = wait_for(lambda: {p["block_id"] for p in ex.pools()} == {"0", "extra"},
+                              timeout=30)
+            assert blocks
+            pools = {p["block_id"]: p for p in ex.pools()}
+            assert pools["extra"]["ranks"] == 2 and pools["0"]["ranks"] == 2
+            ranks_0 = {p.pid for p in tree(ex._blocks.procs["0"].pid)}  # type: ignore[union-attr]
+            ranks_x = {p.pid for p in tree(extra.pid)}
+
+            # a burst is spread: both pools hold tasks at once, and both ran some
+            futures = [ex.submit(pid_after, 0.4) for _ in range(8)]
+            wait_for(lambda: all(p["tasks"] > 0 for p in ex.pools()), timeout=10)
+            pids = {f.result(timeout=30) for f in futures}
+            assert pids & ranks_0 and pids & ranks_x, (pids, ranks_0, ranks_x)
+            assert pids <= ranks_0 | ranks_x
+
+            # with block 0 held, work still flows, to the other pool only
+            assert ex.client.command("hold", "0") == [pools["0"]["pool_id"]]
+            held = [ex.submit(pid_after, 0) for _ in range(20)]
+            assert {f.result(timeout=30) for f in held} <= ranks_x
+            assert {p["block_id"]: p["held"] for p in ex.pools()} == {"0": True, "extra": False}
+            ex.client.command("release", "0")
+            wide = ex.requirements(num_ranks=2).submit(simulate, 1)
+            assert wide.result(timeout=20) == 2
+        finally:
+            ex.shutdown()
+            code = stop_process(extra, timeout=15)
+    assert code == 0  # the interchange's Stop reached the hand-started pool: a clean exit
+    wait_no_new_children(before)
+
+
+# -- shutdown -------------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_shutdown_waits_for_work_in_flight(tmp_path: Path) -> None:
+    before = descendants()
+    ex = Executor(max_ranks=2, run_dir=str(tmp_path), heartbeat_period=0.2, heartbeat_threshold=2)
+    futures = [ex.submit(pid_after, 0.3) for _ in range(6)]
+    wide = ex.requirements(num_ranks=2).submit(simulate, 7)
+    ex.shutdown(wait=True)
+    assert all(f.done() for f in futures) and wide.done()
+    assert all(isinstance(f.result(0), int) for f in futures)
+    assert wide.result(0) == 14
+    wait_no_new_children(before)
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_cancel_futures_ends_every_future(tmp_path: Path) -> None:
+    before = descendants()
+    ex = Executor(max_ranks=2, run_dir=str(tmp_path), heartbeat_period=0.2, heartbeat_threshold=2)
+    assert ex.submit(square, 2).result(timeout=20) == 4
+    futures = [ex.submit(pid_after, 0.02) for _ in range(300)]
+    futures += [ex.requirements(num_ranks=2).submit(simulate, 1) for _ in range(20)]
+    wait_for(lambda: any(f.done() for f in futures), timeout=20)
+    start = time.monotonic()
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert time.monotonic() - start < 20
+    assert all(f.done() for f in futures)  # nothing left pending: cancelled or finished
+    cancelled = [f for f in futures if f.cancelled()]
+    finished = [f for f in futures if not f.cancelled()]
+    assert cancelled, "a deep queue should have left something to cancel"
+    for f in finished:
+        assert f.exception(0) is None
+    with pytest.raises(RuntimeError):
+        ex.submit(square, 1)
+    wait_no_new_children(before)
+
+
+# -- bad input ------------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_unpicklable_argument_is_refused_at_submit(ex4: Executor) -> None:
+    with pytest.raises(SerializationError, match="argument"):
+        ex4.submit(square, (i for i in range(3)))
+    assert ex4.submit(square, 3).result(timeout=20) == 9
+
+
+def _unpicklable_result() -> Any:
+    return (i for i in range(3))
+
+
+@pytest.mark.timeout(60)
+def test_unpicklable_result_fails_its_future(ex4: Executor) -> None:
+    exc = ex4.submit(_unpicklable_result).exception(timeout=20)
+    assert isinstance(exc, SerializationError)
+    assert "result" in str(exc) and "generator" in str(exc)
+    assert ex4.submit(square, 4).result(timeout=20) == 16
+
+
+def _raise_worker_only(module_dir: str) -> None:
+    """Raise an exception whose class lives in a module only the worker can import."""
+    import importlib
+    import os
+    import sys
+    path = os.path.join(module_dir, "rankpool_worker_only_errors.py")
+    with open(path, "w") as f:
+        f.write("class WorkerOnlyError(Exception):\n    pass\n")
+    sys.path.insert(0, module_dir)
+    importlib.invalidate_caches()
+    module = importlib.import_module("rankpool_worker_only_errors")
+    raise module.WorkerOnlyError("raised where its class is importable")
+
+
+@pytest.mark.timeout(60)
+def test_exception_whose_class_cannot_be_imported_here(ex4: Executor, tmp_path: Path) -> None:
+    exc = ex4.submit(_raise_worker_only, str(tmp_path)).exception(timeout=20)
+    assert isinstance(exc, RemoteTaskError)
+    assert exc.type_name == "rankpool_worker_only_errors.WorkerOnlyError"
+    assert exc.remote_message == "raised where its class is importable"
+    assert exc.rank == 0 and exc.size == 1
+    assert isinstance(exc.__cause__, RemoteTraceback)
+    assert "WorkerOnlyError" in str(exc.__cause__)
+
+
+@pytest.mark.timeout(60)
+def test_exception_of_a_class_defined_inside_the_task(ex4: Executor) -> None:
+    """A class local to a function passed by value travels by value (dill): its type is
+    rebuilt here, so the caller gets an instance of it with the remote traceback as cause."""
+    def raise_local() -> None:
+        class LocalError(Exception):
+            pass
+        raise LocalError("local boom")
+
+    exc = ex4.submit(raise_local).exception(timeout=20)
+    assert type(exc).__name__ == "LocalError" and str(exc) == "local boom"
+    assert isinstance(exc.__cause__, RemoteTraceback)
+    assert "rank 0 of 1" in str(exc.__cause__)
+
+
+@pytest.mark.timeout(60)
+def test_too_wide_and_unknown_requirements_are_refused(ex4: Executor, tmp_path: Path) -> None:
+    with pytest.raises(ResourceSpecError, match="num_ranks") as info:
+        ex4.requirements(num_ranks=5).submit(simulate, 1)
+    assert info.value.key == "num_ranks"
+    with pytest.raises(ResourceSpecError) as info:
+        ex4.requirements(gpus=1)
+    assert info.value.key == "gpus"
+    with pytest.raises(ResourceSpecError) as info:
+        ex4.requirements(num_ranks=2, results="some")
+    assert info.value.key == "results"
+    with pytest.raises(ResourceSpecError, match="gpus"):
+        Executor(max_ranks=2, requirements={"gpus": 1}, run_dir=str(tmp_path))
+    with pytest.raises(ResourceSpecError, match="num_ranks"):
+        Executor(max_ranks=2, requirements={"num_ranks": 3}, run_dir=str(tmp_path))
+    # nothing was queued by the refusals, and the executor is healthy
+    assert ex4.outstanding() == 0
+    assert ex4.requirements(num_ranks=4).submit(simulate, 1).result(timeout=20) == 4
+
+
+@pytest.mark.timeout(30)
+def test_bad_options_are_refused_at_construction(tmp_path: Path) -> None:
+    before = descendants()
+    for kwargs, name in [({"max_ranks": 0}, "max_ranks"), ({"max_ranks": 2.0}, "max_ranks"),
+                         ({"heartbeat_period": -1}, "heartbeat_period"),
+                         ({"heartbeat_period": 2, "heartbeat_threshold": 1}, "heartbeat_threshold"),
+                         ({"provider": object()}, "provider")]:
+        with pytest.raises((ValueError, TypeError), match=name):
+            Executor(run_dir=str(tmp_path), **kwargs)
+    assert not descendants() - before  # nothing was started
+
