@@ -20,6 +20,15 @@ import psutil
 from rankpool import Executor
 from rankpool.mpiexec import find_mpiexec
 
+HERE = Path(__file__).resolve().parent
+
+# The ranks unpickle the task functions of the test modules by reference, so they must import
+# them from this directory: put it on PYTHONPATH before any pool starts (pools started later,
+# replacements included, inherit it), as tests/parsl/conftest.py does for its apps.
+if str(HERE) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+
 #: short heartbeats, so that losses are noticed within a couple of seconds
 FAST: dict[str, float] = {"heartbeat_period": 0.2, "heartbeat_threshold": 2.0}
 

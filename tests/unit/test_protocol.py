@@ -1,0 +1,110 @@
+"""The wire protocol: batches of tasks and results, control messages, version checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from rankpool import protocol
+from rankpool._version import __version__
+from rankpool.errors import ProtocolError
+from rankpool.protocol import (Outcome, Register, Result, Task, check_results, check_versions,
+                               decode_header, decode_message, decode_results, decode_tasks,
+                               encode_results, encode_tasks, result_ids)
+from rankpool.resources import DEFAULT_SPEC, parse_spec
+
+
+def _frames(frames):
+    return [bytes(f) for f in frames]
+
+
+def test_task_batch_round_trip_shares_function_and_spec():
+    wide = parse_spec({"num_ranks": 3, "priority": 2})
+    tasks = [Task(i, DEFAULT_SPEC if i % 2 else wide, b"\x01" * 16, b"FN", f"data{i}".encode())
+             for i in range(6)]
+    tasks.append(Task(99, wide, b"\x02" * 16, b"OTHER", b"d", [b"B" * 10, b"C" * 3]))
+    frames = _frames(encode_tasks(tasks))
+    header = decode_header(frames[0])
+    assert len(header["f"]) == 2 and len(header["s"]) == 2   # tables, not per-task copies
+    assert frames[1].count(b"FN") == 1
+    back = decode_tasks(header, frames[1:])
+    assert [(t.task_id, t.spec, t.fn_digest, bytes(t.fn), bytes(t.data)) for t in back] == \
+        [(t.task_id, t.spec, t.fn_digest, bytes(t.fn), bytes(t.data)) for t in tasks]
+    assert [bytes(b) for b in back[-1].buffers] == [b"B" * 10, b"C" * 3]
+    copied = decode_tasks(header, frames[1:], copy=True)
+    assert all(type(t.data) is bytes for t in copied) and copied[0].fn is copied[2].fn
+
+
+def test_result_batch_round_trip_and_compact_records():
+    results = [Result(1, [Outcome(0, True, b"v1")]),
+               Result(2, [Outcome(0, True, b"a", [b"BIG"]), Outcome(1, True, b"b")]),
+               Result(3, [Outcome(1, False, b"err")])]
+    frames = _frames(encode_results(results))
+    header = decode_header(frames[0])
+    assert header["r"][0] == [1, 2]  # the common case is two integers
+    assert result_ids(header) == [1, 2, 3]
+    check_results(header, len(frames[1]), len(frames) - 2)
+    back = decode_results(header, frames[1:])
+    assert [(r.task_id, [(o.rank, o.ok, bytes(o.data), [bytes(b) for b in o.buffers])
+                         for o in r.outcomes]) for r in back] == \
+        [(1, [(0, True, b"v1", [])]), (2, [(0, True, b"a", [b"BIG"]), (1, True, b"b", [])]),
+         (3, [(1, False, b"err", [])])]
+    assert not back[2].ok and back[0].ok
+
+
+@pytest.mark.parametrize("header, frames", [
+    ({"k": "tasks"}, [b""]),
+    ({"k": "tasks", "f": [["zz", 1]], "s": [None], "r": [[1, 0, 0, 0, 0]]}, [b"x"]),
+    ({"k": "tasks", "f": [["01", 5]], "s": [None], "r": []}, [b"x"]),
+    ({"k": "tasks", "f": [["01", 1]], "s": [None], "r": [[1, 1, 0, 0, 0]]}, [b"x"]),
+    ({"k": "tasks", "f": [["01", 1]], "s": [None], "r": [[1, 0, 0, 9, 0]]}, [b"xy"]),
+    ({"k": "tasks", "f": [["01", 1]], "s": [None], "r": [[1, 0, 0, 0, 1]]}, [b"x"]),
+    ({"k": "tasks", "f": [["01", 1]], "s": [None], "r": [[1, 0, 0, 0, 0]]}, [b"x", b"extra"]),
+    ({"k": "tasks", "f": [["01", 1]], "s": [[0, 1, 1, False, 0, None]], "r": []}, [b"x"]),
+    ({"k": "tasks", "f": [["01", 1]], "s": [None], "r": [["1", 0, 0, 0, 0]]}, [b"x"]),
+])
+def test_malformed_task_batches_are_protocol_errors(header, frames):
+    with pytest.raises(ProtocolError):
+        decode_tasks(header, frames)
+
+
+@pytest.mark.parametrize("header, frames", [
+    ({"k": "results", "r": [[1, 10]]}, [b"x"]),
+    ({"k": "results", "r": [[1, [[0, True, 1, 1]]]]}, [b"x"]),
+    ({"k": "results", "r": [[1, []]]}, [b"x"]),
+    ({"k": "results", "r": [[1, [[0, "yes", 1, 0]]]]}, [b"x"]),
+    ({"k": "results", "r": [["1", 1]]}, [b"x"]),
+    ({"k": "results", "r": [[1, 1]]}, [b"x", b"extra"]),
+])
+def test_malformed_result_batches_are_protocol_errors(header, frames):
+    with pytest.raises(ProtocolError):
+        decode_results(header, frames)
+
+
+def test_headers_and_messages():
+    for bad in (b"not json", b"[1, 2]", b'{"no": "kind"}', b"\xff\xfe"):
+        with pytest.raises(ProtocolError):
+            decode_header(bad)
+    with pytest.raises(ProtocolError, match="unknown message kind"):
+        decode_message({"k": "launch_missiles"})
+    with pytest.raises(ProtocolError, match="missing field"):
+        decode_message({"k": "stop"})
+    with pytest.raises(ProtocolError, match="bad value"):
+        decode_message({"k": "stop", "reason": 5})
+    msg = protocol.Stop("done")
+    assert decode_message(decode_header(msg.encode()[0])) == msg
+
+
+def _register(**over):
+    fields = dict(protocol=protocol.PROTOCOL_VERSION, rankpool=__version__,
+                  python=protocol.PYTHON_VERSION, block_id="b", pool_id="p", hosts=["h"],
+                  node_ranks=[2], widest=2, ranks_per_node=2)
+    fields.update(over)
+    return Register(**fields)
+
+
+def test_version_checks_name_both_sides():
+    assert check_versions(_register(), __version__) == ""
+    text = check_versions(_register(rankpool="0.0.1"), __version__)
+    assert "rankpool version" in text and "0.0.1" in text and __version__ in text
+    assert "Python version" in check_versions(_register(python="2.7"), __version__)
+    assert "protocol version" in check_versions(_register(protocol=999), __version__)

@@ -1,0 +1,64 @@
+"""Resource specifications: parsing, defaults, refusals that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from rankpool.errors import ResourceSpecError
+from rankpool.resources import DEFAULT_SPEC, Spec, check_fits, parse_spec
+
+
+def test_defaults_and_aliases():
+    assert parse_spec(None) is DEFAULT_SPEC and parse_spec({}) is DEFAULT_SPEC
+    assert parse_spec({"ranks": 3}).num_ranks == 3
+    assert parse_spec({"num_ranks": 3, "ranks": 3}).num_ranks == 3
+    spec = parse_spec({"num_nodes": 2, "ranks_per_node": 3})
+    assert (spec.num_ranks, spec.num_nodes, spec.ranks_per_node) == (6, 2, 3)
+    spec = parse_spec({"num_ranks": 4, "results": "all", "priority": -2, "walltime": 1})
+    assert spec.results_all and spec.priority == -2 and spec.walltime == 1.0 and spec.exclusive
+    assert not DEFAULT_SPEC.exclusive and parse_spec({"walltime": 2}).exclusive
+
+
+@pytest.mark.parametrize("spec, key", [
+    ({"gpus": 1}, "gpus"),
+    ({"num_ranks": 0}, "num_ranks"),
+    ({"ranks": -1}, "ranks"),
+    ({"num_ranks": 2.5}, "num_ranks"),
+    ({"num_ranks": True}, "num_ranks"),
+    ({"num_ranks": 2, "ranks": 3}, "ranks"),
+    ({"num_ranks": 5, "num_nodes": 2, "ranks_per_node": 2}, "num_ranks"),
+    ({"num_ranks": 5, "ranks_per_node": 2}, "ranks_per_node"),
+    ({"num_ranks": 2, "num_nodes": 3}, "num_nodes"),
+    ({"results": "some"}, "results"),
+    ({"priority": "high"}, "priority"),
+    ({"walltime": 0}, "walltime"),
+    ({"walltime": float("inf")}, "walltime"),
+    ({"walltime": "1h"}, "walltime"),
+])
+def test_refusals_name_the_key(spec, key):
+    with pytest.raises(ResourceSpecError) as info:
+        parse_spec(spec)
+    assert info.value.key == key and repr(key) in str(info.value)
+
+
+def test_not_a_mapping():
+    with pytest.raises(ResourceSpecError):
+        parse_spec([("num_ranks", 2)])  # type: ignore[arg-type]
+
+
+def test_wire_round_trip_and_validation():
+    for spec in (DEFAULT_SPEC, parse_spec({"num_ranks": 4, "results": "all", "walltime": 2.5}),
+                 parse_spec({"num_nodes": 2, "ranks_per_node": 2, "priority": 7})):
+        assert Spec.from_wire(spec.to_wire()) == spec
+    with pytest.raises(ResourceSpecError):
+        Spec.from_wire([0, None, None, False, 0, None])
+    with pytest.raises(ResourceSpecError):
+        Spec.from_wire("garbage")
+
+
+def test_check_fits():
+    check_fits(parse_spec({"num_ranks": 4}), widest=4)
+    with pytest.raises(ResourceSpecError, match="wider than any pool"):
+        check_fits(parse_spec({"num_ranks": 5}), widest=4)
+    with pytest.raises(ResourceSpecError, match="ranks_per_node"):
+        check_fits(parse_spec({"num_ranks": 4, "ranks_per_node": 4}), widest=8, largest_node=2)

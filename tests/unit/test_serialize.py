@@ -1,0 +1,107 @@
+"""Serialization round trips: functions by digest, out-of-band buffers, remote errors."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from rankpool.errors import RemoteTaskError, RemoteTraceback, SerializationError, TaskTimeout
+from rankpool.serialize import (OOB_THRESHOLD, FunctionLoader, FunctionPickler, add_note, dumps_data,
+                                dumps_error, loads_data, loads_error)
+
+
+def square(x):
+    return x * x
+
+
+def test_functions_serialized_once_and_loaded_once():
+    pickler, loader = FunctionPickler(), FunctionLoader()
+    d1, p1 = pickler.dumps(square)
+    d2, p2 = pickler.dumps(square)
+    assert d1 == d2 and p1 is p2
+    fn = loader.loads(d1, p1)
+    assert fn(7) == 49 and loader.loads(d1, b"not used: cached") is fn
+    lam = lambda y: y + 1  # noqa: E731  (by value)
+    d3, p3 = pickler.dumps(lam)
+    assert d3 != d1 and loader.loads(d3, p3)(1) == 2
+
+
+def test_unpicklable_function_is_named():
+    class Local:
+        def __reduce__(self):
+            raise TypeError("no")
+
+    class CallableLocal(Local):
+        def __call__(self):
+            return 1
+    with pytest.raises(SerializationError, match="cannot serialize function"):
+        FunctionPickler().dumps(CallableLocal())
+
+
+def test_numpy_travels_out_of_band():
+    big = np.arange(OOB_THRESHOLD, dtype=np.float64)
+    small = np.arange(10)
+    data, buffers = dumps_data(((big, small), {"k": big[:5]}))
+    assert len(buffers) == 1 and memoryview(buffers[0]).nbytes == big.nbytes
+    assert len(data) < 2000  # the array's bytes are not in the pickle
+    (b, s), kw = loads_data(data, [bytes(buffers[0])])
+    assert np.array_equal(b, big) and np.array_equal(s, small) and list(kw["k"]) == [0, 1, 2, 3, 4]
+
+
+def test_dill_fallback_for_lambdas_in_data():
+    data, _ = dumps_data([lambda: 5])
+    assert loads_data(data)[0]() == 5
+
+
+def test_unpicklable_data_is_named():
+    class Bad:
+        def __reduce__(self):
+            raise TypeError("refuses")
+    with pytest.raises(SerializationError, match="the task's arguments"):
+        dumps_data(Bad(), "the task's arguments")
+
+
+def test_remote_error_keeps_type_and_traceback():
+    try:
+        square("x")
+    except TypeError as exc:
+        payload = dumps_error(exc, rank=2, size=4)
+    err = loads_error(payload)
+    assert type(err) is TypeError
+    assert isinstance(err.__cause__, RemoteTraceback)
+    assert "rank 2 of 4 on" in str(err.__cause__) and "square" in str(err.__cause__)
+
+
+def test_remote_error_that_cannot_be_rebuilt_becomes_remote_task_error(monkeypatch):
+    # a class importable where the task ran, but not where its future is resolved
+    module = types.ModuleType("only_on_the_worker")
+
+    class Private(Exception):
+        pass
+    Private.__module__ = module.__name__
+    Private.__qualname__ = "Private"
+    module.Private = Private  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    payload = dumps_error(Private("secret sauce"))
+    monkeypatch.delitem(sys.modules, module.__name__)
+    err = loads_error(payload)
+    assert isinstance(err, RemoteTaskError)
+    assert err.type_name.endswith("Private") and err.remote_message == "secret sauce"
+    assert pickle.loads(pickle.dumps(err)).type_name == err.type_name
+
+
+def test_rankpool_errors_survive_pickling():
+    for exc in (TaskTimeout(3, 1.5), SerializationError("the result", ValueError("v"))):
+        again = loads_error(dumps_error(exc))
+        assert type(again) is type(exc) and str(again) == str(exc)
+
+
+def test_add_note():
+    exc = ValueError("x")
+    add_note(exc, "one")
+    add_note(exc, "two")
+    assert exc.__notes__ == ["one", "two"]
