@@ -91,7 +91,7 @@ def run_case(kind: str, logging_on: bool, args: argparse.Namespace, workdir: str
     """Load one configuration, measure, clean up."""
     run_dir = os.path.join(workdir, f"{kind}-{'log' if logging_on else 'nolog'}")
     config = parsl.Config(executors=[make_executor(kind, workdir)], run_dir=run_dir,
-                          initialize_logging=logging_on, strategy_period=1)
+                          initialize_logging=logging_on)
     out: dict[str, Any] = {"executor": kind, "logging": logging_on}
     t0 = time.perf_counter()
     dfk = parsl.load(config)

@@ -375,8 +375,27 @@ class Lost(Message):
     task_ids: list[int]
 
 
+@dataclass(frozen=True)
+class Refused(Message):
+    """Interchange → front-end: a pool's registration was refused.
+
+    For a version mismatch ``what`` names what differs and ``ours``/``theirs`` are the
+    interchange's and the pool's values; for other refusals ``what`` is empty.
+    """
+
+    KIND: ClassVar[str] = "refused"
+    block_id: str
+    pool_id: str
+    hosts: list[str]
+    reason: str
+    what: str
+    ours: str
+    theirs: str
+
+
 MESSAGES: dict[str, type[Message]] = {
-    m.KIND: m for m in (Register, Registered, Heartbeat, Drain, Stop, Command, Reply, Lost)}
+    m.KIND: m for m in (Register, Registered, Heartbeat, Drain, Stop, Command, Reply, Lost,
+                        Refused)}
 
 
 def encode_header(body: dict[str, Any]) -> bytes:
@@ -406,12 +425,21 @@ def decode_message(header: dict[str, Any]) -> Message:
     return cls.from_header(header)
 
 
-def check_versions(reg: Register, rankpool_version: str) -> str:
-    """Compare a registration with this side; return an error message, or "" when compatible."""
+def version_mismatch(reg: Register, rankpool_version: str) -> tuple[str, str, str] | None:
+    """What differs between a registration and this side: ``(what, ours, theirs)`` or None."""
     pairs = (("protocol version", str(PROTOCOL_VERSION), str(reg.protocol)),
              ("Python version", PYTHON_VERSION, reg.python),
              ("rankpool version", rankpool_version, reg.rankpool))
     for what, ours, theirs in pairs:
         if ours != theirs:
-            return f"{what} mismatch: interchange has {ours}, pool has {theirs}"
-    return ""
+            return what, ours, theirs
+    return None
+
+
+def check_versions(reg: Register, rankpool_version: str) -> str:
+    """Compare a registration with this side; return an error message, or "" when compatible."""
+    found = version_mismatch(reg, rankpool_version)
+    if found is None:
+        return ""
+    what, ours, theirs = found
+    return f"{what} mismatch: interchange has {ours}, pool has {theirs}"

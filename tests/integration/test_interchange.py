@@ -25,7 +25,7 @@ from rankpool.interchange import Interchange, InterchangeConfig
 from rankpool.interchange.matching import RoomIndex, TaskQueue, match
 from rankpool.interchange.pools import Pool, PoolTable
 from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Command, Drain, Heartbeat, Lost,
-                               Outcome, Register, Registered, Reply, Result, Stop, Task, decode_header,
+                               Outcome, Refused, Register, Registered, Reply, Result, Stop, Task, decode_header,
                                decode_message, decode_tasks, encode_header, encode_results,
                                encode_tasks)
 from rankpool.resources import DEFAULT_SPEC, parse_spec
@@ -249,6 +249,11 @@ def test_version_mismatch_refused(harness: Callable[..., Harness]) -> None:
     pool = FakePool(h.ctx, h.pool_port, "old")
     reg = pool.register(block_id="b9", rankpool="0.0.1", expect_ok=False)
     assert __version__ in reg.error and "0.0.1" in reg.error and "rankpool version" in reg.error
+    header, _ = front.recv()
+    refused = decode_message(header)
+    assert isinstance(refused, Refused)
+    assert (refused.block_id, refused.pool_id, refused.what, refused.ours, refused.theirs) == \
+        ("b9", "old", "rankpool version", __version__, "0.0.1")
     lost = front.lost()
     assert (lost.block_id, lost.hosts, lost.task_ids) == ("b9", ["h0"], [])
     assert lost.reason == reg.error
@@ -262,6 +267,8 @@ def test_lost_kept_until_front_end_is_known(harness: Callable[..., Harness]) -> 
     h = harness()
     FakePool(h.ctx, h.pool_port, "bad").register(block_id="bx", rankpool="9", expect_ok=False)
     front = h.front()
+    header, _ = front.recv()
+    assert decode_message(header).block_id == "bx"  # the refusal, then the pool's loss
     assert front.lost().block_id == "bx"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,22 @@ def test_wrong_types_and_unsupported_options() -> None:
     ex = ExtremeScaleExecutor(provider=LocalProvider(launcher=SimpleLauncher()), ranks_per_node=3,
                               launch_cmd="mpiexec -n {ranks} {command}")
     assert ex.workers_per_node == 3 and "ExtremeScaleExecutor(" in repr(ex)
+
+
+def test_rankpool_launchers_set_the_block_shape() -> None:
+    from parsl.providers import SlurmProvider
+
+    from rankpool.launchers import SrunLauncher
+    one = SrunLauncher()
+    ex = ExtremeScaleExecutor(provider=SlurmProvider(nodes_per_block=1, launcher=one), ranks_per_node=4)
+    assert one.ranks_per_node == 5 and ex.workers_per_node == 4  # 4 workers and the manager
+    assert one("CMD", 1, 1).startswith("srun --ntasks 5 ")
+    two = SrunLauncher(ranks_per_node=4)  # the launcher's layout: the manager takes one slot
+    ex = ExtremeScaleExecutor(provider=SlurmProvider(nodes_per_block=2, launcher=two))
+    assert ex.workers_per_node == 3.5  # 7 worker ranks on 2 nodes
+    with pytest.raises(ValueError, match="ranks_per_node=4 .*SrunLauncher\\(ranks_per_node=5\\)"):
+        ExtremeScaleExecutor(provider=SlurmProvider(launcher=SrunLauncher(ranks_per_node=3)),
+                             ranks_per_node=4)
 
 
 # -- tasks --------------------------------------------------------------------------------------------
@@ -133,15 +148,13 @@ def test_app_caching_and_checkpointing(load: Any, tmp_path: Path) -> None:
 def test_priority_orders_waiting_tasks(load: Any, tmp_path: Path, wait_for: Any) -> None:
     dfk = load(xs(ranks_per_node=1))
     ex = dfk.executors["xs"]
-    started, go, order = (str(tmp_path / n) for n in ("started", "go", "order"))
-    # walltime makes the blocker exclusive: nothing is queued on its rank behind it
-    blocker = apps.hold_until(started, go, parsl_resource_specification={"walltime": 60})
-    wait_for(lambda: os.path.exists(started), timeout=30)
+    assert apps.double(1).result(timeout=60) == 2
+    ex.hold_block("0")  # everything waits in the interchange until the release
+    order = str(tmp_path / "order")
     futures = [apps.append_line(order, f"p{p}", parsl_resource_specification={"priority": p})
                for p in (0, 1, 5, 2, 9)]
-    wait_for(lambda: sum(p["tasks"] for p in ex.connected_managers()) == 6, timeout=30)
-    Path(go).touch()
-    blocker.result(timeout=30)
+    wait_for(lambda: ex.queued_tasks() == 5, timeout=30)
+    ex.release_block("0")
     for f in futures:
         f.result(timeout=30)
     assert Path(order).read_text().split() == ["p9", "p5", "p2", "p1", "p0"]

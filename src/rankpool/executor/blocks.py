@@ -37,12 +37,14 @@ class LocalBlocks:
         self.mpiexec = find_mpiexec(mpiexec)
         self.run_dir = run_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.started: set[str] = set()
         self._next = 0
 
     def start(self) -> str:
         """Start a block; return its id."""
         block_id = str(self._next)
         self._next += 1
+        self.started.add(block_id)
         cfg = replace(self.base, block_id=block_id, pool_id="")
         argv = [self.mpiexec, "-n", str(self.ranks + 1), *shlex.split(pool_command(cfg))]
         out = None

@@ -12,9 +12,11 @@ any thread may call :meth:`InterchangeClient.command`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -42,11 +44,15 @@ class InterchangeClient:
     def __init__(self, config: InterchangeConfig, *,
                  on_results: Callable[[list[Result]], None],
                  on_lost: Callable[[protocol.Lost], None],
-                 on_broken: Callable[[str], None]) -> None:
+                 on_broken: Callable[[str], None],
+                 on_refused: Callable[[protocol.Refused], None] | None = None) -> None:
+        if not config.front_identity:  # only this client may talk on the client port
+            config = dataclasses.replace(config, front_identity=f"front-{secrets.token_hex(8)}")
         self.config = config
         self.on_results = on_results
         self.on_lost = on_lost
         self.on_broken = on_broken
+        self.on_refused = on_refused
         self.inbox: deque[Task] = deque()
         self.ports: dict[str, int] = {}
         self.proc: subprocess.Popen[str] | None = None
@@ -77,6 +83,7 @@ class InterchangeClient:
             raise RuntimeError(f"the interchange did not start: {line!r} (exit code "
                                f"{self.proc.poll()}; see its log in {self.config.run_dir or 'stderr'})")
         self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, self.config.front_identity.encode())
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(f"tcp://127.0.0.1:{self.ports['client_port']}")
         self.cmd_sock = self.ctx.socket(zmq.DEALER)
@@ -128,14 +135,20 @@ class InterchangeClient:
 
     def command(self, name: str, arg: str = "", timeout: float = 10.0) -> Any:
         """Ask the interchange; return the reply's value or raise with its error."""
+        deadline = time.monotonic() + timeout
         with self._cmd_lock:
             self.cmd_sock.send_multipart(protocol.Command(name, arg).encode())
-            if not self.cmd_sock.poll(int(timeout * 1000)):
-                raise TimeoutError(f"the interchange did not answer {name!r} within {timeout:g} s")
-            frames = self.cmd_sock.recv_multipart()
-        reply = protocol.decode_message(protocol.decode_header(frames[0]))
-        if not isinstance(reply, protocol.Reply):
-            raise ProtocolError(f"expected a reply to {name!r}, got {reply.KIND}")
+            while True:  # a late reply to an earlier command that timed out is skipped
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.cmd_sock.poll(int(left * 1000) + 1):
+                    raise TimeoutError(f"the interchange did not answer {name!r} within "
+                                       f"{timeout:g} s")
+                frames = self.cmd_sock.recv_multipart()
+                reply = protocol.decode_message(protocol.decode_header(frames[0]))
+                if not isinstance(reply, protocol.Reply):
+                    raise ProtocolError(f"expected a reply to {name!r}, got {reply.KIND}")
+                if reply.name == name:
+                    break
         if reply.error:
             raise RuntimeError(f"interchange command {name!r}: {reply.error}")
         return reply.value
@@ -214,6 +227,11 @@ class InterchangeClient:
                 continue
             if isinstance(msg, protocol.Lost):
                 self.on_lost(msg)
+            elif isinstance(msg, protocol.Refused):
+                log.error("the interchange refused pool %s of block %s on %s: %s", msg.pool_id,
+                          msg.block_id, msg.hosts, msg.reason)
+                if self.on_refused is not None:
+                    self.on_refused(msg)
             elif not isinstance(msg, protocol.Heartbeat):
                 log.warning("ignored unexpected %s message from the interchange", msg.KIND)
 

@@ -168,7 +168,7 @@ class CommExecutor(FrontEnd):
             log.exception("CommExecutor manager thread failed")
             self._set_broken(f"the manager thread failed: {exc!r}", exc)
         finally:
-            manager.manager_stop()
+            manager.manager_stop(finish=not self._cancel_all)
             self._fail_remaining("the CommExecutor was shut down before the task finished")
 
     def _take_inbox(self, manager: Manager) -> bool:

@@ -81,7 +81,8 @@ class Executor(FrontEnd):
             InterchangeConfig(address=address, heartbeat_period=heartbeat_period,
                               heartbeat_threshold=heartbeat_threshold, run_dir=self.run_dir,
                               log_level=log_level, parent_pid=os.getpid()),
-            on_results=self._on_results, on_lost=self._on_lost, on_broken=self._on_broken)
+            on_results=self._on_results, on_lost=self._on_lost, on_broken=self._on_broken,
+            on_refused=self._on_refused)
         self.client.start()
         self.pool_config = PoolConfig(interchange=self.client.pool_address, block_id="0",
                                       heartbeat_period=heartbeat_period,
@@ -149,13 +150,21 @@ class Executor(FrontEnd):
         for result in results:
             resolve(result)
 
+    def _on_refused(self, msg: protocol.Refused) -> None:
+        """A pool of one of our own blocks refused: no block we start can work, so we are broken.
+
+        A stranger's pool (a block id we never started) refused is only logged."""
+        ours = (self._blocks is not None and msg.block_id in self._blocks.started) \
+            or msg.block_id in self._jobs
+        if not ours:
+            log.warning("a pool of unknown block %r was refused: %s", msg.block_id, msg.reason)
+            return
+        cause = VersionMismatch(msg.what, msg.ours, msg.theirs) if msg.what else None
+        self._set_broken(f"the pool of block {msg.block_id} was refused: {msg.reason}", cause)
+
     def _on_lost(self, msg: protocol.Lost) -> None:
         if not msg.task_ids:
-            if "mismatch" in msg.reason:
-                self._set_broken(f"a pool of block {msg.block_id} was refused: {msg.reason}",
-                                 VersionMismatch("version", "", msg.reason))
-            else:
-                log.warning("block %s: %s", msg.block_id, msg.reason)
+            log.info("block %s left: %s", msg.block_id, msg.reason)
             return
         log.error("block %s on %s lost with %d tasks: %s", msg.block_id, msg.hosts,
                   len(msg.task_ids), msg.reason)

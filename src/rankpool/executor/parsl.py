@@ -51,6 +51,10 @@ from .parsl_scaling import BlockControl
 
 __all__ = ["ExtremeScaleExecutor", "LocalMpiexecLauncher", "local_provider"]
 
+#: how the interchange words the departure of a pool that had registered (others: refusals)
+_LEFT_AFTER_RUNNING = ("pool drained", "pool stopped", "no heartbeat", "pool registered again",
+                       "connection to the pool lost")
+
 log = logging.getLogger(__name__)
 
 
@@ -302,6 +306,10 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
         """Worker ranks of all connected pools."""
         return sum(p["ranks"] for p in self._control.pools())
 
+    def queued_tasks(self) -> int:
+        """Tasks the interchange holds for want of a pool with room for them."""
+        return int(self._control.command("queued"))
+
     def connected_blocks(self) -> list[str]:
         """Ids of the blocks with a pool connected now."""
         return sorted({p["block_id"] for p in self._control.pools()})
@@ -345,17 +353,19 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
             settle(future, result)
 
     def _on_lost(self, msg: protocol.Lost) -> None:
-        if msg.block_id and "refused" not in msg.reason and "mismatch" not in msg.reason:
+        """A pool left: fail its in-flight tasks with ManagerLost; a version refusal breaks us."""
+        if msg.block_id and (msg.task_ids or msg.reason.startswith(_LEFT_AFTER_RUNNING)):
             self._control.connected_ever.add(msg.block_id)
         if msg.task_ids:
             log.warning("%s: pool of block %s on %s lost with %d tasks: %s", self.label, msg.block_id,
                         ",".join(msg.hosts), len(msg.task_ids), msg.reason)
-            error = ManagerLost(msg.block_id, msg.hosts, msg.reason)
-            self._fail_ids(msg.task_ids, error)
+            self._fail_ids(msg.task_ids, ManagerLost(msg.block_id, msg.hosts, msg.reason))
         elif "mismatch" in msg.reason:
             self.set_bad_state_and_fail_all(version_error(msg.reason))
-        else:
+        elif msg.reason.startswith("pool drained"):
             log.info("%s: a pool of block %s left: %s", self.label, msg.block_id, msg.reason)
+        else:
+            log.warning("%s: a pool of block %s left: %s", self.label, msg.block_id, msg.reason)
 
     def _on_broken(self, reason: str) -> None:
         if not self._closed:

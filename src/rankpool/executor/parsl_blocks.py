@@ -142,6 +142,12 @@ def block_shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | Non
         mpi_rpn = None
         if ranks_per_node is not None:
             mpi_rpn = ranks_per_node + 1 if nodes == 1 else ranks_per_node
+            own = launcher.ranks_per_node  # type: ignore[attr-defined]
+            if own is not None and own != mpi_rpn:
+                raise ValueError(
+                    f"ranks_per_node={ranks_per_node} (worker ranks) needs "
+                    f"{type(launcher).__name__}(ranks_per_node={mpi_rpn}) (every rank of a node, "
+                    f"the manager included, for {nodes} node(s) per block); the launcher has {own}")
         configure_launcher(launcher, ranks_per_node=mpi_rpn)
         s = launcher.block_shape(nodes)  # type: ignore[attr-defined]
         return Shape(nodes, s.worker_ranks, s.largest_node_task, s.total_ranks)

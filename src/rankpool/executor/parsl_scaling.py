@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 DRAIN_WAIT = 2.0
 #: how long shutdown waits for the jobs of stopped pools to end by themselves
 END_WAIT = 5.0
+#: how long the executor's own bookkeeping waits for the interchange to answer a command
+COMMAND_TIMEOUT = 3.0
 
 
 class BlockControl:
@@ -48,17 +50,17 @@ class BlockControl:
         self._thread: threading.Thread | None = None
 
     # -- the interchange ------------------------------------------------------------------------
-    def command(self, name: str, arg: str = "") -> Any:
+    def command(self, name: str, arg: str = "", timeout: float = 10.0) -> Any:
         """A command to the interchange; raises when it is not running or refuses."""
         client = self.ex._client
         if client is None:
             raise RuntimeError(f"executor {self.ex.label!r} is not started")
-        return client.command(name, arg)
+        return client.command(name, arg, timeout=timeout)
 
     def try_command(self, name: str, arg: str = "") -> Any:
         """:meth:`command`, or None when the interchange cannot answer (stopped, lost)."""
         try:
-            return self.command(name, arg)
+            return self.command(name, arg, timeout=COMMAND_TIMEOUT)
         except Exception as exc:  # zmq errors after stop, timeouts, refusals: nothing to act on
             log.debug("interchange command %r %r failed: %s", name, arg, exc)
             return None
@@ -114,7 +116,7 @@ class BlockControl:
     def scale_in(self, blocks: int, force: bool = False) -> list[str]:
         """End up to ``blocks`` blocks: idle ones first, then unconnected ones, busy ones if forced."""
         ex = self.ex
-        live = [b for b, s in list(ex._status.items()) if not s.terminal and b in ex.blocks_to_job_id]
+        live = [b for b, s in list(ex.status_facade.items()) if not s.terminal and b in ex.blocks_to_job_id]
         if blocks <= 0 or not live:
             return []
         connected = {p["block_id"] for p in self.pools()}
@@ -197,7 +199,7 @@ class BlockControl:
         ex = self.ex
         if not ex.managed or ex.provider is None:
             return
-        blocks = [b for b, s in list(ex._status.items()) if not s.terminal and b in ex.blocks_to_job_id]
+        blocks = [b for b, s in list(ex.status_facade.items()) if not s.terminal and b in ex.blocks_to_job_id]
         if not blocks:
             return
         deadline = time.monotonic() + min(timeout, END_WAIT)

@@ -38,7 +38,9 @@ class InterchangeConfig:
 
     A pool holds at most ``ranks * prefetch`` ranks' worth of tasks at once (less when its tasks
     are long: see :class:`.pools.Pool`), so its manager can keep every worker fed without
-    waiting on the interchange. ``parent_pid``, when nonzero,
+    waiting on the interchange. ``front_identity``, when set, is the
+    ZeroMQ identity of the one front-end allowed on the client port (others are ignored).
+    ``parent_pid``, when nonzero,
     is the front-end's process: the interchange exits once it is gone.
     """
 
@@ -54,8 +56,11 @@ class InterchangeConfig:
     log_level: str = "INFO"
     max_widest: int = 0
     parent_pid: int = 0
+    front_identity: str = ""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.front_identity, str):
+            raise ValueError(f"front_identity: must be a string, got {self.front_identity!r}")
         if not isinstance(self.address, str) or not self.address or any(c.isspace() for c in self.address):
             raise ValueError(f"address: must be a host name, an IP address or '*', got {self.address!r}")
         for name in ("pool_port", "client_port", "command_port"):

@@ -25,9 +25,10 @@ import zmq
 
 from .._version import __version__
 from ..errors import ProtocolError
-from ..protocol import (Drain, Heartbeat, Lost, Register, Registered, Stop, Task,
-                        check_results, check_versions, decode_header, decode_message, decode_results, decode_tasks,
-                        encode_results, encode_tasks, result_ids)
+from ..protocol import (Drain, Heartbeat, Lost, Refused, Register, Registered, Stop, Task,
+                        check_results, check_versions, decode_header, decode_message,
+                        decode_results, decode_tasks, encode_results, encode_tasks, result_ids,
+                        version_mismatch)
 from .commands import answer
 from .config import InterchangeConfig
 from .frontend import FrontEnd
@@ -205,6 +206,9 @@ class Interchange:
                         ",".join(reg.hosts), error)
             self._send_pool(identity, Registered(error, cfg.heartbeat_period,
                                                  cfg.heartbeat_threshold).encode())
+            what, ours, theirs = version_mismatch(reg, __version__) or ("", "", "")
+            self.to_client(Refused(reg.block_id, reg.pool_id, list(reg.hosts), error, what, ours,
+                                   theirs).encode())
             self.to_client(Lost(reg.block_id, list(reg.hosts), error, []).encode())
             return
         pool = Pool.from_register(identity, reg, cfg.prefetch, self._now)
@@ -285,10 +289,16 @@ class Interchange:
 
     # ------------------------------------------------------------------ the front-end
     def on_client_message(self, frames: Frames) -> None:
+        identity = frames[0].bytes
+        pinned = self.config.front_identity
+        if pinned and identity != pinned.encode():
+            raise ProtocolError(f"message from {identity!r:.40}, which is not the front-end")
         header = decode_header(frames[1].buffer)
         assert self.front is not None
-        self.front.heard(frames[0].bytes, self._now)
         kind = header["k"]
+        if kind not in ("tasks", "heartbeat", "stop"):
+            raise ProtocolError(f"unexpected {kind!r:.40} message on the client port")
+        self.front.heard(identity, self._now)
         if kind == "tasks":
             self.on_tasks(header, frames[2:])
             return

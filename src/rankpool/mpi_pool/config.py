@@ -76,8 +76,8 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds between heartbeats until the interchange sets its own (default 2)")
     p.add_argument("--heartbeat-threshold", type=float, default=10.0, metavar="S",
                    help="exit when the interchange is silent this long (default 10)")
-    p.add_argument("--depth", type=int, default=16,
-                   help="most 1-rank tasks queued on one worker rank (default 16)")
+    p.add_argument("--depth", type=int, default=PoolConfig.depth,
+                   help=f"most 1-rank tasks queued on one worker rank (default {PoolConfig.depth})")
     p.add_argument("--grace", type=float, default=5.0, metavar="S",
                    help="seconds a task's other ranks get after one rank failed (default 5)")
     p.add_argument("--run-dir", default="", help="write pool-<block>.log here (default: stderr)")

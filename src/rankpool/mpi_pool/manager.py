@@ -109,13 +109,15 @@ class Manager:
         return {"ranks": self.widest, "usable": s.usable_ranks, "busy": s.busy_ranks,
                 "stuck": len(self.stuck), "queued": s.pending, "running": len(self.running)}
 
-    def manager_stop(self, timeout: float = 10.0) -> None:
-        """Tell every worker to stop once it has finished what it holds."""
+    def manager_stop(self, timeout: float = 10.0, finish: bool = True) -> None:
+        """Tell every worker to stop: after what it holds (``finish``), or after its current
+        task, dropping queued 1-rank tasks (multi-rank ones still run, so that no peer is
+        left waiting for a rank that dropped it)."""
         if self.stopped:
             return
         self.stopped = True
         for rank in self.worker_ranks:
-            self.outbox.send(None, rank, Tag.STOP)
+            self.outbox.send(finish, rank, Tag.STOP)
         if not self.outbox.flush(timeout):
             log.warning("stop did not reach every worker rank within %.1f s", timeout)
 
@@ -154,7 +156,9 @@ class Manager:
         comm = self.comm
         status = MPI.Status()
         for count in range(RECEIVE_BURST):
-            if not comm.Iprobe(source=MPI.ANY_SOURCE, tag=Tag.DONE, status=status):
+            # a second probe after a miss: MPICH's first one may only pull the message in
+            if not comm.Iprobe(source=MPI.ANY_SOURCE, tag=Tag.DONE, status=status) and (
+                    count or not comm.Iprobe(source=MPI.ANY_SOURCE, tag=Tag.DONE, status=status)):
                 return count > 0
             source = status.Get_source()
             reports, buffers = receive(comm, source, Tag.DONE)

@@ -43,15 +43,24 @@ class PoolLeaves(Exception):
     """Rank 0 ends its loop; the message says why."""
 
 
+class PoolRefused(PoolLeaves):
+    """The interchange refused the pool's registration: the pool exits with an error."""
+
+
+#: exit status of a pool the interchange refused
+EXIT_REFUSED = 3
+
+
 def run_pool(cfg: PoolConfig) -> int:
     """Run the pool on ``COMM_WORLD``; every rank calls this and returns 0 on a clean end."""
     comm = MPI.COMM_WORLD.Dup()
     topology = discover_topology(comm)
     rank = comm.Get_rank()
     _setup_logging(cfg, rank)
+    status = 0
     try:
         if rank == 0:
-            PoolManager(cfg, comm, topology).run()
+            status = PoolManager(cfg, comm, topology).run()
         else:
             Worker(comm).serve()
     except BaseException:
@@ -59,7 +68,7 @@ def run_pool(cfg: PoolConfig) -> int:
         sys.stderr.flush()
         comm.Abort(1)
     comm.Free()
-    return 0
+    return status
 
 
 class PoolManager:
@@ -82,24 +91,31 @@ class PoolManager:
         self.last_heard = self.last_sent = time.monotonic()
         self.first_done = 0.0
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Serve until stopped, drained or cut off; the pool's exit status."""
         tighten_timer_slack()
         self.sock.connect(self.cfg.interchange)
         reason = "stopped"
+        status = 0
+        finish = False  # whether workers run what they already hold
         try:
             self.register()
             self.loop()
+        except PoolRefused as exc:
+            reason, status = str(exc), EXIT_REFUSED
         except PoolLeaves as exc:
             reason = str(exc)
+            finish = reason == "drained"
         finally:
             log.info("pool %s leaving: %s", self.cfg.pool_id, reason)
-            self.manager.manager_stop()
+            self.manager.manager_stop(finish=finish)
             try:
                 self.sock.send_multipart(protocol.Stop(reason).encode(), zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
             self.sock.close()
             self.ctx.term()
+        return status
 
     def register(self) -> None:
         m = self.manager
@@ -120,7 +136,7 @@ class PoolManager:
                 if msg.error:
                     print(f"rankpool pool {self.cfg.pool_id}: refused by the interchange: "
                           f"{msg.error}", file=sys.stderr, flush=True)
-                    raise PoolLeaves(f"refused: {msg.error}")
+                    raise PoolRefused(f"refused: {msg.error}")
                 self.period, self.threshold = msg.heartbeat_period, msg.heartbeat_threshold
                 self.last_heard = time.monotonic()
                 return

@@ -67,8 +67,8 @@ class Worker:
                     self.run_next()
                     if not self.queue or time.monotonic() - self.last_report > self.flush_interval:
                         self.worker_report()
-                        self.worker_receive()
-                elif self.worker_receive():
+                        self.worker_receive(again=True)
+                elif self.worker_receive(again=True):
                     self.backoff.reset()
                 else:
                     self.outbox.poll()
@@ -79,19 +79,31 @@ class Worker:
             self.group.Free()
 
     # -- steps -----------------------------------------------------------------------------
-    def worker_receive(self) -> bool:
-        """Take every message rank 0 has sent; True if there was any."""
+    def worker_receive(self, again: bool = False) -> bool:
+        """Take every message rank 0 has sent; True if there was any.
+
+        MPICH's ``Iprobe`` answers from what its progress engine had already pulled in: a
+        message that waited while this rank ran a long task is seen only by a second probe,
+        so between tasks (``again``) a miss is probed once more.
+        """
         got = False
         comm = self.comm
         while True:
             status = MPI.Status()
-            if not comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status):
+            if not comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status) and not (
+                    again and not got and comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status)):
                 return got
             got = True
             tag = status.Get_tag()
             if tag == Tag.STOP:
-                comm.recv(source=0, tag=Tag.STOP)
+                finish = comm.recv(source=0, tag=Tag.STOP)
                 self.stopping = True
+                if not finish:
+                    dropped = len(self.queue)
+                    self.queue = deque(e for e in self.queue if len(e[0].ranks) > 1)
+                    if dropped != len(self.queue):
+                        log.info("rank %d: stop drops %d queued tasks", self.rank,
+                                 dropped - len(self.queue))
                 return True
             if tag != Tag.WORK:  # a stray DATA message: never expected before its WORK
                 log.error("rank %d: unexpected tag %d from rank 0", self.rank, tag)

@@ -1,0 +1,369 @@
+"""``rankpool.Executor`` under faults: a pool of the wrong version, a pool killed with
+``kill -9``, the interchange killed, and garbage sent to the interchange's three ports.
+
+Heartbeats are fast (period 0.2 s, threshold 2 s) so that losses show within seconds; every
+wait is bounded and every test checks that no process is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from rankpool import BrokenPool, Executor, ManagerLost, VersionMismatch, __version__
+from rankpool.mpiexec import find_mpiexec
+from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Register, Stop,
+                               decode_header)
+
+from helpers import (FAST, descendants, executor, pool_tree, wait_for, wait_gone,
+                     wait_no_new_children)
+
+pytestmark = pytest.mark.mpi
+
+THRESHOLD = FAST["heartbeat_threshold"]
+BAD_VERSION = "0.0.0-bad"
+
+
+def nap(seconds: float, marks: str = "") -> int:
+    import os
+    import time
+    if marks:  # one file per task started, so a test can count what ran
+        open(os.path.join(marks, f"{os.getpid()}-{time.monotonic_ns()}"), "w").close()
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def simulate(n: int, comm: Any = None) -> int:
+    return comm.allreduce(n)
+
+
+# -- a pool of the wrong version ------------------------------------------------------------------
+_BAD_POOL = (
+    "import sys\n"
+    "import rankpool._version, rankpool.mpi_pool.pool as pool\n"
+    f"rankpool._version.__version__ = pool.__version__ = {BAD_VERSION!r}\n"
+    "from rankpool.mpi_pool.__main__ import main\n"
+    "sys.exit(main(sys.argv[1:]))\n")
+
+
+def _run_bad_pool(address: str, block_id: str) -> subprocess.CompletedProcess[str]:
+    argv = [find_mpiexec(), "-n", "2", sys.executable, "-c", _BAD_POOL, "--interchange", address,
+            "--block-id", block_id, "--heartbeat-period", "0.2", "--heartbeat-threshold", "2"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.timeout(60)
+def test_pool_of_wrong_version_is_refused_and_reported(tmp_path: Path) -> None:
+    before = descendants()
+    with executor(tmp_path) as ex:
+        assert ex.submit(pow, 2, 3).result(timeout=20) == 8
+        proc = _run_bad_pool(ex.client.pool_address, "bad")
+        # the pool says why, naming both versions
+        assert "refused" in proc.stderr
+        assert f"interchange has {__version__}" in proc.stderr
+        assert f"pool has {BAD_VERSION}" in proc.stderr
+        # it never joined
+        assert [p["block_id"] for p in ex.pools()] == ["0"]
+        # a stranger's pool refused does not break the executor: it keeps serving
+        assert ex.submit(pow, 2, 4).result(timeout=20) == 16
+        assert ex._broken is None
+    wait_no_new_children(before)
+
+
+@pytest.mark.timeout(60)
+def test_pool_of_wrong_version_exits_nonzero(tmp_path: Path) -> None:
+    with executor(tmp_path) as ex:
+        proc = _run_bad_pool(ex.client.pool_address, "bad")
+        assert "version mismatch" in proc.stderr
+        assert proc.returncode != 0, proc.stderr
+
+
+@pytest.mark.timeout(60)
+def test_version_mismatch_cause_has_structured_versions(tmp_path: Path) -> None:
+    """What VersionMismatch carries once the executor reports a refused pool."""
+    with executor(tmp_path) as ex:
+        _run_bad_pool(ex.client.pool_address, "0")  # claims to be the executor's own block
+        wait_for(lambda: ex._broken is not None, timeout=10)
+        with pytest.raises(BrokenPool) as info:
+            ex.submit(pow, 2, 3)
+        assert "block 0" in str(info.value) and BAD_VERSION in str(info.value)
+        cause = ex._broken.cause  # type: ignore[union-attr]
+        assert isinstance(cause, VersionMismatch)
+        assert (cause.what, cause.ours, cause.theirs) == ("rankpool version", __version__,
+                                                          BAD_VERSION), str(cause)
+
+
+# -- a pool killed with kill -9 -------------------------------------------------------------------
+@pytest.mark.timeout(90)
+def test_pool_killed_fails_in_flight_tasks_and_a_new_block_takes_over(tmp_path: Path) -> None:
+    before = descendants()
+    with executor(tmp_path) as ex:
+        assert ex.submit(pow, 2, 3).result(timeout=20) == 8
+        mpiexec = ex._blocks.procs["0"]  # type: ignore[union-attr]
+        old = pool_tree(ex)
+        old_pids = {p.pid for p in old}
+        futures = [ex.submit(nap, 30) for _ in range(2)]
+        wait_for(lambda: ex.pools()[0]["busy_ranks"] == 2, timeout=10)
+
+        start = time.monotonic()
+        os.killpg(mpiexec.pid, signal.SIGKILL)
+        for f in futures:
+            exc = f.exception(timeout=THRESHOLD + 5)
+            assert isinstance(exc, ManagerLost), repr(exc)
+            assert exc.block_id == "0" and exc.hosts
+        assert time.monotonic() - start < THRESHOLD + 2.0  # within the threshold, plus margin
+        wait_gone(old, timeout=20)  # the ranks did not outlive their mpiexec
+
+        # work submitted afterwards runs, on the block started to replace the dead one
+        after = [ex.submit(nap, 0) for _ in range(4)]
+        pids = {f.result(timeout=30) for f in after}
+        assert not pids & old_pids
+        assert [p["block_id"] for p in ex.pools()] == ["1"]
+        assert ex.requirements(num_ranks=2).submit(simulate, 2).result(timeout=20) == 4
+    wait_no_new_children(before)
+
+
+# -- the interchange killed -----------------------------------------------------------------------
+@pytest.mark.timeout(90)
+def test_interchange_killed_fails_everything_promptly(tmp_path: Path) -> None:
+    before = descendants()
+    ex = Executor(max_ranks=2, run_dir=str(tmp_path), **FAST)
+    try:
+        assert ex.submit(pow, 2, 3).result(timeout=20) == 8
+        pools = pool_tree(ex)
+        block = ex._blocks.procs["0"]  # type: ignore[union-attr]
+        running = [ex.submit(nap, 1.0) for _ in range(4)]  # two run, two wait on the pool
+        wait_for(lambda: ex.pools()[0]["busy_ranks"] == 2, timeout=10)
+        queued = [ex.requirements(num_ranks=2).submit(simulate, 1) for _ in range(3)]
+
+        start = time.monotonic()
+        ex.client.proc.kill()  # type: ignore[union-attr]
+        for f in running + queued:
+            exc = f.exception(timeout=2 * THRESHOLD)
+            assert isinstance(exc, BrokenPool), repr(exc)
+            assert "interchange" in str(exc) and "exited" in str(exc)
+        assert time.monotonic() - start < 2 * THRESHOLD
+        with pytest.raises(BrokenPool, match="interchange"):
+            ex.submit(pow, 2, 3)
+        with pytest.raises(BrokenPool):
+            ex.requirements(num_ranks=2).submit(simulate, 1)
+
+        # the pool leaves by itself once the interchange is silent past its threshold (after
+        # finishing what it held: here at most 2 s of naps)
+        wait_gone(pools, timeout=THRESHOLD + 2 * 1.0 + 8)
+        assert block.wait(5) == 0
+    finally:
+        start = time.monotonic()
+        ex.shutdown()
+        assert time.monotonic() - start < 5
+    wait_no_new_children(before)
+
+
+@pytest.mark.timeout(60)
+def test_pool_starts_no_queued_task_after_losing_the_interchange(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ex = Executor(max_ranks=2, run_dir=str(tmp_path / "run"), heartbeat_period=0.2,
+                  heartbeat_threshold=1.0)
+    try:
+        pools = pool_tree(ex)
+        futures = [ex.submit(nap, 2.5, str(marks)) for _ in range(4)]
+        wait_for(lambda: len(os.listdir(marks)) == 2, timeout=20)
+        ex.client.proc.kill()  # type: ignore[union-attr]
+        for f in futures:
+            assert isinstance(f.exception(timeout=5), BrokenPool)
+        wait_gone(pools, timeout=20)
+        assert len(os.listdir(marks)) == 2, "tasks started after the interchange was lost"
+    finally:
+        ex.shutdown()
+
+
+# -- garbage on the interchange's ports -----------------------------------------------------------
+class Raw:
+    """A raw DEALER on one of the interchange's ports."""
+
+    def __init__(self, ctx: zmq.Context, port: int, identity: bytes | None = None) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        if identity is not None:
+            self.sock.setsockopt(zmq.IDENTITY, identity)
+        self.sock.connect(f"tcp://127.0.0.1:{port}")
+
+    def send(self, *frames: bytes) -> None:
+        self.sock.send_multipart(list(frames))
+
+    def received(self, timeout: float = 0.0) -> list[list[bytes]]:
+        """Whatever the interchange sent to this socket (waiting up to ``timeout`` for it)."""
+        got = []
+        while self.sock.poll(int(timeout * 1000)):
+            got.append(self.sock.recv_multipart())
+            timeout = 0
+        return got
+
+
+def _h(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+def _malformed(rng: random.Random) -> list[list[bytes]]:
+    """Frames that are not even a header: random bytes, bad JSON, JSON that is no message."""
+    return [
+        [rng.randbytes(n)] for n in (0, 1, 7, 64, 4096)] + [
+        [rng.randbytes(16), rng.randbytes(100), b""],
+        [rng.randbytes(1 << 20)],
+        [b"{"], [b'{"k": '], [b"\xff\xfe{}"], [b"null"], [b"[1, 2, 3]"], [b'"tasks"'],
+        [b"{}"], [_h({"k": 7})], [_h({"kind": "tasks"})], [b"1e999999"],
+    ]
+
+
+def _bad_fields_for_pools(me: str) -> list[list[bytes]]:
+    """Headers with a kind but bad fields, as a stranger on the pool port would send them."""
+    reg = Register(PROTOCOL_VERSION, __version__, PYTHON_VERSION, "junk", me, ["h"], [2], 2, 2)
+    good = json.loads(reg.encode()[0])
+    return [
+        [_h({"k": "nonsense"})],
+        [_h({"k": "register"})],
+        [_h({**good, "widest": "two"})],
+        [_h({**good, "node_ranks": "2"})],
+        [_h({**good, "node_ranks": [-1]})],          # valid types, refused shape
+        [_h({**good, "widest": 9})],                   # wider than its ranks
+        [_h({**good, "hosts": [1, 2]})],
+        [_h({**good, "block_id": ""})],
+        [_h({"k": "heartbeat"})],                     # from a pool nobody knows
+        [_h({"k": "stop", "reason": "bye"})],
+        [_h({"k": "results", "r": [[1, 5]]}), b"abcde"],  # results of an unknown pool
+        [_h({"k": "results"})],
+        [_h({"k": "tasks", "r": []}), b""],
+        [_h({"k": "heartbeat"}), b"extra", b"frames"],
+    ]
+
+
+def _truncated_results() -> list[list[bytes]]:
+    """Result batches from a registered pool whose records and frames disagree."""
+    return [
+        [_h({"k": "results", "r": [[10**12, 50]]}), b"abc"],          # runs past the blob
+        [_h({"k": "results", "r": [[10**12 + 1, [[0, True, 3, 2]]]]}), b"abc", b"x"],
+        [_h({"k": "results", "r": [[10**12 + 2, 3]]})],                 # no blob at all
+        [_h({"k": "results", "r": [["x", 3]]}), b"abc"],
+        [_h({"k": "results", "r": 5}), b"abc"],
+        [_h({"k": "results", "r": [[10**12 + 3, [[0, "yes", 3, 0]]]]}), b"abc"],
+        [_h({"k": "results", "r": [[10**12 + 4, 3]]}), b"abc", b"surplus"],
+    ]
+
+
+def _bad_commands() -> list[list[bytes]]:
+    return [
+        [_h({"k": "command", "name": "nonsense", "arg": ""})],
+        [_h({"k": "command", "name": "hold", "arg": "no-such-block"})],
+        [_h({"k": "command", "name": "drain", "arg": "no-such-block"})],
+        [_h({"k": "command", "name": 5, "arg": []})],
+        [_h({"k": "command"})],
+        [_h({"k": "heartbeat"})],
+        [_h({"k": "command", "name": "pools", "arg": ""}), b"extra frame"],
+    ]
+
+
+@pytest.mark.timeout(90)
+def test_garbage_on_every_port_does_not_stop_the_interchange(tmp_path: Path) -> None:
+    rng = random.Random(1234)
+    before = descendants()
+    ctx = zmq.Context()
+    try:
+        with executor(tmp_path) as ex:
+            assert ex.submit(pow, 2, 3).result(timeout=20) == 8
+            ports = ex.client.ports
+            # tasks in flight all along: the garbage must not disturb them
+            busy = [ex.submit(nap, 0.2) for _ in range(10)]
+
+            pool = Raw(ctx, ports["pool_port"], b"stranger")
+            for frames in _malformed(rng) + _bad_fields_for_pools("stranger"):
+                pool.send(*frames)
+            client = Raw(ctx, ports["client_port"])
+            for frames in _malformed(rng):  # not a header: dropped before anything else
+                client.send(*frames)
+            command = Raw(ctx, ports["command_port"])
+            for frames in _malformed(rng):
+                command.send(*frames)
+            for frames in _bad_commands():
+                command.send(*frames)
+            # every well-formed command gets an answer, and that answer is an error
+            replies: list[list[bytes]] = []
+            wait_for(lambda: replies.extend(command.received(0.05)) or
+                     len(replies) >= len(_bad_commands()), timeout=10)
+            decoded = [decode_header(r[0]) for r in replies]
+            assert all(r["k"] == "reply" and r["error"] for r in decoded), decoded
+            # the stranger's three registrations of a bad shape were refused, saying why; the
+            # rest of its messages were dropped without an answer
+            refusals: list[list[bytes]] = []
+            wait_for(lambda: refusals.extend(pool.received(0.05)) or len(refusals) >= 3,
+                     timeout=10)
+            decoded = [decode_header(r[0]) for r in refusals + pool.received(0.2)]
+            assert len(decoded) == 3, decoded
+            assert all(r["k"] == "registered" and r["error"] for r in decoded), decoded
+
+            assert [f.result(timeout=30) for f in busy] and all(f.exception() is None for f in busy)
+
+            # a pool that registers properly, then sends truncated result batches and leaves
+            fake = Raw(ctx, ports["pool_port"], b"fake-pool")
+            reg = Register(PROTOCOL_VERSION, __version__, PYTHON_VERSION, "fake", "fake-pool",
+                           ["nowhere"], [1], 1, 1)
+            fake.send(*reg.encode())
+            answer = decode_header(wait_for(lambda: fake.received(0.1), timeout=10)[0][0])
+            assert answer["k"] == "registered" and answer["error"] == ""
+            ex.client.command("hold", "fake")  # no task of ours goes to it
+            for frames in _truncated_results():
+                fake.send(*frames)
+            fake.send(*Stop("leaving").encode())
+            wait_for(lambda: [p["block_id"] for p in ex.pools()] == ["0"], timeout=10)
+            fake.send(_h({"k": "heartbeat"}))  # from a pool now lost: dropped
+
+            # the interchange is alive and routes correctly: 1-rank and 2-rank tasks, in order
+            assert ex.client.proc.poll() is None  # type: ignore[union-attr]
+            assert list(ex.map(pow, range(30), [2] * 30, timeout=30)) == [i * i for i in range(30)]
+            assert ex.requirements(num_ranks=2).submit(simulate, 3).result(timeout=20) == 6
+            assert ex.outstanding() == 0
+            assert ex._broken is None
+            assert client.received(0) == []  # nothing meant for the front-end went astray
+    finally:
+        ctx.destroy(linger=0)
+    wait_no_new_children(before)
+
+
+@pytest.mark.timeout(60)
+def test_bad_headers_on_the_client_port_do_not_divert_results(tmp_path: Path) -> None:
+    ctx = zmq.Context()
+    garbage = [
+        [_h({"k": "nonsense"})],
+        [_h({"k": "tasks"})],
+        [_h({"k": "tasks", "f": [["00", 10]], "s": [None], "r": [[10**12, 0, 0, 5, 0]]}), b"abc"],
+        [_h({"k": "tasks", "f": [], "s": [], "r": [[10**12, 0, 0, 0, 0]]}), b""],
+        [_h({"k": "stop"})],
+        [_h({"k": "heartbeat"}), b"extra"],
+    ]
+    try:
+        with executor(tmp_path) as ex:
+            assert ex.submit(pow, 2, 3).result(timeout=20) == 8
+            raw = Raw(ctx, ex.client.ports["client_port"])
+            futures = [ex.submit(nap, 0.3) for _ in range(10)]
+            stolen: list[list[bytes]] = []
+            deadline = time.monotonic() + 3 * THRESHOLD
+            while not all(f.done() for f in futures) and time.monotonic() < deadline:
+                for frames in garbage:
+                    raw.send(*frames)
+                stolen += raw.received(0.01)
+            assert stolen == [], [m[0][:80] for m in stolen[:5]]
+            assert ex._broken is None
+            assert all(f.done() and f.exception() is None for f in futures)
+    finally:
+        ctx.destroy(linger=0)
