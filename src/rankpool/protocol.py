@@ -1,260 +1,29 @@
-"""The wire protocol: message types, the header codec and version checks.
+"""The wire protocol: control messages, version checks, and (re-exported) the header codec
+of :mod:`.wire` and the task and result batches of :mod:`.batches`.
 
 Every message is a list of frames: one JSON header frame, then opaque payload frames. Nothing
 here imports mpi4py or zmq, and nothing here unpickles: a payload is bytes routed by its header.
-
-Tasks and results travel in *batches* so that a flood of small tasks costs few frames::
-
-    [header, blob, big_buffer_1, big_buffer_2, ...]
-
-The header lists one record per task (or result) with the lengths of its pieces; ``blob`` is
-the concatenation of every record's small pieces in order; buffers of at least
-``serialize.OOB_THRESHOLD`` bytes follow as frames of their own, in record order.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from .errors import ProtocolError, ResourceSpecError
-from .resources import Spec
+from .batches import (Outcome, Result, Task, check_results, decode_results, decode_tasks,
+                      encode_results, encode_tasks, result_ids)
+from .errors import ProtocolError
+from .wire import MAX_HEADER, Buffer, Frames, decode_header, encode_header, is_int
 
 PROTOCOL_VERSION = 1
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
-Buffer = bytes | bytearray | memoryview
-Frames = list[Buffer]
-
-
-# ---------------------------------------------------------------------------------------------
-# tasks and results
-@dataclass(slots=True)
-class Task:
-    """One task: what to run (a function digest and payload) and its arguments."""
-
-    task_id: int
-    spec: Spec
-    fn_digest: bytes
-    fn: Buffer
-    data: Buffer
-    buffers: list[Buffer] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What one rank of a task produced: a pickled value (``ok``) or a pickled error."""
-
-    rank: int
-    ok: bool
-    data: Buffer
-    buffers: list[Buffer] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Result:
-    """A finished task.
-
-    ``outcomes`` holds the root's value for a successful ``results="root"`` task, every rank's
-    value in rank order for ``results="all"``, and the failing ranks' errors otherwise (the
-    first one is raised, the others become notes).
-    """
-
-    task_id: int
-    outcomes: list[Outcome]
-
-    @property
-    def ok(self) -> bool:
-        return all(o.ok for o in self.outcomes)
-
-
-def _take(frames: Sequence[Buffer], index: int, count: int) -> list[Buffer]:
-    if count < 0 or index + count > len(frames):
-        raise ProtocolError(f"batch names {count} buffers at frame {index}; only {len(frames)} frames")
-    return list(frames[index:index + count]) if count else []
-
-
-def encode_tasks(tasks: Sequence[Task], kind: str = "tasks") -> Frames:
-    """One message for many tasks.
-
-    The header holds a table of the distinct functions (digest, length) and of the distinct
-    specifications, then one record ``[task_id, function, spec, data length, buffers]`` per
-    task, so a flood of tasks for one function carries the function once.
-    """
-    fn_index: dict[bytes, int] = {}
-    spec_index: dict[Spec, int] = {}
-    fn_table: list[list[Any]] = []
-    spec_table: list[Any] = []
-    head: list[Buffer] = []
-    data: list[Buffer] = []
-    big: list[Buffer] = []
-    records = []
-    for t in tasks:
-        fi = fn_index.get(t.fn_digest)
-        if fi is None:
-            fi = fn_index[t.fn_digest] = len(fn_table)
-            fn_table.append([t.fn_digest.hex(), len(t.fn)])
-            head.append(t.fn)
-        si = spec_index.get(t.spec)
-        if si is None:
-            si = spec_index[t.spec] = len(spec_table)
-            spec_table.append(t.spec.to_wire())
-        records.append([t.task_id, fi, si, len(t.data), len(t.buffers)])
-        data.append(t.data)
-        if t.buffers:
-            big.extend(t.buffers)
-    header = {"k": kind, "f": fn_table, "s": spec_table, "r": records}
-    return [encode_header(header), b"".join(head + data), *big]
-
-
-def decode_tasks(header: dict[str, Any], frames: Sequence[Buffer],
-                 copy: bool = False) -> list[Task]:
-    """Rebuild tasks from a ``tasks`` header and its frames (``frames[0]`` is the blob).
-
-    Payloads are memoryview slices of the blob unless ``copy`` (then ``bytes``; tasks of one
-    function share one object).
-    """
-    records, fn_table, spec_table = header.get("r"), header.get("f"), header.get("s")
-    if not (isinstance(records, list) and isinstance(fn_table, list)
-            and isinstance(spec_table, list) and frames):
-        raise ProtocolError("task batch without records, tables or blob")
-    blob = memoryview(frames[0])
-    pos = 0
-    fns: list[tuple[bytes, Buffer]] = []
-    for entry in fn_table:
-        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
-                and _is_int(entry[1]) and 0 <= entry[1] <= len(blob) - pos):
-            raise ProtocolError(f"malformed function entry {entry!r:.200}")
-        try:
-            digest = bytes.fromhex(entry[0])
-        except ValueError:
-            raise ProtocolError(f"function digest {entry[0]!r:.80} is not hex") from None
-        piece = blob[pos:pos + entry[1]]
-        fns.append((digest, bytes(piece) if copy else piece))
-        pos += entry[1]
-    try:
-        specs = [Spec.from_wire(raw) for raw in spec_table]
-    except ResourceSpecError as exc:
-        raise ProtocolError(str(exc)) from None
-    nfn, nspec, end = len(fns), len(specs), len(blob)
-    nxt = 1
-    tasks = []
-    for rec in records:
-        if not (type(rec) is list and len(rec) == 5 and type(rec[0]) is int
-                and type(rec[1]) is int and 0 <= rec[1] < nfn and type(rec[2]) is int
-                and 0 <= rec[2] < nspec and type(rec[3]) is int and 0 <= rec[3] <= end - pos
-                and type(rec[4]) is int):
-            raise ProtocolError(f"malformed task record {rec!r:.200}")
-        tid, fi, si, data_len, nbuf = rec
-        digest, fn = fns[fi]
-        data = blob[pos:pos + data_len]
-        pos += data_len
-        tasks.append(Task(tid, specs[si], digest, fn, bytes(data) if copy else data,
-                          _take(frames, nxt, nbuf) if nbuf else []))
-        nxt += nbuf
-    if nxt != len(frames):
-        raise ProtocolError(f"task batch has {len(frames) - nxt} frames its records do not name")
-    return tasks
-
-
-def encode_results(results: Sequence[Result]) -> Frames:
-    """One message for many results.
-
-    A record is ``[task_id, length]`` for the common case (one successful outcome of rank 0
-    without out-of-band buffers) and ``[task_id, [[rank, ok, length, buffers], ...]]`` otherwise.
-    """
-    records: list[list[Any]] = []
-    blob: list[Buffer] = []
-    big: list[Buffer] = []
-    for r in results:
-        outs = r.outcomes
-        if len(outs) == 1 and outs[0].ok and outs[0].rank == 0 and not outs[0].buffers:
-            records.append([r.task_id, len(outs[0].data)])
-            blob.append(outs[0].data)
-            continue
-        full = []
-        for o in outs:
-            full.append([o.rank, o.ok, len(o.data), len(o.buffers)])
-            blob.append(o.data)
-            big.extend(o.buffers)
-        records.append([r.task_id, full])
-    return [encode_header({"k": "results", "r": records}), b"".join(blob), *big]
-
-
-def decode_results(header: dict[str, Any], frames: Sequence[Buffer]) -> list[Result]:
-    records = header.get("r")
-    if not isinstance(records, list) or not frames:
-        raise ProtocolError("result batch without records or blob")
-    blob = memoryview(frames[0])
-    end = len(blob)
-    pos, nxt = 0, 1
-    results = []
-    for rec in records:
-        if not (type(rec) is list and len(rec) == 2 and type(rec[0]) is int):
-            raise ProtocolError(f"malformed result record {rec!r:.200}")
-        outs = rec[1]
-        if type(outs) is int:
-            if not 0 <= outs <= end - pos:
-                raise ProtocolError(f"result of task {rec[0]} runs past the blob")
-            results.append(Result(rec[0], [Outcome(0, True, blob[pos:pos + outs])]))
-            pos += outs
-            continue
-        if type(outs) is not list or not outs:
-            raise ProtocolError(f"malformed outcomes of task {rec[0]}")
-        parsed = []
-        for o in outs:
-            if not (type(o) is list and len(o) == 4 and type(o[0]) is int and type(o[1]) is bool
-                    and type(o[2]) is int and type(o[3]) is int and 0 <= o[2] <= end - pos):
-                raise ProtocolError(f"malformed outcome {o!r:.200} of task {rec[0]}")
-            parsed.append(Outcome(o[0], o[1], blob[pos:pos + o[2]], _take(frames, nxt, o[3])))
-            pos += o[2]
-            nxt += o[3]
-        results.append(Result(rec[0], parsed))
-    if nxt != len(frames):
-        raise ProtocolError(f"result batch has {len(frames) - nxt} frames its records do not name")
-    return results
-
-
-def check_results(header: dict[str, Any], blob_len: int, nbuffers: int) -> None:
-    """Check cheaply that a result batch's records name exactly the data and frames it came with.
-
-    The interchange uses it so a truncated or padded batch is failed rather than forwarded,
-    without building every outcome.
-    """
-    named = data = 0
-    try:
-        for rec in header["r"]:
-            outs = rec[1]
-            if type(outs) is int:
-                data += outs
-                continue
-            for outcome in outs:
-                data += outcome[2]
-                named += outcome[3]
-    except (TypeError, IndexError, KeyError):
-        raise ProtocolError("malformed result records") from None
-    if named != nbuffers or not 0 <= data <= blob_len:
-        raise ProtocolError(f"result batch names {named} buffers and {data} bytes of data; "
-                            f"{nbuffers} buffers and {blob_len} bytes came")
-
-
-def result_ids(header: dict[str, Any]) -> list[int]:
-    """Task ids of a result batch, read from the header alone (the interchange's view)."""
-    try:
-        ids = [rec[0] for rec in header["r"]]
-    except (KeyError, TypeError, IndexError):
-        raise ProtocolError("malformed result batch header") from None
-    if not all(type(i) is int for i in ids):
-        raise ProtocolError("result batch with non-integer task ids")
-    return ids
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
+__all__ = ["PROTOCOL_VERSION", "PYTHON_VERSION", "MAX_HEADER", "Buffer", "Frames", "Task",
+           "Outcome", "Result", "encode_tasks", "decode_tasks", "encode_results",
+           "decode_results", "check_results", "result_ids", "encode_header", "decode_header",
+           "Message", "Register", "Registered", "Heartbeat", "Drain", "Stop", "Command", "Reply",
+           "Lost", "Refused", "MESSAGES", "decode_message", "version_mismatch", "check_versions"]
 
 # ---------------------------------------------------------------------------------------------
 # control messages
@@ -288,12 +57,12 @@ def _is_str_list(v: Any) -> bool:
 
 
 def _is_int_list(v: Any) -> bool:
-    return isinstance(v, list) and all(_is_int(x) for x in v)
+    return isinstance(v, list) and all(is_int(x) for x in v)
 
 
 _FIELD_TYPES = {
     "str": lambda v: isinstance(v, str),
-    "int": _is_int,
+    "int": is_int,
     "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
     "bool": lambda v: isinstance(v, bool),
     "list[str]": _is_str_list,
@@ -396,26 +165,6 @@ class Refused(Message):
 MESSAGES: dict[str, type[Message]] = {
     m.KIND: m for m in (Register, Registered, Heartbeat, Drain, Stop, Command, Reply, Lost,
                         Refused)}
-
-
-def encode_header(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-MAX_HEADER = 64 * 1024 * 1024
-
-
-def decode_header(frame: Buffer) -> dict[str, Any]:
-    """Parse and minimally check a header frame; raise :class:`ProtocolError` on garbage."""
-    if len(frame) > MAX_HEADER:
-        raise ProtocolError(f"header of {len(frame)} bytes is too large")
-    try:
-        body = json.loads(bytes(frame))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"header is not JSON: {exc}") from None
-    if not isinstance(body, dict) or not isinstance(body.get("k"), str):
-        raise ProtocolError("header is not an object with a kind")
-    return body
 
 
 def decode_message(header: dict[str, Any]) -> Message:

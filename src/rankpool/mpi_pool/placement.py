@@ -19,98 +19,16 @@ import heapq
 import logging
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
 from itertools import accumulate
+
+from .shapes import Assignment, Layout, Shape, pick, zero
+from .shapes import layout as layout_of
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Assignment", "Scheduler", "Shape"]
 
 _NONE: Hashable = object()  # "no reservation" sentinel (task keys may be anything hashable)
-_Layout = tuple[int, "tuple[int, ...] | None"]  # (width, per-node counts or None = free)
-
-
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """What a task asks for: ``width`` ranks, optionally an exact per-node/node-count shape."""
-
-    width: int
-    ranks_per_node: int | None = None
-    num_nodes: int | None = None
-    exclusive: bool = False  # idle ranks even for width 1 (e.g. the task has a walltime)
-    gpus: int = 0  # reserved for GPU-owning ranks; ignored by placement for now
-
-
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    """A task started on ``ranks`` (ascending pool ranks)."""
-
-    key: Hashable
-    ranks: tuple[int, ...]
-
-
-def _layout(shape: Shape) -> _Layout | None:
-    """Resolve a shape into ``(width, per-node counts)``; counts None means any split.
-
-    Returns None for a malformed shape (which can then never be placed)."""
-    w, r, n = shape.width, shape.ranks_per_node, shape.num_nodes
-    if w < 1 or (r is not None and r < 1) or (n is not None and n < 1):
-        return None
-    if r is not None:
-        if w % r or (n is not None and n * r != w):
-            return None
-        return w, (r,) * (w // r)
-    if n is not None:
-        if w < n:
-            return None
-        q, rem = divmod(w, n)
-        return w, (q + 1,) * rem + (q,) * (n - rem)
-    return w, None
-
-
-def _zero(i: int, k: int) -> int:
-    """Cost function for placements where every candidate rank is equally good."""
-    return 0
-
-
-def _pick(layout: _Layout, counts: Sequence[int], cost: Callable[[int, int], int],
-          take: Callable[[int, int], list[int]]) -> list[int] | None:
-    """Choose ranks for ``layout`` given ``counts[i]`` candidate ranks on node i.
-
-    ``cost(i, k)`` prices the k best candidates of node i, ``take(i, k)`` returns them.
-    Nodes are preferred by (cost, fewest candidates = best fit, lower index).  The greedy
-    choice is complete: it returns None only if no placement exists."""
-    width, per_node = layout
-    idx = range(len(counts))
-
-    def order(k: int, skip: set[int]) -> list[int]:
-        fit = [i for i in idx if counts[i] >= k and i not in skip]
-        return sorted(fit, key=lambda i: (cost(i, k), counts[i], i))
-
-    out: list[int] = []
-    if per_node is None:  # one node if any fits (best fit), else largest whole nodes first
-        if sum(counts) < width:
-            return None
-        used: set[int] = set()
-        while len(out) < width:
-            left = width - len(out)
-            fit = order(left, used)
-            i = fit[0] if fit else min((j for j in idx if counts[j] and j not in used),
-                                       key=lambda j: (-counts[j], cost(j, counts[j]), j))
-            out += take(i, min(left, counts[i]))
-            used.add(i)
-        return sorted(out)
-    big, small = per_node[0], per_node[-1]
-    nbig = per_node.count(big)
-    chosen = order(big, set())[:nbig]
-    rest = order(small, set(chosen))[:len(per_node) - nbig]
-    if len(chosen) + len(rest) < len(per_node):
-        return None
-    for i in chosen:
-        out += take(i, big)
-    for i in rest:
-        out += take(i, small)
-    return sorted(out)
 
 
 class _Queue:
@@ -123,7 +41,7 @@ class _Queue:
         self.priority = priority
         self.shape = shape
         self.shared = shape.width == 1 and not shape.exclusive
-        self.layout = _layout(shape)
+        self.layout = layout_of(shape)
         self.items: deque[tuple[int, Hashable]] = deque()  # (seq, key)
         self.live = 0
 
@@ -251,7 +169,7 @@ class Scheduler:
             log.warning("%d pending task(s) of shape %s can never be placed", len(keys), q.shape)
 
     # ---- placement ---------------------------------------------------------------------
-    def _place(self, layout: _Layout, extra: Sequence[int] = ()) -> list[int] | None:
+    def _place(self, layout: Layout, extra: Sequence[int] = ()) -> list[int] | None:
         """Idle unreserved ranks (plus the idle ranks ``extra``) for ``layout``, or None."""
         if layout[0] > self._n_free + len(extra):
             return None
@@ -259,16 +177,16 @@ class Scheduler:
         for r in extra:
             more.setdefault(self._node_of[r], set()).add(r)
         free = self._free
-        return _pick(layout, [len(s) + len(more.get(i, ())) for i, s in enumerate(free)], _zero,
+        return pick(layout, [len(s) + len(more.get(i, ())) for i, s in enumerate(free)], zero,
                      lambda i, k: sorted(free[i] | more[i] if i in more else free[i])[:k])
 
-    def _reserve(self, key: Hashable, layout: _Layout) -> None:
+    def _reserve(self, key: Hashable, layout: Layout) -> None:
         """Reserve ranks for a blocked task: idle ones first, then those freeing soonest."""
         worst = self._depth + 1  # an exclusive task's end is unknown: avoid its ranks
         per_node = [sorted((worst if r in self._excl else self._held[r], r)
                            for r in n if r not in self._stuck) for n in self._nodes]
         prefix = [list(accumulate((c for c, _ in lst), initial=0)) for lst in per_node]
-        ranks = _pick(layout, [len(lst) for lst in per_node], lambda i, k: prefix[i][k],
+        ranks = pick(layout, [len(lst) for lst in per_node], lambda i, k: prefix[i][k],
                       lambda i, k: [r for _, r in per_node[i][:k]])
         if ranks is None:  # cannot happen for a shape that fits_ever
             return
@@ -296,7 +214,7 @@ class Scheduler:
         out.append(Assignment(key, t))
 
     def _assign_exclusive(self, q: _Queue, key: Hashable, out: list[Assignment],
-                          failed: set[_Layout]) -> bool:
+                          failed: set[Layout]) -> bool:
         """Try to start the head of an exclusive queue; False if it is blocked."""
         layout = q.layout
         assert layout is not None  # malformed shapes never fit, drained beforehand
@@ -384,8 +302,8 @@ class Scheduler:
         """Could this shape ever be placed on the usable (non-stuck) ranks."""
         ok = self._fits.get(shape)
         if ok is None:
-            layout = _layout(shape)
-            ok = layout is not None and _pick(layout, self._usable_by_node, _zero,
+            layout = layout_of(shape)
+            ok = layout is not None and pick(layout, self._usable_by_node, zero,
                                               lambda i, k: [0] * k) is not None
             self._fits[shape] = ok
         return ok
@@ -433,7 +351,7 @@ class Scheduler:
             self._take_pending(key)
             self._start_exclusive(key, ranks, out)
         heap, aside = self._qheap, []
-        failed: set[_Layout] = set()
+        failed: set[Layout] = set()
         per: dict[int, int] = {}
         given: dict[int, dict[int, int]] = {}
         while heap:
