@@ -14,20 +14,9 @@ from typing import Any
 import pytest
 
 from rankpool.mpiexec import find_mpiexec
+from waiting import wait_for  # noqa: E402
 
 SCRIPTS = Path(__file__).parent / "mpi" / "scripts"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {condition}")
-        time.sleep(interval)
 
 
 class MpiRun:

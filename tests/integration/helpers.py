@@ -19,6 +19,7 @@ import psutil
 
 from rankpool import Executor
 from rankpool.mpiexec import find_mpiexec
+from waiting import wait_for  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,22 +32,6 @@ if str(HERE) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
 
 #: short heartbeats, so that losses are noticed within a couple of seconds
 FAST: dict[str, float] = {"heartbeat_period": 0.2, "heartbeat_threshold": 2.0}
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``.
-
-    The same contract as ``tests/conftest.py``'s helper (a conftest is not importable by name
-    when several directories have one).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {condition}")
-        time.sleep(interval)
 
 
 @contextmanager

@@ -25,25 +25,14 @@ from rankpool.interchange import Interchange, InterchangeConfig
 from rankpool.interchange.matching import RoomIndex, TaskQueue, match
 from rankpool.interchange.pools import Pool, PoolTable
 from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Command, Drain, Heartbeat, Lost,
-                               Outcome, Refused, Register, Registered, Reply, Result, Stop, Task, decode_header,
-                               decode_message, decode_tasks, encode_header, encode_results,
-                               encode_tasks)
+                               Outcome, Refused, Register, Registered, Reply, Result, Stop, Task,
+                               decode_header, decode_message, decode_tasks, encode_header,
+                               encode_results, encode_tasks)
 from rankpool.resources import DEFAULT_SPEC, parse_spec
+from waiting import wait_for
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 FAST = {"heartbeat_period": 0.1, "heartbeat_threshold": 0.5}
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 def make_task(task_id: int, width: int = 1, priority: int = 0, buffers: list[bytes] | None = None,
