@@ -18,6 +18,12 @@ from waiting import wait_for  # noqa: E402
 
 SCRIPTS = Path(__file__).parent / "mpi" / "scripts"
 
+# pools started by tests import the test modules' task functions, which import `waiting`
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_TESTS, os.environ.get("PYTHONPATH"))
+                                               if p)
+
 
 class MpiRun:
     """Runs ``mpiexec -n N python script args`` and parses the JSON lines it prints."""

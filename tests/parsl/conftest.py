@@ -6,7 +6,6 @@ directory: it is put on ``PYTHONPATH`` here, before any pool starts, and the poo
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -20,14 +19,10 @@ from parsl.logconfigs.file import FileLogging
 from rankpool import ExtremeScaleExecutor
 from rankpool.executor.parsl import local_provider
 
+import waiting  # noqa: E402  (tests/, on sys.path through the root conftest)
+
 HERE = Path(__file__).resolve().parent
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
-
-# the bounded wait_for of tests/conftest.py, loaded by path ("conftest" names several modules)
-_spec = importlib.util.spec_from_file_location("_rankpool_tests_conftest", HERE.parent / "conftest.py")
-assert _spec is not None and _spec.loader is not None
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
 
 #: fast liveness for tests: a killed pool is declared lost within about 3 s
 FAST = {"heartbeat_period": 0.5, "heartbeat_threshold": 3.0}
@@ -35,7 +30,7 @@ FAST = {"heartbeat_period": 0.5, "heartbeat_threshold": 3.0}
 
 @pytest.fixture
 def wait_for() -> Callable[..., Any]:
-    return _root.wait_for  # type: ignore[no-any-return]
+    return waiting.wait_for
 
 
 def xs(*, ranks_per_node: int = 2, init_blocks: int = 1, min_blocks: int = 0, max_blocks: int = 1,
