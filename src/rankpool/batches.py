@@ -11,7 +11,7 @@ here unpickles: payloads are bytes routed by their header.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ProtocolError, ResourceSpecError
@@ -27,7 +27,7 @@ class Task:
     fn_digest: bytes
     fn: Buffer
     data: Buffer
-    buffers: list[Buffer] = field(default_factory=list)
+    buffers: Sequence[Buffer] = ()
 
 
 @dataclass(slots=True)
@@ -37,7 +37,7 @@ class Outcome:
     rank: int
     ok: bool
     data: Buffer
-    buffers: list[Buffer] = field(default_factory=list)
+    buffers: Sequence[Buffer] = ()
 
 
 @dataclass(slots=True)
@@ -57,10 +57,10 @@ class Result:
         return all(o.ok for o in self.outcomes)
 
 
-def _take(frames: Sequence[Buffer], index: int, count: int) -> list[Buffer]:
+def _take(frames: Sequence[Buffer], index: int, count: int) -> Sequence[Buffer]:
     if count < 0 or index + count > len(frames):
         raise ProtocolError(f"batch names {count} buffers at frame {index}; only {len(frames)} frames")
-    return list(frames[index:index + count]) if count else []
+    return list(frames[index:index + count]) if count else ()
 
 
 def encode_tasks(tasks: Sequence[Task], kind: str = "tasks") -> Frames:
@@ -139,7 +139,7 @@ def decode_tasks(header: dict[str, Any], frames: Sequence[Buffer],
         data = blob[pos:pos + data_len]
         pos += data_len
         tasks.append(Task(tid, specs[si], digest, fn, bytes(data) if copy else data,
-                          _take(frames, nxt, nbuf) if nbuf else []))
+                          _take(frames, nxt, nbuf) if nbuf else ()))
         nxt += nbuf
     if nxt != len(frames):
         raise ProtocolError(f"task batch has {len(frames) - nxt} frames its records do not name")

@@ -103,7 +103,7 @@ def _keep_big(buf: pickle.PickleBuffer) -> bool:
     return False
 
 
-def dumps_data(obj: Any, what: str = "data") -> tuple[bytes, list[Buffer]]:
+def dumps_data(obj: Any, what: str = "data") -> tuple[bytes, Sequence[Buffer]]:
     """Pickle ``obj`` with protocol 5; return the pickle and its out-of-band buffers."""
     try:
         data = pickle.dumps(obj, protocol=5, buffer_callback=_keep_big)
@@ -118,7 +118,7 @@ def dumps_data(obj: Any, what: str = "data") -> tuple[bytes, list[Buffer]]:
     if found:
         _big.found = []
         return data, found
-    return data, []
+    return data, ()
 
 
 def loads_data(data: Buffer, buffers: Sequence[Buffer] = ()) -> Any:

@@ -74,8 +74,8 @@ class TaskFuture(Future):  # type: ignore[type-arg]
 
     def add_done_callback(self, fn: Callable[[Future], object]) -> None:  # type: ignore[type-arg]
         ctx = self._context
-        if ctx is None:
-            super().add_done_callback(fn)
+        if ctx is None:  # the submitter's context was empty: run in an empty one
+            super().add_done_callback(lambda f: contextvars.Context().run(fn, f))
         else:
             super().add_done_callback(lambda f: ctx.run(fn, f))
 
@@ -172,7 +172,10 @@ class FrontEnd(_Submitter):
         digest, fn_bytes = self._pickler.dumps(fn)
         data, buffers = dumps_data((args, kwargs), "the task's arguments")
         task_id = next(self._ids)
-        future = TaskFuture(task_id, contextvars.copy_context(), self._condition)
+        context: contextvars.Context | None = contextvars.copy_context()
+        if not context:  # nothing to carry (the common case): keep no object alive for it
+            context = None
+        future = TaskFuture(task_id, context, self._condition)
         future._results_all = spec.results_all
         with self._lock:
             if self._broken is not None:

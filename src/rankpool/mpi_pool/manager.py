@@ -61,6 +61,7 @@ class Manager:
         self.outbox = Outbox(comm)
         self.tasks: dict[int, Task] = {}          # queued here, not yet on ranks
         self.running: dict[int, _Running] = {}
+        self.single: dict[int, int] = {}          # 1-rank shared tasks on ranks: task -> rank
         self.deadlines: list[tuple[float, int]] = []
         self.stuck: dict[int, int] = {}           # rank -> task it never came back from
         self.completed: list[Result] = []
@@ -70,7 +71,7 @@ class Manager:
     # -- the owner's interface ---------------------------------------------------------------
     @property
     def outstanding(self) -> int:
-        return len(self.tasks) + len(self.running)
+        return len(self.tasks) + len(self.running) + len(self.single)
 
     def submit(self, task: Task) -> None:
         spec = task.spec
@@ -107,7 +108,7 @@ class Manager:
     def status(self) -> dict[str, int]:
         s = self.scheduler
         return {"ranks": self.widest, "usable": s.usable_ranks, "busy": s.busy_ranks,
-                "stuck": len(self.stuck), "queued": s.pending, "running": len(self.running)}
+                "stuck": len(self.stuck), "queued": s.pending, "running": len(self.running) + len(self.single)}
 
     def manager_stop(self, timeout: float = 10.0, finish: bool = True) -> None:
         """Tell every worker to stop: after what it holds (``finish``), or after its current
@@ -145,7 +146,12 @@ class Manager:
                 entry[0].append(item)
                 if task.buffers:
                     entry[1].extend(task.buffers)
-            self.running[task.task_id] = _Running(task, a.ranks, now, a.ranks)
+            if len(a.ranks) == 1 and not spec.exclusive:
+                # nothing of the task is kept: no deadline, no peers (and far fewer live
+                # objects for the garbage collector to walk in a flood of small tasks)
+                self.single[task.task_id] = a.ranks[0]
+            else:
+                self.running[task.task_id] = _Running(task, a.ranks, now, a.ranks)
             if spec.walltime is not None:
                 heapq.heappush(self.deadlines, (now + spec.walltime + self.grace, task.task_id))
         for rank, (items, bufs) in per_rank.items():
@@ -187,6 +193,11 @@ class Manager:
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _record(self, source: int, done: Done, buffers: list[Buffer]) -> None:
+        if self.single.get(done.task_id) == source:  # the common case, kept short
+            del self.single[done.task_id]
+            self.scheduler.finish(done.task_id)
+            self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)]))
+            return
         run = self.running.get(done.task_id)
         if run is None or source not in run.remaining:
             if self.stuck.get(source) == done.task_id:
@@ -195,7 +206,7 @@ class Manager:
                 log.warning("rank %d came back from task %d after it was given up", source,
                             done.task_id)
             return
-        if len(run.ranks) == 1:  # the common case, kept short
+        if len(run.ranks) == 1:
             del self.running[done.task_id]
             self.scheduler.finish(done.task_id)
             self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)]))

@@ -81,7 +81,7 @@ class Scheduler:
         self._queues: dict[int, _Queue] = {}
         self._qindex: dict[tuple[int, Shape], _Queue] = {}
         self._qheap: list[tuple[int, int, int]] = []  # (-priority, head seq, qid), lazy
-        self._pending: dict[Hashable, tuple[_Queue, int]] = {}
+        self._pending: dict[Hashable, tuple[int, int]] = {}  # key -> (queue id, seq)
         self._running: dict[Hashable, tuple[tuple[int, ...], bool, tuple[int, ...]]] = {}
         self._seq = 0
         self._n_excl_pending = 0
@@ -148,7 +148,8 @@ class Scheduler:
         del self._qindex[(q.priority, q.shape)]
 
     def _take_pending(self, key: Hashable) -> None:
-        q, _ = self._pending.pop(key)
+        qid, _ = self._pending.pop(key)
+        q = self._queues[qid]
         q.live -= 1
         if not q.shared:
             self._n_excl_pending -= 1
@@ -321,7 +322,7 @@ class Scheduler:
             heapq.heappush(self._qheap, (-priority, seq, q.qid))
         q.items.append((seq, key))
         q.live += 1
-        self._pending[key] = (q, seq)
+        self._pending[key] = (q.qid, seq)  # ints only: nothing for the GC to walk
         if not q.shared:
             self._n_excl_pending += 1
         if not self.fits_ever(shape):
