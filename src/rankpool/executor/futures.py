@@ -26,7 +26,7 @@ from ..protocol import Result, Task
 from ..resources import Spec, check_fits
 from .base import FrontEnd, TaskFuture
 from .blocks import LocalBlocks, pool_command
-from .rundir import make_run_dir
+from .rundir import make_run_dir, write_interchange_info
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,16 @@ class Executor(FrontEnd):
     ``ExecutionProvider`` (default: a local block under the bundled ``mpiexec``);
     ``address``: the interface pools connect to (default loopback; set it to the login
     node's address for remote blocks); ``heartbeat_period``/``heartbeat_threshold``: seconds;
-    ``run_dir``: logs and keys (default ``rankpool-runs/NNN`` under the current directory).
+    ``run_dir``: logs and keys (default ``rankpool-runs/NNN`` under the current directory);
+    ``trace``: record where and when every task ran (``rankpool trace RUN_DIR`` draws it).
     """
 
     def __init__(self, *, max_ranks: int = 4, ranks_per_node: int | None = None,
                  requirements: Mapping[str, Any] | None = None, provider: Any = None,
                  address: str = "127.0.0.1", heartbeat_period: float = 2.0,
                  heartbeat_threshold: float = 10.0, run_dir: str | None = None,
-                 mpiexec: str | None = None, log_level: str = "INFO") -> None:
+                 mpiexec: str | None = None, log_level: str = "INFO",
+                 trace: bool = False) -> None:
         super().__init__(requirements)
         _positive("max_ranks", max_ranks, int)
         if ranks_per_node is not None:
@@ -84,10 +86,11 @@ class Executor(FrontEnd):
             on_results=self._on_results, on_lost=self._on_lost, on_broken=self._on_broken,
             on_refused=self._on_refused)
         self.client.start()
+        write_interchange_info(self.run_dir, self.client.ports, self.client.pool_address)
         self.pool_config = PoolConfig(interchange=self.client.pool_address, block_id="0",
                                       heartbeat_period=heartbeat_period,
                                       heartbeat_threshold=heartbeat_threshold,
-                                      run_dir=self.run_dir, log_level=log_level)
+                                      run_dir=self.run_dir, log_level=log_level, trace=trace)
         self._restarts = 0
         self._jobs: dict[str, Any] = {}
         self._blocks: LocalBlocks | None = None

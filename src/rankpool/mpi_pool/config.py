@@ -27,6 +27,7 @@ class PoolConfig:
     log_level: str = "INFO"
     worker_debug: bool = False
     server_key: str = ""          # the interchange's CurveZMQ public key file: encrypt when set
+    trace: bool = False           # record where and when tasks ran (run_dir/trace-<block>.npz)
 
     def __post_init__(self) -> None:
         if not self.interchange.startswith(("tcp://", "ipc://")):
@@ -41,6 +42,8 @@ class PoolConfig:
             raise ValueError("--heartbeat-threshold: must not be shorter than --heartbeat-period")
         if self.depth < 1:
             raise ValueError(f"--depth: must be a positive integer, got {self.depth!r}")
+        if self.trace and not self.run_dir:
+            raise ValueError("--trace: needs --run-dir, where the trace is written")
         if self.log_level.upper() not in _LOG_LEVELS:
             raise ValueError(f"--log-level: must be one of {_LOG_LEVELS}, got {self.log_level!r}")
         if not self.pool_id:
@@ -58,6 +61,8 @@ class PoolConfig:
                 argv += [f"--{name.replace('_', '-')}", str(value)]
         if self.worker_debug:
             argv.append("--worker-debug")
+        if self.trace:
+            argv.append("--trace")
         return argv
 
 
@@ -84,6 +89,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO", choices=_LOG_LEVELS)
     p.add_argument("--worker-debug", action="store_true",
                    help="also write one log per worker rank (run dir needed)")
+    p.add_argument("--trace", action="store_true",
+                   help="record each task's ranks, start and end in run-dir/trace-<block>.npz "
+                        "(see 'rankpool trace')")
     p.add_argument("--server-key", default="", metavar="FILE",
                    help="the interchange's CurveZMQ public key: encrypt the connection")
     return p

@@ -25,6 +25,7 @@ from ..resources import Spec
 from ..serialize import Buffer, dumps_error
 from .comms import Done, Outbox, Tag, Topology, WorkItem, receive
 from .placement import Scheduler, Shape
+from .trace import TraceRecorder
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class Manager:
     """Places tasks on the worker ranks of ``comm`` (this process is its rank 0)."""
 
     def __init__(self, comm: MPI.Intracomm, topology: Topology, *, depth: int = 16,
-                 grace: float = 5.0) -> None:
+                 grace: float = 5.0, trace: bool = False) -> None:
         if comm.Get_rank() != 0:
             raise ValueError("the manager must be rank 0 of the pool communicator")
         self.comm = comm
@@ -62,6 +63,7 @@ class Manager:
         self.tasks: dict[int, Task] = {}          # queued here, not yet on ranks
         self.running: dict[int, _Running] = {}
         self.single: dict[int, int] = {}          # 1-rank shared tasks on ranks: task -> rank
+        self.trace = TraceRecorder(topology.host_of) if trace else None
         self.deadlines: list[tuple[float, int]] = []
         self.stuck: dict[int, int] = {}           # rank -> task it never came back from
         self.completed: list[Result] = []
@@ -195,6 +197,8 @@ class Manager:
     def _record(self, source: int, done: Done, buffers: list[Buffer]) -> None:
         if self.single.get(done.task_id) == source:  # the common case, kept short
             del self.single[done.task_id]
+            if self.trace is not None:
+                self.trace.add(done.task_id, (source,), done.start, done.end)
             self.scheduler.finish(done.task_id)
             self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)]))
             return
@@ -208,6 +212,8 @@ class Manager:
             return
         if len(run.ranks) == 1:
             del self.running[done.task_id]
+            if self.trace is not None:
+                self.trace.add(done.task_id, run.ranks, done.start, done.end)
             self.scheduler.finish(done.task_id)
             self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)]))
             return
@@ -230,6 +236,8 @@ class Manager:
     def _finish(self, run: _Running, extra: list[Outcome]) -> None:
         task_id = run.task.task_id
         del self.running[task_id]
+        if self.trace is not None and run.first_start:
+            self.trace.add(task_id, run.ranks, run.first_start, run.last_end)
         self.scheduler.finish(task_id)
         if run.errors or extra:
             outcomes = sorted(run.errors or [], key=lambda o: o.rank) + extra

@@ -77,7 +77,7 @@ class PoolManager:
     def __init__(self, cfg: PoolConfig, comm: MPI.Intracomm, topology: Topology) -> None:
         self.cfg = cfg
         self.topology = topology
-        self.manager = Manager(comm, topology, depth=cfg.depth, grace=cfg.grace)
+        self.manager = Manager(comm, topology, depth=cfg.depth, grace=cfg.grace, trace=cfg.trace)
         self.period = cfg.heartbeat_period
         self.threshold = cfg.heartbeat_threshold
         self.draining = False
@@ -109,6 +109,9 @@ class PoolManager:
         finally:
             log.info("pool %s leaving: %s", self.cfg.pool_id, reason)
             self.manager.manager_stop(finish=finish)
+            if self.manager.trace is not None:
+                path = self.manager.trace.write(self.cfg.run_dir, self.cfg.block_id)
+                log.info("trace of %d task ranks written to %s", len(self.manager.trace), path)
             try:
                 self.sock.send_multipart(protocol.Stop(reason).encode(), zmq.NOBLOCK)
             except zmq.ZMQError:
