@@ -195,6 +195,9 @@ class Manager:
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _record(self, source: int, done: Done, buffers: list[Buffer]) -> None:
+        if not done.ok:
+            log.warning("task %d raised on rank %d (rank %d of the task)", done.task_id, source,
+                        done.rank)
         if self.single.get(done.task_id) == source:  # the common case, kept short
             del self.single[done.task_id]
             if self.trace is not None:
