@@ -5,8 +5,8 @@
 #
 # Creates .venv (if missing) with rankpool, its test extras and the bundled MPICH, starts a
 # one-machine Slurm cluster with two fake nodes (Debian packages; needs root or sudo) for
-# tests/slurm, and runs pytest. Set RANKPOOL_NO_SLURM=1 to skip Slurm (its tests then skip
-# with a reason that says so).
+# tests/slurm, builds the documentation (warnings are errors) and runs pytest. Set
+# RANKPOOL_NO_SLURM=1 to skip Slurm (its tests then skip with a reason that says so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -18,4 +18,6 @@ if [ "${RANKPOOL_NO_SLURM:-0}" != 1 ]; then
   export SLURM_CONF=${SLURM_DIR:-/tmp/slurm-local}/slurm.conf
 fi
 export PATH="$PWD/.venv/bin:$PATH"
+# the documentation, warnings as errors (the test extra installs Sphinx and myst-parser)
+.venv/bin/python -m sphinx -W -b html docs docs/_build/html -q
 exec .venv/bin/python -m pytest "$@"

@@ -7,6 +7,7 @@ import pytest
 
 import helpers  # noqa: F401  (puts this folder on the pools' PYTHONPATH)
 from rankpool import Executor
+from rankpool.cli import main
 from rankpool.tracing import NoTrace, load, trace_run, utilisation
 
 
@@ -30,6 +31,7 @@ def test_trace_records_every_rank_of_every_task(tmp_path):
         assert rows.sum() == width and len(set(block.rank[rows].tolist())) == width
     assert set(block.rank.tolist()) <= {1, 2, 3} and (block.end >= block.start).all()
     assert 0 < utilisation([block]) <= 1
+    assert main(["trace", str(run)]) == 0            # the command writes both files
     out = trace_run(str(run))
     with h5py.File(out["hdf5"]) as h5:
         assert h5["block-0/task"].shape == (9,)
@@ -37,6 +39,9 @@ def test_trace_records_every_rank_of_every_task(tmp_path):
     assert (run / "trace.png").stat().st_size > 1000
 
 
-def test_no_trace_says_how_to_get_one(tmp_path):
+def test_no_trace_says_how_to_get_one(tmp_path, capsys):
     with pytest.raises(NoTrace, match="trace=True"):
         load(str(tmp_path))
+    assert main(["trace", str(tmp_path)]) == 1
+    assert "trace=True" in capsys.readouterr().err
+    assert main(["trace", str(tmp_path / "missing")]) == 2

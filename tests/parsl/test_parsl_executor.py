@@ -56,19 +56,26 @@ def test_wrong_types_and_unsupported_options() -> None:
 
 
 def test_rankpool_launchers_set_the_block_shape() -> None:
+    from parsl.launchers import SrunLauncher as ParslSrunLauncher
     from parsl.providers import SlurmProvider
 
     from rankpool.launchers import SrunLauncher
-    one = SrunLauncher()
+    one = SrunLauncher()  # ranks_per_node counts every rank of a node, the manager included
     ex = ExtremeScaleExecutor(provider=SlurmProvider(nodes_per_block=1, launcher=one), ranks_per_node=4)
-    assert one.ranks_per_node == 5 and ex.workers_per_node == 4  # 4 workers and the manager
-    assert one("CMD", 1, 1).startswith("srun --ntasks 5 ")
-    two = SrunLauncher(ranks_per_node=4)  # the launcher's layout: the manager takes one slot
+    assert one.ranks_per_node == 4 and ex.workers_per_node == 3  # 3 workers and the manager
+    assert one("CMD", 1, 1).startswith("srun --ntasks 4 ")
+    two = SrunLauncher(ranks_per_node=4)  # the manager takes one slot of the first node
     ex = ExtremeScaleExecutor(provider=SlurmProvider(nodes_per_block=2, launcher=two))
-    assert ex.workers_per_node == 3.5  # 7 worker ranks on 2 nodes
-    with pytest.raises(ValueError, match="ranks_per_node=4 .*SrunLauncher\\(ranks_per_node=5\\)"):
+    assert ex.workers_per_node == 3.5 and ex.ranks_per_node == 4  # 7 worker ranks on 2 nodes
+    with pytest.raises(ValueError, match="ranks_per_node=4 .*SrunLauncher\\(ranks_per_node=3\\)"):
         ExtremeScaleExecutor(provider=SlurmProvider(launcher=SrunLauncher(ranks_per_node=3)),
                              ranks_per_node=4)
+    with pytest.raises(ValueError, match="allow_per_node_launcher"):  # one pool per node
+        ExtremeScaleExecutor(provider=SlurmProvider(launcher=ParslSrunLauncher()), ranks_per_node=4)
+    ex = ExtremeScaleExecutor(provider=SlurmProvider(nodes_per_block=2, launcher=ParslSrunLauncher()),
+                              ranks_per_node=4, allow_per_node_launcher=True,
+                              launch_cmd="mpiexec -n {ranks} {command}")
+    assert ex.workers_per_node == 3  # two pools of 4 ranks: 3 workers each
 
 
 # -- tasks --------------------------------------------------------------------------------------------

@@ -85,9 +85,19 @@ class InterchangeClient:
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.IDENTITY, self.config.front_identity.encode())
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(f"tcp://127.0.0.1:{self.ports['client_port']}")
         self.cmd_sock = self.ctx.socket(zmq.DEALER)
         self.cmd_sock.setsockopt(zmq.LINGER, 0)
+        if self.config.curve_dir:  # the front-end's own key pair, on both sockets
+            from ..security import CurveKeys, client_curve
+            keys = CurveKeys.at(self.config.curve_dir)
+            try:
+                for sock in (self.sock, self.cmd_sock):
+                    client_curve(sock, keys.server_public, keys.secret("front"))
+            except BaseException:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        self.sock.connect(f"tcp://127.0.0.1:{self.ports['client_port']}")
         self.cmd_sock.connect(f"tcp://127.0.0.1:{self.ports['command_port']}")
         self.sock.send_multipart(protocol.Heartbeat().encode())
         self.last_heard = time.monotonic()

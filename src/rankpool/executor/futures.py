@@ -41,17 +41,39 @@ def _positive(name: str, value: Any, kind: type = float) -> None:
                          f"got {value!r}")
 
 
+def _provider_shape(provider: Any, ranks_per_node: int | None) -> tuple[int, int]:
+    """Widest task and widest single-node task of the provider's blocks.
+
+    With a rankpool launcher, ``ranks_per_node`` counts every MPI rank of a node (the manager
+    takes one slot of the first node), as for ``ExtremeScaleExecutor``; Parsl launchers that
+    would start one pool per node are refused (see :mod:`rankpool.launchers`).
+    """
+    from ..launchers import RankLauncher, configure_launcher
+    launcher = getattr(provider, "launcher", None)
+    configure_launcher(launcher, ranks_per_node=ranks_per_node)
+    nodes = getattr(provider, "nodes_per_block", 1)
+    if isinstance(launcher, RankLauncher):
+        shape = launcher.block_shape(nodes)
+        return shape.worker_ranks, shape.largest_node_task
+    rpn = ranks_per_node or 1  # an unknown launcher: ranks_per_node counts worker ranks
+    return nodes * rpn, rpn
+
+
 class Executor(FrontEnd):
     """``concurrent.futures.Executor`` whose tasks run on MPI pools.
 
     ``max_ranks``: worker ranks of the block (the pool has one more rank, its manager);
-    ``ranks_per_node``: worker ranks per node when a provider starts multi-node blocks;
+    ``ranks_per_node``: with a provider, MPI ranks per node of its blocks (with a rankpool
+    launcher the manager takes one slot of the first node: see :mod:`rankpool.launchers`);
     ``requirements``: default resource specification; ``provider``: a Parsl
     ``ExecutionProvider`` (default: a local block under the bundled ``mpiexec``);
     ``address``: the interface pools connect to (default loopback; set it to the login
     node's address for remote blocks); ``heartbeat_period``/``heartbeat_threshold``: seconds;
     ``run_dir``: logs and keys (default ``rankpool-runs/NNN`` under the current directory);
-    ``trace``: record where and when every task ran (``rankpool trace RUN_DIR`` draws it).
+    ``trace``: record where and when every task ran (``rankpool trace RUN_DIR`` draws it);
+    ``encrypted``: CurveZMQ on every interchange socket, with keys made for this run in
+    ``run_dir/curve`` (pools read theirs there); default (None): on unless ``address`` is
+    loopback.
     """
 
     def __init__(self, *, max_ranks: int = 4, ranks_per_node: int | None = None,
@@ -59,7 +81,7 @@ class Executor(FrontEnd):
                  address: str = "127.0.0.1", heartbeat_period: float = 2.0,
                  heartbeat_threshold: float = 10.0, run_dir: str | None = None,
                  mpiexec: str | None = None, log_level: str = "INFO",
-                 trace: bool = False) -> None:
+                 trace: bool = False, encrypted: bool | None = None) -> None:
         super().__init__(requirements)
         _positive("max_ranks", max_ranks, int)
         if ranks_per_node is not None:
@@ -73,24 +95,31 @@ class Executor(FrontEnd):
         self.max_ranks = max_ranks
         self.ranks_per_node = ranks_per_node or max_ranks
         self.provider = provider
-        nodes = getattr(provider, "nodes_per_block", 1) if provider is not None else 1
-        self.widest = max_ranks if provider is None else nodes * self.ranks_per_node
-        self.largest_node = self.widest if provider is None else self.ranks_per_node
+        self.widest, self.largest_node = max_ranks, max_ranks
+        if provider is not None:
+            self.widest, self.largest_node = _provider_shape(provider, ranks_per_node)
         check_fits(self._default, self.widest, self.largest_node)
+        from ..security import choose_encryption, make_keys  # zmq only where sockets live
+        self.encrypted = choose_encryption(encrypted, address)
         self.run_dir = make_run_dir(run_dir)
-        from .client import InterchangeClient  # zmq only where sockets live
+        keys = make_keys(self.run_dir) if self.encrypted else None
+        server_key = keys.server_public if keys else ""
+        from .client import InterchangeClient
         self.client = InterchangeClient(
             InterchangeConfig(address=address, heartbeat_period=heartbeat_period,
                               heartbeat_threshold=heartbeat_threshold, run_dir=self.run_dir,
-                              log_level=log_level, parent_pid=os.getpid()),
+                              log_level=log_level, parent_pid=os.getpid(),
+                              curve_dir=keys.directory if keys else ""),
             on_results=self._on_results, on_lost=self._on_lost, on_broken=self._on_broken,
             on_refused=self._on_refused)
         self.client.start()
-        write_interchange_info(self.run_dir, self.client.ports, self.client.pool_address)
+        write_interchange_info(self.run_dir, self.client.ports, self.client.pool_address,
+                               server_key)
         self.pool_config = PoolConfig(interchange=self.client.pool_address, block_id="0",
                                       heartbeat_period=heartbeat_period,
                                       heartbeat_threshold=heartbeat_threshold,
-                                      run_dir=self.run_dir, log_level=log_level, trace=trace)
+                                      run_dir=self.run_dir, log_level=log_level, trace=trace,
+                                      server_key=server_key)
         self._restarts = 0
         self._jobs: dict[str, Any] = {}
         self._blocks: LocalBlocks | None = None

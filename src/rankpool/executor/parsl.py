@@ -36,10 +36,11 @@ from parsl.monitoring.radios.filesystem import FilesystemRadio
 from parsl.providers.base import ExecutionProvider
 from parsl.utils import RepresentationMixin
 
-from .. import protocol
+from .. import jobscript, protocol
 from ..errors import BrokenPool, ExecutorShutdown, ManagerLost
 from ..injection import check_receives_comm
 from ..interchange.config import InterchangeConfig
+from ..jobscript import write_pool_script
 from ..mpi_pool.config import PoolConfig
 from ..protocol import Result, Task
 from ..resources import check_fits, parse_spec
@@ -48,6 +49,7 @@ from .base import TaskFuture, settle
 from .parsl_blocks import LocalMpiexecLauncher, block_shape, launch_command, local_provider, node_info
 from .parsl_checks import SPEC_KWARG, check_arguments, declares_spec, version_error
 from .parsl_scaling import BlockControl
+from .rundir import write_interchange_info
 
 __all__ = ["ExtremeScaleExecutor", "LocalMpiexecLauncher", "local_provider"]
 
@@ -56,7 +58,6 @@ _LEFT_AFTER_RUNNING = ("pool drained", "pool stopped", "no heartbeat", "pool reg
                        "connection to the pool lost")
 
 log = logging.getLogger(__name__)
-
 
 
 class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
@@ -76,21 +77,36 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
 
     ``provider``: a Parsl provider whose launcher starts the block as ONE MPI application
     (default: :func:`local_provider`, one local block under the bundled ``mpiexec``);
-    ``ranks_per_node``: worker ranks per node of a block, the manager being one rank more
-    (default: the provider's ``cores_per_node``, else this machine's cores);
+    ``ranks_per_node``: handed to the launcher unchanged, it counts what the launcher counts.
+    With a rankpool launcher (``rankpool.launchers``: ``SrunLauncher``, ``MpiexecLauncher``,
+    ...) it is every MPI rank on a node, the manager (rank 0) included: a block of N nodes has
+    ``N * ranks_per_node`` ranks and one fewer workers, and its first node one worker fewer
+    than the others. With the local default, a ``launch_cmd``, or a launcher rankpool does
+    not know, it is worker ranks, the manager being one process more. Default: the
+    provider's ``cores_per_node``, else (local) this machine's cores;
+    ``allow_per_node_launcher``: accept Parsl's own launchers (``SrunLauncher``,
+    ``MpiExecLauncher``, ``SingleNodeLauncher``, ...), which start one copy of the pool per
+    node instead of one MPI application per block; refused by default, since a block would
+    not get the shape promised. Each node's copy is then its own pool of ``ranks_per_node``
+    MPI ranks, started by ``launch_cmd`` (e.g. ``"mpiexec -n {ranks} {command}"``);
     ``address``: the interface pools connect to (default loopback for a local provider, every
     interface otherwise); ``pool_port``/``port_range``: a fixed port, or a range, for pools;
     ``heartbeat_period``/``heartbeat_threshold``: seconds; a pool silent past the threshold is
     lost and its tasks fail with :class:`~rankpool.errors.ManagerLost` (Parsl retries them);
     ``drain_period``: seconds after which a block's pool is drained (finishes its tasks, takes
-    no more, exits), to end before the job's walltime; ``encrypted``: CurveZMQ (not yet
-    available: True raises NotImplementedError); ``working_dir``: directory the ranks run in;
+    no more, exits), to end before the job's walltime; ``encrypted``: CurveZMQ on every
+    interchange socket with keys made for the run in ``<run dir>/<label>/curve``, which pools
+    read (a shared file system); default (None): on unless pools connect over loopback;
+    ``working_dir``: directory the ranks run in;
     ``worker_debug``: DEBUG logs from the pool and one log per worker rank; ``launch_cmd``: a
     format string for the block's command around ``{command}`` (fields: ``block_id``,
     ``ranks``, ``workers``, ``ranks_per_node``, ``nodes_per_block``, ``interchange``,
     ``python``, ``mpiexec``), e.g. ``"mpiexec -n {ranks} {command}"`` with Parsl's
-    ``SimpleLauncher``; ``managed``: False leaves blocks to the user (no scaling: start pools
-    with :meth:`block_command`); ``remote_monitoring_radio``: how worker ranks reach
+    ``SimpleLauncher``; ``managed``: False is job-script mode: no blocks are submitted nor
+    scaled; start pools yourself with :meth:`pool_command` (also written, with the
+    interchange's ports, to ``pool_command.sh`` and ``interchange.json`` in the run directory
+    ``<parsl run dir>/<label>``; a provider, if given, only describes the blocks' shape for
+    submit's checks); ``remote_monitoring_radio``: how worker ranks reach
     monitoring (default Parsl's ``FilesystemRadio``; ``UDPRadio`` where no file system is shared).
     """
 
@@ -99,8 +115,9 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
                  address: str | None = None, pool_port: int = 0,
                  port_range: tuple[int, int] | None = None, heartbeat_period: float = 2.0,
                  heartbeat_threshold: float = 10.0, drain_period: float | None = None,
-                 encrypted: bool = False, working_dir: str | None = None,
+                 encrypted: bool | None = None, working_dir: str | None = None,
                  worker_debug: bool = False, launch_cmd: str | None = None, managed: bool = True,
+                 allow_per_node_launcher: bool = False,
                  storage_access: list[Any] | None = None,
                  block_error_handler: bool | Callable[..., None] = True,
                  remote_monitoring_radio: RadioConfig | None = None,
@@ -109,15 +126,17 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
                         address=address, pool_port=pool_port, port_range=port_range,
                         heartbeat_period=heartbeat_period, heartbeat_threshold=heartbeat_threshold,
                         drain_period=drain_period, encrypted=encrypted, worker_debug=worker_debug,
-                        managed=managed, working_dir=working_dir, launch_cmd=launch_cmd,
+                        managed=managed, allow_per_node_launcher=allow_per_node_launcher,
+                        working_dir=working_dir, launch_cmd=launch_cmd,
                         log_level=log_level, remote_monitoring_radio=remote_monitoring_radio)
         if provider is None:
             provider = local_provider()
-        shape = block_shape(provider, ranks_per_node, launch_cmd)
+        shape = block_shape(provider, ranks_per_node, launch_cmd,
+                            allow_per_node=allow_per_node_launcher)
 
         BlockProviderExecutor.__init__(self, provider=provider, block_error_handler=block_error_handler)
         self.label = label
-        self.ranks_per_node = ranks_per_node if ranks_per_node is not None else shape.largest_node
+        self.ranks_per_node = shape.ranks_per_node
         self.address = address
         self.pool_port = pool_port
         self.port_range = port_range
@@ -129,6 +148,7 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
         self.worker_debug = worker_debug
         self.launch_cmd = launch_cmd
         self.managed = managed
+        self.allow_per_node_launcher = allow_per_node_launcher
         self.storage_access = storage_access
         self.log_level = log_level.upper()
         self.remote_monitoring_radio = remote_monitoring_radio or FilesystemRadio()
@@ -155,18 +175,26 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
         os.makedirs(self.log_dir, exist_ok=True)
         address = self.address or ("127.0.0.1" if isinstance(self.provider, _local_provider_type())
                                    else "*")
+        from ..security import choose_encryption, make_keys
+        keys = make_keys(self.log_dir) if choose_encryption(self.encrypted, address) else None
+        server_key = keys.server_public if keys else ""
         config = InterchangeConfig(address=address, pool_port=self.pool_port, port_range=self.port_range,
                                    heartbeat_period=self.heartbeat_period,
                                    heartbeat_threshold=self.heartbeat_threshold, run_dir=self.log_dir,
-                                   log_level=self.log_level, parent_pid=os.getpid())
+                                   log_level=self.log_level, parent_pid=os.getpid(),
+                                   curve_dir=keys.directory if keys else "")
         self._client = InterchangeClient(config, on_results=self._on_results, on_lost=self._on_lost,
                                          on_broken=self._on_broken)
         self._client.start()
+        write_interchange_info(self.log_dir, self._client.ports, self._client.pool_address,
+                               server_key)
         self._pool_base = PoolConfig(
             interchange=self._client.pool_address, block_id="0",
             heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.heartbeat_threshold,
             run_dir=self.log_dir, log_level="DEBUG" if self.worker_debug else self.log_level,
-            worker_debug=self.worker_debug)
+            worker_debug=self.worker_debug, server_key=server_key)
+        write_pool_script(self.log_dir, self._pool_base, getattr(self.provider, "launcher", None),
+                          self._shape.nodes)
         log.info("%s: interchange up, pools connect to %s; blocks of %d worker ranks on %d node(s)",
                  self.label, self._client.pool_address, self._shape.workers, self._shape.nodes)
         if self.managed and self.provider is not None:
@@ -205,7 +233,7 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
         if self._closed or self._client is None:
             raise ExecutorShutdown(f"executor {self.label!r} is not running")
         spec = parse_spec(resource_specification)
-        check_fits(spec, self._shape.workers, self._shape.largest_node)
+        check_fits(spec, self._shape.widest, self._shape.largest_node)
         if SPEC_KWARG in kwargs and not self._keeps_spec(func):
             kwargs = {k: v for k, v in kwargs.items() if k != SPEC_KWARG}
         check_receives_comm(func, args, spec.num_ranks)
@@ -264,6 +292,15 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
     def block_command(self, block_id: str) -> str:
         """The command to start block ``block_id`` by hand (``managed=False``), launcher not included."""
         return self._get_launch_command(block_id)
+
+    def pool_command(self, block_id: str = "manual") -> str:
+        """The pool command line for a job script (job-script mode): run it on every rank of
+        one ``srun``/``mpiexec`` launch. It names the interchange's address and pool port (and
+        its key file when connections are encrypted); ``pool_command.sh`` in the run directory
+        runs the same, with the block id taken from the batch job."""
+        if self._pool_base is None:
+            raise RuntimeError("the executor must be started before pools can attach")
+        return jobscript.pool_command(self._pool_base, block_id)
 
     def scale_in(self, blocks: int, max_idletime: float | None = None, *,
                  force: bool = False) -> list[str]:

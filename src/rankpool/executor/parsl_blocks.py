@@ -29,6 +29,7 @@ from typing import Any
 from parsl.launchers import SimpleLauncher
 from parsl.launchers.base import Launcher
 
+from ..launchers import RankLauncher, configure_launcher, is_per_node_launcher
 from ..mpi_pool.config import PoolConfig
 from ..mpiexec import find_mpiexec
 
@@ -100,12 +101,21 @@ def local_provider(*, ranks_per_node: int | None = None, mpiexec: str | None = N
 
 @dataclass(frozen=True)
 class Shape:
-    """What one block holds: worker ranks in all, per node, and MPI ranks in all."""
+    """What one block holds, for submit's checks, Parsl's scaling and ``launch_cmd``'s fields.
+
+    ``workers`` counts the worker ranks of the whole block, ``widest`` the widest task one of
+    its pools can run (the same, unless a per-node launcher starts one pool per node),
+    ``largest_node`` the widest task on one node, ``mpi_ranks`` the ranks one pool launch
+    starts (``{ranks}``), ``ranks_per_node`` the executor's ``ranks_per_node`` as its launcher
+    counts it.
+    """
 
     nodes: int
     workers: int
     largest_node: int
     mpi_ranks: int
+    ranks_per_node: int
+    widest: int
 
     @property
     def workers_per_node(self) -> int | float:
@@ -114,19 +124,33 @@ class Shape:
         return int(per) if per == int(per) else per
 
 
-def block_shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | None) -> Shape:
-    """Configure the provider's launcher and say how many worker ranks a block holds.
+def _manager_extra(nodes: int, rpn: int) -> Shape:
+    """``rpn`` worker ranks per node, the manager one rank more (the local and launch_cmd layout)."""
+    return Shape(nodes, nodes * rpn, rpn, nodes * rpn + 1, rpn, nodes * rpn)
 
-    ``ranks_per_node`` counts *worker* ranks per node; the manager is one rank more. With a
-    rankpool launcher (``rankpool.launchers``), whose ``ranks_per_node`` counts every rank of a
-    node, a single-node block gets ``ranks_per_node + 1`` ranks, and a multi-node block runs
-    ``ranks_per_node`` ranks on each node with the manager in one slot of the first node (that
-    launcher's layout). Parsl's own per-node launchers are refused (they start one copy of the
-    pool per node); Parsl's ``SimpleLauncher`` only with a ``launch_cmd`` that starts MPI.
+
+def block_shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | None, *,
+                allow_per_node: bool = False) -> Shape:
+    """Configure the provider's launcher and say what a block holds.
+
+    The executor's ``ranks_per_node`` goes to the launcher unchanged
+    (:func:`rankpool.launchers.configure_launcher`), and means what the launcher counts:
+
+    * a rankpool launcher (``rankpool.launchers``, for batch allocations): every MPI rank on a
+      node, the manager included: ``nodes * ranks_per_node`` ranks, one fewer workers
+      (:meth:`~rankpool.launchers.RankLauncher.block_shape`); default: the provider's
+      ``cores_per_node``;
+    * the local default (:class:`LocalMpiexecLauncher`), Parsl's ``SimpleLauncher`` with a
+      ``launch_cmd``, and launchers rankpool does not know: worker ranks, the manager being one
+      more process (no allocation's slots to stay within); default: ``cores_per_node``, else
+      this machine's cores;
+    * Parsl's per-node launchers, only with ``allow_per_node``: one pool per node, each of
+      ``ranks_per_node`` MPI ranks, the manager included (``launch_cmd`` must start them).
     """
     nodes = getattr(provider, "nodes_per_block", 1)
     _check_positive_int("provider.nodes_per_block", nodes)
     launcher = getattr(provider, "launcher", None)
+    cores = getattr(provider, "cores_per_node", None)
     if isinstance(launcher, LocalMpiexecLauncher):
         rpn = ranks_per_node if ranks_per_node is not None else launcher.ranks_per_node
         if rpn is None:
@@ -135,40 +159,39 @@ def block_shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | Non
             raise ValueError(f"ranks_per_node={rpn} disagrees with the provider's "
                              f"LocalMpiexecLauncher(ranks_per_node={launcher.ranks_per_node})")
         launcher.ranks_per_node = rpn
-        return Shape(nodes, nodes * rpn, rpn, nodes * rpn + 1)
-    rank_launcher = _rankpool_launcher_type()
-    if rank_launcher is not None and isinstance(launcher, rank_launcher):
-        from ..launchers import configure_launcher
-        mpi_rpn = None
-        if ranks_per_node is not None:
-            mpi_rpn = ranks_per_node + 1 if nodes == 1 else ranks_per_node
-            own = launcher.ranks_per_node  # type: ignore[attr-defined]
-            if own is not None and own != mpi_rpn:
-                raise ValueError(
-                    f"ranks_per_node={ranks_per_node} (worker ranks) needs "
-                    f"{type(launcher).__name__}(ranks_per_node={mpi_rpn}) (every rank of a node, "
-                    f"the manager included, for {nodes} node(s) per block); the launcher has {own}")
-        configure_launcher(launcher, ranks_per_node=mpi_rpn)
-        s = launcher.block_shape(nodes)  # type: ignore[attr-defined]
-        return Shape(nodes, s.worker_ranks, s.largest_node_task, s.total_ranks)
-    if rank_launcher is not None and launcher is not None \
-            and not isinstance(launcher, SimpleLauncher):
-        from ..launchers import configure_launcher
-        configure_launcher(launcher, ranks_per_node=ranks_per_node)  # refuses per-node launchers
-    if isinstance(launcher, SimpleLauncher) and not launch_cmd:
-        raise ValueError("provider: Parsl's SimpleLauncher starts the pool as one process with no "
-                         "worker ranks; use a rankpool launcher, or a launch_cmd that starts MPI "
-                         "such as 'mpiexec -n {ranks} {command}'")
-    rpn = ranks_per_node or getattr(provider, "cores_per_node", None) or os.cpu_count() or 1
-    return Shape(nodes, nodes * rpn, rpn, nodes * rpn + 1)
-
-
-def _rankpool_launcher_type() -> type | None:
+        return _manager_extra(nodes, rpn)
+    if isinstance(launcher, SimpleLauncher):
+        if not launch_cmd:
+            raise ValueError("provider: Parsl's SimpleLauncher starts the pool as one process "
+                             "with no worker ranks; use a rankpool launcher, or a launch_cmd that "
+                             "starts MPI such as 'mpiexec -n {ranks} {command}'")
+        return _manager_extra(nodes, ranks_per_node or cores or os.cpu_count() or 1)
+    if isinstance(launcher, RankLauncher) and ranks_per_node is None \
+            and launcher.ranks_per_node is None and cores:
+        ranks_per_node = cores
     try:
-        from ..launchers import RankLauncher
-    except ImportError:  # the launchers package is optional here
-        return None
-    return RankLauncher
+        rpn = configure_launcher(launcher, ranks_per_node=ranks_per_node,
+                                 allow_per_node=allow_per_node)
+    except ValueError as exc:
+        if isinstance(launcher, RankLauncher):
+            raise  # it names ranks_per_node
+        raise ValueError(f"provider.{exc} (allow_per_node_launcher=True, with a launch_cmd "
+                         f"that starts each node's pool)") from None
+    if isinstance(launcher, RankLauncher):
+        s = launcher.block_shape(nodes)
+        return Shape(nodes, s.worker_ranks, s.largest_node_task, s.total_ranks, s.ranks_per_node,
+                     s.worker_ranks)
+    if is_per_node_launcher(launcher):
+        rpn = rpn or cores
+        if rpn is None or rpn < 2:
+            raise ValueError(f"ranks_per_node must be at least 2 for per-node pools (each one "
+                             f"holds its manager), got {rpn!r}")
+        if not launch_cmd:
+            log.warning("%s starts the pool command once per node; without a launch_cmd that "
+                        "starts MPI (e.g. 'mpiexec -n {ranks} {command}') each copy is a pool "
+                        "of one rank, which the interchange refuses", type(launcher).__name__)
+        return Shape(nodes, nodes * (rpn - 1), rpn - 1, rpn, rpn, rpn - 1)
+    return _manager_extra(nodes, rpn or cores or os.cpu_count() or 1)
 
 
 def check_launch_cmd(launch_cmd: str | None) -> None:
@@ -205,7 +228,7 @@ def launch_command(cfg: PoolConfig, shape: Shape, *, working_dir: str | None = N
         return command
     fields: dict[str, Any] = {
         "command": command, "block_id": cfg.block_id, "ranks": shape.mpi_ranks,
-        "workers": shape.workers, "ranks_per_node": shape.largest_node,
+        "workers": shape.workers, "ranks_per_node": shape.ranks_per_node,
         "nodes_per_block": shape.nodes, "interchange": cfg.interchange,
         "python": shlex.quote(sys.executable)}
     if "{mpiexec}" in launch_cmd:

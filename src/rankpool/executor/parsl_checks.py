@@ -9,7 +9,6 @@ passed on to the function or dropped.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import inspect
 import re
 from collections.abc import Callable
@@ -33,9 +32,14 @@ _MISMATCH = re.compile(r"^(?P<what>.+?) mismatch: interchange has (?P<ours>.*), 
 def check_arguments(*, label: Any, provider: Any, ranks_per_node: Any, address: Any,
                     pool_port: Any, port_range: Any, heartbeat_period: Any,
                     heartbeat_threshold: Any, drain_period: Any, encrypted: Any,
-                    worker_debug: Any, managed: Any, working_dir: Any, launch_cmd: Any,
+                    worker_debug: Any, managed: Any, allow_per_node_launcher: Any,
+                    working_dir: Any, launch_cmd: Any,
                     log_level: Any, remote_monitoring_radio: Any) -> None:
-    """Raise ValueError/TypeError naming the first bad argument (NotImplementedError: encrypted)."""
+    """Raise ValueError/TypeError naming the first bad argument.
+
+    ``encrypted=True`` without CurveZMQ in this pyzmq raises
+    :class:`~rankpool.security.EncryptionUnavailable` here, before anything starts.
+    """
     if not isinstance(label, str) or not label.strip():
         raise ValueError(f"label must be a non-empty string, got {label!r}")
     if provider is not None and not isinstance(provider, ExecutionProvider):
@@ -50,16 +54,15 @@ def check_arguments(*, label: Any, provider: Any, ranks_per_node: Any, address: 
     if drain_period is not None and (isinstance(drain_period, bool)
                                      or not isinstance(drain_period, (int, float)) or drain_period <= 0):
         raise ValueError(f"drain_period must be a positive number of seconds or None, got {drain_period!r}")
-    for name, flag in (("encrypted", encrypted), ("worker_debug", worker_debug), ("managed", managed)):
+    if encrypted is not None and not isinstance(encrypted, bool):
+        raise TypeError(f"encrypted must be True, False or None (automatic), got {encrypted!r}")
+    for name, flag in (("worker_debug", worker_debug), ("managed", managed),
+                       ("allow_per_node_launcher", allow_per_node_launcher)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
     if encrypted:
-        have = importlib.util.find_spec("rankpool.security") is not None
-        raise NotImplementedError(
-            "encrypted=True: ExtremeScaleExecutor cannot encrypt its pool connections yet ("
-            + ("rankpool.security is not wired into the interchange's configuration" if have else
-               "CurveZMQ support is not in this rankpool") + "); use encrypted=False over "
-            "loopback or a trusted network")
+        from ..security import require_curve
+        require_curve()
     if working_dir is not None and (not isinstance(working_dir, str) or not working_dir):
         raise ValueError(f"working_dir must be a directory path or None, got {working_dir!r}")
     check_launch_cmd(launch_cmd)

@@ -1,8 +1,15 @@
-"""Run directories: one per executor, holding its logs and keys."""
+"""Run directories: one per executor, holding its logs and keys, and where its interchange is."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .._version import __version__
 
 DEFAULT_ROOT = "rankpool-runs"
 
@@ -22,3 +29,43 @@ def make_run_dir(run_dir: str | None = None) -> str:
             return os.path.abspath(path)
         except FileExistsError:
             number += 1
+
+
+#: the file in a run directory that tells tools (``rankpool status``) where the interchange is
+INTERCHANGE_INFO = "interchange.json"
+
+
+def write_interchange_info(run_dir: str, ports: Mapping[str, int], address: str,
+                           server_key: str = "") -> str:
+    """Write ``<run_dir>/interchange.json`` right after the interchange starts; return its path.
+
+    It holds the interchange's ports (``pool_port``, ``client_port``, ``command_port``; the
+    last two listen on loopback only), ``address``, the URL pools connect to, the key file
+    pools need when connections are encrypted (``server_key``, else empty), and the host
+    and pid of the process that runs the executor, so a reader can tell a stale file from a
+    live one. Written to a temporary name and renamed, so a reader never sees half a file.
+    """
+    info = {"format": 1, "address": address, **{k: int(v) for k, v in ports.items()},
+            "server_key": server_key, "host": socket.gethostname(), "pid": os.getpid(),
+            "rankpool": __version__, "started": time.time()}
+    path = os.path.join(run_dir, INTERCHANGE_INFO)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(info, fh, indent=1)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_interchange_info(run_dir: str) -> dict[str, Any]:
+    """The contents of ``<run_dir>/interchange.json``; ValueError when it lacks a port."""
+    path = os.path.join(run_dir, INTERCHANGE_INFO)
+    with open(path, encoding="utf-8") as fh:
+        try:
+            info = json.load(fh)
+        except ValueError as exc:
+            raise ValueError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(info, dict) or not all(isinstance(info.get(k), int) and info[k] > 0
+                                             for k in ("command_port", "pool_port")):
+        raise ValueError(f"{path} does not name the interchange's command_port and pool_port")
+    return info

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -41,7 +42,9 @@ class InterchangeConfig:
     waiting on the interchange. ``front_identity``, when set, is the
     ZeroMQ identity of the one front-end allowed on the client port (others are ignored).
     ``parent_pid``, when nonzero,
-    is the front-end's process: the interchange exits once it is gone.
+    is the front-end's process: the interchange exits once it is gone. ``curve_dir``, when
+    set, is the run's key directory (:func:`rankpool.security.make_keys`): every socket then
+    speaks CurveZMQ and admits only this run's keys; it must be an absolute path.
     """
 
     address: str = "127.0.0.1"
@@ -57,6 +60,7 @@ class InterchangeConfig:
     max_widest: int = 0
     parent_pid: int = 0
     front_identity: str = ""
+    curve_dir: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.front_identity, str):
@@ -84,6 +88,10 @@ class InterchangeConfig:
             raise ValueError(f"prefetch: must be a positive integer, got {self.prefetch!r}")
         if not isinstance(self.run_dir, str):
             raise ValueError(f"run_dir: must be a path or '', got {self.run_dir!r}")
+        if not isinstance(self.curve_dir, str) or "\0" in self.curve_dir or (
+                self.curve_dir and not os.path.isabs(self.curve_dir)):
+            raise ValueError(f"curve_dir: must be an absolute directory path or '' (no "
+                             f"encryption), got {self.curve_dir!r}")
         if not isinstance(self.log_level, str) or self.log_level.upper() not in _LOG_LEVELS:
             raise ValueError(f"log_level: must be one of {_LOG_LEVELS}, got {self.log_level!r}")
         for name in ("max_widest", "parent_pid"):

@@ -25,6 +25,7 @@ import zmq
 
 from .._version import __version__
 from ..errors import ProtocolError
+from ..security import Gatekeeper, open_gate
 from ..protocol import (Drain, Heartbeat, Lost, Refused, Register, Registered, Stop, Task,
                         check_results, check_versions, decode_header, decode_message,
                         decode_results, decode_tasks, encode_results, encode_tasks, result_ids,
@@ -64,6 +65,7 @@ class Interchange:
         self._pool_sock: zmq.Socket[bytes] | None = None
         self._client_sock: zmq.Socket[bytes] | None = None
         self._command_sock: zmq.Socket[bytes] | None = None
+        self._gate: Gatekeeper | None = None
         self.front: FrontEnd | None = None
         self._stop_requested = threading.Event()
         self._done = False
@@ -74,26 +76,38 @@ class Interchange:
 
     # ------------------------------------------------------------------ setup and teardown
     def bind(self) -> tuple[int, int, int]:
-        """Bind the three sockets; return ``(pool_port, client_port, command_port)``."""
+        """Bind the three sockets; return ``(pool_port, client_port, command_port)``.
+
+        With ``curve_dir`` set, a :class:`~rankpool.security.Gatekeeper` binds its ZAP
+        handler first and makes every socket a CurveZMQ server before it binds.
+        """
         if self.ports is not None:
             return self.ports
         cfg = self.config
         self._ctx = zmq.Context()
         try:
+            gate = self._gate = open_gate(self._ctx, cfg.curve_dir, cfg.address, Throttle(log).warn)
             rng = cfg.port_range
-            self._pool_sock, pool_port = bind_router(self._ctx, cfg.address, cfg.pool_port, rng)
-            self._client_sock, client_port = bind_router(self._ctx, LOOPBACK, cfg.client_port, rng)
-            self._command_sock, command_port = bind_router(self._ctx, LOOPBACK, cfg.command_port, rng)
-        except zmq.ZMQError:
+            self._pool_sock, pool_port = bind_router(self._ctx, cfg.address, cfg.pool_port, rng,
+                                                     gate.setup("pool") if gate else None)
+            self._client_sock, client_port = bind_router(self._ctx, LOOPBACK, cfg.client_port, rng,
+                                                         gate.setup("front-end") if gate else None)
+            self._command_sock, command_port = bind_router(self._ctx, LOOPBACK, cfg.command_port,
+                                                           rng, gate.setup("command") if gate else None)
+        except BaseException:
             self._close(linger=0)
             raise
         self.ports = (pool_port, client_port, command_port)
         self.front = FrontEnd(self._client_sock, self._throttle)
         log.info("interchange %s listening: pools on %s:%d, front-end on 127.0.0.1:%d, commands "
-                 "on 127.0.0.1:%d", __version__, cfg.address, pool_port, client_port, command_port)
+                 "on 127.0.0.1:%d; %s", __version__, cfg.address, pool_port, client_port,
+                 command_port, f"CurveZMQ, keys in {cfg.curve_dir}" if gate else "unencrypted")
         return self.ports
 
     def _close(self, linger: int = LINGER_MS) -> None:
+        if self._gate is not None:
+            self._gate.close()
+            self._gate = None
         for sock in (self._pool_sock, self._client_sock, self._command_sock):
             if sock is not None:
                 sock.close(linger=linger)
@@ -116,6 +130,8 @@ class Interchange:
             ("pool", self._pool_sock, self.on_pool_message),
             ("front-end", self._client_sock, self.on_client_message),
             ("command", self._command_sock, self.on_command_message)]
+        if self._gate is not None:
+            steps += self._gate.steps()
         for _, sock, _ in steps:
             poller.register(sock, zmq.POLLIN)
         period = self.config.heartbeat_period

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -16,8 +17,13 @@ LINGER_MS = 1000
 
 
 def bind_router(ctx: zmq.Context[zmq.Socket[bytes]], address: str, port: int,
-                port_range: tuple[int, int] | None) -> tuple[zmq.Socket[bytes], int]:
+                port_range: tuple[int, int] | None,
+                setup: Callable[[zmq.Socket[bytes]], None] | None = None,
+                ) -> tuple[zmq.Socket[bytes], int]:
     """Bind a ROUTER on ``address:port`` (a free port when 0) and return it with its port.
+
+    ``setup``, when given, configures the socket before it binds (CurveZMQ server options
+    must be set by then).
 
     Options: a send to a vanished peer raises instead of vanishing (``ROUTER_MANDATORY``); a
     peer that reconnects under the same identity takes it over (``ROUTER_HANDOVER``); no
@@ -30,6 +36,12 @@ def bind_router(ctx: zmq.Context[zmq.Socket[bytes]], address: str, port: int,
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.setsockopt(zmq.LINGER, LINGER_MS)
+    if setup is not None:
+        try:
+            setup(sock)
+        except BaseException:
+            sock.close(linger=0)
+            raise
     host = address
     if ":" in address:
         sock.setsockopt(zmq.IPV6, 1)

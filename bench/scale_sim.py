@@ -1,0 +1,634 @@
+"""Scale by simulation: one interchange, up to 10,000 simulated pools of 128 ranks each.
+
+    python bench/scale_sim.py [--pools 1 100 1000 10000] [--tasks 200000] [--repeat 3]
+                              [--latency 1000] [--profile] [--quick] [--json OUT]
+
+For every pool count a fresh interchange process (``rankpool.interchange.process.serve``,
+the code behind ``python -m rankpool.interchange``, with a timer around its heartbeat step)
+gets that many simulated pools over loopback, each with its own DEALER socket and identity,
+registered with ``protocol.Register`` as 128 worker ranks. The pools live in a few "pool
+host" processes (at most 2,500 sockets each: every zmq socket costs two descriptors) that
+answer each task batch at once with a result batch and send heartbeats like a real pool.
+A bare front-end in this process (one DEALER, pre-encoded ``protocol.encode_tasks`` batches
+of no-op tasks) measures, per pool count:
+
+* throughput: ``--tasks`` tasks in batches of ``--batch``, at most ``--window`` outstanding;
+  the interchange's CPU per task (so a 2-core machine's sharing can be read off);
+* dispatch latency: ``--latency`` single tasks one after another (median, p99, max);
+* the interchange's RSS (resident now, and its peak ``VmHWM``);
+* heartbeats: the time the interchange spends in one heartbeat pass (one send per pool), and
+  its CPU while idle with every pool heart-beating (the whole keep-alive cost).
+
+``--profile`` also samples the interchange with py-spy during an extra flood at the largest
+pool count and prints the functions that dominate. The machine here has 2 cores shared with
+the pool hosts and the front-end: compare pool counts within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import heapq
+import json
+import math
+import os
+import pickle
+import random
+import resource
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psutil
+import zmq
+
+from rankpool._version import __version__
+from rankpool.interchange.config import InterchangeConfig
+from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Command, Heartbeat, Register,
+                               Stop, Task, decode_header, decode_message, encode_header,
+                               encode_tasks)
+from rankpool.resources import DEFAULT_SPEC
+
+#: sockets one pool-host process opens at most (2 descriptors each; the limit here is 20,000)
+POOLS_PER_HOST = 2500
+FRONT_IDENTITY = "bench-front"
+RESULT = pickle.dumps(None, protocol=5)  # what a no-op task returns
+FN_DIGEST, FN_BYTES = b"\x01" * 16, b"no-op function"
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft descriptor limit to the hard one; return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+# =============================================================================================
+# the interchange process: the real serve(), with a timer around its heartbeat step
+def interchange_main(stats_path: str) -> int:
+    raise_fd_limit()
+    from rankpool.interchange import process
+    from rankpool.interchange.interchange import Interchange
+
+    beats: list[tuple[float, float, float, int]] = []
+    original = Interchange.heartbeat
+
+    def timed(self: Interchange) -> None:
+        t, c = time.monotonic(), time.thread_time()
+        original(self)
+        beats.append((t, time.monotonic() - t, time.thread_time() - c, len(self.pools)))
+
+    Interchange.heartbeat = timed  # type: ignore[method-assign]
+    config = process.read_config(sys.stdin)
+    try:
+        return process.serve(config, sys.stdout)
+    finally:
+        with open(stats_path, "w") as fh:
+            json.dump({"beats": beats}, fh)
+
+
+# =============================================================================================
+# a pool host: many simulated pools, one DEALER each, answering at once
+class PoolHost:
+    """``count`` simulated pools of ``ranks`` ranks in one process, driven by epoll.
+
+    A zmq socket's descriptor only says "look at me": after it fires, and after every send,
+    the socket is drained until ``Again`` so no message is left unnoticed; a sweep once per
+    heartbeat period checks every socket anyway and counts what it finds (``rescued``).
+    """
+
+    def __init__(self, port: int, first: int, count: int, ranks: int, period: float) -> None:
+        self.ctx = zmq.Context()
+        self.ctx.MAX_SOCKETS = count + 64
+        self.period = period
+        self.beat = Heartbeat().encode()
+        self.socks: list[zmq.Socket[bytes]] = []
+        self.by_fd: dict[int, int] = {}
+        self.epoll = select.epoll()
+        self.last_sent: list[float] = []
+        self.registered = self.stopped = self.rescued = self.answered = 0
+        now = time.monotonic()
+        self.rng = random.Random(first)
+        self.due: list[tuple[float, int]] = []  # a heap of (next heartbeat, pool)
+        for i in range(count):
+            sock = self.ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.IDENTITY, f"sim{first + i}".encode())
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 0)
+            sock.setsockopt(zmq.RCVHWM, 0)
+            sock.connect(f"tcp://127.0.0.1:{port}")
+            sock.send_multipart(Register(
+                protocol=PROTOCOL_VERSION, rankpool=__version__, python=PYTHON_VERSION,
+                block_id=f"b{first + i}", pool_id=f"sim{first + i}", hosts=["simhost"],
+                node_ranks=[ranks], widest=ranks, ranks_per_node=ranks).encode())
+            fd = sock.getsockopt(zmq.FD)
+            self.by_fd[fd] = i
+            self.epoll.register(fd, select.EPOLLIN)
+            self.socks.append(sock)
+            self.last_sent.append(now)
+
+    def drain(self, i: int) -> None:
+        sock = self.socks[i]
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            header = json.loads(frames[0])
+            kind = header["k"]
+            if kind == "tasks":
+                ids = [r[0] for r in header["r"]]
+                sock.send_multipart([encode_header({"k": "results", "r": [[t, len(RESULT)] for t in ids]}),
+                                     RESULT * len(ids)])
+                self.last_sent[i] = time.monotonic()
+                self.answered += len(ids)
+            elif kind == "registered":
+                if header["error"]:
+                    raise SystemExit(f"pool sim{i} refused: {header['error']}")
+                self.registered += 1
+                # its first heartbeat at a random point of the period, as independent pools
+                heapq.heappush(self.due, (time.monotonic() + self.rng.uniform(0, self.period), i))
+            elif kind in ("stop", "drain"):
+                self.stopped += 1
+
+    def beat_due(self, now: float) -> None:
+        due = self.due
+        while due and due[0][0] <= now:
+            _, i = heapq.heappop(due)
+            nxt = self.last_sent[i] + self.period
+            if nxt > now:  # it sent results lately: no heartbeat needed yet
+                heapq.heappush(due, (nxt, i))
+                continue
+            self.socks[i].send_multipart(self.beat)
+            self.last_sent[i] = now
+            heapq.heappush(due, (now + self.period, i))
+            self.drain(i)
+
+    def sweep(self) -> None:
+        for i, sock in enumerate(self.socks):
+            if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self.rescued += 1
+                self.drain(i)
+
+    def run(self, deadline: float) -> None:
+        count = len(self.socks)
+        ready_said = False
+        next_sweep = time.monotonic() + self.period
+        parent = os.getppid()
+        while self.stopped < count and time.monotonic() < deadline:
+            now = time.monotonic()
+            wait = 0.05 if not self.due else min(0.05, max(0.0, self.due[0][0] - now))
+            for fd, _ in self.epoll.poll(wait):
+                self.drain(self.by_fd[fd])
+            now = time.monotonic()
+            if self.registered == count and not ready_said:
+                print("READY", flush=True)
+                ready_said = True
+            self.beat_due(now)
+            if now >= next_sweep:
+                next_sweep = now + self.period
+                self.sweep()
+                if os.getppid() != parent:
+                    break
+        print(json.dumps({"answered": self.answered, "rescued": self.rescued,
+                          "stopped": self.stopped}), flush=True)
+        self.ctx.destroy(linger=0)
+
+
+def pools_main(port: int, first: int, count: int, ranks: int, period: float, limit: float) -> int:
+    raise_fd_limit()
+    PoolHost(port, first, count, ranks, period).run(time.monotonic() + limit)
+    return 0
+
+
+# =============================================================================================
+# the front-end side
+def _tasks(base: int, k: int) -> list[Task]:
+    return [Task(base + i, DEFAULT_SPEC, FN_DIGEST, FN_BYTES, b"()") for i in range(k)]
+
+
+class Front:
+    """A bare front-end: a DEALER on the client port, and one on the command port."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], ports: dict[str, int],
+                 period: float) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, FRONT_IDENTITY.encode())
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.connect(f"tcp://127.0.0.1:{ports['client_port']}")
+        self.cmd = ctx.socket(zmq.DEALER)
+        self.cmd.setsockopt(zmq.LINGER, 0)
+        self.cmd.connect(f"tcp://127.0.0.1:{ports['command_port']}")
+        self.period = period
+        self.last_sent = 0.0
+        self.next_id = 1
+
+    def send(self, frames: Sequence[Any]) -> None:
+        self.sock.send_multipart(frames, copy=False)
+        self.last_sent = time.monotonic()
+
+    def keep_alive(self) -> None:
+        if time.monotonic() - self.last_sent >= self.period / 2:
+            self.send(Heartbeat().encode())
+
+    def recv_results(self, timeout: float) -> int:
+        """Wait for the next result batch; return how many results it holds (0 on timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(min(left, self.period / 4) * 1000):
+                self.keep_alive()
+                if time.monotonic() >= deadline:
+                    return 0
+                continue
+            frames = self.sock.recv_multipart(copy=False)
+            header = decode_header(frames[0].buffer)
+            if header["k"] == "results":
+                return len(header["r"])
+            if header["k"] == "lost":
+                raise RuntimeError(f"interchange reported lost tasks: {header!r:.300}")
+
+    def command(self, name: str, arg: str = "", timeout: float = 60.0) -> Any:
+        self.cmd.send_multipart(Command(name, arg).encode())
+        if not self.cmd.poll(timeout * 1000):
+            raise RuntimeError(f"no answer to command {name!r} within {timeout} s")
+        reply = decode_message(decode_header(self.cmd.recv_multipart()[0]))
+        return reply.value  # type: ignore[attr-defined]
+
+    def wait(self, seconds: float) -> None:
+        """Stay connected (heartbeats) for ``seconds``, dropping whatever arrives."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self.sock.poll(min(0.1, max(0.0, end - time.monotonic())) * 1000):
+                self.sock.recv_multipart()
+            self.keep_alive()
+
+    def encode_flood(self, n: int, batch: int) -> list[list[Any]]:
+        """Pre-encoded batches of ``n`` fresh no-op tasks, so encoding is not timed."""
+        out = []
+        for start in range(0, n, batch):
+            out.append(encode_tasks(_tasks(self.next_id + start, min(batch, n - start))))
+        self.next_id += n
+        return out
+
+    def flood(self, batches: list[list[Any]], n: int, window: int) -> float:
+        """Send the batches keeping at most ``window`` tasks outstanding; seconds taken."""
+        sizes = [len(decode_header(b[0])["r"]) for b in batches]
+        start = time.perf_counter()
+        sent = done = 0
+        it = iter(batches)
+        k = 0
+        while done < n:
+            while k < len(batches) and sent - done < window:
+                self.send(next(it))
+                sent += sizes[k]
+                k += 1
+            got = self.recv_results(60.0)
+            if not got:
+                raise RuntimeError(f"no results for 60 s ({done} of {n} back)")
+            done += got
+        return time.perf_counter() - start
+
+    def latency(self, count: int) -> list[float]:
+        samples = []
+        for _ in range(count):
+            frames = encode_tasks(_tasks(self.next_id, 1))
+            self.next_id += 1
+            t = time.perf_counter()
+            self.send(frames)
+            if self.recv_results(30.0) != 1:
+                raise RuntimeError("single task not answered within 30 s")
+            samples.append(time.perf_counter() - t)
+        return samples
+
+
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def _peak_rss(pid: int) -> int:
+    """VmHWM: the process's peak resident set (Linux), in bytes."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]
+
+
+@contextmanager
+def simulation(npools: int, ranks: int, period: float, threshold: float,
+               workdir: str) -> Iterator[tuple[subprocess.Popen[str], Front, list[subprocess.Popen[str]]]]:
+    """An interchange process with ``npools`` simulated pools registered, and a front-end."""
+    raise_fd_limit()
+    me = os.path.abspath(__file__)
+    stats = os.path.join(workdir, f"ix-{npools}.json")
+    config = InterchangeConfig(heartbeat_period=period, heartbeat_threshold=threshold,
+                               run_dir=os.path.join(workdir, f"run-{npools}"), log_level="WARNING",
+                               front_identity=FRONT_IDENTITY, parent_pid=os.getpid())
+    ix = subprocess.Popen([sys.executable, me, "--role", "interchange", "--stats", stats],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    hosts: list[subprocess.Popen[str]] = []
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        assert ix.stdin is not None and ix.stdout is not None
+        ix.stdin.write(config.to_json() + "\n")
+        ix.stdin.close()
+        ports = json.loads(ix.stdout.readline())
+        nhosts = max(1, math.ceil(npools / POOLS_PER_HOST))
+        t = time.perf_counter()
+        for h in range(nhosts):
+            first = h * npools // nhosts
+            count = (h + 1) * npools // nhosts - first
+            hosts.append(subprocess.Popen(
+                [sys.executable, me, "--role", "pools", "--port", str(ports["pool_port"]),
+                 "--first", str(first), "--count", str(count), "--ranks", str(ranks),
+                 "--period", str(period)], stdout=subprocess.PIPE, text=True))
+        front = Front(ctx, ports, period)
+        for host in hosts:
+            assert host.stdout is not None
+            line = host.stdout.readline()
+            if line.strip() != "READY":
+                raise RuntimeError(f"a pool host did not get its pools registered: {line!r}")
+        registered = len(front.command("pools"))
+        if registered != npools:
+            raise RuntimeError(f"{registered} of {npools} pools registered")
+        front.register_s = time.perf_counter() - t  # type: ignore[attr-defined]
+        front.send(Heartbeat().encode())
+        yield ix, front, hosts
+        front.send(Stop("benchmark done").encode())
+        ix.wait(60)
+        for host in hosts:
+            host.wait(60)
+    finally:
+        for proc in (ix, *hosts):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        ctx.destroy(linger=0)
+
+
+def measure_size(npools: int, args: argparse.Namespace, workdir: str) -> dict[str, Any]:
+    """Every figure for one pool count, in one fresh simulation."""
+    out: dict[str, Any] = {"pools": npools, "ranks": npools * args.ranks}
+    with simulation(npools, args.ranks, args.period, args.threshold, workdir) as (ix, front, hosts):
+        out["register_s"] = front.register_s  # type: ignore[attr-defined]
+        proc = psutil.Process(ix.pid)
+        host_procs = [psutil.Process(h.pid) for h in hosts]
+        out["rss_idle_mb"] = proc.memory_info().rss / 2**20
+        # keep-alive cost: the interchange idle while every pool heart-beats
+        front.wait(1.0)
+        c0, t0 = _cpu(proc), time.monotonic()
+        front.wait(args.idle)
+        out["idle_cores"] = (_cpu(proc) - c0) / (time.monotonic() - t0)
+        # throughput
+        warm = front.encode_flood(min(args.tasks, 20_000), args.batch)
+        front.flood(warm, min(args.tasks, 20_000), args.window)
+        rates, cpu_us, host_cores, ix_cores = [], [], [], []
+        for _ in range(args.repeat):
+            batches = front.encode_flood(args.tasks, args.batch)
+            c0, h0 = _cpu(proc), sum(_cpu(p) for p in host_procs)
+            elapsed = front.flood(batches, args.tasks, args.window)
+            rates.append(args.tasks / elapsed)
+            used = _cpu(proc) - c0
+            cpu_us.append(used / args.tasks * 1e6)
+            ix_cores.append(used / elapsed)
+            host_cores.append((sum(_cpu(p) for p in host_procs) - h0) / elapsed)
+        out["tasks_per_s"] = statistics.median(rates)
+        out["tasks_per_s_runs"] = rates
+        out["ix_cpu_us_per_task"] = statistics.median(cpu_us)
+        out["ix_cores_busy"] = statistics.median(ix_cores)
+        out["pool_hosts_cores_busy"] = statistics.median(host_cores)
+        out["rss_after_flood_mb"] = proc.memory_info().rss / 2**20
+        # dispatch latency at low load (one task at a time)
+        samples = front.latency(args.latency)
+        out["latency_ms"] = {"median": statistics.median(samples) * 1e3,
+                             "p99": percentile(samples, 99) * 1e3, "max": max(samples) * 1e3,
+                             "samples": len(samples)}
+        out["rss_mb"] = proc.memory_info().rss / 2**20
+        out["rss_peak_mb"] = _peak_rss(ix.pid) / 2**20
+        if args.profile and npools == max(args.pools):
+            out["profile"] = profile_flood(front, ix.pid, args, workdir, f"interchange-{npools}")
+    with open(os.path.join(workdir, f"ix-{npools}.json")) as fh:
+        beats = [b for b in json.load(fh)["beats"] if b[3] == npools]
+    if beats:
+        wall = [b[1] * 1e3 for b in beats]
+        cpu = [b[2] * 1e3 for b in beats]
+        out["heartbeat_pass_ms"] = {"median": statistics.median(wall), "max": max(wall),
+                                    "cpu_median": statistics.median(cpu), "passes": len(wall)}
+        out["heartbeat_pass_share"] = statistics.median(cpu) / 1e3 / args.period
+    print(f"  {npools:>6} pools ({npools * args.ranks:,} ranks): {out['tasks_per_s']:,.0f} tasks/s "
+          f"({out['ix_cpu_us_per_task']:.1f} us interchange CPU per task), latency median "
+          f"{out['latency_ms']['median']:.2f} ms p99 {out['latency_ms']['p99']:.2f} ms, RSS "
+          f"{out['rss_mb']:.0f} MB (peak {out['rss_peak_mb']:.0f}), heartbeat pass "
+          f"{out.get('heartbeat_pass_ms', {}).get('median', float('nan')):.1f} ms, idle "
+          f"{out['idle_cores'] * 100:.1f} % of a core", file=sys.stderr, flush=True)
+    return out
+
+
+# =============================================================================================
+# py-spy: sample processes while something runs, then summarise the stacks
+def pyspy_path() -> str | None:
+    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    return beside if os.path.exists(beside) else shutil.which("py-spy")
+
+
+def start_pyspy(pid: int, seconds: float, out: str, *, subprocesses: bool = False,
+                rate: int = 250) -> subprocess.Popen[bytes] | None:
+    exe = pyspy_path()
+    if exe is None:
+        return None
+    cmd = [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
+           "--rate", str(rate), "--format", "raw", "--output", out, "--nonblocking"]
+    if subprocesses:
+        cmd.append("--subprocesses")
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def summarize_raw(path: str, top: int = 12) -> dict[str, Any]:
+    """Top functions of a py-spy ``raw`` (collapsed stacks) file, by own and inclusive samples.
+
+    A frame is ``function (file:line)``; lines are dropped so a function is counted once.
+    Idle samples (a thread waiting in poll or sleep) are counted separately.
+    """
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    by_proc: collections.Counter[str] = collections.Counter()
+    total = 0
+    with open(path) as fh:
+        for line in fh:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            n = int(count)
+            frames = [_frame_name(f) for f in stack.split(";")]
+            total += n
+            by_proc[frames[0]] += n
+            own[frames[-1]] += n
+            for f in set(frames):
+                incl[f] += n
+
+    def pct(c: collections.Counter[str]) -> list[tuple[str, float]]:
+        return [(name, 100.0 * v / total) for name, v in c.most_common(top)]
+
+    return {"samples": total, "own": pct(own), "inclusive": pct(incl), "roots": pct(by_proc)}
+
+
+def _frame_name(frame: str) -> str:
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    file = where.rsplit(":", 1)[0]
+    short = "/".join(file.split("/")[-2:]) if file else ""
+    return f"{name} ({short})" if short else name
+
+
+def profile_flood(front: Front, pid: int, args: argparse.Namespace, workdir: str,
+                  name: str) -> dict[str, Any]:
+    """Flood the interchange while py-spy samples it; the top functions."""
+    out = os.path.join(workdir, f"{name}.txt")
+    spy = start_pyspy(pid, args.profile_seconds, out)
+    if spy is None:
+        return {"error": "py-spy not found"}
+    time.sleep(0.5)
+    end = time.monotonic() + args.profile_seconds
+    while time.monotonic() < end and spy.poll() is None:
+        front.flood(front.encode_flood(args.batch * 16, args.batch), args.batch * 16, args.window)
+    try:
+        spy.wait(60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+    if not os.path.exists(out):
+        err = spy.stderr.read().decode()[-500:] if spy.stderr else ""
+        return {"error": f"py-spy wrote nothing: {err}"}
+    summary = summarize_raw(out)
+    summary["raw"] = out
+    return summary
+
+
+def print_profile(title: str, summary: dict[str, Any], file: Any = sys.stderr) -> None:
+    if "error" in summary:
+        print(f"{title}: {summary['error']}", file=file)
+        return
+    print(f"{title}: {summary['samples']} samples", file=file)
+    for kind in ("own", "inclusive"):
+        print(f"  by {kind} samples:", file=file)
+        for fn, p in summary[kind]:
+            print(f"    {p:5.1f} %  {fn}", file=file)
+
+
+# =============================================================================================
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| pools | ranks | tasks/s | vs 1 pool | interchange CPU µs/task | latency median ms | "
+             "latency p99 ms | RSS MB (peak) | heartbeat pass ms | idle CPU % |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    base = next((r["tasks_per_s"] for r in rows if r["pools"] == 1), None)
+    for r in rows:
+        rel = f"{r['tasks_per_s'] / base:.2f}" if base else "–"
+        hb = r.get("heartbeat_pass_ms", {}).get("median")
+        lines.append(
+            f"| {r['pools']:,} | {r['ranks']:,} | {r['tasks_per_s']:,.0f} | {rel} | "
+            f"{r['ix_cpu_us_per_task']:.1f} | {r['latency_ms']['median']:.2f} | "
+            f"{r['latency_ms']['p99']:.2f} | {r['rss_mb']:.0f} ({r['rss_peak_mb']:.0f}) | "
+            f"{'–' if hb is None else f'{hb:.1f}'} | {r['idle_cores'] * 100:.1f} |")
+    return "\n".join(lines)
+
+
+def targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
+    """The issue's scale targets, each with whether it is met and the figure."""
+    by = {r["pools"]: r for r in rows}
+    big = by.get(max(by)) if by else None
+    one = by.get(1)
+    out = []
+    if big is not None and big["pools"] >= 10_000:
+        out.append(("≥ 50,000 tasks/s at 10,000 pools", big["tasks_per_s"] >= 50_000,
+                    f"{big['tasks_per_s']:,.0f} tasks/s"))
+        if one is not None:
+            ratio = big["tasks_per_s"] / one["tasks_per_s"]
+            out.append(("≥ half the 1-pool rate at 10,000 pools", ratio >= 0.5, f"{ratio:.2f}×"))
+        out.append(("RSS < 1 GB at 10,000 pools", big["rss_peak_mb"] < 1024,
+                    f"{big['rss_peak_mb']:.0f} MB peak"))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pools", type=int, nargs="+", default=[1, 100, 1000, 10_000])
+    p.add_argument("--ranks", type=int, default=128, help="worker ranks per simulated pool")
+    p.add_argument("--tasks", type=int, default=200_000, help="tasks per throughput run")
+    p.add_argument("--batch", type=int, default=1024, help="tasks per front-end message")
+    p.add_argument("--window", type=int, default=32_768, help="most tasks outstanding")
+    p.add_argument("--repeat", type=int, default=3, help="throughput runs per pool count")
+    p.add_argument("--latency", type=int, default=1000, help="single tasks for the latency")
+    p.add_argument("--idle", type=float, default=6.0, help="seconds of idle CPU measurement")
+    p.add_argument("--period", type=float, default=2.0, help="heartbeat period (the default)")
+    p.add_argument("--threshold", type=float, default=10.0, help="heartbeat threshold")
+    p.add_argument("--profile", action="store_true", help="py-spy the largest size")
+    p.add_argument("--profile-seconds", type=float, default=10.0)
+    p.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    p.add_argument("--json", help="write the figures here")
+    p.add_argument("--role", choices=("interchange", "pools"), help=argparse.SUPPRESS)
+    p.add_argument("--stats", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--limit", type=float, default=3600.0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.role == "interchange":
+        return interchange_main(args.stats)
+    if args.role == "pools":
+        return pools_main(args.port, args.first, args.count, args.ranks, args.period, args.limit)
+    if args.quick:
+        args.pools = [p_ for p_ in args.pools if p_ <= 1000] or [1]
+        args.tasks, args.repeat, args.latency, args.idle = 20_000, 1, 100, 2.0
+        args.profile_seconds = min(args.profile_seconds, 3.0)
+    rows = run(args)
+    print(table(rows))
+    for what, ok, figure in targets(rows):
+        print(f"{'met    ' if ok else 'NOT met'}  {what}: {figure}")
+    for r in rows:
+        if "profile" in r:
+            print_profile(f"interchange at {r['pools']:,} pools (py-spy)", r["profile"], sys.stdout)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"settings": {k: v for k, v in vars(args).items() if k not in
+                                    ("role", "stats", "port", "first", "count", "limit")},
+                       "rows": rows}, fh, indent=1)
+    return 0
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every pool count, smallest first, each in a fresh simulation."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rankpool-scale-") as workdir:
+        keep = os.environ.get("RANKPOOL_BENCH_KEEP")
+        if keep:
+            workdir = keep
+            os.makedirs(workdir, exist_ok=True)
+        for n in sorted(args.pools):
+            rows.append(measure_size(n, args, workdir))
+            if "profile" in rows[-1]:
+                prof = rows[-1]["profile"]
+                prof.pop("raw", None)
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
