@@ -6,12 +6,16 @@ Every system gets the same number of worker ranks or processes and runs in this 
 one after the other, so the ratios are meaningful on a busy machine; absolute figures are not.
 Measures no-op throughput (all tasks submitted, then all awaited), one task's round trip
 (median of sequential submit + result) and start to first result.
+
+Each system is a context manager yielding ``submit(fn, *args) -> future``, so that
+``bench/run_all.py`` can run other workloads on the same systems.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import json
 import logging
 import os
@@ -22,6 +26,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+
+#: ``submit(fn, *args)`` of one system, returning a ``concurrent.futures.Future``-like object
+Submit = Callable[..., Any]
 
 
 def noop() -> None:
@@ -46,14 +54,14 @@ def round_trip(submit: Callable[[], Any], count: int = 300) -> float:
 
 
 @contextmanager
-def rankpool_executor(workers: int) -> Iterator[Callable[[], Any]]:
+def rankpool_executor(workers: int) -> Iterator[Submit]:
     from rankpool import Executor
     with Executor(max_ranks=workers, run_dir=tempfile.mkdtemp(prefix="bench-rankpool-")) as ex:
-        yield lambda: ex.submit(noop)
+        yield ex.submit
 
 
 @contextmanager
-def htex_direct(workers: int) -> Iterator[Callable[[], Any]]:
+def htex_direct(workers: int) -> Iterator[Submit]:
     from parsl.executors import HighThroughputExecutor
     from parsl.providers import LocalProvider
     htex = HighThroughputExecutor(label="htex", max_workers_per_node=workers,
@@ -64,22 +72,22 @@ def htex_direct(workers: int) -> Iterator[Callable[[], Any]]:
     htex.start()
     htex.scale_out_facade(1)
     try:
-        yield lambda: htex.submit(noop, {})
+        yield lambda fn, *args: htex.submit(fn, {}, *args)
     finally:
         htex.shutdown()
 
 
 @contextmanager
-def mpi4py_futures(workers: int) -> Iterator[Callable[[], Any]]:
+def mpi4py_futures(workers: int) -> Iterator[Submit]:
     from mpi4py.futures import MPIPoolExecutor
     with MPIPoolExecutor(max_workers=workers) as ex:
-        yield lambda: ex.submit(noop)
+        yield ex.submit
 
 
 @contextmanager
-def process_pool(workers: int) -> Iterator[Callable[[], Any]]:
+def process_pool(workers: int) -> Iterator[Submit]:
     with concurrent.futures.ProcessPoolExecutor(workers) as ex:
-        yield lambda: ex.submit(noop)
+        yield ex.submit
 
 
 SYSTEMS = {"rankpool.Executor": rankpool_executor, "Parsl HTEX direct": htex_direct,
@@ -88,7 +96,8 @@ SYSTEMS = {"rankpool.Executor": rankpool_executor, "Parsl HTEX direct": htex_dir
 
 def measure(name: str, factory: Any, workers: int, tasks: int, repeat: int) -> dict[str, float]:
     t = time.perf_counter()
-    with factory(workers) as submit:
+    with factory(workers) as submit_any:
+        submit = functools.partial(submit_any, noop)
         submit().result()
         first = time.perf_counter() - t
         throughput(submit, min(1000, tasks))  # warm-up

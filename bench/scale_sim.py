@@ -20,7 +20,8 @@ of no-op tasks) measures, per pool count:
   its CPU while idle with every pool heart-beating (the whole keep-alive cost).
 
 ``--profile`` also samples the interchange with py-spy during an extra flood at the largest
-pool count and prints the functions that dominate. The machine here has 2 cores shared with
+pool count and prints the functions that dominate. ``RANKPOOL_BENCH_MATCH=path/matching.py``
+makes the interchange use that file's ``match()`` (before/after comparisons of a change). The machine here has 2 cores shared with
 the pool hosts and the front-end: compare pool counts within one run.
 """
 
@@ -87,6 +88,16 @@ def interchange_main(stats_path: str) -> int:
         beats.append((t, time.monotonic() - t, time.thread_time() - c, len(self.pools)))
 
     Interchange.heartbeat = timed  # type: ignore[method-assign]
+    baseline = os.environ.get("RANKPOOL_BENCH_MATCH")
+    if baseline:  # before/after comparisons of a matching change: match() from another file
+        import importlib.util
+
+        from rankpool.interchange import interchange as ix_module
+        spec = importlib.util.spec_from_file_location("rankpool.interchange._baseline", baseline)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        ix_module.match = module.match  # type: ignore[attr-defined]
     config = process.read_config(sys.stdin)
     try:
         return process.serve(config, sys.stdout)
@@ -396,9 +407,16 @@ def measure_size(npools: int, args: argparse.Namespace, workdir: str) -> dict[st
         out["rss_idle_mb"] = proc.memory_info().rss / 2**20
         # keep-alive cost: the interchange idle while every pool heart-beats
         front.wait(1.0)
+        profiling = args.profile and npools == max(args.pools)
+        spy = None
+        if profiling:
+            spy_out = os.path.join(workdir, f"interchange-idle-{npools}.txt")
+            spy = start_pyspy(ix.pid, args.idle, spy_out)
         c0, t0 = _cpu(proc), time.monotonic()
         front.wait(args.idle)
         out["idle_cores"] = (_cpu(proc) - c0) / (time.monotonic() - t0)
+        if spy is not None:
+            out["profile_idle"] = _collect(spy, spy_out)
         # throughput
         warm = front.encode_flood(min(args.tasks, 20_000), args.batch)
         front.flood(warm, min(args.tasks, 20_000), args.window)
@@ -425,7 +443,7 @@ def measure_size(npools: int, args: argparse.Namespace, workdir: str) -> dict[st
                              "samples": len(samples)}
         out["rss_mb"] = proc.memory_info().rss / 2**20
         out["rss_peak_mb"] = _peak_rss(ix.pid) / 2**20
-        if args.profile and npools == max(args.pools):
+        if profiling:
             out["profile"] = profile_flood(front, ix.pid, args, workdir, f"interchange-{npools}")
     with open(os.path.join(workdir, f"ix-{npools}.json")) as fh:
         beats = [b for b in json.load(fh)["beats"] if b[3] == npools]
@@ -511,16 +529,20 @@ def profile_flood(front: Front, pid: int, args: argparse.Namespace, workdir: str
     end = time.monotonic() + args.profile_seconds
     while time.monotonic() < end and spy.poll() is None:
         front.flood(front.encode_flood(args.batch * 16, args.batch), args.batch * 16, args.window)
+    return _collect(spy, out)
+
+
+def _collect(spy: subprocess.Popen[bytes], out: str) -> dict[str, Any]:
+    """Wait for a py-spy run and summarise what it wrote."""
     try:
         spy.wait(60)
     except subprocess.TimeoutExpired:
         spy.kill()
+        spy.wait(10)
     if not os.path.exists(out):
         err = spy.stderr.read().decode()[-500:] if spy.stderr else ""
         return {"error": f"py-spy wrote nothing: {err}"}
-    summary = summarize_raw(out)
-    summary["raw"] = out
-    return summary
+    return summarize_raw(out)
 
 
 def print_profile(title: str, summary: dict[str, Any], file: Any = sys.stderr) -> None:
@@ -605,7 +627,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'met    ' if ok else 'NOT met'}  {what}: {figure}")
     for r in rows:
         if "profile" in r:
-            print_profile(f"interchange at {r['pools']:,} pools (py-spy)", r["profile"], sys.stdout)
+            print_profile(f"interchange at {r['pools']:,} pools, flooded (py-spy)", r["profile"],
+                          sys.stdout)
+        if "profile_idle" in r:
+            print_profile(f"interchange at {r['pools']:,} pools, idle (py-spy)", r["profile_idle"],
+                          sys.stdout)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"settings": {k: v for k, v in vars(args).items() if k not in
@@ -624,9 +650,6 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             os.makedirs(workdir, exist_ok=True)
         for n in sorted(args.pools):
             rows.append(measure_size(n, args, workdir))
-            if "profile" in rows[-1]:
-                prof = rows[-1]["profile"]
-                prof.pop("raw", None)
     return rows
 
 

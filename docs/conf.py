@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "src")))
 
-from rankpool import __version__  # noqa: E402
+from rankpool import __version__
 
 project = "rankpool"
 author = "the rankpool authors"

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any, NamedTuple, TextIO
+from typing import Any, NamedTuple, TextIO, TypeVar
 
 __all__ = ["Counts", "Progress", "as_completed", "map", "wait"]
 
@@ -32,6 +32,8 @@ __all__ = ["Counts", "Progress", "as_completed", "map", "wait"]
 REDRAW = 0.1
 #: without a terminal, a line is printed at least this often (seconds)
 INTERVAL = 30.0
+
+_P = TypeVar("_P", bound="Progress")
 
 
 class Counts(NamedTuple):
@@ -102,7 +104,7 @@ class Progress:
             if self.show:
                 self._write(self._text(), final=True)
 
-    def __enter__(self) -> Progress:
+    def __enter__(self: _P) -> _P:
         if self.show and self.tty:
             with self._lock:
                 self._write(self._text(), final=False)
@@ -121,9 +123,11 @@ class Progress:
                 self._write(self._text(), final=False)
             return
         finished = self.done + self.failed
-        quarter = 4 * finished // self.total if self.total else 4
-        if (quarter > self._quarter and finished < self.total) or now - self._last >= self.interval:
-            self._quarter = max(self._quarter, quarter)
+        if finished >= self.total:
+            return  # the last line is close()'s
+        quarter = 4 * finished // self.total
+        if quarter > self._quarter or now - self._last >= self.interval:
+            self._quarter = quarter
             self._write(self._text(), final=False)
 
     def _write(self, text: str, *, final: bool) -> None:

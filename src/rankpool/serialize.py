@@ -178,6 +178,15 @@ def loads_error(data: Buffer) -> BaseException:
     return exc
 
 
+def error_summary(data: Buffer) -> str:
+    """``type: message`` of a serialized task error, for logs (the exception is not rebuilt)."""
+    try:
+        info = pickle.loads(data)
+        return f"{info.type_name}: {info.message}"
+    except Exception:
+        return "an error that cannot be read"
+
+
 def add_note(exc: BaseException, note: str) -> None:
     """``BaseException.add_note`` where Python has it (3.11+), the same attribute otherwise."""
     if hasattr(exc, "add_note"):

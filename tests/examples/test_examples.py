@@ -28,7 +28,8 @@ def run(tmp_path: Path, script: str, *args: str, ranks: int | None = None,
     cmd = [sys.executable, str(EXAMPLES / script), *args]
     if ranks is not None:
         cmd = [find_mpiexec(), "-n", str(ranks), *cmd]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
+                          check=False)
     assert proc.returncode == 0, (f"{' '.join(cmd)} exited {proc.returncode}\n"
                                   f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
@@ -50,7 +51,7 @@ def test_quickstart(tmp_path):
     progress = [line for line in proc.stderr.splitlines() if line.startswith("tasks: ")]
     assert progress and progress[-1].startswith("tasks: 20/20, 20 done, 0 failed (100%")
     logs = {p.name for p in tmp_path.glob("runinfo/*/xs/*.log")}
-    assert logs == {"interchange.log", "pool-0.log"}
+    assert {"interchange.log", "pool-0.log"} <= logs
 
 
 def test_comm_allreduce(tmp_path):

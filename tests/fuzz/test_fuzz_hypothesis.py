@@ -110,3 +110,19 @@ def test_pool_takes_any_header(script: list[list[bytes]]) -> None:
 def test_client_takes_any_header(script: list[list[bytes]]) -> None:
     deliver(ClientTarget(0), [Case("to_front", b"", f, "hypothesis") for f in script],
             CLIENT_ERRORS)
+
+
+#: what pool p0 of a fresh target holds: result batches for these get past the first checks
+P0_TASKS = sorted(next(p for p in InterchangeTarget(0).ix.pools if p.pool_id == "p0").in_flight)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.sampled_from(P0_TASKS), st.integers(-8, 16) | outcomes).map(list),
+                min_size=1, max_size=4),
+       st.binary(max_size=24), st.lists(st.binary(max_size=8), max_size=3))
+def test_result_batches_of_tasks_in_flight(records: list[Any], blob: bytes,
+                                           buffers: list[bytes]) -> None:
+    """A pool's result batch for its own tasks: forwarded only if the front-end can read it."""
+    header = json.dumps({"k": "results", "r": records}).encode()
+    deliver(InterchangeTarget(0, reset_every=10**9),
+            [Case("pool", b"p0", [header, blob, *buffers], "hypothesis")])

@@ -86,6 +86,12 @@ def test_issue_example_and_resource_specs(load: Any) -> None:
     assert all_ranks.result(timeout=30) == [(0, 3), (1, 3), (2, 3)]
     assert apps.first_arg_comm(None, 5, parsl_resource_specification={"ranks": 2}).result(timeout=30) == 10
     assert apps.rank_and_size().result(timeout=30) == (0, 1)  # 1-rank task: a size-1 communicator
+    # an exception on a rank other than the root fails the task (Parsl returns it as a value)
+    for results in ("root", "all"):
+        failing = apps.fail_on_rank(2, parsl_resource_specification={"num_ranks": 3,
+                                                                     "results": results})
+        with pytest.raises(ValueError, match="rank 2 failed"):
+            failing.result(timeout=30)
     # the keyword goes to functions that declare it (or take **kwargs), not to the others
     spec = {"num_ranks": 1, "priority": 3}
     assert apps.echo_spec(parsl_resource_specification=spec).result(timeout=30) == spec

@@ -149,3 +149,10 @@ def busy(seconds: float, comm: Any = None) -> int:
     while time.monotonic() < end:
         n += 1
     return comm.Get_size()  # type: ignore[no-any-return]
+
+
+@python_app
+def fail_on_rank(bad: int, comm: Any = None) -> int:
+    if comm.Get_rank() == bad:
+        raise ValueError(f"rank {bad} failed")
+    return comm.Get_rank()

@@ -198,3 +198,13 @@ def test_map_left_early_cancels_what_has_not_started():
             assert last_line(out).startswith("tasks: 3/4, 1 done, 2 failed")
         finally:
             hold.set()
+
+
+def test_without_terminal_the_last_line_is_printed_once():
+    out, clock = io.StringIO(), Clock()
+    with progress.Progress(2, stream=out, clock=clock, interval=1) as bar:
+        for _ in range(2):
+            clock.now += 5                             # past the interval at every update
+            bar.update()
+    assert out.getvalue().splitlines() == ["tasks: 1/2, 1 done, 0 failed (50%, 5.0 s)",
+                                           "tasks: 2/2, 2 done, 0 failed (100%, 10.0 s)"]

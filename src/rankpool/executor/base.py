@@ -104,7 +104,9 @@ def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
             return
         errors = [loads_error(o.data) for o in result.outcomes if not o.ok]
     except Exception as exc:  # a value or error that cannot be rebuilt here
-        _set(future, None, SerializationError(f"the result of task {result.task_id}", exc))
+        error = SerializationError(f"the result of task {result.task_id}", exc)
+        log.error("task %d: %s", result.task_id, error)
+        _set(future, None, error)
         return
     first = errors[0]
     for other in errors[1:]:
@@ -216,6 +218,7 @@ class FrontEnd(_Submitter):
         cancelled = []
         for task_id, future in pending:
             if future.cancel():
+                future.set_running_or_notify_cancel()  # wakes wait() and as_completed()
                 cancelled.append(task_id)
                 self._futures.pop(task_id, None)
         return cancelled
@@ -264,7 +267,8 @@ class RequirementsView(_Submitter):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if cancel_futures:
             for f in self._mine:
-                f.cancel()
+                if f.cancel():
+                    f.set_running_or_notify_cancel()
         if wait:
             for f in self._mine:
                 try:

@@ -198,8 +198,9 @@ class Executor(FrontEnd):
         if not msg.task_ids:
             log.info("block %s left: %s", msg.block_id, msg.reason)
             return
-        log.error("block %s on %s lost with %d tasks: %s", msg.block_id, msg.hosts,
-                  len(msg.task_ids), msg.reason)
+        log.error("block %s on %s lost with %d tasks (%s%s): %s", msg.block_id, msg.hosts,
+                  len(msg.task_ids), ", ".join(map(str, msg.task_ids[:50])),
+                  ", ..." if len(msg.task_ids) > 50 else "", msg.reason)
         for task_id in msg.task_ids:
             self._fail_future(task_id, ManagerLost(msg.block_id, msg.hosts, msg.reason))
 

@@ -47,7 +47,8 @@ from ..resources import check_fits, parse_spec
 from ..serialize import FunctionPickler, dumps_data
 from .base import TaskFuture, settle
 from .parsl_blocks import LocalMpiexecLauncher, block_shape, launch_command, local_provider, node_info
-from .parsl_checks import SPEC_KWARG, check_arguments, declares_spec, version_error
+from .parsl_checks import (SPEC_KWARG, ReraiseWrapped, check_arguments, declares_spec,
+                           version_error)
 from .parsl_scaling import BlockControl
 from .rundir import write_interchange_info
 
@@ -161,6 +162,7 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
         self._ranks: dict[int, int] = {}
         self._outstanding_ranks = 0
         self._pickler = FunctionPickler()
+        self._reraisers: dict[Any, ReraiseWrapped] = {}
         self._wants_spec: dict[Any, bool] = {}
         self._skip_init: int | None = None
         self._closed = False
@@ -237,6 +239,8 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
         if SPEC_KWARG in kwargs and not self._keeps_spec(func):
             kwargs = {k: v for k, v in kwargs.items() if k != SPEC_KWARG}
         check_receives_comm(func, args, spec.num_ranks)
+        if spec.num_ranks > 1:
+            func = self._reraising(func)
         digest, fn_bytes = self._pickler.dumps(func)
         data, buffers = dumps_data((args, kwargs), "the task's arguments")
         with self._lock:
@@ -268,6 +272,21 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
     def status_polling_interval(self) -> int | float:
         """The provider's polling interval; 0 (never polled nor scaled) when not ``managed``."""
         return super().status_polling_interval if self.managed else 0
+
+    def _reraising(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """``func`` wrapped so that an exception Parsl's app wrapper turned into a value raises.
+
+        Parsl apps return a ``RemoteExceptionWrapper`` instead of raising; on a rank other than
+        the task's root that value would be dropped, and the task reported a success. Raised,
+        it fails the task like any rank's exception. One wrapper per function, so the function
+        is still serialized once.
+        """
+        wrapped = self._reraisers.get(func)
+        if wrapped is None:
+            if len(self._reraisers) > 1024:
+                self._reraisers.clear()
+            wrapped = self._reraisers[func] = ReraiseWrapped(func)
+        return wrapped
 
     def monitor_resources(self) -> bool:
         """Resource monitoring runs in every worker rank of a task (psutil, one process each)."""

@@ -102,3 +102,21 @@ def version_error(reason: str) -> VersionMismatch:
 
 def _positive_int(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+
+
+class ReraiseWrapped:
+    """Calls an app function and raises the exception Parsl's wrapper returned as a value.
+
+    Keeps ``func``'s signature visible (``__wrapped__``), so the task's communicator is still
+    injected where the function wants it.
+    """
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.__wrapped__ = func
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from parsl.app.errors import RemoteExceptionWrapper
+        value = self.__wrapped__(*args, **kwargs)
+        if isinstance(value, RemoteExceptionWrapper):
+            value.reraise()
+        return value

@@ -57,6 +57,10 @@ class Pool:
     ceiling: int = 0
     window_start: float = 0.0
     window_done: int = 0
+    _ranks: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self._ranks = sum(self.node_ranks)
 
     @classmethod
     def from_register(cls, identity: bytes, reg: Register, prefetch: int, now: float) -> Pool:
@@ -71,7 +75,12 @@ class Pool:
     @property
     def ranks(self) -> int:
         """Worker ranks of the pool."""
-        return sum(self.node_ranks)
+        return self._ranks
+
+    @property
+    def idle(self) -> int:
+        """Worker ranks not taken by a task in flight here (0 while prefetched tasks wait)."""
+        return max(0, self._ranks - self.used)
 
     @property
     def free(self) -> int:

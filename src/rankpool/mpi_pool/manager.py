@@ -22,7 +22,7 @@ from mpi4py import MPI
 from ..errors import InsufficientRanks, ResourceSpecError, StuckRanksError, TaskTimeout
 from ..protocol import Outcome, Result, Task
 from ..resources import Spec
-from ..serialize import Buffer, dumps_error
+from ..serialize import Buffer, dumps_error, error_summary
 from .comms import Done, Outbox, Tag, Topology, WorkItem, receive
 from .placement import Scheduler, Shape
 from .trace import TraceRecorder
@@ -196,8 +196,8 @@ class Manager:
     # -- bookkeeping --------------------------------------------------------------------------
     def _record(self, source: int, done: Done, buffers: list[Buffer]) -> None:
         if not done.ok:
-            log.warning("task %d raised on rank %d (rank %d of the task)", done.task_id, source,
-                        done.rank)
+            log.warning("task %d raised on rank %d (rank %d of the task): %s", done.task_id,
+                        source, done.rank, error_summary(done.data))
         if self.single.get(done.task_id) == source:  # the common case, kept short
             del self.single[done.task_id]
             if self.trace is not None:

@@ -1,0 +1,102 @@
+"""Reproducers of the bugs the fuzzer found in code this suite does not own.
+
+Each test states the behaviour the protocol promises and is marked ``xfail(strict=True)``
+while the bug stands: once it is fixed the test passes, strict xfail turns that into a
+failure, and whoever fixed it removes the marker here and the entry in
+:data:`fuzz_targets.KNOWN`. See docs/reliability.md for the write-up.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from rankpool.errors import ProtocolError
+from rankpool.protocol import decode_header, decode_results, decode_tasks
+
+from fuzz_messages import Case
+from fuzz_targets import (KNOWN, ClientTarget, InterchangeTarget, PoolTarget, Report, captured,
+                          receivable)
+
+DEEP = b'{"k":"heartbeat","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+HUGE_WALLTIME = (b'{"k":"tasks","f":[["00",0]],"s":[[1,null,null,false,0,1' + b"0" * 400
+                 + b']],"r":[[7,0,0,0,0]]}')
+
+json_recursion = pytest.mark.xfail(strict=True, raises=RecursionError, reason=KNOWN["json-recursion"])
+spec_overflow = pytest.mark.xfail(strict=True, raises=OverflowError, reason=KNOWN["spec-overflow"])
+
+
+@json_recursion
+def test_deeply_nested_header_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError):
+        decode_header(DEEP)
+
+
+@json_recursion
+def test_the_pool_survives_a_deeply_nested_header() -> None:
+    """Today the RecursionError leaves rank 0's loop, and run_pool aborts the MPI job."""
+    pytest.importorskip("mpi4py")
+    target = PoolTarget(0)
+    target.sock.inbox.append([DEEP])
+    target.pm.pool_receive(0)
+
+
+@json_recursion
+def test_the_front_end_survives_a_deeply_nested_header() -> None:
+    """Today the RecursionError leaves the client's receive; the executor is then broken."""
+    target = ClientTarget(0)
+    target.sock.inbox.append([DEEP])
+    target.client._receive()
+
+
+def test_the_interchange_survives_a_deeply_nested_header_but_logs_an_error() -> None:
+    """_drain's catch-all keeps the interchange up, at the price of an ERROR with a traceback."""
+    target: Any = InterchangeTarget(0)
+    with captured() as cap:
+        target.deliver("pool", b"p0", [DEEP])
+    assert [type(r.exc_info[1]) for r in cap.bad if r.exc_info] == [RecursionError]
+
+
+@spec_overflow
+def test_huge_integer_walltime_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError):
+        decode_tasks(json.loads(HUGE_WALLTIME), [b""])
+
+
+@spec_overflow
+def test_the_pool_survives_a_huge_integer_walltime() -> None:
+    pytest.importorskip("mpi4py")
+    target = PoolTarget(0)
+    target.sock.inbox.append([HUGE_WALLTIME, b""])
+    target.pm.pool_receive(0)
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN["forwarded-bad-results"])
+@pytest.mark.parametrize("records, blob", [
+    ([[1, []]], b""),                                   # no outcomes
+    ([[1, 8], [2, -4]], b"abcd"),                       # lengths that only add up
+    ([[1, [[0, "yes", 0, 0]]]], b""),                   # ok is not a boolean
+])
+def test_only_result_batches_the_front_end_can_read_are_forwarded(records: list[Any],
+                                                                  blob: bytes) -> None:
+    """Tasks 1 and 2 are in flight on pool p0, which sends a result batch check_results
+    passes and decode_results refuses: the interchange marks the tasks done and forwards the
+    batch, the front-end drops it, and the two futures never end."""
+    target: Any = InterchangeTarget(0)
+    pool = next(p for p in target.ix.pools if p.pool_id == "p0")
+    assert {1, 2} <= set(pool.in_flight)
+    header = json.dumps({"k": "results", "r": records}).encode()
+    report = Report()
+    target.feed(Case("pool", b"p0", [header, blob], "reproducer"), report)
+    assert 1 not in target.ix.known  # the interchange considers task 1 finished...
+    forwarded = [f for f in report.findings if f.kind.startswith("sent the front-end")]
+    assert not forwarded, forwarded[0].detail  # ...so the front-end must be able to read it
+
+
+def test_receivable_is_what_the_front_end_applies() -> None:
+    ok = [json.dumps({"k": "results", "r": [[1, 2]]}).encode(), b"ab"]
+    assert receivable(ok) == ""
+    decode_results(json.loads(ok[0]), ok[1:])
+    assert "malformed outcomes" in receivable([b'{"k":"results","r":[[1,[]]]}', b""])
