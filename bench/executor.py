@@ -64,7 +64,8 @@ def rankpool_executor(workers: int) -> Iterator[Submit]:
 def htex_direct(workers: int) -> Iterator[Submit]:
     from parsl.executors import HighThroughputExecutor
     from parsl.providers import LocalProvider
-    htex = HighThroughputExecutor(label="htex", max_workers_per_node=workers,
+    # unencrypted, as rankpool is on loopback (Parsl encrypts by default: 64 MB then takes ~10 s)
+    htex = HighThroughputExecutor(label="htex", max_workers_per_node=workers, encrypted=False,
                                   provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1))
     htex.run_dir = tempfile.mkdtemp(prefix="bench-htex-")
     htex.run_id = "bench"

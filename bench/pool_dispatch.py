@@ -10,7 +10,9 @@ rank 0 (the manager, plus the submitting thread) floods its N-1 workers with no-
 (``bench/comm_executor.py``'s ``throughput``: all submitted, then all awaited) and times one
 task's round trip. 64 ranks on this machine's 2 cores are heavily oversubscribed: the figure
 says what the manager achieves when its workers compete with it for CPU, not what it does on
-64 real cores. Compare the two within one run.
+64 real cores. Rank 0's CPU per task (its process's CPU time over the tasks it dispatched)
+separates the two: if it stays flat from 7 to 63 workers, dispatch is not O(workers) per task
+and the lower rate is rank 0 waiting for a CPU. Compare the two within one run.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ def rank_job(args: argparse.Namespace) -> int:
                 cpu.append((sum(me.cpu_times()[:2]) - c0) / (time.perf_counter() - t))
             out = {"ranks": world.Get_size(), "workers": world.Get_size() - 1,
                    "tasks": args.tasks, "tasks_per_s": statistics.median(rates), "runs": rates,
-                   "rank0_cores": statistics.median(cpu), "rtt_ms": round_trip(ex, noop, 200),
+                   "rank0_cores": statistics.median(cpu),
+                   "rank0_us_per_task": statistics.median(c / r * 1e6 for c, r in zip(cpu, rates)),
+                   "rtt_ms": round_trip(ex, noop, 200),
                    "first_result_s": first}
             with open(args.json, "w") as fh:
                 json.dump(out, fh)
@@ -72,8 +76,9 @@ def run_job(ranks: int, args: argparse.Namespace, workdir: str) -> dict[str, Any
         result: dict[str, Any] = json.load(fh)
     result["job_s"] = time.perf_counter() - t
     print(f"  mpiexec -n {ranks}: {result['tasks_per_s']:,.0f} tasks/s to {ranks - 1} workers, "
-          f"round trip {result['rtt_ms']:.2f} ms, rank 0 used {result['rank0_cores']:.2f} cores "
-          f"(job {result['job_s']:.1f} s)", file=sys.stderr, flush=True)
+          f"round trip {result['rtt_ms']:.2f} ms, rank 0 used {result['rank0_cores']:.2f} cores, "
+          f"{result['rank0_us_per_task']:.1f} us per task (job {result['job_s']:.1f} s)",
+          file=sys.stderr, flush=True)
     return result
 
 
@@ -89,7 +94,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         summary["by_ranks"][str(n)] = {
             "workers": n - 1, "tasks_per_s": statistics.median(j["tasks_per_s"] for j in js),
             "rtt_ms": statistics.median(j["rtt_ms"] for j in js),
-            "rank0_cores": statistics.median(j["rank0_cores"] for j in js)}
+            "rank0_cores": statistics.median(j["rank0_cores"] for j in js),
+            "rank0_us_per_task": statistics.median(j["rank0_us_per_task"] for j in js)}
     lo, hi = min(args.ranks), max(args.ranks)
     summary["ratio"] = (summary["by_ranks"][str(hi)]["tasks_per_s"]
                         / summary["by_ranks"][str(lo)]["tasks_per_s"])
@@ -98,11 +104,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(summary: dict[str, Any]) -> str:
-    lines = ["| pool (mpiexec -n) | worker ranks | no-op tasks/s | round trip ms | rank 0 cores |",
-             "|---:|---:|---:|---:|---:|"]
+    lines = ["| pool (mpiexec -n) | worker ranks | no-op tasks/s | round trip ms | rank 0 cores "
+             "| rank 0 CPU µs/task |", "|---:|---:|---:|---:|---:|---:|"]
     for n, r in summary["by_ranks"].items():
         lines.append(f"| {n} | {r['workers']} | {r['tasks_per_s']:,.0f} | {r['rtt_ms']:.2f} | "
-                     f"{r['rank0_cores']:.2f} |")
+                     f"{r['rank0_cores']:.2f} | {r['rank0_us_per_task']:.1f} |")
     lines.append(f"\nratio {summary['ratio_label']}: {summary['ratio']:.2f}")
     return "\n".join(lines)
 

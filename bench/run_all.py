@@ -1,6 +1,6 @@
 """Every system, one run: rankpool against Parsl, mpi4py.futures, executorlib and the stdlib.
 
-    python bench/run_all.py [--out bench-results] [--quick] [--rounds 1] [--only NAME ...]
+    python bench/run_all.py [--out bench/results] [--quick] [--rounds 2] [--only NAME ...]
                             [--skip-scale] [--skip-dispatch] [--profile]
 
 Writes ``results.json``, ``results.md`` (the tables) and PNG plots into ``--out``. Systems,
@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import heapq
 import json
 import os
 import platform
@@ -164,6 +165,33 @@ def mpi_metrics(system: System, q: argparse.Namespace, out: dict[str, Any]) -> N
     out.update(mixed(system, q))
 
 
+def schedule_bound(work: list[tuple[int, float]], ranks: int, backfill: bool) -> float:
+    """Utilisation of a zero-overhead list schedule of ``work`` on ``ranks`` ranks (one node).
+
+    Without backfill a blocked task stops every later one: on one node this is also what a
+    reservation for the first blocked task does when run times are unknown (it holds every
+    rank that frees up until it fits), i.e. rankpool's placement policy. With backfill any
+    later task that fits starts (a wide task may starve in a continuous stream).
+    """
+    t, free, queue, running = 0.0, ranks, list(work), []
+    while queue or running:
+        i = 0
+        while i < len(queue):
+            k, d = queue[i]
+            if k <= free:
+                free -= k
+                heapq.heappush(running, (t + d, k))
+                queue.pop(i)
+                i = 0 if not backfill else i
+                continue
+            if not backfill:
+                break
+            i += 1
+        t, k = heapq.heappop(running)
+        free += k
+    return sum(k * d for k, d in work) / (ranks * t)
+
+
 def mixed(system: System, q: argparse.Namespace) -> dict[str, Any]:
     """The mixed workload, all submitted at once; utilisation from the nominal sleeps."""
     assert system.submit_ranks is not None
@@ -176,7 +204,9 @@ def mixed(system: System, q: argparse.Namespace) -> dict[str, Any]:
     trace = [[k, s - t0, e - t0] for (k, _), v in zip(work, spans)
              if isinstance(v, (list, tuple)) for s, e in [v]]
     return {"mixed_utilisation": busy / (MPI_WORKERS * makespan), "mixed_makespan_s": makespan,
-            "mixed_ideal_s": busy / MPI_WORKERS, "mixed_tasks": len(work), "mixed_trace": trace}
+            "mixed_ideal_s": busy / MPI_WORKERS, "mixed_tasks": len(work), "mixed_trace": trace,
+            "mixed_bound_fifo": schedule_bound(work, MPI_WORKERS, backfill=False),
+            "mixed_bound_backfill": schedule_bound(work, MPI_WORKERS, backfill=True)}
 
 
 # =============================================================================================
@@ -190,6 +220,7 @@ def case_executor(q: argparse.Namespace) -> dict[str, Any]:
         ex.submit(noop).result()
         out["first_result_s"] = time.perf_counter() - t
         one_rank_metrics(System(ex.submit), q, out)
+        out["cpu_us_per_task"] = cpu_per_task(ex, max(out["tasks"], 20_000))
         if q.profile:
             out["profile"] = profile_executor(ex, q)
     with Executor(max_ranks=MPI_WORKERS, run_dir=run_dir) as ex:
@@ -199,17 +230,31 @@ def case_executor(q: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def executor_processes(ex: Any) -> dict[str, Any]:
+    """psutil handles of an Executor's processes: front-end, interchange, the pool's ranks."""
+    import psutil
+    ranks = [c for p in ex._blocks.procs.values()
+             for c in psutil.Process(p.pid).children(recursive=True) if "python" in c.name()]
+    procs = {"front-end": psutil.Process(), "interchange": psutil.Process(ex.client.proc.pid)}
+    procs.update({f"pool rank {i}": p for i, p in enumerate(sorted(ranks, key=lambda p: p.pid))})
+    return procs
+
+
+def cpu_per_task(ex: Any, n: int) -> dict[str, float]:
+    """CPU time each process spends per no-op task during one throughput run, in µs."""
+    procs = executor_processes(ex)
+    before = {k: sum(p.cpu_times()[:2]) for k, p in procs.items()}
+    bench_executor.throughput(functools.partial(ex.submit, noop), n)
+    return {k: (sum(p.cpu_times()[:2]) - before[k]) / n * 1e6 for k, p in procs.items()}
+
+
 def profile_executor(ex: Any, q: argparse.Namespace) -> dict[str, Any]:
     """py-spy on the front-end, the interchange and the pool's ranks during a no-op flood."""
-    import psutil
     from scale_sim import start_pyspy, summarize_raw
     seconds = 6 if not q.quick else 2
     workdir = tempfile.mkdtemp(prefix="bench-profile-")
-    ranks = [c for p in ex._blocks.procs.values()
-             for c in psutil.Process(p.pid).children(recursive=True) if "python" in c.name()]
-    targets = {"front-end": os.getpid(), "interchange": ex.client.proc.pid}
-    targets.update({f"pool rank {i}": p.pid for i, p in enumerate(sorted(ranks, key=lambda p: p.pid))})
-    spies = {name: (start_pyspy(pid, seconds, os.path.join(workdir, f"{i}.txt")),
+    targets = {name: p.pid for name, p in executor_processes(ex).items()}
+    spies = {name: (start_pyspy(pid, seconds, os.path.join(workdir, f"{i}.txt"), threads=True),
                     os.path.join(workdir, f"{i}.txt")) for i, (name, pid) in enumerate(targets.items())}
     end = time.monotonic() + seconds + 0.5
     submit0 = functools.partial(ex.submit, noop)
@@ -220,7 +265,7 @@ def profile_executor(ex: Any, q: argparse.Namespace) -> dict[str, Any]:
         if spy is None:
             return {"error": "py-spy not found"}
         spy.wait(60)
-        out[name] = summarize_raw(path, top=8) if os.path.exists(path) else {"error": "no samples"}
+        out[name] = summarize_raw(path, top=15) if os.path.exists(path) else {"error": "no samples"}
     return out
 
 
@@ -302,7 +347,8 @@ def _apps() -> dict[str, Any]:
     def p_mpi_nap(duration: float, parsl_resource_specification: dict = {}) -> str:  # noqa: B006
         import shlex
         import sys as _sys
-        code = f"import time; from mpi4py import MPI; time.sleep({duration!r}); MPI.COMM_WORLD.Barrier()"
+        code = (f"import time; from mpi4py import MPI; time.sleep({duration!r}); "
+                "MPI.COMM_WORLD.Barrier()")
         return f"$PARSL_MPI_PREFIX {shlex.quote(_sys.executable)} -c {shlex.quote(code)}"
 
     return {"echo": parsl.python_app(p_echo), "nap": parsl.python_app(p_nap),
@@ -327,7 +373,9 @@ def _dfk_case(kind: str, mpi_kind: str | None, q: argparse.Namespace) -> dict[st
                 [f.result() for f in [p_noop() for _ in range(50)]]  # every worker warm
                 one_rank_metrics(System(submit), q, out)
         if mpi_kind:
-            with dfk(mpi_kind, os.path.join(workdir, "mpi")) as _:
+            mpi_dir = os.path.join(workdir, "mpi")
+            os.makedirs(mpi_dir)
+            with dfk(mpi_kind, mpi_dir):
                 if mpi_kind == "mpiexecutor":
                     def spec(k: int) -> dict[str, Any]:
                         return {"num_ranks": k, "num_nodes": 1, "ranks_per_node": k}
@@ -523,7 +571,15 @@ def tables(rows: dict[str, dict[str, Any]]) -> str:
                      f" ms with an mpiexec per call)")
         out.append(f"| {name}{extra} | {r['rtt2_ms']:.2f} | {r['rtt4_ms']:.2f} | "
                    f"{_fmt(None if util is None else util * 100, '.1f')} | "
-                   f"{_fmt(r.get('mixed_makespan_s'), '.2f')} ({_fmt(r.get('mixed_ideal_s'), '.2f')}) |")
+                   f"{_fmt(r.get('mixed_makespan_s'), '.2f')} "
+                   f"({_fmt(r.get('mixed_ideal_s'), '.2f')}) |")
+    bounds = next((r for r in rows.values() if "mixed_bound_fifo" in r), None)
+    if bounds:
+        out += ["", f"The same workload scheduled with zero overhead: "
+                f"{bounds['mixed_bound_fifo'] * 100:.1f} % in arrival order (no task passes a "
+                f"blocked one; what a reservation without run-time estimates amounts to on one "
+                f"node), {bounds['mixed_bound_backfill'] * 100:.1f} % with greedy backfill "
+                f"(any task that fits starts; wide tasks can starve)."]
     skipped = [f"- {n}: {rows[n]['error']}" for n in SYSTEMS if n in rows and "error" in rows[n]]
     if skipped:
         out += ["", "Not measured:", "", *skipped]
@@ -551,7 +607,8 @@ def targets(rows: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None, str
     for ours in OURS:
         util = rows.get(ours, {}).get("mixed_utilisation")
         if util is not None:
-            res.append((f"{ours}: mixed-workload utilisation ≥ 90 %", util >= 0.9, f"{util * 100:.1f} %"))
+            res.append((f"{ours}: mixed-workload utilisation ≥ 90 %", util >= 0.9,
+                        f"{util * 100:.1f} %"))
     return res
 
 
@@ -612,23 +669,26 @@ def plots(rows: dict[str, dict[str, Any]], out_dir: str, scale: dict[str, Any] |
 
     traced = [n for n in mpi_names if rows[n].get("mixed_trace")]
     if traced:
-        fig, ax = plt.subplots(figsize=(11, 3.5))
-        for n in traced:
+        fig, axes = plt.subplots(len(traced), 1, figsize=(11, 1.3 * len(traced) + 0.6),
+                                 squeeze=False)
+        for ax, n in zip(axes[:, 0], traced):
             events = sorted([(s, k) for k, s, _ in rows[n]["mixed_trace"]]
                             + [(e, -k) for k, _, e in rows[n]["mixed_trace"]])
             xs, ys, busy = [0.0], [0], 0
             for t, dk in events:
-                xs.append(t)
-                ys.append(busy)
                 busy += dk
                 xs.append(t)
                 ys.append(busy)
-            ax.plot(xs, ys, label=f"{n} ({rows[n]['mixed_utilisation'] * 100:.0f} %)", lw=1)
-        ax.set_xlabel("seconds since the first submit")
-        ax.set_ylabel("busy ranks")
-        ax.set_ylim(0, MPI_WORKERS + 0.5)
-        ax.set_title("mixed workload: ranks busy over time (measured inside the tasks)", fontsize=10)
-        ax.legend(fontsize=8, loc="lower right")
+            ax.fill_between(xs, ys, step="post", alpha=0.6,
+                            color="#1f6fb4" if n in OURS else "#999999")
+            ax.set_ylim(0, MPI_WORKERS)
+            ax.set_xlim(0, rows[n]["mixed_makespan_s"])
+            ax.set_yticks(range(MPI_WORKERS + 1))
+            ax.tick_params(labelsize=7)
+            ax.set_title(f"{n}: {rows[n]['mixed_utilisation'] * 100:.0f} % of {MPI_WORKERS} ranks "
+                         f"busy, makespan {rows[n]['mixed_makespan_s']:.2f} s", fontsize=9, loc="left")
+        axes[-1, 0].set_xlabel("seconds since the first submit (each row its own scale)")
+        fig.suptitle("mixed workload: busy ranks over time, measured inside the tasks", fontsize=10)
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, "mixed_occupancy.png"), dpi=80)
         plt.close(fig)
@@ -689,6 +749,13 @@ def report(result: dict[str, Any]) -> str:
         lines += ["", "## Scale by simulation", "", scale_sim.table(scale["rows"]), ""]
         for what, ok, figure in scale_sim.targets(scale["rows"]):
             lines.append(f"- {'met' if ok else '**not met**'}: {what} ({figure})")
+        for r in scale["rows"]:
+            for key, when in (("profile", "flooded"), ("profile_idle", "idle")):
+                summary = r.get(key, {})
+                if "own" in summary:
+                    top = ", ".join(f"{fn} {p:.0f} %" for fn, p in summary["own"][:6])
+                    lines.append(f"- interchange at {r['pools']:,} pools, {when} (py-spy, "
+                                 f"{summary['samples']} samples): {top}")
     elif scale:
         lines += ["", f"Scale simulation failed: {scale.get('error')}"]
     dispatch = result.get("dispatch")
@@ -698,13 +765,23 @@ def report(result: dict[str, Any]) -> str:
                   pool_dispatch.table(dispatch)]
     elif dispatch:
         lines += ["", f"Pool dispatch failed: {dispatch.get('error')}"]
+    cpu = result["runs"].get("rankpool.Executor", [{}])
+    cpu = [r["cpu_us_per_task"] for r in cpu if "cpu_us_per_task" in r]
+    if cpu:
+        lines += ["", "## rankpool.Executor: CPU per no-op task, by process "
+                  "(µs, median of rounds)", "",
+                  "| " + " | ".join(cpu[0]) + " | total |", "|" + "---:|" * (len(cpu[0]) + 1)]
+        med = {k: statistics.median(c[k] for c in cpu if k in c) for k in cpu[0]}
+        lines.append("| " + " | ".join(f"{v:.1f}" for v in med.values())
+                     + f" | {sum(med.values()):.1f} |")
     prof = result["rows"].get("rankpool.Executor", {}).get("profile")
     if prof and "error" not in prof:
         lines += ["", "## Where rankpool.Executor's time goes (py-spy, own samples)", ""]
         for proc, summary in prof.items():
             if "own" in summary:
                 top = ", ".join(f"{fn} {p:.0f} %" for fn, p in summary["own"][:6])
-                lines.append(f"- {proc} ({summary['samples']} samples): {top}")
+                threads = ", ".join(f"{fn} {p:.0f} %" for fn, p in summary["roots"][:3])
+                lines.append(f"- {proc} ({summary['samples']} samples; by thread: {threads}): {top}")
     lines += ["", "Plots: " + ", ".join(f"![{p}]({p})" for p in result.get("plots", []))]
     return "\n".join(lines) + "\n"
 
@@ -712,9 +789,9 @@ def report(result: dict[str, Any]) -> str:
 # =============================================================================================
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="bench-results", help="output directory")
+    p.add_argument("--out", default=os.path.join("bench", "results"), help="output directory")
     p.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
-    p.add_argument("--rounds", type=int, default=1, help="runs of every case, interleaved")
+    p.add_argument("--rounds", type=int, help="runs of every case, interleaved (2; --quick: 1)")
     p.add_argument("--only", nargs="*", choices=SYSTEMS, metavar="NAME", help="a subset of systems")
     p.add_argument("--skip-scale", action="store_true", help="do not run bench/scale_sim.py")
     p.add_argument("--skip-dispatch", action="store_true", help="do not run bench/pool_dispatch.py")
@@ -725,6 +802,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--result", help=argparse.SUPPRESS)
     q = p.parse_args(argv)
     full = not q.quick
+    if q.rounds is None:
+        q.rounds = 2 if full else 1
     q.seconds = 2.0 if full else 0.3
     q.warmup = 500 if full else 100
     q.min_tasks, q.max_tasks = (1000, 200_000) if full else (200, 5000)
@@ -733,7 +812,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     q.mpi_rtt = 20 if full else 4
     q.np_small, q.np_big = (20, 5) if full else (3, 1)
     q.mixed = 120 if full else 24
-    q.passthrough = [a for a in (("--quick",) if q.quick else ()) + (("--profile",) if q.profile else ())]
+    q.passthrough = (["--quick"] if q.quick else []) + (["--profile"] if q.profile else [])
     return q
 
 
@@ -752,7 +831,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {r + 1} of {q.rounds}", file=sys.stderr, flush=True)
         for name in names:
             runs[name].append(run_case(name, q))
-    result: dict[str, Any] = {"command": " ".join(["python bench/run_all.py", *(argv if argv is not None else sys.argv[1:])]),
+    given = argv if argv is not None else sys.argv[1:]
+    result: dict[str, Any] = {"command": " ".join(["python bench/run_all.py", *given]),
                               "machine": machine(), "runs": runs, "rows": median_rows(runs)}
     if not q.skip_dispatch:
         print("pool dispatch (bench/pool_dispatch.py)", file=sys.stderr, flush=True)

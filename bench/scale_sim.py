@@ -19,10 +19,11 @@ of no-op tasks) measures, per pool count:
 * heartbeats: the time the interchange spends in one heartbeat pass (one send per pool), and
   its CPU while idle with every pool heart-beating (the whole keep-alive cost).
 
-``--profile`` also samples the interchange with py-spy during an extra flood at the largest
-pool count and prints the functions that dominate. ``RANKPOOL_BENCH_MATCH=path/matching.py``
-makes the interchange use that file's ``match()`` (before/after comparisons of a change). The machine here has 2 cores shared with
-the pool hosts and the front-end: compare pool counts within one run.
+``--profile`` also samples the interchange with py-spy at the smallest and the largest pool
+count, idle and during an extra flood, and prints the functions that dominate.
+``RANKPOOL_BENCH_MATCH=path/matching.py`` makes the interchange use that file's ``match()``
+(before/after comparisons of a change). The machine here has 2 cores shared with the pool
+hosts and the front-end: compare pool counts within one run.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ POOLS_PER_HOST = 2500
 FRONT_IDENTITY = "bench-front"
 RESULT = pickle.dumps(None, protocol=5)  # what a no-op task returns
 FN_DIGEST, FN_BYTES = b"\x01" * 16, b"no-op function"
+Proc = subprocess.Popen[str]
 
 
 def raise_fd_limit() -> int:
@@ -157,7 +159,8 @@ class PoolHost:
             kind = header["k"]
             if kind == "tasks":
                 ids = [r[0] for r in header["r"]]
-                sock.send_multipart([encode_header({"k": "results", "r": [[t, len(RESULT)] for t in ids]}),
+                records = [[t, len(RESULT)] for t in ids]
+                sock.send_multipart([encode_header({"k": "results", "r": records}),
                                      RESULT * len(ids)])
                 self.last_sent[i] = time.monotonic()
                 self.answered += len(ids)
@@ -347,7 +350,7 @@ def percentile(samples: Sequence[float], q: float) -> float:
 
 @contextmanager
 def simulation(npools: int, ranks: int, period: float, threshold: float,
-               workdir: str) -> Iterator[tuple[subprocess.Popen[str], Front, list[subprocess.Popen[str]]]]:
+               workdir: str) -> Iterator[tuple[Proc, Front, list[Proc]]]:
     """An interchange process with ``npools`` simulated pools registered, and a front-end."""
     raise_fd_limit()
     me = os.path.abspath(__file__)
@@ -407,7 +410,7 @@ def measure_size(npools: int, args: argparse.Namespace, workdir: str) -> dict[st
         out["rss_idle_mb"] = proc.memory_info().rss / 2**20
         # keep-alive cost: the interchange idle while every pool heart-beats
         front.wait(1.0)
-        profiling = args.profile and npools == max(args.pools)
+        profiling = args.profile and npools in (min(args.pools), max(args.pools))
         spy = None
         if profiling:
             spy_out = os.path.join(workdir, f"interchange-idle-{npools}.txt")
@@ -470,7 +473,7 @@ def pyspy_path() -> str | None:
 
 
 def start_pyspy(pid: int, seconds: float, out: str, *, subprocesses: bool = False,
-                rate: int = 250) -> subprocess.Popen[bytes] | None:
+                threads: bool = False, rate: int = 250) -> subprocess.Popen[bytes] | None:
     exe = pyspy_path()
     if exe is None:
         return None
@@ -478,6 +481,8 @@ def start_pyspy(pid: int, seconds: float, out: str, *, subprocesses: bool = Fals
            "--rate", str(rate), "--format", "raw", "--output", out, "--nonblocking"]
     if subprocesses:
         cmd.append("--subprocesses")
+    if threads:  # stacks then start with the thread, so "roots" splits the samples by thread
+        cmd.append("--threads")
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -511,6 +516,8 @@ def summarize_raw(path: str, top: int = 12) -> dict[str, Any]:
 
 
 def _frame_name(frame: str) -> str:
+    if frame.startswith(("thread ", "process ")):
+        return frame
     name, _, where = frame.partition(" (")
     where = where.rstrip(")")
     file = where.rsplit(":", 1)[0]
@@ -558,18 +565,22 @@ def print_profile(title: str, summary: dict[str, Any], file: Any = sys.stderr) -
 
 # =============================================================================================
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| pools | ranks | tasks/s | vs 1 pool | interchange CPU µs/task | latency median ms | "
-             "latency p99 ms | RSS MB (peak) | heartbeat pass ms | idle CPU % |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| pools | ranks | tasks/s | vs 1 pool | interchange CPU µs/task (cores busy) | "
+             "latency ms: median / p99 / max | RSS MB (peak) | heartbeat pass ms: wall (CPU) | "
+             "idle CPU % |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     base = next((r["tasks_per_s"] for r in rows if r["pools"] == 1), None)
     for r in rows:
         rel = f"{r['tasks_per_s'] / base:.2f}" if base else "–"
-        hb = r.get("heartbeat_pass_ms", {}).get("median")
+        hb = r.get("heartbeat_pass_ms", {})
+        beat = f"{hb['median']:.1f} ({hb.get('cpu_median', float('nan')):.1f})" if hb else "–"
+        lat = r["latency_ms"]
+        busy = f" ({r['ix_cores_busy']:.2f})" if "ix_cores_busy" in r else ""
         lines.append(
             f"| {r['pools']:,} | {r['ranks']:,} | {r['tasks_per_s']:,.0f} | {rel} | "
-            f"{r['ix_cpu_us_per_task']:.1f} | {r['latency_ms']['median']:.2f} | "
-            f"{r['latency_ms']['p99']:.2f} | {r['rss_mb']:.0f} ({r['rss_peak_mb']:.0f}) | "
-            f"{'–' if hb is None else f'{hb:.1f}'} | {r['idle_cores'] * 100:.1f} |")
+            f"{r['ix_cpu_us_per_task']:.1f}{busy} | {lat['median']:.2f} / {lat['p99']:.2f} / "
+            f"{lat.get('max', float('nan')):.0f} | {r['rss_mb']:.0f} ({r['rss_peak_mb']:.0f}) | "
+            f"{beat} | {r['idle_cores'] * 100:.1f} |")
     return "\n".join(lines)
 
 
@@ -602,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle", type=float, default=6.0, help="seconds of idle CPU measurement")
     p.add_argument("--period", type=float, default=2.0, help="heartbeat period (the default)")
     p.add_argument("--threshold", type=float, default=10.0, help="heartbeat threshold")
-    p.add_argument("--profile", action="store_true", help="py-spy the largest size")
+    p.add_argument("--profile", action="store_true", help="py-spy the smallest and largest size")
     p.add_argument("--profile-seconds", type=float, default=10.0)
     p.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     p.add_argument("--json", help="write the figures here")

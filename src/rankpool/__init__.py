@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from ._version import __version__
-from .errors import (BrokenPool, ExecutorShutdown, InsufficientRanks, ManagerLost, RankPoolError,
-                     RemoteTaskError, ResourceSpecError, SerializationError, StuckRanksError,
-                     TaskTimeout, VersionMismatch)
+from .errors import (BrokenPool, EncryptionUnavailable, ExecutorShutdown, InsufficientRanks,
+                     KeyFileError, ManagerLost, RankPoolError, RemoteTaskError, ResourceSpecError,
+                     SerializationError, StuckRanksError, TaskTimeout, VersionMismatch)
 
 _LAZY = {
     "CommExecutor": "rankpool.executor.comm",
@@ -23,7 +23,7 @@ _LAZY = {
 }
 
 __all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "BrokenPool",
-           "ExecutorShutdown", "InsufficientRanks", "ManagerLost", "RankPoolError",
+           "EncryptionUnavailable", "ExecutorShutdown", "InsufficientRanks", "KeyFileError", "ManagerLost", "RankPoolError",
            "RemoteTaskError", "ResourceSpecError", "SerializationError", "StuckRanksError",
            "TaskTimeout", "VersionMismatch"]
 

@@ -170,31 +170,50 @@ def encode_results(results: Sequence[Result]) -> Frames:
     return [encode_header({"k": "results", "r": records}), b"".join(blob), *big]
 
 
-def decode_results(header: dict[str, Any], frames: Sequence[Buffer]) -> list[Result]:
+def _outcome_ok(o: Any, room: int) -> bool:
+    return (type(o) is list and len(o) == 4 and type(o[0]) is int and type(o[1]) is bool
+            and type(o[2]) is int and type(o[3]) is int and 0 <= o[2] <= room and o[3] >= 0)
+
+
+def _record_outcomes(rec: Any, room: int) -> int | list[list[Any]]:
+    """Check one result record against ``room`` bytes of blob left; return its outcomes field."""
+    if not (type(rec) is list and len(rec) == 2 and type(rec[0]) is int):
+        raise ProtocolError(f"malformed result record {rec!r:.200}")
+    outs = rec[1]
+    if type(outs) is int:
+        if not 0 <= outs <= room:
+            raise ProtocolError(f"result of task {rec[0]} runs past the blob")
+        return outs
+    if type(outs) is not list or not outs:
+        raise ProtocolError(f"malformed outcomes of task {rec[0]}")
+    for o in outs:
+        if not _outcome_ok(o, room):
+            raise ProtocolError(f"malformed outcome {o!r:.200} of task {rec[0]}")
+        room -= o[2]
+    return outs
+
+
+def _records(header: dict[str, Any], frames: Sequence[Any]) -> list[Any]:
     records = header.get("r")
     if not isinstance(records, list) or not frames:
         raise ProtocolError("result batch without records or blob")
+    return records
+
+
+def decode_results(header: dict[str, Any], frames: Sequence[Buffer]) -> list[Result]:
+    records = _records(header, frames)
     blob = memoryview(frames[0])
     end = len(blob)
     pos, nxt = 0, 1
     results = []
     for rec in records:
-        if not (type(rec) is list and len(rec) == 2 and type(rec[0]) is int):
-            raise ProtocolError(f"malformed result record {rec!r:.200}")
-        outs = rec[1]
+        outs = _record_outcomes(rec, end - pos)
         if type(outs) is int:
-            if not 0 <= outs <= end - pos:
-                raise ProtocolError(f"result of task {rec[0]} runs past the blob")
             results.append(Result(rec[0], [Outcome(0, True, blob[pos:pos + outs])]))
             pos += outs
             continue
-        if type(outs) is not list or not outs:
-            raise ProtocolError(f"malformed outcomes of task {rec[0]}")
         parsed = []
         for o in outs:
-            if not (type(o) is list and len(o) == 4 and type(o[0]) is int and type(o[1]) is bool
-                    and type(o[2]) is int and type(o[3]) is int and 0 <= o[2] <= end - pos):
-                raise ProtocolError(f"malformed outcome {o!r:.200} of task {rec[0]}")
             parsed.append(Outcome(o[0], o[1], blob[pos:pos + o[2]], _take(frames, nxt, o[3])))
             pos += o[2]
             nxt += o[3]
@@ -204,27 +223,25 @@ def decode_results(header: dict[str, Any], frames: Sequence[Buffer]) -> list[Res
     return results
 
 
-def check_results(header: dict[str, Any], blob_len: int, nbuffers: int) -> None:
-    """Check cheaply that a result batch's records name exactly the data and frames it came with.
+def check_results(header: dict[str, Any], frames: Sequence[Any]) -> None:
+    """Check that a result batch is one :func:`decode_results` accepts, without slicing it.
 
-    The interchange uses it so a truncated or padded batch is failed rather than forwarded,
-    without building every outcome.
+    The interchange uses it so a batch the front-end could not read is failed rather than
+    forwarded; it applies the same rules but builds no outcomes.
     """
-    named = data = 0
-    try:
-        for rec in header["r"]:
-            outs = rec[1]
-            if type(outs) is int:
-                data += outs
-                continue
-            for outcome in outs:
-                data += outcome[2]
-                named += outcome[3]
-    except (TypeError, IndexError, KeyError):
-        raise ProtocolError("malformed result records") from None
-    if named != nbuffers or not 0 <= data <= blob_len:
-        raise ProtocolError(f"result batch names {named} buffers and {data} bytes of data; "
-                            f"{nbuffers} buffers and {blob_len} bytes came")
+    records = _records(header, frames)
+    room = len(frames[0])
+    named = 0
+    for rec in records:
+        outs = _record_outcomes(rec, room)
+        if type(outs) is int:
+            room -= outs
+            continue
+        for o in outs:
+            room -= o[2]
+            named += o[3]
+    if named != len(frames) - 1:
+        raise ProtocolError(f"result batch names {named} buffers; {len(frames) - 1} came")
 
 
 def result_ids(header: dict[str, Any]) -> list[int]:

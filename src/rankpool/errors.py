@@ -150,3 +150,15 @@ def _rebuild_serialization_error(what: str, cause_text: str) -> SerializationErr
     exc.what = what
     exc.cause_text = cause_text
     return exc
+
+
+class EncryptionUnavailable(RankPoolError, RuntimeError):
+    """Encryption was asked for (or is due off loopback) but this pyzmq has no CurveZMQ."""
+
+
+class KeyFileError(RankPoolError, ValueError):
+    """A key file or key directory is missing, malformed or readable by others; ``path`` names it."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path

@@ -71,6 +71,19 @@ def _positive_int(key: str, value: Any) -> int:
     return value
 
 
+def _positive_seconds(key: str, value: Any) -> float:
+    bad = ResourceSpecError(key, f"must be a positive number of seconds, got {value!r:.60}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise bad from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise bad
+    return seconds
+
+
 def parse_spec(spec: Mapping[str, Any] | Spec | None) -> Spec:
     """Validate a specification mapping and return a :class:`Spec`.
 
@@ -114,10 +127,7 @@ def parse_spec(spec: Mapping[str, Any] | Spec | None) -> Spec:
         raise ResourceSpecError("priority", f"must be an integer, got {priority!r}")
     walltime = spec.get("walltime")
     if walltime is not None:
-        if isinstance(walltime, bool) or not isinstance(walltime, (int, float)) \
-                or not math.isfinite(walltime) or walltime <= 0:
-            raise ResourceSpecError("walltime", f"must be a positive number of seconds, got {walltime!r}")
-        walltime = float(walltime)
+        walltime = _positive_seconds("walltime", walltime)
     return Spec(n, rpn, nn, results == "all", priority, walltime)
 
 

@@ -37,7 +37,7 @@ import zmq.auth
 from zmq.utils import z85
 
 from ._version import __version__
-from .errors import ProtocolError, RankPoolError
+from .errors import EncryptionUnavailable, KeyFileError, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +59,6 @@ _WHY_PROTOCOL = {
     zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
         "the peer's handshake does not decrypt (it has the wrong interchange public key)",
 }
-
-
-class EncryptionUnavailable(RankPoolError, RuntimeError):
-    """Encryption was asked for (or is due off loopback) but this pyzmq has no CurveZMQ."""
-
-
-class KeyFileError(RankPoolError, ValueError):
-    """A key file or key directory is missing, malformed or readable by others; ``path`` names it."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
 
 
 # -- when to encrypt ------------------------------------------------------------------------------
@@ -273,18 +261,20 @@ class Gatekeeper:
 
     Build it on the interchange's context *before* any socket binds (libzmq may let every
     CurveZMQ client in while no ZAP handler exists), apply :meth:`setup` to each ROUTER
-    before it binds, and poll the sockets of :meth:`steps` in the loop. ``warn`` logs a
-    refusal (the interchange passes a rate-limited one).
+    before it binds, and poll the sockets of :meth:`steps` in the loop. ``warner()`` makes
+    the function that logs refusals; one is made per port and cause, so that a peer retrying
+    with a wrong key for ever (the interchange passes rate-limited ones) cannot hide others.
     """
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], curve_dir: str,
-                 warn: Callable[..., None] | None = None) -> None:
+                 warner: Callable[[], Callable[..., None]] | None = None) -> None:
         require_curve("curve_dir is set")
         keys = CurveKeys.at(curve_dir)
         _, self._secret = load_secret(keys.secret("server"))
         self.allowed = {"pool": load_public(keys.public("pool")),
                         "front": load_public(keys.public("front"))}
-        self.warn = warn or log.warning
+        self._warner = warner or (lambda: log.warning)
+        self._warners: dict[tuple[str, str], Callable[..., None]] = {}
         self.refused = 0
         self._monitors: list[tuple[str, zmq.Socket[bytes], zmq.Socket[bytes]]] = []
         self.zap: zmq.Socket[bytes] = ctx.socket(zmq.ROUTER)
@@ -337,7 +327,8 @@ class Gatekeeper:
             self.refused += 1
             why = (f"its CurveZMQ key {key[:8].decode()}... is not this run's {wanted} key"
                    if key else f"mechanism {mechanism.decode(errors='replace')!r} is not allowed")
-            self.warn("refused a connection from %s on the %s port: %s", peer, port, why)
+            self.warn(port, "key" if key else "mechanism",
+                      "refused a connection from %s on the %s port: %s", peer, port, why)
         self.zap.send_multipart([route, b"", version, request_id, status, text, b"", b""])
 
     def on_event(self, name: str, frames: list[zmq.Frame]) -> None:
@@ -352,9 +343,19 @@ class Gatekeeper:
         if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
             code = value & 0xFFFFFFFF
             why = _WHY_PROTOCOL.get(code, f"ZeroMQ protocol error 0x{code:08x}")
-        else:
-            why = f"the handshake failed: {os.strerror(value) if value > 0 else 'no detail'}"
-        self.warn("refused a connection on the %s port (%s): %s", name, endpoint, why)
+        else:  # e.g. a peer without CurveZMQ that saw the mismatch first and hung up
+            detail = os.strerror(value) if value > 0 else "no detail"
+            why = (f"the connection broke during the handshake ({detail}); a peer without "
+                   "this run's keys may hang up like this")
+        self.warn(name, f"{event}:{value}", "refused a connection on the %s port (%s): %s", name,
+                  endpoint, why)
+
+    def warn(self, port: str, cause: str, msg: str, *args: Any) -> None:
+        """Log a refusal through the warner of its port and cause."""
+        warn = self._warners.get((port, cause))
+        if warn is None:
+            warn = self._warners[(port, cause)] = self._warner()
+        warn(msg, *args)
 
     def close(self) -> None:
         """Close the monitors and the ZAP handler (before the context terminates)."""
@@ -369,11 +370,11 @@ class Gatekeeper:
 
 
 def open_gate(ctx: zmq.Context[zmq.Socket[bytes]], curve_dir: str, address: str,
-              warn: Callable[..., None] | None = None) -> Gatekeeper | None:
+              warner: Callable[[], Callable[..., None]] | None = None) -> Gatekeeper | None:
     """The interchange's :class:`Gatekeeper` when ``curve_dir`` is set; else None, with a
     warning in the interchange's log when pools would connect over the network in the clear."""
     if curve_dir:
-        return Gatekeeper(ctx, curve_dir, warn)
+        return Gatekeeper(ctx, curve_dir, warner)
     if not is_loopback(address):
         log.warning("pools connect to %s unencrypted and unauthenticated: anyone who reaches "
                     "the pool port can read tasks and results and register a pool", address)

@@ -29,6 +29,8 @@ def decode_header(frame: Buffer) -> dict[str, Any]:
         body = json.loads(bytes(frame))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"header is not JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("header is nested too deeply") from None
     if not isinstance(body, dict) or not isinstance(body.get("k"), str):
         raise ProtocolError("header is not an object with a kind")
     return body

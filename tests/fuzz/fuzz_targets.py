@@ -1,6 +1,7 @@
-"""The message handlers under fuzz, run in-process on fake sockets, and what counts as a failure.
+"""The message handlers under fuzz, run in-process on fake sockets.
 
-Three targets, each fed one :class:`~fuzz_messages.Case` at a time:
+Three targets, each fed one :class:`~fuzz_messages.Case` at a time (see :mod:`fuzz_checks`
+for what counts as a failure):
 
 * :class:`InterchangeTarget`: a real :class:`~rankpool.interchange.Interchange` whose three
   ROUTER sockets are :class:`FakeSocket` objects. A case goes through the loop's own
@@ -10,171 +11,26 @@ Three targets, each fed one :class:`~fuzz_messages.Case` at a time:
   fake manager, a fake DEALER); a case goes through its ``pool_receive`` step.
 * :class:`ClientTarget`: the front-end's :class:`~rankpool.executor.client.InterchangeClient`
   receive step, with recording callbacks.
-
-A *finding* is: an exception leaving a handler or loop step (other than the pool's orderly
-``PoolLeaves`` on a Stop), a log record at ERROR or with a traceback (the interchange's
-``_drain`` logs unexpected exceptions with ``log.exception``), a case that takes longer than
-``HANG_S``, an interchange whose bookkeeping no longer adds up, or a message it sends that the
-receiving side would drop (a dropped result batch leaves its futures pending for ever).
-Findings that match a bug already reported (:data:`KNOWN`) are counted apart.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import random
-import signal
-import threading
 import time
-import traceback
-from collections import Counter, deque
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections import deque
 from typing import Any
 
 import zmq
 
-from rankpool.errors import ProtocolError
 from rankpool.executor.client import InterchangeClient
 from rankpool.interchange import Interchange, InterchangeConfig
 from rankpool.interchange.frontend import FrontEnd
 from rankpool.mpi_pool.config import PoolConfig
+from rankpool.protocol import Lost, Refused, Result, Task, decode_header, encode_tasks
 from rankpool.resources import Spec
-from rankpool.protocol import (Lost, Refused, Result, Task, decode_header, decode_message,
-                               decode_results, decode_tasks, encode_tasks)
 
+from fuzz_checks import Finding, Hang, Report, deadline, known_bug, receivable
 from fuzz_messages import Case, Mutator, as_bytes, corpus, register, task
-
-#: a case that runs longer than this is a hang
-HANG_S = 5.0
-
-#: bugs found by this fuzzer in code it may not fix, by name (see docs/reliability.md)
-KNOWN = {
-    "json-recursion": "wire.decode_header lets json's RecursionError out for a deeply nested "
-                      "header (it catches only ValueError and UnicodeDecodeError)",
-    "spec-overflow": "resources.parse_spec calls math.isfinite on a huge integer walltime, "
-                     "which raises OverflowError instead of ResourceSpecError",
-    "forwarded-bad-results": "batches.check_results passes result batches that decode_results "
-                             "refuses; the interchange forwards them, the front-end drops them "
-                             "and their futures never end",
-}
-
-
-class Hang(Exception):
-    """A case ran past HANG_S."""
-
-
-@contextmanager
-def deadline(seconds: float = HANG_S) -> Iterator[None]:
-    """Raise :class:`Hang` in this (main) thread after ``seconds``; a no-op in other threads."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _alarm(signum: int, frame: Any) -> None:
-        raise Hang(f"no answer within {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
-def known_bug(exc: BaseException) -> str:
-    """The :data:`KNOWN` name of an exception's bug, or ""."""
-    names = {f.name for f in traceback.extract_tb(exc.__traceback__)}
-    if isinstance(exc, RecursionError) and "decode_header" in names:
-        return "json-recursion"
-    if isinstance(exc, OverflowError) and "parse_spec" in names:
-        return "spec-overflow"
-    return ""
-
-
-@dataclass
-class Finding:
-    target: str
-    kind: str
-    detail: str
-    case: Case
-    known: str = ""
-
-    def __str__(self) -> str:
-        frames = ", ".join(repr(f[:120]) + (f"...({len(f)} bytes)" if len(f) > 120 else "")
-                           for f in self.case.frames)
-        tag = f" [known: {self.known}]" if self.known else ""
-        return (f"{self.target}: {self.kind}{tag}: {self.detail}\n  channel {self.case.channel}, "
-                f"identity {self.case.identity!r}, made by: {self.case.how}\n  frames: [{frames}]")
-
-
-@dataclass
-class Report:
-    """What a fuzz run did: cases per target and channel, outcomes, findings."""
-
-    cases: Counter[str] = field(default_factory=Counter)
-    outcomes: Counter[str] = field(default_factory=Counter)
-    findings: list[Finding] = field(default_factory=list)
-    counts: Counter[str] = field(default_factory=Counter)
-    seconds: float = 0.0
-
-    def add(self, finding: Finding) -> None:
-        key = f"{finding.target}/{finding.kind}/{finding.known or finding.detail[:60]}"
-        self.counts[key] += 1
-        if self.counts[key] <= 3:  # a few examples of each
-            self.findings.append(finding)
-
-    @property
-    def unknown(self) -> list[Finding]:
-        """Findings that fail a test: all but known bugs (``RANKPOOL_FUZZ_STRICT=1``: all;
-        ``=name,name``: those known bugs too)."""
-        strict = os.environ.get("RANKPOOL_FUZZ_STRICT", "")
-        names = set(KNOWN) if strict == "1" else set(strict.split(","))
-        return [f for f in self.findings if not f.known or f.known in names]
-
-    def summary(self) -> str:
-        lines = [f"{sum(self.cases.values())} cases in {self.seconds:.1f} s: {dict(self.cases)}",
-                 f"outcomes: {dict(self.outcomes)}"]
-        lines += [f"finding x{n}: {k}" for k, n in sorted(self.counts.items())]
-        return "\n".join(lines)
-
-
-class Capture(logging.Handler):
-    """Keeps the records that count as failures, and counts the warnings."""
-
-    def __init__(self, allowed: tuple[str, ...] = ()) -> None:
-        super().__init__(logging.WARNING)
-        self.allowed = allowed
-        self.bad: list[logging.LogRecord] = []
-        self.warnings = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info or record.levelno >= logging.ERROR:
-            if record.exc_info or not record.getMessage().startswith(self.allowed):
-                self.bad.append(record)
-                return
-        self.warnings += 1
-
-
-@contextmanager
-def captured(allowed: tuple[str, ...] = ()) -> Iterator[Capture]:
-    """Route rankpool's records to a :class:`Capture` only (not to pytest's 100,000-line log)."""
-    logger = logging.getLogger("rankpool")
-    cap = Capture(allowed)
-    old = logger.level, logger.propagate
-    logger.addHandler(cap)
-    logger.setLevel(logging.WARNING)
-    logger.propagate = False
-    try:
-        yield cap
-    finally:
-        logger.removeHandler(cap)
-        logger.setLevel(old[0])
-        logger.propagate = old[1]
-
 
 class FakeSocket:
     """A ZeroMQ socket's receive queue and send side; sends fail now and then when asked."""
@@ -199,25 +55,6 @@ class FakeSocket:
         return zmq.POLLIN if self.inbox else 0
 
 
-def receivable(frames: list[bytes]) -> str:
-    """Why the receiving side of an interchange message would drop it ("" if it would not)."""
-    try:
-        header = decode_header(frames[0])
-        kind = header["k"]
-        if kind == "results":
-            decode_results(header, frames[1:])
-        elif kind == "tasks":
-            decode_tasks(header, frames[1:], copy=True)
-        else:
-            if len(frames) != 1:
-                return f"{kind!r} message with {len(frames) - 1} extra frames"
-            decode_message(header)
-    except ProtocolError as exc:
-        return str(exc)
-    return ""
-
-
-# -- the interchange -----------------------------------------------------------------------------------
 class InterchangeTarget:
     """An interchange on fake sockets, rebuilt every ``reset_every`` cases or when it stops."""
 
@@ -429,23 +266,3 @@ class ClientTarget:
 
 #: records the client logs at ERROR on purpose (a refused pool is the user's business)
 CLIENT_ERRORS = ("the interchange refused pool",)
-
-
-def run(target: Any, n: int, report: Report, allowed: tuple[str, ...] = ()) -> Report:
-    """Feed ``n`` generated cases to ``target``; log records that count as failures too."""
-    start = time.monotonic()
-    name = getattr(target, "name", "") or type(target).__name__.removesuffix("Target").lower()
-    with captured(allowed) as cap:
-        for _ in range(n):
-            case = target.case()
-            before = len(cap.bad)
-            target.feed(case, report)
-            for record in cap.bad[before:]:
-                exc = record.exc_info[1] if record.exc_info else None
-                report.add(Finding(name, f"logged at {record.levelname}",
-                                   record.getMessage()[:200] + (f": {exc!r:.200}" if exc else ""),
-                                   case, known_bug(exc) if exc else ""))
-            del cap.bad[before:]
-        report.outcomes[f"{name} warnings"] += cap.warnings
-    report.seconds += time.monotonic() - start
-    return report

@@ -1,9 +1,10 @@
-"""Reproducers of the bugs the fuzzer found in code this suite does not own.
+"""Regression tests for the bugs the fuzzer found (all fixed).
 
-Each test states the behaviour the protocol promises and is marked ``xfail(strict=True)``
-while the bug stands: once it is fixed the test passes, strict xfail turns that into a
-failure, and whoever fixed it removes the marker here and the entry in
-:data:`fuzz_targets.KNOWN`. See docs/reliability.md for the write-up.
+Each test states the behaviour the protocol promises for one finding: a deeply nested header
+(json's RecursionError), a huge integer walltime (OverflowError in the spec check), and result
+batches the interchange's check passed but the front-end's decoder refused. A new finding is
+added here as ``xfail(strict=True)`` with an entry in :data:`fuzz_checks.KNOWN` until fixed.
+See docs/reliability.md for the write-up.
 """
 
 from __future__ import annotations
@@ -17,63 +18,60 @@ from rankpool.errors import ProtocolError
 from rankpool.protocol import decode_header, decode_results, decode_tasks
 
 from fuzz_messages import Case
-from fuzz_targets import (KNOWN, ClientTarget, InterchangeTarget, PoolTarget, Report, captured,
-                          receivable)
+from fuzz_checks import Report, captured, receivable
+from fuzz_targets import ClientTarget, InterchangeTarget, PoolTarget
 
 DEEP = b'{"k":"heartbeat","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 HUGE_WALLTIME = (b'{"k":"tasks","f":[["00",0]],"s":[[1,null,null,false,0,1' + b"0" * 400
                  + b']],"r":[[7,0,0,0,0]]}')
 
-json_recursion = pytest.mark.xfail(strict=True, raises=RecursionError, reason=KNOWN["json-recursion"])
-spec_overflow = pytest.mark.xfail(strict=True, raises=OverflowError, reason=KNOWN["spec-overflow"])
 
 
-@json_recursion
 def test_deeply_nested_header_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError):
         decode_header(DEEP)
 
 
-@json_recursion
 def test_the_pool_survives_a_deeply_nested_header() -> None:
-    """Today the RecursionError leaves rank 0's loop, and run_pool aborts the MPI job."""
+    """The header is dropped with a warning; rank 0's loop goes on (it used to abort the job)."""
     pytest.importorskip("mpi4py")
     target = PoolTarget(0)
     target.sock.inbox.append([DEEP])
-    target.pm.pool_receive(0)
+    with captured() as cap:
+        target.pm.pool_receive(0)
+    assert not cap.bad and cap.warnings == 1
 
 
-@json_recursion
 def test_the_front_end_survives_a_deeply_nested_header() -> None:
-    """Today the RecursionError leaves the client's receive; the executor is then broken."""
+    """The header is dropped with a warning; the client's receive goes on."""
     target = ClientTarget(0)
     target.sock.inbox.append([DEEP])
-    target.client._receive()
+    with captured() as cap:
+        target.client._receive()
+    assert not cap.bad and cap.warnings == 1
 
 
-def test_the_interchange_survives_a_deeply_nested_header_but_logs_an_error() -> None:
-    """_drain's catch-all keeps the interchange up, at the price of an ERROR with a traceback."""
+def test_the_interchange_drops_a_deeply_nested_header_with_a_warning() -> None:
     target: Any = InterchangeTarget(0)
     with captured() as cap:
         target.deliver("pool", b"p0", [DEEP])
-    assert [type(r.exc_info[1]) for r in cap.bad if r.exc_info] == [RecursionError]
+    assert not cap.bad and cap.warnings == 1
 
 
-@spec_overflow
 def test_huge_integer_walltime_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError):
         decode_tasks(json.loads(HUGE_WALLTIME), [b""])
 
 
-@spec_overflow
 def test_the_pool_survives_a_huge_integer_walltime() -> None:
     pytest.importorskip("mpi4py")
     target = PoolTarget(0)
     target.sock.inbox.append([HUGE_WALLTIME, b""])
-    target.pm.pool_receive(0)
+    with captured() as cap:
+        target.pm.pool_receive(0)
+    assert not cap.bad and cap.warnings == 1
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN["forwarded-bad-results"])
 @pytest.mark.parametrize("records, blob", [
     ([[1, []]], b""),                                   # no outcomes
     ([[1, 8], [2, -4]], b"abcd"),                       # lengths that only add up

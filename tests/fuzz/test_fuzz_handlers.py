@@ -2,10 +2,10 @@
 
 Mutated valid messages (bits flipped, frames truncated, dropped, added, spliced, JSON values
 and types changed, headers nested deep) and plain noise go through each handler on fake
-sockets (see :mod:`fuzz_targets` for what counts as a failure). The default suite runs 5,000
+sockets (see :mod:`fuzz_checks` for what counts as a failure). The default suite runs 5,000
 cases per target from a fixed seed; ``RANKPOOL_SLOW=1`` runs 100,000 per target
 (``RANKPOOL_FUZZ_SEED`` picks another seed). Bugs already reported in code this suite does
-not own (:data:`fuzz_targets.KNOWN`) are counted, not failed, unless ``RANKPOOL_FUZZ_STRICT=1``;
+not own (:data:`fuzz_checks.KNOWN`) are counted, not failed, unless ``RANKPOOL_FUZZ_STRICT=1``;
 ``test_fuzz_findings.py`` holds their reproducers. ``RANKPOOL_FUZZ_REPORT=FILE`` appends each
 run's figures to FILE as JSON lines.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from fuzz_targets import (CLIENT_ERRORS, ClientTarget, InterchangeTarget, PoolTarget, Report,
-                          run)
+from fuzz_checks import Report, run
+from fuzz_targets import CLIENT_ERRORS, ClientTarget, InterchangeTarget, PoolTarget
 
 SLOW = os.environ.get("RANKPOOL_SLOW") == "1"
 SEED = int(os.environ.get("RANKPOOL_FUZZ_SEED", "6"))

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuzz_messages import FIELDS, KINDS, Case
-from fuzz_targets import (CLIENT_ERRORS, ClientTarget, InterchangeTarget, PoolTarget, Report,
-                          run)
+from fuzz_checks import Report, run
+from fuzz_targets import CLIENT_ERRORS, ClientTarget, InterchangeTarget, PoolTarget
 
 SLOW = os.environ.get("RANKPOOL_SLOW") == "1"
 EXAMPLES = 2_000 if SLOW else 100

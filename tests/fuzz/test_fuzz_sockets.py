@@ -5,7 +5,7 @@ command client (with the run's keys when encrypted, plus one keyless sender that
 refused) send it mutated messages on all three ports. Afterwards the interchange must still
 be running and routing: a new pool registers, every other block is held, and a fresh task
 travels front-end → interchange → pool → front-end. No record may carry a traceback or be
-an ERROR, save the known bugs (:data:`fuzz_targets.KNOWN`). Messages that would stop the
+an ERROR, save the known bugs (:data:`fuzz_checks.KNOWN`). Messages that would stop the
 interchange on purpose (a front-end Stop, the stop command) are not sent.
 
 2,000 messages per variant by default, 20,000 with ``RANKPOOL_SLOW=1``.
@@ -29,7 +29,7 @@ from rankpool.protocol import (Command, Heartbeat, decode_header, decode_message
 from rankpool.security import CurveKeys, client_curve, make_keys
 
 from fuzz_messages import Mutator, as_bytes, corpus, register, result, task
-from fuzz_targets import captured, known_bug
+from fuzz_checks import captured, known_bug
 
 SLOW = os.environ.get("RANKPOOL_SLOW") == "1"
 N = 20_000 if SLOW else 2_000

@@ -44,8 +44,8 @@ def test_wrong_types_and_unsupported_options() -> None:
         ExtremeScaleExecutor(provider="local")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="managed"):
         ExtremeScaleExecutor(managed="yes")  # type: ignore[arg-type]
-    with pytest.raises(NotImplementedError, match="encrypted"):
-        ExtremeScaleExecutor(encrypted=True)
+    with pytest.raises(TypeError, match="encrypted"):
+        ExtremeScaleExecutor(encrypted="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="launcher"):  # one copy per node: never one MPI application
         ExtremeScaleExecutor(provider=LocalProvider(launcher=SingleNodeLauncher()))
     with pytest.raises(ValueError, match="SimpleLauncher"):

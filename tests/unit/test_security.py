@@ -15,9 +15,9 @@ import zmq
 from zmq.utils import z85
 
 from rankpool import security
-from rankpool.errors import ProtocolError, RankPoolError
+from rankpool.errors import EncryptionUnavailable, KeyFileError, ProtocolError, RankPoolError
 from rankpool.interchange.config import InterchangeConfig
-from rankpool.security import (CurveKeys, EncryptionUnavailable, Gatekeeper, KeyFileError,
+from rankpool.security import (CurveKeys, Gatekeeper,
                                choose_encryption, client_curve, is_loopback, load_public,
                                load_secret, make_keys)
 
@@ -75,6 +75,8 @@ def test_interchange_config_checks_curve_dir(tmp_path: Path) -> None:
     for bad in ("relative/curve", 3, "/a\0b"):
         with pytest.raises(ValueError, match="curve_dir"):
             InterchangeConfig(curve_dir=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="heartbeat_period"):  # not OverflowError (fuzz finding)
+        InterchangeConfig.from_json('{"heartbeat_period": 1%s}' % ("0" * 400))
 
 
 # -- key files --------------------------------------------------------------------------------------
@@ -183,7 +185,7 @@ def gate(tmp_path: Path) -> Any:
     keys = make_keys(str(tmp_path))
     ctx = zmq.Context()
     warnings: list[str] = []
-    g = Gatekeeper(ctx, keys.directory, lambda msg, *args: warnings.append(msg % args))
+    g = Gatekeeper(ctx, keys.directory, lambda: lambda msg, *args: warnings.append(msg % args))
     real, g.zap = g.zap, Recorder()
     g.keys, g.warnings = keys, warnings  # type: ignore[attr-defined]
     yield g
@@ -235,7 +237,7 @@ def test_failed_handshakes_are_logged_with_their_cause(gate: Any) -> None:
     assert "pool port (tcp://0.0.0.0:5555)" in gate.warnings[0] \
         and "does not use CurveZMQ" in gate.warnings[0]
     assert "wrong interchange public key" in gate.warnings[1]
-    assert "command port" in gate.warnings[2]
+    assert "command port" in gate.warnings[2] and "broke during the handshake" in gate.warnings[2]
     with pytest.raises(ProtocolError):
         gate.on_event("pool", [zmq.Frame(b"x")])
 

@@ -38,7 +38,7 @@ def check_arguments(*, label: Any, provider: Any, ranks_per_node: Any, address: 
     """Raise ValueError/TypeError naming the first bad argument.
 
     ``encrypted=True`` without CurveZMQ in this pyzmq raises
-    :class:`~rankpool.security.EncryptionUnavailable` here, before anything starts.
+    :class:`~rankpool.errors.EncryptionUnavailable` here, before anything starts.
     """
     if not isinstance(label, str) or not label.strip():
         raise ValueError(f"label must be a non-empty string, got {label!r}")

@@ -24,9 +24,13 @@ def _check_port(name: str, value: Any) -> None:
 
 
 def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
-        raise ValueError(f"{name}: must be a positive number of seconds, got {value!r}")
+    try:  # float(): an int too large for a float raises OverflowError, and is no time either
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0 \
+            and math.isfinite(float(value))
+    except OverflowError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: must be a positive number of seconds, got {value!r:.40}")
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,8 @@ class Interchange:
         cfg = self.config
         self._ctx = zmq.Context()
         try:
-            gate = self._gate = open_gate(self._ctx, cfg.curve_dir, cfg.address, Throttle(log).warn)
+            gate = self._gate = open_gate(self._ctx, cfg.curve_dir, cfg.address,
+                                          lambda: Throttle(log).warn)
             rng = cfg.port_range
             self._pool_sock, pool_port = bind_router(self._ctx, cfg.address, cfg.pool_port, rng,
                                                      gate.setup("pool") if gate else None)
@@ -245,9 +246,7 @@ class Interchange:
         self._dirty = True
         out: Sequence[Any] = frames
         try:
-            if len(frames) < 2:
-                raise ProtocolError("result batch without its data frame")
-            check_results(header, len(frames[1]), len(frames) - 2)
+            check_results(header, frames[1:])
             if len(done) < len(ids):
                 self._throttle.warn("pool %r returned %d results of tasks not in flight there; "
                                     "dropped", pool.pool_id, len(ids) - len(done))

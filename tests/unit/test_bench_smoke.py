@@ -1,0 +1,101 @@
+"""The benchmark scripts under bench/ import, parse their arguments and format their reports.
+
+Nothing here starts a process or opens a socket; the benchmarks themselves run by hand
+(``python bench/run_all.py --quick``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def load(name: str) -> ModuleType:
+    """Import ``bench/<name>.py`` (the scripts import each other as top-level modules)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_run_all_arguments_and_report() -> None:
+    run_all = load("run_all")
+    quick = run_all.parse(["--quick", "--out", "x", "--only", "rankpool.Executor", "--skip-scale"])
+    assert quick.quick and quick.only == ["rankpool.Executor"] and quick.skip_scale
+    assert quick.passthrough == ["--quick"] and quick.repeat == 1
+    full = run_all.parse([])
+    assert full.repeat == 3 and full.mixed > quick.mixed and full.passthrough == []
+    with pytest.raises(SystemExit):
+        run_all.parse(["--only", "no-such-system"])
+    assert set(run_all.CASES) == set(run_all.SYSTEMS)
+    work = run_all.mixed_workload(50)
+    assert work == run_all.mixed_workload(50)  # a fixed seed
+    assert {k for k, _ in work} <= {1, 2, 4} and all(0.005 <= d <= 0.05 for _, d in work)
+    rows = run_all.median_rows({
+        "rankpool.Executor": [{"tasks_per_s": 100.0, "rtt_ms": 1.0, "np_64MB_GBps": 2.0,
+                               "rtt2_ms": 3.0, "rtt4_ms": 4.0, "mixed_utilisation": 0.95},
+                              {"tasks_per_s": 300.0, "rtt_ms": 3.0}],
+        "Parsl HTEX direct": [{"tasks_per_s": 1.0}],
+        "executorlib": [{"error": "not installed"}]})
+    assert rows["rankpool.Executor"]["tasks_per_s"] == 200.0
+    assert rows["executorlib"]["error"] == "not installed"
+    text = run_all.tables(rows)
+    assert "| rankpool.Executor | 200 | 1.0 |" in text and "executorlib: not installed" in text
+    verdicts = {what: ok for what, ok, _ in run_all.targets(rows)}
+    assert verdicts["rankpool.Executor throughput ≥ 50× Parsl HTEX direct"] is True
+    assert verdicts["rankpool.Executor: mixed-workload utilisation ≥ 90 %"] is True
+
+
+def test_scale_sim_arguments_and_table(tmp_path: Path) -> None:
+    scale_sim = load("scale_sim")
+    row = {"pools": 1, "ranks": 128, "tasks_per_s": 100_000.0, "ix_cpu_us_per_task": 5.0,
+           "latency_ms": {"median": 0.5, "p99": 1.0}, "rss_mb": 30.0, "rss_peak_mb": 31.0,
+           "idle_cores": 0.01, "heartbeat_pass_ms": {"median": 0.1}}
+    big = dict(row, pools=10_000, ranks=1_280_000, tasks_per_s=60_000.0, rss_peak_mb=400.0)
+    assert "| 10,000 | 1,280,000 | 60,000 | 0.60 | 5.0 |" in scale_sim.table([row, big])
+    assert all(ok for _, ok, _ in scale_sim.targets([row, big]))
+    assert scale_sim.percentile([1, 2, 3, 4], 50) == 2 and scale_sim.percentile([5], 99) == 5
+    raw = tmp_path / "raw.txt"
+    raw.write_text("main (a.py:1);loop (b/c.py:2);send (zmq/s.py:3) 3\n"
+                   "main (a.py:1);loop (b/c.py:9) 1\n")
+    summary = scale_sim.summarize_raw(str(raw))
+    assert summary["samples"] == 4 and summary["own"][0] == ("send (zmq/s.py)", 75.0)
+    assert ("loop (b/c.py)", 100.0) in summary["inclusive"]
+
+
+def test_scale_sim_result_batches_decode() -> None:
+    """The simulated pools answer in the real result-batch format."""
+    scale_sim = load("scale_sim")
+    from rankpool.protocol import decode_header, decode_results, encode_tasks
+    frames = encode_tasks(scale_sim._tasks(10, 3))
+    ids = [r[0] for r in decode_header(frames[0])["r"]]
+    reply = [scale_sim.encode_header({"k": "results",
+                                      "r": [[t, len(scale_sim.RESULT)] for t in ids]}),
+             scale_sim.RESULT * len(ids)]
+    results = decode_results(decode_header(reply[0]), reply[1:])
+    assert [r.task_id for r in results] == [10, 11, 12] and all(r.ok for r in results)
+
+
+def test_pool_dispatch_arguments() -> None:
+    pool_dispatch = load("pool_dispatch")
+    args = pool_dispatch.parse(["--quick"])
+    assert args.ranks == [8, 64] and args.rounds == 1 and args.tasks <= 2000
+    with pytest.raises(SystemExit):
+        pool_dispatch.parse(["--ranks", "1"])
+    text = pool_dispatch.table({"by_ranks": {"8": {"workers": 7, "tasks_per_s": 100.0,
+                                                   "rtt_ms": 0.5, "rank0_cores": 0.5,
+                                                   "rank0_us_per_task": 5.0}},
+                                "ratio": 1.0, "ratio_label": "7 workers / 7 workers"})
+    assert "| 8 | 7 | 100 |" in text
