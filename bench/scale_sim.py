@@ -29,16 +29,9 @@ hosts and the front-end: compare pool counts within one run.
 from __future__ import annotations
 
 import argparse
-import collections
-import heapq
 import json
 import math
 import os
-import pickle
-import random
-import resource
-import select
-import shutil
 import statistics
 import subprocess
 import sys
@@ -51,279 +44,19 @@ from typing import Any
 import psutil
 import zmq
 
-from rankpool._version import __version__
 from rankpool.interchange.config import InterchangeConfig
-from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Command, Heartbeat, Register,
-                               Stop, Task, decode_header, decode_message, encode_header,
-                               encode_tasks)
-from rankpool.resources import DEFAULT_SPEC
+from rankpool.protocol import Heartbeat, Stop
 
-#: sockets one pool-host process opens at most (2 descriptors each; the limit here is 20,000)
-POOLS_PER_HOST = 2500
-FRONT_IDENTITY = "bench-front"
-RESULT = pickle.dumps(None, protocol=5)  # what a no-op task returns
-FN_DIGEST, FN_BYTES = b"\x01" * 16, b"no-op function"
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+from pyspy import collect, print_profile, start_pyspy  # noqa: E402
+from sim_front import Front  # noqa: E402
+from sim_roles import (FRONT_IDENTITY, POOLS_PER_HOST, interchange_main,  # noqa: E402
+                       pools_main, raise_fd_limit)
+
 Proc = subprocess.Popen[str]
-
-
-def raise_fd_limit() -> int:
-    """Raise the soft descriptor limit to the hard one; return it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
-# =============================================================================================
-# the interchange process: the real serve(), with a timer around its heartbeat step
-def interchange_main(stats_path: str) -> int:
-    raise_fd_limit()
-    from rankpool.interchange import process
-    from rankpool.interchange.interchange import Interchange
-
-    beats: list[tuple[float, float, float, int]] = []
-    original = Interchange.heartbeat
-
-    def timed(self: Interchange) -> None:
-        t, c = time.monotonic(), time.thread_time()
-        original(self)
-        beats.append((t, time.monotonic() - t, time.thread_time() - c, len(self.pools)))
-
-    Interchange.heartbeat = timed  # type: ignore[method-assign]
-    baseline = os.environ.get("RANKPOOL_BENCH_MATCH")
-    if baseline:  # before/after comparisons of a matching change: match() from another file
-        import importlib.util
-
-        from rankpool.interchange import interchange as ix_module
-        spec = importlib.util.spec_from_file_location("rankpool.interchange._baseline", baseline)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        ix_module.match = module.match  # type: ignore[attr-defined]
-    config = process.read_config(sys.stdin)
-    try:
-        return process.serve(config, sys.stdout)
-    finally:
-        with open(stats_path, "w") as fh:
-            json.dump({"beats": beats}, fh)
-
-
-# =============================================================================================
-# a pool host: many simulated pools, one DEALER each, answering at once
-class PoolHost:
-    """``count`` simulated pools of ``ranks`` ranks in one process, driven by epoll.
-
-    A zmq socket's descriptor only says "look at me": after it fires, and after every send,
-    the socket is drained until ``Again`` so no message is left unnoticed; a sweep once per
-    heartbeat period checks every socket anyway and counts what it finds (``rescued``).
-    """
-
-    def __init__(self, port: int, first: int, count: int, ranks: int, period: float) -> None:
-        self.ctx = zmq.Context()
-        self.ctx.MAX_SOCKETS = count + 64
-        self.period = period
-        self.beat = Heartbeat().encode()
-        self.socks: list[zmq.Socket[bytes]] = []
-        self.by_fd: dict[int, int] = {}
-        self.epoll = select.epoll()
-        self.last_sent: list[float] = []
-        self.registered = self.stopped = self.rescued = self.answered = 0
-        now = time.monotonic()
-        self.rng = random.Random(first)
-        self.due: list[tuple[float, int]] = []  # a heap of (next heartbeat, pool)
-        for i in range(count):
-            sock = self.ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.IDENTITY, f"sim{first + i}".encode())
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 0)
-            sock.setsockopt(zmq.RCVHWM, 0)
-            sock.connect(f"tcp://127.0.0.1:{port}")
-            sock.send_multipart(Register(
-                protocol=PROTOCOL_VERSION, rankpool=__version__, python=PYTHON_VERSION,
-                block_id=f"b{first + i}", pool_id=f"sim{first + i}", hosts=["simhost"],
-                node_ranks=[ranks], widest=ranks, ranks_per_node=ranks).encode())
-            fd = sock.getsockopt(zmq.FD)
-            self.by_fd[fd] = i
-            self.epoll.register(fd, select.EPOLLIN)
-            self.socks.append(sock)
-            self.last_sent.append(now)
-
-    def drain(self, i: int) -> None:
-        sock = self.socks[i]
-        while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            header = json.loads(frames[0])
-            kind = header["k"]
-            if kind == "tasks":
-                ids = [r[0] for r in header["r"]]
-                records = [[t, len(RESULT)] for t in ids]
-                sock.send_multipart([encode_header({"k": "results", "r": records}),
-                                     RESULT * len(ids)])
-                self.last_sent[i] = time.monotonic()
-                self.answered += len(ids)
-            elif kind == "registered":
-                if header["error"]:
-                    raise SystemExit(f"pool sim{i} refused: {header['error']}")
-                self.registered += 1
-                # its first heartbeat at a random point of the period, as independent pools
-                heapq.heappush(self.due, (time.monotonic() + self.rng.uniform(0, self.period), i))
-            elif kind in ("stop", "drain"):
-                self.stopped += 1
-
-    def beat_due(self, now: float) -> None:
-        due = self.due
-        while due and due[0][0] <= now:
-            _, i = heapq.heappop(due)
-            nxt = self.last_sent[i] + self.period
-            if nxt > now:  # it sent results lately: no heartbeat needed yet
-                heapq.heappush(due, (nxt, i))
-                continue
-            self.socks[i].send_multipart(self.beat)
-            self.last_sent[i] = now
-            heapq.heappush(due, (now + self.period, i))
-            self.drain(i)
-
-    def sweep(self) -> None:
-        for i, sock in enumerate(self.socks):
-            if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                self.rescued += 1
-                self.drain(i)
-
-    def run(self, deadline: float) -> None:
-        count = len(self.socks)
-        ready_said = False
-        next_sweep = time.monotonic() + self.period
-        parent = os.getppid()
-        while self.stopped < count and time.monotonic() < deadline:
-            now = time.monotonic()
-            wait = 0.05 if not self.due else min(0.05, max(0.0, self.due[0][0] - now))
-            for fd, _ in self.epoll.poll(wait):
-                self.drain(self.by_fd[fd])
-            now = time.monotonic()
-            if self.registered == count and not ready_said:
-                print("READY", flush=True)
-                ready_said = True
-            self.beat_due(now)
-            if now >= next_sweep:
-                next_sweep = now + self.period
-                self.sweep()
-                if os.getppid() != parent:
-                    break
-        print(json.dumps({"answered": self.answered, "rescued": self.rescued,
-                          "stopped": self.stopped}), flush=True)
-        self.ctx.destroy(linger=0)
-
-
-def pools_main(port: int, first: int, count: int, ranks: int, period: float, limit: float) -> int:
-    raise_fd_limit()
-    PoolHost(port, first, count, ranks, period).run(time.monotonic() + limit)
-    return 0
-
-
-# =============================================================================================
-# the front-end side
-def _tasks(base: int, k: int) -> list[Task]:
-    return [Task(base + i, DEFAULT_SPEC, FN_DIGEST, FN_BYTES, b"()") for i in range(k)]
-
-
-class Front:
-    """A bare front-end: a DEALER on the client port, and one on the command port."""
-
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], ports: dict[str, int],
-                 period: float) -> None:
-        self.sock = ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.IDENTITY, FRONT_IDENTITY.encode())
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SNDHWM, 0)
-        self.sock.setsockopt(zmq.RCVHWM, 0)
-        self.sock.connect(f"tcp://127.0.0.1:{ports['client_port']}")
-        self.cmd = ctx.socket(zmq.DEALER)
-        self.cmd.setsockopt(zmq.LINGER, 0)
-        self.cmd.connect(f"tcp://127.0.0.1:{ports['command_port']}")
-        self.period = period
-        self.last_sent = 0.0
-        self.next_id = 1
-
-    def send(self, frames: Sequence[Any]) -> None:
-        self.sock.send_multipart(frames, copy=False)
-        self.last_sent = time.monotonic()
-
-    def keep_alive(self) -> None:
-        if time.monotonic() - self.last_sent >= self.period / 2:
-            self.send(Heartbeat().encode())
-
-    def recv_results(self, timeout: float) -> int:
-        """Wait for the next result batch; return how many results it holds (0 on timeout)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self.sock.poll(min(left, self.period / 4) * 1000):
-                self.keep_alive()
-                if time.monotonic() >= deadline:
-                    return 0
-                continue
-            frames = self.sock.recv_multipart(copy=False)
-            header = decode_header(frames[0].buffer)
-            if header["k"] == "results":
-                return len(header["r"])
-            if header["k"] == "lost":
-                raise RuntimeError(f"interchange reported lost tasks: {header!r:.300}")
-
-    def command(self, name: str, arg: str = "", timeout: float = 60.0) -> Any:
-        self.cmd.send_multipart(Command(name, arg).encode())
-        if not self.cmd.poll(timeout * 1000):
-            raise RuntimeError(f"no answer to command {name!r} within {timeout} s")
-        reply = decode_message(decode_header(self.cmd.recv_multipart()[0]))
-        return reply.value  # type: ignore[attr-defined]
-
-    def wait(self, seconds: float) -> None:
-        """Stay connected (heartbeats) for ``seconds``, dropping whatever arrives."""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            if self.sock.poll(min(0.1, max(0.0, end - time.monotonic())) * 1000):
-                self.sock.recv_multipart()
-            self.keep_alive()
-
-    def encode_flood(self, n: int, batch: int) -> list[list[Any]]:
-        """Pre-encoded batches of ``n`` fresh no-op tasks, so encoding is not timed."""
-        out = []
-        for start in range(0, n, batch):
-            out.append(encode_tasks(_tasks(self.next_id + start, min(batch, n - start))))
-        self.next_id += n
-        return out
-
-    def flood(self, batches: list[list[Any]], n: int, window: int) -> float:
-        """Send the batches keeping at most ``window`` tasks outstanding; seconds taken."""
-        sizes = [len(decode_header(b[0])["r"]) for b in batches]
-        start = time.perf_counter()
-        sent = done = 0
-        it = iter(batches)
-        k = 0
-        while done < n:
-            while k < len(batches) and sent - done < window:
-                self.send(next(it))
-                sent += sizes[k]
-                k += 1
-            got = self.recv_results(60.0)
-            if not got:
-                raise RuntimeError(f"no results for 60 s ({done} of {n} back)")
-            done += got
-        return time.perf_counter() - start
-
-    def latency(self, count: int) -> list[float]:
-        samples = []
-        for _ in range(count):
-            frames = encode_tasks(_tasks(self.next_id, 1))
-            self.next_id += 1
-            t = time.perf_counter()
-            self.send(frames)
-            if self.recv_results(30.0) != 1:
-                raise RuntimeError("single task not answered within 30 s")
-            samples.append(time.perf_counter() - t)
-        return samples
 
 
 def _cpu(proc: psutil.Process) -> float:
@@ -419,7 +152,7 @@ def measure_size(npools: int, args: argparse.Namespace, workdir: str) -> dict[st
         front.wait(args.idle)
         out["idle_cores"] = (_cpu(proc) - c0) / (time.monotonic() - t0)
         if spy is not None:
-            out["profile_idle"] = _collect(spy, spy_out)
+            out["profile_idle"] = collect(spy, spy_out)
         # throughput
         warm = front.encode_flood(min(args.tasks, 20_000), args.batch)
         front.flood(warm, min(args.tasks, 20_000), args.window)
@@ -467,62 +200,6 @@ def measure_size(npools: int, args: argparse.Namespace, workdir: str) -> dict[st
 
 # =============================================================================================
 # py-spy: sample processes while something runs, then summarise the stacks
-def pyspy_path() -> str | None:
-    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
-    return beside if os.path.exists(beside) else shutil.which("py-spy")
-
-
-def start_pyspy(pid: int, seconds: float, out: str, *, subprocesses: bool = False,
-                threads: bool = False, rate: int = 250) -> subprocess.Popen[bytes] | None:
-    exe = pyspy_path()
-    if exe is None:
-        return None
-    cmd = [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-           "--rate", str(rate), "--format", "raw", "--output", out, "--nonblocking"]
-    if subprocesses:
-        cmd.append("--subprocesses")
-    if threads:  # stacks then start with the thread, so "roots" splits the samples by thread
-        cmd.append("--threads")
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def summarize_raw(path: str, top: int = 12) -> dict[str, Any]:
-    """Top functions of a py-spy ``raw`` (collapsed stacks) file, by own and inclusive samples.
-
-    A frame is ``function (file:line)``; lines are dropped so a function is counted once.
-    Idle samples (a thread waiting in poll or sleep) are counted separately.
-    """
-    own: collections.Counter[str] = collections.Counter()
-    incl: collections.Counter[str] = collections.Counter()
-    by_proc: collections.Counter[str] = collections.Counter()
-    total = 0
-    with open(path) as fh:
-        for line in fh:
-            stack, _, count = line.rstrip("\n").rpartition(" ")
-            if not stack:
-                continue
-            n = int(count)
-            frames = [_frame_name(f) for f in stack.split(";")]
-            total += n
-            by_proc[frames[0]] += n
-            own[frames[-1]] += n
-            for f in set(frames):
-                incl[f] += n
-
-    def pct(c: collections.Counter[str]) -> list[tuple[str, float]]:
-        return [(name, 100.0 * v / total) for name, v in c.most_common(top)]
-
-    return {"samples": total, "own": pct(own), "inclusive": pct(incl), "roots": pct(by_proc)}
-
-
-def _frame_name(frame: str) -> str:
-    if frame.startswith(("thread ", "process ")):
-        return frame
-    name, _, where = frame.partition(" (")
-    where = where.rstrip(")")
-    file = where.rsplit(":", 1)[0]
-    short = "/".join(file.split("/")[-2:]) if file else ""
-    return f"{name} ({short})" if short else name
 
 
 def profile_flood(front: Front, pid: int, args: argparse.Namespace, workdir: str,
@@ -536,34 +213,9 @@ def profile_flood(front: Front, pid: int, args: argparse.Namespace, workdir: str
     end = time.monotonic() + args.profile_seconds
     while time.monotonic() < end and spy.poll() is None:
         front.flood(front.encode_flood(args.batch * 16, args.batch), args.batch * 16, args.window)
-    return _collect(spy, out)
+    return collect(spy, out)
 
 
-def _collect(spy: subprocess.Popen[bytes], out: str) -> dict[str, Any]:
-    """Wait for a py-spy run and summarise what it wrote."""
-    try:
-        spy.wait(60)
-    except subprocess.TimeoutExpired:
-        spy.kill()
-        spy.wait(10)
-    if not os.path.exists(out):
-        err = spy.stderr.read().decode()[-500:] if spy.stderr else ""
-        return {"error": f"py-spy wrote nothing: {err}"}
-    return summarize_raw(out)
-
-
-def print_profile(title: str, summary: dict[str, Any], file: Any = sys.stderr) -> None:
-    if "error" in summary:
-        print(f"{title}: {summary['error']}", file=file)
-        return
-    print(f"{title}: {summary['samples']} samples", file=file)
-    for kind in ("own", "inclusive"):
-        print(f"  by {kind} samples:", file=file)
-        for fn, p in summary[kind]:
-            print(f"    {p:5.1f} %  {fn}", file=file)
-
-
-# =============================================================================================
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| pools | ranks | tasks/s | vs 1 pool | interchange CPU µs/task (cores busy) | "
              "latency ms: median / p99 / max | RSS MB (peak) | heartbeat pass ms: wall (CPU) | "

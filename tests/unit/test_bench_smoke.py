@@ -31,7 +31,7 @@ def load(name: str) -> ModuleType:
 
 
 def test_run_all_arguments_and_report() -> None:
-    run_all = load("run_all")
+    run_all, tasks, report = load("run_all"), load("suite_tasks"), load("suite_report")
     quick = run_all.parse(["--quick", "--out", "x", "--only", "rankpool.Executor", "--skip-scale"])
     assert quick.quick and quick.only == ["rankpool.Executor"] and quick.skip_scale
     assert quick.passthrough == ["--quick"] and quick.repeat == 1
@@ -40,10 +40,10 @@ def test_run_all_arguments_and_report() -> None:
     with pytest.raises(SystemExit):
         run_all.parse(["--only", "no-such-system"])
     assert set(run_all.CASES) == set(run_all.SYSTEMS)
-    work = run_all.mixed_workload(50)
-    assert work == run_all.mixed_workload(50)  # a fixed seed
+    work = tasks.mixed_workload(50)
+    assert work == tasks.mixed_workload(50)  # a fixed seed
     assert {k for k, _ in work} <= {1, 2, 4} and all(0.005 <= d <= 0.05 for _, d in work)
-    rows = run_all.median_rows({
+    rows = report.median_rows({
         "rankpool.Executor": [{"tasks_per_s": 100.0, "rtt_ms": 1.0, "np_64MB_GBps": 2.0,
                                "rtt2_ms": 3.0, "rtt4_ms": 4.0, "mixed_utilisation": 0.95},
                               {"tasks_per_s": 300.0, "rtt_ms": 3.0}],
@@ -51,9 +51,9 @@ def test_run_all_arguments_and_report() -> None:
         "executorlib": [{"error": "not installed"}]})
     assert rows["rankpool.Executor"]["tasks_per_s"] == 200.0
     assert rows["executorlib"]["error"] == "not installed"
-    text = run_all.tables(rows)
+    text = report.tables(rows)
     assert "| rankpool.Executor | 200 | 1.0 |" in text and "executorlib: not installed" in text
-    verdicts = {what: ok for what, ok, _ in run_all.targets(rows)}
+    verdicts = {what: ok for what, ok, _ in report.targets(rows)}
     assert verdicts["rankpool.Executor throughput ≥ 50× Parsl HTEX direct"] is True
     assert verdicts["rankpool.Executor: mixed-workload utilisation ≥ 90 %"] is True
 
@@ -70,20 +70,18 @@ def test_scale_sim_arguments_and_table(tmp_path: Path) -> None:
     raw = tmp_path / "raw.txt"
     raw.write_text("main (a.py:1);loop (b/c.py:2);send (zmq/s.py:3) 3\n"
                    "main (a.py:1);loop (b/c.py:9) 1\n")
-    summary = scale_sim.summarize_raw(str(raw))
+    summary = load("pyspy").summarize_raw(str(raw))
     assert summary["samples"] == 4 and summary["own"][0] == ("send (zmq/s.py)", 75.0)
     assert ("loop (b/c.py)", 100.0) in summary["inclusive"]
 
 
 def test_scale_sim_result_batches_decode() -> None:
     """The simulated pools answer in the real result-batch format."""
-    scale_sim = load("scale_sim")
+    sim_front, sim_roles = load("sim_front"), load("sim_roles")
     from rankpool.protocol import decode_header, decode_results, encode_tasks
-    frames = encode_tasks(scale_sim._tasks(10, 3))
+    frames = encode_tasks(sim_front._tasks(10, 3))
     ids = [r[0] for r in decode_header(frames[0])["r"]]
-    reply = [scale_sim.encode_header({"k": "results",
-                                      "r": [[t, len(scale_sim.RESULT)] for t in ids]}),
-             scale_sim.RESULT * len(ids)]
+    reply = sim_roles.answer(ids)
     results = decode_results(decode_header(reply[0]), reply[1:])
     assert [r.task_id for r in results] == [10, 11, 12] and all(r.ok for r in results)
 

@@ -1,0 +1,200 @@
+"""The processes of the scale simulation: an interchange with a timer around its heartbeat
+step, and pool hosts that each register many simulated pools and answer every task batch at
+once. ``scale_sim.py --role interchange|pools`` runs them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import pickle
+import random
+import resource
+import select
+import subprocess
+import sys
+import time
+
+import zmq
+
+from rankpool._version import __version__
+from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Heartbeat, Register,
+                               encode_header)
+
+
+#: sockets one pool-host process opens at most (2 descriptors each; the limit here is 20,000)
+POOLS_PER_HOST = 2500
+FRONT_IDENTITY = "bench-front"
+RESULT = pickle.dumps(None, protocol=5)  # what a no-op task returns
+FN_DIGEST, FN_BYTES = b"\x01" * 16, b"no-op function"
+Proc = subprocess.Popen[str]
+
+
+def answer(ids: list[int]) -> list[bytes]:
+    """A simulated pool's reply to a task batch: one no-op result per task, one message."""
+    return [encode_header({"k": "results", "r": [[t, len(RESULT)] for t in ids]}),
+            RESULT * len(ids)]
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft descriptor limit to the hard one; return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+# =============================================================================================
+# the interchange process: the real serve(), with a timer around its heartbeat step
+
+
+def interchange_main(stats_path: str) -> int:
+    raise_fd_limit()
+    from rankpool.interchange import process
+    from rankpool.interchange.interchange import Interchange
+
+    beats: list[tuple[float, float, float, int]] = []
+    original = Interchange.heartbeat
+
+    def timed(self: Interchange) -> None:
+        t, c = time.monotonic(), time.thread_time()
+        original(self)
+        beats.append((t, time.monotonic() - t, time.thread_time() - c, len(self.pools)))
+
+    Interchange.heartbeat = timed  # type: ignore[method-assign]
+    baseline = os.environ.get("RANKPOOL_BENCH_MATCH")
+    if baseline:  # before/after comparisons of a matching change: match() from another file
+        import importlib.util
+
+        from rankpool.interchange import interchange as ix_module
+        spec = importlib.util.spec_from_file_location("rankpool.interchange._baseline", baseline)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        ix_module.match = module.match  # type: ignore[attr-defined]
+    config = process.read_config(sys.stdin)
+    try:
+        return process.serve(config, sys.stdout)
+    finally:
+        with open(stats_path, "w") as fh:
+            json.dump({"beats": beats}, fh)
+
+
+# =============================================================================================
+# a pool host: many simulated pools, one DEALER each, answering at once
+
+
+class PoolHost:
+    """``count`` simulated pools of ``ranks`` ranks in one process, driven by epoll.
+
+    A zmq socket's descriptor only says "look at me": after it fires, and after every send,
+    the socket is drained until ``Again`` so no message is left unnoticed; a sweep once per
+    heartbeat period checks every socket anyway and counts what it finds (``rescued``).
+    """
+
+    def __init__(self, port: int, first: int, count: int, ranks: int, period: float) -> None:
+        self.ctx = zmq.Context()
+        self.ctx.MAX_SOCKETS = count + 64
+        self.period = period
+        self.beat = Heartbeat().encode()
+        self.socks: list[zmq.Socket[bytes]] = []
+        self.by_fd: dict[int, int] = {}
+        self.epoll = select.epoll()
+        self.last_sent: list[float] = []
+        self.registered = self.stopped = self.rescued = self.answered = 0
+        now = time.monotonic()
+        self.rng = random.Random(first)
+        self.due: list[tuple[float, int]] = []  # a heap of (next heartbeat, pool)
+        for i in range(count):
+            sock = self.ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.IDENTITY, f"sim{first + i}".encode())
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 0)
+            sock.setsockopt(zmq.RCVHWM, 0)
+            sock.connect(f"tcp://127.0.0.1:{port}")
+            sock.send_multipart(Register(
+                protocol=PROTOCOL_VERSION, rankpool=__version__, python=PYTHON_VERSION,
+                block_id=f"b{first + i}", pool_id=f"sim{first + i}", hosts=["simhost"],
+                node_ranks=[ranks], widest=ranks, ranks_per_node=ranks).encode())
+            fd = sock.getsockopt(zmq.FD)
+            self.by_fd[fd] = i
+            self.epoll.register(fd, select.EPOLLIN)
+            self.socks.append(sock)
+            self.last_sent.append(now)
+
+    def drain(self, i: int) -> None:
+        sock = self.socks[i]
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            header = json.loads(frames[0])
+            kind = header["k"]
+            if kind == "tasks":
+                ids = [r[0] for r in header["r"]]
+                sock.send_multipart(answer(ids))
+                self.last_sent[i] = time.monotonic()
+                self.answered += len(ids)
+            elif kind == "registered":
+                if header["error"]:
+                    raise SystemExit(f"pool sim{i} refused: {header['error']}")
+                self.registered += 1
+                # its first heartbeat at a random point of the period, as independent pools
+                heapq.heappush(self.due, (time.monotonic() + self.rng.uniform(0, self.period), i))
+            elif kind in ("stop", "drain"):
+                self.stopped += 1
+
+    def beat_due(self, now: float) -> None:
+        due = self.due
+        while due and due[0][0] <= now:
+            _, i = heapq.heappop(due)
+            nxt = self.last_sent[i] + self.period
+            if nxt > now:  # it sent results lately: no heartbeat needed yet
+                heapq.heappush(due, (nxt, i))
+                continue
+            self.socks[i].send_multipart(self.beat)
+            self.last_sent[i] = now
+            heapq.heappush(due, (now + self.period, i))
+            self.drain(i)
+
+    def sweep(self) -> None:
+        for i, sock in enumerate(self.socks):
+            if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self.rescued += 1
+                self.drain(i)
+
+    def run(self, deadline: float) -> None:
+        count = len(self.socks)
+        ready_said = False
+        next_sweep = time.monotonic() + self.period
+        parent = os.getppid()
+        while self.stopped < count and time.monotonic() < deadline:
+            now = time.monotonic()
+            wait = 0.05 if not self.due else min(0.05, max(0.0, self.due[0][0] - now))
+            for fd, _ in self.epoll.poll(wait):
+                self.drain(self.by_fd[fd])
+            now = time.monotonic()
+            if self.registered == count and not ready_said:
+                print("READY", flush=True)
+                ready_said = True
+            self.beat_due(now)
+            if now >= next_sweep:
+                next_sweep = now + self.period
+                self.sweep()
+                if os.getppid() != parent:
+                    break
+        print(json.dumps({"answered": self.answered, "rescued": self.rescued,
+                          "stopped": self.stopped}), flush=True)
+        self.ctx.destroy(linger=0)
+
+
+def pools_main(port: int, first: int, count: int, ranks: int, period: float, limit: float) -> int:
+    raise_fd_limit()
+    PoolHost(port, first, count, ranks, period).run(time.monotonic() + limit)
+    return 0
+
+
+# =============================================================================================
+# the front-end side
