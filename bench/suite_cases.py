@@ -88,7 +88,7 @@ def case_comm(q: argparse.Namespace) -> dict[str, Any]:
     for ranks, part in ((WORKERS + 1, "one"), (MPI_WORKERS + 1, "mpi")):
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
             path = fh.name
-        cmd = [find_mpiexec(), "-n", str(ranks), sys.executable, os.path.abspath(__file__),
+        cmd = [find_mpiexec(), "-n", str(ranks), sys.executable, os.path.join(HERE, "run_all.py"),
                "--comm-job", part, "--result", path, *q.passthrough]
         launched = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=q.case_timeout)

@@ -412,6 +412,23 @@ def test_silent_pool_is_lost(harness: Callable[..., Harness]) -> None:
     assert h.value("outstanding") == 0 and h.value("pools") == []
 
 
+def test_pool_whose_connection_closes_is_lost_before_the_threshold(
+        harness: Callable[..., Harness]) -> None:
+    """A pool process that dies closes its connection: the next heartbeat finds no route to it,
+    so its tasks fail within a period instead of after the whole threshold."""
+    h = harness(heartbeat_period=0.1, heartbeat_threshold=60.0)
+    front = h.front()
+    front.beat_every = 0.05
+    pool = h.pool("p1", block_id="b1")
+    front.submit([make_task(1), make_task(2)])
+    assert sorted(t.task_id for t in pool.tasks()) == [1, 2]
+    pool.sock.close(linger=0)
+    lost = front.lost(timeout=10.0)  # far less than the 60 s threshold
+    assert lost.block_id == "b1" and sorted(lost.task_ids) == [1, 2]
+    assert "connection closed" in lost.reason
+    assert h.value("outstanding") == 0 and h.value("pools") == []
+
+
 def test_heartbeating_pool_survives_and_is_pinged(harness: Callable[..., Harness]) -> None:
     h = harness(**FAST)
     front = h.front()

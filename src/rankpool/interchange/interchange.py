@@ -72,6 +72,7 @@ class Interchange:
         self._dirty = False
         self._now = time.monotonic()
         self._throttle = Throttle(log)
+        self._unreachable: set[bytes] = set()  # identities a send found no connection for
         self._beat = Heartbeat().encode()
 
     # ------------------------------------------------------------------ setup and teardown
@@ -214,13 +215,13 @@ class Interchange:
         if old is not None:
             self.lose(old, "pool registered again (restarted)", tell_pool=False)
         if identity != reg.pool_id.encode():
-            log.warning("pool registered as %r over a connection named %r; using the connection's",
-                        reg.pool_id, identity)
+            self._throttle.warn("pool registered as %r over a connection named %r; using the "
+                                "connection's", reg.pool_id, identity)
         cfg = self.config
         error = check_versions(reg, __version__) or check_shape(reg)
         if error:
-            log.warning("refused pool %r of block %r on %s: %s", reg.pool_id, reg.block_id,
-                        ",".join(reg.hosts), error)
+            self._throttle.warn("refused pool %r of block %r on %s: %s", reg.pool_id,
+                                reg.block_id, ",".join(reg.hosts), error)
             self._send_pool(identity, Registered(error, cfg.heartbeat_period,
                                                  cfg.heartbeat_threshold).encode())
             what, ours, theirs = version_mismatch(reg, __version__) or ("", "", "")
@@ -299,6 +300,8 @@ class Interchange:
             self._pool_sock.send_multipart([identity, *frames], zmq.NOBLOCK, copy=False)
             return True
         except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                self._unreachable.add(identity)
             self._throttle.warn("could not send to pool %r: %s", identity, exc)
             return False
 
@@ -399,8 +402,11 @@ class Interchange:
 
     def heartbeat(self) -> None:
         """Once per period: a heartbeat to every pool and the front-end; check the parent."""
-        for pool in self.pools:
-            self._send_pool(pool.identity, self._beat)
+        closed = [pool for pool in self.pools if not self._send_pool(pool.identity, self._beat)
+                  and pool.identity in self._unreachable]
+        self._unreachable.clear()
+        for pool in closed:  # its process or node is gone: no need to wait out the threshold
+            self.lose(pool, "its connection closed", tell_pool=False)
         assert self.front is not None
         self.front.beat(self._beat)
         pid = self.config.parent_pid
