@@ -270,8 +270,7 @@ class StatusClient:
         except BaseException:
             self.close()
             raise
-        from .interchange.commands import COMMANDS
-        self.counts = [name for name in ("queued", "outstanding", "finished") if name in COMMANDS]
+        self.counts = ["queued", "outstanding", "finished"]
 
     def ask(self, name: str) -> Any:
         """One command's value; TimeoutError when no answer comes within the timeout."""
@@ -306,12 +305,8 @@ def render(run_dir: str, info: dict[str, Any], snap: dict[str, Any]) -> str:
     busy = sum(p["busy_ranks"] for p in pools)
     running = sum(p["tasks"] for p in pools)
     blocks = len({p["block_id"] for p in pools})
-    tasks = [f"{snap['queued']} queued"] if "queued" in snap else []
-    tasks.append(f"{running} running")
-    if "finished" in snap:
-        tasks.append(f"{snap['finished']} finished")
-    if "outstanding" in snap:
-        tasks.append(f"{snap['outstanding']} outstanding")
+    tasks = [f"{snap['queued']} queued", f"{running} running", f"{snap['finished']} finished",
+             f"{snap['outstanding']} outstanding"]
     lines = [f"rankpool status  {run_dir}  {time.strftime('%H:%M:%S')}",
              f"interchange  pools connect to {info.get('address', '?')} (executor pid "
              f"{info.get('pid', '?')}, rankpool {info.get('rankpool', '?')})",

@@ -275,7 +275,7 @@ def test_task_round_trip_unchanged(harness: Callable[..., Harness]) -> None:
     pool.send(sent)
     header, frames = front.message()
     assert header["k"] == "results" and frames == sent
-    assert h.value("outstanding") == 0
+    assert h.value("outstanding") == 0 and h.value("finished") == 1
 
 
 def test_tasks_spread_over_pools(harness: Callable[..., Harness]) -> None:
@@ -426,7 +426,7 @@ def test_pool_whose_connection_closes_is_lost_before_the_threshold(
     lost = front.lost(timeout=10.0)  # far less than the 60 s threshold
     assert lost.block_id == "b1" and sorted(lost.task_ids) == [1, 2]
     assert "connection closed" in lost.reason
-    assert h.value("outstanding") == 0 and h.value("pools") == []
+    assert h.value("outstanding") == 0 and h.value("pools") == [] and h.value("finished") == 2
 
 
 def test_heartbeating_pool_survives_and_is_pinged(harness: Callable[..., Harness]) -> None:

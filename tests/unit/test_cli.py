@@ -171,7 +171,7 @@ def test_status_once_shows_a_live_executors_pool(capsys: pytest.CaptureFixture[s
             code, out, err = run(capsys, "status", "--once", str(where))
             assert code == 0, err
             assert "1 in 1 block: 2 worker ranks, 1 busy, 1 idle" in out, out
-            assert "0 queued, 1 running" in out and "1 outstanding" in out, out
+            assert "0 queued, 1 running, 0 finished, 1 outstanding" in out, out
             row = next(line.split() for line in out.splitlines() if line.startswith("0 "))
             assert row[3:8] == ["2", "1", "1", "1", "active"], out
         busy.cancel()

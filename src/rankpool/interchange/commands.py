@@ -39,6 +39,10 @@ def _queued(ix: Interchange, arg: str) -> int:
     return len(ix.queue)
 
 
+def _finished(ix: Interchange, arg: str) -> int:
+    return ix.finished
+
+
 def _idle_blocks(ix: Interchange, arg: str) -> list[str]:
     return sorted({p.block_id for p in ix.pools if not p.in_flight}
                   - {p.block_id for p in ix.pools if p.in_flight})
@@ -81,7 +85,8 @@ def _stop(ix: Interchange, arg: str) -> bool:
 
 
 COMMANDS: dict[str, Callable[[Interchange, str], Any]] = {
-    "pools": _pools, "outstanding": _outstanding, "queued": _queued, "idle_blocks": _idle_blocks,
+    "pools": _pools, "outstanding": _outstanding, "queued": _queued, "finished": _finished,
+    "idle_blocks": _idle_blocks,
     "hold": _hold, "release": _release, "drain": _drain, "stop": _stop,
 }
 

@@ -61,6 +61,7 @@ class Interchange:
         self.queue = TaskQueue()
         self.room = RoomIndex()
         self.known: set[int] = set()  # ids queued or in flight
+        self.finished = 0  # tasks whose result or failure went to the front-end
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._pool_sock: zmq.Socket[bytes] | None = None
         self._client_sock: zmq.Socket[bytes] | None = None
@@ -243,6 +244,7 @@ class Interchange:
         ids = result_ids(header)
         done = pool.finish_many(ids)
         self.known.difference_update(done)
+        self.finished += len(done)
         self.room.offer(pool)
         self._dirty = True
         out: Sequence[Any] = frames
@@ -272,6 +274,7 @@ class Interchange:
         self.pools.remove(pool)
         ids = list(pool.in_flight)
         self.known.difference_update(ids)
+        self.finished += len(ids)
         pool.in_flight.clear()
         pool.used = 0
         log.log(level, "pool %r of block %r on %s left: %s; %d tasks in flight lost", pool.pool_id,
@@ -354,6 +357,7 @@ class Interchange:
         ids = [r[0] for r in records if isinstance(r, list) and r and type(r[0]) is int
                and r[0] not in self.known]
         if ids:
+            self.finished += len(ids)
             self.to_client(Lost("", [], f"interchange refused a malformed task batch: {why}",
                                 ids).encode())
 
