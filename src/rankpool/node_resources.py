@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .resources import DeviceCapacity
+
 log = logging.getLogger(__name__)
 
 #: vendor names accepted by ``accelerator_env`` and the variable each stands for
@@ -173,6 +175,30 @@ def affinity_text(value: str | CpuSets) -> str:
     return "list:" + ":".join(",".join(map(str, cpus)) for cpus in value)
 
 
+# -- what a block holds ---------------------------------------------------------------------------
+def node_workers(workers: int, nodes: int, widest: int | None = None) -> list[int]:
+    """Worker ranks per node of one pool: a block's ``workers`` over ``nodes`` nodes, the first
+    node short of the manager's slot where the launcher counts it; one node of ``widest``
+    where each node runs a pool of its own (``widest < workers``)."""
+    if widest is not None and widest < workers:
+        return [widest]
+    per = -(-workers // nodes)
+    return [workers - per * (nodes - 1)] + [per] * (nodes - 1)
+
+
+def block_devices(res: NodeResources, workers_per_node: Sequence[int]) -> DeviceCapacity:
+    """The device-owning ranks of a pool with these worker ranks per node (rank 0 on the first
+    node); refuses an explicit ``cpu_affinity`` list too short for the node's ranks."""
+    if isinstance(res.cpu_affinity, tuple) and workers_per_node:
+        local = max(workers_per_node[0] + 1, max(workers_per_node))
+        if len(res.cpu_affinity) < local:
+            raise ValueError(f"cpu_affinity: lists {len(res.cpu_affinity)} local ranks; a node "
+                             f"of this pool has {local} (rank 0 counts on the first node)")
+    per = res.device_ranks_per_node
+    counts = [min(w, per) for w in workers_per_node]
+    return DeviceCapacity(sum(counts), max(counts, default=0))
+
+
 # -- the binding ---------------------------------------------------------------------------------
 def local_ranks(nodes: Sequence[Sequence[int]], rank: int) -> tuple[list[int], int]:
     """Every pool rank on ``rank``'s node (rank 0 counts on the first node) and its position."""
@@ -191,6 +217,15 @@ def device_binding(nodes: Sequence[Sequence[int]], res: NodeResources) -> dict[i
         for i, rank in enumerate(sorted(workers)[:res.device_ranks_per_node]):
             owners[rank] = res.accelerators[i // per]
     return owners
+
+
+def devices_list(nodes: Sequence[Sequence[int]], res: NodeResources) -> list[str]:
+    """The binding as a list indexed by pool rank ("" for no device); empty without devices."""
+    owners = device_binding(nodes, res)
+    if not owners:
+        return []
+    size = max((r for n in nodes for r in n), default=0) + 1
+    return [owners.get(r, "") for r in range(size)]
 
 
 def device_ranks(nodes: Sequence[Sequence[int]], res: NodeResources) -> list[list[int]]:
@@ -223,6 +258,7 @@ def apply_binding(rank: int, nodes: Sequence[Sequence[int]], res: NodeResources)
     Rank 0 is left as it was started. Affinity is intersected with the current mask and never
     widens it; an empty intersection keeps the mask and logs a warning. Returns the device id.
     """
+    block_devices(res, [len(n) for n in nodes])  # every rank refuses a bad list alike
     if rank == 0:
         return None
     device = device_binding(nodes, res).get(rank)
