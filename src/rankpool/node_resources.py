@@ -106,7 +106,8 @@ def _accelerator_ids(value: Any) -> tuple[str, ...]:
     for item in value:
         if isinstance(item, int) and not isinstance(item, bool):
             item = str(item)
-        if not isinstance(item, str) or not item.strip() or "," in item or item != item.strip():
+        if not isinstance(item, str) or not item or "," in item \
+                or any(c.isspace() for c in item):
             raise ValueError(f"accelerators: device ids must be non-empty strings without commas "
                              f"or spaces, got {item!r:.60}")
         ids.append(item)
