@@ -7,9 +7,10 @@ when it starts. On each node, devices are dealt to the node's worker ranks in ra
 ``ranks_per_accelerator`` ranks per device; rank 0 (the manager) owns none, and worker ranks
 beyond the devices own none and run CPU-only tasks.
 
-*Local rank* means a rank's position among the pool's ranks on its node, rank 0 included, as
-launchers number them (``PALS_LOCAL_RANKID``, ``SLURM_LOCALID``): ``cpu_affinity`` lists are
-indexed by it. Nothing here imports mpi4py: the pool hands in its topology.
+A rank's *local worker index* is its position among the worker ranks of its node, the index
+that deals devices: ``cpu_affinity`` lists are indexed by it, so entry i and device i go
+together on every node, whether or not the node also holds rank 0. Rank 0 is never bound.
+Nothing here imports mpi4py: the pool hands in its topology.
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ def node_resources(accelerators: int | str | Sequence[str] | None = None,
     the variable that carries a rank's device, or a vendor name (``nvidia``, ``amd``,
     ``intel``); default ``ZE_AFFINITY_MASK`` when the ids are tiles (contain a dot), else
     ``CUDA_VISIBLE_DEVICES``; ``ranks_per_accelerator``: ranks that share one device;
-    ``cpu_affinity``: ``"none"``, ``"block"``, ``"alternating"``, or CPUs per local rank
-    (a list of CPU lists or range strings, or ``"list:0-3:4-7"``).
+    ``cpu_affinity``: ``"none"``, ``"block"``, ``"alternating"``, or CPUs per local worker
+    rank (a list of CPU lists or range strings, or ``"list:0-3:4-7"``).
     """
     ids = _accelerator_ids(accelerators)
     env = _accelerator_env(accelerator_env, ids)
@@ -162,9 +163,9 @@ def _affinity(value: Any) -> str | CpuSets:
             value = value[len("list:"):].split(":")
         else:
             raise ValueError(f"cpu_affinity: must be one of {AFFINITY_MODES}, 'list:CPUS:CPUS:...'"
-                             f" or a list of CPUs per local rank, got {value!r:.60}")
+                             f" or a list of CPUs per local worker rank, got {value!r:.60}")
     if not isinstance(value, Sequence) or not value:
-        raise ValueError(f"cpu_affinity: a list of CPUs per local rank must not be empty, got "
+        raise ValueError(f"cpu_affinity: a list of CPUs per local worker rank must not be empty, got "
                          f"{value!r:.60}")
     return tuple(_cpu_list(entry, i) for i, entry in enumerate(value))
 
@@ -191,23 +192,23 @@ def block_devices(res: NodeResources, workers_per_node: Sequence[int]) -> Device
     """The device-owning ranks of a pool with these worker ranks per node (rank 0 on the first
     node); refuses an explicit ``cpu_affinity`` list too short for the node's ranks."""
     if isinstance(res.cpu_affinity, tuple) and workers_per_node:
-        local = max(workers_per_node[0] + 1, max(workers_per_node))
+        local = max(workers_per_node)
         if len(res.cpu_affinity) < local:
-            raise ValueError(f"cpu_affinity: lists {len(res.cpu_affinity)} local ranks; a node "
-                             f"of this pool has {local} (rank 0 counts on the first node)")
+            raise ValueError(f"cpu_affinity: lists {len(res.cpu_affinity)} local worker ranks; "
+                             f"a node of this pool has {local}")
     per = res.device_ranks_per_node
     counts = [min(w, per) for w in workers_per_node]
     return DeviceCapacity(sum(counts), max(counts, default=0))
 
 
 # -- the binding ---------------------------------------------------------------------------------
-def local_ranks(nodes: Sequence[Sequence[int]], rank: int) -> tuple[list[int], int]:
-    """Every pool rank on ``rank``'s node (rank 0 counts on the first node) and its position."""
-    for i, workers in enumerate(nodes):
-        on_node = ([0] if i == 0 else []) + sorted(workers)
-        if rank in on_node:
-            return on_node, on_node.index(rank)
-    raise ValueError(f"rank {rank} is on no node of the pool")
+def worker_index(nodes: Sequence[Sequence[int]], rank: int) -> tuple[int, int]:
+    """``rank``'s position among its node's worker ranks, and how many that node has."""
+    for workers in nodes:
+        if rank in workers:
+            ordered = sorted(workers)
+            return ordered.index(rank), len(ordered)
+    raise ValueError(f"rank {rank} is not a worker rank of the pool")
 
 
 def device_binding(nodes: Sequence[Sequence[int]], res: NodeResources) -> dict[int, str]:
@@ -235,15 +236,15 @@ def device_ranks(nodes: Sequence[Sequence[int]], res: NodeResources) -> list[lis
 
 
 def cpu_set(res: NodeResources, local: int, count: int, available: Sequence[int]) -> set[int]:
-    """The CPUs local rank ``local`` of ``count`` asks for, out of the ``available`` ones."""
+    """The CPUs local worker rank ``local`` of ``count`` asks for, out of ``available``."""
     mode = res.cpu_affinity
     cpus = sorted(available)
     if mode == "none" or not cpus:
         return set(cpus)
     if isinstance(mode, tuple):
         if local >= len(mode):
-            raise ValueError(f"cpu_affinity: lists {len(mode)} local ranks; this node has "
-                             f"{count} (local rank {local} has no entry)")
+            raise ValueError(f"cpu_affinity: lists {len(mode)} local worker ranks; this node has "
+                             f"{count} (local worker rank {local} has no entry)")
         return set(mode[local])
     if len(cpus) < count:  # more ranks than CPUs: share them round robin
         return {cpus[local % len(cpus)]}
@@ -266,9 +267,9 @@ def apply_binding(rank: int, nodes: Sequence[Sequence[int]], res: NodeResources)
     if device is not None:
         os.environ[res.accelerator_env] = device
     if res.cpu_affinity != "none" and hasattr(os, "sched_setaffinity"):
-        on_node, local = local_ranks(nodes, rank)
+        local, count = worker_index(nodes, rank)
         current = os.sched_getaffinity(0)
-        wanted = cpu_set(res, local, len(on_node), sorted(current)) & current
+        wanted = cpu_set(res, local, count, sorted(current)) & current
         if wanted:
             os.sched_setaffinity(0, wanted)
         else:

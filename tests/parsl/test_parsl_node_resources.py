@@ -35,6 +35,7 @@ def test_devices_bound_and_shown_and_keys_applied(load: Any, tmp_path: Path) -> 
     assert [s[:2] for s in seen] == [[1, "0"], [2, "1"]]
     [pool] = ex.connected_managers()
     assert pool["devices"] == {"1": "0", "2": "1"}
+    assert "--accelerators 0,1 --accelerator-env RP_PARSL_DEVICE" in ex.pool_command()
     where = str(tmp_path / "work")
     spec = {"env": {"RP_STAGE": "on"}, "cwd": where}
     rank, _, stage, cwd = apps.device_and_env(parsl_resource_specification=spec).result(timeout=60)

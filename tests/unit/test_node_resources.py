@@ -9,7 +9,7 @@ import pytest
 from rankpool.errors import ResourceSpecError
 from rankpool.mpi_pool.config import PoolConfig, parse
 from rankpool.node_resources import (NodeResources, apply_binding, block_devices, cpu_set,
-                                     device_binding, device_ranks, devices_list, local_ranks,
+                                     device_binding, device_ranks, devices_list, worker_index,
                                      node_resources, node_workers)
 from rankpool.resources import DeviceCapacity, check_fits, parse_spec
 
@@ -59,13 +59,13 @@ def test_devices_dealt_per_node_in_rank_order_rank_0_owning_none() -> None:
     assert devices_list(nodes, NodeResources()) == []
 
 
-def test_local_ranks_count_rank_0_on_the_first_node() -> None:
-    nodes = [[1, 2], [3, 4]]
-    assert local_ranks(nodes, 0) == ([0, 1, 2], 0)
-    assert local_ranks(nodes, 2) == ([0, 1, 2], 2)
-    assert local_ranks(nodes, 4) == ([3, 4], 1)
-    with pytest.raises(ValueError):
-        local_ranks(nodes, 9)
+def test_worker_index_counts_worker_ranks_of_the_node() -> None:
+    nodes = [[1, 2], [3, 4, 5]]
+    assert worker_index(nodes, 1) == (0, 2)
+    assert worker_index(nodes, 5) == (2, 3)
+    for bad in (0, 9):
+        with pytest.raises(ValueError):
+            worker_index(nodes, bad)
 
 
 def test_cpu_sets_block_alternating_list() -> None:
@@ -93,7 +93,8 @@ def test_block_capacity_and_short_affinity_lists() -> None:
     assert block_devices(res, [1]) == DeviceCapacity(1, 1)
     assert block_devices(NodeResources(), [4]) == DeviceCapacity(0, 0)
     with pytest.raises(ValueError, match="cpu_affinity"):
-        block_devices(node_resources(cpu_affinity=[[0], [1]]), [2])
+        block_devices(node_resources(cpu_affinity=[[0], [1]]), [1, 3])
+    block_devices(node_resources(cpu_affinity=[[0], [1]]), [1, 2])
 
 
 def test_gpu_requests_no_pool_can_hold_are_refused_naming_the_key() -> None:
@@ -138,10 +139,10 @@ def test_apply_binding_sets_the_variable_and_never_widens_affinity(
         assert apply_binding(2, nodes, res) is None and "RP_UNIT_DEVICE" not in os.environ
         assert apply_binding(1, nodes, res) == "g0" and os.environ["RP_UNIT_DEVICE"] == "g0"
         outside = max(mask) + 1000  # a CPU not in the mask: the mask is kept
-        apply_binding(1, nodes, node_resources(cpu_affinity=[[0], [outside], [outside]]))
+        apply_binding(1, nodes, node_resources(cpu_affinity=[[outside], [outside]]))
         assert os.sched_getaffinity(0) == mask
         first = min(mask)
-        apply_binding(1, nodes, node_resources(cpu_affinity=[[first], [first], [first]]))
+        apply_binding(1, nodes, node_resources(cpu_affinity=[[first], [outside]]))
         assert os.sched_getaffinity(0) == {first}
     finally:
         os.sched_setaffinity(0, mask)

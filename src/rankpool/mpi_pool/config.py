@@ -114,7 +114,7 @@ def add_resource_options(p: argparse.ArgumentParser) -> None:
                    help="worker ranks that share one device (default 1)")
     g.add_argument("--cpu-affinity", default="none", metavar="MODE",
                    help="none, block, alternating, or list:CPUS:CPUS:... with one entry per "
-                        "local rank, e.g. list:0-3:4-7 (default none)")
+                        "worker rank of a node, e.g. list:0-3:4-7 (default none)")
 
 
 def resources_from(ns: argparse.Namespace) -> NodeResources:

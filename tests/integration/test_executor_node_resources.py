@@ -38,10 +38,10 @@ def fail_inside(path: str, comm: Any = None) -> None:
 
 
 def _affinity() -> list[list[int]] | str:
-    """One CPU per local rank (manager, then 3 workers), from the CPUs this machine lends."""
+    """One CPU per local worker rank (3 of them), from the CPUs this machine lends."""
     if len(CPUS) < 2:
         return "none"
-    return [[CPUS[0]], [CPUS[0]], [CPUS[1]], [CPUS[1]]]
+    return [[CPUS[0]], [CPUS[1]], [CPUS[1]]]
 
 
 @pytest.fixture(scope="module")
