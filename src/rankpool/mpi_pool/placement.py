@@ -1,8 +1,9 @@
 """Task placement for the MPI pool manager: which worker ranks run which pending task.
 
 The manager (rank 0) calls :meth:`Scheduler.assign` from its hot loop, so every operation
-is cheap: pending tasks wait in :mod:`.queues` (only queue heads are examined) and per-rank
-state lives in :mod:`.inventory` (placing a 1-rank task never scans all ranks).
+is cheap: pending tasks wait in :mod:`.queues` (only queue heads are examined), per-rank
+state lives in :mod:`.inventory`, and 1-rank tasks are batched onto the least-loaded ranks by
+:mod:`.shared` (placing one never scans all ranks).
 
 Two kinds of occupancy exist.  1-rank non-exclusive tasks are *shared*: a rank may hold up
 to ``depth`` of them (prefetched, run one after another).  Every other task is *exclusive*:
@@ -24,6 +25,7 @@ from collections.abc import Hashable, Iterable, Sequence
 
 from .inventory import RankInventory
 from .queues import PendingTasks, ShapeQueue
+from .shared import assign_shared
 from .shapes import Assignment, Layout, Shape
 from .shapes import layout as layout_of
 
@@ -109,64 +111,6 @@ class Scheduler:
         self._start_exclusive(key, ranks, out)
         return True
 
-    def _assign_shared(self, q: ShapeQueue, out: list[Assignment], per: dict[int, int],
-                       given: dict[int, dict[int, int]]) -> bool:
-        """Hand 1-rank tasks of q to the least-loaded open ranks, in batches.
-
-        A rank gets at most min(depth - held, ceil(pending / open ranks)) tasks from q per
-        assign() call.  Stops before passing the next queue's head (FIFO across shapes of
-        one priority).  Returns False when no open rank is left for q in this call."""
-        inv = self._inv
-        if inv.n_open == 0:
-            return False
-        cap = per.setdefault(q.qid, -(-q.live // inv.n_open))
-        got = given.setdefault(q.qid, {})
-        heap = self._q.heap
-        bound = heap[0][:2] if heap else None
-        negp = -q.priority
-        items, pending, running, held = q.items, self._q.pending, self._running, inv.held
-        skipped: set[int] = set()
-        more = False
-        while not more:
-            r = inv.pop_rank()
-            if r is None:
-                break
-            k = min(inv.depth - held[r], cap - got.get(r, 0))
-            if k <= 0:
-                skipped.add(r)
-                continue
-            n, ranks, gen = 0, (r,), (inv.gen[r],)
-            while n < k:
-                seq, key = items[0]
-                ent = pending.get(key)
-                if ent is None or ent[1] != seq:
-                    items.popleft()
-                    continue
-                if bound is not None and (negp, seq) > bound:
-                    more = True
-                    break
-                items.popleft()
-                del pending[key]
-                running[key] = (ranks, False, gen)
-                out.append(Assignment(key, ranks))
-                n += 1
-                q.live -= 1
-                if not q.live:
-                    more = True
-                    break
-            if n:
-                inv.contrib(r, -1)
-                held[r] += n
-                inv.contrib(r, 1)
-                got[r] = got.get(r, 0) + n
-            else:
-                skipped.add(r)
-        for r in skipped:
-            inv.push_rank(r)
-        if not q.live:
-            self._q.drop(q)
-        return more
-
     # ---- public interface --------------------------------------------------------------
     def node_of(self, rank: int) -> int:
         """Index of the node holding ``rank``; ValueError for a rank not in the pool."""
@@ -235,7 +179,7 @@ class Scheduler:
                 heapq.heappush(heap, (negp, head, qid))
                 continue
             if q.shared:
-                more = self._assign_shared(q, out, per, given)
+                more = assign_shared(inv, pend, self._running, q, out, per, given)
             else:
                 more = self._assign_exclusive(q, key, out, failed)
             if q.live:
