@@ -146,3 +146,12 @@ def test_apply_binding_sets_the_variable_and_never_widens_affinity(
         assert os.sched_getaffinity(0) == {first}
     finally:
         os.sched_setaffinity(0, mask)
+
+
+def test_status_rows_count_the_ranks_that_own_a_device() -> None:
+    from rankpool.cli import _pool_row
+    pool = {"block_id": "0", "pool_id": "p", "hosts": ["h"], "node_ranks": [3], "ranks": 3,
+            "busy_ranks": 1, "tasks": 1, "held": False, "draining": False, "last_seen_s": 0.5,
+            "devices": {"1": "a", "2": "b"}}
+    assert _pool_row(pool)[3] == "3(2dev)"
+    assert _pool_row({**pool, "devices": {}})[3] == "3"

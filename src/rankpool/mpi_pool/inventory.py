@@ -159,9 +159,9 @@ class RankInventory:
         counts = [len(s) + len(more.get(i, ())) for i, s in enumerate(free)]
         if gpu or not self.dev:
             return pick(layout, counts, zero, lambda i, k: sorted(candidates(i))[:k])
-        dev = self.dev
-        plain = [sum(r not in dev for r in candidates(i)) if counts[i] else 0
-                 for i in range(len(free))]
+        dev, free_dev = self.dev, self.free_dev
+        plain = [len(s) - len(free_dev[i]) + sum(r not in dev for r in more.get(i, ()))
+                 for i, s in enumerate(free)]
         return pick(layout, counts, lambda i, k: max(0, k - plain[i]),
                     lambda i, k: sorted(candidates(i), key=lambda r: (r in dev, r))[:k])
 

@@ -132,6 +132,9 @@ class PoolManager:
         self.sock.send_multipart(reg.encode())
         log.info("pool %s: %d worker ranks on %s; registering with %s", self.cfg.pool_id,
                  m.widest, self.topology.hosts, self.cfg.interchange)
+        if reg.devices or self.cfg.resources.cpu_affinity != "none":
+            log.info("node resources %s; devices by rank %s", self.cfg.resources.describe(),
+                     {r: d for r, d in enumerate(reg.devices) if d})
         deadline = time.monotonic() + self.threshold
         while time.monotonic() < deadline:
             if not self.sock.poll(100):
