@@ -102,3 +102,18 @@ def test_random_gpu_and_cpu_load_never_shares_a_device_rank() -> None:
         for key in rng.sample(sorted(live), k=min(len(live), rng.randint(0, 3))):
             s.finish(key)
             del live[key]
+
+
+def test_a_blocked_gpu_task_stops_cpu_tasks_landing_on_its_device() -> None:
+    s = Scheduler([[1, 2]], depth=4, devices=[1])
+    for k in range(4):
+        s.submit(k, CPU)
+    assert sorted(_assign(s).values()) == [(1,), (1,), (2,), (2,)]
+    s.submit("g", GPU)
+    s.submit("late", CPU)
+    got = _assign(s)
+    assert got == {"late": (2,)}  # rank 1 is reserved for the GPU task
+    for k in (0, 1, 2, 3):
+        if s.ranks_of(k) == (1,):
+            s.finish(k)
+    assert _assign(s) == {"g": (1,)}
