@@ -13,7 +13,7 @@ from typing import Any
 
 from ._version import __version__
 from .errors import (BrokenPool, EncryptionUnavailable, ExecutorShutdown, InsufficientRanks,
-                     KeyFileError, ManagerLost, RankPoolError, RemoteTaskError, ResourceSpecError,
+                     KeyFileError, ManagerLost, RankPoolError, RemoteTaskError, ResourceSpecError, TaskSetupError,
                      SerializationError, StuckRanksError, TaskTimeout, VersionMismatch)
 
 _LAZY = {
@@ -24,7 +24,7 @@ _LAZY = {
 
 __all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "BrokenPool",
            "EncryptionUnavailable", "ExecutorShutdown", "InsufficientRanks", "KeyFileError", "ManagerLost", "RankPoolError",
-           "RemoteTaskError", "ResourceSpecError", "SerializationError", "StuckRanksError",
+           "RemoteTaskError", "ResourceSpecError", "TaskSetupError", "SerializationError", "StuckRanksError",
            "TaskTimeout", "VersionMismatch"]
 
 

@@ -331,7 +331,9 @@ def _pool_row(p: dict[str, Any]) -> tuple[str, ...]:
     if nodes > 1:
         where += f" [{'+'.join(str(n) for n in p['node_ranks'])}]"
     state = "draining" if p["draining"] else "held" if p["held"] else "active"
-    return (str(p["block_id"]), str(p["pool_id"]), where, str(p["ranks"]), str(p["busy_ranks"]),
+    devices = p.get("devices") or {}
+    ranks = f"{p['ranks']}({len(devices)}dev)" if devices else str(p["ranks"])  # owners
+    return (str(p["block_id"]), str(p["pool_id"]), where, ranks, str(p["busy_ranks"]),
             str(p["ranks"] - p["busy_ranks"]), str(p["tasks"]), state,
             f"{float(p['last_seen_s']):.1f}s ago")
 

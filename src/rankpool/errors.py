@@ -20,6 +20,15 @@ class ResourceSpecError(RankPoolError, ValueError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"resource specification key {key!r}: {message}")
         self.key = key
+        self.detail = message
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return type(self), (self.key, self.detail)
+
+
+class TaskSetupError(ResourceSpecError):
+    """A task's ``cwd`` or ``env`` could not be applied on one of its ranks, so the task did
+    not run (the pool and its other tasks carry on); ``key`` names the key."""
 
 
 class SerializationError(RankPoolError):

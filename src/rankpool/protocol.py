@@ -8,7 +8,7 @@ here imports mpi4py or zmq, and nothing here unpickles: a payload is bytes route
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar
 
 from .batches import (Outcome, Result, Task, check_results, decode_results, decode_tasks,
@@ -42,6 +42,8 @@ class Message:
     def from_header(cls, header: dict[str, Any]) -> Message:
         kwargs = {}
         for f in fields(cls):
+            if f.name not in header and f.default_factory is not MISSING:
+                continue  # an optional field left out: its default
             if f.name not in header:
                 raise ProtocolError(f"{cls.KIND}: missing field {f.name!r}")
             value = header[f.name]
@@ -84,6 +86,7 @@ class Register(Message):
     node_ranks: list[int]        # worker ranks on each host, in host order
     widest: int                  # widest task it can hold (its worker ranks)
     ranks_per_node: int
+    devices: list[str] = field(default_factory=list)  # device of each pool rank ("": none)
 
 
 @dataclass(frozen=True)

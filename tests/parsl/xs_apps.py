@@ -156,3 +156,10 @@ def fail_on_rank(bad: int, comm: Any = None) -> int:
     if comm.Get_rank() == bad:
         raise ValueError(f"rank {bad} failed")
     return comm.Get_rank()
+
+
+@python_app
+def device_and_env(comm: Any = None, parsl_resource_specification: dict = {}) -> list:  # noqa: B006
+    from mpi4py import MPI
+    return [MPI.COMM_WORLD.Get_rank(), os.environ.get("RP_PARSL_DEVICE"),
+            os.environ.get("RP_STAGE"), os.getcwd()]

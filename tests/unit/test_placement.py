@@ -353,7 +353,11 @@ def test_fits_ever() -> None:
     assert not s.fits_ever(Shape(2, num_nodes=3))  # only 2 non-empty nodes
     assert not s.fits_ever(Shape(1, num_nodes=2))
     assert not s.fits_ever(Shape(0))
-    assert s.fits_ever(Shape(4, ranks_per_node=2, gpus=1))
+    assert not s.fits_ever(Shape(4, ranks_per_node=2, exclusive=True, gpus=1))  # no devices
+    g = Scheduler([[1, 2, 3], [4, 5], []], depth=2, devices=[1, 2, 4, 5])
+    assert g.fits_ever(Shape(4, ranks_per_node=2, exclusive=True, gpus=1))
+    assert not g.fits_ever(Shape(3, num_nodes=1, exclusive=True, gpus=1))
+    assert not g.fits_ever(Shape(1, exclusive=True, gpus=2))  # one device per rank
 
 
 def test_errors_and_node_of() -> None:

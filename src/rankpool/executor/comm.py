@@ -18,7 +18,7 @@ import logging
 import sys
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mpi4py import MPI
@@ -27,6 +27,7 @@ from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
 from ..mpi_pool.comms import discover_topology
 from ..mpi_pool.manager import Manager
 from ..mpi_pool.worker import Worker
+from ..node_resources import apply_binding, device_ranks, node_resources
 from ..protocol import Task
 from ..resources import Spec, check_fits
 from .base import FrontEnd, TaskFuture
@@ -42,14 +43,22 @@ class CommExecutor(FrontEnd):
     ``backoff``: idle polling of the worker ranks; ``on_stuck``: what leaving the ``with`` block
     does when ranks are stuck in a task forever (see :attr:`stuck_ranks`): ``"abort"`` the MPI
     job with an error message (they could never reach ``MPI_Finalize``, so the job would hang
-    until its walltime) or ``"leave"`` them.
+    until its walltime) or ``"leave"`` them; ``accelerators``, ``accelerator_env``,
+    ``ranks_per_accelerator``, ``cpu_affinity``: the binding of the worker ranks to devices
+    and CPUs, applied here on every rank before any task runs (code that ran before this, on
+    any rank, may already have initialised a device library with the old variables).
     """
 
     def __init__(self, comm: MPI.Intracomm | None = None, root: int = 0, *,
                  requirements: Mapping[str, Any] | None = None, depth: int = 16,
                  grace: float = 5.0, backoff: BackoffConfig | None = None,
-                 on_stuck: str = "abort") -> None:
+                 on_stuck: str = "abort",
+                 accelerators: int | str | Sequence[str] | None = None,
+                 accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
+                 cpu_affinity: str | Sequence[Any] = "none") -> None:
         super().__init__(requirements)
+        resources = node_resources(accelerators, accelerator_env, ranks_per_accelerator,
+                                   cpu_affinity)
         comm = MPI.COMM_WORLD if comm is None else comm
         if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
             raise TypeError(f"comm must be an MPI intracommunicator, got {comm!r}")
@@ -67,6 +76,7 @@ class CommExecutor(FrontEnd):
         # root becomes rank 0 of the pool's communicator; everyone else keeps their order
         self.pool_comm = comm.Split(0, 0 if self.is_root else comm.Get_rank() + 1)
         self.topology = discover_topology(self.pool_comm)
+        self.device = apply_binding(self.pool_comm.Get_rank(), self.topology.nodes, resources)
         self._user_rank = self.pool_comm.allgather(comm.Get_rank())
         self._backoff = backoff
         self._inbox: deque[Task] = deque()
@@ -77,7 +87,8 @@ class CommExecutor(FrontEnd):
         self._thread: threading.Thread | None = None
         self._manager: Manager | None = None
         if self.is_root:
-            self._manager = Manager(self.pool_comm, self.topology, depth=depth, grace=grace)
+            self._manager = Manager(self.pool_comm, self.topology, depth=depth, grace=grace,
+                                    device_ranks=device_ranks(self.topology.nodes, resources))
             if self._manager.widest == 0:
                 log.warning("CommExecutor on a communicator of size 1: no worker ranks")
             self._thread = threading.Thread(target=self._run, name="rankpool-manager", daemon=True)
@@ -114,7 +125,8 @@ class CommExecutor(FrontEnd):
         if not self.is_root:
             raise RuntimeError("only rank root of a CommExecutor submits tasks")
         assert self._manager is not None
-        check_fits(spec, self._manager.widest, self._manager.largest_node)
+        check_fits(spec, self._manager.widest, self._manager.largest_node,
+                   self._manager.devices)
 
     def _send(self, task: Task, future: TaskFuture) -> None:
         self._inbox.append(task)

@@ -15,13 +15,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import protocol
 from ..errors import ManagerLost, VersionMismatch
 from ..interchange.config import InterchangeConfig
 from ..mpi_pool.config import PoolConfig
+from ..node_resources import block_devices, node_resources, node_workers
 from ..protocol import Result, Task
 from ..resources import Spec, check_fits
 from .base import FrontEnd, TaskFuture
@@ -73,7 +74,9 @@ class Executor(FrontEnd):
     ``trace``: record where and when every task ran (``rankpool trace RUN_DIR`` draws it);
     ``encrypted``: CurveZMQ on every interchange socket, with keys made for this run in
     ``run_dir/curve`` (pools read theirs there); default (None): on unless ``address`` is
-    loopback.
+    loopback; ``accelerators``, ``accelerator_env``, ``ranks_per_accelerator``,
+    ``cpu_affinity``: the binding of worker ranks to devices and CPUs, applied when each pool
+    starts (see :func:`rankpool.node_resources.node_resources` and the node-resources page).
     """
 
     def __init__(self, *, max_ranks: int = 4, ranks_per_node: int | None = None,
@@ -81,8 +84,13 @@ class Executor(FrontEnd):
                  address: str = "127.0.0.1", heartbeat_period: float = 2.0,
                  heartbeat_threshold: float = 10.0, run_dir: str | None = None,
                  mpiexec: str | None = None, log_level: str = "INFO",
-                 trace: bool = False, encrypted: bool | None = None) -> None:
+                 trace: bool = False, encrypted: bool | None = None,
+                 accelerators: int | str | Sequence[str] | None = None,
+                 accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
+                 cpu_affinity: str | Sequence[Any] = "none") -> None:
         super().__init__(requirements)
+        self.node_resources = node_resources(accelerators, accelerator_env,
+                                             ranks_per_accelerator, cpu_affinity)
         _positive("max_ranks", max_ranks, int)
         if ranks_per_node is not None:
             _positive("ranks_per_node", ranks_per_node, int)
@@ -96,9 +104,12 @@ class Executor(FrontEnd):
         self.ranks_per_node = ranks_per_node or max_ranks
         self.provider = provider
         self.widest, self.largest_node = max_ranks, max_ranks
+        nodes = 1
         if provider is not None:
             self.widest, self.largest_node = _provider_shape(provider, ranks_per_node)
-        check_fits(self._default, self.widest, self.largest_node)
+            nodes = getattr(provider, "nodes_per_block", 1)
+        self.devices = block_devices(self.node_resources, node_workers(self.widest, nodes))
+        self._check_spec(self._default)
         from ..security import choose_encryption, make_keys  # zmq only where sockets live
         self.encrypted = choose_encryption(encrypted, address)
         self.run_dir = make_run_dir(run_dir)
@@ -119,7 +130,7 @@ class Executor(FrontEnd):
                                       heartbeat_period=heartbeat_period,
                                       heartbeat_threshold=heartbeat_threshold,
                                       run_dir=self.run_dir, log_level=log_level, trace=trace,
-                                      server_key=server_key)
+                                      server_key=server_key, resources=self.node_resources)
         self._restarts = 0
         self._jobs: dict[str, Any] = {}
         self._blocks: LocalBlocks | None = None
@@ -134,7 +145,7 @@ class Executor(FrontEnd):
 
     # -- FrontEnd ---------------------------------------------------------------------------------
     def _check_spec(self, spec: Spec) -> None:
-        check_fits(spec, self.widest, self.largest_node)
+        check_fits(spec, self.widest, self.largest_node, self.devices)
 
     def _send(self, task: Task, future: TaskFuture) -> None:
         self.client.submit(task)
@@ -169,7 +180,8 @@ class Executor(FrontEnd):
 
     # -- views of the pools -------------------------------------------------------------------------
     def pools(self) -> list[dict[str, Any]]:
-        """The connected pools: block, hosts, ranks, busy ranks, tasks in flight, versions."""
+        """The connected pools: block, hosts, ranks, busy ranks, tasks in flight, versions, and
+        ``devices``: ``{rank: device id}`` for the ranks that own an accelerator."""
         return list(self.client.command("pools"))
 
     def outstanding(self) -> int:

@@ -43,6 +43,7 @@ from ..interchange.config import InterchangeConfig
 from ..jobscript import write_pool_script
 from ..mpi_pool.config import PoolConfig
 from ..protocol import Result, Task
+from ..node_resources import block_devices, node_resources, node_workers
 from ..resources import check_fits, parse_spec
 from ..serialize import FunctionPickler, dumps_data
 from .base import TaskFuture, settle
@@ -108,7 +109,12 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
     interchange's ports, to ``pool_command.sh`` and ``interchange.json`` in the run directory
     ``<parsl run dir>/<label>``; a provider, if given, only describes the blocks' shape for
     submit's checks); ``remote_monitoring_radio``: how worker ranks reach
-    monitoring (default Parsl's ``FilesystemRadio``; ``UDPRadio`` where no file system is shared).
+    monitoring (default Parsl's ``FilesystemRadio``; ``UDPRadio`` where no file system is shared);
+    ``accelerators`` (per node: a count or a list of device ids, as HTEX's
+    ``available_accelerators``), ``accelerator_env`` (the variable carrying a rank's device, or
+    ``nvidia``/``amd``/``intel``), ``ranks_per_accelerator`` and ``cpu_affinity`` (``"none"``,
+    ``"block"``, ``"alternating"`` or CPUs per local rank): each pool binds its worker ranks
+    when it starts (see the node-resources page); tasks then ask for ``gpus_per_rank``.
     """
 
     def __init__(self, *, label: str = "ExtremeScaleExecutor",
@@ -122,7 +128,12 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
                  storage_access: list[Any] | None = None,
                  block_error_handler: bool | Callable[..., None] = True,
                  remote_monitoring_radio: RadioConfig | None = None,
-                 log_level: str = "INFO") -> None:
+                 log_level: str = "INFO",
+                 accelerators: int | str | Sequence[str] | None = None,
+                 accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
+                 cpu_affinity: str | Sequence[Any] = "none") -> None:
+        resources = node_resources(accelerators, accelerator_env, ranks_per_accelerator,
+                                   cpu_affinity)
         check_arguments(label=label, provider=provider, ranks_per_node=ranks_per_node,
                         address=address, pool_port=pool_port, port_range=port_range,
                         heartbeat_period=heartbeat_period, heartbeat_threshold=heartbeat_threshold,
@@ -135,7 +146,15 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
         shape = block_shape(provider, ranks_per_node, launch_cmd,
                             allow_per_node=allow_per_node_launcher)
 
+        devices = block_devices(resources, node_workers(shape.workers, shape.nodes, shape.widest))
+
         BlockProviderExecutor.__init__(self, provider=provider, block_error_handler=block_error_handler)
+        self.accelerators = accelerators
+        self.accelerator_env = accelerator_env
+        self.ranks_per_accelerator = ranks_per_accelerator
+        self.cpu_affinity = cpu_affinity
+        self.node_resources = resources
+        self._devices = devices
         self.label = label
         self.ranks_per_node = shape.ranks_per_node
         self.address = address
@@ -194,7 +213,7 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
             interchange=self._client.pool_address, block_id="0",
             heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.heartbeat_threshold,
             run_dir=self.log_dir, log_level="DEBUG" if self.worker_debug else self.log_level,
-            worker_debug=self.worker_debug, server_key=server_key)
+            worker_debug=self.worker_debug, server_key=server_key, resources=self.node_resources)
         write_pool_script(self.log_dir, self._pool_base, getattr(self.provider, "launcher", None),
                           self._shape.nodes)
         log.info("%s: interchange up, pools connect to %s; blocks of %d worker ranks on %d node(s)",
@@ -235,7 +254,7 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
         if self._closed or self._client is None:
             raise ExecutorShutdown(f"executor {self.label!r} is not running")
         spec = parse_spec(resource_specification)
-        check_fits(spec, self._shape.widest, self._shape.largest_node)
+        check_fits(spec, self._shape.widest, self._shape.largest_node, self._devices)
         if SPEC_KWARG in kwargs and not self._keeps_spec(func):
             kwargs = {k: v for k, v in kwargs.items() if k != SPEC_KWARG}
         check_receives_comm(func, args, spec.num_ranks)
@@ -348,7 +367,8 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
     def connected_managers(self) -> list[dict[str, Any]]:
         """One dict per connected pool: ``block_id``, ``pool_id``, ``hosts``, ``ranks``,
         ``node_ranks``, ``widest``, ``busy_ranks``, ``tasks``, ``held``, ``draining``,
-        ``rankpool`` and ``python`` versions, ``last_seen_s``; plus HTEX's ``manager``,
+        ``rankpool`` and ``python`` versions, ``last_seen_s``, ``devices`` (``{rank: device
+        id}`` for the ranks that own an accelerator); plus HTEX's ``manager``,
         ``worker_count`` and ``active`` keys for tools written for it."""
         pools = self._control.pools()
         for pool in pools:

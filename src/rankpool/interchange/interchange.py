@@ -215,7 +215,7 @@ class Interchange:
         old = self.pools.get(identity)
         if old is not None:
             self.lose(old, "pool registered again (restarted)", tell_pool=False)
-        if identity != reg.pool_id.encode():
+        if identity != reg.pool_id.encode(errors="surrogatepass"):  # any str off the wire
             self._throttle.warn("pool registered as %r over a connection named %r; using the "
                                 "connection's", reg.pool_id, identity)
         cfg = self.config

@@ -57,6 +57,7 @@ class Pool:
     ceiling: int = 0
     window_start: float = 0.0
     window_done: int = 0
+    devices: list[str] = field(default_factory=list)
     _ranks: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -70,7 +71,8 @@ class Pool:
         return cls(identity=identity, block_id=reg.block_id, pool_id=reg.pool_id,
                    hosts=list(reg.hosts), node_ranks=list(reg.node_ranks), widest=reg.widest,
                    capacity=base, rankpool=reg.rankpool, python=reg.python, last_seen=now,
-                   base=base, ceiling=max(ranks * prefetch, base), window_start=now)
+                   base=base, ceiling=max(ranks * prefetch, base), window_start=now,
+                   devices=list(reg.devices))
 
     @property
     def ranks(self) -> int:
@@ -128,7 +130,8 @@ class Pool:
                 "ranks": ranks, "node_ranks": list(self.node_ranks), "widest": self.widest,
                 "busy_ranks": min(self.used, ranks), "tasks": len(self.in_flight),
                 "held": self.held, "draining": self.draining, "rankpool": self.rankpool,
-                "python": self.python, "last_seen_s": round(max(0.0, now - self.last_seen), 3)}
+                "python": self.python, "last_seen_s": round(max(0.0, now - self.last_seen), 3),
+                "devices": {str(r): d for r, d in enumerate(self.devices) if d}}
 
 
 def check_shape(reg: Register) -> str:
@@ -142,6 +145,8 @@ def check_shape(reg: Register) -> str:
         return "pool has no worker ranks"
     if not 1 <= reg.widest <= ranks:
         return f"pool's widest task {reg.widest} is not between 1 and its {ranks} worker ranks"
+    if reg.devices and len(reg.devices) != ranks + 1:
+        return f"pool lists devices for {len(reg.devices)} ranks; it has {ranks + 1}"
     return ""
 
 

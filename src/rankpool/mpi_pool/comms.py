@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from mpi4py import MPI
 
+from .task_setting import TaskSetting
+
 Buffer = bytes | bytearray | memoryview
 
 #: MPI's guaranteed minimum for the tag upper bound
@@ -46,6 +48,7 @@ class WorkItem(NamedTuple):
     fn: bytes
     data: bytes
     nbuf: int                     # DATA buffers that follow the WORK message, in item order
+    setting: TaskSetting | None = None   # env and cwd around the task (resource keys)
 
 
 class Done(NamedTuple):

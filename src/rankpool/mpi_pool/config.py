@@ -6,8 +6,10 @@ import argparse
 import math
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from ..node_resources import NodeResources, node_resources
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -28,6 +30,7 @@ class PoolConfig:
     worker_debug: bool = False
     server_key: str = ""          # the interchange's CurveZMQ public key file: encrypt when set
     trace: bool = False           # record where and when tasks ran (run_dir/trace-<block>.npz)
+    resources: NodeResources = field(default_factory=NodeResources)  # devices, CPU binding
 
     def __post_init__(self) -> None:
         if not self.interchange.startswith(("tcp://", "ipc://")):
@@ -63,7 +66,7 @@ class PoolConfig:
             argv.append("--worker-debug")
         if self.trace:
             argv.append("--trace")
-        return argv
+        return argv + self.resources.to_argv()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -94,15 +97,41 @@ def parser() -> argparse.ArgumentParser:
                         "(see 'rankpool trace')")
     p.add_argument("--server-key", default="", metavar="FILE",
                    help="the interchange's CurveZMQ public key: encrypt the connection")
+    add_resource_options(p)
     return p
+
+
+def add_resource_options(p: argparse.ArgumentParser) -> None:
+    """The node-resource options (see :mod:`rankpool.node_resources`)."""
+    g = p.add_argument_group("node resources")
+    g.add_argument("--accelerators", default=None, metavar="N|ID,ID,...",
+                   help="devices per node: a count or a comma-separated list of ids (e.g. "
+                        "0.0,0.1 for Intel tiles); dealt to worker ranks in local rank order")
+    g.add_argument("--accelerator-env", default=None, metavar="VAR|VENDOR",
+                   help="the variable that carries a rank's device, or nvidia, amd, intel "
+                        "(default: ZE_AFFINITY_MASK for tile ids, else CUDA_VISIBLE_DEVICES)")
+    g.add_argument("--ranks-per-accelerator", type=int, default=1, metavar="N",
+                   help="worker ranks that share one device (default 1)")
+    g.add_argument("--cpu-affinity", default="none", metavar="MODE",
+                   help="none, block, alternating, or list:CPUS:CPUS:... with one entry per "
+                        "worker rank of a node, e.g. list:0-3:4-7 (default none)")
+
+
+def resources_from(ns: argparse.Namespace) -> NodeResources:
+    """Build the node resources from parsed options; ValueError/TypeError name the option."""
+    accel = ns.accelerators
+    if accel is not None and accel.isdigit():
+        accel = int(accel)
+    return node_resources(accel, ns.accelerator_env, ns.ranks_per_accelerator, ns.cpu_affinity)
 
 
 def parse(argv: list[str] | None = None) -> PoolConfig:
     p = parser()
     ns = p.parse_args(argv)
-    kwargs: dict[str, Any] = {k: v for k, v in vars(ns).items()}
+    names = ("accelerators", "accelerator_env", "ranks_per_accelerator", "cpu_affinity")
+    kwargs: dict[str, Any] = {k: v for k, v in vars(ns).items() if k not in names}
     try:
-        return PoolConfig(**kwargs)
-    except ValueError as exc:
+        return PoolConfig(**kwargs, resources=resources_from(ns))
+    except (ValueError, TypeError) as exc:
         p.error(str(exc))
         raise  # unreachable: error() exits

@@ -15,16 +15,18 @@ from __future__ import annotations
 import heapq
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mpi4py import MPI
 
 from ..errors import InsufficientRanks, ResourceSpecError, StuckRanksError, TaskTimeout
 from ..protocol import Outcome, Result, Task
-from ..resources import Spec
+from ..resources import DeviceCapacity, Spec
 from ..serialize import Buffer, dumps_error, error_summary
 from .comms import Done, Outbox, Tag, Topology, WorkItem, receive
 from .placement import Scheduler, Shape
+from .task_setting import setting_of
 from .trace import TraceRecorder
 
 log = logging.getLogger(__name__)
@@ -49,13 +51,17 @@ class Manager:
     """Places tasks on the worker ranks of ``comm`` (this process is its rank 0)."""
 
     def __init__(self, comm: MPI.Intracomm, topology: Topology, *, depth: int = 16,
-                 grace: float = 5.0, trace: bool = False) -> None:
+                 grace: float = 5.0, trace: bool = False,
+                 device_ranks: Sequence[Sequence[int]] = ()) -> None:
+        """``device_ranks``: the worker ranks of each node that own an accelerator."""
         if comm.Get_rank() != 0:
             raise ValueError("the manager must be rank 0 of the pool communicator")
         self.comm = comm
         self.topology = topology
         self.grace = grace
-        self.scheduler = Scheduler(topology.nodes, depth)
+        self.scheduler = Scheduler(topology.nodes, depth, [r for n in device_ranks for r in n])
+        self.devices = DeviceCapacity(sum(map(len, device_ranks)),
+                                      max(map(len, device_ranks), default=0))
         self.worker_ranks = [r for node in topology.nodes for r in node]
         self.widest = len(self.worker_ranks)
         self.largest_node = max((len(n) for n in topology.nodes), default=0)
@@ -79,15 +85,20 @@ class Manager:
         spec = task.spec
         shape = self._shapes.get(spec)
         if shape is None:
-            shape = Shape(spec.num_ranks, spec.ranks_per_node, spec.num_nodes, spec.exclusive)
+            shape = Shape(spec.num_ranks, spec.ranks_per_node, spec.num_nodes, spec.exclusive,
+                          spec.gpus_per_rank)
             if len(self._shapes) < 1024:
                 self._shapes[spec] = shape
-        if shape.width > 1 and not self.scheduler.fits_ever(shape):
+        if (shape.width > 1 or shape.gpus) and not self.scheduler.fits_ever(shape):
+            gpu = "GPU " if shape.gpus else ""
+            usable = self.scheduler.usable_device_ranks if shape.gpus \
+                else self.scheduler.usable_ranks
             self._fail(task.task_id, ResourceSpecError(
-                "num_ranks", f"task {task.task_id} needs {spec.num_ranks} ranks"
+                "gpus_per_rank" if shape.gpus else "num_ranks",
+                f"task {task.task_id} needs {spec.num_ranks} {gpu}ranks"
                 f"{_shape_text(spec.ranks_per_node, spec.num_nodes)}; this pool has "
-                f"{self.scheduler.usable_ranks} usable worker ranks on nodes of "
-                f"{[len(n) for n in self.topology.nodes]}"))
+                f"{usable} usable worker ranks{' that own an accelerator' if gpu else ''} "
+                f"on nodes of {[len(n) for n in self.topology.nodes]} worker ranks"))
             return
         self.tasks[task.task_id] = task
         self.scheduler.submit(task.task_id, shape, spec.priority)
@@ -140,7 +151,7 @@ class Manager:
             spec = task.spec
             item = WorkItem(task.task_id, a.ranks, spec.results_all, spec.walltime,
                             task.fn_digest, _as_bytes(task.fn), _as_bytes(task.data),
-                            len(task.buffers))
+                            len(task.buffers), setting_of(spec))
             for rank in a.ranks:
                 entry = per_rank.get(rank)
                 if entry is None:

@@ -25,6 +25,7 @@ from mpi4py import MPI
 from .. import protocol
 from .._version import __version__
 from ..errors import ProtocolError
+from ..node_resources import apply_binding, device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
 from .comms import Topology, discover_topology
 from .config import PoolConfig
@@ -59,6 +60,7 @@ def run_pool(cfg: PoolConfig) -> int:
     _setup_logging(cfg, rank)
     status = 0
     try:
+        apply_binding(rank, topology.nodes, cfg.resources)  # before any user code runs
         if rank == 0:
             status = PoolManager(cfg, comm, topology).run()
         else:
@@ -77,7 +79,8 @@ class PoolManager:
     def __init__(self, cfg: PoolConfig, comm: MPI.Intracomm, topology: Topology) -> None:
         self.cfg = cfg
         self.topology = topology
-        self.manager = Manager(comm, topology, depth=cfg.depth, grace=cfg.grace, trace=cfg.trace)
+        self.manager = Manager(comm, topology, depth=cfg.depth, grace=cfg.grace, trace=cfg.trace,
+                               device_ranks=device_ranks(topology.nodes, cfg.resources))
         self.period = cfg.heartbeat_period
         self.threshold = cfg.heartbeat_threshold
         self.draining = False
@@ -125,10 +128,13 @@ class PoolManager:
         reg = protocol.Register(
             protocol.PROTOCOL_VERSION, __version__, protocol.PYTHON_VERSION, self.cfg.block_id,
             self.cfg.pool_id, self.topology.hosts, [len(n) for n in self.topology.nodes],
-            m.widest, m.largest_node)
+            m.widest, m.largest_node, devices_list(self.topology.nodes, self.cfg.resources))
         self.sock.send_multipart(reg.encode())
         log.info("pool %s: %d worker ranks on %s; registering with %s", self.cfg.pool_id,
                  m.widest, self.topology.hosts, self.cfg.interchange)
+        if reg.devices or self.cfg.resources.cpu_affinity != "none":
+            log.info("node resources %s; devices by rank %s", self.cfg.resources.describe(),
+                     {r: d for r, d in enumerate(reg.devices) if d})
         deadline = time.monotonic() + self.threshold
         while time.monotonic() < deadline:
             if not self.sock.poll(100):

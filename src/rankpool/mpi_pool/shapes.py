@@ -21,7 +21,7 @@ class Shape:
     ranks_per_node: int | None = None
     num_nodes: int | None = None
     exclusive: bool = False  # idle ranks even for width 1 (e.g. the task has a walltime)
-    gpus: int = 0  # reserved for GPU-owning ranks; ignored by placement for now
+    gpus: int = 0  # devices per rank: only ranks that own an accelerator (exclusive shapes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from ..injection import comm_position, inject
 from ..serialize import Buffer, FunctionLoader, dumps_data, dumps_error, loads_data
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
 from .comms import Done, Outbox, Tag, WorkItem, receive, task_communicator
+from .task_setting import applied
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,14 @@ class Worker:
             position = self.positions[item.fn_digest] = comm_position(fn)
         args, kwargs = loads_data(item.data, buffers)
         args, kwargs = inject(position, args, kwargs, sub)
+        if item.setting is None:
+            return self._timed(item, fn, args, kwargs)
+        agree = None if sub == MPI.COMM_SELF else lambda ok: bool(sub.allreduce(ok, op=MPI.LAND))
+        with applied(item.setting, agree):
+            return self._timed(item, fn, args, kwargs)
+
+    def _timed(self, item: WorkItem, fn: Any, args: Any, kwargs: Any) -> Any:
+        """Run the function under the task's walltime alarm."""
         alarm = self.use_alarm and item.walltime is not None
         if alarm:
             previous = signal.signal(signal.SIGALRM, _raise_alarm)
