@@ -30,7 +30,6 @@ from typing import Any
 from parsl.executors.errors import BadStateException
 from parsl.executors.status_handling import BlockProviderExecutor
 from parsl.jobs.states import JobStatus
-from parsl.monitoring.message_type import MessageType
 from parsl.monitoring.radios.base import RadioConfig
 from parsl.monitoring.radios.filesystem import FilesystemRadio
 from parsl.providers.base import ExecutionProvider
@@ -47,10 +46,11 @@ from ..node_resources import block_devices, node_resources, node_workers
 from ..resources import check_fits, parse_spec
 from ..serialize import FunctionPickler, dumps_data
 from .base import TaskFuture, settle
-from .parsl_blocks import LocalMpiexecLauncher, block_shape, launch_command, local_provider, node_info
+from .parsl_blocks import LocalMpiexecLauncher, block_shape, launch_command, local_provider
 from .parsl_checks import (SPEC_KWARG, ReraiseWrapped, check_arguments, declares_spec,
                            version_error)
 from .parsl_scaling import BlockControl
+from .parsl_views import PoolViews
 from .rundir import write_interchange_info
 
 __all__ = ["ExtremeScaleExecutor", "LocalMpiexecLauncher", "local_provider"]
@@ -62,7 +62,7 @@ _LEFT_AFTER_RUNNING = ("pool drained", "pool stopped", "no heartbeat", "pool reg
 log = logging.getLogger(__name__)
 
 
-class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
+class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin):
     """Parsl executor running tasks on MPI pools, one pool per block; tasks may span ranks.
 
     A task's ``parsl_resource_specification`` may hold ``num_ranks`` (or ``ranks_per_node`` and
@@ -352,44 +352,6 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
         """
         return self._control.scale_in(blocks, force=force)
 
-    def hold_block(self, block_id: str) -> list[str]:
-        """Give block ``block_id`` no new tasks (running ones go on); return its pool ids."""
-        return self._control.hold(block_id)
-
-    def release_block(self, block_id: str) -> list[str]:
-        """Undo :meth:`hold_block`; return the block's pool ids."""
-        return self._control.release(block_id)
-
-    def drain_block(self, block_id: str) -> list[str]:
-        """Let block ``block_id`` finish its tasks, take no more and exit; return its pool ids."""
-        return self._control.drain(block_id)
-
-    def connected_managers(self) -> list[dict[str, Any]]:
-        """One dict per connected pool: ``block_id``, ``pool_id``, ``hosts``, ``ranks``,
-        ``node_ranks``, ``widest``, ``busy_ranks``, ``tasks``, ``held``, ``draining``,
-        ``rankpool`` and ``python`` versions, ``last_seen_s``, ``devices`` (``{rank: device
-        id}`` for the ranks that own an accelerator); plus HTEX's ``manager``,
-        ``worker_count`` and ``active`` keys for tools written for it."""
-        pools = self._control.pools()
-        for pool in pools:
-            pool.setdefault("manager", pool["pool_id"])
-            pool.setdefault("worker_count", pool["ranks"])
-            pool.setdefault("active", not (pool["held"] or pool["draining"]))
-        return pools
-
-    @property
-    def connected_workers(self) -> int:
-        """Worker ranks of all connected pools."""
-        return sum(p["ranks"] for p in self._control.pools())
-
-    def queued_tasks(self) -> int:
-        """Tasks the interchange holds for want of a pool with room for them."""
-        return int(self._control.command("queued"))
-
-    def connected_blocks(self) -> list[str]:
-        """Ids of the blocks with a pool connected now."""
-        return sorted({p["block_id"] for p in self._control.pools()})
-
     def handle_errors(self, status: dict[str, JobStatus]) -> None:
         """Apply ``block_error_handler`` to blocks that never connected a pool.
 
@@ -471,13 +433,6 @@ class ExtremeScaleExecutor(BlockProviderExecutor, RepresentationMixin):
                 self._wants_spec.clear()
             self._wants_spec[func] = known
         return known
-
-    def send_node_info(self, pool: dict[str, Any], active: bool) -> None:
-        """Put one pool's ``node`` rows into the monitoring database (no-op without monitoring)."""
-        radio = self.submit_monitoring_radio
-        if radio is not None:
-            for row in node_info(pool, self.run_id, active):
-                radio.send((MessageType.NODE_INFO, row))
 
 
 def _fail(future: Future, error: BaseException) -> None:  # type: ignore[type-arg]
