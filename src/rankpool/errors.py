@@ -20,6 +20,11 @@ class ResourceSpecError(RankPoolError, ValueError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"resource specification key {key!r}: {message}")
         self.key = key
+        self.message = message
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # a pool fails a task it can no longer hold with this error: it must unpickle as itself
+        return (type(self), (self.key, self.message))
 
 
 class SerializationError(RankPoolError):
@@ -113,6 +118,9 @@ class VersionMismatch(RankPoolError):
         self.ours = ours
         self.theirs = theirs
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.what, self.ours, self.theirs))
+
 
 class ProtocolError(RankPoolError):
     """A message did not follow the wire protocol; it is dropped."""
@@ -128,6 +136,9 @@ class BrokenPool(RankPoolError, BrokenExecutor):
     def __init__(self, message: str, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.cause = cause
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (str(self), self.cause))
 
 
 class InsufficientRanks(RankPoolError):
@@ -162,3 +173,7 @@ class KeyFileError(RankPoolError, ValueError):
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
+        self.message = message
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.path, self.message))

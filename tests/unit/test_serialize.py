@@ -95,9 +95,19 @@ def test_remote_error_that_cannot_be_rebuilt_becomes_remote_task_error(monkeypat
 
 
 def test_rankpool_errors_survive_pickling():
-    for exc in (TaskTimeout(3, 1.5), SerializationError("the result", ValueError("v"))):
+    """Every error a pool or rank may send back is rebuilt as itself, with its attributes
+    (a pool refusing a task it can no longer hold sends ResourceSpecError)."""
+    from rankpool import errors
+    samples = [TaskTimeout(3, 1.5), SerializationError("the result", ValueError("v")),
+               errors.ResourceSpecError("num_ranks", "too wide"),
+               errors.InsufficientRanks(4, 3, 2), errors.StuckRanksError(5, [1], 5.0),
+               errors.ManagerLost("0", ["h"], "gone"), errors.VersionMismatch("x", "1", "2"),
+               errors.BrokenPool("broken", ValueError("v")), errors.KeyFileError("/k", "bad"),
+               errors.RemoteTaskError("m.E", "text", 1, 2, "h"), errors.ExecutorShutdown("s")]
+    for exc in samples:
         again = loads_error(dumps_error(exc))
         assert type(again) is type(exc) and str(again) == str(exc)
+        assert vars(again) == vars(exc) or isinstance(exc, errors.BrokenPool)
 
 
 def test_add_note():
