@@ -98,16 +98,42 @@ def big_bytes(mib: int) -> bytes:
 
 
 class Unpicklable(Exception):
-    """An exception carrying a lock: it cannot be pickled, even by dill."""
+    """An exception carrying a generator: neither pickle nor dill can serialize it."""
 
     def __init__(self, message: str) -> None:
-        import threading
         super().__init__(message)
-        self.lock = threading.Lock()
+        self.pending = (i for i in range(3))
+
+
+class UnpicklableCallable:
+    """A callable whose instances carry a generator, so the function itself cannot travel."""
+
+    def __init__(self) -> None:
+        self.pending = (i for i in range(3))
+
+    def __call__(self) -> int:
+        return 1
+
+
+def unpicklable_result() -> Any:
+    return (i for i in range(3))
+
+
+def raise_worker_only(module_dir: str) -> None:
+    """Raise an exception whose class lives in a module only the worker can import."""
+    import importlib
+    import sys
+    path = os.path.join(module_dir, "rankpool_worker_only_errors.py")
+    with open(path, "w") as f:
+        f.write("class WorkerOnlyError(Exception):\n    pass\n")
+    sys.path.insert(0, module_dir)
+    importlib.invalidate_caches()
+    module = importlib.import_module("rankpool_worker_only_errors")
+    raise module.WorkerOnlyError("raised where its class is importable")
 
 
 def raise_unpicklable() -> None:
-    raise Unpicklable("holds a lock")
+    raise Unpicklable("holds a generator")
 
 
 class BadStr(Exception):

@@ -11,6 +11,7 @@ import pytest
 
 from rankpool.errors import RemoteTaskError, RemoteTraceback, SerializationError, TaskTimeout
 from rankpool.serialize import (OOB_THRESHOLD, FunctionLoader, FunctionPickler, add_note, dumps_data,
+                                error_summary,
                                 dumps_error, loads_data, loads_error)
 
 
@@ -115,3 +116,20 @@ def test_add_note():
     add_note(exc, "one")
     add_note(exc, "two")
     assert exc.__notes__ == ["one", "two"]
+
+
+def test_error_whose_str_raises_is_still_reported():
+    """A rank reports every failure through dumps_error: it must not raise (it used to, on an
+    exception whose ``__str__`` raises, and the pool aborted)."""
+    class BadStr(Exception):
+        def __str__(self):
+            raise RuntimeError("no text")
+
+    try:
+        raise BadStr()
+    except BadStr as exc:
+        data = dumps_error(exc, 1, 2)
+    again = loads_error(data)
+    assert type(again).__name__ == "BadStr"
+    assert "str() failed" in error_summary(data)
+    assert "rank 1 of 2" in str(again.__cause__)
