@@ -25,12 +25,13 @@ pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
 
 hang_on_block_0 = python_app(t.hang_on_block_0)
 exit_on_block_0 = python_app(t.exit_on_block_0)
+WIDE = {"num_ranks": 2}
 
 
 @pytest.fixture
-def dfk(tmp_path: Path) -> Iterator[tuple[Any, list[BaseException]]]:
-    """A DataFlowKernel over one block of 2 worker ranks at a time, retrying twice; the
-    errors its retry handler saw."""
+def run(tmp_path: Path) -> Iterator[tuple[Any, list[BaseException], str]]:
+    """A DataFlowKernel over one block of 2 worker ranks at a time, retrying twice: its
+    executor, the errors its retry handler saw, and a directory for mark files."""
     errors: list[BaseException] = []
     xs = ExtremeScaleExecutor(label="xs", ranks_per_node=2, heartbeat_period=0.5,
                               heartbeat_threshold=3.0,
@@ -38,8 +39,10 @@ def dfk(tmp_path: Path) -> Iterator[tuple[Any, list[BaseException]]]:
     loaded = parsl.load(parsl.Config(executors=[xs], run_dir=str(tmp_path / "runinfo"),
                                      retries=2, strategy_period=0.5,
                                      retry_handler=lambda e, record: errors.append(e) or 1.0))
+    marks = tmp_path / "marks"
+    marks.mkdir()
     try:
-        yield loaded, errors
+        yield loaded.executors["xs"], errors, str(marks)
     finally:
         loaded.cleanup()
         parsl.clear()
@@ -52,14 +55,10 @@ def _kill_block(ex: Any, block_id: str) -> None:
     os.killpg(os.getpgid(mpiexec.pid), signal.SIGKILL)
 
 
-def test_killed_block_every_task_succeeds_on_a_new_block(dfk: Any, tmp_path: Path) -> None:
-    loaded, errors = dfk
-    ex = loaded.executors["xs"]
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    wide = {"num_ranks": 2}
-    futures = [hang_on_block_0(str(marks), f"one{i}") for i in range(12)]
-    futures += [hang_on_block_0(str(marks), f"two{i}", parsl_resource_specification=wide)
+def test_killed_block_every_task_succeeds_on_a_new_block(run: Any) -> None:
+    ex, errors, marks = run
+    futures = [hang_on_block_0(marks, f"one{i}") for i in range(12)]
+    futures += [hang_on_block_0(marks, f"two{i}", parsl_resource_specification=WIDE)
                 for i in range(4)]
     wait_for(lambda: len(os.listdir(marks)) >= 2, timeout=30)  # both ranks busy on block 0
     _kill_block(ex, "0")
@@ -67,18 +66,14 @@ def test_killed_block_every_task_succeeds_on_a_new_block(dfk: Any, tmp_path: Pat
     assert errors and all(isinstance(e, ManagerLost) and e.block_id == "0"
                           and e.reason for e in errors), errors
     wait_for(lambda: ex.status()["0"].terminal, timeout=10)
-    assert set(t.runs(str(marks))) == {f"one{i}" for i in range(12)} | {f"two{i}" for i in range(4)}
+    assert set(t.runs(marks)) == {f"one{i}" for i in range(12)} | {f"two{i}" for i in range(4)}
     assert not ex.bad_state_is_set
-    assert hang_on_block_0(str(marks), "after").result(timeout=30) == "1"
+    assert hang_on_block_0(marks, "after").result(timeout=30) == "1"
 
 
-def test_worker_rank_exit_every_task_succeeds_on_a_new_block(dfk: Any, tmp_path: Path) -> None:
-    loaded, errors = dfk
-    ex = loaded.executors["xs"]
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    wide = {"num_ranks": 2}
-    futures = [exit_on_block_0(str(marks), f"w{i}", parsl_resource_specification=wide)
+def test_worker_rank_exit_every_task_succeeds_on_a_new_block(run: Any) -> None:
+    ex, errors, marks = run
+    futures = [exit_on_block_0(marks, f"w{i}", parsl_resource_specification=WIDE)
                for i in range(3)]
     assert [f.result(timeout=90) for f in futures] == ["1"] * 3
     [lost, *_] = errors
