@@ -1,11 +1,15 @@
 """Load: a million no-op tasks and a hundred thousand multi-rank tasks through one
 ``rankpool.Executor``, with flat memory and no leaked MPI communicators (issue 6, "Load").
 
-    python bench/load.py [--tasks 1000000] [--wide 100000] [--ranks 4] [--window 20000]
+    python bench/load.py [--tasks 1000000] [--wide 100000] [--ranks 4] [--window 2000]
                          [--json OUT] [--quick]
 
 Tasks are submitted as a stream with at most ``--window`` futures outstanding, so the client
-holds a bounded number of futures and what grows, if anything, is the engine. RSS (psutil) of
+holds a bounded number of futures and what grows, if anything, is the engine. The window
+also bounds what waits in the interchange's queue, and a queued task costs memory there (its
+batch, with the function's payload when tasks arrive one at a time): with slow multi-rank
+tasks and a window of 20,000 the interchange's RSS follows its queue (about 100 MB), which
+is not growth with the number of tasks run. RSS (psutil) of
 the interchange, rank 0 and every worker rank is sampled after a warm-up (the first
 ``--warmup`` tasks, which fill caches and allocator pools) and at the end; growth is the
 difference. Communicators: a probe task on every worker rank counts how many communicators
@@ -180,7 +184,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=1_000_000, help="no-op tasks")
     parser.add_argument("--wide", type=int, default=100_000, help="multi-rank tasks")
     parser.add_argument("--ranks", type=int, default=4, help="worker ranks of the block")
-    parser.add_argument("--window", type=int, default=20_000, help="most futures outstanding")
+    parser.add_argument("--window", type=int, default=2_000, help="most futures outstanding")
     parser.add_argument("--warmup", type=int, default=None,
                         help="no-op tasks before the first RSS sample (default: 5 %% of --tasks)")
     parser.add_argument("--json", help="write the figures to this file")
