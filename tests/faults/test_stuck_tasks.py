@@ -11,7 +11,6 @@ is lost: rank 0 keeps heart-beating, so nothing declares the pool lost meanwhile
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
