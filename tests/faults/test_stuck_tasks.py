@@ -73,31 +73,51 @@ def test_blocking_forever_with_walltime_times_out_and_frees_the_ranks(tmp_path: 
 
 
 def test_blocking_forever_without_walltime_ends_only_by_cancel(tmp_path: Path) -> None:
-    """Nothing times out a task without ``walltime``: it holds its rank, and the 1-rank tasks
-    prefetched behind it on that rank, until shutdown cancels their futures. Tasks with
-    ``walltime`` and multi-rank tasks need idle ranks of their own, so they keep running."""
+    """Nothing times out a task without ``walltime``: a 2-rank task blocked on both its ranks
+    holds them while the third rank serves; once a 1-rank task blocks that one too, what is
+    submitted next waits. ``shutdown(cancel_futures=True)`` ends every future and returns."""
     marks = tmp_path / "marks"
     marks.mkdir()
     before = descendants()
     ex = Executor(max_ranks=3, run_dir=str(tmp_path / "run"), **FAST)
-    hung = ex.submit(t.block_forever, str(marks))
-    wait_for(lambda: t.runs(str(marks)) == {"blocked": 1}, timeout=20)
-    # the pool stays alive and serves on its other ranks
-    assert ex.requirements(num_ranks=2).submit(t.simulate, 3).result(timeout=20) == 6
-    timed = ex.requirements(walltime=30)
-    assert [f.result(timeout=20) for f in [timed.submit(t.square, i) for i in range(5)]] \
-        == [i * i for i in range(5)]
-    plain = [ex.submit(t.square, i) for i in range(20)]  # some may queue behind the hung task
+    hung = [ex.requirements(num_ranks=2).submit(t.block_forever, str(marks))]
+    wait_for(lambda: t.runs(str(marks)) == {"blocked": 2}, timeout=20)
+    # the pool stays alive and serves on its third rank
+    assert [f.result(timeout=20) for f in [ex.submit(t.square, i) for i in range(10)]] \
+        == [i * i for i in range(10)]
+    hung.append(ex.submit(t.block_forever, str(marks)))
+    wait_for(lambda: t.runs(str(marks)) == {"blocked": 3}, timeout=20)
+    waiting = [ex.submit(t.square, i) for i in range(5)]
     deadline = time.monotonic() + 2 * THRESHOLD  # past the threshold: nobody declares it lost
     wait_for(lambda: time.monotonic() > deadline, timeout=3 * THRESHOLD)
-    assert not hung.done() and ex._broken is None
+    assert not any(f.done() for f in hung + waiting) and ex._broken is None
     assert [p["block_id"] for p in ex.pools()] == ["0"]
-    assert all(f.result(0) == i * i for i, f in enumerate(plain) if f.done())
 
     start = time.monotonic()
     ex.shutdown(wait=True, cancel_futures=True)
-    assert hung.cancelled()
-    assert all(f.cancelled() or f.result(0) == i * i for i, f in enumerate(plain))
-    # the hung rank never reads its Stop: the block is terminated 10 s later
+    assert all(f.cancelled() for f in hung + waiting)
+    # the hung ranks never read their Stop: the block is terminated 10 s later
     assert time.monotonic() - start < 30
     wait_no_new_children(before)
+
+
+@pytest.mark.xfail(reason="known limit: 1-rank tasks prefetched on a rank behind a task that "
+                          "never returns are not handed to idle ranks (docs/reliability.md)",
+                   raises=AssertionError)
+def test_tasks_prefetched_behind_a_hung_task_run_elsewhere(tmp_path: Path) -> None:
+    """What should happen: a hung 1-rank task without walltime delays no other task while
+    another rank is idle. Today some of the tasks prefetched behind it wait with it."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ex = Executor(max_ranks=2, run_dir=str(tmp_path / "run"), **FAST)
+    try:
+        ex.submit(t.block_forever, str(marks))
+        wait_for(lambda: t.runs(str(marks)) == {"blocked": 1}, timeout=20)
+        futures = [ex.submit(t.square, i) for i in range(20)]
+        deadline = time.monotonic() + 3
+        wait_for(lambda: all(f.done() for f in futures) or time.monotonic() > deadline,
+                 timeout=10)
+        assert all(f.done() for f in futures), \
+            f"{sum(not f.done() for f in futures)} of 20 tasks wait behind the hung one"
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
