@@ -11,8 +11,7 @@ import pytest
 
 from rankpool.errors import RemoteTaskError, RemoteTraceback, SerializationError, TaskTimeout
 from rankpool.serialize import (OOB_THRESHOLD, FunctionLoader, FunctionPickler, add_note, dumps_data,
-                                error_summary,
-                                dumps_error, loads_data, loads_error)
+                                dumps_error, error_summary, loads_data, loads_error)
 
 
 def square(x):
