@@ -23,6 +23,7 @@ class ResourceSpecError(RankPoolError, ValueError):
         self.detail = message
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
+        # a pool fails a task it can no longer hold with this error: it must unpickle as itself
         return type(self), (self.key, self.detail)
 
 
@@ -122,6 +123,9 @@ class VersionMismatch(RankPoolError):
         self.ours = ours
         self.theirs = theirs
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.what, self.ours, self.theirs))
+
 
 class ProtocolError(RankPoolError):
     """A message did not follow the wire protocol; it is dropped."""
@@ -137,6 +141,9 @@ class BrokenPool(RankPoolError, BrokenExecutor):
     def __init__(self, message: str, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.cause = cause
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (str(self), self.cause))
 
 
 class InsufficientRanks(RankPoolError):
@@ -171,3 +178,7 @@ class KeyFileError(RankPoolError, ValueError):
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
+        self.message = message
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.path, self.message))

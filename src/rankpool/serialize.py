@@ -142,8 +142,16 @@ _HOST = socket.gethostname()
 
 
 def dumps_error(exc: BaseException, rank: int = 0, size: int = 1) -> bytes:
-    """Serialize an exception raised by user code, keeping its traceback as text."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    """Serialize an exception raised by user code, keeping its traceback as text.
+
+    Never raises: a rank reports every failure through this, and an error escaping it would
+    abort the whole pool (user exceptions whose ``__str__`` raises included).
+    """
+    try:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception as bad:  # a traceback that cannot be formatted still says what failed
+        tb = (f"{exception_text(exc)}\n"
+              f"(the traceback could not be formatted: {exception_text(bad)})\n")
     try:
         exc_pickle: bytes | None = pickle.dumps(exc, protocol=5)
         pickle.loads(exc_pickle)  # an exception that pickles but cannot be rebuilt is text only
@@ -153,9 +161,17 @@ def dumps_error(exc: BaseException, rank: int = 0, size: int = 1) -> bytes:
             pickle.loads(exc_pickle)
         except Exception:
             exc_pickle = None
-    info = ErrorInfo(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc), tb, rank,
-                     size, _HOST, exc_pickle)
+    info = ErrorInfo(f"{type(exc).__module__}.{type(exc).__qualname__}", exception_text(exc), tb,
+                     rank, size, _HOST, exc_pickle)
     return pickle.dumps(info, protocol=5)
+
+
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or what ``traceback`` prints when that raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<exception str() failed for {type(exc).__qualname__}>"
 
 
 def loads_error(data: Buffer) -> BaseException:

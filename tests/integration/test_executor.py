@@ -2,7 +2,8 @@
 
 The whole path with 1-rank and multi-rank tasks, the issue's example verbatim, futures
 (labels, ids, done-callbacks and ``contextvars``), two pools on one interchange, shutdown
-with work in flight, and bad input refused at the right place.
+with work in flight, and options refused at construction. (Bad input:
+``tests/faults/test_bad_input.py``.)
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from rankpool import Executor, RemoteTaskError, ResourceSpecError, SerializationError
-from rankpool.errors import RemoteTraceback
+from rankpool import Executor
 
 from helpers import (descendants, executor, start_pool, stop_process, tree, wait_for,
                      wait_no_new_children)
@@ -162,20 +162,6 @@ def test_done_callbacks_run_in_the_submitters_context(ex4: Executor) -> None:
     assert var.get() == "main"
 
 
-@pytest.mark.timeout(60)
-def test_submit_after_shutdown_raises(tmp_path: Path) -> None:
-    before = descendants()
-    with executor(tmp_path) as ex:
-        view = ex.requirements(num_ranks=2)
-        assert ex.submit(square, 3).result(timeout=20) == 9
-    with pytest.raises(RuntimeError, match="shutdown"):
-        ex.submit(square, 3)
-    with pytest.raises(RuntimeError, match="shutdown"):
-        view.submit(simulate, 1)
-    ex.shutdown()  # idempotent
-    wait_no_new_children(before)
-
-
 # -- two pools on one interchange -----------------------------------------------------------------
 @pytest.mark.timeout(90)
 def test_two_pools_on_one_interchange_share_the_work(tmp_path: Path) -> None:
@@ -246,86 +232,6 @@ def test_shutdown_cancel_futures_ends_every_future(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         ex.submit(square, 1)
     wait_no_new_children(before)
-
-
-# -- bad input ------------------------------------------------------------------------------------
-@pytest.mark.timeout(60)
-def test_unpicklable_argument_is_refused_at_submit(ex4: Executor) -> None:
-    with pytest.raises(SerializationError, match="argument"):
-        ex4.submit(square, (i for i in range(3)))
-    assert ex4.submit(square, 3).result(timeout=20) == 9
-
-
-def _unpicklable_result() -> Any:
-    return (i for i in range(3))
-
-
-@pytest.mark.timeout(60)
-def test_unpicklable_result_fails_its_future(ex4: Executor) -> None:
-    exc = ex4.submit(_unpicklable_result).exception(timeout=20)
-    assert isinstance(exc, SerializationError)
-    assert "result" in str(exc) and "generator" in str(exc)
-    assert ex4.submit(square, 4).result(timeout=20) == 16
-
-
-def _raise_worker_only(module_dir: str) -> None:
-    """Raise an exception whose class lives in a module only the worker can import."""
-    import importlib
-    import os
-    import sys
-    path = os.path.join(module_dir, "rankpool_worker_only_errors.py")
-    with open(path, "w") as f:
-        f.write("class WorkerOnlyError(Exception):\n    pass\n")
-    sys.path.insert(0, module_dir)
-    importlib.invalidate_caches()
-    module = importlib.import_module("rankpool_worker_only_errors")
-    raise module.WorkerOnlyError("raised where its class is importable")
-
-
-@pytest.mark.timeout(60)
-def test_exception_whose_class_cannot_be_imported_here(ex4: Executor, tmp_path: Path) -> None:
-    exc = ex4.submit(_raise_worker_only, str(tmp_path)).exception(timeout=20)
-    assert isinstance(exc, RemoteTaskError)
-    assert exc.type_name == "rankpool_worker_only_errors.WorkerOnlyError"
-    assert exc.remote_message == "raised where its class is importable"
-    assert exc.rank == 0 and exc.size == 1
-    assert isinstance(exc.__cause__, RemoteTraceback)
-    assert "WorkerOnlyError" in str(exc.__cause__)
-
-
-@pytest.mark.timeout(60)
-def test_exception_of_a_class_defined_inside_the_task(ex4: Executor) -> None:
-    """A class local to a function passed by value travels by value (dill): its type is
-    rebuilt here, so the caller gets an instance of it with the remote traceback as cause."""
-    def raise_local() -> None:
-        class LocalError(Exception):
-            pass
-        raise LocalError("local boom")
-
-    exc = ex4.submit(raise_local).exception(timeout=20)
-    assert type(exc).__name__ == "LocalError" and str(exc) == "local boom"
-    assert isinstance(exc.__cause__, RemoteTraceback)
-    assert "rank 0 of 1" in str(exc.__cause__)
-
-
-@pytest.mark.timeout(60)
-def test_too_wide_and_unknown_requirements_are_refused(ex4: Executor, tmp_path: Path) -> None:
-    with pytest.raises(ResourceSpecError, match="num_ranks") as info:
-        ex4.requirements(num_ranks=5).submit(simulate, 1)
-    assert info.value.key == "num_ranks"
-    with pytest.raises(ResourceSpecError) as info:
-        ex4.requirements(gpus=1)
-    assert info.value.key == "gpus"
-    with pytest.raises(ResourceSpecError) as info:
-        ex4.requirements(num_ranks=2, results="some")
-    assert info.value.key == "results"
-    with pytest.raises(ResourceSpecError, match="gpus"):
-        Executor(max_ranks=2, requirements={"gpus": 1}, run_dir=str(tmp_path))
-    with pytest.raises(ResourceSpecError, match="num_ranks"):
-        Executor(max_ranks=2, requirements={"num_ranks": 3}, run_dir=str(tmp_path))
-    # nothing was queued by the refusals, and the executor is healthy
-    assert ex4.outstanding() == 0
-    assert ex4.requirements(num_ranks=4).submit(simulate, 1).result(timeout=20) == 4
 
 
 @pytest.mark.timeout(30)

@@ -1,4 +1,5 @@
-"""Blocks of ExtremeScaleExecutor under a real DataFlowKernel: scaling, loss, hold and drain."""
+"""Blocks of ExtremeScaleExecutor under a real DataFlowKernel: scaling, hold and drain, a lost
+interchange. (Blocks killed and retried: ``tests/faults/test_parsl_retries.py``.)"""
 
 from __future__ import annotations
 
@@ -8,23 +9,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from parsl.executors.errors import BadStateException
 from parsl.jobs.states import JobState
 
 import xs_apps as apps
 from conftest import xs
-from rankpool import BrokenPool, ManagerLost
+from rankpool import BrokenPool
 from rankpool.mpiexec import find_mpiexec
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _mpiexec_of(ex: Any, block_id: str) -> psutil.Process:
-    """The mpiexec process of a local block (a child of the provider's job script)."""
-    job = psutil.Process(int(ex.blocks_to_job_id[block_id]))
-    return next(p for p in job.children(recursive=True) if p.name() == "mpiexec")
 
 
 def test_scale_out_from_zero_counts_ranks(load: Any, tmp_path: Path, wait_for: Any) -> None:
@@ -42,26 +36,6 @@ def test_scale_out_from_zero_counts_ranks(load: Any, tmp_path: Path, wait_for: A
     Path(go).touch()
     assert {f.result(timeout=30) for f in futures} <= {"0", "1"}
     assert len(ex.blocks_to_job_id) == 2
-
-
-def test_killed_block_task_retried_on_a_new_block(load: Any, tmp_path: Path,
-                                                    wait_for: Any) -> None:
-    errors: list[BaseException] = []
-    dfk = load(xs(), retries=1, retry_handler=lambda e, record: errors.append(e) or 1.0)
-    ex = dfk.executors["xs"]
-    marker = str(tmp_path / "marker")
-    future = apps.hang_first_try(marker)
-    wait_for(lambda: os.path.exists(marker), timeout=30)
-    mpiexec = _mpiexec_of(ex, "0")
-    os.killpg(os.getpgid(mpiexec.pid), signal.SIGKILL)
-    assert future.result(timeout=60) == "1"  # the retry ran on block 1
-    [lost] = errors
-    assert isinstance(lost, ManagerLost) and lost.block_id == "0"
-    # the dead pool's connection closed, which the next heartbeat finds (or, had the connection
-    # lingered, the missed heartbeats would have)
-    assert "connection closed" in lost.reason or "no heartbeat" in lost.reason, lost.reason
-    wait_for(lambda: ex.status()["0"].terminal, timeout=10)
-    assert not ex.bad_state_is_set
 
 
 def test_status_managers_hold_drain_and_scale_in(load: Any, tmp_path: Path,

@@ -114,15 +114,6 @@ def hold_until(started: str, go: str, comm: Any = None) -> str | None:
 
 
 @python_app
-def hang_first_try(marker: str) -> str | None:
-    """The first try waits (its block is killed meanwhile); a later try returns its block id."""
-    if not os.path.exists(marker):
-        touch(marker)
-        wait_file(marker + ".never", timeout=120)
-    return os.environ.get("PARSL_WORKER_BLOCK_ID")
-
-
-@python_app
 def append_line(path: str, text: str) -> None:
     with open(path, "a") as f:
         f.write(text + "\n")

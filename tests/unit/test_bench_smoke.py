@@ -97,3 +97,36 @@ def test_pool_dispatch_arguments() -> None:
                                                    "rank0_us_per_task": 5.0}},
                                 "ratio": 1.0, "ratio_label": "7 workers / 7 workers"})
     assert "| 8 | 7 | 100 |" in text
+
+
+def test_load_arguments_stream_and_report() -> None:
+    load_bench = load("load")
+    full = load_bench.parse([])
+    assert (full.tasks, full.wide, full.ranks, full.warmup) == (1_000_000, 100_000, 4, 50_000)
+    quick = load_bench.parse(["--quick"])
+    assert quick.tasks == 20_000 and quick.wide == 2_000 and quick.warmup == 1000
+    with pytest.raises(SystemExit):
+        load_bench.parse(["--ranks", "1"])
+    assert set(load_bench.widths(200, 4)) == {2, 3, 4}
+
+    class Done:  # a future that is already resolved
+        def __init__(self, value: int) -> None:
+            self.value = value
+
+        def result(self, timeout: float | None = None) -> int:
+            return self.value
+
+    seen: list[int] = []
+    progress: list[int] = []
+    rate = load_bench.stream(Done, 25, 4, lambda i, v: seen.append(v), 10, progress.append)
+    assert seen == list(range(25)) and progress == [10, 20] and rate > 0
+
+    role = {"interchange": 20.0, "rank 0": 50.0, "rank 1": 60.0}
+    text = load_bench.report({
+        "tasks": 1000, "wide": 100, "ranks": 2, "window": 10, "noop_tasks_per_s": 5000.0,
+        "wide_tasks_per_s": 500.0, "wide_rank_tasks": 200,
+        "rss_mb": {"warm": role, "after_noop": role, "end": {**role, "rank 0": 51.5}},
+        "rss_growth_mb": {"interchange": 0.0, "rank 0": 1.5, "rank 1": 0.0},
+        "free_communicators_before": [2044, 2044], "free_communicators_after": [2044, 2044]})
+    assert "| rank 0 | 50.0 | 50.0 | 51.5 | +1.5 |" in text
+    assert "under 50 MB" in text and "none leaked" in text

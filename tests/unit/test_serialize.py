@@ -11,7 +11,7 @@ import pytest
 
 from rankpool.errors import RemoteTaskError, RemoteTraceback, SerializationError, TaskTimeout
 from rankpool.serialize import (OOB_THRESHOLD, FunctionLoader, FunctionPickler, add_note, dumps_data,
-                                dumps_error, loads_data, loads_error)
+                                dumps_error, error_summary, loads_data, loads_error)
 
 
 def square(x):
@@ -95,9 +95,19 @@ def test_remote_error_that_cannot_be_rebuilt_becomes_remote_task_error(monkeypat
 
 
 def test_rankpool_errors_survive_pickling():
-    for exc in (TaskTimeout(3, 1.5), SerializationError("the result", ValueError("v"))):
+    """Every error a pool or rank may send back is rebuilt as itself, with its attributes
+    (a pool refusing a task it can no longer hold sends ResourceSpecError)."""
+    from rankpool import errors
+    samples = [TaskTimeout(3, 1.5), SerializationError("the result", ValueError("v")),
+               errors.ResourceSpecError("num_ranks", "too wide"),
+               errors.InsufficientRanks(4, 3, 2), errors.StuckRanksError(5, [1], 5.0),
+               errors.ManagerLost("0", ["h"], "gone"), errors.VersionMismatch("x", "1", "2"),
+               errors.BrokenPool("broken", ValueError("v")), errors.KeyFileError("/k", "bad"),
+               errors.RemoteTaskError("m.E", "text", 1, 2, "h"), errors.ExecutorShutdown("s")]
+    for exc in samples:
         again = loads_error(dumps_error(exc))
         assert type(again) is type(exc) and str(again) == str(exc)
+        assert vars(again) == vars(exc) or isinstance(exc, errors.BrokenPool)
 
 
 def test_add_note():
@@ -105,3 +115,20 @@ def test_add_note():
     add_note(exc, "one")
     add_note(exc, "two")
     assert exc.__notes__ == ["one", "two"]
+
+
+def test_error_whose_str_raises_is_still_reported():
+    """A rank reports every failure through dumps_error: it must not raise (it used to, on an
+    exception whose ``__str__`` raises, and the pool aborted)."""
+    class BadStr(Exception):
+        def __str__(self):
+            raise RuntimeError("no text")
+
+    try:
+        raise BadStr()
+    except BadStr as exc:
+        data = dumps_error(exc, 1, 2)
+    again = loads_error(data)
+    assert type(again).__name__ == "BadStr"
+    assert "str() failed" in error_summary(data)
+    assert "rank 1 of 2" in str(again.__cause__)

@@ -20,7 +20,8 @@ from ..errors import BrokenPool, ExecutorShutdown, SerializationError
 from ..injection import check_receives_comm
 from ..protocol import Result, Task
 from ..resources import Spec, parse_spec
-from ..serialize import FunctionPickler, add_note, dumps_data, loads_data, loads_error
+from ..serialize import (FunctionPickler, add_note, dumps_data, exception_text, loads_data,
+                         loads_error)
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,8 @@ def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
     for other in errors[1:]:
         cause = other.__cause__
         where = str(cause).strip().strip('"').strip().splitlines()[0] if cause else "another rank"
-        add_note(first, f"also failed on {where}: {type(other).__name__}: {other}")
+        text = exception_text(other)
+        add_note(first, f"also failed on {where}: {type(other).__name__}: {text}")
     _set(future, None, first)
 
 

@@ -1,0 +1,81 @@
+"""Faults 1 and 2 of issue 6 under Parsl: with ``retries``, every task of a block that was
+killed (``kill -9`` of its job) or whose worker rank ended its process inside a task
+finally succeeds on a new block, and the executor is not left in a bad state.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import parsl
+import psutil
+import pytest
+from parsl import python_app
+
+import fault_tasks as t
+from helpers import wait_for
+from rankpool import ExtremeScaleExecutor, ManagerLost
+from rankpool.executor.parsl import local_provider
+
+pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
+
+hang_on_block_0 = python_app(t.hang_on_block_0)
+exit_on_block_0 = python_app(t.exit_on_block_0)
+WIDE = {"num_ranks": 2}
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[tuple[Any, list[BaseException], str]]:
+    """A DataFlowKernel over one block of 2 worker ranks at a time, retrying twice: its
+    executor, the errors its retry handler saw, and a directory for mark files."""
+    errors: list[BaseException] = []
+    xs = ExtremeScaleExecutor(label="xs", ranks_per_node=2, heartbeat_period=0.5,
+                              heartbeat_threshold=3.0,
+                              provider=local_provider(init_blocks=1, min_blocks=0, max_blocks=1))
+    loaded = parsl.load(parsl.Config(executors=[xs], run_dir=str(tmp_path / "runinfo"),
+                                     retries=2, strategy_period=0.5,
+                                     retry_handler=lambda e, record: errors.append(e) or 1.0))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    try:
+        yield loaded.executors["xs"], errors, str(marks)
+    finally:
+        loaded.cleanup()
+        parsl.clear()
+
+
+def _kill_block(ex: Any, block_id: str) -> None:
+    """``kill -9`` the process group of a local block's mpiexec (a child of its job script)."""
+    job = psutil.Process(int(ex.blocks_to_job_id[block_id]))
+    mpiexec = next(p for p in job.children(recursive=True) if p.name() == "mpiexec")
+    os.killpg(os.getpgid(mpiexec.pid), signal.SIGKILL)
+
+
+def test_killed_block_every_task_succeeds_on_a_new_block(run: Any) -> None:
+    ex, errors, marks = run
+    futures = [hang_on_block_0(marks, f"one{i}") for i in range(12)]
+    futures += [hang_on_block_0(marks, f"two{i}", parsl_resource_specification=WIDE)
+                for i in range(4)]
+    wait_for(lambda: len(os.listdir(marks)) >= 2, timeout=30)  # both ranks busy on block 0
+    _kill_block(ex, "0")
+    assert [f.result(timeout=90) for f in futures] == ["1"] * len(futures)
+    assert errors and all(isinstance(e, ManagerLost) and e.block_id == "0"
+                          and e.reason for e in errors), errors
+    wait_for(lambda: ex.status()["0"].terminal, timeout=10)
+    assert set(t.runs(marks)) == {f"one{i}" for i in range(12)} | {f"two{i}" for i in range(4)}
+    assert not ex.bad_state_is_set
+    assert hang_on_block_0(marks, "after").result(timeout=30) == "1"
+
+
+def test_worker_rank_exit_every_task_succeeds_on_a_new_block(run: Any) -> None:
+    ex, errors, marks = run
+    futures = [exit_on_block_0(marks, f"w{i}", parsl_resource_specification=WIDE)
+               for i in range(3)]
+    assert [f.result(timeout=90) for f in futures] == ["1"] * 3
+    [lost, *_] = errors
+    assert isinstance(lost, ManagerLost) and lost.block_id == "0", repr(lost)
+    assert not ex.bad_state_is_set

@@ -1,0 +1,99 @@
+"""Faults 1-3 of issue 6 that end a pool's MPI job: the whole pool killed with ``kill -9``, a
+worker rank that ends its process inside a task (``os._exit``), one that segfaults, one that
+calls ``MPI.COMM_WORLD.Abort``.
+
+The launcher ends the job, the interchange declares the pool lost, every task in flight on it
+fails with ``ManagerLost``, and ``Executor`` starts a new block that serves what follows.
+Heartbeats are fast (period 0.2 s, threshold 2 s).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rankpool import Executor, ManagerLost
+
+import fault_tasks as t
+from helpers import FAST, descendants, executor, pool_tree, wait_for, wait_gone, \
+    wait_no_new_children
+
+pytestmark = [pytest.mark.mpi, pytest.mark.timeout(90)]
+
+THRESHOLD = FAST["heartbeat_threshold"]
+
+
+def assert_serves_on_a_new_block(ex: Executor, old_pids: set[int], block: str) -> None:
+    """1- and 2-rank tasks run afterwards, on ranks of the replacement block only."""
+    pids = {f.result(timeout=30) for f in [ex.submit(t.nap, 0) for _ in range(4)]}
+    assert not pids & old_pids
+    assert [p["block_id"] for p in ex.pools()] == [block]
+    assert ex.requirements(num_ranks=2).submit(t.simulate, 2).result(timeout=20) == 4
+    assert ex._broken is None
+
+
+def test_pool_killed_fails_in_flight_tasks_and_a_new_block_takes_over(tmp_path: Path) -> None:
+    before = descendants()
+    with executor(tmp_path) as ex:
+        assert ex.submit(t.square, 3).result(timeout=20) == 9
+        mpiexec = ex._blocks.procs["0"]  # type: ignore[union-attr]
+        old = pool_tree(ex)
+        running = [ex.submit(t.nap, 30) for _ in range(2)]
+        wait_for(lambda: ex.pools()[0]["busy_ranks"] == 2, timeout=10)
+        # many more in flight: held by the pool or queued in the interchange
+        more = [ex.submit(t.nap, 0.01) for _ in range(200)]
+        wide = [ex.requirements(num_ranks=2).submit(t.simulate, 1) for _ in range(20)]
+
+        os.killpg(mpiexec.pid, signal.SIGKILL)
+        for f in running:  # noticed within the threshold (plus a margin for a busy machine)
+            exc = f.exception(timeout=THRESHOLD + 5)
+            assert isinstance(exc, ManagerLost), repr(exc)
+            assert exc.block_id == "0" and exc.hosts and exc.reason  # silent, or disconnected
+        wait_gone(old, timeout=20)  # the ranks did not outlive their mpiexec
+
+        # every other future ends too: lost with the pool, or run on the new block
+        for f in more + wide:
+            exc = f.exception(timeout=60)
+            assert exc is None or isinstance(exc, ManagerLost), repr(exc)
+        assert all(f.result(0) == 2 for f in wide if f.exception(0) is None)
+        assert_serves_on_a_new_block(ex, {p.pid for p in old}, "1")
+    wait_no_new_children(before)
+
+
+def _lose_the_pool_from_inside(tmp_path: Path, submit: Callable[[Executor], Any]) -> None:
+    """Run the task ``submit`` sends beside a bystander: both fail with ``ManagerLost``
+    (the job ended under them), and a new block serves what follows."""
+    before = descendants()
+    with executor(tmp_path, max_ranks=3) as ex:
+        assert ex.submit(t.square, 3).result(timeout=20) == 9
+        old = pool_tree(ex)
+        bystander = ex.submit(t.nap, 30)
+        wait_for(lambda: ex.pools()[0]["busy_ranks"] == 1, timeout=10)
+        culprit = submit(ex)
+        for f in (culprit, bystander):
+            exc = f.exception(timeout=THRESHOLD + 10)
+            assert isinstance(exc, ManagerLost), repr(exc)
+            assert exc.block_id == "0"
+        wait_gone(old, timeout=20)
+        assert_serves_on_a_new_block(ex, {p.pid for p in old}, "1")
+    wait_no_new_children(before)
+
+
+def test_worker_rank_exits_inside_a_task(tmp_path: Path) -> None:
+    """Rank 1 of a 2-rank task calls ``os._exit`` while rank 0 waits in an allreduce."""
+    _lose_the_pool_from_inside(
+        tmp_path, lambda ex: ex.requirements(num_ranks=2).submit(t.exit_on_rank, 1))
+
+
+def test_segfault_inside_a_task(tmp_path: Path) -> None:
+    _lose_the_pool_from_inside(tmp_path, lambda ex: ex.submit(t.segfault))
+
+
+def test_abort_inside_a_task(tmp_path: Path) -> None:
+    """``MPI.COMM_WORLD.Abort`` in a task ends the whole pool, as the docs warn."""
+    _lose_the_pool_from_inside(tmp_path, lambda ex: ex.submit(t.call_abort))

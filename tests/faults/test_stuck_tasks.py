@@ -1,0 +1,123 @@
+"""Fault 3 of issue 6 inside a live pool: a rank raises while its peers wait in a collective,
+and tasks that block for ever on every rank, with and without ``walltime``.
+
+What the design promises (docs/faults.md): a failed rank's peers get ``grace`` seconds (5 s)
+to come back, then the task fails with the rank's exception and a ``StuckRanksError`` note,
+and the ranks that never came back get no more work; a task past its ``walltime`` fails with
+``TaskTimeout`` and its ranks are interrupted and freed. A task without ``walltime`` that
+never returns holds its ranks until it is cancelled with the executor's shutdown or its pool
+is lost: rank 0 keeps heart-beating, so nothing declares the pool lost meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from rankpool import Executor, InsufficientRanks, ResourceSpecError, TaskTimeout
+
+import fault_tasks as t
+from helpers import FAST, descendants, executor, wait_for, wait_no_new_children
+
+pytestmark = [pytest.mark.mpi, pytest.mark.timeout(90)]
+
+THRESHOLD = FAST["heartbeat_threshold"]
+GRACE = 5.0  # the pool's default grace period after a rank failed
+
+
+def test_rank_raising_while_peers_wait_in_a_collective(tmp_path: Path) -> None:
+    before = descendants()
+    with executor(tmp_path, max_ranks=3) as ex:
+        start = time.monotonic()
+        future = ex.requirements(num_ranks=2).submit(t.raise_on_rank, 1)
+        exc = future.exception(timeout=GRACE + 20)
+        assert isinstance(exc, ValueError) and str(exc) == "rank 1 gives up", repr(exc)
+        assert "rank 1 of 2" in str(exc.__cause__)
+        notes = "\n".join(getattr(exc, "__notes__", []))
+        assert "StuckRanksError" in notes or "stuck" in notes.lower(), notes
+        assert time.monotonic() - start >= GRACE - 0.5  # the peers had their grace period
+
+        # the stuck rank gets no more work, but the pool keeps serving what still fits
+        assert "marked stuck" in (tmp_path / "pool-0.log").read_text()
+        assert [f.result(timeout=20) for f in [ex.submit(t.square, i) for i in range(10)]] \
+            == [i * i for i in range(10)]
+        assert ex.requirements(num_ranks=2).submit(t.simulate, 3).result(timeout=20) == 6
+        wider = ex.requirements(num_ranks=3).submit(t.simulate, 1).exception(timeout=20)
+        # refused by the pool, which no longer has 3 usable ranks, with the error itself
+        assert isinstance(wider, (ResourceSpecError, InsufficientRanks)), repr(wider)
+        assert "2 usable" in str(wider)
+        assert ex._broken is None
+    wait_no_new_children(before)
+
+
+def test_blocking_forever_with_walltime_times_out_and_frees_the_ranks(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    before = descendants()
+    with executor(tmp_path / "run") as ex:
+        view = ex.requirements(num_ranks=2, walltime=1.0)
+        start = time.monotonic()
+        exc = view.submit(t.block_forever, str(marks)).exception(timeout=GRACE + 20)
+        assert isinstance(exc, TaskTimeout) and exc.walltime == 1.0, repr(exc)
+        assert 1.0 <= time.monotonic() - start < 1.0 + GRACE
+        one = ex.requirements(walltime=0.5).submit(t.block_forever, str(marks))
+        assert isinstance(one.exception(timeout=GRACE + 20), TaskTimeout)
+        assert t.runs(str(marks)) == {"blocked": 3}
+        # every rank was interrupted and freed: the whole pool serves again
+        assert ex.requirements(num_ranks=2).submit(t.simulate, 3).result(timeout=20) == 6
+        assert ex.submit(t.square, 5).result(timeout=20) == 25
+        assert ex.pools()[0]["busy_ranks"] == 0
+    wait_no_new_children(before)
+
+
+def test_blocking_forever_without_walltime_ends_only_by_cancel(tmp_path: Path) -> None:
+    """Nothing times out a task without ``walltime``: a 2-rank task blocked on both its ranks
+    holds them while the third rank serves; once a 1-rank task blocks that one too, what is
+    submitted next waits. ``shutdown(cancel_futures=True)`` ends every future and returns."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    before = descendants()
+    ex = Executor(max_ranks=3, run_dir=str(tmp_path / "run"), **FAST)
+    hung = [ex.requirements(num_ranks=2).submit(t.block_forever, str(marks))]
+    wait_for(lambda: t.runs(str(marks)) == {"blocked": 2}, timeout=20)
+    # the pool stays alive and serves on its third rank
+    assert [f.result(timeout=20) for f in [ex.submit(t.square, i) for i in range(10)]] \
+        == [i * i for i in range(10)]
+    hung.append(ex.submit(t.block_forever, str(marks)))
+    wait_for(lambda: t.runs(str(marks)) == {"blocked": 3}, timeout=20)
+    waiting = [ex.submit(t.square, i) for i in range(5)]
+    deadline = time.monotonic() + 2 * THRESHOLD  # past the threshold: nobody declares it lost
+    wait_for(lambda: time.monotonic() > deadline, timeout=3 * THRESHOLD)
+    assert not any(f.done() for f in hung + waiting) and ex._broken is None
+    assert [p["block_id"] for p in ex.pools()] == ["0"]
+
+    start = time.monotonic()
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert all(f.cancelled() for f in hung + waiting)
+    # the hung ranks never read their Stop: the block is terminated 10 s later
+    assert time.monotonic() - start < 30
+    wait_no_new_children(before)
+
+
+@pytest.mark.xfail(reason="known limit: 1-rank tasks prefetched on a rank behind a task that "
+                          "never returns are not handed to idle ranks (docs/reliability.md)",
+                   raises=AssertionError)
+def test_tasks_prefetched_behind_a_hung_task_run_elsewhere(tmp_path: Path) -> None:
+    """What should happen: a hung 1-rank task without walltime delays no other task while
+    another rank is idle. Today some of the tasks prefetched behind it wait with it."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ex = Executor(max_ranks=2, run_dir=str(tmp_path / "run"), **FAST)
+    try:
+        ex.submit(t.block_forever, str(marks))
+        wait_for(lambda: t.runs(str(marks)) == {"blocked": 1}, timeout=20)
+        futures = [ex.submit(t.square, i) for i in range(20)]
+        deadline = time.monotonic() + 3
+        wait_for(lambda: all(f.done() for f in futures) or time.monotonic() > deadline,
+                 timeout=10)
+        assert all(f.done() for f in futures), \
+            f"{sum(not f.done() for f in futures)} of 20 tasks wait behind the hung one"
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
