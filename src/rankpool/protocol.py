@@ -22,7 +22,8 @@ PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 __all__ = ["PROTOCOL_VERSION", "PYTHON_VERSION", "MAX_HEADER", "Buffer", "Frames", "Task",
            "Outcome", "Result", "encode_tasks", "decode_tasks", "encode_results",
            "decode_results", "check_results", "result_ids", "encode_header", "decode_header",
-           "Message", "Register", "Registered", "Heartbeat", "Drain", "Stop", "Command", "Reply",
+           "Message", "Register", "Registered", "Heartbeat", "Capacity", "Drain", "Stop", "Command",
+           "Reply",
            "Lost", "Refused", "MESSAGES", "decode_message", "version_mismatch", "check_versions"]
 
 # ---------------------------------------------------------------------------------------------
@@ -105,6 +106,21 @@ class Heartbeat(Message):
 
 
 @dataclass(frozen=True)
+class Capacity(Message):
+    """Pool → interchange: the pool's usable ranks changed, because ranks got stuck in a task
+    that never came back (or came back after all).
+
+    ``stuck``: the stuck worker ranks (ranks of the pool); ``node_ranks``: usable worker ranks
+    on each host, in host order; ``widest``: the widest task it can still hold (0: none).
+    """
+
+    KIND: ClassVar[str] = "capacity"
+    stuck: list[int]
+    node_ranks: list[int]
+    widest: int
+
+
+@dataclass(frozen=True)
 class Drain(Message):
     """Interchange → pool: take no more tasks, finish the running ones, then exit."""
 
@@ -166,8 +182,8 @@ class Refused(Message):
 
 
 MESSAGES: dict[str, type[Message]] = {
-    m.KIND: m for m in (Register, Registered, Heartbeat, Drain, Stop, Command, Reply, Lost,
-                        Refused)}
+    m.KIND: m for m in (Register, Registered, Heartbeat, Capacity, Drain, Stop, Command, Reply,
+                        Lost, Refused)}
 
 
 def decode_message(header: dict[str, Any]) -> Message:

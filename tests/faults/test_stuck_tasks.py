@@ -3,7 +3,8 @@ and tasks that block for ever on every rank, with and without ``walltime``.
 
 What the design promises (docs/faults.md): a failed rank's peers get ``grace`` seconds (5 s)
 to come back, then the task fails with the rank's exception and a ``StuckRanksError`` note,
-and the ranks that never came back get no more work; a task past its ``walltime`` fails with
+and the ranks that never came back get no more work: the pool reports them, the interchange
+drains it and its block ends so that a whole one replaces it; a task past its ``walltime`` fails with
 ``TaskTimeout`` and its ranks are interrupted and freed. A task without ``walltime`` that
 never returns holds its ranks until it is cancelled with the executor's shutdown or its pool
 is lost: rank 0 keeps heart-beating, so nothing declares the pool lost meanwhile.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rankpool import Executor, InsufficientRanks, ResourceSpecError, TaskTimeout
+from rankpool import Executor, TaskTimeout
 
 import fault_tasks as t
 from helpers import FAST, descendants, executor, wait_for, wait_no_new_children
@@ -28,26 +29,42 @@ GRACE = 5.0  # the pool's default grace period after a rank failed
 
 
 def test_rank_raising_while_peers_wait_in_a_collective(tmp_path: Path) -> None:
+    """Decision 8 end to end: the peer left in the collective is marked stuck, the pool reports
+    it, the interchange lists it and drains the pool (its healthy task finishes there), a task
+    of the full width waits for the next block instead of going to the degraded one, and the
+    degraded block ends its MPI job by itself (its stuck rank could never finish)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
     before = descendants()
-    with executor(tmp_path, max_ranks=3) as ex:
+    with executor(tmp_path / "run", max_ranks=3) as ex:
         start = time.monotonic()
         future = ex.requirements(num_ranks=2).submit(t.raise_on_rank, 1)
+        healthy = ex.submit(t.nap, GRACE + 4, str(marks))  # the third rank, past the grace
         exc = future.exception(timeout=GRACE + 20)
         assert isinstance(exc, ValueError) and str(exc) == "rank 1 gives up", repr(exc)
         assert "rank 1 of 2" in str(exc.__cause__)
         notes = "\n".join(getattr(exc, "__notes__", []))
         assert "StuckRanksError" in notes or "stuck" in notes.lower(), notes
         assert time.monotonic() - start >= GRACE - 0.5  # the peers had their grace period
+        assert "marked stuck" in (tmp_path / "run" / "pool-0.log").read_text()
 
-        # the stuck rank gets no more work, but the pool keeps serving what still fits
-        assert "marked stuck" in (tmp_path / "pool-0.log").read_text()
+        # the interchange lists the stuck rank and no longer counts it: block 0 is draining
+        def degraded() -> dict | None:
+            return next((p for p in ex.pools() if p["block_id"] == "0" and p["stuck_ranks"]),
+                        None)
+        info = wait_for(degraded, timeout=10)
+        assert len(info["stuck_ranks"]) == 1 and info["widest"] == 2 and info["ranks"] == 2
+        assert info["draining"]
+        wider = ex.requirements(num_ranks=3).submit(t.simulate, 1)
+        # the healthy task finishes on the draining pool; the full-width one on a new block
+        assert healthy.result(timeout=20) > 0
+        assert wider.result(timeout=60) == 3
         assert [f.result(timeout=20) for f in [ex.submit(t.square, i) for i in range(10)]] \
             == [i * i for i in range(10)]
-        assert ex.requirements(num_ranks=2).submit(t.simulate, 3).result(timeout=20) == 6
-        wider = ex.requirements(num_ranks=3).submit(t.simulate, 1).exception(timeout=20)
-        # refused by the pool, which no longer has 3 usable ranks, with the error itself
-        assert isinstance(wider, (ResourceSpecError, InsufficientRanks)), repr(wider)
-        assert "2 usable" in str(wider)
+        [pool] = wait_for(lambda: [p for p in ex.pools() if p["block_id"] != "0"] or None)
+        assert pool["stuck_ranks"] == [] and pool["widest"] == 3
+        log = (tmp_path / "run" / "pool-0.log").read_text()
+        assert "stuck in tasks that never ended; aborting" in log
         assert ex._broken is None
     wait_no_new_children(before)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rankpool._version import __version__
-from rankpool.protocol import (MESSAGES, PROTOCOL_VERSION, PYTHON_VERSION, Command, Drain,
-                               Heartbeat, Lost, Outcome, Refused, Register, Registered, Reply,
+from rankpool.protocol import (MESSAGES, PROTOCOL_VERSION, PYTHON_VERSION, Capacity, Command,
+                               Drain, Heartbeat, Lost, Outcome, Refused, Register, Registered, Reply,
                                Result, Stop, Task, encode_results, encode_tasks)
 from rankpool.resources import parse_spec
 
@@ -75,7 +75,7 @@ def corpus(in_flight: list[int], pool_id: str = "p0") -> dict[str, list[Frames]]
     return {
         "pool": [
             register(pool_id), register(pool_id + "b", "b1", (2, 2)), Heartbeat().encode(),
-            Stop("leaving").encode(),
+            Stop("leaving").encode(), Capacity([2], [3], 3).encode(),
             as_bytes(encode_results([result(i) for i in ids[:3]])),
             as_bytes(encode_results([result(ids[0], full=True, buffers=2), result(ids[-1])])),
             as_bytes(encode_results([result(987654)])),

@@ -23,8 +23,9 @@ import zmq
 from rankpool._version import __version__
 from rankpool.interchange import Interchange, InterchangeConfig
 from rankpool.interchange.matching import RoomIndex, TaskQueue, match
-from rankpool.interchange.pools import Pool, PoolTable
-from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Command, Drain, Heartbeat, Lost,
+from rankpool.interchange.pools import Pool, PoolTable, check_capacity
+from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Capacity, Command, Drain,
+                               Heartbeat, Lost,
                                Outcome, Refused, Register, Registered, Reply, Result, Stop, Task,
                                decode_header, decode_message, decode_tasks, encode_header,
                                encode_results, encode_tasks)
@@ -377,6 +378,68 @@ def test_hold_release_drain(harness: Callable[..., Harness]) -> None:
     assert h.value("pools") == [] and h.value("queued") == 1
     other = h.pool("p2", block_id="b2")
     assert [t.task_id for t in other.tasks()] == [2]
+
+
+def test_pool_with_stuck_ranks_narrows_and_is_drained(harness: Callable[..., Harness],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Decision 8: a pool reporting stuck ranks no longer counts them as free, is never sent a
+    task wider than it can hold, is listed with its stuck ranks, and is drained."""
+    h = harness()
+    front = h.front()
+    pool = h.pool("p1", block_id="b1", node_ranks=(2, 2), widest=4)
+    front.submit([make_task(1)])
+    [task] = pool.tasks()
+    with caplog.at_level(logging.WARNING, logger="rankpool.interchange"):
+        pool.send(Capacity([2], [1, 2], 3).encode())
+        header, _ = pool.recv()
+    assert isinstance(decode_message(header), Drain)
+    [info] = h.value("pools")
+    assert info["stuck_ranks"] == [2] and info["widest"] == 3 and info["ranks"] == 3
+    assert info["node_ranks"] == [1, 2] and info["draining"]
+    assert any("degraded" in r.getMessage() and "b1" in r.getMessage() and "[2]" in r.getMessage()
+               and "h0,h1" in r.getMessage() for r in caplog.records)
+    # a full-width task goes to a whole pool, not to the degraded one
+    front.submit([make_task(2, width=4)])
+    assert pool.nothing(0.2)
+    whole = h.pool("p2", block_id="b2", node_ranks=(2, 2), widest=4)
+    assert [t.task_id for t in whole.tasks()] == [2]
+    sent = pool.answer([task])
+    assert front.message()[1] == sent
+    pool.send(Stop("drained").encode())
+    lost = front.lost()
+    assert lost.task_ids == [] and lost.block_id == "b1"
+    assert [p["block_id"] for p in h.value("pools")] == ["b2"]
+
+
+def test_bad_capacity_reports_are_dropped(harness: Callable[..., Harness]) -> None:
+    h = harness()
+    pool = h.pool("p1", block_id="b1", node_ranks=(2,))
+    for bad in (Capacity([1], [1, 0], 1), Capacity([3], [1], 1), Capacity([1, 1], [0], 0),
+                Capacity([], [1], 1), Capacity([1], [1], 2), Capacity([1], [3], 1)):
+        pool.send(bad.encode())
+    pool.send([encode_header({"k": "capacity", "stuck": "1", "node_ranks": [1], "widest": 1})])
+    assert pool.nothing(0.2)
+    [info] = h.value("pools")
+    assert info["stuck_ranks"] == [] and info["widest"] == 2 and not info["draining"]
+
+
+def test_capacity_report_moves_the_pool_between_widths() -> None:
+    queue, room = TaskQueue(), RoomIndex()
+    pool = _pool("p", 4)
+    pool.ceiling = 8
+    room.add(pool)
+    assert check_capacity(pool, Capacity([1, 3], [2], 2)) == ""
+    pool.reshape(Capacity([1, 3], [2], 2), prefetch=2)
+    room.reshape(pool, 4)
+    assert pool.idle == 2 and pool.widest == 2 and pool.capacity <= 4
+    queue.push(make_task(1, width=3))
+    queue.push(make_task(2, width=2))
+    assert _ids(match(queue, room)) == {"p": [2]} and len(queue) == 1
+    # back from being stuck: the whole width again
+    pool.finish_many([2])
+    pool.reshape(Capacity([], [4], 4), prefetch=2)
+    room.reshape(pool, 2)
+    assert _ids(match(queue, room)) == {"p": [1]}
 
 
 def test_pools_outstanding_idle_and_unknown_commands(harness: Callable[..., Harness]) -> None:

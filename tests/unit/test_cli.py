@@ -236,3 +236,12 @@ def test_pool_command_and_script(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=10).stdout
         assert f"PARSL_WORKER_BLOCK_ID={block} PY -m rankpool.mpi_pool" in out
         assert f"--block-id {block} " in out, out
+
+
+def test_status_row_names_stuck_ranks() -> None:
+    from rankpool.cli import _pool_row
+    pool = {"block_id": "0", "pool_id": "p", "hosts": ["h"], "node_ranks": [2], "ranks": 2,
+            "busy_ranks": 1, "tasks": 1, "held": True, "draining": True, "last_seen_s": 0.5,
+            "stuck_ranks": [1, 3]}
+    assert _pool_row(pool)[7] == "draining (stuck 1,3)"
+    assert _pool_row({**pool, "stuck_ranks": []})[7] == "draining"

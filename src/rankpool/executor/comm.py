@@ -15,7 +15,6 @@ the user's code keeps running. No ZeroMQ, no interchange.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,7 @@ from mpi4py import MPI
 
 from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
 from ..mpi_pool.comms import discover_topology
-from ..mpi_pool.manager import Manager
+from ..mpi_pool.manager import Manager, abort_for_stuck
 from ..mpi_pool.worker import Worker
 from ..node_resources import apply_binding, device_ranks, node_resources
 from ..protocol import Task
@@ -106,11 +105,7 @@ class CommExecutor(FrontEnd):
             self.shutdown(wait=True)
             stuck = self.stuck_ranks
             if stuck and self.on_stuck == "abort":
-                log.critical("ranks %s of the communicator are stuck in tasks that never ended; "
-                             "aborting the MPI job, which could not finish otherwise", stuck)
-                print(f"rankpool: ranks {stuck} are stuck in tasks that never ended; aborting",
-                      file=sys.stderr, flush=True)
-                self.pool_comm.Abort(70)
+                abort_for_stuck(self.pool_comm, stuck, 70)
         self.pool_comm.Free()
 
     @property

@@ -26,7 +26,7 @@ import zmq
 from .._version import __version__
 from ..errors import ProtocolError
 from ..security import Gatekeeper, open_gate
-from ..protocol import (Drain, Heartbeat, Lost, Refused, Register, Registered, Stop, Task,
+from ..protocol import (Capacity, Drain, Heartbeat, Lost, Refused, Register, Registered, Stop, Task,
                         check_results, check_versions, decode_header, decode_message,
                         decode_results, decode_tasks, encode_results, encode_tasks, result_ids,
                         version_mismatch)
@@ -35,7 +35,7 @@ from .config import InterchangeConfig
 from .frontend import FrontEnd
 from .matching import RoomIndex, TaskQueue, match
 from .plumbing import LINGER_MS, LOOPBACK, Throttle, bind_router, process_alive
-from .pools import Pool, PoolTable, check_shape
+from .pools import Pool, PoolTable, check_capacity, check_shape
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,8 @@ class Interchange:
                     self.lose(pool, f"pool drained: {msg.reason}", tell_pool=False, level=logging.INFO)
                 else:
                     self.lose(pool, f"pool stopped: {msg.reason}", tell_pool=False)
+            elif isinstance(msg, Capacity):
+                self.on_capacity(pool, msg)
             elif not isinstance(msg, Heartbeat):
                 raise ProtocolError(f"unexpected {kind!r} message from pool {pool.pool_id}")
 
@@ -238,6 +240,26 @@ class Interchange:
         log.info("registered pool %r of block %r: hosts %s, worker ranks %s, widest %d, rankpool %s, "
                  "Python %s", pool.pool_id, pool.block_id, ",".join(pool.hosts), pool.node_ranks,
                  pool.widest, pool.rankpool, pool.python)
+
+    def on_capacity(self, pool: Pool, report: Capacity) -> None:
+        """A pool's usable ranks changed: fit its record to them; a pool with stuck ranks is
+        degraded and drained, so that its block ends and can be replaced by a whole one."""
+        error = check_capacity(pool, report)
+        if error:
+            raise ProtocolError(f"capacity report of pool {pool.pool_id!r}: {error}")
+        old = pool.widest
+        pool.reshape(report, self.config.prefetch)
+        self.room.reshape(pool, old)
+        self._dirty = True
+        if not report.stuck:
+            log.info("pool %r of block %r: no rank is stuck any more; worker ranks %s, widest %d",
+                     pool.pool_id, pool.block_id, pool.node_ranks, pool.widest)
+            return
+        log.warning("pool %r of block %r on %s is degraded: ranks %s are stuck in tasks that never "
+                    "ended; usable worker ranks %s, widest task %d", pool.pool_id, pool.block_id,
+                    ",".join(pool.hosts), pool.stuck, pool.node_ranks, pool.widest)
+        if not pool.draining:
+            self.drain(pool)
 
     def on_results(self, pool: Pool, header: dict[str, Any], frames: Frames) -> None:
         """Account for a result batch and forward it unchanged (or only its known tasks)."""

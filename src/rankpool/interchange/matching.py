@@ -123,9 +123,21 @@ class RoomIndex:
         self._fit[pool.widest] = self._fit.get(pool.widest, 0) + (1 if pool.available else -1)
         self.offer(pool)
 
+    def reshape(self, pool: Pool, old_widest: int) -> None:
+        """Account for a pool whose widest task changed (ranks stuck, or back from being stuck)."""
+        if pool.widest != old_widest:
+            if pool.in_room:
+                self._buckets[old_widest].remove(pool)  # rare: a scan of one bucket is fine
+                pool.in_room = False
+            if pool.available:
+                self._fit[old_widest] -= 1
+            self.add(pool)
+        else:
+            self.offer(pool)
+
     def offer(self, pool: Pool) -> None:
         """Put the pool in rotation if it may take tasks now and is not there already."""
-        if not pool.in_room and pool.available and pool.free > 0:
+        if not pool.in_room and pool.available and pool.free > 0 and pool.widest > 0:
             pool.in_room = True
             self._buckets[pool.widest].append(pool)
 

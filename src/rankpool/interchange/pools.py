@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol import Register
+from ..protocol import Capacity, Register
 
 
 #: seconds of a pool's recent throughput it may hold queued beyond its ranks
@@ -34,6 +34,9 @@ class Pool:
     flood of short tasks holds enough that its ranks never wait for the interchange.
     ``served`` orders pools for round-robin dispatch; ``in_room`` says whether the pool has an
     entry in the matcher's index of pools with room (see :mod:`.matching`).
+
+    ``node_ranks`` and ``widest`` are what the pool can use: a :class:`~rankpool.protocol.Capacity`
+    report takes the ``stuck`` ranks out of them (``registered`` keeps the shape it registered).
     """
 
     identity: bytes
@@ -58,21 +61,34 @@ class Pool:
     window_start: float = 0.0
     window_done: int = 0
     devices: list[str] = field(default_factory=list)
+    stuck: list[int] = field(default_factory=list)
+    registered: list[int] = field(default_factory=list)
     _ranks: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self._ranks = sum(self.node_ranks)
+        if not self.registered:
+            self.registered = list(self.node_ranks)
 
     @classmethod
     def from_register(cls, identity: bytes, reg: Register, prefetch: int, now: float) -> Pool:
         """Build a record from a registration already checked by :func:`check_shape`."""
-        ranks = sum(reg.node_ranks)
-        base = max(ranks * min(2, prefetch), reg.widest)
+        base, ceiling = _limits(sum(reg.node_ranks), reg.widest, prefetch)
         return cls(identity=identity, block_id=reg.block_id, pool_id=reg.pool_id,
                    hosts=list(reg.hosts), node_ranks=list(reg.node_ranks), widest=reg.widest,
                    capacity=base, rankpool=reg.rankpool, python=reg.python, last_seen=now,
-                   base=base, ceiling=max(ranks * prefetch, base), window_start=now,
-                   devices=list(reg.devices))
+                   base=base, ceiling=ceiling, window_start=now, devices=list(reg.devices))
+
+    def reshape(self, report: Capacity, prefetch: int) -> None:
+        """Take a capacity report (checked by :func:`check_capacity`): stuck ranks no longer
+        count as free, and the pool is never handed a task wider than it can still hold."""
+        self.stuck = sorted(report.stuck)
+        self.node_ranks = list(report.node_ranks)
+        self.widest = report.widest
+        self._ranks = sum(self.node_ranks)
+        if self.ceiling:  # else a fixed capacity
+            self.base, self.ceiling = _limits(self._ranks, self.widest, prefetch)
+            self.capacity = min(max(self.capacity, self.base), self.ceiling)
 
     @property
     def ranks(self) -> int:
@@ -128,6 +144,7 @@ class Pool:
         ranks = self.ranks
         return {"block_id": self.block_id, "pool_id": self.pool_id, "hosts": list(self.hosts),
                 "ranks": ranks, "node_ranks": list(self.node_ranks), "widest": self.widest,
+                "stuck_ranks": list(self.stuck),
                 "busy_ranks": min(self.used, ranks), "tasks": len(self.in_flight),
                 "held": self.held, "draining": self.draining, "rankpool": self.rankpool,
                 "python": self.python, "last_seen_s": round(max(0.0, now - self.last_seen), 3),
@@ -148,6 +165,30 @@ def check_shape(reg: Register) -> str:
     if reg.devices and len(reg.devices) != ranks + 1:
         return f"pool lists devices for {len(reg.devices)} ranks; it has {ranks + 1}"
     return ""
+
+
+def check_capacity(pool: Pool, report: Capacity) -> str:
+    """Say what is wrong with a pool's capacity report, or "" when it can be used."""
+    total = sum(pool.registered)
+    if len(report.node_ranks) != len(pool.registered) or any(
+            not 0 <= n <= m for n, m in zip(report.node_ranks, pool.registered)):
+        return (f"usable ranks per node {report.node_ranks!r:.200} do not fit the registered "
+                f"{pool.registered}")
+    if len(set(report.stuck)) != len(report.stuck) or any(
+            not 1 <= r <= total for r in report.stuck):
+        return f"stuck ranks {report.stuck!r:.200} are not distinct worker ranks 1..{total}"
+    usable = sum(report.node_ranks)
+    if usable + len(report.stuck) != total:
+        return f"{usable} usable and {len(report.stuck)} stuck ranks make no {total} worker ranks"
+    if not 0 <= report.widest <= usable:
+        return f"widest task {report.widest} is not between 0 and the {usable} usable ranks"
+    return ""
+
+
+def _limits(ranks: int, widest: int, prefetch: int) -> tuple[int, int]:
+    """The base and the ceiling of a pool's capacity (see :class:`Pool`)."""
+    base = max(ranks * min(2, prefetch), widest)
+    return base, max(ranks * prefetch, base)
 
 
 class PoolTable:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -122,6 +123,11 @@ class Manager:
         s = self.scheduler
         return {"ranks": self.widest, "usable": s.usable_ranks, "busy": s.busy_ranks,
                 "stuck": len(self.stuck), "queued": s.pending, "running": len(self.running) + len(self.single)}
+
+    def usable_node_ranks(self) -> list[int]:
+        """Worker ranks of each node that are not stuck."""
+        stuck = self.stuck
+        return [sum(1 for r in node if r not in stuck) for node in self.topology.nodes]
 
     def manager_stop(self, timeout: float = 10.0, finish: bool = True) -> None:
         """Tell every worker to stop: after what it holds (``finish``), or after its current
@@ -276,6 +282,16 @@ class Manager:
     def _fail(self, task_id: int, exc: Exception) -> None:
         log.error("task %d failed: %s", task_id, exc)
         self.completed.append(Result(task_id, [Outcome(0, False, dumps_error(exc))]))
+
+
+def abort_for_stuck(comm: MPI.Comm, stuck: list[int], code: int) -> None:
+    """End the MPI job: ``stuck`` ranks are in tasks that never ended, so they could never
+    reach ``MPI_Finalize`` and the job would never exit."""
+    log.critical("ranks %s are stuck in tasks that never ended; aborting the MPI job, which "
+                 "could not finish otherwise", stuck)
+    print(f"rankpool: ranks {stuck} are stuck in tasks that never ended; aborting",
+          file=sys.stderr, flush=True)
+    comm.Abort(code)
 
 
 def _as_bytes(buf: Buffer) -> bytes:

@@ -5,6 +5,7 @@ Rank 0's loop is a short list of non-blocking steps::
     pool_receive     ZeroMQ: tasks, heartbeats, drain, stop from the interchange
     manager.progress MPI: dispatch to worker ranks, gather their outcomes
     pool_report      ZeroMQ: finished results, in one batch per loop turn
+    pool_capacity    ZeroMQ: when ranks got stuck (or came back), what the pool can still hold
     pool_heartbeat   send ours; leave when the interchange has been silent too long
 
 While nothing is outstanding rank 0 blocks in the ZeroMQ poll (no CPU, instant wake); while
@@ -29,7 +30,7 @@ from ..node_resources import apply_binding, device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
 from .comms import Topology, discover_topology
 from .config import PoolConfig
-from .manager import Manager
+from .manager import Manager, abort_for_stuck
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class PoolRefused(PoolLeaves):
 
 #: exit status of a pool the interchange refused
 EXIT_REFUSED = 3
+#: error code given to MPI_Abort by a pool that left with ranks stuck in tasks
+EXIT_STUCK = 4
 
 
 def run_pool(cfg: PoolConfig) -> int:
@@ -62,7 +65,10 @@ def run_pool(cfg: PoolConfig) -> int:
     try:
         apply_binding(rank, topology.nodes, cfg.resources)  # before any user code runs
         if rank == 0:
-            status = PoolManager(cfg, comm, topology).run()
+            pool = PoolManager(cfg, comm, topology)
+            status = pool.run()
+            if pool.manager.stuck:
+                abort_for_stuck(comm, sorted(pool.manager.stuck), EXIT_STUCK)
         else:
             Worker(comm).serve()
     except BaseException:
@@ -93,6 +99,7 @@ class PoolManager:
             client_curve(self.sock, cfg.server_key)
         self.last_heard = self.last_sent = time.monotonic()
         self.first_done = 0.0
+        self.reported_stuck: set[int] = set()
 
     def run(self) -> int:
         """Serve until stopped, drained or cut off; the pool's exit status."""
@@ -159,6 +166,7 @@ class PoolManager:
                 got = self.pool_receive(0)
                 active = manager.progress() or got
                 self.pool_report()
+                self.pool_capacity()
                 if active:
                     backoff.reset()
                 else:
@@ -168,6 +176,7 @@ class PoolManager:
                 self.pool_receive(int(wait * 1000) + 1)
                 manager.progress()
                 self.pool_report()
+                self.pool_capacity()
             self.pool_heartbeat()
             if self.draining and manager.outstanding == 0:
                 raise PoolLeaves("drained")
@@ -223,10 +232,28 @@ class PoolManager:
         if manager.outstanding and len(done) < REPORT_BATCH \
                 and now - self.first_done < REPORT_DELAY:
             return
-        manager.completed = []
+        self._send_results(now)
+
+    def _send_results(self, now: float) -> None:
+        done, self.manager.completed = self.manager.completed, []
         self.first_done = 0.0
         self.sock.send_multipart(protocol.encode_results(done), copy=False)
         self.last_sent = now
+
+    def pool_capacity(self) -> None:
+        """Tell the interchange when the set of stuck ranks changed (it drains a pool with any),
+        after the results held back so far (the failed task's among them)."""
+        stuck = self.manager.stuck
+        if stuck.keys() == self.reported_stuck:
+            return
+        if self.manager.completed:
+            self._send_results(time.monotonic())
+        self.reported_stuck = set(stuck)
+        nodes = self.manager.usable_node_ranks()
+        self.sock.send_multipart(protocol.Capacity(sorted(stuck), nodes, sum(nodes)).encode())
+        self.last_sent = time.monotonic()
+        log.warning("pool %s: stuck ranks %s; usable worker ranks %s reported to the interchange",
+                    self.cfg.pool_id, sorted(stuck), nodes)
 
     def pool_heartbeat(self) -> None:
         now = time.monotonic()
