@@ -62,7 +62,7 @@ def cpu_per_task(ex: Any, n: int) -> dict[str, float]:
 
 def profile_executor(ex: Any, q: argparse.Namespace) -> dict[str, Any]:
     """py-spy on the front-end, the interchange and the pool's ranks during a no-op flood."""
-    from scale_sim import start_pyspy, summarize_raw
+    from pyspy import start_pyspy, summarize_raw
     seconds = 6 if not q.quick else 2
     workdir = tempfile.mkdtemp(prefix="bench-profile-")
     targets = {name: p.pid for name, p in executor_processes(ex).items()}

@@ -95,11 +95,17 @@ _PLAIN_INIT = set(vars(Future())) == {"_condition", "_state", "_result", "_excep
 
 def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
     """Resolve ``future`` from a finished task's outcomes (value, list of values, or error)."""
-    if future.done():
+    if future._state in _DONE:  # done() without its lock; a late cancel is caught in _set
         return
     try:
+        outcomes = result.outcomes
+        if len(outcomes) == 1 and outcomes[0].ok:  # the common case, kept short
+            first_value = loads_data(outcomes[0].data, outcomes[0].buffers)
+            _set(future, [first_value] if getattr(future, "_results_all", False)
+                 else first_value, None)
+            return
         if result.ok:
-            values = [loads_data(o.data, o.buffers) for o in result.outcomes]
+            values = [loads_data(o.data, o.buffers) for o in outcomes]
             outcome: Any = values if getattr(future, "_results_all", False) else values[0]
             _set(future, outcome, None)
             return

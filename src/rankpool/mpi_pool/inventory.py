@@ -117,6 +117,16 @@ class RankInventory:
 
     def release(self, r: int, exclusive: bool) -> None:
         """One task held by rank r ended."""
+        h = self.held[r]
+        if h > 1 and not exclusive and r not in self.stuck and r not in self.reserved \
+                and r not in self.excl:
+            # a busy rank stays busy and not free: what contrib(-1), held -= 1, contrib(+1)
+            # amount to, without their set look-ups (the hot path of a flood of small tasks)
+            self.held[r] = h - 1
+            if h == self.depth:
+                self.n_open += 1
+            self.push_rank(r)
+            return
         self.contrib(r, -1)
         if exclusive:
             del self.excl[r]

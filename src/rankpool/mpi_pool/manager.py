@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mpi4py import MPI
 
@@ -25,7 +26,7 @@ from ..errors import InsufficientRanks, ResourceSpecError, StuckRanksError, Task
 from ..protocol import Outcome, Result, Task
 from ..resources import DeviceCapacity, Spec
 from ..serialize import Buffer, dumps_error, error_summary
-from .comms import Done, Outbox, Tag, Topology, WorkItem, receive
+from .comms import Done, Outbox, Tag, Topology, receive
 from .placement import Scheduler, Shape
 from .task_setting import setting_of
 from .trace import TraceRecorder
@@ -150,14 +151,14 @@ class Manager:
                                                        self.scheduler.usable_ranks))
         if not assignments:
             return bool(impossible)
-        per_rank: dict[int, tuple[list[WorkItem], list[Buffer]]] = {}
+        per_rank: dict[int, tuple[list[tuple[Any, ...]], list[Buffer]]] = {}
         now = time.monotonic()
         for a in assignments:
             task = self.tasks.pop(a.key)  # type: ignore[call-overload]
             spec = task.spec
-            item = WorkItem(task.task_id, a.ranks, spec.results_all, spec.walltime,
-                            task.fn_digest, _as_bytes(task.fn), _as_bytes(task.data),
-                            len(task.buffers), setting_of(spec))
+            # a WorkItem as a plain tuple (see comms): far cheaper to pickle
+            item = (task.task_id, a.ranks, spec.results_all, spec.walltime, task.fn_digest,
+                    _as_bytes(task.fn), _as_bytes(task.data), len(task.buffers), setting_of(spec))
             for rank in a.ranks:
                 entry = per_rank.get(rank)
                 if entry is None:

@@ -25,7 +25,7 @@ from ..errors import TaskTimeout
 from ..injection import comm_position, inject
 from ..serialize import Buffer, FunctionLoader, dumps_data, dumps_error, loads_data
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
-from .comms import Done, Outbox, Tag, WorkItem, receive, task_communicator
+from .comms import Outbox, Tag, WorkItem, receive, task_communicator
 from .task_setting import applied
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class Worker:
         self.outbox = Outbox(comm)
         self.functions = FunctionLoader()
         self.positions: dict[bytes, int | None] = {}
-        self.done: list[Done] = []
+        self.done: list[tuple[Any, ...]] = []  # Done fields, as plain tuples (see comms)
         self.done_buffers: list[Buffer] = []
         self.last_report = time.monotonic()
         self.stopping = False
@@ -133,7 +133,7 @@ class Worker:
                 data, bufs = dumps_data(value, "the task's result")
             else:
                 data, bufs = b"", []
-            done = Done(item.task_id, sub_rank, True, data, len(bufs), start, time.time())
+            done = (item.task_id, sub_rank, True, data, len(bufs), start, time.time())
         except BaseException as exc:  # the outcome of user code, whatever it is, is a value
             if os.getpid() != self.pid:
                 os._exit(0)  # a fork made inside the task must never reach MPI
@@ -141,8 +141,8 @@ class Worker:
                 exc = TaskTimeout(item.task_id, item.walltime or 0.0)
             exc.__traceback__ = _user_frames(exc.__traceback__)
             bufs = []
-            done = Done(item.task_id, sub_rank, False, dumps_error(exc, sub_rank, size), 0,
-                        start, time.time())
+            done = (item.task_id, sub_rank, False, dumps_error(exc, sub_rank, size), 0,
+                    start, time.time())
         self.done.append(done)
         if bufs:
             self.done_buffers.extend(bufs)
