@@ -77,6 +77,7 @@ class Manager:
         self.completed: list[Result] = []
         self.stopped = False
         self._shapes: dict[Spec, Shape] = {}
+        self._last_shape: tuple[Spec, Shape] | None = None
 
     # -- the owner's interface ---------------------------------------------------------------
     @property
@@ -85,12 +86,17 @@ class Manager:
 
     def submit(self, task: Task) -> None:
         spec = task.spec
-        shape = self._shapes.get(spec)
-        if shape is None:
-            shape = Shape(spec.num_ranks, spec.ranks_per_node, spec.num_nodes, spec.exclusive,
-                          spec.gpus_per_rank)
-            if len(self._shapes) < 1024:
-                self._shapes[spec] = shape
+        last = self._last_shape
+        if last is not None and last[0] is spec:  # a batch's tasks share one Spec: no hash
+            shape = last[1]
+        else:
+            shape = self._shapes.get(spec)
+            if shape is None:
+                shape = Shape(spec.num_ranks, spec.ranks_per_node, spec.num_nodes,
+                              spec.exclusive, spec.gpus_per_rank)
+                if len(self._shapes) < 1024:
+                    self._shapes[spec] = shape
+            self._last_shape = (spec, shape)
         if (shape.width > 1 or shape.gpus) and not self.scheduler.fits_ever(shape):
             gpu = "GPU " if shape.gpus else ""
             usable = self.scheduler.usable_device_ranks if shape.gpus \
