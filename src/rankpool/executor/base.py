@@ -66,6 +66,8 @@ class TaskFuture(Future):  # type: ignore[type-arg]
                 self._condition.wait(remaining)
 
     def result(self, timeout: float | None = None) -> Any:
+        if self._state == "FINISHED" and self._exception is None:
+            return self._result  # settled for good (set before the state): no lock needed
         self._wait(timeout)
         return super().result(0)
 
