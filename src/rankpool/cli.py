@@ -274,20 +274,11 @@ class StatusClient:
 
     def ask(self, name: str) -> Any:
         """One command's value; TimeoutError when no answer comes within the timeout."""
-        from . import protocol
-        self.sock.send_multipart(protocol.Command(name, "").encode())
-        deadline = time.monotonic() + self.timeout
-        while True:  # a late answer to an earlier, timed-out question is skipped
-            left = deadline - time.monotonic()
-            if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
-                raise TimeoutError(f"the interchange at {self.address} did not answer "
-                                   f"{name!r} within {self.timeout:g} s")
-            frames = self.sock.recv_multipart()
-            reply = protocol.decode_message(protocol.decode_header(frames[0]))
-            if isinstance(reply, protocol.Reply) and reply.name == name:
-                if reply.error:
-                    raise RuntimeError(f"the interchange refused {name!r}: {reply.error}")
-                return reply.value
+        from .executor.client import ask_interchange
+        try:
+            return ask_interchange(self.sock, name, "", self.timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc} (at {self.address})") from None
 
     def snapshot(self) -> dict[str, Any]:
         """``pools`` (the interchange's descriptions) and the task counts it keeps."""

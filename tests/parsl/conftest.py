@@ -6,19 +6,17 @@ directory: it is put on ``PYTHONPATH`` here, before any pool starts, and the poo
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import parsl
 import pytest
-from parsl.logconfigs.file import FileLogging
 
 from rankpool import ExtremeScaleExecutor
 from rankpool.executor.parsl import local_provider
 
+from dataflow import load  # noqa: F401  (the shared fixture)
 import waiting  # noqa: E402  (tests/, on sys.path through the root conftest)
 
 HERE = Path(__file__).resolve().parent
@@ -41,23 +39,3 @@ def xs(*, ranks_per_node: int = 2, init_blocks: int = 1, min_blocks: int = 0, ma
                                   max_blocks=max_blocks)
     kwargs.setdefault("label", "xs")
     return ExtremeScaleExecutor(provider=provider, ranks_per_node=ranks_per_node, **{**FAST, **kwargs})
-
-
-@pytest.fixture
-def load(tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """``load(*executors, **config)``: a loaded DataFlowKernel, cleaned up after the test."""
-    loaded: list[Any] = []
-
-    def _load(*executors: Any, **config: Any) -> Any:
-        config.setdefault("run_dir", str(tmp_path / "runinfo"))
-        config.setdefault("initialize_logging", FileLogging(level=logging.INFO))
-        config.setdefault("strategy_period", 0.5)
-        dfk = parsl.load(parsl.Config(executors=list(executors), **config))
-        loaded.append(dfk)
-        return dfk
-
-    yield _load
-    for dfk in loaded:
-        if not dfk.cleanup_called:
-            dfk.cleanup()
-    parsl.clear()

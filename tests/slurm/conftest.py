@@ -8,18 +8,15 @@ skipped, with the reason. The ranks import :mod:`slurm_apps` from this directory
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import parsl
 import pytest
-from parsl.logconfigs.file import FileLogging
 
 import slurm_helpers
+from dataflow import load  # noqa: F401  (the shared fixture)
 from waiting import wait_for
 
 HERE = Path(__file__).resolve().parent
@@ -42,23 +39,3 @@ def slurm() -> Iterator[None]:
     yield
     slurm_helpers.cancel_ours()
     wait_for(lambda: not slurm_helpers.our_jobs(), timeout=30)
-
-
-@pytest.fixture
-def load(tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """``load(*executors, **config)``: a loaded DataFlowKernel, cleaned up after the test."""
-    loaded: list[Any] = []
-
-    def _load(*executors: Any, **config: Any) -> Any:
-        config.setdefault("run_dir", str(tmp_path / "runinfo"))
-        config.setdefault("initialize_logging", FileLogging(level=logging.INFO))
-        config.setdefault("strategy_period", 0.5)
-        dfk = parsl.load(parsl.Config(executors=list(executors), **config))
-        loaded.append(dfk)
-        return dfk
-
-    yield _load
-    for dfk in loaded:
-        if not dfk.cleanup_called:
-            dfk.cleanup()
-    parsl.clear()

@@ -38,6 +38,21 @@ def _record(errors: list[BaseException], error: BaseException) -> float:
     return 1.0
 
 
+def _hang_on_block_0(load: Any, tmp_path: Path,
+                     **provider_options: Any) -> tuple[Any, list[BaseException], Any, str]:
+    """A one-node block running a task that hangs on its first try (Parsl retries once):
+    the executor, the errors retried, the task's future and block 0's job id."""
+    errors: list[BaseException] = []
+    launcher = SrunLauncher(ranks_per_node=2, mpi="pmi2", extra="--overcommit")
+    dfk = load(executor(provider(launcher, nodes_per_block=1, **provider_options)), retries=1,
+               retry_handler=lambda e, record: _record(errors, e))
+    ex = dfk.executors["rpslurm"]
+    marker = str(tmp_path / "marker")
+    future = apps.hang_first_try(marker)
+    wait_for(lambda: os.path.exists(marker), timeout=60)
+    return ex, errors, future, ex.blocks_to_job_id["0"]
+
+
 @pytest.mark.parametrize("name", sorted(LAUNCHERS))
 def test_one_pool_spans_two_nodes(load: Any, tmp_path: Path, name: str) -> None:
     launcher = LAUNCHERS[name]()
@@ -97,15 +112,7 @@ def test_scale_out_to_two_blocks_and_in_again(load: Any, tmp_path: Path) -> None
 def test_ended_job_fails_its_task_and_the_retry_runs_on_a_new_block(load: Any,
                                                                     tmp_path: Path) -> None:
     """A job that ends under a running task (here ``scancel``, as an operator would)."""
-    errors: list[BaseException] = []
-    launcher = SrunLauncher(ranks_per_node=2, mpi="pmi2", extra="--overcommit")
-    dfk = load(executor(provider(launcher, nodes_per_block=1)), retries=1,
-               retry_handler=lambda e, record: _record(errors, e))
-    ex = dfk.executors["rpslurm"]
-    marker = str(tmp_path / "marker")
-    future = apps.hang_first_try(marker)
-    wait_for(lambda: os.path.exists(marker), timeout=60)
-    first = ex.blocks_to_job_id["0"]
+    ex, errors, future, first = _hang_on_block_0(load, tmp_path)
     subprocess.run(["scancel", first], check=True, timeout=15)
     retried = future.result(timeout=90)
     [lost] = errors
@@ -118,16 +125,7 @@ def test_block_at_its_walltime_fails_its_task_and_the_retry_succeeds(load: Any,
                                                                      tmp_path: Path) -> None:
     """The longest test here, 65-100 s: Slurm's shortest time limit is one minute, and
     slurmctld enforces time limits every 30 s."""
-    errors: list[BaseException] = []
-    launcher = SrunLauncher(ranks_per_node=2, mpi="pmi2", extra="--overcommit")
-    prov = provider(launcher, nodes_per_block=1, walltime="00:01:00")
-    dfk = load(executor(prov), retries=1,
-               retry_handler=lambda e, record: _record(errors, e))
-    ex = dfk.executors["rpslurm"]
-    marker = str(tmp_path / "marker")
-    future = apps.hang_first_try(marker)
-    wait_for(lambda: os.path.exists(marker), timeout=60)
-    first = ex.blocks_to_job_id["0"]
+    ex, errors, future, first = _hang_on_block_0(load, tmp_path, walltime="00:01:00")
     retried = future.result(timeout=240)  # the time limit ends job 0; block 1 runs the retry
     [lost] = errors
     assert isinstance(lost, ManagerLost) and lost.block_id == "0"

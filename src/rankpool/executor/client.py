@@ -145,23 +145,8 @@ class InterchangeClient:
 
     def command(self, name: str, arg: str = "", timeout: float = 10.0) -> Any:
         """Ask the interchange; return the reply's value or raise with its error."""
-        deadline = time.monotonic() + timeout
         with self._cmd_lock:
-            self.cmd_sock.send_multipart(protocol.Command(name, arg).encode())
-            while True:  # a late reply to an earlier command that timed out is skipped
-                left = deadline - time.monotonic()
-                if left <= 0 or not self.cmd_sock.poll(int(left * 1000) + 1):
-                    raise TimeoutError(f"the interchange did not answer {name!r} within "
-                                       f"{timeout:g} s")
-                frames = self.cmd_sock.recv_multipart()
-                reply = protocol.decode_message(protocol.decode_header(frames[0]))
-                if not isinstance(reply, protocol.Reply):
-                    raise ProtocolError(f"expected a reply to {name!r}, got {reply.KIND}")
-                if reply.name == name:
-                    break
-        if reply.error:
-            raise RuntimeError(f"interchange command {name!r}: {reply.error}")
-        return reply.value
+            return ask_interchange(self.cmd_sock, name, arg, timeout)
 
     def _wake(self) -> None:
         try:
@@ -254,3 +239,26 @@ def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
     reader.start()
     reader.join(timeout)
     return box[0] if box else ""
+
+
+def ask_interchange(sock: Any, name: str, arg: str, timeout: float) -> Any:
+    """One command over a DEALER on the interchange's command port: its reply's value.
+
+    A late reply to an earlier command that timed out is skipped; TimeoutError when no answer
+    comes within ``timeout``, RuntimeError with the interchange's error when it refused.
+    """
+    deadline = time.monotonic() + timeout
+    sock.send_multipart(protocol.Command(name, arg).encode())
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not sock.poll(int(left * 1000) + 1):
+            raise TimeoutError(f"the interchange did not answer {name!r} within {timeout:g} s")
+        frames = sock.recv_multipart()
+        reply = protocol.decode_message(protocol.decode_header(frames[0]))
+        if not isinstance(reply, protocol.Reply):
+            raise ProtocolError(f"expected a reply to {name!r}, got {reply.KIND}")
+        if reply.name == name:
+            break
+    if reply.error:
+        raise RuntimeError(f"interchange command {name!r}: {reply.error}")
+    return reply.value
