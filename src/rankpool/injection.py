@@ -18,6 +18,33 @@ from .errors import ResourceSpecError
 _NO_COMM = None
 
 
+class PerFunction:
+    """A bounded memo of one fact about functions, for the submit path.
+
+    Inspecting a signature costs tens of microseconds (more through ``functools.wraps``
+    chains); a stream of tasks for one function pays it once. Unhashable callables are
+    inspected every time.
+    """
+
+    def __init__(self, compute: Callable[[Callable[..., Any]], Any], size: int = 1024) -> None:
+        self._compute = compute
+        self._size = size
+        self._known: dict[Any, Any] = {}
+
+    def __call__(self, fn: Callable[..., Any]) -> Any:
+        try:
+            return self._known[fn]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable callable
+            return self._compute(fn)
+        value = self._compute(fn)
+        if len(self._known) >= self._size:
+            self._known.clear()
+        self._known[fn] = value
+        return value
+
+
 def comm_position(fn: Callable[..., Any]) -> int | None:
     """Where a ``comm`` parameter sits: its positional index, -1 if keyword-only, None if absent."""
     try:
@@ -31,6 +58,9 @@ def comm_position(fn: Callable[..., Any]) -> int | None:
             if p.kind is p.KEYWORD_ONLY:
                 return -1
     return _NO_COMM
+
+
+_comm_position = PerFunction(comm_position)
 
 
 def inject(position: int | None, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -52,7 +82,7 @@ def inject(position: int | None, args: tuple[Any, ...], kwargs: dict[str, Any],
 
 def check_receives_comm(fn: Callable[..., Any], args: tuple[Any, ...], num_ranks: int) -> None:
     """Refuse a multi-rank task whose function has no way to receive its communicator."""
-    if num_ranks > 1 and comm_position(fn) is None and not (args and args[0] is None):
+    if num_ranks > 1 and _comm_position(fn) is None and not (args and args[0] is None):
         name = getattr(fn, "__qualname__", repr(fn))
         raise ResourceSpecError(
             "num_ranks", f"{num_ranks} ranks asked for {name}, which cannot receive a communicator: "

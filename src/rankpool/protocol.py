@@ -18,6 +18,8 @@ from .wire import MAX_HEADER, Buffer, Frames, decode_header, encode_header, is_i
 
 PROTOCOL_VERSION = 1
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+#: the front-end's send-only socket (lone tasks) has its main socket's identity plus this
+SUBMIT_SUFFIX = "/submit"
 
 __all__ = ["PROTOCOL_VERSION", "PYTHON_VERSION", "MAX_HEADER", "Buffer", "Frames", "Task",
            "Outcome", "Result", "encode_tasks", "decode_tasks", "encode_results",

@@ -24,7 +24,7 @@ from rankpool._version import __version__
 from rankpool.interchange import Interchange, InterchangeConfig
 from rankpool.interchange.matching import RoomIndex, TaskQueue, match
 from rankpool.interchange.pools import Pool, PoolTable, check_capacity
-from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Capacity, Command, Drain,
+from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, SUBMIT_SUFFIX, Capacity, Command, Drain,
                                Heartbeat, Lost,
                                Outcome, Refused, Register, Registered, Reply, Result, Stop, Task,
                                decode_header, decode_message, decode_tasks, encode_header,
@@ -276,6 +276,27 @@ def test_task_round_trip_unchanged(harness: Callable[..., Harness]) -> None:
     pool.send(sent)
     header, frames = front.message()
     assert header["k"] == "results" and frames == sent
+    assert h.value("outstanding") == 0 and h.value("finished") == 1
+
+
+def test_submit_socket_sends_tasks_only_and_results_go_to_the_main_socket(
+        harness: Callable[..., Harness]) -> None:
+    """The front-end's send-only socket (lone tasks) is its identity plus SUBMIT_SUFFIX."""
+    h = harness(front_identity="front")
+    front = Front(h.ctx, h.client_port, b"front", group=h.peers)
+    front.send(Heartbeat().encode())
+    submit = Front(h.ctx, h.client_port, ("front" + SUBMIT_SUFFIX).encode(), group=h.peers)
+    stranger = Front(h.ctx, h.client_port, b"front/other", group=h.peers)
+    pool = h.pool("p1")
+    submit.send(Heartbeat().encode())  # not a task: dropped, nothing else changes
+    stranger.submit([make_task(1)])  # not the front-end: dropped
+    submit.submit([make_task(2)])
+    [task] = pool.tasks()
+    assert task.task_id == 2
+    pool.send(encode_results([make_result(2)]))
+    header, _ = front.message()
+    assert header["k"] == "results" and header["r"][0][0] == 2
+    assert not _drained(submit) and h.ix.front is not None and h.ix.front.identity == b"front"
     assert h.value("outstanding") == 0 and h.value("finished") == 1
 
 

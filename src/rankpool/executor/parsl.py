@@ -37,7 +37,7 @@ from parsl.utils import RepresentationMixin
 
 from .. import jobscript, protocol
 from ..errors import BrokenPool, ExecutorShutdown, ManagerLost
-from ..injection import check_receives_comm
+from ..injection import PerFunction, check_receives_comm
 from ..interchange.config import InterchangeConfig
 from ..jobscript import write_pool_script
 from ..mpi_pool.config import PoolConfig
@@ -181,8 +181,11 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         self._ranks: dict[int, int] = {}
         self._outstanding_ranks = 0
         self._pickler = FunctionPickler()
-        self._reraisers: dict[Any, ReraiseWrapped] = {}
-        self._wants_spec: dict[Any, bool] = {}
+        # Parsl apps return a RemoteExceptionWrapper instead of raising; on a rank other than the
+        # task's root that value would be dropped and the task reported a success, so multi-rank
+        # functions are wrapped to raise it (one wrapper per function: serialized once)
+        self._reraising = PerFunction(ReraiseWrapped)
+        self._keeps_spec = PerFunction(declares_spec)  # accepts parsl_resource_specification
         self._skip_init: int | None = None
         self._closed = False
         self._control = BlockControl(self)
@@ -291,21 +294,6 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
     def status_polling_interval(self) -> int | float:
         """The provider's polling interval; 0 (never polled nor scaled) when not ``managed``."""
         return super().status_polling_interval if self.managed else 0
-
-    def _reraising(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        """``func`` wrapped so that an exception Parsl's app wrapper turned into a value raises.
-
-        Parsl apps return a ``RemoteExceptionWrapper`` instead of raising; on a rank other than
-        the task's root that value would be dropped, and the task reported a success. Raised,
-        it fails the task like any rank's exception. One wrapper per function, so the function
-        is still serialized once.
-        """
-        wrapped = self._reraisers.get(func)
-        if wrapped is None:
-            if len(self._reraisers) > 1024:
-                self._reraisers.clear()
-            wrapped = self._reraisers[func] = ReraiseWrapped(func)
-        return wrapped
 
     def monitor_resources(self) -> bool:
         """Resource monitoring runs in every worker rank of a task (psutil, one process each)."""
@@ -420,19 +408,6 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         for future in failed:
             _fail(future, error)
 
-    # -- helpers ------------------------------------------------------------------------------------
-    def _keeps_spec(self, func: Callable[..., Any]) -> bool:
-        """Whether ``func`` accepts ``parsl_resource_specification`` (cached per function)."""
-        try:
-            known = self._wants_spec.get(func)
-        except TypeError:  # unhashable callable
-            return declares_spec(func)
-        if known is None:
-            known = declares_spec(func)
-            if len(self._wants_spec) >= 1024:
-                self._wants_spec.clear()
-            self._wants_spec[func] = known
-        return known
 
 
 def _fail(future: Future, error: BaseException) -> None:  # type: ignore[type-arg]

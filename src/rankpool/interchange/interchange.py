@@ -26,7 +26,8 @@ import zmq
 from .._version import __version__
 from ..errors import ProtocolError
 from ..security import Gatekeeper, open_gate
-from ..protocol import (Capacity, Drain, Heartbeat, Lost, Refused, Register, Registered, Stop, Task,
+from ..protocol import (SUBMIT_SUFFIX, Capacity, Drain, Heartbeat, Lost, Refused, Register,
+                        Registered, Stop, Task,
                         check_results, check_versions, decode_header, decode_message,
                         decode_results, decode_tasks, encode_results, encode_tasks, result_ids,
                         version_mismatch)
@@ -334,12 +335,16 @@ class Interchange:
     def on_client_message(self, frames: Frames) -> None:
         identity = frames[0].bytes
         pinned = self.config.front_identity
+        submit_only = False
         if pinned and identity != pinned.encode():
-            raise ProtocolError(f"message from {identity!r:.40}, which is not the front-end")
+            # the front-end's send-only socket for lone tasks; answers go to its main socket
+            if identity != (pinned + SUBMIT_SUFFIX).encode():
+                raise ProtocolError(f"message from {identity!r:.40}, which is not the front-end")
+            identity, submit_only = pinned.encode(), True
         header = decode_header(frames[1].buffer)
         assert self.front is not None
         kind = header["k"]
-        if kind not in ("tasks", "heartbeat", "stop"):
+        if kind not in ("tasks", "heartbeat", "stop") or (submit_only and kind != "tasks"):
             raise ProtocolError(f"unexpected {kind!r:.40} message on the client port")
         self.front.heard(identity, self._now)
         if kind == "tasks":
