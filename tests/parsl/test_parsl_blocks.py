@@ -14,7 +14,7 @@ from parsl.executors.errors import BadStateException
 from parsl.jobs.states import JobState
 
 import xs_apps as apps
-from conftest import xs
+from xs_factory import xs
 from rankpool import BrokenPool
 from rankpool.mpiexec import find_mpiexec
 

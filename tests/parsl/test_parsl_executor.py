@@ -14,7 +14,7 @@ from parsl.providers import LocalProvider
 from parsl.utils import get_all_checkpoints
 
 import xs_apps as apps
-from conftest import xs
+from xs_factory import xs
 from rankpool import ExtremeScaleExecutor, ResourceSpecError
 
 pytestmark = pytest.mark.timeout(90)

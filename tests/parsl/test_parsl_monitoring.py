@@ -12,7 +12,7 @@ from parsl.monitoring import MonitoringHub
 pytest.importorskip("sqlalchemy", reason="monitoring needs parsl[monitoring] (sqlalchemy)")
 
 import xs_apps as apps
-from conftest import xs
+from xs_factory import xs
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import xs_apps as apps
-from conftest import xs
+from xs_factory import xs
 from rankpool import ExtremeScaleExecutor, ResourceSpecError
 
 pytestmark = pytest.mark.timeout(90)
