@@ -17,6 +17,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import executor as bench_executor  # noqa: E402  (bench/executor.py)
+from rankpool.mpi_pool.placement import DEFAULT_LEND  # noqa: E402
 from suite_tasks import MB, MPI_WORKERS, barrier, echo, mixed_workload, nap, noop  # noqa: E402
 
 
@@ -72,14 +73,18 @@ def mpi_metrics(system: System, q: argparse.Namespace, out: dict[str, Any]) -> N
     out.update(mixed(system, q))
 
 
-def schedule_bound(work: list[tuple[int, float]], ranks: int, backfill: bool) -> float:
+def schedule_bound(work: list[tuple[int, float]], ranks: int, backfill: bool,
+                   lend: int | None = None) -> float:
     """Utilisation of a zero-overhead list schedule of ``work`` on ``ranks`` ranks (one node).
 
-    Without backfill a blocked task stops every later one: on one node this is also what a
-    reservation for the first blocked task does when run times are unknown (it holds every
-    rank that frees up until it fits), i.e. rankpool's placement policy. With backfill any
-    later task that fits starts (a wide task may starve in a continuous stream).
+    Without backfill a blocked task stops every later one: on one node this is close to what
+    a strict reservation for the first blocked task does when run times are unknown (it
+    holds every rank that frees up until it fits). With backfill any later task that fits
+    starts (a wide task may starve in a continuous stream). With ``lend`` it is rankpool's
+    placement, see :func:`_reservation_bound`.
     """
+    if lend is not None:
+        return _reservation_bound(work, ranks, lend)
     t, free, queue, running = 0.0, ranks, list(work), []
     while queue or running:
         i = 0
@@ -99,6 +104,46 @@ def schedule_bound(work: list[tuple[int, float]], ranks: int, backfill: bool) ->
     return sum(k * d for k, d in work) / (ranks * t)
 
 
+def _reservation_bound(work: list[tuple[int, float]], ranks: int, lend: int) -> float:
+    """rankpool's placement with zero overhead, one task per rank at a time (no prefetch).
+
+    Later tasks backfill onto idle unreserved ranks; the first blocked task reserves ranks
+    (idle ones first, then busy ones running a 1-rank task, then the rest, lowest first:
+    run times are unknown); another task may borrow an idle reserved rank while that rank
+    has been lent fewer than ``lend`` times during this reservation (0: strict)."""
+    t, end, wide = 0.0, [0.0] * ranks, [False] * ranks
+    queue = list(range(len(work)))
+    owner: int | None = None
+    resv: set[int] = set()
+    lent = [0] * ranks
+    while queue:
+        idle = [r for r in range(ranks) if end[r] <= t]
+        failed: set[int] = set()
+        for i in list(queue):
+            k, d = work[i]
+            if i != owner and k in failed:
+                continue
+            free = [r for r in idle if r not in resv]
+            spare = [r for r in idle if r in resv and (i == owner or lent[r] < lend)]
+            if len(free) + len(spare) < k:
+                failed.add(k)
+                if owner is None:
+                    busy = sorted((r for r in range(ranks) if end[r] > t),
+                                  key=lambda r: (wide[r], r))
+                    owner, resv, lent = i, set((idle + busy)[:k]), [0] * ranks
+                continue
+            take = (free + spare)[:k]
+            if i == owner:
+                owner, resv = None, set()
+            for r in take:
+                lent[r] += r in resv
+                end[r], wide[r] = t + d, k > 1
+            idle = [r for r in idle if r not in take]
+            queue.remove(i)
+        t = min((e for e in end if e > t), default=t)
+    return sum(k * d for k, d in work) / (ranks * max(end))
+
+
 def mixed(system: System, q: argparse.Namespace) -> dict[str, Any]:
     """The mixed workload, all submitted at once; utilisation from the nominal sleeps."""
     assert system.submit_ranks is not None
@@ -113,7 +158,9 @@ def mixed(system: System, q: argparse.Namespace) -> dict[str, Any]:
     return {"mixed_utilisation": busy / (MPI_WORKERS * makespan), "mixed_makespan_s": makespan,
             "mixed_ideal_s": busy / MPI_WORKERS, "mixed_tasks": len(work), "mixed_trace": trace,
             "mixed_bound_fifo": schedule_bound(work, MPI_WORKERS, backfill=False),
-            "mixed_bound_backfill": schedule_bound(work, MPI_WORKERS, backfill=True)}
+            "mixed_bound_backfill": schedule_bound(work, MPI_WORKERS, backfill=True),
+            "mixed_bound_lend": schedule_bound(work, MPI_WORKERS, backfill=True, lend=DEFAULT_LEND),
+            "mixed_lend": DEFAULT_LEND}
 
 
 # =============================================================================================

@@ -75,9 +75,14 @@ def tables(rows: dict[str, dict[str, Any]]) -> str:
     if bounds:
         out += ["", f"The same workload scheduled with zero overhead: "
                 f"{bounds['mixed_bound_fifo'] * 100:.1f} % in arrival order (no task passes a "
-                f"blocked one; what a reservation without run-time estimates amounts to on one "
+                f"blocked one; what a strict reservation without run-time estimates amounts to "
+                f"on one "
                 f"node), {bounds['mixed_bound_backfill'] * 100:.1f} % with greedy backfill "
-                f"(any task that fits starts; wide tasks can starve)."]
+                f"(any task that fits starts; wide tasks can starve)"
+                + (f", {bounds['mixed_bound_lend'] * 100:.1f} % with rankpool's placement "
+                   f"(backfill, a reservation for the first blocked task whose idle ranks are "
+                   f"lent at most {bounds['mixed_lend']} times each)"
+                   if "mixed_bound_lend" in bounds else "") + "."]
     skipped = [f"- {n}: {rows[n]['error']}" for n in SYSTEMS if n in rows and "error" in rows[n]]
     if skipped:
         out += ["", "Not measured:", "", *skipped]

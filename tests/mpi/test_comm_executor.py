@@ -82,6 +82,7 @@ def test_bad_requests_are_refused_at_submit(mpirun):
     assert "cannot receive a communicator" in run["no_comm"][1]
     assert run["not_callable"][0] == "TypeError"
     assert run["unpicklable_arg"][0] == "SerializationError"
+    assert run["bad_lend"][0] == "ValueError" and run["bad_lend"][1].startswith("lend:")
     assert run["still_works"] == 7
     assert run["after_shutdown"] == ["RuntimeError", "cannot submit after shutdown"]
 

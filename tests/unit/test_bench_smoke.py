@@ -58,6 +58,25 @@ def test_run_all_arguments_and_report() -> None:
     assert verdicts["rankpool.Executor: mixed-workload utilisation ≥ 90 %"] is True
 
 
+def test_schedule_bounds_of_the_placement_policies() -> None:
+    measure, tasks = load("suite_measure"), load("suite_tasks")
+    # 2 ranks: a 1-rank task runs, a 2-rank task blocks, a second 1-rank task waits behind it
+    work = [(1, 1.0), (2, 1.0), (1, 1.0)]
+    assert measure.schedule_bound(work, 2, backfill=False) == pytest.approx(4 / 6)
+    assert measure.schedule_bound(work, 2, backfill=True, lend=0) == pytest.approx(4 / 6)
+    assert measure.schedule_bound(work, 2, backfill=True, lend=1) == pytest.approx(1.0)
+    assert measure.schedule_bound(work, 2, backfill=True) == pytest.approx(1.0)
+    mixed = tasks.mixed_workload(120)
+    strict, lent, greedy = (measure.schedule_bound(mixed, 4, True, lend=n) for n in (0, 2, 10**9))
+    assert strict < 0.85 < 0.9 < lent < greedy  # what the lending budget buys on this workload
+    assert greedy == pytest.approx(measure.schedule_bound(mixed, 4, backfill=True))
+    report = load("suite_report")
+    row = {"rtt2_ms": 3.0, "rtt4_ms": 4.0, "mixed_utilisation": 0.9, "mixed_bound_fifo": 0.8,
+           "mixed_bound_backfill": 0.99, "mixed_bound_lend": 0.967, "mixed_lend": 2}
+    text = report.tables(report.median_rows({"rankpool.CommExecutor": [row]}))
+    assert "96.7 % with rankpool's placement" in text and "lent at most 2 times" in text
+
+
 def test_scale_sim_arguments_and_table(tmp_path: Path) -> None:
     scale_sim = load("scale_sim")
     row = {"pools": 1, "ranks": 128, "tasks_per_s": 100_000.0, "ix_cpu_us_per_task": 5.0,

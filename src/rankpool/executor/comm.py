@@ -25,6 +25,7 @@ from mpi4py import MPI
 from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
 from ..mpi_pool.comms import discover_topology
 from ..mpi_pool.manager import Manager, abort_for_stuck
+from ..mpi_pool.placement import DEFAULT_LEND, check_lend
 from ..mpi_pool.worker import Worker
 from ..node_resources import apply_binding, device_ranks, node_resources
 from ..protocol import Task
@@ -37,7 +38,9 @@ log = logging.getLogger(__name__)
 class CommExecutor(FrontEnd):
     """A ``concurrent.futures.Executor`` over the ranks of ``comm``; rank ``root`` submits.
 
-    ``depth``: most 1-rank tasks queued on one worker rank (prefetch); ``grace``: seconds the
+    ``depth``: most 1-rank tasks queued on one worker rank (prefetch); ``lend``: times each
+    rank reserved for a blocked wide task may run another task while it waits (0: a strict
+    reservation; see :mod:`rankpool.mpi_pool.placement`); ``grace``: seconds the
     other ranks of a task get after one rank failed before they are declared stuck;
     ``backoff``: idle polling of the worker ranks; ``on_stuck``: what leaving the ``with`` block
     does when ranks are stuck in a task forever (see :attr:`stuck_ranks`): ``"abort"`` the MPI
@@ -50,7 +53,7 @@ class CommExecutor(FrontEnd):
 
     def __init__(self, comm: MPI.Intracomm | None = None, root: int = 0, *,
                  requirements: Mapping[str, Any] | None = None, depth: int = 16,
-                 grace: float = 5.0, backoff: BackoffConfig | None = None,
+                 lend: int = DEFAULT_LEND, grace: float = 5.0, backoff: BackoffConfig | None = None,
                  on_stuck: str = "abort",
                  accelerators: int | str | Sequence[str] | None = None,
                  accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
@@ -65,6 +68,7 @@ class CommExecutor(FrontEnd):
             raise ValueError(f"root must be a rank of comm (0..{comm.Get_size() - 1}), got {root!r}")
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be a positive integer, got {depth!r}")
+        check_lend(lend, "lend")
         if not grace > 0:
             raise ValueError(f"grace must be a positive number of seconds, got {grace!r}")
         if on_stuck not in ("abort", "leave"):
@@ -86,7 +90,8 @@ class CommExecutor(FrontEnd):
         self._thread: threading.Thread | None = None
         self._manager: Manager | None = None
         if self.is_root:
-            self._manager = Manager(self.pool_comm, self.topology, depth=depth, grace=grace,
+            self._manager = Manager(self.pool_comm, self.topology, depth=depth, lend=lend,
+                                    grace=grace,
                                     device_ranks=device_ranks(self.topology.nodes, resources))
             if self._manager.widest == 0:
                 log.warning("CommExecutor on a communicator of size 1: no worker ranks")

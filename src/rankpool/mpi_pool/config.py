@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..node_resources import NodeResources, node_resources
+from .placement import DEFAULT_LEND, check_lend
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -24,6 +25,7 @@ class PoolConfig:
     heartbeat_period: float = 2.0
     heartbeat_threshold: float = 10.0
     depth: int = 64
+    lend: int = DEFAULT_LEND      # times a reserved rank may be lent per reservation
     grace: float = 5.0
     run_dir: str = ""
     log_level: str = "INFO"
@@ -45,6 +47,7 @@ class PoolConfig:
             raise ValueError("--heartbeat-threshold: must not be shorter than --heartbeat-period")
         if self.depth < 1:
             raise ValueError(f"--depth: must be a positive integer, got {self.depth!r}")
+        check_lend(self.lend, "--lend")
         if self.trace and not self.run_dir:
             raise ValueError("--trace: needs --run-dir, where the trace is written")
         if self.log_level.upper() not in _LOG_LEVELS:
@@ -57,7 +60,7 @@ class PoolConfig:
         """The command-line arguments that rebuild this config."""
         argv = ["--interchange", self.interchange, "--block-id", self.block_id]
         defaults = PoolConfig.__dataclass_fields__
-        for name in ("heartbeat_period", "heartbeat_threshold", "depth", "grace", "run_dir",
+        for name in ("heartbeat_period", "heartbeat_threshold", "depth", "lend", "grace", "run_dir",
                      "log_level", "server_key"):
             value = getattr(self, name)
             if value != defaults[name].default:
@@ -86,6 +89,10 @@ def parser() -> argparse.ArgumentParser:
                    help="exit when the interchange is silent this long (default 10)")
     p.add_argument("--depth", type=int, default=PoolConfig.depth,
                    help=f"most 1-rank tasks queued on one worker rank (default {PoolConfig.depth})")
+    p.add_argument("--lend", type=int, default=PoolConfig.lend, metavar="N",
+                   help="times each rank reserved for a blocked wide task may run another task "
+                        "while the wide task waits; 0: strict reservation (default "
+                        f"{PoolConfig.lend})")
     p.add_argument("--grace", type=float, default=5.0, metavar="S",
                    help="seconds a task's other ranks get after one rank failed (default 5)")
     p.add_argument("--run-dir", default="", help="write pool-<block>.log here (default: stderr)")

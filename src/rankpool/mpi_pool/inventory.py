@@ -5,6 +5,11 @@ A rank is *stuck* (never used again), *reserved* (kept for a blocked wide task),
 per-node sets of idle ranks are kept up to date incrementally: every state change of a rank is
 bracketed by ``contrib(r, -1)`` / ``contrib(r, +1)``, so placing a task never scans the pool.
 
+An idle reserved rank may be *lent* to another task at most ``lend`` times per reservation
+(``lent`` counts them; any task taking a reserved rank is a loan, since the reserved task
+itself releases its reservation before it takes its ranks); ``spare`` holds the idle reserved
+ranks that may still be lent.
+
 Some ranks own an accelerator (see :mod:`rankpool.node_resources`). GPU tasks may only take
 those; every other task prefers ranks that own none, so devices stay free for GPU tasks.
 """
@@ -23,7 +28,7 @@ class RankInventory:
     ranks that own an accelerator."""
 
     def __init__(self, nodes: Sequence[Sequence[int]], depth: int,
-                 devices: Iterable[int] = ()) -> None:
+                 devices: Iterable[int] = (), lend: int = 0) -> None:
         self.nodes = [tuple(sorted(n)) for n in nodes]
         ranks = [r for n in self.nodes for r in n]
         if any(r < 1 for r in ranks) or len(set(ranks)) != len(ranks):
@@ -33,6 +38,7 @@ class RankInventory:
             raise ValueError(f"device ranks {sorted(self.dev - set(ranks))} are not worker ranks")
         size = max(ranks, default=0) + 1
         self.depth = depth
+        self.lend = lend
         self.nranks = len(ranks)
         self.node_of = [-1] * size
         for i, n in enumerate(self.nodes):
@@ -46,6 +52,8 @@ class RankInventory:
         self.usable_dev_by_node = [sum(r in self.dev for r in n) for n in self.nodes]
         self.reserved: set[int] = set()
         self.resv_busy = 0  # reserved ranks still holding something
+        self.lent: dict[int, int] = {}  # reserved rank -> times lent during this reservation
+        self.spare: set[int] = set()  # idle usable reserved ranks lent fewer than lend times
         self.free = [set(n) for n in self.nodes]  # idle, unreserved, usable ranks per node
         self.free_dev = [set(n) & self.dev for n in self.nodes]  # those owning a device
         self.n_free = self.nranks
@@ -65,7 +73,11 @@ class RankInventory:
             self.busy += sign
             if r in self.reserved:
                 self.resv_busy += sign
-        if r in self.reserved or ex:
+        if r in self.reserved:
+            if not (h or ex) and self.lent.get(r, 0) < self.lend:
+                (self.spare.add if sign > 0 else self.spare.discard)(r)
+            return
+        if ex:
             return
         if h == 0:
             self.n_free += sign
@@ -104,16 +116,39 @@ class RankInventory:
         return None
 
     def set_reserved(self, ranks: Iterable[int], on: bool) -> None:
+        """Reserve ranks, or end their reservation (which forgets their loans)."""
         for r in ranks:
             self.contrib(r, -1)
-            (self.reserved.add if on else self.reserved.discard)(r)
+            if on:
+                self.reserved.add(r)
+            else:
+                self.reserved.discard(r)
+                self.lent.pop(r, None)
             self.contrib(r, 1)
+
+    def _count_loan(self, r: int) -> None:
+        # called once r is busy (so not in spare): the spare set stays consistent
+        if r in self.reserved:
+            self.lent[r] = self.lent.get(r, 0) + 1
 
     def take_exclusive(self, key: Hashable, ranks: Iterable[int]) -> None:
         for r in ranks:
             self.contrib(r, -1)
             self.excl[r] = key
             self.contrib(r, 1)
+            self._count_loan(r)
+
+    def take_shared(self, r: int, n: int) -> None:
+        """Rank r takes n more shared tasks (one, if it is a lent reserved rank)."""
+        self.contrib(r, -1)
+        self.held[r] += n
+        self.contrib(r, 1)
+        self._count_loan(r)
+
+    def lendable(self) -> list[int]:
+        """The spare ranks in the order they are lent: device-less first, then by number."""
+        dev = self.dev
+        return sorted(self.spare, key=lambda r: (r in dev, r))
 
     def release(self, r: int, exclusive: bool) -> None:
         """One task held by rank r ended."""
@@ -151,29 +186,46 @@ class RankInventory:
 
     # ---- choosing ranks ---------------------------------------------------------------
     def place(self, layout: Layout, gpu: bool, extra: Sequence[int] = ()) -> list[int] | None:
-        """Idle unreserved ranks (plus the idle ranks ``extra``) for ``layout``, or None.
+        """Idle unreserved ranks, and where they do not suffice the idle ranks ``extra``, for
+        ``layout``; or None.
 
-        A GPU task takes device-owning ranks only; any other task takes device-less ranks
-        first and prefers the nodes where it needs fewest devices."""
+        Nodes where fewest of ``extra`` are needed come first (they are reserved ranks: each
+        one taken delays a reservation). A GPU task takes device-owning ranks only; any other
+        task takes device-less ranks first and prefers the nodes where it needs fewest devices."""
         if layout[0] > self.n_free + len(extra):
             return None
-        more: dict[int, set[int]] = {}
+        dev = self.dev
+        more: dict[int, list[int]] = {}
         for r in extra:
-            if not gpu or r in self.dev:
-                more.setdefault(self.node_of[r], set()).add(r)
+            if not gpu or r in dev:
+                more.setdefault(self.node_of[r], []).append(r)
         free = self.free_dev if gpu else self.free
+        plain_first = not gpu and bool(dev)
 
-        def candidates(i: int) -> set[int]:
-            return free[i] | more[i] if i in more else free[i]
+        def order(r: int) -> tuple[bool, int]:
+            return (plain_first and r in dev, r)
+
+        def take(i: int, k: int) -> list[int]:
+            own = sorted(free[i], key=order)[:k]
+            return own + sorted(more.get(i, ()), key=order)[:k - len(own)]
+
+        def borrowed(i: int, k: int) -> int:
+            return max(0, k - len(free[i]))
 
         counts = [len(s) + len(more.get(i, ())) for i, s in enumerate(free)]
-        if gpu or not self.dev:
-            return pick(layout, counts, zero, lambda i, k: sorted(candidates(i))[:k])
-        dev, free_dev = self.dev, self.free_dev
-        plain = [len(s) - len(free_dev[i]) + sum(r not in dev for r in more.get(i, ()))
-                 for i, s in enumerate(free)]
-        return pick(layout, counts, lambda i, k: max(0, k - plain[i]),
-                    lambda i, k: sorted(candidates(i), key=lambda r: (r in dev, r))[:k])
+        if not plain_first:
+            return pick(layout, counts, borrowed, take)
+        free_dev, weight = self.free_dev, self.nranks + 1
+        more_plain = {i: sum(r not in dev for r in rs) for i, rs in more.items()}
+
+        def cost(i: int, k: int) -> int:  # ranks borrowed first, then devices taken
+            b = borrowed(i, k)
+            own_plain = len(free[i]) - len(free_dev[i])
+            devs = len(free_dev[i]) + max(0, b - more_plain.get(i, 0)) if b \
+                else max(0, k - own_plain)
+            return b * weight + devs
+
+        return pick(layout, counts, cost, take)
 
     def reservation(self, layout: Layout, gpu: bool) -> list[int] | None:
         """Ranks to reserve for a blocked task: idle ones first, then those freeing soonest."""

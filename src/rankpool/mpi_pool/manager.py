@@ -27,7 +27,7 @@ from ..protocol import Outcome, Result, Task
 from ..resources import DeviceCapacity, Spec
 from ..serialize import Buffer, dumps_error, error_summary
 from .comms import Done, Outbox, Tag, Topology, receive
-from .placement import Scheduler, Shape
+from .placement import DEFAULT_LEND, Scheduler, Shape
 from .task_setting import setting_of
 from .trace import TraceRecorder
 
@@ -53,15 +53,17 @@ class Manager:
     """Places tasks on the worker ranks of ``comm`` (this process is its rank 0)."""
 
     def __init__(self, comm: MPI.Intracomm, topology: Topology, *, depth: int = 16,
-                 grace: float = 5.0, trace: bool = False,
+                 lend: int = DEFAULT_LEND, grace: float = 5.0, trace: bool = False,
                  device_ranks: Sequence[Sequence[int]] = ()) -> None:
-        """``device_ranks``: the worker ranks of each node that own an accelerator."""
+        """``device_ranks``: the worker ranks of each node that own an accelerator; ``lend``:
+        times a reserved rank may be lent per reservation (see :mod:`.placement`)."""
         if comm.Get_rank() != 0:
             raise ValueError("the manager must be rank 0 of the pool communicator")
         self.comm = comm
         self.topology = topology
         self.grace = grace
-        self.scheduler = Scheduler(topology.nodes, depth, [r for n in device_ranks for r in n])
+        self.scheduler = Scheduler(topology.nodes, depth, [r for n in device_ranks for r in n],
+                                   lend=lend)
         self.devices = DeviceCapacity(sum(map(len, device_ranks)),
                                       max(map(len, device_ranks), default=0))
         self.worker_ranks = [r for node in topology.nodes for r in node]

@@ -6,11 +6,23 @@ state lives in :mod:`.inventory`, and 1-rank tasks are batched onto the least-lo
 :mod:`.shared` (placing one never scans all ranks).
 
 Two kinds of occupancy exist.  1-rank non-exclusive tasks are *shared*: a rank may hold up
-to ``depth`` of them (prefetched, run one after another).  Every other task is *exclusive*:
-it needs completely idle ranks and holds them until :meth:`Scheduler.finish`.  Exclusive
-tasks go on one node when they fit (best fit), else span nodes; blocked tasks do not stop
-later ones that fit (backfill), but the first blocked exclusive task gets a reservation
-so that it cannot starve.
+to ``depth`` of them (prefetched, run one after another; at most two while exclusive tasks
+are pending, since a reservation waits for everything queued on its ranks).  Every other
+task is *exclusive*: it needs completely idle ranks and holds them until
+:meth:`Scheduler.finish`.  Exclusive tasks go on one node when they fit (best fit), else
+span nodes; blocked tasks do not stop later ones that fit (backfill), but the first blocked
+exclusive task gets a reservation so that it cannot starve: ranks kept for it, idle ones
+first, then those holding least.
+
+Run times are unknown, so a strict reservation holds every rank that frees up until the
+wide task fits, and on a small pool those ranks idle for long.  Instead an idle reserved
+rank is *lent*: a later task that fits may run on it (an exclusive task after any free
+ranks; a shared task only where no open rank is idle, one at a time), but each reserved rank
+at most ``lend`` times per reservation; then it stays idle for the reserved task.  So the
+wide task waits at most ``lend`` extra task durations on any of its ranks, and starts as
+soon as all of them are idle.  ``lend=0`` is a strict reservation.  A reservation ends
+(and its loans are forgotten) when its task starts, is cancelled or can no longer fit, or
+when one of its ranks is marked stuck; the next ``assign`` makes a new one.
 
 GPU tasks (``Shape.gpus``) are exclusive and take only ranks that own an accelerator; as a
 rank runs one task at a time, no two tasks use a device at once unless the pool lets several
@@ -31,7 +43,19 @@ from .shapes import layout as layout_of
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Assignment", "Scheduler", "Shape"]
+__all__ = ["DEFAULT_LEND", "Assignment", "Scheduler", "Shape", "check_lend"]
+
+#: Times each reserved rank may be lent per reservation unless configured otherwise: a wide
+#: task then waits at most two extra task durations on any of its ranks.
+DEFAULT_LEND = 2
+
+
+def check_lend(lend: object, name: str) -> None:
+    """ValueError naming ``name`` unless ``lend`` is a lending budget: an integer >= 0."""
+    if isinstance(lend, bool) or not isinstance(lend, int) or lend < 0:
+        raise ValueError(f"{name}: must be a non-negative integer (0: strict reservation), "
+                         f"got {lend!r}")
+
 
 _NONE: Hashable = object()  # "no reservation" sentinel (task keys may be anything hashable)
 
@@ -40,13 +64,17 @@ class Scheduler:
     """Decides which worker ranks run which pending task (see the module docstring)."""
 
     def __init__(self, nodes: Sequence[Sequence[int]], depth: int = 16,
-                 devices: Iterable[int] = (), devices_per_rank: int = 1) -> None:
+                 devices: Iterable[int] = (), devices_per_rank: int = 1,
+                 lend: int = DEFAULT_LEND) -> None:
         """nodes: worker ranks grouped per node (rank 0 never appears; a node may be empty).
         depth: most 1-rank tasks a rank may hold at once (>= 1).
-        devices: the worker ranks that own accelerators, ``devices_per_rank`` each."""
+        devices: the worker ranks that own accelerators, ``devices_per_rank`` each.
+        lend: times each reserved rank may be lent to other tasks per reservation (>= 0;
+        0: a reservation is strict)."""
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
-        self._inv = RankInventory(nodes, depth, devices)
+        check_lend(lend, "lend")
+        self._inv = RankInventory(nodes, depth, devices, lend)
         self._devices_per_rank = devices_per_rank
         self._q = PendingTasks()
         self._resv_key: Hashable = _NONE
@@ -99,10 +127,14 @@ class Scheduler:
                                               if not inv.held[r] and r not in inv.excl])
             if ranks is not None:
                 self._release_reservation()
+        elif (layout, q.gpu) in failed:
+            ranks = None
         else:
-            ranks = None if (layout, q.gpu) in failed else inv.place(layout, q.gpu)
+            ranks = inv.place(layout, q.gpu)
+            if ranks is None and inv.spare:  # borrow idle reserved ranks
+                ranks = inv.place(layout, q.gpu, inv.lendable())
             if ranks is None:
-                failed.add((layout, q.gpu))  # free ranks only shrink during one assign()
+                failed.add((layout, q.gpu))  # idle ranks only get fewer during one assign()
                 if self._resv_key is _NONE:
                     self._reserve(key, layout, q.gpu)
         if ranks is None:
@@ -149,7 +181,8 @@ class Scheduler:
         return True
 
     def assign(self) -> tuple[list[Assignment], list[Hashable]]:
-        """Start whatever can start now, in priority order with backfill and reservation.
+        """Start whatever can start now, in priority order with backfill, reservation and
+        lending.
 
         Returns (assignments, impossible_keys); impossible tasks are removed from the queue
         and should be failed by the caller."""
@@ -168,7 +201,8 @@ class Scheduler:
         per: dict[int, int] = {}
         given: dict[int, dict[int, int]] = {}
         while heap:
-            if inv.n_open == 0 and (self._resv_key is not _NONE or not pend.n_exclusive):
+            if inv.n_open == 0 and not inv.spare \
+                    and (self._resv_key is not _NONE or not pend.n_exclusive):
                 break  # nothing can start and no reservation is left to make
             negp, seq, qid = heapq.heappop(heap)
             q = pend.queues.get(qid)

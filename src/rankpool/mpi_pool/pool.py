@@ -85,7 +85,8 @@ class PoolManager:
     def __init__(self, cfg: PoolConfig, comm: MPI.Intracomm, topology: Topology) -> None:
         self.cfg = cfg
         self.topology = topology
-        self.manager = Manager(comm, topology, depth=cfg.depth, grace=cfg.grace, trace=cfg.trace,
+        self.manager = Manager(comm, topology, depth=cfg.depth, lend=cfg.lend, grace=cfg.grace,
+                               trace=cfg.trace,
                                device_ranks=device_ranks(topology.nodes, cfg.resources))
         self.period = cfg.heartbeat_period
         self.threshold = cfg.heartbeat_threshold

@@ -1,7 +1,11 @@
 """Handing 1-rank shared tasks to worker ranks in batches: the scheduler's hot path.
 
 A shared task may wait on a rank behind others (prefetch, up to ``depth`` per rank), so the
-least-loaded open ranks are taken from the inventory's heap and each gets a batch at once.
+least-loaded open ranks are taken from the inventory's heap and each gets a batch at once. A
+reserved rank lent to shared tasks takes one at a time: each loan delays the reservation by
+one task, so a batch would multiply the delay. For the same reason, while exclusive tasks are
+pending a rank holds at most ``WAITING_DEPTH`` shared tasks (one running, one next): a wide
+task's reservation waits for every task queued on its ranks, and run times are unknown.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from .inventory import RankInventory
 from .queues import PendingTasks, ShapeQueue
 from .shapes import Assignment
 
+#: Most shared tasks a rank holds while exclusive tasks are pending (if ``depth`` allows).
+WAITING_DEPTH = 2
+
 Running = dict[Hashable, tuple[tuple[int, ...], bool, tuple[int, ...]]]
 
 
@@ -21,23 +28,38 @@ def assign_shared(inv: RankInventory, pend: PendingTasks, running: Running, q: S
     """Hand 1-rank tasks of q to the least-loaded open ranks, in batches.
 
     A rank gets at most min(depth - held, ceil(pending / open ranks)) tasks from q per
-    assign() call.  Stops before passing the next queue's head (FIFO across shapes of
-    one priority).  Returns False when no open rank is left for q in this call."""
-    if inv.n_open == 0:
+    assign() call, and holds at most WAITING_DEPTH while exclusive tasks are pending.  Where
+    no open rank is idle, an idle reserved rank that may still be lent (``inv.spare``) takes
+    one task before loaded open ranks queue more.  Stops before passing
+    the next queue's head (FIFO across shapes of one priority).  Returns False when no open
+    or spare rank is left for q in this call."""
+    if inv.n_open == 0 and not inv.spare:
         return False
-    cap = per.setdefault(q.qid, -(-q.live // inv.n_open))
+    cap = per.setdefault(q.qid, -(-q.live // max(inv.n_open, 1)))
     got = given.setdefault(q.qid, {})
     heap = pend.heap
     bound = heap[0][:2] if heap else None
     negp = -q.priority
-    items, pending, held = q.items, pend.pending, inv.held
+    items, pending, held, spare = q.items, pend.pending, inv.held, inv.spare
+    depth = min(inv.depth, WAITING_DEPTH) if pend.n_exclusive else inv.depth
     skipped: set[int] = set()
+    lendable: list[int] = []
+    back: int | None = None  # an open rank put off while a spare rank is lent instead
     more = False
     while not more:
-        r = inv.pop_rank()
+        r = inv.pop_rank() if back is None else back
+        back = None
+        lent = False
+        if spare and (r is None or held[r]):
+            if not lendable:
+                lendable = inv.lendable()[::-1]
+            while lendable and lendable[-1] not in spare:
+                lendable.pop()
+            if lendable:
+                back, r, lent = r, lendable.pop(), True
         if r is None:
             break
-        k = min(inv.depth - held[r], cap - got.get(r, 0))
+        k = 1 if lent else min(depth - held[r], cap - got.get(r, 0))
         if k <= 0:
             skipped.add(r)
             continue
@@ -61,12 +83,13 @@ def assign_shared(inv: RankInventory, pend: PendingTasks, running: Running, q: S
                 more = True
                 break
         if n:
-            inv.contrib(r, -1)
-            held[r] += n
-            inv.contrib(r, 1)
-            got[r] = got.get(r, 0) + n
-        else:
+            inv.take_shared(r, n)
+            if not lent:
+                got[r] = got.get(r, 0) + n
+        elif not lent:
             skipped.add(r)
+    if back is not None:
+        skipped.add(back)
     for r in skipped:
         inv.push_rank(r)
     if not q.live:

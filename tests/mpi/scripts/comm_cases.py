@@ -180,6 +180,8 @@ def case_bad(ex):
     report("no_comm", err(lambda: ex.requirements(num_ranks=2).submit(echo, 1)))
     report("not_callable", err(lambda: ex.submit(42)))
     report("unpicklable_arg", err(lambda: ex.submit(echo, Unpicklable())))
+    # refused before any collective call, so root alone may try
+    report("bad_lend", err(lambda: CommExecutor(MPI.COMM_WORLD, lend=-1)))
     report("still_works", ex.submit(echo, 7).result())
     ex.shutdown()
     report("after_shutdown", err(lambda: ex.submit(echo, 1)))
