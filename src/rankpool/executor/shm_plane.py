@@ -13,6 +13,9 @@ where its blocks run. When on, the front-end
   cancelled task may still run, so cancelling frees nothing);
 * removes, at shutdown, its segments and whatever segments of the run are left (those of
   ranks killed before they could remove their own).
+
+A front-end killed with SIGKILL leaves its probe (an empty file) and its argument segments
+behind: nothing of the run outlives it to remove them. Worker ranks still remove their own.
 """
 
 from __future__ import annotations
