@@ -14,7 +14,8 @@ from typing import Any
 from ._version import __version__
 from .errors import (BrokenPool, EncryptionUnavailable, ExecutorShutdown, InsufficientRanks,
                      KeyFileError, ManagerLost, RankPoolError, RemoteTaskError, ResourceSpecError, TaskSetupError,
-                     SerializationError, StuckRanksError, TaskTimeout, VersionMismatch)
+                     SerializationError, SharedMemoryError, StuckRanksError, TaskTimeout,
+                     VersionMismatch)
 
 _LAZY = {
     "CommExecutor": "rankpool.executor.comm",
@@ -24,7 +25,7 @@ _LAZY = {
 
 __all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "BrokenPool",
            "EncryptionUnavailable", "ExecutorShutdown", "InsufficientRanks", "KeyFileError", "ManagerLost", "RankPoolError",
-           "RemoteTaskError", "ResourceSpecError", "TaskSetupError", "SerializationError", "StuckRanksError",
+           "RemoteTaskError", "ResourceSpecError", "TaskSetupError", "SerializationError", "SharedMemoryError", "StuckRanksError",
            "TaskTimeout", "VersionMismatch"]
 
 

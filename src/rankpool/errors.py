@@ -44,6 +44,21 @@ class SerializationError(RankPoolError):
         return (_rebuild_serialization_error, (self.what, self.cause_text))
 
 
+class SharedMemoryError(RankPoolError):
+    """A buffer sent through same-host shared memory could not be read: its segment is on
+    another host, gone (its owner exited), already freed, or the descriptor is malformed.
+    ``segment`` names the segment ("?" when the descriptor does not say), ``reason`` says why."""
+
+    def __init__(self, segment: str, reason: str) -> None:
+        super().__init__(f"shared-memory buffer in segment {segment!r} cannot be read: {reason}")
+        self.segment = segment
+        self.reason = reason
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # raised on a worker rank while loading a task's arguments: it must unpickle as itself
+        return type(self), (self.segment, self.reason)
+
+
 class RemoteTraceback(Exception):
     """Carries the formatted traceback of a remote rank; attached as ``__cause__``."""
 

@@ -4,7 +4,10 @@ Functions are pickled with dill (by reference when importable, by value otherwis
 function and named by a digest afterwards; the loading side keeps a bounded cache by digest,
 so a stream of tasks for one function pays dill's cost once. Data (arguments and results) is
 pickled with protocol 5: large buffers such as NumPy arrays go *out of band* as separate
-frames, which ZeroMQ and MPI move without copying them into the pickle.
+frames, which ZeroMQ and MPI move without copying them into the pickle. Between processes of
+one host, buffers of at least ``shm.THRESHOLD`` bytes may instead travel through the
+shared-memory plane of :mod:`rankpool.shm`: the frame then carries a short descriptor, which
+:func:`loads_data` resolves into a copy of the buffer, so callers see the same buffers either way.
 
 A function's value is fixed the first time it is serialized: globals it captures by value
 are those of that moment.
@@ -25,6 +28,7 @@ from typing import Any
 import dill
 
 from .errors import RemoteTaskError, RemoteTraceback, SerializationError
+from .shm import resolve as resolve_shared
 
 #: buffers at least this large travel out of band; smaller ones stay inside the pickle
 OOB_THRESHOLD = 64 * 1024
@@ -122,6 +126,11 @@ def dumps_data(obj: Any, what: str = "data") -> tuple[bytes, Sequence[Buffer]]:
 
 
 def loads_data(data: Buffer, buffers: Sequence[Buffer] = ()) -> Any:
+    """Unpickle ``data`` with its out-of-band buffers; shared-memory descriptors among them
+    are replaced by copies of the buffers they name (:class:`~rankpool.errors.SharedMemoryError`
+    when one cannot be read)."""
+    if buffers:
+        buffers = resolve_shared(buffers)
     return pickle.loads(data, buffers=buffers)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,34 @@ def test_issue_example_and_resource_specs(load: Any) -> None:
         apps.solve(1, parsl_resource_specification={"num_ranks": 5}).result(timeout=30)
     with pytest.raises(ResourceSpecError, match="communicator"):
         apps.no_comm(1, parsl_resource_specification={"num_ranks": 2}).result(timeout=30)
+
+
+def test_large_arrays_travel_through_shared_memory(load: Any) -> None:
+    import numpy as np
+
+    from rankpool import shm
+    ex = xs(ranks_per_node=2)
+    dfk = load(ex)
+    assert ex._plane is not None  # on by default: the local provider's blocks run here
+    prefix = ex._plane.prefix
+    a = np.random.default_rng(1).random(64 * 2**20 // 8)
+    np.testing.assert_array_equal(apps.echo(a).result(timeout=60), a)
+    assert ex._plane.arena.segments and ex._plane.arena.in_use() == 0
+    dfk.cleanup()
+    assert not [n for n in os.listdir(shm.SHM_DIR) if n.startswith(prefix)]
+
+
+def test_shared_memory_choice() -> None:
+    with pytest.raises(TypeError, match="shared_memory must be True, False or None"):
+        ExtremeScaleExecutor(shared_memory=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="shared_memory_cap"):
+        ExtremeScaleExecutor(shared_memory_cap=-1)
+    assert ExtremeScaleExecutor()._use_shm
+    assert not ExtremeScaleExecutor(shared_memory=False)._use_shm
+    assert not ExtremeScaleExecutor(managed=False)._use_shm
+    other = LocalProvider(launcher=SimpleLauncher())  # the launch command may start ranks anywhere
+    assert not ExtremeScaleExecutor(provider=other, ranks_per_node=2,
+                                    launch_cmd="mpiexec -n {ranks} {command}")._use_shm
 
 
 def test_dependencies_join_bash_and_files(load: Any, tmp_path: Path) -> None:

@@ -154,3 +154,8 @@ def device_and_env(comm: Any = None, parsl_resource_specification: dict = {}) ->
     from mpi4py import MPI
     return [MPI.COMM_WORLD.Get_rank(), os.environ.get("RP_PARSL_DEVICE"),
             os.environ.get("RP_STAGE"), os.getcwd()]
+
+
+@python_app
+def echo(x: Any) -> Any:
+    return x

@@ -16,12 +16,14 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, InvalidStateError
 from typing import Any
 
-from ..errors import BrokenPool, ExecutorShutdown, SerializationError
+from ..errors import BrokenPool, ExecutorShutdown, SerializationError, SharedMemoryError
 from ..injection import check_receives_comm
 from ..protocol import Result, Task
 from ..resources import Spec, parse_spec
 from ..serialize import (FunctionPickler, add_note, dumps_data, exception_text, loads_data,
                          loads_error)
+from ..shm import discard
+from .shm_plane import FrontEndPlane
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ _PLAIN_INIT = set(vars(Future())) == {"_condition", "_state", "_result", "_excep
 def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
     """Resolve ``future`` from a finished task's outcomes (value, list of values, or error)."""
     if future._state in _DONE:  # done() without its lock; a late cancel is caught in _set
+        unread(result)
         return
     try:
         outcomes = result.outcomes
@@ -113,7 +116,9 @@ def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
             return
         errors = [loads_error(o.data) for o in result.outcomes if not o.ok]
     except Exception as exc:  # a value or error that cannot be rebuilt here
-        error = SerializationError(f"the result of task {result.task_id}", exc)
+        unread(result)
+        error = exc if isinstance(exc, SharedMemoryError) \
+            else SerializationError(f"the result of task {result.task_id}", exc)
         log.error("task %d: %s", result.task_id, error)
         _set(future, None, error)
         return
@@ -124,6 +129,13 @@ def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
         text = exception_text(other)
         add_note(first, f"also failed on {where}: {type(other).__name__}: {text}")
     _set(future, None, first)
+
+
+def unread(result: Result) -> None:
+    """Free the shared-memory segments of a result nobody will read (see :mod:`rankpool.shm`)."""
+    for outcome in result.outcomes:
+        if outcome.buffers:
+            discard(outcome.buffers)
 
 
 def _set(future: Future, value: Any, exc: BaseException | None) -> None:  # type: ignore[type-arg]
@@ -164,6 +176,7 @@ class FrontEnd(_Submitter):
         self._futures: dict[int, TaskFuture] = {}
         self._shutdown = False
         self._broken: BrokenPool | None = None
+        self._plane: FrontEndPlane | None = None   # shared memory for large buffers, if on
 
     def _front(self) -> FrontEnd:
         return self
@@ -193,6 +206,8 @@ class FrontEnd(_Submitter):
             if self._broken is not None:
                 raise self._broken
             self._futures[task_id] = future
+        if buffers and self._plane is not None:
+            buffers = self._plane.publish_args(task_id, buffers)
         self._send(Task(task_id, spec, digest, fn_bytes, data, buffers), future)
         return future
 
@@ -201,10 +216,16 @@ class FrontEnd(_Submitter):
 
     def _resolve(self, result: Result) -> None:
         future = self._futures.pop(result.task_id, None)
+        if self._plane is not None:
+            self._plane.task_ended(result.task_id)
         if future is not None:
             settle(future, result)
+        else:
+            unread(result)
 
     def _fail_future(self, task_id: int, exc: BaseException) -> None:
+        if self._plane is not None:
+            self._plane.task_ended(task_id)
         future = self._futures.pop(task_id, None)
         if future is not None:
             _set(future, None, exc)

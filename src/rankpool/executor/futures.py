@@ -28,6 +28,7 @@ from ..resources import Spec, check_fits
 from .base import FrontEnd, TaskFuture
 from .blocks import LocalBlocks, pool_command
 from .rundir import make_run_dir, write_interchange_info
+from .shm_plane import FrontEndPlane, check_cap, choose_shared_memory, shm_options
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,13 @@ class Executor(FrontEnd):
     ``run_dir/curve`` (pools read theirs there); default (None): on unless ``address`` is
     loopback; ``accelerators``, ``accelerator_env``, ``ranks_per_accelerator``,
     ``cpu_affinity``: the binding of worker ranks to devices and CPUs, applied when each pool
-    starts (see :func:`rankpool.node_resources.node_resources` and the node-resources page).
+    starts (see :func:`rankpool.node_resources.node_resources` and the node-resources page);
+    ``shared_memory``: large buffers (arguments and results of at least 256 KiB) between this
+    process and worker ranks on this host travel through reusable ``/dev/shm`` segments
+    instead of messages (see :mod:`rankpool.shm`); default (None): on for the local block,
+    off with a provider (True asserts that the provider's blocks run on this host);
+    ``shared_memory_cap``: most bytes of segments one process holds (default 4 GiB); past it
+    buffers travel as messages.
     """
 
     def __init__(self, *, max_ranks: int = 4, ranks_per_node: int | None = None,
@@ -87,8 +94,11 @@ class Executor(FrontEnd):
                  trace: bool = False, encrypted: bool | None = None,
                  accelerators: int | str | Sequence[str] | None = None,
                  accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
-                 cpu_affinity: str | Sequence[Any] = "none") -> None:
+                 cpu_affinity: str | Sequence[Any] = "none",
+                 shared_memory: bool | None = None, shared_memory_cap: int | None = None) -> None:
         super().__init__(requirements)
+        use_shm = choose_shared_memory(shared_memory, local=provider is None)
+        shm_cap = check_cap(shared_memory_cap)
         self.node_resources = node_resources(accelerators, accelerator_env,
                                              ranks_per_accelerator, cpu_affinity)
         _positive("max_ranks", max_ranks, int)
@@ -126,11 +136,14 @@ class Executor(FrontEnd):
         self.client.start()
         write_interchange_info(self.run_dir, self.client.ports, self.client.pool_address,
                                server_key)
+        if use_shm:
+            self._plane = FrontEndPlane(shm_cap)
         self.pool_config = PoolConfig(interchange=self.client.pool_address, block_id="0",
                                       heartbeat_period=heartbeat_period,
                                       heartbeat_threshold=heartbeat_threshold,
                                       run_dir=self.run_dir, log_level=log_level, trace=trace,
-                                      server_key=server_key, resources=self.node_resources)
+                                      server_key=server_key, resources=self.node_resources,
+                                      **shm_options(self._plane))
         self._restarts = 0
         self._jobs: dict[str, Any] = {}
         self._blocks: LocalBlocks | None = None
@@ -177,6 +190,8 @@ class Executor(FrontEnd):
             except Exception:  # the job may already be gone
                 log.warning("could not cancel job %s", job, exc_info=True)
         self._fail_remaining("the executor was shut down before the task finished")
+        if self._plane is not None:
+            self._plane.close()
 
     # -- views of the pools -------------------------------------------------------------------------
     def pools(self) -> list[dict[str, Any]]:
@@ -228,6 +243,8 @@ class Executor(FrontEnd):
                 if self._shutdown:
                     return
                 log.error("block %s exited with code %s", block_id, code)
+                if self._plane is not None:
+                    self._plane.sweep_dead()
                 if self._restarts >= MAX_RESTARTS:
                     self._set_broken(f"block {block_id} exited with code {code}, and "
                                      f"{MAX_RESTARTS} blocks were already replaced")

@@ -45,13 +45,14 @@ from ..protocol import Result, Task
 from ..node_resources import block_devices, node_resources, node_workers
 from ..resources import check_fits, parse_spec
 from ..serialize import FunctionPickler, dumps_data
-from .base import TaskFuture, settle
+from .base import TaskFuture, settle, unread
 from .parsl_blocks import LocalMpiexecLauncher, block_shape, launch_command, local_provider
 from .parsl_checks import (SPEC_KWARG, ReraiseWrapped, check_arguments, declares_spec,
                            version_error)
 from .parsl_scaling import BlockControl
 from .parsl_views import PoolViews
 from .rundir import write_interchange_info
+from .shm_plane import FrontEndPlane, check_cap, choose_shared_memory, shm_options
 
 __all__ = ["ExtremeScaleExecutor", "LocalMpiexecLauncher", "local_provider"]
 
@@ -114,7 +115,13 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
     ``available_accelerators``), ``accelerator_env`` (the variable carrying a rank's device, or
     ``nvidia``/``amd``/``intel``), ``ranks_per_accelerator`` and ``cpu_affinity`` (``"none"``,
     ``"block"``, ``"alternating"`` or CPUs per local rank): each pool binds its worker ranks
-    when it starts (see the node-resources page); tasks then ask for ``gpus_per_rank``.
+    when it starts (see the node-resources page); tasks then ask for ``gpus_per_rank``;
+    ``shared_memory``: large buffers (arguments and results of at least 256 KiB) between this
+    process and worker ranks on this host travel through reusable ``/dev/shm`` segments
+    instead of messages (see :mod:`rankpool.shm`); default (None): on when blocks run on this
+    host (a ``LocalProvider`` with :class:`LocalMpiexecLauncher`, the default) and pools are
+    ``managed``, off otherwise; True asserts that every block runs on this host;
+    ``shared_memory_cap``: most bytes of segments one process holds (default 4 GiB).
     """
 
     def __init__(self, *, label: str = "ExtremeScaleExecutor",
@@ -131,7 +138,8 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
                  log_level: str = "INFO",
                  accelerators: int | str | Sequence[str] | None = None,
                  accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
-                 cpu_affinity: str | Sequence[Any] = "none") -> None:
+                 cpu_affinity: str | Sequence[Any] = "none",
+                 shared_memory: bool | None = None, shared_memory_cap: int | None = None) -> None:
         resources = node_resources(accelerators, accelerator_env, ranks_per_accelerator,
                                    cpu_affinity)
         check_arguments(label=label, provider=provider, ranks_per_node=ranks_per_node,
@@ -143,6 +151,11 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
                         log_level=log_level, remote_monitoring_radio=remote_monitoring_radio)
         if provider is None:
             provider = local_provider()
+        self._use_shm = choose_shared_memory(shared_memory, local=managed and _blocks_here(provider))
+        self._shm_cap = check_cap(shared_memory_cap)
+        self.shared_memory = shared_memory
+        self.shared_memory_cap = shared_memory_cap
+        self._plane: FrontEndPlane | None = None
         shape = block_shape(provider, ranks_per_node, launch_cmd,
                             allow_per_node=allow_per_node_launcher)
 
@@ -212,11 +225,14 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         self._client.start()
         write_interchange_info(self.log_dir, self._client.ports, self._client.pool_address,
                                server_key)
+        if self._use_shm:
+            self._plane = FrontEndPlane(self._shm_cap)
         self._pool_base = PoolConfig(
             interchange=self._client.pool_address, block_id="0",
             heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.heartbeat_threshold,
             run_dir=self.log_dir, log_level="DEBUG" if self.worker_debug else self.log_level,
-            worker_debug=self.worker_debug, server_key=server_key, resources=self.node_resources)
+            worker_debug=self.worker_debug, server_key=server_key, resources=self.node_resources,
+            **shm_options(self._plane))
         write_pool_script(self.log_dir, self._pool_base, getattr(self.provider, "launcher", None),
                           self._shape.nodes)
         log.info("%s: interchange up, pools connect to %s; blocks of %d worker ranks on %d node(s)",
@@ -245,6 +261,8 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
             self._outstanding_ranks = 0
         for future in pending:
             _fail(future, ExecutorShutdown("the executor was shut down before the task finished"))
+        if self._plane is not None:
+            self._plane.close()
         super().shutdown()
         log.info("%s: shut down", self.label)
 
@@ -273,6 +291,8 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
             self._tasks[task_id] = future
             self._ranks[task_id] = spec.num_ranks
             self._outstanding_ranks += spec.num_ranks
+        if buffers and self._plane is not None:
+            buffers = self._plane.publish_args(task_id, buffers)
         self._client.submit(Task(task_id, spec, digest, fn_bytes, data, buffers))
         return future
 
@@ -375,6 +395,10 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
                 if future is not None:
                     self._outstanding_ranks -= self._ranks.pop(result.task_id, 1)
                     done.append((future, result))
+                else:
+                    unread(result)
+        if self._plane is not None:
+            self._plane.tasks_ended(r.task_id for r in results)
         for future, result in done:
             settle(future, result)
 
@@ -398,6 +422,8 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
             self.set_bad_state_and_fail_all(BrokenPool(f"the interchange was lost: {reason}"))
 
     def _fail_ids(self, task_ids: Sequence[int], error: BaseException) -> None:
+        if self._plane is not None:
+            self._plane.tasks_ended(task_ids)
         failed = []
         with self._lock:
             for task_id in task_ids:
@@ -416,6 +442,13 @@ def _fail(future: Future, error: BaseException) -> None:  # type: ignore[type-ar
             future.set_exception(error)
     except InvalidStateError:
         pass  # settled or cancelled meanwhile
+
+
+def _blocks_here(provider: Any) -> bool:
+    """Whether the provider's blocks run on this host: a ``LocalProvider`` whose launcher is
+    :class:`LocalMpiexecLauncher` (other launchers may start ranks on other nodes)."""
+    return isinstance(provider, _local_provider_type()) \
+        and isinstance(getattr(provider, "launcher", None), LocalMpiexecLauncher)
 
 
 def _local_provider_type() -> type:

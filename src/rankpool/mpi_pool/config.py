@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..node_resources import NodeResources, node_resources
+from ..shm import DEFAULT_CAP, check_run_prefix
 from .placement import DEFAULT_LEND, check_lend
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -33,6 +34,8 @@ class PoolConfig:
     server_key: str = ""          # the interchange's CurveZMQ public key file: encrypt when set
     trace: bool = False           # record where and when tasks ran (run_dir/trace-<block>.npz)
     resources: NodeResources = field(default_factory=NodeResources)  # devices, CPU binding
+    shared_memory: str = ""       # the front-end's shared-memory run prefix ("": plane off)
+    shared_memory_cap: int = DEFAULT_CAP  # bytes of segments one worker rank may hold
 
     def __post_init__(self) -> None:
         if not self.interchange.startswith(("tcp://", "ipc://")):
@@ -52,6 +55,15 @@ class PoolConfig:
             raise ValueError("--trace: needs --run-dir, where the trace is written")
         if self.log_level.upper() not in _LOG_LEVELS:
             raise ValueError(f"--log-level: must be one of {_LOG_LEVELS}, got {self.log_level!r}")
+        if self.shared_memory:
+            try:
+                check_run_prefix(self.shared_memory)
+            except ValueError as exc:
+                raise ValueError(f"--shared-memory: {exc}") from None
+        if isinstance(self.shared_memory_cap, bool) or not isinstance(self.shared_memory_cap, int) \
+                or self.shared_memory_cap < 0:
+            raise ValueError(f"--shared-memory-cap: must be a non-negative number of bytes, "
+                             f"got {self.shared_memory_cap!r}")
         if not self.pool_id:
             object.__setattr__(self, "pool_id",
                                f"{self.block_id}.{socket.gethostname()}.{os.getpid()}")
@@ -61,7 +73,7 @@ class PoolConfig:
         argv = ["--interchange", self.interchange, "--block-id", self.block_id]
         defaults = PoolConfig.__dataclass_fields__
         for name in ("heartbeat_period", "heartbeat_threshold", "depth", "lend", "grace", "run_dir",
-                     "log_level", "server_key"):
+                     "log_level", "server_key", "shared_memory", "shared_memory_cap"):
             value = getattr(self, name)
             if value != defaults[name].default:
                 argv += [f"--{name.replace('_', '-')}", str(value)]
@@ -104,6 +116,12 @@ def parser() -> argparse.ArgumentParser:
                         "(see 'rankpool trace')")
     p.add_argument("--server-key", default="", metavar="FILE",
                    help="the interchange's CurveZMQ public key: encrypt the connection")
+    p.add_argument("--shared-memory", default="", metavar="PREFIX",
+                   help="the front-end's shared-memory run prefix: worker ranks that share its "
+                        "/dev/shm send large results through segments (set by the executor)")
+    p.add_argument("--shared-memory-cap", type=int, default=DEFAULT_CAP, metavar="BYTES",
+                   help="most bytes of shared-memory segments one worker rank holds "
+                        f"(default {DEFAULT_CAP})")
     add_resource_options(p)
     return p
 

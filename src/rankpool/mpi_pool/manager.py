@@ -26,6 +26,7 @@ from ..errors import InsufficientRanks, ResourceSpecError, StuckRanksError, Task
 from ..protocol import Outcome, Result, Task
 from ..resources import DeviceCapacity, Spec
 from ..serialize import Buffer, dumps_error, error_summary
+from ..shm import discard
 from .comms import Done, Outbox, Tag, Topology, receive
 from .placement import DEFAULT_LEND, Scheduler, Shape
 from .task_setting import setting_of
@@ -233,6 +234,7 @@ class Manager:
             return
         run = self.running.get(done.task_id)
         if run is None or source not in run.remaining:
+            discard(buffers)  # a late rank's value: nobody reads it
             if self.stuck.get(source) == done.task_id:
                 del self.stuck[source]
                 self.scheduler.unstick([source])
@@ -270,6 +272,8 @@ class Manager:
         self.scheduler.finish(task_id)
         if run.errors or extra:
             outcomes = sorted(run.errors or [], key=lambda o: o.rank) + extra
+            for dropped in run.values or ():  # the values of ranks that succeeded go unread
+                discard(dropped.buffers)
         else:
             outcomes = sorted(run.values or [], key=lambda o: o.rank)
         self.completed.append(Result(task_id, outcomes))

@@ -23,7 +23,7 @@ from typing import Any
 import zmq
 from mpi4py import MPI
 
-from .. import protocol
+from .. import protocol, shm
 from .._version import __version__
 from ..errors import ProtocolError
 from ..node_resources import apply_binding, device_ranks, devices_list
@@ -70,7 +70,7 @@ def run_pool(cfg: PoolConfig) -> int:
             if pool.manager.stuck:
                 abort_for_stuck(comm, sorted(pool.manager.stuck), EXIT_STUCK)
         else:
-            Worker(comm).serve()
+            Worker(comm, arena=result_arena(cfg)).serve()
     except BaseException:
         log.critical("rank %d failed; aborting the pool", rank, exc_info=True)
         sys.stderr.flush()
@@ -264,6 +264,18 @@ class PoolManager:
         if now - self.last_heard > self.threshold:
             raise PoolLeaves(f"the interchange has been silent for {now - self.last_heard:.1f} s "
                              f"(threshold {self.threshold:g} s)")
+
+
+def result_arena(cfg: PoolConfig) -> shm.Arena | None:
+    """A worker rank's shared-memory arena for its results, when the front-end offered the
+    plane (``--shared-memory``) and this rank sees its probe (same host and ``/dev/shm``)."""
+    if not cfg.shared_memory:
+        return None
+    if not shm.shares_front_end_memory(cfg.shared_memory):
+        log.info("shared memory: the front-end's %s is not visible here; results travel as "
+                 "messages", shm.probe_path(cfg.shared_memory))
+        return None
+    return shm.Arena(cfg.shared_memory, cap=cfg.shared_memory_cap)
 
 
 def _setup_logging(cfg: PoolConfig, rank: int) -> None:

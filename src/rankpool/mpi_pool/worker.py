@@ -2,7 +2,9 @@
 
 The loop is a short list of non-blocking steps: ``worker_receive`` (``Iprobe`` for work or
 stop), run one queued task, ``worker_report`` (results go back in batches: when the queue
-empties or every ``flush_interval``), and back off when idle. User code runs inside
+empties or every ``flush_interval``), and back off when idle. With an ``arena`` (the front-end
+shares this host's ``/dev/shm``) large result buffers go into its segments and only their
+descriptors travel (see :mod:`rankpool.shm`). User code runs inside
 ``try/except BaseException``; its outcome, value or error, always becomes a report, so a
 raising rank never leaves rank 0 waiting without word.
 """
@@ -24,6 +26,7 @@ from mpi4py import MPI
 from ..errors import TaskTimeout
 from ..injection import comm_position, inject
 from ..serialize import Buffer, FunctionLoader, dumps_data, dumps_error, loads_data
+from ..shm import Arena
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
 from .comms import Outbox, Tag, WorkItem, receive, task_communicator
 from .task_setting import applied
@@ -31,6 +34,9 @@ from .task_setting import applied
 log = logging.getLogger(__name__)
 
 _NONE = pickle.dumps(None, protocol=5)
+
+#: seconds a leaving rank waits for the front-end to copy out results still in its segments
+RESULT_LINGER = 2.0
 
 
 class _Alarm(BaseException):
@@ -41,8 +47,9 @@ class Worker:
     """Serves rank 0 of ``comm`` until told to stop."""
 
     def __init__(self, comm: MPI.Intracomm, backoff: BackoffConfig | None = None,
-                 flush_interval: float = 0.002) -> None:
+                 flush_interval: float = 0.002, arena: Arena | None = None) -> None:
         self.comm = comm
+        self.arena = arena
         self.group = comm.Get_group()
         self.rank = comm.Get_rank()
         self.backoff = Backoff(backoff)
@@ -78,6 +85,8 @@ class Worker:
             self.outbox.flush(timeout=10.0)
         finally:
             self.group.Free()
+            if self.arena is not None:
+                self.arena.close(linger=RESULT_LINGER)
 
     # -- steps -----------------------------------------------------------------------------
     def worker_receive(self, again: bool = False) -> bool:
@@ -131,6 +140,8 @@ class Worker:
                 data, bufs = _NONE, []
             elif sub_rank == 0 or item.results_all:
                 data, bufs = dumps_data(value, "the task's result")
+                if bufs and self.arena is not None:
+                    bufs = self.arena.publish(bufs, reader_frees=True)[0]
             else:
                 data, bufs = b"", []
             done = (item.task_id, sub_rank, True, data, len(bufs), start, time.time())
@@ -181,6 +192,8 @@ class Worker:
             self.outbox.send(self.done, 0, Tag.DONE, self.done_buffers)
             self.done = []
             self.done_buffers = []
+            if self.arena is not None:  # segments the front-end freed since: keep a few
+                self.arena.trim()
         self.last_report = time.monotonic()
 
 

@@ -1,0 +1,554 @@
+"""A same-host shared-memory plane for large out-of-band buffers.
+
+Every ZeroMQ or MPI hop of a large buffer lands it in freshly allocated memory, and on Linux
+the page faults of fresh memory cost about as much as copying the bytes. Between processes of
+one host a buffer therefore travels cheaper through a segment in ``/dev/shm`` whose pages were
+faulted once and are reused: the sender copies the buffer into a free segment of its
+:class:`Arena` and sends a *descriptor* (a frame of a few dozen bytes) where the buffer's frame
+would have gone; the receiver copies it out of the segment into fresh ``np.empty`` memory,
+which NumPy backs with transparent huge pages, so that both copies run at memory speed.
+
+Segments are files ``/dev/shm/<prefix>-<pid>-<n>`` (mode 0600) holding one buffer each behind a
+small header::
+
+    0   8 bytes  segment magic
+    8   1 byte   state: FREE or IN_USE
+    16  8 bytes  generation (bumped at every use, little-endian)
+    24  8 bytes  capacity in bytes
+    64           data
+
+A descriptor frame is ``DESCRIPTOR_MAGIC`` followed by offset, length, generation, flags, host
+and segment name. Real out-of-band buffers are at least ``serialize.OOB_THRESHOLD`` bytes, so a
+shorter frame that starts with the magic is a descriptor and no message header changes.
+
+Ownership: the sender sets IN_USE before sending a descriptor; whoever frees sets FREE, exactly
+one party per segment. With the ``READER_FREES`` flag (results: one reader) the receiver frees
+after its copy; without it (task arguments, read by every rank of a task and possibly still
+needed until the task ends) the sender frees when the task has ended. The sender only reuses
+segments it sees FREE, picks the smallest that fits, creates new ones as needed and, past its
+cap, returns the buffer to be sent as an ordinary frame: nothing waits for space.
+
+Nothing here imports mpi4py or zmq.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import mmap
+import os
+import re
+import secrets
+import socket
+import struct
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import SharedMemoryError
+
+log = logging.getLogger(__name__)
+
+Buffer = bytes | bytearray | memoryview
+
+SHM_DIR = "/dev/shm"
+#: every segment and probe name starts with this (a receiver opens nothing else)
+NAME_PREFIX = "rankpool-"
+#: buffers at least this large go through shared memory (smaller ones: ordinary frames)
+THRESHOLD = 256 * 1024
+#: default bytes of segments one process may hold
+DEFAULT_CAP = 4 * 1024 ** 3
+#: bytes of free segments one process keeps for reuse; beyond, the least recently used go
+KEEP = 256 * 1024 * 1024
+#: a new segment may take at most this fraction of the free space of /dev/shm
+FREE_SPACE_FRACTION = 0.5
+#: segment sizes are rounded up to this, so that similar buffers share segments
+GRANULE = 1024 * 1024
+
+SEGMENT_MAGIC = b"RPSEG\x00\x00\x01"
+DESCRIPTOR_MAGIC = b"\x00RPSHM1\x00"
+HEADER = 64
+FREE, IN_USE = 0, 1
+_STATE, _GENERATION, _CAPACITY = 8, 16, 24
+#: descriptor flag: the receiver sets FREE after copying
+READER_FREES = 1
+
+_FIXED = struct.Struct("<QQQB")   # offset, length, generation, flags
+_NAME_RE = re.compile(r"rankpool-[A-Za-z0-9]+(-[0-9]+-[0-9]+|\.host)")
+_RUN_RE = re.compile(r"rankpool-[0-9a-f]{8,32}")
+#: descriptors are far shorter than this (and than any out-of-band buffer)
+MAX_DESCRIPTOR = 1024
+
+HOST = socket.gethostname()
+#: segment numbers, unique in this process whatever arena takes them (names are never reused)
+_serial = itertools.count(1)
+
+
+def new_run_prefix() -> str:
+    """A fresh run prefix: the names of one run's segments all start with it."""
+    return f"{NAME_PREFIX}{secrets.token_hex(6)}"
+
+
+def check_run_prefix(prefix: str) -> str:
+    """``prefix`` when it is a run prefix :func:`new_run_prefix` could have made; else ValueError."""
+    if not isinstance(prefix, str) or not _RUN_RE.fullmatch(prefix):
+        raise ValueError(f"expected a shared-memory run prefix like 'rankpool-0123abcd4567', "
+                         f"got {prefix!r}")
+    return prefix
+
+
+def available() -> bool:
+    """Whether this host has a writable ``/dev/shm`` (Linux; not macOS)."""
+    return os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK | os.X_OK)
+
+
+def probe_path(prefix: str) -> str:
+    """The file whose presence tells a pool rank that it shares ``/dev/shm`` with the front-end."""
+    return os.path.join(SHM_DIR, f"{prefix}.host")
+
+
+def shares_front_end_memory(prefix: str) -> bool:
+    """Whether this process can open the front-end's probe: same host, same ``/dev/shm``, same user."""
+    try:
+        fd = os.open(probe_path(prefix), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+# -- descriptors ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    """Where one buffer lies: host, segment, offset, length, and the segment's generation."""
+
+    host: str
+    name: str
+    offset: int
+    length: int
+    generation: int
+    flags: int
+
+    def encode(self) -> bytes:
+        host, name = self.host.encode(), self.name.encode()
+        return b"".join((DESCRIPTOR_MAGIC, _FIXED.pack(self.offset, self.length, self.generation,
+                                                       self.flags),
+                         bytes((len(host),)), host, bytes((len(name),)), name))
+
+    def describe(self) -> str:
+        return f"shared-memory buffer {self.name} ({self.length} bytes, written on {self.host})"
+
+
+def is_descriptor(frame: Buffer) -> bool:
+    """Whether a buffer frame is a descriptor (short, with the magic) rather than data."""
+    return len(frame) < MAX_DESCRIPTOR and bytes(frame[:len(DESCRIPTOR_MAGIC)]) == DESCRIPTOR_MAGIC
+
+
+def parse_descriptor(frame: Buffer) -> Descriptor:
+    """Decode a descriptor frame; :class:`SharedMemoryError` says what is wrong with a bad one."""
+    raw = bytes(frame)
+    if not raw.startswith(DESCRIPTOR_MAGIC) or len(raw) >= MAX_DESCRIPTOR:
+        raise SharedMemoryError("?", "the frame is not a shared-memory descriptor")
+    pos = len(DESCRIPTOR_MAGIC)
+    try:
+        offset, length, generation, flags = _FIXED.unpack_from(raw, pos)
+        pos += _FIXED.size
+        host_len = raw[pos]
+        host = raw[pos + 1:pos + 1 + host_len].decode()
+        pos += 1 + host_len
+        name_len = raw[pos]
+        name = raw[pos + 1:pos + 1 + name_len].decode()
+        pos += 1 + name_len
+    except (struct.error, IndexError, UnicodeDecodeError):
+        raise SharedMemoryError("?", f"truncated or garbled descriptor of {len(raw)} bytes") \
+            from None
+    if pos != len(raw):
+        raise SharedMemoryError(name or "?", f"a descriptor of {len(raw)} bytes whose fields "
+                                             f"take {pos}: truncated or padded")
+    if not _NAME_RE.fullmatch(name) or name.endswith(".host"):
+        raise SharedMemoryError(name or "?", "the descriptor names no rankpool segment")
+    if offset < HEADER:
+        raise SharedMemoryError(name, f"offset {offset} lies inside the segment header")
+    return Descriptor(host, name, offset, length, generation, flags)
+
+
+# -- the sender's arena --------------------------------------------------------------------------
+class _Segment:
+    """One segment of an arena: its file, its mapping, and its data as a NumPy byte array."""
+
+    __slots__ = ("name", "path", "capacity", "map", "data", "generation", "used")
+
+    def __init__(self, name: str, capacity: int) -> None:
+        self.name = name
+        self.path = os.path.join(SHM_DIR, name)
+        self.capacity = capacity
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+        try:
+            # reserve the pages now: a full /dev/shm is an OSError here, not a SIGBUS later
+            os.posix_fallocate(fd, 0, HEADER + capacity)
+            self.map = mmap.mmap(fd, HEADER + capacity)
+        except BaseException:
+            os.close(fd)
+            os.unlink(self.path)
+            raise
+        os.close(fd)
+        self.map[:len(SEGMENT_MAGIC)] = SEGMENT_MAGIC
+        struct.pack_into("<Q", self.map, _CAPACITY, capacity)
+        self.data = np.frombuffer(self.map, np.uint8, capacity, HEADER)
+        self.generation = 0
+        self.used = 0          # when it last took a buffer, in the arena's count of uses
+
+    @property
+    def free(self) -> bool:
+        return self.map[_STATE] == FREE
+
+    def unlink(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        self.data = None  # type: ignore[assignment]
+        try:
+            self.map.close()
+        except BufferError:  # a view of it is still alive somewhere: unmapped when it dies
+            pass
+
+
+#: what the sender keeps of one buffer it placed: the segment and the generation it wrote
+Slot = tuple[_Segment, int]
+
+
+class Arena:
+    """One process's segments for the buffers it sends; thread-safe.
+
+    ``prefix``: the run prefix (segment names are ``<prefix>-<pid>-<n>``); ``cap``: most bytes
+    of segments held at once; ``keep``: most bytes of free segments kept for reuse (free
+    segments hold their memory, so a one-off huge buffer must not pin it for good; see
+    :meth:`trim`); ``threshold``: smallest buffer placed in a segment.
+    """
+
+    def __init__(self, prefix: str, *, cap: int = DEFAULT_CAP, keep: int = KEEP,
+                 threshold: int = THRESHOLD) -> None:
+        check_run_prefix(prefix)
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
+            raise ValueError(f"shared_memory_cap must be a non-negative number of bytes, got {cap!r}")
+        self.prefix = prefix
+        self.cap = cap
+        self.keep = keep
+        self.threshold = threshold
+        self.uses = 0
+        self.pid = os.getpid()
+        self.segments: list[_Segment] = []
+        self.held = 0
+        self.fallbacks = 0     # buffers sent as frames because no segment could hold them
+        self._lock = threading.Lock()
+        self._closed = False
+        atexit.register(self.close, 0.0)
+
+    def publish(self, buffers: Sequence[Buffer], reader_frees: bool) -> tuple[list[Buffer], list[Slot]]:
+        """Place the buffers of at least ``threshold`` bytes in segments.
+
+        Returns the frames to send (descriptors in place of the placed buffers, the others
+        unchanged) and the slots taken, which :meth:`release` frees when not ``reader_frees``.
+        """
+        frames: list[Buffer] = list(buffers)
+        slots: list[Slot] = []
+        flags = READER_FREES if reader_frees else 0
+        for i, buf in enumerate(buffers):
+            n = memoryview(buf).nbytes
+            if n < self.threshold:
+                continue
+            with self._lock:
+                seg = None if self._closed else self._take(n)
+                if seg is None:
+                    self.fallbacks += 1
+                    continue
+                seg.generation += 1
+                self.uses += 1
+                seg.used = self.uses
+                struct.pack_into("<Q", seg.map, _GENERATION, seg.generation)
+                seg.map[_STATE] = IN_USE
+            seg.data[:n] = np.frombuffer(buf, np.uint8)
+            frames[i] = Descriptor(HOST, seg.name, HEADER, n, seg.generation, flags).encode()
+            slots.append((seg, seg.generation))
+        if slots:
+            self.trim()
+        return frames, slots
+
+    def release(self, slots: Iterable[Slot]) -> None:
+        """Free slots this process owns the freeing of (buffers sent without ``reader_frees``)."""
+        for seg, generation in slots:
+            if seg.generation == generation and seg.data is not None:
+                seg.map[_STATE] = FREE
+        self.trim()
+
+    def trim(self) -> None:
+        """Unlink the least recently used free segments beyond ``keep`` bytes.
+
+        Called after each placement and release; a process that places buffers seldom
+        (a worker rank between results) calls it when it has time."""
+        with self._lock:
+            free = sorted((s for s in self.segments if s.free), key=lambda s: -s.used)
+            kept = 0
+            for seg in free:
+                if kept + seg.capacity <= self.keep:
+                    kept += seg.capacity
+                else:
+                    self._drop(seg)
+
+    def _take(self, n: int) -> _Segment | None:
+        """The smallest free segment that holds ``n`` bytes without hoarding a far larger one,
+        else a new one; None past the cap or when ``/dev/shm`` has no room."""
+        best = None
+        for seg in self.segments:
+            if n <= seg.capacity <= max(4 * n, n + GRANULE) and seg.free \
+                    and (best is None or seg.capacity < best.capacity):
+                best = seg
+        if best is not None:
+            return best
+        capacity = -(-n // GRANULE) * GRANULE
+        if not self._make_room(capacity):
+            return None
+        name = f"{self.prefix}-{self.pid}-{next(_serial)}"
+        try:
+            seg = _Segment(name, capacity)
+        except OSError as exc:
+            log.warning("cannot create shared-memory segment %s of %d bytes (%s); sending "
+                        "the buffer as a message frame", name, capacity, exc)
+            return None
+        self.segments.append(seg)
+        self.held += capacity
+        return seg
+
+    def _make_room(self, capacity: int) -> bool:
+        """Unlink free segments, oldest first, until ``capacity`` more bytes fit the cap."""
+        if capacity > self.cap:
+            return False
+        while self.held + capacity > self.cap or not _room_in_shm(capacity):
+            victim = next((s for s in self.segments if s.free), None)
+            if victim is None:
+                return False
+            self._drop(victim)
+        return True
+
+    def _drop(self, seg: _Segment) -> None:
+        self.segments.remove(seg)
+        self.held -= seg.capacity
+        seg.unlink()
+
+    def in_use(self) -> int:
+        """Segments whose buffer has not been freed yet."""
+        return sum(1 for s in self.segments if not s.free)
+
+    def close(self, linger: float = 0.0) -> None:
+        """Unlink every segment; first wait up to ``linger`` seconds for buffers in flight to be
+        read (a reader that opens a descriptor after the unlink fails its task). Idempotent;
+        a no-op in a forked child, whose parent still owns the segments."""
+        if os.getpid() != self.pid:
+            return
+        deadline = time.monotonic() + linger
+        while linger > 0 and self.in_use() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        with self._lock:
+            self._closed = True
+            for seg in list(self.segments):
+                self._drop(seg)
+
+
+def _room_in_shm(capacity: int) -> bool:
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return False
+    return capacity <= st.f_bavail * st.f_frsize * FREE_SPACE_FRACTION
+
+
+# -- the receiver ----------------------------------------------------------------------------------
+class _Mapping:
+    __slots__ = ("fd", "map", "data", "size")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+        self.map = mmap.mmap(fd, size)
+        self.data = np.frombuffer(self.map, np.uint8)
+
+    def close(self) -> None:
+        self.data = None  # type: ignore[assignment]
+        try:
+            self.map.close()
+        except BufferError:
+            pass
+        os.close(self.fd)
+
+
+class Reader:
+    """Opens segments named by descriptors and copies buffers out; keeps recent mappings open
+    (a mapping made once reads twice as fast as a fresh one), at most ``max_open`` of them and
+    none whose file was unlinked."""
+
+    def __init__(self, max_open: int = 32) -> None:
+        self.max_open = max_open
+        self._maps: OrderedDict[str, _Mapping] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def fetch(self, desc: Descriptor) -> memoryview:
+        """A fresh writable copy of the buffer ``desc`` names; frees it if the flag says so."""
+        with self._lock:
+            m = self._open(desc)
+            _check_current(desc, m)
+            out = np.empty(desc.length, np.uint8)
+            out[:] = m.data[desc.offset:desc.offset + desc.length]
+            if desc.flags & READER_FREES:
+                m.map[_STATE] = FREE
+        return memoryview(out)
+
+    def discard(self, desc: Descriptor) -> None:
+        """Free a buffer nobody will read (its task was cancelled or failed); never raises."""
+        if not desc.flags & READER_FREES:
+            return
+        with self._lock:
+            try:
+                m = self._open(desc)
+                _check_current(desc, m)
+            except SharedMemoryError:
+                return
+            m.map[_STATE] = FREE
+
+    def _open(self, desc: Descriptor) -> _Mapping:
+        self._prune()
+        m = self._maps.get(desc.name)
+        if m is not None:
+            self._maps.move_to_end(desc.name)
+            return m
+        if desc.host != HOST:
+            raise SharedMemoryError(desc.name, f"it was written on host {desc.host!r} and this "
+                                               f"process runs on {HOST!r}")
+        try:
+            fd = os.open(os.path.join(SHM_DIR, desc.name), os.O_RDWR | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise SharedMemoryError(desc.name, f"it cannot be opened on {HOST} ({exc.strerror}): "
+                                               "its owner has exited or it lives on another "
+                                               "host") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size < HEADER or desc.offset + desc.length > size:
+                raise SharedMemoryError(desc.name, f"the descriptor reaches byte "
+                                                   f"{desc.offset + desc.length} of a {size}-byte segment")
+            m = _Mapping(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        if bytes(m.map[:len(SEGMENT_MAGIC)]) != SEGMENT_MAGIC:
+            m.close()
+            raise SharedMemoryError(desc.name, "the file is not a rankpool segment")
+        self._maps[desc.name] = m
+        while len(self._maps) > self.max_open:
+            self._maps.popitem(last=False)[1].close()
+        return m
+
+    def _prune(self) -> None:
+        """Drop mappings of unlinked segments: they pin their memory, and a new segment may
+        carry the name again."""
+        for name, m in list(self._maps.items()):
+            if os.fstat(m.fd).st_nlink == 0:
+                del self._maps[name]
+                m.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for m in self._maps.values():
+                m.close()
+            self._maps.clear()
+
+
+def _check_current(desc: Descriptor, m: _Mapping) -> None:
+    state = m.map[_STATE]
+    generation = struct.unpack_from("<Q", m.map, _GENERATION)[0]
+    if state != IN_USE or generation != desc.generation:
+        raise SharedMemoryError(desc.name, f"the buffer was already freed or reused (generation "
+                                           f"{generation}, expected {desc.generation})")
+
+
+_reader: Reader | None = None
+_reader_lock = threading.Lock()
+
+
+def reader() -> Reader:
+    """This process's reader, made on first use."""
+    global _reader
+    if _reader is None:
+        with _reader_lock:
+            if _reader is None:
+                _reader = Reader()
+    return _reader
+
+
+def resolve(buffers: Sequence[Buffer]) -> Sequence[Buffer]:
+    """``buffers`` with every descriptor replaced by a copy of the buffer it names."""
+    if not any(is_descriptor(b) for b in buffers):
+        return buffers
+    return [reader().fetch(parse_descriptor(b)) if is_descriptor(b) else b for b in buffers]
+
+
+def discard(buffers: Iterable[Buffer]) -> None:
+    """Free the reader-freed buffers named among ``buffers`` without reading them; never raises."""
+    for b in buffers:
+        if is_descriptor(b):
+            try:
+                desc = parse_descriptor(b)
+            except SharedMemoryError:
+                continue
+            reader().discard(desc)
+
+
+# -- cleanup of a run --------------------------------------------------------------------------------
+def sweep(prefix: str, only_dead: bool = False) -> list[str]:
+    """Unlink the run's segments left in ``/dev/shm`` (and its probe, unless ``only_dead``).
+
+    ``only_dead``: only segments whose owning process has exited and that nobody still has to
+    read (state FREE), so that a result in flight from a pool that just died is not cut off.
+    Returns the names removed.
+    """
+    check_run_prefix(prefix)
+    removed = []
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(prefix + "-") and name != f"{prefix}.host":
+            continue
+        path = os.path.join(SHM_DIR, name)
+        if only_dead and not _dead_and_free(name, path):
+            continue
+        try:
+            os.unlink(path)
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
+
+
+def _dead_and_free(name: str, path: str) -> bool:
+    parts = name.rsplit("-", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+        return False
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER)
+    except OSError:
+        return False
+    return len(head) > _STATE and head[_STATE] == FREE

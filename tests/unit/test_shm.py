@@ -1,0 +1,389 @@
+"""The shared-memory plane's parts in one process: arena (placement, reuse, freeing, growth,
+the cap), descriptors (round trip and every kind of bad one), the reader, cleanup, and the
+choices and options that switch the plane on."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from rankpool import shm
+from rankpool.errors import SharedMemoryError
+from rankpool.executor.base import TaskFuture, settle
+from rankpool.executor.shm_plane import FrontEndPlane, check_cap, choose_shared_memory
+from rankpool.mpi_pool.config import PoolConfig, parse
+from rankpool.protocol import Outcome, Result
+from rankpool.serialize import dumps_data, loads_data
+
+MB = 1024 * 1024
+
+
+def run_files(prefix: str) -> list[str]:
+    return sorted(n for n in os.listdir(shm.SHM_DIR) if n.startswith(prefix))
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    p = shm.new_run_prefix()
+    yield p
+    shm.sweep(p)
+
+
+@pytest.fixture
+def arena(prefix: str) -> Iterator[shm.Arena]:
+    a = shm.Arena(prefix, cap=64 * MB)
+    yield a
+    a.close()
+
+
+def big(n: int, value: int = 7) -> np.ndarray:
+    return np.full(n, value, np.uint8)
+
+
+# -- the arena -----------------------------------------------------------------------------------
+def test_small_buffers_stay_frames(arena: shm.Arena) -> None:
+    small = bytes(shm.THRESHOLD - 1)
+    frames, slots = arena.publish([small], reader_frees=True)
+    assert frames == [small] and slots == [] and arena.segments == []
+
+
+def test_a_placed_buffer_reads_back_and_its_reader_frees_it(arena: shm.Arena, prefix: str) -> None:
+    data = np.arange(3 * MB, dtype=np.uint8)
+    frames, slots = arena.publish([memoryview(data)], reader_frees=True)
+    assert len(slots) == 1 and shm.is_descriptor(frames[0]) and len(frames[0]) < 200
+    desc = shm.parse_descriptor(frames[0])
+    assert (desc.host, desc.offset, desc.length) == (shm.HOST, shm.HEADER, data.nbytes)
+    assert desc.name.startswith(f"{prefix}-{os.getpid()}-")
+    stat = os.stat(os.path.join(shm.SHM_DIR, desc.name))
+    assert stat.st_mode & 0o777 == 0o600
+    assert arena.in_use() == 1
+    out = shm.Reader().fetch(desc)
+    assert bytes(out) == data.tobytes() and not out.readonly
+    assert arena.in_use() == 0
+
+
+def test_free_segments_are_reused_and_generations_move_on(arena: shm.Arena) -> None:
+    reader = shm.Reader()
+    first = shm.parse_descriptor(arena.publish([big(2 * MB, 1)], True)[0][0])
+    reader.fetch(first)
+    second = shm.parse_descriptor(arena.publish([big(2 * MB, 2)], True)[0][0])
+    assert second.name == first.name and second.generation == first.generation + 1
+    assert bytes(reader.fetch(second)) == bytes(big(2 * MB, 2))
+    with pytest.raises(SharedMemoryError, match="already freed or reused"):
+        reader.fetch(first)  # a stale descriptor is refused, not read
+    assert len(arena.segments) == 1
+
+
+def test_buffers_in_flight_grow_the_arena(arena: shm.Arena) -> None:
+    frames, slots = arena.publish([big(MB), big(MB, 3)], reader_frees=False)
+    names = {shm.parse_descriptor(f).name for f in frames}
+    assert len(names) == 2 and len(arena.segments) == 2 and arena.held == 2 * MB
+
+
+def test_sender_freed_slots_wait_for_release(arena: shm.Arena) -> None:
+    reader = shm.Reader()
+    frames, slots = arena.publish([big(MB)], reader_frees=False)
+    desc = shm.parse_descriptor(frames[0])
+    reader.fetch(desc)
+    reader.fetch(desc)  # every rank of a task reads the same arguments
+    assert arena.in_use() == 1
+    arena.release(slots)
+    assert arena.in_use() == 0
+    again = shm.parse_descriptor(arena.publish([big(MB)], False)[0][0])
+    assert again.name == desc.name
+    arena.release(slots)  # a stale release leaves the new use alone
+    assert arena.in_use() == 1
+
+
+def test_best_fit_picks_the_smallest_free_segment(arena: shm.Arena) -> None:
+    frames, slots = arena.publish([big(8 * MB), big(MB)], reader_frees=False)
+    large, small = (shm.parse_descriptor(f).name for f in frames)
+    arena.release(slots)
+    picked = shm.parse_descriptor(arena.publish([big(MB)], False)[0][0]).name
+    assert picked == small
+    picked = shm.parse_descriptor(arena.publish([big(6 * MB)], False)[0][0]).name
+    assert picked == large
+
+
+def test_a_far_larger_free_segment_is_not_hoarded(arena: shm.Arena) -> None:
+    frames, slots = arena.publish([big(32 * MB)], reader_frees=False)
+    arena.release(slots)
+    name = shm.parse_descriptor(arena.publish([big(MB)], False)[0][0]).name
+    assert name != shm.parse_descriptor(frames[0]).name and len(arena.segments) == 2
+
+
+def test_free_segments_beyond_keep_are_let_go(prefix: str) -> None:
+    arena = shm.Arena(prefix, keep=2 * MB)
+    reader = shm.Reader()
+    try:
+        frames, _ = arena.publish([big(MB, 1), big(MB, 2), big(8 * MB, 3)], reader_frees=True)
+        names = [shm.parse_descriptor(f).name for f in frames]
+        assert len(run_files(prefix)) == 3
+        for f in frames:  # the 8 MiB segment was placed last: the first candidate to keep
+            reader.fetch(shm.parse_descriptor(f))
+        arena.trim()
+        # the most recently used free segments are kept while they fit in 2 MiB
+        assert run_files(prefix) == sorted(names[:2])
+        assert arena.held == 2 * MB
+    finally:
+        arena.close()
+        reader.close()
+
+
+def test_past_the_cap_buffers_fall_back_to_frames(prefix: str) -> None:
+    arena = shm.Arena(prefix, cap=3 * MB)
+    try:
+        one, two = big(2 * MB, 1), big(2 * MB, 2)
+        frames, slots = arena.publish([one, two], reader_frees=False)
+        assert shm.is_descriptor(frames[0]) and frames[1] is two and len(slots) == 1
+        assert arena.fallbacks == 1 and arena.held == 2 * MB
+        too_big = big(4 * MB)
+        assert arena.publish([too_big], False)[0] == [too_big]
+        arena.release(slots)  # once free, the old segment makes room for a new size
+        frames, _ = arena.publish([big(3 * MB)], False)
+        assert shm.is_descriptor(frames[0]) and arena.held == 3 * MB
+        assert len(run_files(prefix)) == 1
+    finally:
+        arena.close()
+
+
+def test_a_zero_cap_sends_everything_as_frames(prefix: str) -> None:
+    arena = shm.Arena(prefix, cap=0)
+    buf = big(MB)
+    assert arena.publish([buf], True)[0] == [buf] and run_files(prefix) == []
+    arena.close()
+
+
+def test_close_unlinks_every_segment(prefix: str) -> None:
+    arena = shm.Arena(prefix, cap=64 * MB)
+    frames, _ = arena.publish([big(MB), big(2 * MB)], reader_frees=False)
+    assert len(run_files(prefix)) == 2
+    arena.close()
+    assert run_files(prefix) == []
+    buf = big(MB)
+    assert arena.publish([buf], True)[0] == [buf]  # a closed arena places nothing
+    with pytest.raises(SharedMemoryError, match="cannot be opened"):
+        shm.Reader().fetch(shm.parse_descriptor(frames[0]))
+
+
+def test_arena_refuses_bad_settings() -> None:
+    with pytest.raises(ValueError, match="run prefix"):
+        shm.Arena("../etc")
+    with pytest.raises(ValueError, match="shared_memory_cap"):
+        shm.Arena(shm.new_run_prefix(), cap=-1)
+
+
+# -- descriptors ----------------------------------------------------------------------------------
+def _desc(**kw: object) -> shm.Descriptor:
+    fields = {"host": shm.HOST, "name": "rankpool-0123abcd4567-42-1", "offset": shm.HEADER,
+              "length": 10, "generation": 3, "flags": shm.READER_FREES, **kw}
+    return shm.Descriptor(**fields)  # type: ignore[arg-type]
+
+
+def test_descriptors_round_trip() -> None:
+    d = _desc()
+    assert shm.parse_descriptor(d.encode()) == d
+    assert shm.parse_descriptor(memoryview(d.encode())) == d
+
+
+def test_only_short_frames_with_the_magic_are_descriptors() -> None:
+    assert not shm.is_descriptor(b"x" * 100)
+    assert not shm.is_descriptor(shm.DESCRIPTOR_MAGIC + bytes(shm.MAX_DESCRIPTOR))
+    assert shm.is_descriptor(_desc().encode())
+
+
+@pytest.mark.parametrize("frame, match", [
+    (_desc().encode()[:20], "truncated or garbled"),
+    (_desc().encode()[:-3], "truncated or padded"),
+    (_desc().encode() + b"xx", "truncated or padded"),
+    (_desc(name="rankpool-../../etc/passwd").encode(), "names no rankpool segment"),
+    (_desc(name="other-file").encode(), "names no rankpool segment"),
+    (_desc(name="rankpool-0123abcd4567.host").encode(), "names no rankpool segment"),
+    (_desc(offset=8).encode(), "inside the segment header"),
+    (b"not a descriptor", "not a shared-memory descriptor"),
+])
+def test_bad_descriptors_are_refused_with_a_reason(frame: bytes, match: str) -> None:
+    with pytest.raises(SharedMemoryError, match=match):
+        shm.parse_descriptor(frame)
+
+
+def test_descriptors_that_cannot_be_read_say_why(arena: shm.Arena) -> None:
+    reader = shm.Reader()
+    with pytest.raises(SharedMemoryError, match="cannot be opened") as info:
+        reader.fetch(_desc())
+    assert info.value.segment == "rankpool-0123abcd4567-42-1"
+    with pytest.raises(SharedMemoryError, match="written on host 'elsewhere'"):
+        reader.fetch(_desc(host="elsewhere"))
+    real = shm.parse_descriptor(arena.publish([big(MB)], False)[0][0])
+    with pytest.raises(SharedMemoryError, match="reaches byte"):
+        shm.Reader().fetch(_desc(name=real.name, length=2 * MB))
+
+
+def test_a_file_that_is_no_segment_is_refused(prefix: str) -> None:
+    name = f"{prefix}-1-1"
+    with open(os.path.join(shm.SHM_DIR, name), "wb") as f:
+        f.write(bytes(4096))
+    with pytest.raises(SharedMemoryError, match="not a rankpool segment"):
+        shm.Reader().fetch(_desc(name=name))
+
+
+def test_shared_memory_error_keeps_its_fields_across_pickle() -> None:
+    err = pickle.loads(pickle.dumps(SharedMemoryError("seg", "gone")))
+    assert isinstance(err, SharedMemoryError) and (err.segment, err.reason) == ("seg", "gone")
+    assert "seg" in str(err) and "gone" in str(err)
+
+
+# -- through serialization --------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [
+    np.arange(MB // 8, dtype=np.float64),
+    np.arange(4 * MB // 8, dtype=np.int64).reshape(512, -1)[:, ::2],  # not contiguous
+    bytearray(b"ab" * MB),
+])
+def test_loads_data_resolves_descriptors(arena: shm.Arena, value: object) -> None:
+    data, buffers = dumps_data(value)
+    frames, _ = arena.publish(buffers, reader_frees=True)
+    back = loads_data(data, frames)
+    if isinstance(value, np.ndarray):
+        np.testing.assert_array_equal(back, value)
+        assert back.flags.writeable
+    else:
+        assert back == value and type(back) is bytearray
+    assert arena.in_use() == 0
+
+
+def test_discard_frees_unread_results_and_ignores_junk(arena: shm.Arena) -> None:
+    frames, _ = arena.publish([big(MB)], reader_frees=True)
+    shm.discard([frames[0], _desc().encode(), b"\x00RPSHM1\x00junk", big(10)])
+    assert arena.in_use() == 0
+    frames, _ = arena.publish([big(MB)], reader_frees=False)
+    shm.discard(frames)  # arguments are freed by their sender only
+    assert arena.in_use() == 1
+
+
+def test_a_result_with_an_unreadable_descriptor_fails_its_future() -> None:
+    data, _ = dumps_data(np.zeros(MB, np.uint8))
+    future = TaskFuture(1)
+    settle(future, Result(1, [Outcome(0, True, data, [_desc(length=MB).encode()])]))
+    with pytest.raises(SharedMemoryError, match="cannot be opened"):
+        future.result(0)
+
+
+def test_a_settled_future_frees_the_late_result(arena: shm.Arena) -> None:
+    data, buffers = dumps_data(np.zeros(MB, np.uint8))
+    frames, _ = arena.publish(buffers, reader_frees=True)
+    future = TaskFuture(1)
+    future.cancel()
+    settle(future, Result(1, [Outcome(0, True, data, frames)]))
+    assert arena.in_use() == 0
+
+
+def test_the_reader_drops_mappings_of_unlinked_segments(prefix: str) -> None:
+    reader = shm.Reader()
+    one, two = shm.Arena(prefix), shm.Arena(prefix)
+    try:
+        reader.fetch(shm.parse_descriptor(one.publish([big(MB)], True)[0][0]))
+        assert len(reader._maps) == 1
+        one.close()
+        reader.fetch(shm.parse_descriptor(two.publish([big(MB)], True)[0][0]))
+        assert len(reader._maps) == 1  # the unlinked segment's pages are let go
+    finally:
+        two.close()
+        reader.close()
+
+
+# -- cleanup ---------------------------------------------------------------------------------------
+def test_sweep_removes_a_dead_process_segments(prefix: str) -> None:
+    code = (f"from rankpool import shm; import numpy as np, os\n"
+            f"a = shm.Arena({prefix!r}); a.publish([np.ones(2**20, np.uint8)], False)\n"
+            f"f, s = a.publish([np.ones(2**20, np.uint8)], False); a.release(s)\n"
+            "os._exit(0)\n")  # as if killed: no atexit
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    live = shm.Arena(prefix)
+    live.publish([big(MB)], True)
+    live.publish([big(MB)], True)
+    live.release([(s, s.generation) for s in live.segments[1:]])
+    assert len(run_files(prefix)) == 4
+    removed = shm.sweep(prefix, only_dead=True)
+    assert len(removed) == 1  # the dead process's free segment; not its busy one, not ours
+    assert len(run_files(prefix)) == 3
+    open(shm.probe_path(prefix), "w").close()
+    shm.sweep(prefix)
+    assert run_files(prefix) == []
+    live.close()
+
+
+def test_the_front_end_plane_frees_arguments_and_cleans_up() -> None:
+    plane = FrontEndPlane(64 * MB)
+    try:
+        assert shm.shares_front_end_memory(plane.prefix)
+        frames = plane.publish_args(5, [big(MB)])
+        assert shm.is_descriptor(frames[0]) and plane.arena.in_use() == 1
+        plane.task_ended(4)
+        assert plane.arena.in_use() == 1
+        plane.task_ended(5)
+        assert plane.arena.in_use() == 0
+        plane.publish_args(6, [big(MB)])
+    finally:
+        plane.close()
+    assert run_files(plane.prefix) == []
+    assert not shm.shares_front_end_memory(plane.prefix)
+
+
+# -- switching it on ---------------------------------------------------------------------------------
+def test_choose_shared_memory() -> None:
+    assert choose_shared_memory(None, local=True) is True
+    assert choose_shared_memory(None, local=False) is False
+    assert choose_shared_memory(True, local=False) is True
+    assert choose_shared_memory(False, local=True) is False
+    with pytest.raises(TypeError, match="shared_memory must be True, False or None"):
+        choose_shared_memory("yes", local=True)  # type: ignore[arg-type]
+    assert check_cap(None) == shm.DEFAULT_CAP and check_cap(0) == 0
+    for bad in (-1, 1.5, True, "1G"):
+        with pytest.raises(ValueError, match="shared_memory_cap"):
+            check_cap(bad)  # type: ignore[arg-type]
+
+
+def test_pool_options_carry_the_plane() -> None:
+    prefix = shm.new_run_prefix()
+    cfg = PoolConfig("tcp://h:1", "0", shared_memory=prefix, shared_memory_cap=5 * MB)
+    again = parse(cfg.to_argv())
+    assert (again.shared_memory, again.shared_memory_cap) == (prefix, 5 * MB)
+    assert "--shared-memory" not in PoolConfig("tcp://h:1", "0").to_argv()
+    with pytest.raises(ValueError, match="--shared-memory: expected a shared-memory run prefix"):
+        PoolConfig("tcp://h:1", "0", shared_memory="/dev/shm/x")
+    with pytest.raises(ValueError, match="--shared-memory-cap"):
+        PoolConfig("tcp://h:1", "0", shared_memory_cap=-5)
+
+
+def test_a_rank_that_cannot_see_the_probe_sends_results_as_messages() -> None:
+    from rankpool.mpi_pool.pool import result_arena
+    prefix = shm.new_run_prefix()
+    assert result_arena(PoolConfig("tcp://h:1", "0", shared_memory=prefix)) is None
+    assert result_arena(PoolConfig("tcp://h:1", "0")) is None
+    open(shm.probe_path(prefix), "w").close()
+    try:
+        arena = result_arena(PoolConfig("tcp://h:1", "0", shared_memory=prefix))
+        assert isinstance(arena, shm.Arena)
+        arena.close()
+    finally:
+        shm.sweep(prefix)
+
+
+def test_segment_header_layout() -> None:
+    prefix = shm.new_run_prefix()
+    arena = shm.Arena(prefix)
+    try:
+        desc = shm.parse_descriptor(arena.publish([big(MB)], False)[0][0])
+        with open(os.path.join(shm.SHM_DIR, desc.name), "rb") as f:
+            head = f.read(shm.HEADER)
+        assert head[:8] == shm.SEGMENT_MAGIC and head[8] == shm.IN_USE
+        assert struct.unpack_from("<QQ", head, 16) == (desc.generation, MB)
+    finally:
+        arena.close()
