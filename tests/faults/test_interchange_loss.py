@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rankpool import BrokenPool, Executor
+from rankpool import BrokenPool, Executor, shm_run
 
 import fault_tasks as t
 from helpers import FAST, alive, descendants, pool_tree, wait_for, wait_gone, \
@@ -85,13 +85,15 @@ def test_pool_starts_no_queued_task_after_losing_the_interchange(tmp_path: Path)
 #: the submitting process: an Executor with work in flight, then it waits to be killed
 _SUBMITTER = textwrap.dedent("""
     import sys, time
+    import numpy as np
     from rankpool import Executor
     import fault_tasks as t
     ex = Executor(max_ranks=2, run_dir=sys.argv[1], heartbeat_period=0.2, heartbeat_threshold=2)
     assert ex.submit(t.square, 3).result(timeout=30) == 9
     futures = [ex.submit(t.nap, 0.5) for _ in range(50)]
     wide = [ex.requirements(num_ranks=2).submit(t.simulate, 1) for _ in range(5)]
-    print("READY", flush=True)
+    big = ex.submit(len, np.ones(1 << 18))  # its argument waits in a shared-memory segment
+    print("READY", ex._plane.prefix, flush=True)
     time.sleep(600)
 """)
 
@@ -102,7 +104,9 @@ def test_submitting_process_killed_leaves_no_process_behind(tmp_path: Path) -> N
                             stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "READY"
+        ready, prefix = proc.stdout.readline().split()
+        assert ready == "READY"
+        assert [n for n in os.listdir(shm_run.SHM_DIR) if n.startswith(prefix)]
         run = psutil.Process(proc.pid).children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in run)
         assert "rankpool.interchange" in names and "rankpool.mpi_pool" in names, names
@@ -114,6 +118,8 @@ def test_submitting_process_killed_leaves_no_process_behind(tmp_path: Path) -> N
         assert not [p for p in run if alive(p)]
         log = (tmp_path / "interchange.log").read_text()
         assert "parent process" in log or "front-end" in log, log[-2000:]
+        # nor any file in /dev/shm: the interchange removed the front-end's, the ranks theirs
+        assert not [n for n in os.listdir(shm_run.SHM_DIR) if n.startswith(prefix)]
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rankpool import Executor, shm
+from rankpool import Executor, shm, shm_run
 from rankpool.errors import ManagerLost, SharedMemoryError
 
 from helpers import executor, wait_for
@@ -38,7 +38,7 @@ def checksum(x: np.ndarray, comm: Any = None) -> list[float]:
 
 
 def run_files(prefix: str) -> list[str]:
-    return sorted(n for n in os.listdir(shm.SHM_DIR) if n.startswith(prefix))
+    return sorted(n for n in os.listdir(shm_run.SHM_DIR) if n.startswith(prefix))
 
 
 def worker_segments(ex: Executor) -> list[str]:

@@ -111,7 +111,7 @@ def test_issue_example_and_resource_specs(load: Any) -> None:
 def test_large_arrays_travel_through_shared_memory(load: Any) -> None:
     import numpy as np
 
-    from rankpool import shm
+    from rankpool import shm_run
     ex = xs(ranks_per_node=2)
     dfk = load(ex)
     assert ex._plane is not None  # on by default: the local provider's blocks run here
@@ -120,7 +120,7 @@ def test_large_arrays_travel_through_shared_memory(load: Any) -> None:
     np.testing.assert_array_equal(apps.echo(a).result(timeout=60), a)
     assert ex._plane.arena.segments and ex._plane.arena.in_use() == 0
     dfk.cleanup()
-    assert not [n for n in os.listdir(shm.SHM_DIR) if n.startswith(prefix)]
+    assert not [n for n in os.listdir(shm_run.SHM_DIR) if n.startswith(prefix)]
 
 
 def test_shared_memory_choice() -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from rankpool import shm
+from rankpool import shm, shm_run
 from rankpool.errors import SharedMemoryError
 from rankpool.executor.base import TaskFuture, settle
 from rankpool.executor.shm_plane import FrontEndPlane, check_cap, choose_shared_memory
@@ -26,14 +26,14 @@ MB = 1024 * 1024
 
 
 def run_files(prefix: str) -> list[str]:
-    return sorted(n for n in os.listdir(shm.SHM_DIR) if n.startswith(prefix))
+    return sorted(n for n in os.listdir(shm_run.SHM_DIR) if n.startswith(prefix))
 
 
 @pytest.fixture
 def prefix() -> Iterator[str]:
-    p = shm.new_run_prefix()
+    p = shm_run.new_run_prefix()
     yield p
-    shm.sweep(p)
+    shm_run.sweep(p)
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_a_placed_buffer_reads_back_and_its_reader_frees_it(arena: shm.Arena, pr
     desc = shm.parse_descriptor(frames[0])
     assert (desc.host, desc.offset, desc.length) == (shm.HOST, shm.HEADER, data.nbytes)
     assert desc.name.startswith(f"{prefix}-{os.getpid()}-")
-    stat = os.stat(os.path.join(shm.SHM_DIR, desc.name))
+    stat = os.stat(os.path.join(shm_run.SHM_DIR, desc.name))
     assert stat.st_mode & 0o777 == 0o600
     assert arena.in_use() == 1
     out = shm.Reader().fetch(desc)
@@ -177,7 +177,7 @@ def test_arena_refuses_bad_settings() -> None:
     with pytest.raises(ValueError, match="run prefix"):
         shm.Arena("../etc")
     with pytest.raises(ValueError, match="shared_memory_cap"):
-        shm.Arena(shm.new_run_prefix(), cap=-1)
+        shm.Arena(shm_run.new_run_prefix(), cap=-1)
 
 
 # -- descriptors ----------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ def test_descriptors_that_cannot_be_read_say_why(arena: shm.Arena) -> None:
 
 def test_a_file_that_is_no_segment_is_refused(prefix: str) -> None:
     name = f"{prefix}-1-1"
-    with open(os.path.join(shm.SHM_DIR, name), "wb") as f:
+    with open(os.path.join(shm_run.SHM_DIR, name), "wb") as f:
         f.write(bytes(4096))
     with pytest.raises(SharedMemoryError, match="not a rankpool segment"):
         shm.Reader().fetch(_desc(name=name))
@@ -310,11 +310,11 @@ def test_sweep_removes_a_dead_process_segments(prefix: str) -> None:
     live.publish([big(MB)], True)
     live.release([(s, s.generation) for s in live.segments[1:]])
     assert len(run_files(prefix)) == 4
-    removed = shm.sweep(prefix, only_dead=True)
+    removed = shm_run.sweep(prefix, only_dead=True)
     assert len(removed) == 1  # the dead process's free segment; not its busy one, not ours
     assert len(run_files(prefix)) == 3
-    open(shm.probe_path(prefix), "w").close()
-    shm.sweep(prefix)
+    open(shm_run.probe_path(prefix), "w").close()
+    shm_run.sweep(prefix)
     assert run_files(prefix) == []
     live.close()
 
@@ -322,7 +322,7 @@ def test_sweep_removes_a_dead_process_segments(prefix: str) -> None:
 def test_the_front_end_plane_frees_arguments_and_cleans_up() -> None:
     plane = FrontEndPlane(64 * MB)
     try:
-        assert shm.shares_front_end_memory(plane.prefix)
+        assert shm_run.shares_front_end_memory(plane.prefix)
         frames = plane.publish_args(5, [big(MB)])
         assert shm.is_descriptor(frames[0]) and plane.arena.in_use() == 1
         plane.task_ended(4)
@@ -333,7 +333,7 @@ def test_the_front_end_plane_frees_arguments_and_cleans_up() -> None:
     finally:
         plane.close()
     assert run_files(plane.prefix) == []
-    assert not shm.shares_front_end_memory(plane.prefix)
+    assert not shm_run.shares_front_end_memory(plane.prefix)
 
 
 # -- switching it on ---------------------------------------------------------------------------------
@@ -351,7 +351,7 @@ def test_choose_shared_memory() -> None:
 
 
 def test_pool_options_carry_the_plane() -> None:
-    prefix = shm.new_run_prefix()
+    prefix = shm_run.new_run_prefix()
     cfg = PoolConfig("tcp://h:1", "0", shared_memory=prefix, shared_memory_cap=5 * MB)
     again = parse(cfg.to_argv())
     assert (again.shared_memory, again.shared_memory_cap) == (prefix, 5 * MB)
@@ -364,24 +364,24 @@ def test_pool_options_carry_the_plane() -> None:
 
 def test_a_rank_that_cannot_see_the_probe_sends_results_as_messages() -> None:
     from rankpool.mpi_pool.pool import result_arena
-    prefix = shm.new_run_prefix()
+    prefix = shm_run.new_run_prefix()
     assert result_arena(PoolConfig("tcp://h:1", "0", shared_memory=prefix)) is None
     assert result_arena(PoolConfig("tcp://h:1", "0")) is None
-    open(shm.probe_path(prefix), "w").close()
+    open(shm_run.probe_path(prefix), "w").close()
     try:
         arena = result_arena(PoolConfig("tcp://h:1", "0", shared_memory=prefix))
         assert isinstance(arena, shm.Arena)
         arena.close()
     finally:
-        shm.sweep(prefix)
+        shm_run.sweep(prefix)
 
 
 def test_segment_header_layout() -> None:
-    prefix = shm.new_run_prefix()
+    prefix = shm_run.new_run_prefix()
     arena = shm.Arena(prefix)
     try:
         desc = shm.parse_descriptor(arena.publish([big(MB)], False)[0][0])
-        with open(os.path.join(shm.SHM_DIR, desc.name), "rb") as f:
+        with open(os.path.join(shm_run.SHM_DIR, desc.name), "rb") as f:
             head = f.read(shm.HEADER)
         assert head[:8] == shm.SEGMENT_MAGIC and head[8] == shm.IN_USE
         assert struct.unpack_from("<QQ", head, 16) == (desc.generation, MB)

@@ -126,18 +126,24 @@ class Executor(FrontEnd):
         keys = make_keys(self.run_dir) if self.encrypted else None
         server_key = keys.server_public if keys else ""
         from .client import InterchangeClient
+        if use_shm:
+            self._plane = FrontEndPlane(shm_cap)
         self.client = InterchangeClient(
             InterchangeConfig(address=address, heartbeat_period=heartbeat_period,
                               heartbeat_threshold=heartbeat_threshold, run_dir=self.run_dir,
                               log_level=log_level, parent_pid=os.getpid(),
-                              curve_dir=keys.directory if keys else ""),
+                              curve_dir=keys.directory if keys else "",
+                              shm_prefix=self._plane.prefix if self._plane else ""),
             on_results=self._on_results, on_lost=self._on_lost, on_broken=self._on_broken,
             on_refused=self._on_refused)
-        self.client.start()
+        try:
+            self.client.start()
+        except BaseException:
+            if self._plane is not None:
+                self._plane.close()
+            raise
         write_interchange_info(self.run_dir, self.client.ports, self.client.pool_address,
                                server_key)
-        if use_shm:
-            self._plane = FrontEndPlane(shm_cap)
         self.pool_config = PoolConfig(interchange=self.client.pool_address, block_id="0",
                                       heartbeat_period=heartbeat_period,
                                       heartbeat_threshold=heartbeat_threshold,

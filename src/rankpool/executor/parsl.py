@@ -215,18 +215,24 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         from ..security import choose_encryption, make_keys
         keys = make_keys(self.log_dir) if choose_encryption(self.encrypted, address) else None
         server_key = keys.server_public if keys else ""
+        if self._use_shm:
+            self._plane = FrontEndPlane(self._shm_cap)
         config = InterchangeConfig(address=address, pool_port=self.pool_port, port_range=self.port_range,
                                    heartbeat_period=self.heartbeat_period,
                                    heartbeat_threshold=self.heartbeat_threshold, run_dir=self.log_dir,
                                    log_level=self.log_level, parent_pid=os.getpid(),
-                                   curve_dir=keys.directory if keys else "")
+                                   curve_dir=keys.directory if keys else "",
+                                   shm_prefix=self._plane.prefix if self._plane else "")
         self._client = InterchangeClient(config, on_results=self._on_results, on_lost=self._on_lost,
                                          on_broken=self._on_broken)
-        self._client.start()
+        try:
+            self._client.start()
+        except BaseException:
+            if self._plane is not None:
+                self._plane.close()
+            raise
         write_interchange_info(self.log_dir, self._client.ports, self._client.pool_address,
                                server_key)
-        if self._use_shm:
-            self._plane = FrontEndPlane(self._shm_cap)
         self._pool_base = PoolConfig(
             interchange=self._client.pool_address, block_id="0",
             heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.heartbeat_threshold,

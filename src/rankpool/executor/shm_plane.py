@@ -14,8 +14,9 @@ where its blocks run. When on, the front-end
 * removes, at shutdown, its segments and whatever segments of the run are left (those of
   ranks killed before they could remove their own).
 
-A front-end killed with SIGKILL leaves its probe (an empty file) and its argument segments
-behind: nothing of the run outlives it to remove them. Worker ranks still remove their own.
+A front-end killed with SIGKILL cannot remove its probe and argument segments: the interchange,
+which is given the prefix and notices the front-end is gone, removes the run's files as it
+stops (:meth:`~rankpool.interchange.Interchange.front_end_gone`); worker ranks remove their own.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .. import shm
+from .. import shm, shm_run
 from ..serialize import Buffer
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,9 @@ def choose_shared_memory(value: bool | None, local: bool) -> bool:
         raise TypeError(f"shared_memory must be True, False or None (automatic: on when blocks "
                         f"run on this host), got {value!r}")
     if value is None:
-        return local and shm.available()
-    if value and not shm.available():
-        raise ValueError(f"shared_memory=True: {shm.SHM_DIR} is missing or not writable on "
+        return local and shm_run.available()
+    if value and not shm_run.available():
+        raise ValueError(f"shared_memory=True: {shm_run.SHM_DIR} is missing or not writable on "
                          f"this host")
     return value
 
@@ -67,8 +68,8 @@ class FrontEndPlane:
     """The arena for task arguments, their slots by task, the probe, and the run's cleanup."""
 
     def __init__(self, cap: int = shm.DEFAULT_CAP) -> None:
-        self.prefix = shm.new_run_prefix()
-        fd = os.open(shm.probe_path(self.prefix), os.O_CREAT | os.O_EXCL | os.O_WRONLY
+        self.prefix = shm_run.new_run_prefix()
+        fd = os.open(shm_run.probe_path(self.prefix), os.O_CREAT | os.O_EXCL | os.O_WRONLY
                      | os.O_NOFOLLOW, 0o600)
         os.close(fd)
         self.arena = shm.Arena(self.prefix, cap=cap)
@@ -100,7 +101,7 @@ class FrontEndPlane:
 
     def sweep_dead(self) -> None:
         """Remove the free segments of ranks that have exited (a block that died)."""
-        removed = shm.sweep(self.prefix, only_dead=True)
+        removed = shm_run.sweep(self.prefix, only_dead=True)
         if removed:
             log.info("removed %d shared-memory segments of exited ranks", len(removed))
 
@@ -113,6 +114,6 @@ class FrontEndPlane:
             self._slots.clear()
         self.arena.close()
         shm.reader().close()
-        left = [n for n in shm.sweep(self.prefix) if not n.endswith(".host")]
+        left = [n for n in shm_run.sweep(self.prefix) if not n.endswith(".host")]
         if left:
             log.info("removed %d shared-memory segments left by pool ranks", len(left))

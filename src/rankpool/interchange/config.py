@@ -15,6 +15,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from ..shm_run import check_run_prefix
+
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -49,6 +51,8 @@ class InterchangeConfig:
     is the front-end's process: the interchange exits once it is gone. ``curve_dir``, when
     set, is the run's key directory (:func:`rankpool.security.make_keys`): every socket then
     speaks CurveZMQ and admits only this run's keys; it must be an absolute path.
+    ``shm_prefix``, when set, is the run's shared-memory prefix (:mod:`rankpool.shm_run`): if the
+    front-end is lost, the interchange removes the run's files from ``/dev/shm`` as it stops.
     """
 
     address: str = "127.0.0.1"
@@ -65,6 +69,7 @@ class InterchangeConfig:
     parent_pid: int = 0
     front_identity: str = ""
     curve_dir: str = ""
+    shm_prefix: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.front_identity, str):
@@ -96,6 +101,11 @@ class InterchangeConfig:
                 self.curve_dir and not os.path.isabs(self.curve_dir)):
             raise ValueError(f"curve_dir: must be an absolute directory path or '' (no "
                              f"encryption), got {self.curve_dir!r}")
+        if self.shm_prefix:
+            try:
+                check_run_prefix(self.shm_prefix)
+            except ValueError as exc:
+                raise ValueError(f"shm_prefix: {exc}") from None
         if not isinstance(self.log_level, str) or self.log_level.upper() not in _LOG_LEVELS:
             raise ValueError(f"log_level: must be one of {_LOG_LEVELS}, got {self.log_level!r}")
         for name in ("max_widest", "parent_pid"):

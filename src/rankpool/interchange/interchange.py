@@ -26,6 +26,7 @@ import zmq
 from .._version import __version__
 from ..errors import ProtocolError
 from ..security import Gatekeeper, open_gate
+from ..shm_run import sweep
 from ..protocol import (SUBMIT_SUFFIX, Capacity, Drain, Heartbeat, Lost, Refused, Register,
                         Registered, Stop, Task,
                         check_results, check_versions, decode_header, decode_message,
@@ -429,7 +430,7 @@ class Interchange:
         silent = self.front.silent_for(self._now)
         if silent > threshold and not self._done:
             log.warning("front-end silent for %.1f s; stopping", silent)
-            self.shutdown("front-end lost")
+            self.front_end_gone("front-end lost")
 
     def heartbeat(self) -> None:
         """Once per period: a heartbeat to every pool and the front-end; check the parent."""
@@ -443,7 +444,16 @@ class Interchange:
         pid = self.config.parent_pid
         if pid and not process_alive(pid):
             log.warning("parent process %d is gone; stopping", pid)
-            self.shutdown("front-end process gone")
+            self.front_end_gone("front-end process gone")
+
+    def front_end_gone(self, reason: str) -> None:
+        """Stop, and remove the run's shared-memory files: the front-end that would have
+        removed them at its shutdown is gone (pool ranks remove their own as they exit)."""
+        prefix = self.config.shm_prefix
+        if prefix:
+            removed = sweep(prefix)
+            log.info("removed %d shared-memory files of run %s", len(removed), prefix)
+        self.shutdown(reason)
 
     def shutdown(self, reason: str) -> None:
         """Send Stop to every pool and end the loop."""

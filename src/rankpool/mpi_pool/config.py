@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..node_resources import NodeResources, node_resources
-from ..shm import DEFAULT_CAP, check_run_prefix
+from ..shm import DEFAULT_CAP
+from ..shm_run import check_run_prefix
 from .placement import DEFAULT_LEND, check_lend
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -23,7 +23,7 @@ from typing import Any
 import zmq
 from mpi4py import MPI
 
-from .. import protocol, shm
+from .. import protocol, shm, shm_run
 from .._version import __version__
 from ..errors import ProtocolError
 from ..node_resources import apply_binding, device_ranks, devices_list
@@ -271,9 +271,9 @@ def result_arena(cfg: PoolConfig) -> shm.Arena | None:
     plane (``--shared-memory``) and this rank sees its probe (same host and ``/dev/shm``)."""
     if not cfg.shared_memory:
         return None
-    if not shm.shares_front_end_memory(cfg.shared_memory):
+    if not shm_run.shares_front_end_memory(cfg.shared_memory):
         log.info("shared memory: the front-end's %s is not visible here; results travel as "
-                 "messages", shm.probe_path(cfg.shared_memory))
+                 "messages", shm_run.probe_path(cfg.shared_memory))
         return None
     return shm.Arena(cfg.shared_memory, cap=cfg.shared_memory_cap)
 
