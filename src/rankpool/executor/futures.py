@@ -28,7 +28,8 @@ from ..resources import Spec, check_fits
 from .base import FrontEnd, TaskFuture
 from .blocks import LocalBlocks, pool_command
 from .rundir import make_run_dir, write_interchange_info
-from .shm_plane import FrontEndPlane, check_cap, choose_shared_memory, shm_options
+from .shm_plane import (FrontEndPlane, check_cap, choose_shared_memory, closed_on_failure,
+                        shm_options)
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +137,8 @@ class Executor(FrontEnd):
                               shm_prefix=self._plane.prefix if self._plane else ""),
             on_results=self._on_results, on_lost=self._on_lost, on_broken=self._on_broken,
             on_refused=self._on_refused)
-        try:
+        with closed_on_failure(self._plane):
             self.client.start()
-        except BaseException:
-            if self._plane is not None:
-                self._plane.close()
-            raise
         write_interchange_info(self.run_dir, self.client.ports, self.client.pool_address,
                                server_key)
         self.pool_config = PoolConfig(interchange=self.client.pool_address, block_id="0",

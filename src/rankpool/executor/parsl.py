@@ -52,7 +52,8 @@ from .parsl_checks import (SPEC_KWARG, ReraiseWrapped, check_arguments, declares
 from .parsl_scaling import BlockControl
 from .parsl_views import PoolViews
 from .rundir import write_interchange_info
-from .shm_plane import FrontEndPlane, check_cap, choose_shared_memory, shm_options
+from .shm_plane import (FrontEndPlane, check_cap, choose_shared_memory, closed_on_failure,
+                        shm_options)
 
 __all__ = ["ExtremeScaleExecutor", "LocalMpiexecLauncher", "local_provider"]
 
@@ -225,12 +226,8 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
                                    shm_prefix=self._plane.prefix if self._plane else "")
         self._client = InterchangeClient(config, on_results=self._on_results, on_lost=self._on_lost,
                                          on_broken=self._on_broken)
-        try:
+        with closed_on_failure(self._plane):
             self._client.start()
-        except BaseException:
-            if self._plane is not None:
-                self._plane.close()
-            raise
         write_interchange_info(self.log_dir, self._client.ports, self._client.pool_address,
                                server_key)
         self._pool_base = PoolConfig(

@@ -24,7 +24,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from .. import shm, shm_run
@@ -55,6 +56,17 @@ def check_cap(cap: int | None) -> int:
         raise ValueError(f"shared_memory_cap must be a non-negative number of bytes or None, "
                          f"got {cap!r}")
     return cap
+
+
+@contextmanager
+def closed_on_failure(plane: FrontEndPlane | None) -> Iterator[None]:
+    """Remove the plane's files if the start-up it guards raises (nothing else would)."""
+    try:
+        yield
+    except BaseException:
+        if plane is not None:
+            plane.close()
+        raise
 
 
 def shm_options(plane: FrontEndPlane | None) -> dict[str, Any]:
