@@ -28,7 +28,7 @@ from typing import Any
 import dill
 
 from .errors import RemoteTaskError, RemoteTraceback, SerializationError
-from .shm import resolve as resolve_shared
+from .shm_reader import resolve as resolve_shared
 
 #: buffers at least this large travel out of band; smaller ones stay inside the pickle
 OOB_THRESHOLD = 64 * 1024

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from rankpool import shm, shm_run
+from rankpool import shm, shm_reader, shm_run
 from rankpool.errors import SharedMemoryError
 from rankpool.executor.base import TaskFuture, settle
 from rankpool.executor.shm_plane import FrontEndPlane, check_cap, choose_shared_memory
@@ -64,13 +64,13 @@ def test_a_placed_buffer_reads_back_and_its_reader_frees_it(arena: shm.Arena, pr
     stat = os.stat(os.path.join(shm_run.SHM_DIR, desc.name))
     assert stat.st_mode & 0o777 == 0o600
     assert arena.in_use() == 1
-    out = shm.Reader().fetch(desc)
+    out = shm_reader.Reader().fetch(desc)
     assert bytes(out) == data.tobytes() and not out.readonly
     assert arena.in_use() == 0
 
 
 def test_free_segments_are_reused_and_generations_move_on(arena: shm.Arena) -> None:
-    reader = shm.Reader()
+    reader = shm_reader.Reader()
     first = shm.parse_descriptor(arena.publish([big(2 * MB, 1)], True)[0][0])
     reader.fetch(first)
     second = shm.parse_descriptor(arena.publish([big(2 * MB, 2)], True)[0][0])
@@ -88,7 +88,7 @@ def test_buffers_in_flight_grow_the_arena(arena: shm.Arena) -> None:
 
 
 def test_sender_freed_slots_wait_for_release(arena: shm.Arena) -> None:
-    reader = shm.Reader()
+    reader = shm_reader.Reader()
     frames, slots = arena.publish([big(MB)], reader_frees=False)
     desc = shm.parse_descriptor(frames[0])
     reader.fetch(desc)
@@ -121,7 +121,7 @@ def test_a_far_larger_free_segment_is_not_hoarded(arena: shm.Arena) -> None:
 
 def test_free_segments_beyond_keep_are_let_go(prefix: str) -> None:
     arena = shm.Arena(prefix, keep=2 * MB)
-    reader = shm.Reader()
+    reader = shm_reader.Reader()
     try:
         frames, _ = arena.publish([big(MB, 1), big(MB, 2), big(8 * MB, 3)], reader_frees=True)
         names = [shm.parse_descriptor(f).name for f in frames]
@@ -170,7 +170,7 @@ def test_close_unlinks_every_segment(prefix: str) -> None:
     buf = big(MB)
     assert arena.publish([buf], True)[0] == [buf]  # a closed arena places nothing
     with pytest.raises(SharedMemoryError, match="cannot be opened"):
-        shm.Reader().fetch(shm.parse_descriptor(frames[0]))
+        shm_reader.Reader().fetch(shm.parse_descriptor(frames[0]))
 
 
 def test_arena_refuses_bad_settings() -> None:
@@ -215,7 +215,7 @@ def test_bad_descriptors_are_refused_with_a_reason(frame: bytes, match: str) -> 
 
 
 def test_descriptors_that_cannot_be_read_say_why(arena: shm.Arena) -> None:
-    reader = shm.Reader()
+    reader = shm_reader.Reader()
     with pytest.raises(SharedMemoryError, match="cannot be opened") as info:
         reader.fetch(_desc())
     assert info.value.segment == "rankpool-0123abcd4567-42-1"
@@ -223,7 +223,7 @@ def test_descriptors_that_cannot_be_read_say_why(arena: shm.Arena) -> None:
         reader.fetch(_desc(host="elsewhere"))
     real = shm.parse_descriptor(arena.publish([big(MB)], False)[0][0])
     with pytest.raises(SharedMemoryError, match="reaches byte"):
-        shm.Reader().fetch(_desc(name=real.name, length=2 * MB))
+        shm_reader.Reader().fetch(_desc(name=real.name, length=2 * MB))
 
 
 def test_a_file_that_is_no_segment_is_refused(prefix: str) -> None:
@@ -231,7 +231,7 @@ def test_a_file_that_is_no_segment_is_refused(prefix: str) -> None:
     with open(os.path.join(shm_run.SHM_DIR, name), "wb") as f:
         f.write(bytes(4096))
     with pytest.raises(SharedMemoryError, match="not a rankpool segment"):
-        shm.Reader().fetch(_desc(name=name))
+        shm_reader.Reader().fetch(_desc(name=name))
 
 
 def test_shared_memory_error_keeps_its_fields_across_pickle() -> None:
@@ -260,10 +260,10 @@ def test_loads_data_resolves_descriptors(arena: shm.Arena, value: object) -> Non
 
 def test_discard_frees_unread_results_and_ignores_junk(arena: shm.Arena) -> None:
     frames, _ = arena.publish([big(MB)], reader_frees=True)
-    shm.discard([frames[0], _desc().encode(), b"\x00RPSHM1\x00junk", big(10)])
+    shm_reader.discard([frames[0], _desc().encode(), b"\x00RPSHM1\x00junk", big(10)])
     assert arena.in_use() == 0
     frames, _ = arena.publish([big(MB)], reader_frees=False)
-    shm.discard(frames)  # arguments are freed by their sender only
+    shm_reader.discard(frames)  # arguments are freed by their sender only
     assert arena.in_use() == 1
 
 
@@ -285,7 +285,7 @@ def test_a_settled_future_frees_the_late_result(arena: shm.Arena) -> None:
 
 
 def test_the_reader_drops_mappings_of_unlinked_segments(prefix: str) -> None:
-    reader = shm.Reader()
+    reader = shm_reader.Reader()
     one, two = shm.Arena(prefix), shm.Arena(prefix)
     try:
         reader.fetch(shm.parse_descriptor(one.publish([big(MB)], True)[0][0]))

@@ -22,7 +22,7 @@ from ..protocol import Result, Task
 from ..resources import Spec, parse_spec
 from ..serialize import (FunctionPickler, add_note, dumps_data, exception_text, loads_data,
                          loads_error)
-from ..shm import discard
+from ..shm_reader import discard
 from .shm_plane import FrontEndPlane
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from .. import shm, shm_run
+from .. import shm, shm_reader, shm_run
 from ..serialize import Buffer
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class FrontEndPlane:
         with self._lock:
             self._slots.clear()
         self.arena.close()
-        shm.reader().close()
+        shm_reader.reader().close()
         left = [n for n in shm_run.sweep(self.prefix) if not n.endswith(".host")]
         if left:
             log.info("removed %d shared-memory segments left by pool ranks", len(left))

@@ -26,7 +26,7 @@ from ..errors import InsufficientRanks, ResourceSpecError, StuckRanksError, Task
 from ..protocol import Outcome, Result, Task
 from ..resources import DeviceCapacity, Spec
 from ..serialize import Buffer, dumps_error, error_summary
-from ..shm import discard
+from ..shm_reader import discard
 from .comms import Done, Outbox, Tag, Topology, receive
 from .placement import DEFAULT_LEND, Scheduler, Shape
 from .task_setting import setting_of
