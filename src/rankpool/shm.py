@@ -253,6 +253,8 @@ class Arena:
 
         Called after each placement and release; a process that places buffers seldom
         (a worker rank between results) calls it when it has time."""
+        if self.held <= self.keep:  # free segments are part of what is held: all may stay
+            return
         with self._lock:
             free = sorted((s for s in self.segments if s.free), key=lambda s: -s.used)
             kept = 0

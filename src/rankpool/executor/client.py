@@ -8,9 +8,10 @@ The thread owns the task socket: it sends whatever piled up in the inbox as one 
 flood goes in bulk), hands result batches to ``on_results``, sends heartbeats and declares the
 interchange lost (``on_broken``) when it exits or has been silent past the threshold. A task
 submitted alone (nothing queued, no other submit within ``LONE_GAP``) skips the hand-over to
-the thread: the submitting thread sends it on a second, send-only socket under a lock, which
-saves a thread wake-up (a tenth of a millisecond here) on every round trip. Commands (list pools, hold, drain, ...) go over a second socket under a lock, so
-any thread may call :meth:`InterchangeClient.command`.
+the thread: the submitting thread sends it on a send-only socket under a lock, which saves a
+thread wake-up (a tenth of a millisecond here) on every round trip. Commands (list pools,
+hold, drain, ...) go over a third socket under a lock, so any thread may call
+:meth:`InterchangeClient.command`.
 """
 
 from __future__ import annotations

@@ -199,7 +199,8 @@ class Executor(FrontEnd):
     # -- views of the pools -------------------------------------------------------------------------
     def pools(self) -> list[dict[str, Any]]:
         """The connected pools: block, hosts, usable ranks, ``stuck_ranks`` (see the faults page;
-        a pool with any is drained), busy ranks, tasks in flight, versions, and ``devices``: ``{rank: device id}`` for the ranks that own an accelerator."""
+        a pool with any is drained), busy ranks, tasks in flight, versions, and ``devices``:
+        ``{rank: device id}`` for the ranks that own an accelerator."""
         return list(self.client.command("pools"))
 
     def outstanding(self) -> int:

@@ -438,7 +438,6 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
             _fail(future, error)
 
 
-
 def _fail(future: Future, error: BaseException) -> None:  # type: ignore[type-arg]
     try:
         if not future.done():

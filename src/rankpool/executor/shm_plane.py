@@ -108,6 +108,8 @@ class FrontEndPlane:
                 self.arena.release(slots)
 
     def tasks_ended(self, task_ids: Iterable[int]) -> None:
+        if not self._slots:  # no task holds argument segments (the usual case)
+            return
         for task_id in task_ids:
             self.task_ended(task_id)
 

@@ -58,6 +58,11 @@ class Interchange:
 
     def __init__(self, config: InterchangeConfig) -> None:
         self.config = config
+        # the front-end's main socket (False) and its send-only socket for lone tasks (True),
+        # when the front-end is pinned; answers always go to the main socket
+        front = config.front_identity.encode()
+        self._front_main = front
+        self._front_sockets = {front: False, front + SUBMIT_SUFFIX.encode(): True} if front else {}
         self.ports: tuple[int, int, int] | None = None
         self.pools = PoolTable()
         self.queue = TaskQueue()
@@ -335,13 +340,12 @@ class Interchange:
     # ------------------------------------------------------------------ the front-end
     def on_client_message(self, frames: Frames) -> None:
         identity = frames[0].bytes
-        pinned = self.config.front_identity
         submit_only = False
-        if pinned and identity != pinned.encode():
-            # the front-end's send-only socket for lone tasks; answers go to its main socket
-            if identity != (pinned + SUBMIT_SUFFIX).encode():
+        if self._front_sockets:
+            role = self._front_sockets.get(identity)
+            if role is None:
                 raise ProtocolError(f"message from {identity!r:.40}, which is not the front-end")
-            identity, submit_only = pinned.encode(), True
+            identity, submit_only = self._front_main, role
         header = decode_header(frames[1].buffer)
         assert self.front is not None
         kind = header["k"]
