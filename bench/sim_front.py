@@ -67,7 +67,7 @@ class Front:
             frames = self.sock.recv_multipart(copy=False)
             header = decode_header(frames[0].buffer)
             if header["k"] == "results":
-                return len(header["r"])
+                return header["n"]
             if header["k"] == "lost":
                 raise RuntimeError(f"interchange reported lost tasks: {header!r:.300}")
 
@@ -96,7 +96,7 @@ class Front:
 
     def flood(self, batches: list[list[Any]], n: int, window: int) -> float:
         """Send the batches keeping at most ``window`` tasks outstanding; seconds taken."""
-        sizes = [len(decode_header(b[0])["r"]) for b in batches]
+        sizes = [decode_header(b[0])["n"] for b in batches]
         start = time.perf_counter()
         sent = done = 0
         it = iter(batches)

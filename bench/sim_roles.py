@@ -19,8 +19,10 @@ import time
 import zmq
 
 from rankpool._version import __version__
+from rankpool.batches import OK
 from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Heartbeat, Register,
-                               encode_header)
+                               encode_header, task_ids)
+from rankpool.wire import pack_ints
 
 
 #: sockets one pool-host process opens at most (2 descriptors each; the limit here is 20,000)
@@ -33,8 +35,8 @@ Proc = subprocess.Popen[str]
 
 def answer(ids: list[int]) -> list[bytes]:
     """A simulated pool's reply to a task batch: one no-op result per task, one message."""
-    return [encode_header({"k": "results", "r": [[t, len(RESULT)] for t in ids]}),
-            RESULT * len(ids)]
+    rows = [v for t in ids for v in (t, 0, OK, len(RESULT), 0)]
+    return [encode_header({"k": "results", "n": len(ids)}), pack_ints(rows) + RESULT * len(ids)]
 
 
 def raise_fd_limit() -> int:
@@ -133,7 +135,7 @@ class PoolHost:
             header = json.loads(frames[0])
             kind = header["k"]
             if kind == "tasks":
-                ids = [r[0] for r in header["r"]]
+                ids = task_ids(header, frames[1:])
                 sock.send_multipart(answer(ids))
                 self.last_sent[i] = time.monotonic()
                 self.answered += len(ids)

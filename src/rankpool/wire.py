@@ -6,6 +6,8 @@ Nothing here imports mpi4py or zmq, and nothing here unpickles.
 from __future__ import annotations
 
 import json
+import sys
+from array import array
 from typing import Any
 
 from .errors import ProtocolError
@@ -39,3 +41,30 @@ def decode_header(frame: Buffer) -> dict[str, Any]:
 def is_int(v: Any) -> bool:
     """An int that is not a bool (JSON booleans decode as Python bools)."""
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+#: bytes per integer of a record table (signed, 64-bit, little-endian)
+INT_SIZE = 8
+_SWAP = sys.byteorder != "little"
+
+
+def pack_ints(values: list[int]) -> bytes:
+    """A record table: signed 64-bit little-endian integers (OverflowError past that range)."""
+    table = array("q", values)
+    if _SWAP:
+        table.byteswap()
+    return table.tobytes()
+
+
+def unpack_ints(frame: Buffer, count: int) -> list[int]:
+    """The first ``count`` integers of a record table at the start of ``frame``."""
+    size = count * INT_SIZE
+    if count < 0 or size > len(frame):
+        raise ProtocolError(f"record table of {count} integers runs past its {len(frame)}-byte frame")
+    view = memoryview(frame)[:size]
+    if not _SWAP and view.format in ("B", "b", "c") and view.contiguous:
+        return view.cast("B").cast("q").tolist()
+    table = array("q", bytes(view))
+    if _SWAP:
+        table.byteswap()
+    return table.tolist()

@@ -25,7 +25,7 @@ from rankpool.resources import parse_spec
 
 CHANNELS = ("pool", "client", "command", "to_pool", "to_front")
 KINDS = sorted(MESSAGES) + ["tasks", "results"]
-FIELDS = sorted({f for m in MESSAGES.values() for f in m.__dataclass_fields__} | {"r", "f", "s"})
+FIELDS = sorted({f for m in MESSAGES.values() for f in m.__dataclass_fields__} | {"n", "f", "s"})
 
 Frames = list[bytes]
 

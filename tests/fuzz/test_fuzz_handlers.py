@@ -66,7 +66,7 @@ def test_fuzz_handlers_100k(name: str) -> None:
 def test_the_interchange_target_is_live() -> None:
     """The target really routes: its tasks are in flight, a valid result reaches the front-end."""
     from fuzz_messages import as_bytes, result
-    from rankpool.protocol import decode_header, encode_results
+    from rankpool.protocol import decode_header, encode_results, result_ids
 
     target: Any = InterchangeTarget(0)
     pools = {p.pool_id: p for p in target.ix.pools}
@@ -74,5 +74,5 @@ def test_the_interchange_target_is_live() -> None:
     task_id = next(iter(pools["p0"].in_flight))
     target.deliver("pool", b"p0", as_bytes(encode_results([result(task_id)])))
     (out,) = target.client_sock.sent
-    assert out[0] == b"front" and decode_header(out[1])["r"][0][0] == task_id
+    assert out[0] == b"front" and result_ids(decode_header(out[1]), out[2:]) == [task_id]
     assert task_id not in target.ix.known

@@ -25,7 +25,7 @@ import zmq
 
 from rankpool.interchange import Interchange, InterchangeConfig
 from rankpool.protocol import (Command, Heartbeat, decode_header, decode_message, decode_tasks,
-                               encode_results, encode_tasks)
+                               encode_results, encode_tasks, result_ids)
 from rankpool.security import CurveKeys, client_curve, make_keys
 
 from fuzz_messages import Mutator, as_bytes, corpus, register, result, task
@@ -170,7 +170,7 @@ def test_live_interchange_survives_garbage_on_every_port(live: Live) -> None:
             got = expect(final, lambda h, f: h["k"] == "tasks")
             ids = [t.task_id for t in decode_tasks(decode_header(got[0]), got[1:])]
             final.send_multipart(as_bytes(encode_results([result(i) for i in ids])))
-        expect(front, lambda h, f: h["k"] == "results" and 10**12 in [r[0] for r in h["r"]])
+        expect(front, lambda h, f: h["k"] == "results" and 10**12 in result_ids(h, f[1:]))
         records = list(cap.bad)
 
     strict = os.environ.get("RANKPOOL_FUZZ_STRICT", "")

@@ -25,6 +25,7 @@ from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Register, Stop,
                                decode_header)
 
 from helpers import FAST, descendants, executor, wait_for, wait_no_new_children
+from raw_batches import raw_results, raw_tasks
 
 pytestmark = pytest.mark.mpi
 
@@ -153,9 +154,9 @@ def _bad_fields_for_pools(me: str) -> list[list[bytes]]:
         [_h({**good, "block_id": ""})],
         [_h({"k": "heartbeat"})],                     # from a pool nobody knows
         [_h({"k": "stop", "reason": "bye"})],
-        [_h({"k": "results", "r": [[1, 5]]}), b"abcde"],  # results of an unknown pool
+        raw_results([[1, 0, 1, 5, 0]], b"abcde"),  # results of an unknown pool
         [_h({"k": "results"})],
-        [_h({"k": "tasks", "r": []}), b""],
+        [_h({"k": "tasks", "n": 0}), b""],
         [_h({"k": "heartbeat"}), b"extra", b"frames"],
     ]
 
@@ -163,13 +164,13 @@ def _bad_fields_for_pools(me: str) -> list[list[bytes]]:
 def _truncated_results() -> list[list[bytes]]:
     """Result batches from a registered pool whose records and frames disagree."""
     return [
-        [_h({"k": "results", "r": [[10**12, 50]]}), b"abc"],          # runs past the blob
-        [_h({"k": "results", "r": [[10**12 + 1, [[0, True, 3, 2]]]]}), b"abc", b"x"],
-        [_h({"k": "results", "r": [[10**12 + 2, 3]]})],                 # no blob at all
-        [_h({"k": "results", "r": [["x", 3]]}), b"abc"],
-        [_h({"k": "results", "r": 5}), b"abc"],
-        [_h({"k": "results", "r": [[10**12 + 3, [[0, "yes", 3, 0]]]]}), b"abc"],
-        [_h({"k": "results", "r": [[10**12 + 4, 3]]}), b"abc", b"surplus"],
+        raw_results([[10**12, 0, 1, 50, 0]], b"abc"),                  # runs past the blob
+        raw_results([[10**12 + 1, 0, 1, 3, 2]], b"abc", extra=[b"x"]),  # a buffer missing
+        [_h({"k": "results", "n": 1})],                                   # no blob at all
+        raw_results([[10**12 + 2, 0, 1, 3, 0]], b"abc", n=2),           # rows past the blob
+        [_h({"k": "results", "n": "5"}), b"abc"],
+        raw_results([[10**12 + 3, 0, 8, 3, 0]], b"abc"),                # unknown flags
+        raw_results([[10**12 + 4, 0, 1, 3, 0]], b"abc", extra=[b"surplus"]),
     ]
 
 
@@ -257,8 +258,8 @@ def test_bad_headers_on_the_client_port_do_not_divert_results(tmp_path: Path) ->
     garbage = [
         [_h({"k": "nonsense"})],
         [_h({"k": "tasks"})],
-        [_h({"k": "tasks", "f": [["00", 10]], "s": [None], "r": [[10**12, 0, 0, 5, 0]]}), b"abc"],
-        [_h({"k": "tasks", "f": [], "s": [], "r": [[10**12, 0, 0, 0, 0]]}), b""],
+        raw_tasks([[10**12, 0, 0, 5, 0]], data=b"abc", fn_table=[["00", 10]]),
+        raw_tasks([[10**12, 0, 0, 0, 0]], fns=[], specs=[]),
         [_h({"k": "stop"})],
         [_h({"k": "heartbeat"}), b"extra"],
     ]

@@ -28,8 +28,9 @@ from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, SUBMIT_SUFFIX, 
                                Heartbeat, Lost,
                                Outcome, Refused, Register, Registered, Reply, Result, Stop, Task,
                                decode_header, decode_message, decode_tasks, encode_header,
-                               encode_results, encode_tasks)
+                               encode_results, encode_tasks, result_ids)
 from rankpool.resources import DEFAULT_SPEC, parse_spec
+from raw_batches import raw_results, raw_tasks
 from waiting import wait_for
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -294,8 +295,8 @@ def test_submit_socket_sends_tasks_only_and_results_go_to_the_main_socket(
     [task] = pool.tasks()
     assert task.task_id == 2
     pool.send(encode_results([make_result(2)]))
-    header, _ = front.message()
-    assert header["k"] == "results" and header["r"][0][0] == 2
+    header, frames = front.message()
+    assert header["k"] == "results" and result_ids(header, frames[1:]) == [2]
     assert not _drained(submit) and h.ix.front is not None and h.ix.front.identity == b"front"
     assert h.value("outstanding") == 0 and h.value("finished") == 1
 
@@ -552,7 +553,7 @@ def test_unknown_results_are_dropped(harness: Callable[..., Harness]) -> None:
     pool.tasks()
     pool.send(encode_results([make_result(1), make_result(43)]))
     header, frames = front.message()
-    assert [r[0] for r in header["r"]] == [1]
+    assert result_ids(header, frames[1:]) == [1]
     assert h.value("outstanding") == 0
 
 
@@ -566,19 +567,20 @@ GARBAGE: list[list[bytes]] = [
     [encode_header({"k": "stop", "reason": 5})],
     [encode_header({"k": "command", "name": 1, "arg": None})],
     [encode_header({"k": "register", "protocol": "1"})],
-    [encode_header({"k": "tasks", "f": [["zz", 1]], "s": [None], "r": [[99, 0, 0, 1, 0]]}), b"ab"],  # bad digest
-    [encode_header({"k": "tasks", "f": [["01", 1]], "s": [None], "r": [[98, 0, 0, 50, 0]]}), b"short"],  # truncated
-    [encode_header({"k": "tasks", "f": [["01", 1]], "s": [None], "r": [[97, 0, 0, 1, 2]]}), b"ab", b"x"],  # missing frame
-    [encode_header({"k": "tasks", "f": [["01", 1]], "s": [[0, 0, 0, 0, 0, 0]], "r": [[96, 0, 0, 1, 0]]}), b"ab"],
-    [encode_header({"k": "tasks", "f": [["01", 1]], "s": [None], "r": [[95, 3, 0, 1, 0]]}), b"ab"],  # no such function
-    [encode_header({"k": "tasks", "r": "nope"})],
-    [encode_header({"k": "tasks", "r": []})],
-    [encode_header({"k": "results", "r": [[1, [[0, True, 10**6, 0]]]]}), b"x"],
-    [encode_header({"k": "results", "r": [[1, 10**6]]}), b"x"],
-    [encode_header({"k": "results", "r": [["x"]]}), b""],
+    raw_tasks([[99, 0, 0, 1, 0]], data=b"b", fn_table=[["zz", 1]]),  # bad digest
+    raw_tasks([[98, 0, 0, 50, 0]], data=b"short"),  # truncated
+    raw_tasks([[97, 0, 0, 1, 2]], data=b"b", extra=[b"x"]),  # missing frame
+    raw_tasks([[96, 0, 0, 1, 0]], data=b"b", specs=[[0, 0, 0, 0, 0, 0]]),
+    raw_tasks([[95, 3, 0, 1, 0]], data=b"b"),  # no such function
+    raw_tasks([[94, 0, 0, 1, 0]], data=b"b", n=5),  # records past the blob
+    [encode_header({"k": "tasks", "n": "nope"})],
+    [encode_header({"k": "tasks", "n": 0})],
+    raw_results([[1, 0, 1, 10**6, 0]], b"x"),
+    raw_results([[1, 0, 9, 1, 0]], b"x"),
+    [encode_header({"k": "results", "n": 1}), b""],
     [encode_header({"k": "results"})],
-    [encode_header({"k": "results", "r": []})],
-    [encode_header({"k": "results", "r": [[1, [[0, True, 1, 5]], []]]}), b"x"],
+    [encode_header({"k": "results", "n": 0})],
+    raw_results([[1, 0, 1, 1, 5]], b"x"),
 ]
 
 
@@ -788,7 +790,9 @@ def test_matching_does_not_scan_pools() -> None:
 _ECHO_POOLS = r'''
 import sys, zmq
 from rankpool._version import __version__
-from rankpool.protocol import PROTOCOL_VERSION, PYTHON_VERSION, Register, decode_header, encode_header
+from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Register, decode_header,
+                               encode_header, task_ids)
+from rankpool.wire import pack_ints
 port, npools, ranks = map(int, sys.argv[1:4])
 ctx, poller = zmq.Context(), zmq.Poller()
 for i in range(npools):
@@ -800,10 +804,13 @@ for i in range(npools):
     poller.register(s, zmq.POLLIN)
 while True:
     for s, _ in poller.poll(1000):
-        header = decode_header(s.recv_multipart()[0])
+        frames = s.recv_multipart()
+        header = decode_header(frames[0])
         if header["k"] == "tasks":
-            records = [[r[0], [[0, True, 1, 0]], []] for r in header["r"]]
-            s.send_multipart([encode_header({"k": "results", "r": records}), b"x" * len(records)])
+            ids = task_ids(header, frames[1:])
+            rows = [v for i in ids for v in (i, 0, 1, 1, 0)]
+            s.send_multipart([encode_header({"k": "results", "n": len(ids)}),
+                              pack_ints(rows) + b"x" * len(ids)])
         elif header["k"] == "stop":
             sys.exit(0)
 '''
@@ -841,9 +848,9 @@ def test_throughput(capsys: pytest.CaptureFixture[str]) -> None:
                 k = min(batch, n - sent)
                 front.submit([Task(sent + i, DEFAULT_SPEC, b"\x01", b"f", b"d") for i in range(k)])
                 sent += k
-            header, _ = front.recv(30)
+            header, frames = front.recv(30)
             if header["k"] == "results":
-                done += len(header["r"])
+                done += len(result_ids(header, frames[1:]))
         elapsed = time.perf_counter() - start
         with capsys.disabled():
             print(f"\ninterchange: {n} no-op tasks, {npools} pools x {ranks} ranks: {elapsed:.2f} s, "

@@ -9,8 +9,9 @@ from rankpool._version import __version__
 from rankpool.errors import ProtocolError
 from rankpool.protocol import (Outcome, Register, Result, Task, check_results, check_versions,
                                decode_header, decode_message, decode_results, decode_tasks,
-                               encode_results, encode_tasks, result_ids)
+                               encode_results, encode_tasks, result_ids, task_ids)
 from rankpool.resources import DEFAULT_SPEC, parse_spec
+from raw_batches import raw_results, raw_tasks
 
 
 def _frames(frames):
@@ -25,7 +26,8 @@ def test_task_batch_round_trip_shares_function_and_spec():
     frames = _frames(encode_tasks(tasks))
     header = decode_header(frames[0])
     assert len(header["f"]) == 2 and len(header["s"]) == 2   # tables, not per-task copies
-    assert frames[1].count(b"FN") == 1
+    assert frames[1].count(b"FN") == 1 and header["n"] == 7
+    assert task_ids(header, frames[1:]) == [0, 1, 2, 3, 4, 5, 99]
     back = decode_tasks(header, frames[1:])
     assert [(t.task_id, t.spec, t.fn_digest, bytes(t.fn), bytes(t.data)) for t in back] == \
         [(t.task_id, t.spec, t.fn_digest, bytes(t.fn), bytes(t.data)) for t in tasks]
@@ -40,8 +42,8 @@ def test_result_batch_round_trip_and_compact_records():
                Result(3, [Outcome(1, False, b"err")])]
     frames = _frames(encode_results(results))
     header = decode_header(frames[0])
-    assert header["r"][0] == [1, 2]  # the common case is two integers
-    assert result_ids(header) == [1, 2, 3]
+    assert header == {"k": "results", "n": 4}  # one row per outcome, in the blob
+    assert result_ids(header, frames[1:]) == [1, 2, 3]
     check_results(header, frames[1:])
     back = decode_results(header, frames[1:])
     assert [(r.task_id, [(o.rank, o.ok, bytes(o.data), [bytes(b) for b in o.buffers])
@@ -51,33 +53,58 @@ def test_result_batch_round_trip_and_compact_records():
     assert not back[2].ok and back[0].ok
 
 
-@pytest.mark.parametrize("header, frames", [
-    ({"k": "tasks"}, [b""]),
-    ({"k": "tasks", "f": [["zz", 1]], "s": [None], "r": [[1, 0, 0, 0, 0]]}, [b"x"]),
-    ({"k": "tasks", "f": [["01", 5]], "s": [None], "r": []}, [b"x"]),
-    ({"k": "tasks", "f": [["01", 1]], "s": [None], "r": [[1, 1, 0, 0, 0]]}, [b"x"]),
-    ({"k": "tasks", "f": [["01", 1]], "s": [None], "r": [[1, 0, 0, 9, 0]]}, [b"xy"]),
-    ({"k": "tasks", "f": [["01", 1]], "s": [None], "r": [[1, 0, 0, 0, 1]]}, [b"x"]),
-    ({"k": "tasks", "f": [["01", 1]], "s": [None], "r": [[1, 0, 0, 0, 0]]}, [b"x", b"extra"]),
-    ({"k": "tasks", "f": [["01", 1]], "s": [[0, 1, 1, False, 0, None]], "r": []}, [b"x"]),
-    ({"k": "tasks", "f": [["01", 1]], "s": [None], "r": [["1", 0, 0, 0, 0]]}, [b"x"]),
-])
-def test_malformed_task_batches_are_protocol_errors(header, frames):
-    with pytest.raises(ProtocolError):
-        decode_tasks(header, frames)
+def _split(frames):
+    return decode_header(frames[0]), frames[1:]
 
 
-@pytest.mark.parametrize("header, frames", [
-    ({"k": "results", "r": [[1, 10]]}, [b"x"]),
-    ({"k": "results", "r": [[1, [[0, True, 1, 1]]]]}, [b"x"]),
-    ({"k": "results", "r": [[1, []]]}, [b"x"]),
-    ({"k": "results", "r": [[1, [[0, "yes", 1, 0]]]]}, [b"x"]),
-    ({"k": "results", "r": [["1", 1]]}, [b"x"]),
-    ({"k": "results", "r": [[1, 1]]}, [b"x", b"extra"]),
+@pytest.mark.parametrize("frames", [
+    [b'{"k":"tasks"}', b""],                                          # no count, no tables
+    raw_tasks([[1, 0, 0, 0, 0]], n=2),                                # records past the blob
+    raw_tasks([[1, 0, 0, 0, 0]], fn_table=[["zz", 1]]),                # digest not hex
+    raw_tasks([], fns=[("01", b"x")], fn_table=[["01", 5]]),           # function past the blob
+    raw_tasks([[1, 1, 0, 0, 0]]),                                     # no such function
+    raw_tasks([[1, 0, 1, 0, 0]]),                                     # no such spec
+    raw_tasks([[1, 0, 0, -1, 0]], data=b"x"),                         # negative length
+    raw_tasks([[1, 0, 0, 9, 0]], data=b"xy"),                         # data past the blob
+    raw_tasks([[1, 0, 0, 1, 0]], data=b"xy"),                         # blob bytes nobody names
+    raw_tasks([[1, 0, 0, 0, 1]]),                                     # a missing buffer frame
+    raw_tasks([[1, 0, 0, 0, 0]], extra=[b"extra"]),                   # a frame nobody names
+    raw_tasks([], specs=[[0, 1, 1, False, 0, None]]),                 # bad spec
 ])
-def test_malformed_result_batches_are_protocol_errors(header, frames):
+def test_malformed_task_batches_are_protocol_errors(frames):
     with pytest.raises(ProtocolError):
-        decode_results(header, frames)
+        decode_tasks(*_split(frames))
+
+
+@pytest.mark.parametrize("frames", [
+    raw_results([[1, 0, 1, 10, 0]], b"x"),                            # past the blob
+    raw_results([[1, 0, 1, 1, 1]], b"x"),                             # a missing buffer frame
+    raw_results([[1, 0, 1, 1, 0]], b"x", n=3),                        # rows past the blob
+    raw_results([[1, 0, 7, 1, 0]], b"x"),                             # unknown flags
+    raw_results([[1, -1, 1, 1, 0]], b"x"),                            # negative rank
+    raw_results([[1, 0, 3, 1, 0]], b"x"),                             # continues nothing
+    raw_results([[1, 0, 1, 0, 0], [2, 1, 3, 1, 0]], b"x"),            # continues another task
+    raw_results([[1, 0, 1, 1, 0]], b"x", extra=[b"extra"]),           # a frame nobody names
+    raw_results([[1, 0, 1, 1, 0]], b"xy"),                            # blob bytes nobody names
+    [b'{"k":"results","n":"1"}', b""],                                # count not an integer
+])
+def test_malformed_result_batches_are_protocol_errors(frames):
+    header, rest = _split(frames)
+    with pytest.raises(ProtocolError):
+        decode_results(header, rest)
+    with pytest.raises(ProtocolError):
+        check_results(header, rest)
+
+
+def test_raw_batches_that_are_well_formed_decode():
+    """The builders above write what the encoders write, so each malformed case differs from a
+    readable batch only where it says."""
+    header, rest = _split(raw_tasks([[5, 0, 0, 2, 0]], data=b"ab"))
+    (task,) = decode_tasks(header, rest)
+    assert (task.task_id, bytes(task.fn), bytes(task.data)) == (5, b"F", b"ab")
+    header, rest = _split(raw_results([[5, 0, 1, 1, 0], [5, 1, 3, 1, 0]], b"xy"))
+    (result,) = decode_results(header, rest)
+    assert [(o.rank, bytes(o.data)) for o in result.outcomes] == [(0, b"x"), (1, b"y")]
 
 
 def test_headers_and_messages():

@@ -31,7 +31,7 @@ from ..protocol import (SUBMIT_SUFFIX, Capacity, Drain, Heartbeat, Lost, Refused
                         Registered, Stop, Task,
                         check_results, check_versions, decode_header, decode_message,
                         decode_results, decode_tasks, encode_results, encode_tasks, result_ids,
-                        version_mismatch)
+                        task_ids, version_mismatch)
 from .commands import answer
 from .config import InterchangeConfig
 from .frontend import FrontEnd
@@ -270,7 +270,8 @@ class Interchange:
 
     def on_results(self, pool: Pool, header: dict[str, Any], frames: Frames) -> None:
         """Account for a result batch and forward it unchanged (or only its known tasks)."""
-        ids = result_ids(header)
+        body = [f.buffer for f in frames[1:]]
+        ids = result_ids(header, body)
         done = pool.finish_many(ids)
         self.known.difference_update(done)
         self.finished += len(done)
@@ -278,14 +279,14 @@ class Interchange:
         self._dirty = True
         out: Sequence[Any] = frames
         try:
-            check_results(header, frames[1:])
+            check_results(header, body)
             if len(done) < len(ids):
                 self._throttle.warn("pool %r returned %d results of tasks not in flight there; "
                                     "dropped", pool.pool_id, len(ids) - len(done))
                 if not done:
                     return
                 keep = set(done)
-                results = decode_results(header, [f.buffer for f in frames[1:]])
+                results = decode_results(header, body)
                 out = encode_results([r for r in results if r.task_id in keep])
         except ProtocolError as exc:
             # the tasks ended but their results cannot be delivered: fail them rather than hang
@@ -365,12 +366,11 @@ class Interchange:
             raise ProtocolError(f"unexpected {kind!r} message from the front-end")
 
     def on_tasks(self, header: dict[str, Any], frames: Frames) -> None:
+        body = [f.buffer for f in frames]
         try:
-            tasks = decode_tasks(header, [f.buffer for f in frames])
-            if sum(len(t.buffers) for t in tasks) != len(frames) - 1:
-                raise ProtocolError("task batch with frames its records do not name")
+            tasks = decode_tasks(header, body)
         except ProtocolError as exc:
-            self._refuse_batch(header, str(exc))
+            self._refuse_batch(task_ids(header, body), str(exc))
             raise
         for task in tasks:
             if task.task_id in self.known:
@@ -381,13 +381,9 @@ class Interchange:
             self.queue.push(task)
         self._dirty = True
 
-    def _refuse_batch(self, header: dict[str, Any], why: str) -> None:
+    def _refuse_batch(self, ids: list[int], why: str) -> None:
         """Fail the tasks of a batch that cannot be read, when their ids can be, so none hangs."""
-        records = header.get("r")
-        if not isinstance(records, list):
-            return
-        ids = [r[0] for r in records if isinstance(r, list) and r and type(r[0]) is int
-               and r[0] not in self.known]
+        ids = [i for i in ids if i not in self.known]
         if ids:
             self.finished += len(ids)
             self.to_client(Lost("", [], f"interchange refused a malformed task batch: {why}",
