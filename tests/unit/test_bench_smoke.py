@@ -97,9 +97,9 @@ def test_scale_sim_arguments_and_table(tmp_path: Path) -> None:
 def test_scale_sim_result_batches_decode() -> None:
     """The simulated pools answer in the real result-batch format."""
     sim_front, sim_roles = load("sim_front"), load("sim_roles")
-    from rankpool.protocol import decode_header, decode_results, encode_tasks
+    from rankpool.protocol import decode_header, decode_results, encode_tasks, task_ids
     frames = encode_tasks(sim_front._tasks(10, 3))
-    ids = [r[0] for r in decode_header(frames[0])["r"]]
+    ids = task_ids(decode_header(frames[0]), frames[1:])
     reply = sim_roles.answer(ids)
     results = decode_results(decode_header(reply[0]), reply[1:])
     assert [r.task_id for r in results] == [10, 11, 12] and all(r.ok for r in results)

@@ -412,10 +412,18 @@ def test_randomized_invariants(seed: int, lend: int) -> None:
             shape_of[key] = rng.choice(shapes)
             s.submit(key, shape_of[key], priority=rng.choice((0, 0, 0, 1, 2)))
         elif op < 0.85 and running:
-            k = running.pop(rng.randrange(len(running)))
-            ranks = s.finish(k)
-            for rk in ranks:
-                on_rank.get(rk, set()).discard(k)
+            # one task ends, or several reported together (finish_many frees each rank's
+            # shared tasks at once)
+            ended = [running.pop(rng.randrange(len(running)))
+                     for _ in range(min(len(running), rng.choice((1, 1, 2, 5))))]
+            ranks_of = {k: s.ranks_of(k) for k in ended}
+            if len(ended) == 1 and rng.random() < 0.5:
+                assert s.finish(ended[0]) == ranks_of[ended[0]]
+            else:
+                s.finish_many(ended)
+            for k, ranks in ranks_of.items():
+                for rk in ranks:
+                    on_rank.get(rk, set()).discard(k)
         elif op < 0.9 and shape_of:
             k = rng.choice(list(shape_of))
             if s.cancel(k):
@@ -437,10 +445,11 @@ def test_randomized_invariants(seed: int, lend: int) -> None:
         if not s.pending and not running:
             break
         step()
-        while running:
-            k = running.pop()
-            for rk in s.finish(k):
+        for k in running:
+            for rk in s.ranks_of(k):
                 on_rank.get(rk, set()).discard(k)
+        s.finish_many(running)
+        running.clear()
     assert s.pending == 0
     assert assigned | impossible | cancelled == set(shape_of)
     assert not assigned & impossible and not assigned & cancelled

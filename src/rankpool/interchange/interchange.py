@@ -372,12 +372,21 @@ class Interchange:
         except ProtocolError as exc:
             self._refuse_batch(task_ids(header, body), str(exc))
             raise
+        known, ids = self.known, [task.task_id for task in tasks]
+        if known.isdisjoint(ids):
+            size = len(known)
+            known.update(ids)
+            if len(known) - size == len(ids):  # no id seen twice (the rule): queued at once
+                self.queue.push_many(tasks)
+                self._dirty = True
+                return
+            known.difference_update(ids)  # a batch that repeats an id: one at a time
         for task in tasks:
-            if task.task_id in self.known:
+            if task.task_id in known:
                 self._throttle.warn("task id %d is already queued or running; duplicate dropped",
                                     task.task_id)
                 continue
-            self.known.add(task.task_id)
+            known.add(task.task_id)
             self.queue.push(task)
         self._dirty = True
 

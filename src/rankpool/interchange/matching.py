@@ -57,6 +57,18 @@ class TaskQueue:
         self._queue(task.spec.priority, task.spec.num_ranks).append((self._seq, task))
         self._count += 1
 
+    def push_many(self, tasks: Iterable[Task]) -> None:
+        """:meth:`push` for each task in order (a batch's tasks mostly share one Spec)."""
+        seq, last, dq = self._seq, None, None
+        for task in tasks:
+            spec = task.spec
+            if spec is not last:
+                dq, last = self._queue(spec.priority, spec.num_ranks), spec
+            seq += 1
+            dq.append((seq, task))  # type: ignore[union-attr]
+        self._count += seq - self._seq
+        self._seq = seq
+
     def push_back(self, entries: Iterable[Entry]) -> None:
         """Return entries taken from the heads (in arrival order) to the front of their queues."""
         for seq, task in sorted(entries, key=lambda e: e[0], reverse=True):
@@ -232,12 +244,12 @@ def match(queue: TaskQueue, room: RoomIndex) -> list[tuple[Pool, list[Entry]]]:
             least = min(MIN_CHUNK, pool.idle // width)
             n = min(max(chunk, least), pool.free // width, MAX_BATCH - len(batch))
             dq = level[width]
+            start = len(batch)
             while n and dq and dq[0][0] < limit:
-                entry = dq.popleft()
-                pool.assign(entry[1].task_id, width)
-                batch.append(entry)
+                batch.append(dq.popleft())
                 n -= 1
-                taken += 1
+            pool.assign_many([entry[1].task_id for entry in batch[start:]], width)
+            taken += len(batch) - start
             room.served(pool)
     queue.took(taken)
     queue.prune()

@@ -114,6 +114,10 @@ class Pool:
         self.in_flight[task_id] = width
         self.used += width
 
+    def assign_many(self, task_ids: list[int], width: int) -> None:
+        self.in_flight.update(dict.fromkeys(task_ids, width))
+        self.used += width * len(task_ids)
+
     def finish_many(self, task_ids: list[int]) -> list[int]:
         """Account for finished tasks; return those that were in flight here."""
         pop = self.in_flight.pop

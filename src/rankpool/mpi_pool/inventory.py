@@ -150,15 +150,16 @@ class RankInventory:
         dev = self.dev
         return sorted(self.spare, key=lambda r: (r in dev, r))
 
-    def release(self, r: int, exclusive: bool) -> None:
-        """One task held by rank r ended."""
+    def release(self, r: int, exclusive: bool, count: int = 1) -> None:
+        """``count`` tasks held by rank r ended (an exclusive task is one)."""
         h = self.held[r]
-        if h > 1 and not exclusive and r not in self.stuck and r not in self.reserved \
+        if h > count and not exclusive and r not in self.stuck and r not in self.reserved \
                 and r not in self.excl:
-            # a busy rank stays busy and not free: what contrib(-1), held -= 1, contrib(+1)
-            # amount to, without their set look-ups (the hot path of a flood of small tasks)
-            self.held[r] = h - 1
-            if h == self.depth:
+            # a busy rank stays busy and not free: what contrib(-1), held -= count,
+            # contrib(+1) amount to, without their set look-ups (the hot path of a flood of
+            # small tasks)
+            self.held[r] = h - count
+            if h >= self.depth > h - count:
                 self.n_open += 1
             self.push_rank(r)
             return
@@ -166,7 +167,7 @@ class RankInventory:
         if exclusive:
             del self.excl[r]
         else:
-            self.held[r] -= 1
+            self.held[r] -= count
         self.contrib(r, 1)
 
     def set_stuck(self, r: int, on: bool) -> None:

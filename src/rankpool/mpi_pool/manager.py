@@ -198,9 +198,13 @@ class Manager:
             source = status.Get_source()
             reports, buffers = receive(comm, source, Tag.DONE)
             pos = 0
+            ended: list[int] = []
             for done in reports:
-                self._record(source, done, buffers[pos:pos + done.nbuf])
+                self._record(source, done, buffers[pos:pos + done.nbuf] if done.nbuf else [],
+                             ended)
                 pos += done.nbuf
+            if ended:
+                self.scheduler.finish_many(ended)
         return True
 
     def check_deadlines(self) -> bool:
@@ -221,7 +225,9 @@ class Manager:
         return fired
 
     # -- bookkeeping --------------------------------------------------------------------------
-    def _record(self, source: int, done: Done, buffers: list[Buffer]) -> None:
+    def _record(self, source: int, done: Done, buffers: list[Buffer], ended: list[int]) -> None:
+        """Take one rank's report; a 1-rank task that ended goes on ``ended`` (its ranks are
+        freed by the caller, for all of one message's reports at once)."""
         if not done.ok:
             log.warning("task %d raised on rank %d (rank %d of the task): %s", done.task_id,
                         source, done.rank, error_summary(done.data))
@@ -229,7 +235,7 @@ class Manager:
             del self.single[done.task_id]
             if self.trace is not None:
                 self.trace.add(done.task_id, (source,), done.start, done.end)
-            self.scheduler.finish(done.task_id)
+            ended.append(done.task_id)
             self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)]))
             return
         run = self.running.get(done.task_id)
@@ -245,7 +251,7 @@ class Manager:
             del self.running[done.task_id]
             if self.trace is not None:
                 self.trace.add(done.task_id, run.ranks, done.start, done.end)
-            self.scheduler.finish(done.task_id)
+            ended.append(done.task_id)
             self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)]))
             return
         if isinstance(run.remaining, tuple):

@@ -234,6 +234,22 @@ class Scheduler:
                 self._inv.release(r, exclusive)
         return ranks
 
+    def finish_many(self, keys: Iterable[Hashable]) -> None:
+        """These tasks ended: :meth:`finish` for each, with the shared tasks that one rank
+        held released together (one update of that rank's state instead of one per task)."""
+        running, gen = self._running, self._inv.gen
+        shared: dict[int, int] = {}
+        for key in keys:
+            ranks, exclusive, gens = running.pop(key)
+            if exclusive:
+                for r, g in zip(ranks, gens, strict=True):
+                    if gen[r] == g:
+                        self._inv.release(r, True)
+            elif gen[ranks[0]] == gens[0]:
+                shared[ranks[0]] = shared.get(ranks[0], 0) + 1
+        for r, count in shared.items():
+            self._inv.release(r, False, count)
+
     def mark_stuck(self, ranks: Sequence[int]) -> None:
         """These ranks never came back from a task: never use them again.
 
