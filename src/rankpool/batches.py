@@ -202,6 +202,19 @@ def encode_results(results: Sequence[Result]) -> Frames:
     return [encode_header(header), b"".join([pack_ints(rows), *blob]), *big]
 
 
+def join_results(parts: Sequence[tuple[int, Sequence[Buffer]]]) -> Frames:
+    """One result batch from several checked ones, each given as ``(rows, frames after the
+    header)``: their row tables, then their data, then their buffer frames, in order."""
+    tables, data, big = [], [], []
+    for rows, frames in parts:
+        blob = memoryview(frames[0])
+        tables.append(blob[:WIDTH * INT_SIZE * rows])
+        data.append(blob[WIDTH * INT_SIZE * rows:])
+        big.extend(frames[1:])
+    header = {"k": "results", "n": sum(rows for rows, _ in parts)}
+    return [encode_header(header), b"".join(tables + data), *big]
+
+
 def _rows(header: dict[str, Any], frames: Sequence[Buffer]) -> tuple[list[int], int]:
     """The checked rows of a result batch and where its data starts in the blob."""
     n = _count(header, frames, "result")

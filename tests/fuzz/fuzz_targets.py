@@ -119,10 +119,7 @@ class InterchangeTarget:
         try:
             with deadline():
                 self.deliver(case.channel, case.identity, case.frames)
-                if ix._dirty and not ix._done:
-                    ix.dispatch()
-                ix._now = time.monotonic()
-                ix.check_liveness()
+                ix.after_messages()
                 if self.fed % 10 == 0:
                     ix.heartbeat()
         except Exception as exc:

@@ -63,6 +63,30 @@ def test_fuzz_handlers_100k(name: str) -> None:
     check(report)
 
 
+def test_results_of_one_drain_reach_the_front_end_as_one_message() -> None:
+    """Result batches taken in one drain of the pool socket are forwarded joined: rows, data
+    and out-of-band frames of both pools' batches, in order."""
+    from fuzz_messages import as_bytes, result
+    from rankpool.protocol import decode_header, decode_results, encode_results
+
+    target: Any = InterchangeTarget(0)
+    pools = {p.pool_id: sorted(p.in_flight) for p in target.ix.pools}
+    sent = [[result(pools["p0"][0]), result(pools["p0"][1], full=True, buffers=2)],
+            [result(pools["p1"][0], full=True, buffers=1), result(pools["p1"][1])]]
+    for identity, batch in zip((b"p0", b"p1"), sent):
+        target.pool_sock.inbox.append([identity, *as_bytes(encode_results(batch))])
+    target.ix._drain("pool", target.pool_sock, target.ix.on_pool_message)
+    (out,) = target.client_sock.sent
+
+    def view(results: list[Any]) -> list[Any]:
+        return [(r.task_id, [(o.rank, o.ok, bytes(o.data), [bytes(b) for b in o.buffers])
+                             for o in r.outcomes]) for r in results]
+
+    assert out[0] == b"front"
+    assert view(decode_results(decode_header(out[1]), out[2:])) == view(sent[0] + sent[1])
+    assert not {pools["p0"][0], pools["p1"][1]} & target.ix.known
+
+
 def test_the_interchange_target_is_live() -> None:
     """The target really routes: its tasks are in flight, a valid result reaches the front-end."""
     from fuzz_messages import as_bytes, result

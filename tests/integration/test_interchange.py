@@ -526,6 +526,35 @@ def test_heartbeating_pool_survives_and_is_pinged(harness: Callable[..., Harness
     assert len(h.value("pools")) == 1
 
 
+def test_only_pools_sent_nothing_for_a_period_are_pinged(harness: Callable[..., Harness]) -> None:
+    """Tasks tell a pool that the interchange is alive: a pool sent tasks all along gets no
+    heartbeat, an idle one gets one per period."""
+    h = harness(**FAST)
+    front = h.front()
+    front.beat_every = 0.05
+    busy, idle = h.pool("busy", block_id="b1"), h.pool("idle", block_id="b2")
+    busy.beat_every = idle.beat_every = 0.05
+    assert h.value("hold", "b2") == ["idle"]
+    beats = {"busy": 0, "idle": 0}
+    end = time.monotonic() + 0.8
+    task_id = 0
+    while time.monotonic() < end:
+        task_id += 1
+        front.submit([make_task(task_id)])
+        while True:  # the task, after whatever heartbeat came first
+            header, frames = busy.recv(timeout=2.0, skip_beats=False)
+            if header["k"] != "heartbeat":
+                break
+            beats["busy"] += 1
+        busy.answer(decode_tasks(header, frames[1:]))
+        front.message()
+        while idle.sock.poll(0):
+            header, _ = idle.recv(skip_beats=False)
+            beats["idle"] += header["k"] == "heartbeat"
+        time.sleep(0.03)
+    assert task_id > 10 and beats["busy"] == 0 and beats["idle"] >= 4, (task_id, beats)
+
+
 def test_pool_stop_and_reregistration_lose_tasks(harness: Callable[..., Harness]) -> None:
     h = harness()
     front = h.front()
@@ -783,6 +812,19 @@ def test_matching_does_not_scan_pools() -> None:
         p.last_seen = float(i)
         table.add(p)
     assert [p.pool_id for p in table.silent_since(3.0)] == ["p0", "p1", "p2"]
+
+
+def test_pools_due_a_heartbeat_are_those_sent_nothing_longest() -> None:
+    table = PoolTable()
+    pools = [_pool(f"p{i}", 1) for i in range(5)]
+    for i, p in enumerate(pools):
+        p.last_sent = float(i)
+        table.add(p)
+    table.sent(pools[0], 10.0)  # sent tasks: now last in line
+    assert [p.pool_id for p in table.unsent_since(3.0, 10)] == ["p1", "p2"]
+    assert [p.pool_id for p in table.unsent_since(9.0, 2)] == ["p1", "p2"]  # one slice
+    table.remove(pools[1])
+    assert [p.pool_id for p in table.unsent_since(11.0, 10)] == ["p2", "p3", "p4", "p0"]
 
 
 # ---------------------------------------------------------------------------------------------

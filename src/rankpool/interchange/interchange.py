@@ -30,8 +30,8 @@ from ..shm_run import sweep
 from ..protocol import (SUBMIT_SUFFIX, Capacity, Drain, Heartbeat, Lost, Refused, Register,
                         Registered, Stop, Task,
                         check_results, check_versions, decode_header, decode_message,
-                        decode_results, decode_tasks, encode_results, encode_tasks, result_ids,
-                        task_ids, version_mismatch)
+                        decode_results, decode_tasks, encode_results, encode_tasks, join_results,
+                        result_ids, task_ids, version_mismatch)
 from .commands import answer
 from .config import InterchangeConfig
 from .frontend import FrontEnd
@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 _DRAIN = 1000
 #: longest poll wait, so a stop request or an expired peer is noticed promptly
 _MAX_WAIT = 0.1
+#: most pools sent a heartbeat per loop pass: with many pools the beats are spread over the
+#: period's passes instead of stalling routing for one long pass
+_BEAT_SLICE = 256
 
 Frames = list[zmq.Frame]
 
@@ -82,6 +85,8 @@ class Interchange:
         self._throttle = Throttle(log)
         self._unreachable: set[bytes] = set()  # identities a send found no connection for
         self._beat = Heartbeat().encode()
+        self._results_out: list[tuple[int, Sequence[Any], Sequence[Any]]] = []  # to forward
+        self._beats_left = False  # pools were due a heartbeat past the last pass's slice
 
     # ------------------------------------------------------------------ setup and teardown
     def bind(self) -> tuple[int, int, int]:
@@ -151,17 +156,15 @@ class Interchange:
                 if self._stop_requested.is_set():
                     self.shutdown("interchange stopped")
                     break
-                wait = min(_MAX_WAIT, max(0.0, next_beat - time.monotonic()))
+                wait = 0.0 if self._beats_left else \
+                    min(_MAX_WAIT, max(0.0, next_beat - time.monotonic()))
                 ready = dict(poller.poll(int(wait * 1000)))
                 self._now = time.monotonic()
                 for name, sock, handler in steps:
                     if sock in ready:
                         self._drain(name, sock, handler)
                 try:  # a bug here must not take the routing of every pool down with it
-                    if self._dirty and not self._done:
-                        self.dispatch()
-                    self._now = time.monotonic()
-                    self.check_liveness()
+                    self.after_messages()
                     if self._now >= next_beat and not self._done:
                         next_beat = self._now + period
                         self.heartbeat()
@@ -171,7 +174,23 @@ class Interchange:
             self._close()
             log.info("interchange stopped")
 
+    def after_messages(self) -> None:
+        """The loop's steps after its sockets were drained: dispatch, liveness, pool beats."""
+        if self._dirty and not self._done:
+            self.dispatch()
+        self._now = time.monotonic()
+        self.check_liveness()
+        if not self._done:
+            self.beat_pools()
+
     def _drain(self, name: str, sock: zmq.Socket[bytes], handler: Callable[[Frames], None]) -> None:
+        try:
+            self._drain_messages(name, sock, handler)
+        finally:
+            self.flush_results()
+
+    def _drain_messages(self, name: str, sock: zmq.Socket[bytes],
+                        handler: Callable[[Frames], None]) -> None:
         for _ in range(_DRAIN):
             if self._done:
                 return
@@ -191,9 +210,12 @@ class Interchange:
     # ------------------------------------------------------------------ pools
     def on_pool_message(self, frames: Frames) -> None:
         identity = frames[0].bytes
+        pool = self.pools.get(identity)
+        if pool is not None and len(frames) == 2 and frames[1].buffer == self._beat[0]:
+            self.pools.touch(pool, self._now)  # a heartbeat as pools write it: no JSON to read
+            return
         header = decode_header(frames[1].buffer)
         kind = header["k"]
-        pool = self.pools.get(identity)
         if kind == "results":
             if pool is None:
                 self._throttle.warn("results from unknown pool %r dropped", identity)
@@ -269,7 +291,10 @@ class Interchange:
             self.drain(pool)
 
     def on_results(self, pool: Pool, header: dict[str, Any], frames: Frames) -> None:
-        """Account for a result batch and forward it unchanged (or only its known tasks)."""
+        """Account for a result batch and pass it on unchanged (or only its known tasks).
+
+        Batches pass to :meth:`flush_results`, which forwards what one drain of the pool socket
+        took as one message."""
         body = [f.buffer for f in frames[1:]]
         ids = result_ids(header, body)
         done = pool.finish_many(ids)
@@ -278,6 +303,7 @@ class Interchange:
         self.room.offer(pool)
         self._dirty = True
         out: Sequence[Any] = frames
+        rows = header["n"]
         try:
             check_results(header, body)
             if len(done) < len(ids):
@@ -288,13 +314,26 @@ class Interchange:
                 keep = set(done)
                 results = decode_results(header, body)
                 out = encode_results([r for r in results if r.task_id in keep])
+                rows = decode_header(out[0])["n"]
+                body = out[1:]
         except ProtocolError as exc:
             # the tasks ended but their results cannot be delivered: fail them rather than hang
             if done:
                 self.to_client(Lost(pool.block_id, pool.hosts, f"malformed result batch: {exc}",
                                     done).encode())
             raise
-        self.to_client(out)
+        self._results_out.append((rows, out, body))
+
+    def flush_results(self) -> None:
+        """Forward the result batches taken since the last flush: one as it came, several
+        joined into one message."""
+        if not self._results_out:
+            return
+        parts, self._results_out = self._results_out, []
+        if len(parts) == 1:
+            self.to_client(parts[0][1])
+        else:
+            self.to_client(join_results([(rows, body) for rows, _, body in parts]))
 
     def lose(self, pool: Pool, reason: str, *, tell_pool: bool, level: int = logging.WARNING) -> None:
         """Forget a pool and report its in-flight tasks to the front-end as lost."""
@@ -320,6 +359,7 @@ class Interchange:
             if not pool.gone:
                 tasks: list[Task] = [t for _, t in entries]
                 if self._send_pool(pool.identity, encode_tasks(tasks)):
+                    self.pools.sent(pool, self._now)
                     continue
             pool.finish_many([task.task_id for _, task in entries])
             self.queue.push_back(entries)
@@ -441,13 +481,22 @@ class Interchange:
             log.warning("front-end silent for %.1f s; stopping", silent)
             self.front_end_gone("front-end lost")
 
-    def heartbeat(self) -> None:
-        """Once per period: a heartbeat to every pool and the front-end; check the parent."""
-        closed = [pool for pool in self.pools if not self._send_pool(pool.identity, self._beat)
-                  and pool.identity in self._unreachable]
+    def beat_pools(self) -> None:
+        """A heartbeat to the pools sent nothing for a period (at most ``_BEAT_SLICE`` per
+        pass): a pool being sent tasks needs none."""
+        closed = []
+        due = self.pools.unsent_since(self._now - self.config.heartbeat_period, _BEAT_SLICE)
+        self._beats_left = len(due) == _BEAT_SLICE
+        for pool in due:
+            self.pools.sent(pool, self._now)
+            if not self._send_pool(pool.identity, self._beat) and pool.identity in self._unreachable:
+                closed.append(pool)
         self._unreachable.clear()
         for pool in closed:  # its process or node is gone: no need to wait out the threshold
             self.lose(pool, "its connection closed", tell_pool=False)
+
+    def heartbeat(self) -> None:
+        """Once per period: a heartbeat to the front-end; check the parent."""
         assert self.front is not None
         self.front.beat(self._beat)
         pid = self.config.parent_pid
@@ -468,6 +517,7 @@ class Interchange:
         """Send Stop to every pool and end the loop."""
         if self._done:
             return
+        self.flush_results()
         self._done = True
         stop = Stop(reason).encode()
         for pool in self.pools:

@@ -33,7 +33,7 @@ MAX_BATCH = 1024
 #: ranks for, when fewer): spreading a burst thinner starts no task sooner, since each still
 #: lands on an idle rank, but costs a message per task; at 10,000 pools that capped routing
 #: near 30,000 tasks/s (bench/scale_sim.py)
-MIN_CHUNK = 64
+MIN_CHUNK = 128
 #: pools of one bucket looked at to find one with enough room for a multi-rank task
 _PROBE = 8
 

@@ -1,9 +1,11 @@
-"""The interchange's view of its pools: one record per registered pool, kept in last-seen order.
+"""The interchange's view of its pools: one record per registered pool, kept in last-seen
+and in last-sent order.
 
-A pool is known by its ZeroMQ routing identity (its pool id). The table is an ordered mapping
-that moves a pool to the end whenever it is heard from, so the pools that have been silent the
-longest are always at the front: finding the lost ones costs a look at the front, not a scan
-of every pool on every loop.
+A pool is known by its ZeroMQ routing identity (its pool id). The table keeps two ordered
+mappings: one moves a pool to the end whenever it is heard from, the other whenever it is sent
+something. The pools silent the longest, and those sent nothing for longest, are thus always at
+the fronts: finding the lost ones, or the ones due a heartbeat, costs a look at a front, not a
+scan of every pool on every loop.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Pool:
     rankpool: str
     python: str
     last_seen: float
+    last_sent: float = 0.0
     used: int = 0
     in_flight: dict[int, int] = field(default_factory=dict)
     held: bool = False
@@ -77,6 +80,7 @@ class Pool:
         return cls(identity=identity, block_id=reg.block_id, pool_id=reg.pool_id,
                    hosts=list(reg.hosts), node_ranks=list(reg.node_ranks), widest=reg.widest,
                    capacity=base, rankpool=reg.rankpool, python=reg.python, last_seen=now,
+                   last_sent=now,
                    base=base, ceiling=ceiling, window_start=now, devices=list(reg.devices))
 
     def reshape(self, report: Capacity, prefetch: int) -> None:
@@ -200,6 +204,7 @@ class PoolTable:
 
     def __init__(self) -> None:
         self._pools: OrderedDict[bytes, Pool] = OrderedDict()
+        self._sent: OrderedDict[bytes, Pool] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._pools)
@@ -212,15 +217,32 @@ class PoolTable:
 
     def add(self, pool: Pool) -> None:
         self._pools[pool.identity] = pool
+        self._sent[pool.identity] = pool
 
     def remove(self, pool: Pool) -> None:
         if self._pools.get(pool.identity) is pool:
             del self._pools[pool.identity]
+            del self._sent[pool.identity]
 
     def touch(self, pool: Pool, now: float) -> None:
         """Record that the pool was heard from."""
         pool.last_seen = now
         self._pools.move_to_end(pool.identity)
+
+    def sent(self, pool: Pool, now: float) -> None:
+        """Record that the pool was sent a message."""
+        pool.last_sent = now
+        if self._sent.get(pool.identity) is pool:
+            self._sent.move_to_end(pool.identity)
+
+    def unsent_since(self, deadline: float, limit: int) -> list[Pool]:
+        """At most ``limit`` pools last sent anything before ``deadline``, longest first."""
+        due = []
+        for pool in self._sent.values():
+            if pool.last_sent >= deadline or len(due) >= limit:
+                break
+            due.append(pool)
+        return due
 
     def silent_since(self, deadline: float) -> list[Pool]:
         """Pools last heard from before ``deadline``: a walk from the front that stops early."""
