@@ -3,14 +3,16 @@
 ::
 
     front-end ──tasks, beats, Stop──▶ client ROUTER ──▶ TaskQueue ─match()─▶ pool ROUTER ──▶ pools
-              ◀──results, Lost, beats──         ◀── forwarded as-is ◀── results, beats, Stop ◀──
+              ◀──results, Lost, beats──         ◀── forwarded, joined ◀── results, beats, Stop ◀──
     commands ──Command──▶ command ROUTER ──▶ Reply (pools, hold, drain, stop, ...)
 
-It reads JSON headers only and moves payloads as bytes: tasks are sliced out of the front-end's
-batch and joined into one batch per pool, results are forwarded frame for frame. Nothing is
+It reads headers and record tables only and moves payloads as bytes: tasks are sliced out of
+the front-end's batch and joined into one batch per pool; result batches are forwarded as they
+came, or joined into one message when one drain of the pool socket took several. Nothing is
 ever unpickled. The loop is a short list of named steps (poll, drain each socket, dispatch,
-check liveness, heartbeat), none of which blocks; any message that does not follow the
-protocol is logged and dropped without disturbing the loop.
+check liveness, beat the pools sent nothing for a period, heartbeat the front-end), none of
+which blocks; any message that does not follow the protocol is logged and dropped without
+disturbing the loop.
 """
 
 from __future__ import annotations
