@@ -25,7 +25,7 @@ from mpi4py import MPI
 from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
 from ..mpi_pool.comms import discover_topology
 from ..mpi_pool.manager import Manager, abort_for_stuck
-from ..mpi_pool.placement import DEFAULT_LEND, check_lend
+from ..mpi_pool.placement import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
 from ..mpi_pool.worker import Worker
 from ..node_resources import apply_binding, device_ranks, node_resources
 from ..protocol import Task
@@ -52,7 +52,7 @@ class CommExecutor(FrontEnd):
     """
 
     def __init__(self, comm: MPI.Intracomm | None = None, root: int = 0, *,
-                 requirements: Mapping[str, Any] | None = None, depth: int = 16,
+                 requirements: Mapping[str, Any] | None = None, depth: int = DEFAULT_DEPTH,
                  lend: int = DEFAULT_LEND, grace: float = 5.0, backoff: BackoffConfig | None = None,
                  on_stuck: str = "abort",
                  accelerators: int | str | Sequence[str] | None = None,

@@ -12,7 +12,7 @@ from typing import Any
 from ..node_resources import NodeResources, node_resources
 from ..shm import DEFAULT_CAP
 from ..shm_run import check_run_prefix
-from .placement import DEFAULT_LEND, check_lend
+from .placement import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -26,7 +26,7 @@ class PoolConfig:
     pool_id: str = ""
     heartbeat_period: float = 2.0
     heartbeat_threshold: float = 10.0
-    depth: int = 64
+    depth: int = DEFAULT_DEPTH
     lend: int = DEFAULT_LEND      # times a reserved rank may be lent per reservation
     grace: float = 5.0
     run_dir: str = ""

@@ -28,7 +28,7 @@ from ..resources import DeviceCapacity, Spec
 from ..serialize import Buffer, dumps_error, error_summary
 from ..shm_reader import discard
 from .comms import Done, Outbox, Tag, Topology, receive
-from .placement import DEFAULT_LEND, Scheduler, Shape
+from .placement import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
 from .task_setting import setting_of
 from .trace import TraceRecorder
 
@@ -53,7 +53,7 @@ class _Running:
 class Manager:
     """Places tasks on the worker ranks of ``comm`` (this process is its rank 0)."""
 
-    def __init__(self, comm: MPI.Intracomm, topology: Topology, *, depth: int = 16,
+    def __init__(self, comm: MPI.Intracomm, topology: Topology, *, depth: int = DEFAULT_DEPTH,
                  lend: int = DEFAULT_LEND, grace: float = 5.0, trace: bool = False,
                  device_ranks: Sequence[Sequence[int]] = ()) -> None:
         """``device_ranks``: the worker ranks of each node that own an accelerator; ``lend``:

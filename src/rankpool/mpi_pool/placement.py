@@ -43,11 +43,14 @@ from .shapes import layout as layout_of
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_LEND", "Assignment", "Scheduler", "Shape", "check_lend"]
+__all__ = ["DEFAULT_DEPTH", "DEFAULT_LEND", "Assignment", "Scheduler", "Shape", "check_lend"]
 
 #: Times each reserved rank may be lent per reservation unless configured otherwise: a wide
 #: task then waits at most two extra task durations on any of its ranks.
 DEFAULT_LEND = 2
+#: Most 1-rank tasks a worker rank holds (runs one, prefetches the rest) unless configured
+#: otherwise: a rank is refilled while it still has work, so no-op floods keep it busy.
+DEFAULT_DEPTH = 64
 
 
 def check_lend(lend: object, name: str) -> None:
@@ -63,7 +66,7 @@ _NONE: Hashable = object()  # "no reservation" sentinel (task keys may be anythi
 class Scheduler:
     """Decides which worker ranks run which pending task (see the module docstring)."""
 
-    def __init__(self, nodes: Sequence[Sequence[int]], depth: int = 16,
+    def __init__(self, nodes: Sequence[Sequence[int]], depth: int = DEFAULT_DEPTH,
                  devices: Iterable[int] = (), devices_per_rank: int = 1,
                  lend: int = DEFAULT_LEND) -> None:
         """nodes: worker ranks grouped per node (rank 0 never appears; a node may be empty).
