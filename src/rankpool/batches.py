@@ -78,6 +78,11 @@ def _count(header: dict[str, Any], frames: Sequence[Buffer], what: str) -> int:
     return n
 
 
+def _columns(table: list[int]) -> list[list[int]]:
+    """The ``WIDTH`` columns of a record table."""
+    return [table[i::WIDTH] for i in range(WIDTH)]
+
+
 def _column_check(column: list[int], low: int, high: float, what: str) -> None:
     """Every value of a record column lies in [low, high)."""
     if column and (min(column) < low or max(column) >= high):
@@ -153,7 +158,7 @@ def decode_tasks(header: dict[str, Any], frames: Sequence[Buffer],
         specs = [Spec.from_wire(raw) for raw in spec_table]
     except ResourceSpecError as exc:
         raise ProtocolError(str(exc)) from None
-    ids, fis, sis, lens, nbufs = (rec[i::WIDTH] for i in range(WIDTH))
+    ids, fis, sis, lens, nbufs = _columns(rec)
     _column_check(fis, 0, len(fns), "function index")
     _column_check(sis, 0, len(specs), "spec index")
     _column_check(lens, 0, len(blob) + 1, "data length")
@@ -215,13 +220,21 @@ def join_results(parts: Sequence[tuple[int, Sequence[Buffer]]]) -> Frames:
     return [encode_header(header), b"".join(tables + data), *big]
 
 
-def _rows(header: dict[str, Any], frames: Sequence[Buffer]) -> tuple[list[int], int]:
-    """The checked rows of a result batch and where its data starts in the blob."""
+def _ids(columns: list[list[int]]) -> list[int]:
+    """Task ids of result rows' columns: one per result, not per outcome."""
+    ids, flags = columns[0], columns[2]
+    if max(flags, default=0) & MORE:
+        return [tid for tid, f in zip(ids, flags) if not f & MORE]
+    return ids
+
+
+def _rows(header: dict[str, Any], frames: Sequence[Buffer]) -> tuple[list[list[int]], int]:
+    """The checked columns of a result batch's rows and where its data starts in the blob."""
     n = _count(header, frames, "result")
-    rows = unpack_ints(frames[0], WIDTH * n)
+    columns = _columns(unpack_ints(frames[0], WIDTH * n))
     start = WIDTH * INT_SIZE * n
-    flags, lens, nbufs = rows[2::WIDTH], rows[3::WIDTH], rows[4::WIDTH]
-    _column_check(rows[1::WIDTH], 0, 2 ** 31, "rank")
+    ids, ranks, flags, lens, nbufs = columns
+    _column_check(ranks, 0, 2 ** 31, "rank")
     _column_check(flags, 0, (OK | MORE) + 1, "outcome flags")
     _column_check(lens, 0, len(frames[0]) + 1, "result length")
     _column_check(nbufs, 0, len(frames), "buffer count")
@@ -233,19 +246,18 @@ def _rows(header: dict[str, Any], frames: Sequence[Buffer]) -> tuple[list[int], 
     if 1 + sum(nbufs) != len(frames):
         raise ProtocolError(f"result batch names {sum(nbufs)} buffers; {len(frames) - 1} came")
     if max(flags, default=0) & MORE:
-        ids = rows[::WIDTH]
         for i in range(1, len(flags)):
             if flags[i] & MORE and ids[i] != ids[i - 1]:
                 raise ProtocolError(f"outcome of task {ids[i]} continues task {ids[i - 1]}")
-    return rows, start
+    return columns, start
 
 
 def decode_results(header: dict[str, Any], frames: Sequence[Buffer]) -> list[Result]:
-    rows, pos = _rows(header, frames)
+    columns, pos = _rows(header, frames)
     blob = memoryview(frames[0])
     results: list[Result] = []
     nxt = 1
-    for tid, rank, flags, length, nbuf in zip(*(rows[i::WIDTH] for i in range(WIDTH))):
+    for tid, rank, flags, length, nbuf in zip(*columns):
         outcome = Outcome(rank, bool(flags & OK), blob[pos:pos + length],
                           _take(frames, nxt, nbuf) if nbuf else ())
         pos += length
@@ -257,20 +269,18 @@ def decode_results(header: dict[str, Any], frames: Sequence[Buffer]) -> list[Res
     return results
 
 
-def check_results(header: dict[str, Any], frames: Sequence[Any]) -> None:
-    """Check that a result batch is one :func:`decode_results` accepts, without slicing it.
+def check_results(header: dict[str, Any], frames: Sequence[Any]) -> list[int]:
+    """Check that a result batch is one :func:`decode_results` accepts, without slicing it;
+    return its task ids.
 
     The interchange uses it so a batch the front-end could not read is failed rather than
     forwarded.
     """
-    _rows(header, frames)
+    return _ids(_rows(header, frames)[0])
 
 
 def result_ids(header: dict[str, Any], frames: Sequence[Buffer]) -> list[int]:
-    """Task ids of a result batch, from its rows alone (the interchange's view)."""
+    """Task ids of a result batch, from its rows alone, unchecked (what a malformed batch
+    still says about the tasks it ends)."""
     n = _count(header, frames, "result")
-    rows = unpack_ints(frames[0], WIDTH * n)
-    flags = rows[2::WIDTH]
-    if max(flags, default=0) & MORE:
-        return [tid for tid, f in zip(rows[::WIDTH], flags) if not f & MORE]
-    return rows[::WIDTH]
+    return _ids(_columns(unpack_ints(frames[0], WIDTH * n)))

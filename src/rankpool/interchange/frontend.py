@@ -3,7 +3,8 @@
 The front-end connects a DEALER to the client ROUTER; the interchange answers whichever
 identity last sent it a valid message. What must reach the front-end before it is known (or
 while it is away) is kept, in order, and sent as soon as it is heard from again: a result or a
-``Lost`` is never dropped for want of an address.
+``Lost`` is never dropped for want of an address. Result batches taken in one drain of the pool
+socket go out joined into one message.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import zmq
 
+from ..protocol import join_results
 from .plumbing import Throttle
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ class FrontEnd:
         self.seen: float | None = None  # None until it has sent anything
         self._throttle = throttle
         self._pending: deque[list[Any]] = deque()
+        self._results: list[tuple[int, Sequence[Any], Sequence[Any]]] = []  # to forward
 
     def heard(self, identity: bytes, now: float) -> None:
         """Record a valid message from the front-end and send whatever waited for it."""
@@ -45,6 +48,22 @@ class FrontEnd:
         """Send a message, or keep it (after any older kept ones) until the front-end is back."""
         if self._pending or not self._send(frames):
             self._pending.append(list(frames))
+
+    def forward_results(self, rows: int, frames: Sequence[Any], body: Sequence[Any]) -> None:
+        """Keep a checked result batch (``frames``, ``body`` its frames after the header as
+        buffers) for :meth:`flush_results`."""
+        self._results.append((rows, frames, body))
+
+    def flush_results(self) -> None:
+        """Send the result batches kept since the last flush: one as it came, several joined
+        into one message."""
+        if not self._results:
+            return
+        parts, self._results = self._results, []
+        if len(parts) == 1:
+            self.send(parts[0][1])
+        else:
+            self.send(join_results([(rows, body) for rows, _, body in parts]))
 
     def beat(self, frames: Sequence[Any]) -> None:
         """Send a heartbeat if the front-end is known; a missed one is not worth keeping."""

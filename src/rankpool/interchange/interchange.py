@@ -32,8 +32,8 @@ from ..shm_run import sweep
 from ..protocol import (SUBMIT_SUFFIX, Capacity, Drain, Heartbeat, Lost, Refused, Register,
                         Registered, Stop, Task,
                         check_results, check_versions, decode_header, decode_message,
-                        decode_results, decode_tasks, encode_results, encode_tasks, join_results,
-                        result_ids, task_ids, version_mismatch)
+                        decode_results, decode_tasks, encode_results, encode_tasks, result_ids,
+                        task_ids, version_mismatch)
 from .commands import answer
 from .config import InterchangeConfig
 from .frontend import FrontEnd
@@ -87,7 +87,6 @@ class Interchange:
         self._throttle = Throttle(log)
         self._unreachable: set[bytes] = set()  # identities a send found no connection for
         self._beat = Heartbeat().encode()
-        self._results_out: list[tuple[int, Sequence[Any], Sequence[Any]]] = []  # to forward
         self._beats_left = False  # pools were due a heartbeat past the last pass's slice
 
     # ------------------------------------------------------------------ setup and teardown
@@ -189,7 +188,8 @@ class Interchange:
         try:
             self._drain_messages(name, sock, handler)
         finally:
-            self.flush_results()
+            if self.front is not None:
+                self.front.flush_results()
 
     def _drain_messages(self, name: str, sock: zmq.Socket[bytes],
                         handler: Callable[[Frames], None]) -> None:
@@ -295,47 +295,39 @@ class Interchange:
     def on_results(self, pool: Pool, header: dict[str, Any], frames: Frames) -> None:
         """Account for a result batch and pass it on unchanged (or only its known tasks).
 
-        Batches pass to :meth:`flush_results`, which forwards what one drain of the pool socket
-        took as one message."""
+        The front-end forwards what one drain of the pool socket took as one message."""
         body = [f.buffer for f in frames[1:]]
-        ids = result_ids(header, body)
+        try:
+            ids = check_results(header, body)
+        except ProtocolError as exc:
+            # the tasks ended but their results cannot be delivered: fail them rather than hang
+            done = self._ended(pool, result_ids(header, body))
+            if done:
+                self.to_client(Lost(pool.block_id, pool.hosts, f"malformed result batch: {exc}",
+                                    done).encode())
+            raise
+        done = self._ended(pool, ids)
+        out: Sequence[Any] = frames
+        rows = header["n"]
+        if len(done) < len(ids):
+            self._throttle.warn("pool %r returned %d results of tasks not in flight there; "
+                                "dropped", pool.pool_id, len(ids) - len(done))
+            if not done:
+                return
+            keep = set(done)
+            out = encode_results([r for r in decode_results(header, body) if r.task_id in keep])
+            rows, body = decode_header(out[0])["n"], out[1:]
+        assert self.front is not None
+        self.front.forward_results(rows, out, body)
+
+    def _ended(self, pool: Pool, ids: list[int]) -> list[int]:
+        """Account for tasks a pool says ended; return those that were in flight there."""
         done = pool.finish_many(ids)
         self.known.difference_update(done)
         self.finished += len(done)
         self.room.offer(pool)
         self._dirty = True
-        out: Sequence[Any] = frames
-        rows = header["n"]
-        try:
-            check_results(header, body)
-            if len(done) < len(ids):
-                self._throttle.warn("pool %r returned %d results of tasks not in flight there; "
-                                    "dropped", pool.pool_id, len(ids) - len(done))
-                if not done:
-                    return
-                keep = set(done)
-                results = decode_results(header, body)
-                out = encode_results([r for r in results if r.task_id in keep])
-                rows = decode_header(out[0])["n"]
-                body = out[1:]
-        except ProtocolError as exc:
-            # the tasks ended but their results cannot be delivered: fail them rather than hang
-            if done:
-                self.to_client(Lost(pool.block_id, pool.hosts, f"malformed result batch: {exc}",
-                                    done).encode())
-            raise
-        self._results_out.append((rows, out, body))
-
-    def flush_results(self) -> None:
-        """Forward the result batches taken since the last flush: one as it came, several
-        joined into one message."""
-        if not self._results_out:
-            return
-        parts, self._results_out = self._results_out, []
-        if len(parts) == 1:
-            self.to_client(parts[0][1])
-        else:
-            self.to_client(join_results([(rows, body) for rows, _, body in parts]))
+        return done
 
     def lose(self, pool: Pool, reason: str, *, tell_pool: bool, level: int = logging.WARNING) -> None:
         """Forget a pool and report its in-flight tasks to the front-end as lost."""
@@ -519,7 +511,8 @@ class Interchange:
         """Send Stop to every pool and end the loop."""
         if self._done:
             return
-        self.flush_results()
+        if self.front is not None:
+            self.front.flush_results()
         self._done = True
         stop = Stop(reason).encode()
         for pool in self.pools:

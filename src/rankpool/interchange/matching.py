@@ -53,9 +53,7 @@ class TaskQueue:
         return self._count
 
     def push(self, task: Task) -> None:
-        self._seq += 1
-        self._queue(task.spec.priority, task.spec.num_ranks).append((self._seq, task))
-        self._count += 1
+        self.push_many((task,))
 
     def push_many(self, tasks: Iterable[Task]) -> None:
         """:meth:`push` for each task in order (a batch's tasks mostly share one Spec)."""

@@ -114,10 +114,6 @@ class Pool:
         """Whether the pool may be given new tasks at all."""
         return not (self.held or self.draining or self.gone)
 
-    def assign(self, task_id: int, width: int) -> None:
-        self.in_flight[task_id] = width
-        self.used += width
-
     def assign_many(self, task_ids: list[int], width: int) -> None:
         self.in_flight.update(dict.fromkeys(task_ids, width))
         self.used += width * len(task_ids)

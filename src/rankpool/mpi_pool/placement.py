@@ -243,12 +243,12 @@ class Scheduler:
         running, gen = self._running, self._inv.gen
         shared: dict[int, int] = {}
         for key in keys:
-            ranks, exclusive, gens = running.pop(key)
+            ranks, exclusive, gens = running[key]
             if exclusive:
-                for r, g in zip(ranks, gens, strict=True):
-                    if gen[r] == g:
-                        self._inv.release(r, True)
-            elif gen[ranks[0]] == gens[0]:
+                self.finish(key)
+                continue
+            del running[key]
+            if gen[ranks[0]] == gens[0]:
                 shared[ranks[0]] = shared.get(ranks[0], 0) + 1
         for r, count in shared.items():
             self._inv.release(r, False, count)
