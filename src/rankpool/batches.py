@@ -254,6 +254,31 @@ def _rows(header: dict[str, Any], frames: Sequence[Buffer]) -> tuple[list[list[i
 
 def decode_results(header: dict[str, Any], frames: Sequence[Buffer]) -> list[Result]:
     columns, pos = _rows(header, frames)
+    return _results(columns, pos, frames)
+
+
+def split_results(header: dict[str, Any], frames: Sequence[Buffer],
+                  ) -> tuple[list[tuple[int, Buffer]], list[Result]]:
+    """A result batch as ``(values, results)``, checked as :func:`decode_results` checks it.
+
+    When every result is one successful outcome without buffers (a flood of small tasks),
+    ``values`` holds their ``(task_id, data)`` and no :class:`Result` is built; otherwise
+    ``results`` holds them all.
+    """
+    columns, pos = _rows(header, frames)
+    flags = columns[2]
+    if len(frames) > 1 or flags.count(OK) != len(flags):
+        return [], _results(columns, pos, frames)
+    blob = memoryview(frames[0])
+    values: list[tuple[int, Buffer]] = []
+    for tid, length in zip(columns[0], columns[3]):
+        end = pos + length
+        values.append((tid, blob[pos:end]))
+        pos = end
+    return values, []
+
+
+def _results(columns: list[list[int]], pos: int, frames: Sequence[Buffer]) -> list[Result]:
     blob = memoryview(frames[0])
     results: list[Result] = []
     nxt = 1

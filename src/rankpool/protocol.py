@@ -12,7 +12,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar
 
 from .batches import (Outcome, Result, Task, check_results, decode_results, decode_tasks,
-                      encode_results, encode_tasks, join_results, result_ids, task_ids)
+                      encode_results, encode_tasks, join_results, result_ids, split_results,
+                      task_ids)
 from .errors import ProtocolError
 from .wire import MAX_HEADER, Buffer, Frames, decode_header, encode_header, is_int
 
@@ -23,7 +24,7 @@ SUBMIT_SUFFIX = "/submit"
 
 __all__ = ["PROTOCOL_VERSION", "PYTHON_VERSION", "MAX_HEADER", "Buffer", "Frames", "Task",
            "Outcome", "Result", "encode_tasks", "decode_tasks", "encode_results",
-           "decode_results", "check_results", "join_results", "result_ids", "task_ids",
+           "decode_results", "split_results", "check_results", "join_results", "result_ids", "task_ids",
            "encode_header", "decode_header",
            "Message", "Register", "Registered", "Heartbeat", "Capacity", "Drain", "Stop", "Command",
            "Reply",

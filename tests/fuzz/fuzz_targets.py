@@ -54,6 +54,10 @@ class FakeSocket:
     def poll(self, timeout: int | None = None, flags: int = zmq.POLLIN) -> int:
         return zmq.POLLIN if self.inbox else 0
 
+    def getsockopt(self, option: int) -> int:
+        assert option == zmq.EVENTS, f"FakeSocket knows only EVENTS, not option {option}"
+        return self.poll()
+
 
 class InterchangeTarget:
     """An interchange on fake sockets, rebuilt every ``reset_every`` cases or when it stops."""
@@ -169,12 +173,19 @@ class FakeManager:
 
     def __init__(self) -> None:
         self.outstanding = 0
+        self.undispatched = False
 
     def submit(self, t: Task) -> None:
         assert type(t.task_id) is int and isinstance(t.spec, Spec) and t.spec.num_ranks >= 1
         assert isinstance(t.fn_digest, bytes) and isinstance(t.fn, bytes)
         assert isinstance(t.data, bytes) and all(len(memoryview(b)) >= 0 for b in t.buffers)
         self.outstanding += 1
+        self.undispatched = True
+
+    def manager_dispatch(self) -> bool:
+        """Rank 0 dispatches after each task batch; the fuzz target checks that it did."""
+        self.undispatched = False
+        return False
 
 
 class PoolTarget:
@@ -215,7 +226,11 @@ class PoolTarget:
         except Exception as exc:
             kind = "hang" if isinstance(exc, Hang) else "exception escaped pool_receive"
             report.add(Finding("pool", kind, repr(exc)[:300], case, known_bug(exc)))
+        else:
+            if self.pm.manager.undispatched:
+                report.add(Finding("pool", "tasks taken but not dispatched", "", case))
         finally:
+            self.pm.manager.undispatched = False
             self.sock.inbox.clear()
             self.pm.draining = False
 
@@ -237,7 +252,9 @@ class ClientTarget:
         self.others = [f for msgs in self.corpus.values() for f in msgs]
 
     @staticmethod
-    def _results(results: list[Result]) -> None:
+    def _results(values: list[tuple[int, Any]], results: list[Result]) -> None:
+        assert not (values and results), "a batch comes as values or as results, not both"
+        assert all(type(t) is int and isinstance(d, memoryview) for t, d in values)
         assert all(isinstance(r, Result) and type(r.task_id) is int and r.outcomes for r in results)
 
     @staticmethod

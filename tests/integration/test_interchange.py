@@ -280,6 +280,36 @@ def test_task_round_trip_unchanged(harness: Callable[..., Harness]) -> None:
     assert h.value("outstanding") == 0 and h.value("finished") == 1
 
 
+def test_batch_taken_whole_is_forwarded_as_it_came(harness: Callable[..., Harness],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that one pool takes whole leaves in the front-end's own frames, not encoded
+    anew; one that is cut (a repeated id dropped, or room for part of it) is encoded anew."""
+    import rankpool.interchange.interchange as ix_module
+    encoded: list[list[int]] = []
+
+    def counting(tasks: list[Task], kind: str = "tasks") -> list[bytes]:
+        encoded.append([t.task_id for t in tasks])
+        return encode_tasks(tasks, kind)
+
+    monkeypatch.setattr(ix_module, "encode_tasks", counting)
+    h = harness(prefetch=1)
+    front = h.front()
+    pool = h.pool("p1", node_ranks=(4,))
+    sent = [bytes(f) for f in encode_tasks([make_task(i, buffers=[b"b" * 300]) for i in range(3)])]
+    front.send(sent)
+    header, frames = pool.recv()
+    assert header["k"] == "tasks" and frames == sent and encoded == []
+    front.send(encode_tasks([make_task(i) for i in (2, 3)]))  # 2 is in flight: dropped
+    header, frames = pool.recv()
+    assert [t.task_id for t in decode_tasks(header, frames[1:])] == [3] and encoded == [[3]]
+    pool.answer(decode_tasks(header, frames[1:]))
+    front.message()
+    front.send(encode_tasks([make_task(i) for i in (10, 11)]))  # room for one of them
+    header, frames = pool.recv()
+    assert [t.task_id for t in decode_tasks(header, frames[1:])] == [10]
+    assert encoded == [[3], [10]]
+
+
 def test_submit_socket_sends_tasks_only_and_results_go_to_the_main_socket(
         harness: Callable[..., Harness]) -> None:
     """The front-end's send-only socket (lone tasks) is its identity plus SUBMIT_SUFFIX."""

@@ -9,7 +9,8 @@ from rankpool._version import __version__
 from rankpool.errors import ProtocolError
 from rankpool.protocol import (Outcome, Register, Result, Task, check_results, check_versions,
                                decode_header, decode_message, decode_results, decode_tasks,
-                               encode_results, encode_tasks, result_ids, task_ids)
+                               encode_results, encode_tasks, result_ids, split_results,
+                               task_ids)
 from rankpool.resources import DEFAULT_SPEC, parse_spec
 from raw_batches import raw_results, raw_tasks
 
@@ -53,6 +54,26 @@ def test_result_batch_round_trip_and_compact_records():
     assert not back[2].ok and back[0].ok
 
 
+@pytest.mark.parametrize("odd", [
+    None,
+    Result(9, [Outcome(0, False, b"err")]),                            # an error
+    Result(9, [Outcome(0, True, b"a", [b"BIG"])]),                     # a buffer
+    Result(9, [Outcome(0, True, b"a"), Outcome(1, True, b"b")]),       # results="all"
+])
+def test_split_results_gives_plain_values_only_when_every_result_is_one(odd):
+    results = [Result(i, [Outcome(0, True, b"v%d" % i)]) for i in range(3)]
+    if odd is not None:
+        results.insert(1, odd)
+    header, rest = _split(_frames(encode_results(results)))
+    values, full = split_results(header, rest)
+    if odd is None:
+        assert full == [] and [(t, bytes(d)) for t, d in values] == [(0, b"v0"), (1, b"v1"),
+                                                                     (2, b"v2")]
+    else:
+        assert values == [] and [r.task_id for r in full] == [0, 9, 1, 2]
+        assert full == decode_results(header, rest)
+
+
 def _split(frames):
     return decode_header(frames[0]), frames[1:]
 
@@ -92,6 +113,8 @@ def test_malformed_result_batches_are_protocol_errors(frames):
     header, rest = _split(frames)
     with pytest.raises(ProtocolError):
         decode_results(header, rest)
+    with pytest.raises(ProtocolError):
+        split_results(header, rest)
     with pytest.raises(ProtocolError):
         check_results(header, rest)
 

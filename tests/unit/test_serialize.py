@@ -132,3 +132,18 @@ def test_error_whose_str_raises_is_still_reported():
     assert type(again).__name__ == "BadStr"
     assert "str() failed" in error_summary(data)
     assert "rank 1 of 2" in str(again.__cause__)
+
+
+def test_plain_values_settle_futures_and_a_bad_one_fails_only_its_own():
+    """``settle_value``: the front-ends' path for results that are one value each."""
+    from rankpool.executor.base import TaskFuture, settle_value
+    ok, whole, bad = TaskFuture(1), TaskFuture(2), TaskFuture(3)
+    whole._results_all = True
+    settle_value(ok, 1, pickle.dumps({"a": 1}))
+    settle_value(whole, 2, pickle.dumps(5))
+    settle_value(bad, 3, b"not a pickle")
+    assert ok.result(0) == {"a": 1} and whole.result(0) == [5]
+    exc = bad.exception(0)
+    assert isinstance(exc, SerializationError) and "result of task 3" in str(exc)
+    settle_value(ok, 1, pickle.dumps("late"))  # a settled future stays as it was
+    assert ok.result(0) == {"a": 1}

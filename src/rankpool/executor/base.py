@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import BrokenPool, ExecutorShutdown, SerializationError, SharedMemoryError
 from ..injection import check_receives_comm
-from ..protocol import Result, Task
+from ..protocol import Buffer, Result, Task
 from ..resources import Spec, parse_spec
 from ..serialize import (FunctionPickler, add_note, dumps_data, exception_text, loads_data,
                          loads_error)
@@ -131,6 +131,20 @@ def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
     _set(future, None, first)
 
 
+def settle_value(future: Future, task_id: int, data: Buffer) -> None:  # type: ignore[type-arg]
+    """:func:`settle` for a result that is one successful outcome without buffers."""
+    if future._state in _DONE:
+        return
+    try:
+        value = loads_data(data)
+    except Exception as exc:  # a value that cannot be rebuilt here
+        error = SerializationError(f"the result of task {task_id}", exc)
+        log.error("task %d: %s", task_id, error)
+        _set(future, None, error)
+        return
+    _set(future, [value] if getattr(future, "_results_all", False) else value, None)
+
+
 def unread(result: Result) -> None:
     """Free the shared-memory segments of a result nobody will read (see :mod:`rankpool.shm`)."""
     for outcome in result.outcomes:
@@ -222,6 +236,16 @@ class FrontEnd(_Submitter):
             settle(future, result)
         else:
             unread(result)
+
+    def _resolve_values(self, values: list[tuple[int, Buffer]]) -> None:
+        """:meth:`_resolve` for results that are one value each (see ``split_results``)."""
+        futures, plane = self._futures, self._plane
+        for task_id, data in values:
+            future = futures.pop(task_id, None)
+            if plane is not None:
+                plane.task_ended(task_id)
+            if future is not None:
+                settle_value(future, task_id, data)
 
     def _fail_future(self, task_id: int, exc: BaseException) -> None:
         if self._plane is not None:

@@ -5,7 +5,8 @@
     futures ◀─ on_results / on_lost ◀────────────────────── results, Lost, heartbeats
 
 The thread owns the task socket: it sends whatever piled up in the inbox as one batch (a
-flood goes in bulk), hands result batches to ``on_results``, sends heartbeats and declares the
+flood goes in bulk), hands result batches to ``on_results`` (as ``split_results`` gives
+them: plain values, or whole results), sends heartbeats and declares the
 interchange lost (``on_broken``) when it exits or has been silent past the threshold. A task
 submitted alone (nothing queued, no other submit within ``LONE_GAP``) skips the hand-over to
 the thread: the submitting thread sends it on a send-only socket under a lock, which saves a
@@ -34,7 +35,7 @@ import zmq
 from .. import protocol
 from ..errors import ProtocolError
 from ..interchange.config import InterchangeConfig
-from ..protocol import SUBMIT_SUFFIX, Result, Task
+from ..protocol import SUBMIT_SUFFIX, Buffer, Result, Task
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class InterchangeClient:
     """Starts an interchange process and talks to it; call :meth:`start` then :meth:`submit`."""
 
     def __init__(self, config: InterchangeConfig, *,
-                 on_results: Callable[[list[Result]], None],
+                 on_results: Callable[[list[tuple[int, Buffer]], list[Result]], None],
                  on_lost: Callable[[protocol.Lost], None],
                  on_broken: Callable[[str], None],
                  on_refused: Callable[[protocol.Refused], None] | None = None) -> None:
@@ -249,23 +250,27 @@ class InterchangeClient:
                 return
             self.last_heard = time.monotonic()
             try:
-                header = protocol.decode_header(frames[0].buffer)
-                if header["k"] == "results":
-                    self.on_results(protocol.decode_results(header, [f.buffer for f in frames[1:]]))
-                    continue
-                msg = protocol.decode_message(header)
+                self._handle(frames)
             except ProtocolError as exc:
                 log.warning("dropped a malformed message from the interchange: %s", exc)
-                continue
-            if isinstance(msg, protocol.Lost):
-                self.on_lost(msg)
-            elif isinstance(msg, protocol.Refused):
-                log.error("the interchange refused pool %s of block %s on %s: %s", msg.pool_id,
-                          msg.block_id, msg.hosts, msg.reason)
-                if self.on_refused is not None:
-                    self.on_refused(msg)
-            elif not isinstance(msg, protocol.Heartbeat):
-                log.warning("ignored unexpected %s message from the interchange", msg.KIND)
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return  # drained (asking is far cheaper than a zmq.Again raised)
+
+    def _handle(self, frames: list[Any]) -> None:
+        header = protocol.decode_header(frames[0].buffer)
+        if header["k"] == "results":
+            self.on_results(*protocol.split_results(header, [f.buffer for f in frames[1:]]))
+            return
+        msg = protocol.decode_message(header)
+        if isinstance(msg, protocol.Lost):
+            self.on_lost(msg)
+        elif isinstance(msg, protocol.Refused):
+            log.error("the interchange refused pool %s of block %s on %s: %s", msg.pool_id,
+                      msg.block_id, msg.hosts, msg.reason)
+            if self.on_refused is not None:
+                self.on_refused(msg)
+        elif not isinstance(msg, protocol.Heartbeat):
+            log.warning("ignored unexpected %s message from the interchange", msg.KIND)
 
 
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:

@@ -23,7 +23,7 @@ from ..errors import ManagerLost, VersionMismatch
 from ..interchange.config import InterchangeConfig
 from ..mpi_pool.config import PoolConfig
 from ..node_resources import block_devices, node_resources, node_workers
-from ..protocol import Result, Task
+from ..protocol import Buffer, Result, Task
 from ..resources import Spec, check_fits
 from .base import FrontEnd, TaskFuture
 from .blocks import LocalBlocks, pool_command
@@ -208,7 +208,8 @@ class Executor(FrontEnd):
         return int(self.client.command("outstanding"))
 
     # -- callbacks from the client thread --------------------------------------------------------
-    def _on_results(self, results: list[Result]) -> None:
+    def _on_results(self, values: list[tuple[int, Buffer]], results: list[Result]) -> None:
+        self._resolve_values(values)
         resolve = self._resolve
         for result in results:
             resolve(result)

@@ -41,11 +41,11 @@ from ..injection import PerFunction, check_receives_comm
 from ..interchange.config import InterchangeConfig
 from ..jobscript import write_pool_script
 from ..mpi_pool.config import PoolConfig
-from ..protocol import Result, Task
+from ..protocol import Buffer, Result, Task
 from ..node_resources import block_devices, node_resources, node_workers
 from ..resources import check_fits, parse_spec
 from ..serialize import FunctionPickler, dumps_data
-from .base import TaskFuture, settle, unread
+from .base import TaskFuture, settle, settle_value, unread
 from .parsl_blocks import LocalMpiexecLauncher, block_shape, launch_command, local_provider
 from .parsl_checks import (SPEC_KWARG, ReraiseWrapped, check_arguments, declares_spec,
                            version_error)
@@ -390,20 +390,33 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
             _fail(future, BadStateException(self, exception))
 
     # -- callbacks from the client thread -------------------------------------------------------
-    def _on_results(self, results: list[Result]) -> None:
-        done = []
+    def _on_results(self, values: list[tuple[int, Buffer]], results: list[Result]) -> None:
+        done, done_values = [], []
         with self._lock:
-            for result in results:
-                future = self._tasks.pop(result.task_id, None)
+            for task_id, data in values:
+                future = self._ended(task_id)
                 if future is not None:
-                    self._outstanding_ranks -= self._ranks.pop(result.task_id, 1)
+                    done_values.append((future, task_id, data))
+            for result in results:
+                future = self._ended(result.task_id)
+                if future is not None:
                     done.append((future, result))
                 else:
                     unread(result)
         if self._plane is not None:
-            self._plane.tasks_ended(r.task_id for r in results)
+            self._plane.tasks_ended([task_id for task_id, _ in values]
+                                    + [r.task_id for r in results])
+        for future, task_id, data in done_values:
+            settle_value(future, task_id, data)
         for future, result in done:
             settle(future, result)
+
+    def _ended(self, task_id: int) -> Future | None:  # type: ignore[type-arg]
+        """Forget an ended task (the lock held); its future, if it still had one."""
+        future = self._tasks.pop(task_id, None)
+        if future is not None:
+            self._outstanding_ranks -= self._ranks.pop(task_id, 1)
+        return future
 
     def _on_lost(self, msg: protocol.Lost) -> None:
         """A pool left: fail its in-flight tasks with ManagerLost; a version refusal breaks us."""
@@ -430,9 +443,8 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         failed = []
         with self._lock:
             for task_id in task_ids:
-                future = self._tasks.pop(task_id, None)
+                future = self._ended(task_id)
                 if future is not None:
-                    self._outstanding_ranks -= self._ranks.pop(task_id, 1)
                     failed.append(future)
         for future in failed:
             _fail(future, error)

@@ -88,6 +88,8 @@ class Interchange:
         self._unreachable: set[bytes] = set()  # identities a send found no connection for
         self._beat = Heartbeat().encode()
         self._beats_left = False  # pools were due a heartbeat past the last pass's slice
+        # the last batch queued whole since the last dispatch, with its frames
+        self._whole: tuple[list[Task], Frames] | None = None
 
     # ------------------------------------------------------------------ setup and teardown
     def bind(self) -> tuple[int, int, int]:
@@ -208,6 +210,8 @@ class Interchange:
                 self._throttle.warn("dropped a message on the %s socket: %s", name, exc)
             except Exception:
                 log.exception("error handling a message on the %s socket; dropped", name)
+            if self._done or not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return  # drained (asking is far cheaper than a zmq.Again raised)
 
     # ------------------------------------------------------------------ pools
     def on_pool_message(self, frames: Frames) -> None:
@@ -349,10 +353,11 @@ class Interchange:
     def dispatch(self) -> None:
         """Send queued tasks to pools with room: one batch per pool per pass."""
         self._dirty = False
+        whole, self._whole = self._whole, None
         for pool, entries in match(self.queue, self.room):
             if not pool.gone:
                 tasks: list[Task] = [t for _, t in entries]
-                if self._send_pool(pool.identity, encode_tasks(tasks)):
+                if self._send_pool(pool.identity, _forwarded(whole, tasks) or encode_tasks(tasks)):
                     self.pools.sent(pool, self._now)
                     continue
             pool.finish_many([task.task_id for _, task in entries])
@@ -388,7 +393,7 @@ class Interchange:
             raise ProtocolError(f"unexpected {kind!r:.40} message on the client port")
         self.front.heard(identity, self._now)
         if kind == "tasks":
-            self.on_tasks(header, frames[2:])
+            self.on_tasks(header, frames[1:])
             return
         if len(frames) != 2:
             raise ProtocolError(f"{kind!r:.40} message with {len(frames) - 2} extra frames")
@@ -400,7 +405,8 @@ class Interchange:
             raise ProtocolError(f"unexpected {kind!r} message from the front-end")
 
     def on_tasks(self, header: dict[str, Any], frames: Frames) -> None:
-        body = [f.buffer for f in frames]
+        """Queue a task batch (``frames``: its header frame and body)."""
+        body = [f.buffer for f in frames[1:]]
         try:
             tasks = decode_tasks(header, body)
         except ProtocolError as exc:
@@ -413,6 +419,7 @@ class Interchange:
             if len(known) - size == len(ids):  # no id seen twice (the rule): queued at once
                 self.queue.push_many(tasks)
                 self._dirty = True
+                self._whole = (tasks, frames)
                 return
             known.difference_update(ids)  # a batch that repeats an id: one at a time
         for task in tasks:
@@ -519,3 +526,13 @@ class Interchange:
             self._send_pool(pool.identity, stop)
         log.info("stopping (%s); told %d pools to stop; %d tasks queued, %d outstanding", reason,
                  len(self.pools), len(self.queue), len(self.known))
+
+
+def _forwarded(whole: tuple[list[Task], Frames] | None, tasks: list[Task]) -> Frames | None:
+    """The front-end's own frames when ``tasks`` are exactly the batch they carried, in order
+    (a lone task, or a batch one pool takes whole): checked once already, sent as they came."""
+    if whole is None or len(whole[0]) != len(tasks):
+        return None
+    if any(a is not b for a, b in zip(whole[0], tasks)):
+        return None
+    return whole[1]

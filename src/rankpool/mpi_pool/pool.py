@@ -197,6 +197,8 @@ class PoolManager:
                 self._handle(frames)
             except ProtocolError as exc:
                 log.warning("dropped a malformed message from the interchange: %s", exc)
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # drained: no zmq.Again to raise
+                return True
 
     def _handle(self, frames: list[Any]) -> None:
         header = protocol.decode_header(frames[0].buffer)
@@ -207,6 +209,7 @@ class PoolManager:
                 log.warning("draining: %d tasks arrived anyway", len(tasks))
             for task in tasks:
                 self.manager.submit(task)
+            self.manager.manager_dispatch()  # on their way to the ranks before anything else
             return
         msg = protocol.decode_message(header)
         if isinstance(msg, protocol.Stop):
