@@ -2,7 +2,8 @@
 
 Rank 0's loop is a short list of non-blocking steps::
 
-    pool_receive     ZeroMQ: tasks, heartbeats, drain, stop from the interchange
+    pool_receive     ZeroMQ: tasks (each batch dispatched to the ranks as it is taken),
+                     heartbeats, drain, stop from the interchange
     manager.progress MPI: dispatch to worker ranks, gather their outcomes
     pool_report      ZeroMQ: finished results, in one batch per loop turn
     pool_capacity    ZeroMQ: when ranks got stuck (or came back), what the pool can still hold
