@@ -11,9 +11,6 @@ import sys
 from typing import Any
 
 
-
-
-
 def pyspy_path() -> str | None:
     beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
     return beside if os.path.exists(beside) else shutil.which("py-spy")
