@@ -24,7 +24,8 @@ SUBMIT_SUFFIX = "/submit"
 
 __all__ = ["PROTOCOL_VERSION", "PYTHON_VERSION", "MAX_HEADER", "Buffer", "Frames", "Task",
            "Outcome", "Result", "encode_tasks", "decode_tasks", "encode_results",
-           "decode_results", "split_results", "check_results", "join_results", "result_ids", "task_ids",
+           "decode_results", "split_results", "check_results", "join_results", "result_ids",
+           "task_ids",
            "encode_header", "decode_header",
            "Message", "Register", "Registered", "Heartbeat", "Capacity", "Drain", "Stop", "Command",
            "Reply",
