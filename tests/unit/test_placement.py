@@ -53,6 +53,27 @@ def test_lone_task_prefers_least_loaded_rank() -> None:
     assert _assign(s) == {"x": (2,)}
 
 
+def test_held_back_rank_takes_nothing_more_until_its_tasks_end() -> None:
+    s = Scheduler([[1, 2]], depth=4)
+    s.submit("long", ONE)
+    assert _assign(s) == {"long": (1,)}
+    s.hold_back(1)
+    assert s.held_back(1) and s.holding(1) == 1
+    for k in range(6):
+        s.submit(k, ONE)
+    got = _assign(s)
+    assert set(got.values()) == {(2,)} and len(got) == 4 and s.pending == 2  # rank 2's depth
+    s.finish("long")  # rank 1 is between tasks again: the hold lapses
+    assert not s.held_back(1)
+    assert set(_assign(s).values()) == {(1,)} and s.pending == 0
+    s.hold_back(2, False)
+    s.hold_back(2, True)
+    s.finish_many([k for k, r in got.items() if r == (2,)])
+    assert not s.held_back(2) and s.holding(2) == 0
+    s.hold_back(2)  # a rank holding nothing has nothing to hold back
+    assert not s.held_back(2)
+
+
 def test_depth_respected_and_finish_frees_slot() -> None:
     s = Scheduler([[1]], depth=3)
     for k in range(5):
@@ -361,6 +382,12 @@ def _check_shape(s: Scheduler, shape: Shape, ranks: tuple[int, ...]) -> None:
         assert max(per.values()) - min(per.values()) <= 1
 
 
+def _shared_on(on_rank: dict[int, set[Hashable]], shape_of: dict[Hashable, Shape],
+               rank: int) -> bool:
+    return any(shape_of[k].width == 1 and not shape_of[k].exclusive
+               for k in on_rank.get(rank, ()))
+
+
 @pytest.mark.parametrize("lend", [0, 2])
 @pytest.mark.parametrize("seed", range(8))
 def test_randomized_invariants(seed: int, lend: int) -> None:
@@ -382,6 +409,7 @@ def test_randomized_invariants(seed: int, lend: int) -> None:
     cancelled: set[Hashable] = set()
     running: list[Hashable] = []
     stuck: set[int] = set()
+    held_back: set[int] = set()
 
     def step() -> None:
         out, imp = s.assign()
@@ -399,6 +427,7 @@ def test_randomized_invariants(seed: int, lend: int) -> None:
             for rk in a.ranks:
                 assert rk not in stuck
                 held = on_rank.setdefault(rk, set())
+                assert not (held and rk in held_back), "a task queued on a held-back rank"
                 assert not held or not excl
                 assert not any(shape_of[o].width > 1 or shape_of[o].exclusive for o in held)
                 held.add(a.key)
@@ -424,6 +453,8 @@ def test_randomized_invariants(seed: int, lend: int) -> None:
             for k, ranks in ranks_of.items():
                 for rk in ranks:
                     on_rank.get(rk, set()).discard(k)
+                    if not _shared_on(on_rank, shape_of, rk):
+                        held_back.discard(rk)  # between tasks: the hold lapses
         elif op < 0.9 and shape_of:
             k = rng.choice(list(shape_of))
             if s.cancel(k):
@@ -436,11 +467,24 @@ def test_randomized_invariants(seed: int, lend: int) -> None:
             elif len(stuck) < 2:
                 s.mark_stuck([rk])
                 stuck.add(rk)
+                held_back.discard(rk)
                 on_rank.pop(rk, None)
+        elif op < 0.94:
+            rk = rng.randint(1, r - 1)
+            on = rk not in held_back
+            s.hold_back(rk, on)
+            if not on:
+                held_back.discard(rk)
+            elif rk not in stuck and _shared_on(on_rank, shape_of, rk):
+                held_back.add(rk)  # a rank holding no 1-rank task has nothing to hold back
+        assert all(s.held_back(rk) == (rk in held_back) for rk in range(1, r))
         step()
 
     s.unstick(sorted(stuck))
     stuck.clear()
+    for rk in sorted(held_back):
+        s.hold_back(rk, False)
+    held_back.clear()
     for _ in range(10000):
         if not s.pending and not running:
             break

@@ -1,7 +1,8 @@
 """The worker ranks of a pool and what each one holds: the scheduler's bookkeeping, no policy.
 
 A rank is *stuck* (never used again), *reserved* (kept for a blocked wide task), running one
-*exclusive* task, or holding up to ``depth`` *shared* 1-rank tasks. Derived counters and
+*exclusive* task, or holding up to ``depth`` *shared* 1-rank tasks; a rank holding shared
+tasks may be *held back* (its current task has run long: nothing more is queued behind it). Derived counters and
 per-node sets of idle ranks are kept up to date incrementally: every state change of a rank is
 bracketed by ``contrib(r, -1)`` / ``contrib(r, +1)``, so placing a task never scans the pool.
 
@@ -48,6 +49,7 @@ class RankInventory:
         self.gen = [0] * size  # bumped on stuck/unstick: older holds no longer count
         self.excl: dict[int, Hashable] = {}  # rank -> exclusive task key
         self.stuck: set[int] = set()
+        self.held_back: set[int] = set()  # take no more shared tasks while holding any
         self.usable_by_node = [len(n) for n in self.nodes]
         self.usable_dev_by_node = [sum(r in self.dev for r in n) for n in self.nodes]
         self.reserved: set[int] = set()
@@ -89,7 +91,7 @@ class RankInventory:
             else:
                 self.free[i].discard(r)
                 self.free_dev[i].discard(r)
-        if h < self.depth:
+        if h < self.depth and not (h and r in self.held_back):
             self.n_open += sign
             if sign > 0:
                 self.push_rank(r)
@@ -104,7 +106,8 @@ class RankInventory:
 
     def is_open(self, r: int, h: int) -> bool:
         return (h < self.depth and self.held[r] == h and r not in self.stuck
-                and r not in self.reserved and r not in self.excl)
+                and r not in self.reserved and r not in self.excl
+                and not (h and r in self.held_back))
 
     def pop_rank(self) -> int | None:
         """The open rank holding fewest tasks (device-less, then lowest number, among equals)."""
@@ -154,7 +157,7 @@ class RankInventory:
         """``count`` tasks held by rank r ended (an exclusive task is one)."""
         h = self.held[r]
         if h > count and not exclusive and r not in self.stuck and r not in self.reserved \
-                and r not in self.excl:
+                and r not in self.excl and r not in self.held_back:
             # a busy rank stays busy and not free: what contrib(-1), held -= count,
             # contrib(+1) amount to, without their set look-ups (the hot path of a flood of
             # small tasks)
@@ -168,6 +171,17 @@ class RankInventory:
             del self.excl[r]
         else:
             self.held[r] -= count
+            if not self.held[r]:
+                self.held_back.discard(r)
+        self.contrib(r, 1)
+
+    def hold_back(self, r: int, on: bool) -> None:
+        """Queue no more shared tasks on rank r (``on``; only while it holds some: once they
+        have ended it is between tasks and the hold lapses), or again."""
+        if on == (r in self.held_back) or (on and not self.held[r]):
+            return
+        self.contrib(r, -1)
+        (self.held_back.add if on else self.held_back.discard)(r)
         self.contrib(r, 1)
 
     def set_stuck(self, r: int, on: bool) -> None:
@@ -176,6 +190,7 @@ class RankInventory:
             self.contrib(r, -1)
             self.held[r] = 0
             self.excl.pop(r, None)
+            self.held_back.discard(r)
         self.gen[r] += 1
         (self.stuck.add if on else self.stuck.discard)(r)
         step = -1 if on else 1

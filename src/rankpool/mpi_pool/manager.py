@@ -7,7 +7,14 @@ One ``progress`` call is three non-blocking steps::
 
     manager_receive   Iprobe for DONE reports, combine each task's ranks into one Result
     check_deadlines   grace periods after a rank failed, walltimes: fail the task, mark stuck ranks
+    check_slow        hold back ranks whose current task has run past ``slow_after``
     manager_dispatch  ask the scheduler what can start, send each rank its items in one message
+
+A worker rank runs its 1-rank tasks one after another, so a task queued behind a long one
+waits for it. Rank 0 cannot see a task start, but a rank that has reported nothing for
+``slow_after`` seconds since it was last between tasks (it reported, or was sent work while
+holding none) is inside one task that long: it is *held back*, and no more 1-rank tasks are
+queued on it until it reports again. What was queued on it before stays there.
 """
 
 from __future__ import annotations
@@ -36,6 +43,10 @@ log = logging.getLogger(__name__)
 
 #: DONE messages taken per progress call, so dispatch is never starved by a flood of reports
 RECEIVE_BURST = 64
+#: seconds a rank may stay inside one task before no more 1-rank tasks are queued behind it
+SLOW_AFTER = 0.5
+#: seconds between two looks for such ranks
+_SLOW_CHECK = 0.1
 
 
 @dataclass(slots=True)
@@ -55,9 +66,11 @@ class Manager:
 
     def __init__(self, comm: MPI.Intracomm, topology: Topology, *, depth: int = DEFAULT_DEPTH,
                  lend: int = DEFAULT_LEND, grace: float = 5.0, trace: bool = False,
-                 device_ranks: Sequence[Sequence[int]] = ()) -> None:
+                 device_ranks: Sequence[Sequence[int]] = (),
+                 slow_after: float = SLOW_AFTER) -> None:
         """``device_ranks``: the worker ranks of each node that own an accelerator; ``lend``:
-        times a reserved rank may be lent per reservation (see :mod:`.placement`)."""
+        times a reserved rank may be lent per reservation (see :mod:`.placement`);
+        ``slow_after``: see the module docstring."""
         if comm.Get_rank() != 0:
             raise ValueError("the manager must be rank 0 of the pool communicator")
         self.comm = comm
@@ -79,6 +92,9 @@ class Manager:
         self.stuck: dict[int, int] = {}           # rank -> task it never came back from
         self.completed: list[Result] = []
         self.stopped = False
+        self.slow_after = slow_after
+        self.since: dict[int, float] = {}  # rank -> when it was last known between tasks
+        self._next_slow_check = 0.0
         self._shapes: dict[Spec, Shape] = {}
         self._last_shape: tuple[Spec, Shape] | None = None
 
@@ -125,6 +141,7 @@ class Manager:
         """One round of non-blocking steps; True if anything happened."""
         active = self.manager_receive()
         active = self.check_deadlines() or active
+        self.check_slow()
         active = self.manager_dispatch() or active
         self.outbox.poll()
         return active
@@ -183,8 +200,11 @@ class Manager:
                 self.running[task.task_id] = _Running(task, a.ranks, now, a.ranks)
             if spec.walltime is not None:
                 heapq.heappush(self.deadlines, (now + spec.walltime + self.grace, task.task_id))
+        holding, since = self.scheduler.holding, self.since
         for rank, (items, bufs) in per_rank.items():
             self.outbox.send(items, rank, Tag.WORK, bufs)
+            if holding(rank) == len(items):  # it held nothing: its first task starts now
+                since[rank] = now
         return True
 
     def manager_receive(self) -> bool:
@@ -197,6 +217,9 @@ class Manager:
                 return count > 0
             source = status.Get_source()
             reports, buffers = receive(comm, source, Tag.DONE)
+            self.since[source] = time.monotonic()
+            if self.scheduler.held_back(source):
+                self.scheduler.hold_back(source, False)
             pos = 0
             ended: list[int] = []
             for done in reports:
@@ -223,6 +246,20 @@ class Manager:
                 cause = TaskTimeout(task_id, spec.walltime or 0.0)
             self._give_up(run, cause)
         return fired
+
+    def check_slow(self) -> None:
+        """Hold back the ranks that have been inside one task for ``slow_after`` seconds."""
+        now = time.monotonic()
+        if now < self._next_slow_check:
+            return
+        self._next_slow_check = now + _SLOW_CHECK
+        limit = now - self.slow_after
+        s = self.scheduler
+        for rank, since in self.since.items():
+            if since < limit and s.holding(rank) and not s.held_back(rank):
+                s.hold_back(rank)
+                log.debug("rank %d has been in one task for %.1f s: no more tasks are queued "
+                          "behind it until it reports", rank, now - since)
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _record(self, source: int, done: Done, buffers: list[Buffer], ended: list[int]) -> None:

@@ -278,6 +278,19 @@ class Scheduler:
             log.info("rank %d usable again", r)
         self._fits.clear()
 
+    def hold_back(self, r: int, on: bool = True) -> None:
+        """Queue no more 1-rank tasks on rank r while it holds any (its current task has run
+        long, so what waits behind it would wait with it), or again (``on=False``)."""
+        self.node_of(r)  # validates
+        self._inv.hold_back(r, on)
+
+    def held_back(self, r: int) -> bool:
+        return r in self._inv.held_back
+
+    def holding(self, r: int) -> int:
+        """1-rank tasks rank r holds (running and queued)."""
+        return self._inv.held[r]
+
     @property
     def pending(self) -> int:
         """Number of tasks waiting."""
