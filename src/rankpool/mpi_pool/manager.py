@@ -210,6 +210,7 @@ class Manager:
     def manager_receive(self) -> bool:
         comm = self.comm
         status = MPI.Status()
+        held_back = self.scheduler.held_back_ranks
         for count in range(RECEIVE_BURST):
             # a second probe after a miss: MPICH's first one may only pull the message in
             if not comm.Iprobe(source=MPI.ANY_SOURCE, tag=Tag.DONE, status=status) and (
@@ -218,7 +219,7 @@ class Manager:
             source = status.Get_source()
             reports, buffers = receive(comm, source, Tag.DONE)
             self.since[source] = time.monotonic()
-            if self.scheduler.held_back(source):
+            if source in held_back:
                 self.scheduler.hold_back(source, False)
             pos = 0
             ended: list[int] = []

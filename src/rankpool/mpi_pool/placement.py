@@ -7,7 +7,8 @@ state lives in :mod:`.inventory`, and 1-rank tasks are batched onto the least-lo
 
 Two kinds of occupancy exist.  1-rank non-exclusive tasks are *shared*: a rank may hold up
 to ``depth`` of them (prefetched, run one after another; at most two while exclusive tasks
-are pending, since a reservation waits for everything queued on its ranks).  Every other
+are pending, since a reservation waits for everything queued on its ranks; none more while
+the manager holds the rank back, see :meth:`Scheduler.hold_back`).  Every other
 task is *exclusive*: it needs completely idle ranks and holds them until
 :meth:`Scheduler.finish`.  Exclusive tasks go on one node when they fit (best fit), else
 span nodes; blocked tasks do not stop later ones that fit (backfill), but the first blocked
@@ -286,6 +287,11 @@ class Scheduler:
 
     def held_back(self, r: int) -> bool:
         return r in self._inv.held_back
+
+    @property
+    def held_back_ranks(self) -> set[int]:
+        """The ranks held back now (a live view: do not change it)."""
+        return self._inv.held_back
 
     def holding(self, r: int) -> int:
         """1-rank tasks rank r holds (running and queued)."""
