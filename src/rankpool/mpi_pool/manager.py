@@ -35,6 +35,7 @@ from ..resources import DeviceCapacity, Spec
 from ..serialize import Buffer, dumps_error, error_summary
 from ..shm_reader import discard
 from .comms import Done, Outbox, Tag, Topology, receive
+from .doorbell import Doorbell
 from .placement import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
 from .task_setting import setting_of
 from .trace import TraceRecorder
@@ -67,10 +68,12 @@ class Manager:
     def __init__(self, comm: MPI.Intracomm, topology: Topology, *, depth: int = DEFAULT_DEPTH,
                  lend: int = DEFAULT_LEND, grace: float = 5.0, trace: bool = False,
                  device_ranks: Sequence[Sequence[int]] = (),
-                 slow_after: float = SLOW_AFTER) -> None:
+                 slow_after: float = SLOW_AFTER, bell: Doorbell | None = None,
+                 near: Sequence[int] = ()) -> None:
         """``device_ranks``: the worker ranks of each node that own an accelerator; ``lend``:
         times a reserved rank may be lent per reservation (see :mod:`.placement`);
-        ``slow_after``: see the module docstring."""
+        ``slow_after``: see the module docstring; ``bell``: rank 0's doorbell, used to ring
+        the worker ranks ``near`` (on this node) when they are sent work while idle."""
         if comm.Get_rank() != 0:
             raise ValueError("the manager must be rank 0 of the pool communicator")
         self.comm = comm
@@ -93,6 +96,8 @@ class Manager:
         self.completed: list[Result] = []
         self.stopped = False
         self.slow_after = slow_after
+        self.bell = bell
+        self.near = frozenset(near) if bell is not None else frozenset()
         self.since: dict[int, float] = {}  # rank -> when it was last known between tasks
         self._next_slow_check = 0.0
         self._shapes: dict[Spec, Shape] = {}
@@ -165,6 +170,8 @@ class Manager:
         self.stopped = True
         for rank in self.worker_ranks:
             self.outbox.send(finish, rank, Tag.STOP)
+            if rank in self.near:
+                self.bell.ring(rank)  # type: ignore[union-attr]
         if not self.outbox.flush(timeout):
             log.warning("stop did not reach every worker rank within %.1f s", timeout)
 
@@ -200,11 +207,14 @@ class Manager:
                 self.running[task.task_id] = _Running(task, a.ranks, now, a.ranks)
             if spec.walltime is not None:
                 heapq.heappush(self.deadlines, (now + spec.walltime + self.grace, task.task_id))
-        holding, since = self.scheduler.holding, self.since
+        holding, since, near = self.scheduler.holding, self.since, self.near
         for rank, (items, bufs) in per_rank.items():
             self.outbox.send(items, rank, Tag.WORK, bufs)
-            if holding(rank) == len(items):  # it held nothing: its first task starts now
+            held = holding(rank)  # 1-rank shared tasks, these included; an exclusive task: 0
+            if held == len(items):  # it held nothing: its first task starts now
                 since[rank] = now
+            if (held == len(items) or not held) and rank in near:  # idle: maybe on its bell
+                self.bell.ring(rank)  # type: ignore[union-attr]
         return True
 
     def manager_receive(self) -> bool:

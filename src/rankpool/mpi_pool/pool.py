@@ -10,7 +10,9 @@ Rank 0's loop is a short list of non-blocking steps::
     pool_heartbeat   send ours; leave when the interchange has been silent too long
 
 While nothing is outstanding rank 0 blocks in the ZeroMQ poll (no CPU, instant wake); while
-tasks are out it polls ZeroMQ without blocking and backs off over MPI.
+tasks are out it polls ZeroMQ without blocking and backs off over MPI, sleeping on its
+doorbell and its ZeroMQ socket, so that a worker rank of its node that reports, or a message
+from the interchange, ends the sleep at once (see :mod:`.doorbell`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import zmq
@@ -30,6 +33,7 @@ from ..errors import ProtocolError
 from ..node_resources import apply_binding, device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
 from .comms import Topology, discover_topology
+from .doorbell import Doorbell, new_token
 from .config import PoolConfig
 from .manager import Manager, abort_for_stuck
 from .worker import Worker
@@ -61,21 +65,26 @@ def run_pool(cfg: PoolConfig) -> int:
     comm = MPI.COMM_WORLD.Dup()
     topology = discover_topology(comm)
     rank = comm.Get_rank()
+    token = comm.bcast(new_token() if rank == 0 else None, root=0)
+    near = topology.nodes[0] if topology.nodes else []  # worker ranks on rank 0's node
     _setup_logging(cfg, rank)
     status = 0
+    bell = Doorbell.open(token, rank) if rank == 0 or rank in near else None
     try:
         apply_binding(rank, topology.nodes, cfg.resources)  # before any user code runs
         if rank == 0:
-            pool = PoolManager(cfg, comm, topology)
+            pool = PoolManager(cfg, comm, topology, bell, near)
             status = pool.run()
             if pool.manager.stuck:
                 abort_for_stuck(comm, sorted(pool.manager.stuck), EXIT_STUCK)
         else:
-            Worker(comm, arena=result_arena(cfg)).serve()
+            Worker(comm, arena=result_arena(cfg), bell=bell).serve()
     except BaseException:
         log.critical("rank %d failed; aborting the pool", rank, exc_info=True)
         sys.stderr.flush()
         comm.Abort(1)
+    if bell is not None:
+        bell.close()
     comm.Free()
     return status
 
@@ -83,12 +92,16 @@ def run_pool(cfg: PoolConfig) -> int:
 class PoolManager:
     """Rank 0: the pool's one connection to the interchange, and the MPI manager."""
 
-    def __init__(self, cfg: PoolConfig, comm: MPI.Intracomm, topology: Topology) -> None:
+    def __init__(self, cfg: PoolConfig, comm: MPI.Intracomm, topology: Topology,
+                 bell: Doorbell | None = None, near: Sequence[int] = ()) -> None:
+        """``bell``: rank 0's doorbell, rung by the worker ranks ``near`` it (its node)."""
         self.cfg = cfg
         self.topology = topology
+        self.bell = bell
         self.manager = Manager(comm, topology, depth=cfg.depth, lend=cfg.lend, grace=cfg.grace,
                                trace=cfg.trace,
-                               device_ranks=device_ranks(topology.nodes, cfg.resources))
+                               device_ranks=device_ranks(topology.nodes, cfg.resources),
+                               bell=bell, near=near)
         self.period = cfg.heartbeat_period
         self.threshold = cfg.heartbeat_threshold
         self.draining = False
@@ -172,7 +185,7 @@ class PoolManager:
                 if active:
                     backoff.reset()
                 else:
-                    backoff.sleep()
+                    self._wait(backoff.next_delay())
             else:
                 wait = max(0.0, self.last_sent + self.period - time.monotonic())
                 self.pool_receive(int(wait * 1000) + 1)
@@ -182,6 +195,14 @@ class PoolManager:
             self.pool_heartbeat()
             if self.draining and manager.outstanding == 0:
                 raise PoolLeaves("drained")
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep between polls while tasks are out: until a near rank rings, a message from the
+        interchange arrives, or ``seconds`` passed (without a bell: just sleep)."""
+        if self.bell is None:
+            time.sleep(seconds)
+        elif not self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # also re-arms ZMQ_FD
+            self.bell.wait(seconds, self.sock.getsockopt(zmq.FD))
 
     # -- steps ---------------------------------------------------------------------------------
     def pool_receive(self, timeout_ms: int) -> bool:

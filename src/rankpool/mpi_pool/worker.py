@@ -2,7 +2,9 @@
 
 The loop is a short list of non-blocking steps: ``worker_receive`` (``Iprobe`` for work or
 stop), run one queued task, ``worker_report`` (results go back in batches: when the queue
-empties or every ``flush_interval``), and back off when idle. With an ``arena`` (the front-end
+empties or every ``flush_interval``), and back off when idle (on the rank's doorbell when it
+shares rank 0's node: rank 0 rings it when it sends work to the idle rank, see
+:mod:`.doorbell`). With an ``arena`` (the front-end
 shares this host's ``/dev/shm``) large result buffers go into its segments and only their
 descriptors travel (see :mod:`rankpool.shm`). User code runs inside
 ``try/except BaseException``; its outcome, value or error, always becomes a report, so a
@@ -29,6 +31,7 @@ from ..serialize import Buffer, FunctionLoader, dumps_data, dumps_error, loads_d
 from ..shm import Arena
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
 from .comms import Outbox, Tag, WorkItem, receive, task_communicator
+from .doorbell import Doorbell
 from .task_setting import applied
 
 log = logging.getLogger(__name__)
@@ -47,9 +50,13 @@ class Worker:
     """Serves rank 0 of ``comm`` until told to stop."""
 
     def __init__(self, comm: MPI.Intracomm, backoff: BackoffConfig | None = None,
-                 flush_interval: float = 0.002, arena: Arena | None = None) -> None:
+                 flush_interval: float = 0.002, arena: Arena | None = None,
+                 bell: Doorbell | None = None) -> None:
+        """``bell``: this rank's doorbell when it shares rank 0's node (see :mod:`.doorbell`):
+        it waits on it between polls and rings rank 0's after each report."""
         self.comm = comm
         self.arena = arena
+        self.bell = bell
         self.group = comm.Get_group()
         self.rank = comm.Get_rank()
         self.backoff = Backoff(backoff)
@@ -80,7 +87,10 @@ class Worker:
                     self.backoff.reset()
                 else:
                     self.outbox.poll()
-                    self.backoff.sleep()
+                    if self.bell is None:
+                        self.backoff.sleep()
+                    else:
+                        self.bell.wait(self.backoff.next_delay())
             self.worker_report()
             self.outbox.flush(timeout=10.0)
         finally:
@@ -190,6 +200,8 @@ class Worker:
     def worker_report(self) -> None:
         if self.done:
             self.outbox.send(self.done, 0, Tag.DONE, self.done_buffers)
+            if self.bell is not None and not self.queue:  # about to wait for work
+                self.bell.ring(0)
             self.done = []
             self.done_buffers = []
             if self.arena is not None:  # segments the front-end freed since: keep a few

@@ -1,0 +1,80 @@
+"""Doorbells: wake-up hints between the ranks of one host (rankpool.mpi_pool.doorbell)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from rankpool.mpi_pool.doorbell import Doorbell, new_token
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="doorbells use Linux's abstract socket namespace")
+
+
+def test_a_ring_ends_a_wait_at_once_and_is_cleared_by_it() -> None:
+    token = new_token()
+    zero, one = Doorbell(token, 0), Doorbell(token, 1)
+    try:
+        zero.ring(1)
+        t = time.monotonic()
+        one.wait(5.0)
+        assert time.monotonic() - t < 1.0
+        t = time.monotonic()
+        one.wait(0.05)  # the ring was cleared: this one times out
+        assert time.monotonic() - t >= 0.04
+    finally:
+        zero.close()
+        one.close()
+
+
+def test_many_rings_wake_once_and_a_missing_bell_is_no_error() -> None:
+    token = new_token()
+    zero, one = Doorbell(token, 0), Doorbell(token, 1)
+    try:
+        for _ in range(10_000):  # more than the socket buffer holds: later rings are dropped
+            zero.ring(1)
+        zero.ring(7)  # nobody has bell 7
+        one.wait(1.0)
+        t = time.monotonic()
+        one.wait(0.05)
+        assert time.monotonic() - t >= 0.04
+    finally:
+        zero.close()
+        one.close()
+
+
+def test_wait_also_ends_when_another_descriptor_is_readable() -> None:
+    bell = Doorbell(new_token(), 0)
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x")
+        t = time.monotonic()
+        bell.wait(5.0, r)
+        assert time.monotonic() - t < 1.0
+    finally:
+        bell.close()
+        os.close(r)
+        os.close(w)
+
+
+def test_bells_of_two_pools_do_not_meet_and_a_name_is_taken_once() -> None:
+    a, b = Doorbell(new_token(), 1), Doorbell(new_token(), 1)
+    try:
+        with pytest.raises(OSError):
+            Doorbell(a.token, 1)
+        assert Doorbell.open(a.token, 1) is None  # the rank then polls instead
+        zero = Doorbell(a.token, 0)
+        zero.ring(1)
+        zero.close()
+        t = time.monotonic()
+        b.wait(0.05)  # rank 1 of the other pool is not woken
+        assert time.monotonic() - t >= 0.04
+        t = time.monotonic()
+        a.wait(5.0)  # its own pool's rank 1 is
+        assert time.monotonic() - t < 1.0
+    finally:
+        a.close()
+        b.close()
