@@ -11,8 +11,8 @@ whole is sent on in the front-end's own frames, other tasks are sliced out of th
 joined into one batch per pool; result batches are forwarded as they came, or joined into one
 message when one drain of the pool socket took several. Nothing is ever unpickled. The loop
 is a short list of named steps (poll, drain each socket, dispatch, check liveness, beat the
-pools sent nothing for a period, heartbeat the front-end), none of which blocks; any message that does not follow the protocol is logged and dropped without
-disturbing the loop.
+pools sent nothing for a period, heartbeat the front-end), none of which blocks; any message
+that does not follow the protocol is logged and dropped without disturbing the loop.
 """
 
 from __future__ import annotations

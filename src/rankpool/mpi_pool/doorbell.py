@@ -4,10 +4,10 @@ MPICH ranks blocked in an MPI wait spin at 100 % CPU, so idle ranks probe and sl
 (:mod:`.backoff`), and a message waits on average half a sleep before it is seen. Ranks that
 share rank 0's host also get a *doorbell*: a datagram socket in Linux's abstract namespace,
 named after the pool's random token and the rank. After rank 0 sends work to a rank that held
-none, it rings that rank's bell; after a worker reports, it rings rank 0's. A waiting rank
-sleeps in ``poll`` on its bell (rank 0: and on its ZeroMQ socket) for as long as its back-off
-would have slept, so a ring ends the wait at once and a lost or missing ring costs nothing
-but the old polling delay. A ring carries no data: the message itself travels over MPI.
+none, it rings that rank's bell; a worker that reports with nothing left to run rings rank
+0's. A waiting rank sleeps in ``select`` on its bell (rank 0: and on its ZeroMQ socket) for as
+long as its back-off would have slept, so a ring ends the wait at once and a lost or missing
+ring costs nothing but the old polling delay. A ring carries no data: the message itself travels over MPI.
 
 Elsewhere than Linux, or where the socket cannot be made, there is no bell and ranks poll.
 """
@@ -55,9 +55,6 @@ class Doorbell:
         except OSError as exc:
             log.info("rank %d: no doorbell (%s); polling instead", rank, exc)
             return None
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
 
     def ring(self, rank: int) -> None:
         """Wake ``rank`` if it waits on its bell (a full or missing bell is not an error)."""

@@ -2,9 +2,10 @@
 
 A rank is *stuck* (never used again), *reserved* (kept for a blocked wide task), running one
 *exclusive* task, or holding up to ``depth`` *shared* 1-rank tasks; a rank holding shared
-tasks may be *held back* (its current task has run long: nothing more is queued behind it). Derived counters and
-per-node sets of idle ranks are kept up to date incrementally: every state change of a rank is
-bracketed by ``contrib(r, -1)`` / ``contrib(r, +1)``, so placing a task never scans the pool.
+tasks may be *held back* (its current task has run long: nothing more is queued behind it).
+Derived counters and per-node sets of idle ranks are kept up to date incrementally: every
+state change of a rank is bracketed by ``contrib(r, -1)`` / ``contrib(r, +1)``, so placing a
+task never scans the pool.
 
 An idle reserved rank may be *lent* to another task at most ``lend`` times per reservation
 (``lent`` counts them; any task taking a reserved rank is a loan, since the reserved task

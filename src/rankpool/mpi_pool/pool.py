@@ -107,6 +107,7 @@ class PoolManager:
         self.draining = False
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock_fd = self.sock.getsockopt(zmq.FD)  # what _wait selects on beside the bell
         self.sock.setsockopt(zmq.IDENTITY, cfg.pool_id.encode())
         self.sock.setsockopt(zmq.LINGER, 2000)
         if cfg.server_key:
@@ -202,7 +203,7 @@ class PoolManager:
         if self.bell is None:
             time.sleep(seconds)
         elif not self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # also re-arms ZMQ_FD
-            self.bell.wait(seconds, self.sock.getsockopt(zmq.FD))
+            self.bell.wait(seconds, self.sock_fd)
 
     # -- steps ---------------------------------------------------------------------------------
     def pool_receive(self, timeout_ms: int) -> bool:

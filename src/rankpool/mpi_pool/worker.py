@@ -57,6 +57,8 @@ class Worker:
         self.comm = comm
         self.arena = arena
         self.bell = bell
+        # how an idle rank sleeps between probes: on its bell when it has one
+        self._sleep = time.sleep if bell is None else bell.wait
         self.group = comm.Get_group()
         self.rank = comm.Get_rank()
         self.backoff = Backoff(backoff)
@@ -87,10 +89,7 @@ class Worker:
                     self.backoff.reset()
                 else:
                     self.outbox.poll()
-                    if self.bell is None:
-                        self.backoff.sleep()
-                    else:
-                        self.bell.wait(self.backoff.next_delay())
+                    self._sleep(self.backoff.next_delay())
             self.worker_report()
             self.outbox.flush(timeout=10.0)
         finally:
