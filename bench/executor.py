@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-
 #: ``submit(fn, *args)`` of one system, returning a ``concurrent.futures.Future``-like object
 Submit = Callable[..., Any]
 

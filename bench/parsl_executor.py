@@ -42,7 +42,7 @@ from parsl.launchers import SimpleLauncher
 from parsl.providers import LocalProvider
 
 from rankpool import ExtremeScaleExecutor
-from rankpool.executor.parsl import local_provider
+from rankpool.frontends.parsl.executor import local_provider
 
 
 @parsl.python_app

@@ -33,9 +33,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def rank_job(args: argparse.Namespace) -> int:
     """One mpiexec job: every rank serves; rank 0 measures and writes ``--json``."""
     import psutil
+    from comm_executor import noop, round_trip, throughput  # bench/, beside this file
     from mpi4py import MPI
 
-    from comm_executor import noop, round_trip, throughput  # bench/, beside this file
     from rankpool import CommExecutor
 
     world = MPI.COMM_WORLD
@@ -64,7 +64,7 @@ def rank_job(args: argparse.Namespace) -> int:
 
 
 def run_job(ranks: int, args: argparse.Namespace, workdir: str) -> dict[str, Any]:
-    from rankpool.mpiexec import find_mpiexec
+    from rankpool.launchers.mpiexec import find_mpiexec
     out = os.path.join(workdir, f"job-{ranks}-{time.monotonic_ns()}.json")
     cmd = [find_mpiexec(), "-n", str(ranks), sys.executable, os.path.abspath(__file__),
            "--rank-job", "--tasks", str(args.tasks), "--repeat", str(args.repeat), "--json", out]

@@ -45,7 +45,7 @@ import psutil
 import zmq
 
 from rankpool.interchange.config import InterchangeConfig
-from rankpool.protocol import Heartbeat, Stop
+from rankpool.protocol.messages import Heartbeat, Stop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
@@ -53,8 +53,13 @@ if HERE not in sys.path:
 
 from pyspy import collect, print_profile, start_pyspy  # noqa: E402
 from sim_front import Front  # noqa: E402
-from sim_roles import (FRONT_IDENTITY, POOLS_PER_HOST, interchange_main,  # noqa: E402
-                       pools_main, raise_fd_limit)
+from sim_roles import (  # noqa: E402
+    FRONT_IDENTITY,
+    POOLS_PER_HOST,
+    interchange_main,
+    pools_main,
+    raise_fd_limit,
+)
 
 Proc = subprocess.Popen[str]
 

@@ -12,16 +12,16 @@ from typing import Any
 
 import zmq
 
-from rankpool.protocol import (Command, Heartbeat, Task, decode_header, decode_message,
-                               encode_tasks)
-from rankpool.resources import DEFAULT_SPEC
+from rankpool.protocol.batches import Task, encode_tasks
+from rankpool.protocol.messages import Command, Heartbeat, decode_message
+from rankpool.protocol.wire import decode_header
+from rankpool.task.resources import DEFAULT_SPEC
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 from sim_roles import FN_BYTES, FN_DIGEST, FRONT_IDENTITY  # noqa: E402
-
 
 
 def _tasks(base: int, k: int) -> list[Task]:

@@ -19,11 +19,14 @@ import time
 import zmq
 
 from rankpool._version import __version__
-from rankpool.batches import OK
-from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Heartbeat, Register,
-                               encode_header, task_ids)
-from rankpool.wire import pack_ints
-
+from rankpool.protocol.batches import OK, task_ids
+from rankpool.protocol.messages import (
+    PROTOCOL_VERSION,
+    PYTHON_VERSION,
+    Heartbeat,
+    Register,
+)
+from rankpool.protocol.wire import encode_header, pack_ints
 
 #: sockets one pool-host process opens at most (2 descriptors each; the limit here is 20,000)
 POOLS_PER_HOST = 2500

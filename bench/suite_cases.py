@@ -20,7 +20,15 @@ if HERE not in sys.path:
 
 import executor as bench_executor  # noqa: E402  (bench/executor.py)
 from suite_measure import System, mixed, mpi_metrics, one_rank_metrics  # noqa: E402
-from suite_tasks import MPI_WORKERS, WORKERS, barrier, nap, noop, world_barrier, world_nap  # noqa: E402
+from suite_tasks import (  # noqa: E402
+    MPI_WORKERS,
+    WORKERS,
+    barrier,
+    nap,
+    noop,
+    world_barrier,
+    world_nap,
+)
 
 
 def case_executor(q: argparse.Namespace) -> dict[str, Any]:
@@ -83,7 +91,7 @@ def profile_executor(ex: Any, q: argparse.Namespace) -> dict[str, Any]:
 
 def case_comm(q: argparse.Namespace) -> dict[str, Any]:
     """Two mpiexec jobs: 3 ranks (2 workers) and 5 ranks (4 workers, MPI tasks)."""
-    from rankpool.mpiexec import find_mpiexec
+    from rankpool.launchers.mpiexec import find_mpiexec
     out: dict[str, Any] = {}
     for ranks, part in ((WORKERS + 1, "one"), (MPI_WORKERS + 1, "mpi")):
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:

@@ -17,8 +17,9 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import executor as bench_executor  # noqa: E402  (bench/executor.py)
-from rankpool.mpi_pool.placement import DEFAULT_LEND  # noqa: E402
 from suite_tasks import MB, MPI_WORKERS, barrier, echo, mixed_workload, nap, noop  # noqa: E402
+
+from rankpool.mpi_pool.placement.scheduler import DEFAULT_LEND  # noqa: E402
 
 
 class System:

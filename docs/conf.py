@@ -5,7 +5,7 @@ CI builds it with warnings as errors:
     .venv/bin/python -m sphinx -W -b html docs docs/_build/html -q
 
 The API reference imports rankpool for real (autodoc). The package's top level is lazy, and
-importing ``rankpool.executor.comm`` initialises MPI as a singleton process, which needs no
+importing ``rankpool.frontends.comm_executor`` initialises MPI as a singleton process, which needs no
 ``mpiexec``; nothing is mocked.
 """
 

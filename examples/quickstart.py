@@ -10,7 +10,7 @@ rank 0, its manager) under the bundled ``mpiexec``. Two kinds of Parsl apps esti
   its own slice, and ``comm.allreduce`` adds the slices. The return value of rank 0 is the
   task's result.
 
-A progress bar (``rankpool.progress``, on stderr) counts the tasks as they finish. A summary
+A progress bar (``rankpool.frontends.progress``, on stderr) counts the tasks as they finish. A summary
 ends the run. Logs are in ``runinfo/NNN/``: Parsl's ``parsl.log``, and in ``xs/`` the
 interchange's log and the pool's ``pool-0.log``.
 """
@@ -23,7 +23,7 @@ import time
 
 import parsl
 
-import rankpool.progress
+import rankpool.frontends.progress
 from rankpool import ExtremeScaleExecutor
 
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         singles = [monte_carlo(seed, args.samples) for seed in range(16)]
         intervals = [10_000 * (i + 1) for i in range(4)]
         wides = [midpoint(n, parsl_resource_specification={"num_ranks": 4}) for n in intervals]
-        done, failed = rankpool.progress.wait(singles + wides, label="tasks",
+        done, failed = rankpool.frontends.progress.wait(singles + wides, label="tasks",
                                               show=not args.quiet)
         estimates = [f.result() for f in singles if f.exception() is None]
         integrals = [(n, f.result()) for n, f in zip(intervals, wides) if f.exception() is None]

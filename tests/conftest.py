@@ -6,15 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rankpool.mpiexec import find_mpiexec
-from waiting import wait_for  # noqa: E402
+from rankpool.launchers.mpiexec import find_mpiexec
 
 SCRIPTS = Path(__file__).parent / "mpi" / "scripts"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rankpool.wire import encode_header, pack_ints
+from rankpool.protocol.wire import encode_header, pack_ints
 
 
 def raw_tasks(records: Sequence[Sequence[int]], fns: Sequence[tuple[str, bytes]] = (("01", b"F"),),

@@ -12,15 +12,28 @@ from __future__ import annotations
 from typing import Any
 
 from ._version import __version__
-from .errors import (BrokenPool, EncryptionUnavailable, ExecutorShutdown, InsufficientRanks,
-                     KeyFileError, ManagerLost, RankPoolError, RemoteTaskError, ResourceSpecError, TaskSetupError,
-                     SerializationError, SharedMemoryError, StuckRanksError, TaskTimeout,
-                     VersionMismatch)
+from .errors import (
+    BrokenPool,
+    EncryptionUnavailable,
+    ExecutorShutdown,
+    InsufficientRanks,
+    KeyFileError,
+    ManagerLost,
+    RankPoolError,
+    RemoteTaskError,
+    ResourceSpecError,
+    SerializationError,
+    SharedMemoryError,
+    StuckRanksError,
+    TaskSetupError,
+    TaskTimeout,
+    VersionMismatch,
+)
 
 _LAZY = {
-    "CommExecutor": "rankpool.executor.comm",
-    "Executor": "rankpool.executor.futures",
-    "ExtremeScaleExecutor": "rankpool.executor.parsl",
+    "CommExecutor": "rankpool.frontends.comm_executor",
+    "Executor": "rankpool.frontends.executor",
+    "ExtremeScaleExecutor": "rankpool.frontends.parsl.executor",
 }
 
 __all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "BrokenPool",

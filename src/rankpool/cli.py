@@ -112,8 +112,8 @@ def _positive_float(text: str) -> float:
 # -- info ----------------------------------------------------------------------------------------
 def run_info(ns: argparse.Namespace) -> int:
     """Print one ``name: value`` line per fact; facts that cannot be had say why."""
-    from .jobscript import detect_batch
-    from .mpiexec import MpiexecNotFound, find_mpiexec
+    from .launchers.jobscript import detect_batch
+    from .launchers.mpiexec import MpiexecNotFound, find_mpiexec
     lines = [("rankpool", f"{__version__} ({os.path.dirname(os.path.abspath(__file__))})"),
              ("python", f"{platform.python_version()} ({sys.executable})")]
     lines += _mpi_lines()
@@ -153,7 +153,7 @@ def _mpi_lines() -> list[tuple[str, str]]:
 # -- status --------------------------------------------------------------------------------------
 def run_status(ns: argparse.Namespace) -> int:
     """Show the executor's state once (``--once``) or until Ctrl-C."""
-    from .executor.rundir import INTERCHANGE_INFO, read_interchange_info
+    from .launchers.rundir import INTERCHANGE_INFO, read_interchange_info
     parser: argparse.ArgumentParser = ns.parser
     run_dir = find_run_dir(ns.run_dir, INTERCHANGE_INFO, parser)
     try:
@@ -274,7 +274,7 @@ class StatusClient:
 
     def ask(self, name: str) -> Any:
         """One command's value; TimeoutError when no answer comes within the timeout."""
-        from .executor.client import ask_interchange
+        from .frontends.client import ask_interchange
         try:
             return ask_interchange(self.sock, name, "", self.timeout)
         except TimeoutError as exc:

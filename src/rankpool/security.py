@@ -28,8 +28,8 @@ import os
 import stat
 import struct
 from collections.abc import Callable
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import zmq

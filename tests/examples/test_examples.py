@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rankpool.mpiexec import find_mpiexec
+from rankpool.launchers.mpiexec import find_mpiexec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -11,14 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fault_tasks as t
 import psutil
 import pytest
+from helpers import descendants, executor, pool_tree, wait_no_new_children
 
 from rankpool import Executor, RemoteTaskError, ResourceSpecError, SerializationError
 from rankpool.errors import RemoteTraceback
-
-import fault_tasks as t
-from helpers import descendants, executor, pool_tree, wait_no_new_children
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(60)]
 

@@ -16,14 +16,20 @@ import textwrap
 import time
 from pathlib import Path
 
+import fault_tasks as t
 import psutil
 import pytest
+from helpers import (
+    FAST,
+    alive,
+    descendants,
+    pool_tree,
+    wait_for,
+    wait_gone,
+    wait_no_new_children,
+)
 
 from rankpool import BrokenPool, Executor, shm_run
-
-import fault_tasks as t
-from helpers import FAST, alive, descendants, pool_tree, wait_for, wait_gone, \
-    wait_no_new_children
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(90)]
 

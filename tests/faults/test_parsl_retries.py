@@ -11,15 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fault_tasks as t
 import parsl
 import psutil
 import pytest
+from helpers import wait_for
 from parsl import python_app
 
-import fault_tasks as t
-from helpers import wait_for
 from rankpool import ExtremeScaleExecutor, ManagerLost
-from rankpool.executor.parsl import local_provider
+from rankpool.frontends.parsl.executor import local_provider
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
 

@@ -12,9 +12,8 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-
 import fault_tasks as t
+import pytest
 from helpers import descendants, executor, wait_for, wait_no_new_children
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(90)]

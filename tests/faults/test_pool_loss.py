@@ -15,13 +15,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import fault_tasks as t
 import pytest
+from helpers import (
+    FAST,
+    descendants,
+    executor,
+    pool_tree,
+    wait_for,
+    wait_gone,
+    wait_no_new_children,
+)
 
 from rankpool import Executor, ManagerLost
-
-import fault_tasks as t
-from helpers import FAST, descendants, executor, pool_tree, wait_for, wait_gone, \
-    wait_no_new_children
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(90)]
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import fault_tasks as t
 import pytest
+from helpers import FAST, descendants, executor, wait_for, wait_no_new_children
 
 from rankpool import Executor, TaskTimeout
 from rankpool.mpi_pool.manager import SLOW_AFTER
-
-import fault_tasks as t
-from helpers import FAST, descendants, executor, wait_for, wait_no_new_children
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(90)]
 

@@ -22,10 +22,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from rankpool.errors import ProtocolError
-from rankpool.protocol import decode_header, decode_message, decode_results, decode_tasks
-
 from fuzz_messages import Case
+
+from rankpool.errors import ProtocolError
+from rankpool.protocol.batches import decode_results, decode_tasks
+from rankpool.protocol.messages import decode_message
+from rankpool.protocol.wire import decode_header
 
 #: a case that runs longer than this is a hang
 HANG_S = 5.0

@@ -18,10 +18,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from rankpool._version import __version__
-from rankpool.protocol import (MESSAGES, PROTOCOL_VERSION, PYTHON_VERSION, Capacity, Command,
-                               Drain, Heartbeat, Lost, Outcome, Refused, Register, Registered, Reply,
-                               Result, Stop, Task, encode_results, encode_tasks)
-from rankpool.resources import parse_spec
+from rankpool.protocol.batches import (
+    Outcome,
+    Result,
+    Task,
+    encode_results,
+    encode_tasks,
+)
+from rankpool.protocol.messages import (
+    MESSAGES,
+    PROTOCOL_VERSION,
+    PYTHON_VERSION,
+    Capacity,
+    Command,
+    Drain,
+    Heartbeat,
+    Lost,
+    Refused,
+    Register,
+    Registered,
+    Reply,
+    Stop,
+)
+from rankpool.task.resources import parse_spec
 
 CHANNELS = ("pool", "client", "command", "to_pool", "to_front")
 KINDS = sorted(MESSAGES) + ["tasks", "results"]

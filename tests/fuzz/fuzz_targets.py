@@ -9,7 +9,7 @@ for what counts as a failure):
   with a front-end, two registered pools and tasks in flight, so results have somewhere to go.
 * :class:`PoolTarget`: a :class:`~rankpool.mpi_pool.pool.PoolManager` built without MPI (a
   fake manager, a fake DEALER); a case goes through its ``pool_receive`` step.
-* :class:`ClientTarget`: the front-end's :class:`~rankpool.executor.client.InterchangeClient`
+* :class:`ClientTarget`: the front-end's :class:`~rankpool.frontends.client.InterchangeClient`
   receive step, with recording callbacks.
 """
 
@@ -21,16 +21,18 @@ from collections import deque
 from typing import Any
 
 import zmq
-
-from rankpool.executor.client import InterchangeClient
-from rankpool.interchange import Interchange, InterchangeConfig
-from rankpool.interchange.frontend import FrontEnd
-from rankpool.mpi_pool.config import PoolConfig
-from rankpool.protocol import Lost, Refused, Result, Task, decode_header, encode_tasks
-from rankpool.resources import Spec
-
 from fuzz_checks import Finding, Hang, Report, deadline, known_bug, receivable
 from fuzz_messages import Case, Mutator, as_bytes, corpus, register, task
+
+from rankpool.frontends.client import InterchangeClient
+from rankpool.interchange import Interchange, InterchangeConfig
+from rankpool.interchange.client_link import FrontEnd
+from rankpool.mpi_pool.config import PoolConfig
+from rankpool.protocol.batches import Result, Task, encode_tasks
+from rankpool.protocol.messages import Lost, Refused
+from rankpool.protocol.wire import decode_header
+from rankpool.task.resources import Spec
+
 
 class FakeSocket:
     """A ZeroMQ socket's receive queue and send side; sends fail now and then when asked."""
@@ -192,7 +194,9 @@ class PoolTarget:
     """Rank 0's ``pool_receive`` step on a fake DEALER, without MPI."""
 
     def __init__(self, seed: int) -> None:
-        from rankpool.mpi_pool.pool import PoolManager  # mpi4py: imported only when fuzzed
+        from rankpool.mpi_pool.pool import (
+            PoolManager,  # mpi4py: imported only when fuzzed
+        )
         self.rng = random.Random(seed)
         self.mutator = Mutator(seed)
         pm = self.pm = object.__new__(PoolManager)

@@ -13,14 +13,13 @@ import json
 from typing import Any
 
 import pytest
+from fuzz_checks import Report, captured, receivable
+from fuzz_messages import Case
+from fuzz_targets import ClientTarget, InterchangeTarget, PoolTarget
 
 from rankpool.errors import ProtocolError
-from rankpool.protocol import decode_header, decode_results, decode_tasks
-from rankpool.wire import pack_ints
-
-from fuzz_messages import Case
-from fuzz_checks import Report, captured, receivable
-from fuzz_targets import ClientTarget, InterchangeTarget, PoolTarget
+from rankpool.protocol.batches import decode_results, decode_tasks
+from rankpool.protocol.wire import decode_header, pack_ints
 
 DEEP = b'{"k":"heartbeat","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 HUGE_WALLTIME = (b'{"k":"tasks","n":1,"f":[["00",0]],"s":[[1,null,null,false,0,1' + b"0" * 400

@@ -17,7 +17,6 @@ import os
 from typing import Any
 
 import pytest
-
 from fuzz_checks import Report, run
 from fuzz_targets import CLIENT_ERRORS, ClientTarget, InterchangeTarget, PoolTarget
 
@@ -67,7 +66,9 @@ def test_results_of_one_drain_reach_the_front_end_as_one_message() -> None:
     """Result batches taken in one drain of the pool socket are forwarded joined: rows, data
     and out-of-band frames of both pools' batches, in order."""
     from fuzz_messages import as_bytes, result
-    from rankpool.protocol import decode_header, decode_results, encode_results
+
+    from rankpool.protocol.batches import decode_results, encode_results
+    from rankpool.protocol.wire import decode_header
 
     target: Any = InterchangeTarget(0)
     pools = {p.pool_id: sorted(p.in_flight) for p in target.ix.pools}
@@ -90,7 +91,9 @@ def test_results_of_one_drain_reach_the_front_end_as_one_message() -> None:
 def test_the_interchange_target_is_live() -> None:
     """The target really routes: its tasks are in flight, a valid result reaches the front-end."""
     from fuzz_messages import as_bytes, result
-    from rankpool.protocol import decode_header, encode_results, result_ids
+
+    from rankpool.protocol.batches import encode_results, result_ids
+    from rankpool.protocol.wire import decode_header
 
     target: Any = InterchangeTarget(0)
     pools = {p.pool_id: p for p in target.ix.pools}

@@ -16,14 +16,13 @@ import os
 from typing import Any
 
 import pytest
+from fuzz_checks import Report, run
+from fuzz_messages import FIELDS, KINDS, Case
+from fuzz_targets import CLIENT_ERRORS, ClientTarget, InterchangeTarget, PoolTarget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rankpool.wire import pack_ints
-
-from fuzz_messages import FIELDS, KINDS, Case
-from fuzz_checks import Report, run
-from fuzz_targets import CLIENT_ERRORS, ClientTarget, InterchangeTarget, PoolTarget
+from rankpool.protocol.wire import pack_ints
 
 SLOW = os.environ.get("RANKPOOL_SLOW") == "1"
 EXAMPLES = 2_000 if SLOW else 100

@@ -22,14 +22,19 @@ from typing import Any
 
 import pytest
 import zmq
+from fuzz_checks import captured, known_bug
+from fuzz_messages import Mutator, as_bytes, corpus, register, result, task
 
 from rankpool.interchange import Interchange, InterchangeConfig
-from rankpool.protocol import (Command, Heartbeat, decode_header, decode_message, decode_tasks,
-                               encode_results, encode_tasks, result_ids)
+from rankpool.protocol.batches import (
+    decode_tasks,
+    encode_results,
+    encode_tasks,
+    result_ids,
+)
+from rankpool.protocol.messages import Command, Heartbeat, decode_message
+from rankpool.protocol.wire import decode_header
 from rankpool.security import CurveKeys, client_curve, make_keys
-
-from fuzz_messages import Mutator, as_bytes, corpus, register, result, task
-from fuzz_checks import captured, known_bug
 
 SLOW = os.environ.get("RANKPOOL_SLOW") == "1"
 N = 20_000 if SLOW else 2_000

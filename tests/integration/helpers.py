@@ -9,17 +9,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psutil
+from waiting import wait_for  # noqa: E402
 
 from rankpool import Executor
-from rankpool.mpiexec import find_mpiexec
-from waiting import wait_for  # noqa: E402
+from rankpool.launchers.mpiexec import find_mpiexec
 
 HERE = Path(__file__).resolve().parent
 

@@ -20,14 +20,27 @@ from typing import Any
 
 import pytest
 import zmq
+from helpers import executor, wait_for
 
 from rankpool._version import __version__
 from rankpool.interchange import Interchange, InterchangeConfig
-from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Command, Heartbeat, Register,
-                               Registered, decode_header, decode_message)
-from rankpool.security import CurveKeys, client_curve, load_public, load_secret, make_keys
-
-from helpers import executor, wait_for
+from rankpool.protocol.messages import (
+    PROTOCOL_VERSION,
+    PYTHON_VERSION,
+    Command,
+    Heartbeat,
+    Register,
+    Registered,
+    decode_message,
+)
+from rankpool.protocol.wire import decode_header
+from rankpool.security import (
+    CurveKeys,
+    client_curve,
+    load_public,
+    load_secret,
+    make_keys,
+)
 
 pytestmark = [pytest.mark.skipif(not zmq.has("curve"), reason="pyzmq built without CurveZMQ"),
               pytest.mark.timeout(120)]
@@ -224,7 +237,7 @@ def test_extreme_scale_executor_encrypted_under_a_dataflow_kernel(tmp_path: Path
     from parsl.logconfigs.file import FileLogging
 
     from rankpool import ExtremeScaleExecutor
-    from rankpool.executor.parsl import local_provider
+    from rankpool.frontends.parsl.executor import local_provider
 
     ranks = python_app(rank_and_size)
     xs = ExtremeScaleExecutor(label="xs", encrypted=True, ranks_per_node=2,

@@ -17,11 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import (
+    descendants,
+    executor,
+    start_pool,
+    stop_process,
+    tree,
+    wait_for,
+    wait_no_new_children,
+)
 
 from rankpool import Executor
-
-from helpers import (descendants, executor, start_pool, stop_process, tree, wait_for,
-                     wait_no_new_children)
 
 pytestmark = pytest.mark.mpi
 

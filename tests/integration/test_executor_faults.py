@@ -18,14 +18,13 @@ from typing import Any
 
 import pytest
 import zmq
-
-from rankpool import BrokenPool, VersionMismatch, __version__
-from rankpool.mpiexec import find_mpiexec
-from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Register, Stop,
-                               decode_header)
-
 from helpers import FAST, descendants, executor, wait_for, wait_no_new_children
 from raw_batches import raw_results, raw_tasks
+
+from rankpool import BrokenPool, VersionMismatch, __version__
+from rankpool.launchers.mpiexec import find_mpiexec
+from rankpool.protocol.messages import PROTOCOL_VERSION, PYTHON_VERSION, Register, Stop
+from rankpool.protocol.wire import decode_header
 
 pytestmark = pytest.mark.mpi
 

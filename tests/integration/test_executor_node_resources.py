@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import executor, wait_for
 
 from rankpool import Executor, ResourceSpecError, TaskSetupError
-
-from helpers import executor, wait_for
 
 pytestmark = pytest.mark.mpi
 

@@ -19,19 +19,40 @@ from typing import Any
 
 import pytest
 import zmq
+from raw_batches import raw_results, raw_tasks
+from waiting import wait_for
 
 from rankpool._version import __version__
 from rankpool.interchange import Interchange, InterchangeConfig
 from rankpool.interchange.matching import RoomIndex, TaskQueue, match
 from rankpool.interchange.pools import Pool, PoolTable, check_capacity
-from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, SUBMIT_SUFFIX, Capacity, Command, Drain,
-                               Heartbeat, Lost,
-                               Outcome, Refused, Register, Registered, Reply, Result, Stop, Task,
-                               decode_header, decode_message, decode_tasks, encode_header,
-                               encode_results, encode_tasks, result_ids)
-from rankpool.resources import DEFAULT_SPEC, parse_spec
-from raw_batches import raw_results, raw_tasks
-from waiting import wait_for
+from rankpool.protocol.batches import (
+    Outcome,
+    Result,
+    Task,
+    decode_tasks,
+    encode_results,
+    encode_tasks,
+    result_ids,
+)
+from rankpool.protocol.messages import (
+    PROTOCOL_VERSION,
+    PYTHON_VERSION,
+    SUBMIT_SUFFIX,
+    Capacity,
+    Command,
+    Drain,
+    Heartbeat,
+    Lost,
+    Refused,
+    Register,
+    Registered,
+    Reply,
+    Stop,
+    decode_message,
+)
+from rankpool.protocol.wire import decode_header, encode_header
+from rankpool.task.resources import DEFAULT_SPEC, parse_spec
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 FAST = {"heartbeat_period": 0.1, "heartbeat_threshold": 0.5}
@@ -862,9 +883,9 @@ def test_pools_due_a_heartbeat_are_those_sent_nothing_longest() -> None:
 _ECHO_POOLS = r'''
 import sys, zmq
 from rankpool._version import __version__
-from rankpool.protocol import (PROTOCOL_VERSION, PYTHON_VERSION, Register, decode_header,
+from rankpool.protocol.messages import (PROTOCOL_VERSION, PYTHON_VERSION, Register, decode_header,
                                encode_header, task_ids)
-from rankpool.wire import pack_ints
+from rankpool.protocol.wire import pack_ints
 port, npools, ranks = map(int, sys.argv[1:4])
 ctx, poller = zmq.Context(), zmq.Poller()
 for i in range(npools):

@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import executor, wait_for
 
 from rankpool import Executor, shm, shm_run
 from rankpool.errors import ManagerLost, SharedMemoryError
-
-from helpers import executor, wait_for
 
 pytestmark = pytest.mark.mpi
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import h5py
+import helpers  # noqa: F401  (puts this folder on the pools' PYTHONPATH)
 import pytest
 
-import helpers  # noqa: F401  (puts this folder on the pools' PYTHONPATH)
 from rankpool import Executor
 from rankpool.cli import main
 from rankpool.tracing import NoTrace, load, trace_run, utilisation

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from dataflow import load  # noqa: F401  (the shared fixture)
 import waiting  # noqa: E402  (tests/, on sys.path through the root conftest)
+from dataflow import load  # noqa: F401  (the shared fixture)
 
 HERE = Path(__file__).resolve().parent
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)

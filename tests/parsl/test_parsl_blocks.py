@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import xs_apps as apps
 from parsl.executors.errors import BadStateException
 from parsl.jobs.states import JobState
-
-import xs_apps as apps
 from xs_factory import xs
+
 from rankpool import BrokenPool
-from rankpool.mpiexec import find_mpiexec
+from rankpool.launchers.mpiexec import find_mpiexec
 
 pytestmark = pytest.mark.timeout(120)
 

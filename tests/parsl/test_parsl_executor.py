@@ -7,15 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import xs_apps as apps
 from parsl.app.errors import BashExitFailure
 from parsl.data_provider.files import File
 from parsl.dataflow.memoization import BasicMemoizer
 from parsl.launchers import SimpleLauncher, SingleNodeLauncher
 from parsl.providers import LocalProvider
 from parsl.utils import get_all_checkpoints
-
-import xs_apps as apps
 from xs_factory import xs
+
 from rankpool import ExtremeScaleExecutor, ResourceSpecError
 
 pytestmark = pytest.mark.timeout(90)
@@ -111,7 +111,7 @@ def test_issue_example_and_resource_specs(load: Any) -> None:
 def test_large_arrays_travel_through_shared_memory(load: Any) -> None:
     import numpy as np
 
-    from rankpool import shm_run
+    from rankpool.shm import run as shm_run
     ex = xs(ranks_per_node=2)
     dfk = load(ex)
     assert ex._plane is not None  # on by default: the local provider's blocks run here

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import xs_apps as apps
 from xs_factory import xs
+
 from rankpool import ExtremeScaleExecutor, ResourceSpecError
 
 pytestmark = pytest.mark.timeout(90)

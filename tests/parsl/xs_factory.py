@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from rankpool import ExtremeScaleExecutor
-from rankpool.executor.parsl import local_provider
+from rankpool.frontends.parsl.executor import local_provider
 
 #: fast liveness for tests: a killed pool is declared lost within about 3 s
 FAST = {"heartbeat_period": 0.5, "heartbeat_threshold": 3.0}

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 import slurm_helpers
 from dataflow import load  # noqa: F401  (the shared fixture)
 from waiting import wait_for

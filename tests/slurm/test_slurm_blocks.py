@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import slurm_apps as apps
-from rankpool import ManagerLost
-from rankpool.launchers import MpiexecLauncher, SrunLauncher
 from slurm_helpers import executor, provider, squeue
 from waiting import wait_for
+
+from rankpool import ManagerLost
+from rankpool.launchers import MpiexecLauncher, SrunLauncher
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
-
 import slurm_apps as apps
-from rankpool.launchers import SrunLauncher
+import zmq
 from slurm_helpers import JOB_PREFIX, executor, provider, squeue
 from waiting import wait_for
+
+from rankpool.launchers import SrunLauncher
 
 pytestmark = pytest.mark.timeout(120)
 

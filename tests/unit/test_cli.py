@@ -1,6 +1,6 @@
 """The ``rankpool`` command: ``info``, ``status`` against a live executor, ``pool``, bad usage.
 
-Also job-script mode's building blocks (:mod:`rankpool.jobscript`): the pool command, the
+Also job-script mode's building blocks (:mod:`rankpool.launchers.jobscript`): the pool command, the
 ``pool_command.sh`` it writes (started here under the bundled ``mpiexec``), and the batch
 system detection ``rankpool info`` prints.
 """
@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 from rankpool import Executor
 from rankpool.cli import main
-from rankpool.executor.rundir import INTERCHANGE_INFO, read_interchange_info
-from rankpool.jobscript import detect_batch, pool_command, write_pool_script
+from rankpool.launchers.jobscript import detect_batch, pool_command, write_pool_script
+from rankpool.launchers.mpiexec import find_mpiexec
+from rankpool.launchers.rundir import INTERCHANGE_INFO, read_interchange_info
 from rankpool.mpi_pool.config import PoolConfig
-from rankpool.mpiexec import find_mpiexec
-from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

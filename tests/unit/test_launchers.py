@@ -16,10 +16,22 @@ from parsl import launchers as parsl_launchers
 from parsl.launchers.base import Launcher
 from parsl.utils import RepresentationMixin
 
-from rankpool.launchers import (AprunLauncher, BlockShape, FluxLauncher, JsrunLauncher,
-                                LaunchStyle, MpiexecLauncher, MpirunLauncher, RankLauncher,
-                                SrunLauncher, configure_launcher, describe, is_per_node_launcher,
-                                launch_style, wrap_command)
+from rankpool.launchers import (
+    AprunLauncher,
+    BlockShape,
+    FluxLauncher,
+    JsrunLauncher,
+    LaunchStyle,
+    MpiexecLauncher,
+    MpirunLauncher,
+    RankLauncher,
+    SrunLauncher,
+    configure_launcher,
+    describe,
+    is_per_node_launcher,
+    launch_style,
+    wrap_command,
+)
 
 CMD = "/opt/py/bin/python3 -m rankpool.mpi_pool --interchange tcp://10.1.2.3:55001 --block-id 7"
 HOSTS = '${PBS_NODEFILE:+-hostfile "$PBS_NODEFILE"}'
@@ -262,7 +274,7 @@ def test_configure_launcher_reconciles_ranks_per_node() -> None:
 
 # -- for real, with the bundled mpiexec ---------------------------------------------------------
 def _bundled_mpiexec() -> str:
-    from rankpool.mpiexec import MpiexecNotFound, find_mpiexec
+    from rankpool.launchers.mpiexec import MpiexecNotFound, find_mpiexec
     pytest.importorskip("mpi4py")
     try:
         return find_mpiexec()

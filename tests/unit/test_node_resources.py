@@ -8,10 +8,19 @@ import pytest
 
 from rankpool.errors import ResourceSpecError
 from rankpool.mpi_pool.config import PoolConfig, parse
-from rankpool.node_resources import (NodeResources, apply_binding, block_devices, cpu_set,
-                                     device_binding, device_ranks, devices_list, worker_index,
-                                     node_resources, node_workers)
-from rankpool.resources import DeviceCapacity, check_fits, parse_spec
+from rankpool.task.node_resources import (
+    NodeResources,
+    apply_binding,
+    block_devices,
+    cpu_set,
+    device_binding,
+    device_ranks,
+    devices_list,
+    node_resources,
+    node_workers,
+    worker_index,
+)
+from rankpool.task.resources import DeviceCapacity, check_fits, parse_spec
 
 
 def test_accelerators_count_list_and_default_variable() -> None:

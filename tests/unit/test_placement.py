@@ -1,4 +1,4 @@
-"""Unit tests for rankpool.mpi_pool.placement (the manager's task scheduler)."""
+"""Unit tests for rankpool.mpi_pool.placement.scheduler (the manager's task scheduler)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Hashable
 
 import pytest
 
-from rankpool.mpi_pool.placement import Assignment, Scheduler, Shape
+from rankpool.mpi_pool.placement.scheduler import Assignment, Scheduler, Shape
 
 ONE = Shape(1)
 

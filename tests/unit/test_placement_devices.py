@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Hashable
 
-from rankpool.mpi_pool.placement import Scheduler, Shape
+from rankpool.mpi_pool.placement.scheduler import Scheduler, Shape
 
 GPU = Shape(1, exclusive=True, gpus=1)
 CPU = Shape(1)

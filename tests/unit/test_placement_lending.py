@@ -9,7 +9,7 @@ from collections.abc import Hashable
 
 import pytest
 
-from rankpool.mpi_pool.placement import DEFAULT_LEND, Scheduler, Shape
+from rankpool.mpi_pool.placement.scheduler import DEFAULT_LEND, Scheduler, Shape
 
 ONE = Shape(1)
 EXCL = Shape(1, exclusive=True)

@@ -1,4 +1,4 @@
-"""rankpool.progress: counts, terminal redraws, occasional lines elsewhere, the three waits."""
+"""rankpool.frontends.progress: counts, terminal redraws, occasional lines elsewhere, the three waits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-from rankpool import progress
+from rankpool.frontends import progress
 
 
 class Tty(io.StringIO):

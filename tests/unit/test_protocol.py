@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import pytest
+from raw_batches import raw_results, raw_tasks
 
-from rankpool import protocol
 from rankpool._version import __version__
 from rankpool.errors import ProtocolError
-from rankpool.protocol import (Outcome, Register, Result, Task, check_results, check_versions,
-                               decode_header, decode_message, decode_results, decode_tasks,
-                               encode_results, encode_tasks, result_ids, split_results,
-                               task_ids)
-from rankpool.resources import DEFAULT_SPEC, parse_spec
-from raw_batches import raw_results, raw_tasks
+from rankpool.protocol import messages as protocol
+from rankpool.protocol.batches import (
+    Outcome,
+    Result,
+    Task,
+    check_results,
+    decode_results,
+    decode_tasks,
+    encode_results,
+    encode_tasks,
+    result_ids,
+    split_results,
+    task_ids,
+)
+from rankpool.protocol.messages import Register, check_versions, decode_message
+from rankpool.protocol.wire import decode_header
+from rankpool.task.resources import DEFAULT_SPEC, parse_spec
 
 
 def _frames(frames):

@@ -21,12 +21,22 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from parsl.providers import (LocalProvider, LSFProvider, PBSProProvider, SlurmProvider,
-                             TorqueProvider)
+from parsl.providers import (
+    LocalProvider,
+    LSFProvider,
+    PBSProProvider,
+    SlurmProvider,
+    TorqueProvider,
+)
 from parsl.providers.cluster_provider import ClusterProvider
 
-from rankpool.launchers import (FluxLauncher, JsrunLauncher, MpiexecLauncher, RankLauncher,
-                                SrunLauncher)
+from rankpool.launchers import (
+    FluxLauncher,
+    JsrunLauncher,
+    MpiexecLauncher,
+    RankLauncher,
+    SrunLauncher,
+)
 
 CMD = "/opt/py/bin/python3 -m rankpool.mpi_pool --interchange tcp://10.1.2.3:55001 --block-id 0"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -161,7 +171,7 @@ def test_local_provider_with_flux(submitted: Callable[[Any], str]) -> None:
 def test_local_provider_really_starts_one_application(tmp_path: Path) -> None:
     """Parsl's own script around our line, run for real: 3 ranks of one ``COMM_WORLD``."""
     pytest.importorskip("mpi4py")
-    from rankpool.mpiexec import MpiexecNotFound, find_mpiexec
+    from rankpool.launchers.mpiexec import MpiexecNotFound, find_mpiexec
     try:
         mpiexec = find_mpiexec()
     except MpiexecNotFound as exc:

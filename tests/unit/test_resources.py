@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rankpool.errors import ResourceSpecError
-from rankpool.resources import DEFAULT_SPEC, Spec, check_fits, parse_spec
+from rankpool.task.resources import DEFAULT_SPEC, Spec, check_fits, parse_spec
 
 
 def test_defaults_and_aliases():

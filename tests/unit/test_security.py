@@ -15,11 +15,23 @@ import zmq
 from zmq.utils import z85
 
 from rankpool import security
-from rankpool.errors import EncryptionUnavailable, KeyFileError, ProtocolError, RankPoolError
+from rankpool.errors import (
+    EncryptionUnavailable,
+    KeyFileError,
+    ProtocolError,
+    RankPoolError,
+)
 from rankpool.interchange.config import InterchangeConfig
-from rankpool.security import (CurveKeys, Gatekeeper,
-                               choose_encryption, client_curve, is_loopback, load_public,
-                               load_secret, make_keys)
+from rankpool.security import (
+    CurveKeys,
+    Gatekeeper,
+    choose_encryption,
+    client_curve,
+    is_loopback,
+    load_public,
+    load_secret,
+    make_keys,
+)
 
 needs_curve = pytest.mark.skipif(not zmq.has("curve"), reason="pyzmq built without CurveZMQ")
 

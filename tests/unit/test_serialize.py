@@ -9,9 +9,23 @@ import types
 import numpy as np
 import pytest
 
-from rankpool.errors import RemoteTaskError, RemoteTraceback, SerializationError, TaskTimeout
-from rankpool.serialize import (OOB_THRESHOLD, FunctionLoader, FunctionPickler, add_note, dumps_data,
-                                dumps_error, error_summary, loads_data, loads_error)
+from rankpool.errors import (
+    RemoteTaskError,
+    RemoteTraceback,
+    SerializationError,
+    TaskTimeout,
+)
+from rankpool.task.serialize import (
+    OOB_THRESHOLD,
+    FunctionLoader,
+    FunctionPickler,
+    add_note,
+    dumps_data,
+    dumps_error,
+    error_summary,
+    loads_data,
+    loads_error,
+)
 
 
 def square(x):
@@ -136,7 +150,7 @@ def test_error_whose_str_raises_is_still_reported():
 
 def test_plain_values_settle_futures_and_a_bad_one_fails_only_its_own():
     """``settle_value``: the front-ends' path for results that are one value each."""
-    from rankpool.executor.base import TaskFuture, settle_value
+    from rankpool.frontends.engine import TaskFuture, settle_value
     ok, whole, bad = TaskFuture(1), TaskFuture(2), TaskFuture(3)
     whole._results_all = True
     settle_value(ok, 1, pickle.dumps({"a": 1}))

@@ -14,13 +14,15 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from rankpool import shm, shm_reader, shm_run
 from rankpool.errors import SharedMemoryError
-from rankpool.executor.base import TaskFuture, settle
-from rankpool.executor.shm_plane import FrontEndPlane, check_cap, choose_shared_memory
+from rankpool.frontends.engine import TaskFuture, settle
 from rankpool.mpi_pool.config import PoolConfig, parse
-from rankpool.protocol import Outcome, Result
-from rankpool.serialize import dumps_data, loads_data
+from rankpool.protocol.batches import Outcome, Result
+from rankpool.shm import arena as shm
+from rankpool.shm import reader as shm_reader
+from rankpool.shm import run as shm_run
+from rankpool.shm.plane import FrontEndPlane, check_cap, choose_shared_memory
+from rankpool.task.serialize import dumps_data, loads_data
 
 MB = 1024 * 1024
 
@@ -300,7 +302,7 @@ def test_the_reader_drops_mappings_of_unlinked_segments(prefix: str) -> None:
 
 # -- cleanup ---------------------------------------------------------------------------------------
 def test_sweep_removes_a_dead_process_segments(prefix: str) -> None:
-    code = (f"from rankpool import shm; import numpy as np, os\n"
+    code = (f"from rankpool.shm import arena as shm; import numpy as np, os\n"
             f"a = shm.Arena({prefix!r}); a.publish([np.ones(2**20, np.uint8)], False)\n"
             f"f, s = a.publish([np.ones(2**20, np.uint8)], False); a.release(s)\n"
             "os._exit(0)\n")  # as if killed: no atexit

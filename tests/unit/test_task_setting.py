@@ -9,7 +9,7 @@ import pytest
 
 from rankpool.errors import ResourceSpecError, TaskSetupError
 from rankpool.mpi_pool.task_setting import THREAD_VARS, applied, setting_of
-from rankpool.resources import DEFAULT_SPEC, Spec, parse_spec
+from rankpool.task.resources import DEFAULT_SPEC, Spec, parse_spec
 
 
 def test_no_setting_for_plain_specs() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ProtocolError, RankPoolError
-from ..protocol import Command, Reply, decode_message
+from ..protocol.messages import Command, Reply, decode_message
 from .pools import Pool
 
 if TYPE_CHECKING:

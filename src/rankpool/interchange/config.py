@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ..shm_run import check_run_prefix
+from ..shm.run import check_run_prefix
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -51,7 +51,7 @@ class InterchangeConfig:
     is the front-end's process: the interchange exits once it is gone. ``curve_dir``, when
     set, is the run's key directory (:func:`rankpool.security.make_keys`): every socket then
     speaks CurveZMQ and admits only this run's keys; it must be an absolute path.
-    ``shm_prefix``, when set, is the run's shared-memory prefix (:mod:`rankpool.shm_run`): if the
+    ``shm_prefix``, when set, is the run's shared-memory prefix (:mod:`rankpool.shm.run`): if the
     front-end is lost, the interchange removes the run's files from ``/dev/shm`` as it stops.
     """
 

@@ -27,16 +27,36 @@ import zmq
 
 from .._version import __version__
 from ..errors import ProtocolError
+from ..protocol.batches import (
+    Task,
+    check_results,
+    decode_results,
+    decode_tasks,
+    encode_results,
+    encode_tasks,
+    result_ids,
+    task_ids,
+)
+from ..protocol.messages import (
+    SUBMIT_SUFFIX,
+    Capacity,
+    Drain,
+    Heartbeat,
+    Lost,
+    Refused,
+    Register,
+    Registered,
+    Stop,
+    check_versions,
+    decode_message,
+    version_mismatch,
+)
+from ..protocol.wire import decode_header
 from ..security import Gatekeeper, open_gate
-from ..shm_run import sweep
-from ..protocol import (SUBMIT_SUFFIX, Capacity, Drain, Heartbeat, Lost, Refused, Register,
-                        Registered, Stop, Task,
-                        check_results, check_versions, decode_header, decode_message,
-                        decode_results, decode_tasks, encode_results, encode_tasks, result_ids,
-                        task_ids, version_mismatch)
+from ..shm.run import sweep
+from .client_link import FrontEnd
 from .commands import answer
 from .config import InterchangeConfig
-from .frontend import FrontEnd
 from .matching import RoomIndex, TaskQueue, match
 from .plumbing import LINGER_MS, LOOPBACK, Throttle, bind_router, process_alive
 from .pools import Pool, PoolTable, check_capacity, check_shape

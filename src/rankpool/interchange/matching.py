@@ -24,7 +24,7 @@ import math
 from collections import deque
 from collections.abc import Iterable
 
-from ..protocol import Task
+from ..protocol.batches import Task
 from .pools import Pool
 
 #: most tasks sent to one pool in one message

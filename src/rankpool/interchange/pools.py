@@ -16,8 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol import Capacity, Register
-
+from ..protocol.messages import Capacity, Register
 
 #: seconds of a pool's recent throughput it may hold queued beyond its ranks
 PREFETCH_WINDOW = 0.1
@@ -37,7 +36,7 @@ class Pool:
     ``served`` orders pools for round-robin dispatch; ``in_room`` says whether the pool has an
     entry in the matcher's index of pools with room (see :mod:`.matching`).
 
-    ``node_ranks`` and ``widest`` are what the pool can use: a :class:`~rankpool.protocol.Capacity`
+    ``node_ranks`` and ``widest`` are what the pool can use: a :class:`~rankpool.protocol.messages.Capacity`
     report takes the ``stuck`` ranks out of them (``registered`` keeps the shape it registered).
     """
 

@@ -27,9 +27,22 @@ itself: given to its constructor, or set by the executor (``launcher.ranks_per_n
 
 from __future__ import annotations
 
-from .detect import LaunchStyle, configure_launcher, describe, is_per_node_launcher, launch_style
-from .launchers import (MPIEXEC_FLAVORS, AprunLauncher, FluxLauncher, JsrunLauncher,
-                        MpiexecLauncher, MpirunLauncher, SrunLauncher)
+from .detect import (
+                        LaunchStyle,
+                        configure_launcher,
+                        describe,
+                        is_per_node_launcher,
+                        launch_style,
+)
+from .launchers import (
+                        MPIEXEC_FLAVORS,
+                        AprunLauncher,
+                        FluxLauncher,
+                        JsrunLauncher,
+                        MpiexecLauncher,
+                        MpirunLauncher,
+                        SrunLauncher,
+)
 from .template import BlockShape, RankLauncher, Syntax, wrap_command
 
 __all__ = ["AprunLauncher", "BlockShape", "FluxLauncher", "JsrunLauncher", "LaunchStyle",

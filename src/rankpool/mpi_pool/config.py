@@ -9,10 +9,10 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..node_resources import NodeResources, node_resources
-from ..shm import DEFAULT_CAP
-from ..shm_run import check_run_prefix
-from .placement import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
+from ..shm.arena import DEFAULT_CAP
+from ..shm.run import check_run_prefix
+from ..task.node_resources import NodeResources, node_resources
+from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -128,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def add_resource_options(p: argparse.ArgumentParser) -> None:
-    """The node-resource options (see :mod:`rankpool.node_resources`)."""
+    """The node-resource options (see :mod:`rankpool.task.node_resources`)."""
     g = p.add_argument_group("node resources")
     g.add_argument("--accelerators", default=None, metavar="N|ID,ID,...",
                    help="devices per node: a count or a comma-separated list of ids (e.g. "

@@ -30,13 +30,13 @@ from typing import Any
 from mpi4py import MPI
 
 from ..errors import InsufficientRanks, ResourceSpecError, StuckRanksError, TaskTimeout
-from ..protocol import Outcome, Result, Task
-from ..resources import DeviceCapacity, Spec
-from ..serialize import Buffer, dumps_error, error_summary
-from ..shm_reader import discard
-from .comms import Done, Outbox, Tag, Topology, receive
+from ..protocol.batches import Outcome, Result, Task
+from ..shm.reader import discard
+from ..task.resources import DeviceCapacity, Spec
+from ..task.serialize import Buffer, dumps_error, error_summary
 from .doorbell import Doorbell
-from .placement import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
+from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
+from .subcomms import Done, Outbox, Tag, Topology, receive
 from .task_setting import setting_of
 from .trace import TraceRecorder
 
@@ -71,7 +71,7 @@ class Manager:
                  slow_after: float = SLOW_AFTER, bell: Doorbell | None = None,
                  near: Sequence[int] = ()) -> None:
         """``device_ranks``: the worker ranks of each node that own an accelerator; ``lend``:
-        times a reserved rank may be lent per reservation (see :mod:`.placement`);
+        times a reserved rank may be lent per reservation (see :mod:`.placement.scheduler`);
         ``slow_after``: see the module docstring; ``bell``: rank 0's doorbell, used to ring
         the worker ranks ``near`` (on this node) when they are sent work while idle."""
         if comm.Get_rank() != 0:

@@ -27,15 +27,18 @@ from typing import Any
 import zmq
 from mpi4py import MPI
 
-from .. import protocol, shm, shm_run
 from .._version import __version__
 from ..errors import ProtocolError
-from ..node_resources import apply_binding, device_ranks, devices_list
+from ..protocol import batches, wire
+from ..protocol import messages as protocol
+from ..shm import arena as shm
+from ..shm import run as shm_run
+from ..task.node_resources import apply_binding, device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
-from .comms import Topology, discover_topology
-from .doorbell import Doorbell, new_token
 from .config import PoolConfig
+from .doorbell import Doorbell, new_token
 from .manager import Manager, abort_for_stuck
+from .subcomms import Topology, discover_topology
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -163,7 +166,7 @@ class PoolManager:
             if not self.sock.poll(100):
                 continue
             frames = self.sock.recv_multipart()
-            msg = protocol.decode_message(protocol.decode_header(frames[0]))
+            msg = protocol.decode_message(wire.decode_header(frames[0]))
             if isinstance(msg, protocol.Registered):
                 if msg.error:
                     print(f"rankpool pool {self.cfg.pool_id}: refused by the interchange: "
@@ -224,10 +227,10 @@ class PoolManager:
                 return True
 
     def _handle(self, frames: list[Any]) -> None:
-        header = protocol.decode_header(frames[0].buffer)
+        header = wire.decode_header(frames[0].buffer)
         kind = header["k"]
         if kind == "tasks":
-            tasks = protocol.decode_tasks(header, [f.buffer for f in frames[1:]], copy=True)
+            tasks = batches.decode_tasks(header, [f.buffer for f in frames[1:]], copy=True)
             if self.draining:
                 log.warning("draining: %d tasks arrived anyway", len(tasks))
             for task in tasks:
@@ -264,7 +267,7 @@ class PoolManager:
     def _send_results(self, now: float) -> None:
         done, self.manager.completed = self.manager.completed, []
         self.first_done = 0.0
-        self.sock.send_multipart(protocol.encode_results(done), copy=False)
+        self.sock.send_multipart(batches.encode_results(done), copy=False)
         self.last_sent = now
 
     def pool_capacity(self) -> None:

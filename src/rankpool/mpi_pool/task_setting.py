@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import NamedTuple
 
 from ..errors import TaskSetupError
-from ..resources import Spec
+from ..task.resources import Spec
 
 log = logging.getLogger(__name__)
 

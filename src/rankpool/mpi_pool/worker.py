@@ -6,7 +6,7 @@ empties or every ``flush_interval``), and back off when idle (on the rank's door
 shares rank 0's node: rank 0 rings it when it sends work to the idle rank, see
 :mod:`.doorbell`). With an ``arena`` (the front-end
 shares this host's ``/dev/shm``) large result buffers go into its segments and only their
-descriptors travel (see :mod:`rankpool.shm`). User code runs inside
+descriptors travel (see :mod:`rankpool.shm.arena`). User code runs inside
 ``try/except BaseException``; its outcome, value or error, always becomes a report, so a
 raising rank never leaves rank 0 waiting without word.
 """
@@ -26,12 +26,12 @@ from typing import Any
 from mpi4py import MPI
 
 from ..errors import TaskTimeout
-from ..injection import comm_position, inject
-from ..serialize import Buffer, FunctionLoader, dumps_data, dumps_error, loads_data
-from ..shm import Arena
+from ..shm.arena import Arena
+from ..task.injection import comm_position, inject
+from ..task.serialize import Buffer, FunctionLoader, dumps_data, dumps_error, loads_data
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
-from .comms import Outbox, Tag, WorkItem, receive, task_communicator
 from .doorbell import Doorbell
+from .subcomms import Outbox, Tag, WorkItem, receive, task_communicator
 from .task_setting import applied
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,193 @@
+"""``CommExecutor``: the pool inside a program that already runs under ``mpiexec``.
+
+Every rank of ``comm`` constructs it; rank ``root`` gets an executor from ``with ... as ex``,
+the others serve tasks inside ``__enter__`` until root leaves the block, then get ``None``::
+
+    with CommExecutor(MPI.COMM_WORLD, root=0) as ex:
+        if ex is not None:
+            print(ex.submit(pow, 2, 10).result())
+
+On root, a thread (``rankpool-manager``) runs the pool's manager on the pool's own
+communicator (a reordered copy of ``comm``, so its messages never mix with the user's), while
+the user's code keeps running. No ZeroMQ, no interchange.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mpi4py import MPI
+
+from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
+from ..mpi_pool.manager import Manager, abort_for_stuck
+from ..mpi_pool.placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
+from ..mpi_pool.subcomms import discover_topology
+from ..mpi_pool.worker import Worker
+from ..protocol.batches import Task
+from ..task.node_resources import apply_binding, device_ranks, node_resources
+from ..task.resources import Spec, check_fits
+from .engine import FrontEnd, TaskFuture
+
+log = logging.getLogger(__name__)
+
+
+class CommExecutor(FrontEnd):
+    """A ``concurrent.futures.Executor`` over the ranks of ``comm``; rank ``root`` submits.
+
+    ``depth``: most 1-rank tasks queued on one worker rank (prefetch); ``lend``: times each
+    rank reserved for a blocked wide task may run another task while it waits (0: a strict
+    reservation; see :mod:`rankpool.mpi_pool.placement.scheduler`); ``grace``: seconds the
+    other ranks of a task get after one rank failed before they are declared stuck;
+    ``backoff``: idle polling of the worker ranks; ``on_stuck``: what leaving the ``with`` block
+    does when ranks are stuck in a task forever (see :attr:`stuck_ranks`): ``"abort"`` the MPI
+    job with an error message (they could never reach ``MPI_Finalize``, so the job would hang
+    until its walltime) or ``"leave"`` them; ``accelerators``, ``accelerator_env``,
+    ``ranks_per_accelerator``, ``cpu_affinity``: the binding of the worker ranks to devices
+    and CPUs, applied here on every rank before any task runs (code that ran before this, on
+    any rank, may already have initialised a device library with the old variables).
+    """
+
+    def __init__(self, comm: MPI.Intracomm | None = None, root: int = 0, *,
+                 requirements: Mapping[str, Any] | None = None, depth: int = DEFAULT_DEPTH,
+                 lend: int = DEFAULT_LEND, grace: float = 5.0, backoff: BackoffConfig | None = None,
+                 on_stuck: str = "abort",
+                 accelerators: int | str | Sequence[str] | None = None,
+                 accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
+                 cpu_affinity: str | Sequence[Any] = "none") -> None:
+        super().__init__(requirements)
+        resources = node_resources(accelerators, accelerator_env, ranks_per_accelerator,
+                                   cpu_affinity)
+        comm = MPI.COMM_WORLD if comm is None else comm
+        if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
+            raise TypeError(f"comm must be an MPI intracommunicator, got {comm!r}")
+        if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < comm.Get_size():
+            raise ValueError(f"root must be a rank of comm (0..{comm.Get_size() - 1}), got {root!r}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be a positive integer, got {depth!r}")
+        check_lend(lend, "lend")
+        if not grace > 0:
+            raise ValueError(f"grace must be a positive number of seconds, got {grace!r}")
+        if on_stuck not in ("abort", "leave"):
+            raise ValueError(f"on_stuck must be 'abort' or 'leave', got {on_stuck!r}")
+        self.on_stuck = on_stuck
+        self.root = root
+        self.is_root = comm.Get_rank() == root
+        # root becomes rank 0 of the pool's communicator; everyone else keeps their order
+        self.pool_comm = comm.Split(0, 0 if self.is_root else comm.Get_rank() + 1)
+        self.topology = discover_topology(self.pool_comm)
+        self.device = apply_binding(self.pool_comm.Get_rank(), self.topology.nodes, resources)
+        self._user_rank = self.pool_comm.allgather(comm.Get_rank())
+        self._backoff = backoff
+        self._inbox: deque[Task] = deque()
+        self._wake = threading.Event()
+        self._idle = False
+        self._stopping = False
+        self._cancel_all = False
+        self._thread: threading.Thread | None = None
+        self._manager: Manager | None = None
+        if self.is_root:
+            self._manager = Manager(self.pool_comm, self.topology, depth=depth, lend=lend,
+                                    grace=grace,
+                                    device_ranks=device_ranks(self.topology.nodes, resources))
+            if self._manager.widest == 0:
+                log.warning("CommExecutor on a communicator of size 1: no worker ranks")
+            self._thread = threading.Thread(target=self._run, name="rankpool-manager", daemon=True)
+            self._thread.start()
+
+    # -- context manager ---------------------------------------------------------------------
+    def __enter__(self) -> CommExecutor | None:  # type: ignore[override]
+        if self.is_root:
+            return self
+        Worker(self.pool_comm, self._backoff).serve()
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.is_root:
+            self.shutdown(wait=True)
+            stuck = self.stuck_ranks
+            if stuck and self.on_stuck == "abort":
+                abort_for_stuck(self.pool_comm, stuck, 70)
+        self.pool_comm.Free()
+
+    @property
+    def stuck_ranks(self) -> list[int]:
+        """Ranks of ``comm`` that never came back from a task (see ``grace`` and ``walltime``)."""
+        if self._manager is None:
+            return []
+        return sorted(self._user_rank[r] for r in self._manager.stuck)
+
+    # -- FrontEnd -----------------------------------------------------------------------------
+    def _check_spec(self, spec: Spec) -> None:
+        if not self.is_root:
+            raise RuntimeError("only rank root of a CommExecutor submits tasks")
+        assert self._manager is not None
+        check_fits(spec, self._manager.widest, self._manager.largest_node,
+                   self._manager.devices)
+
+    def _send(self, task: Task, future: TaskFuture) -> None:
+        self._inbox.append(task)
+        if self._idle:
+            self._wake.set()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if not self.is_root:
+            return
+        with self._lock:
+            self._shutdown = True
+        if cancel_futures:
+            self._cancel_pending()
+            self._cancel_all = True
+        self._stopping = True
+        self._wake.set()
+        if wait and self._thread is not None:
+            self._thread.join()
+
+    # -- the manager thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        tighten_timer_slack()
+        manager = self._manager
+        assert manager is not None
+        backoff = Backoff(self._backoff)
+        try:
+            while True:
+                took = self._take_inbox(manager)
+                active = manager.progress() or took
+                if manager.completed:
+                    done, manager.completed = manager.completed, []
+                    for result in done:
+                        self._resolve(result)
+                if self._stopping and self._cancel_all:
+                    for task_id in list(manager.tasks):
+                        manager.cancel(task_id)
+                if self._stopping and not self._inbox and manager.outstanding == 0:
+                    break
+                if manager.outstanding == 0 and not self._inbox:
+                    self._idle = True
+                    if not self._inbox and not self._stopping:
+                        self._wake.wait()
+                    self._idle = False
+                    self._wake.clear()
+                    backoff.reset()
+                elif active:
+                    backoff.reset()
+                else:
+                    backoff.sleep()
+        except BaseException as exc:  # pragma: no cover - a bug; never leave futures hanging
+            log.exception("CommExecutor manager thread failed")
+            self._set_broken(f"the manager thread failed: {exc!r}", exc)
+        finally:
+            manager.manager_stop(finish=not self._cancel_all)
+            self._fail_remaining("the CommExecutor was shut down before the task finished")
+
+    def _take_inbox(self, manager: Manager) -> bool:
+        inbox = self._inbox
+        if not inbox:
+            return False
+        submit = manager.submit
+        while inbox:
+            submit(inbox.popleft())
+        return True

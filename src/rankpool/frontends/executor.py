@@ -1,0 +1,274 @@
+"""``rankpool.Executor``: a ``concurrent.futures`` executor over MPI pools, without Parsl.
+
+    with Executor(max_ranks=4) as ex:             # an interchange + one local pool of 4 worker ranks
+        print(ex.submit(pow, 2, 10).result())
+        print(ex.requirements(num_ranks=2).submit(simulate, 3).result())
+
+It starts an interchange process and one block: by default a local pool under the bundled
+``mpiexec``, or a block of any Parsl ``ExecutionProvider`` (whose launcher must start one MPI
+application per block). A local block that dies is replaced, so work submitted afterwards runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import ManagerLost, VersionMismatch
+from ..interchange.config import InterchangeConfig
+from ..launchers.local import LocalBlocks, pool_command
+from ..launchers.rundir import make_run_dir, write_interchange_info
+from ..mpi_pool.config import PoolConfig
+from ..protocol import messages as protocol
+from ..protocol.batches import Result, Task
+from ..protocol.wire import Buffer
+from ..shm.plane import (
+    FrontEndPlane,
+    check_cap,
+    choose_shared_memory,
+    closed_on_failure,
+    shm_options,
+)
+from ..task.node_resources import block_devices, node_resources, node_workers
+from ..task.resources import Spec, check_fits
+from .engine import FrontEnd, TaskFuture
+
+log = logging.getLogger(__name__)
+
+#: local blocks replaced after dying, at most
+MAX_RESTARTS = 5
+
+
+def _positive(name: str, value: Any, kind: type = float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) \
+            or value <= 0:
+        raise ValueError(f"{name} must be a positive {'number' if kind is float else 'integer'}, "
+                         f"got {value!r}")
+
+
+def _provider_shape(provider: Any, ranks_per_node: int | None) -> tuple[int, int]:
+    """Widest task and widest single-node task of the provider's blocks.
+
+    With a rankpool launcher, ``ranks_per_node`` counts every MPI rank of a node (the manager
+    takes one slot of the first node), as for ``ExtremeScaleExecutor``; Parsl launchers that
+    would start one pool per node are refused (see :mod:`rankpool.launchers`).
+    """
+    from ..launchers import RankLauncher, configure_launcher
+    launcher = getattr(provider, "launcher", None)
+    configure_launcher(launcher, ranks_per_node=ranks_per_node)
+    nodes = getattr(provider, "nodes_per_block", 1)
+    if isinstance(launcher, RankLauncher):
+        shape = launcher.block_shape(nodes)
+        return shape.worker_ranks, shape.largest_node_task
+    rpn = ranks_per_node or 1  # an unknown launcher: ranks_per_node counts worker ranks
+    return nodes * rpn, rpn
+
+
+class Executor(FrontEnd):
+    """``concurrent.futures.Executor`` whose tasks run on MPI pools.
+
+    ``max_ranks``: worker ranks of the block (the pool has one more rank, its manager);
+    ``ranks_per_node``: with a provider, MPI ranks per node of its blocks (with a rankpool
+    launcher the manager takes one slot of the first node: see :mod:`rankpool.launchers`);
+    ``requirements``: default resource specification; ``provider``: a Parsl
+    ``ExecutionProvider`` (default: a local block under the bundled ``mpiexec``);
+    ``address``: the interface pools connect to (default loopback; set it to the login
+    node's address for remote blocks); ``heartbeat_period``/``heartbeat_threshold``: seconds;
+    ``run_dir``: logs and keys (default ``rankpool-runs/NNN`` under the current directory);
+    ``trace``: record where and when every task ran (``rankpool trace RUN_DIR`` draws it);
+    ``encrypted``: CurveZMQ on every interchange socket, with keys made for this run in
+    ``run_dir/curve`` (pools read theirs there); default (None): on unless ``address`` is
+    loopback; ``accelerators``, ``accelerator_env``, ``ranks_per_accelerator``,
+    ``cpu_affinity``: the binding of worker ranks to devices and CPUs, applied when each pool
+    starts (see :func:`rankpool.task.node_resources.node_resources` and the node-resources page);
+    ``shared_memory``: large buffers (arguments and results of at least 256 KiB) between this
+    process and worker ranks on this host travel through reusable ``/dev/shm`` segments
+    instead of messages (see :mod:`rankpool.shm.arena`); default (None): on for the local block,
+    off with a provider (True asserts that the provider's blocks run on this host);
+    ``shared_memory_cap``: most bytes of segments one process holds (default 4 GiB); past it
+    buffers travel as messages.
+    """
+
+    def __init__(self, *, max_ranks: int = 4, ranks_per_node: int | None = None,
+                 requirements: Mapping[str, Any] | None = None, provider: Any = None,
+                 address: str = "127.0.0.1", heartbeat_period: float = 2.0,
+                 heartbeat_threshold: float = 10.0, run_dir: str | None = None,
+                 mpiexec: str | None = None, log_level: str = "INFO",
+                 trace: bool = False, encrypted: bool | None = None,
+                 accelerators: int | str | Sequence[str] | None = None,
+                 accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
+                 cpu_affinity: str | Sequence[Any] = "none",
+                 shared_memory: bool | None = None, shared_memory_cap: int | None = None) -> None:
+        super().__init__(requirements)
+        use_shm = choose_shared_memory(shared_memory, local=provider is None)
+        shm_cap = check_cap(shared_memory_cap)
+        self.node_resources = node_resources(accelerators, accelerator_env,
+                                             ranks_per_accelerator, cpu_affinity)
+        _positive("max_ranks", max_ranks, int)
+        if ranks_per_node is not None:
+            _positive("ranks_per_node", ranks_per_node, int)
+        _positive("heartbeat_period", heartbeat_period)
+        _positive("heartbeat_threshold", heartbeat_threshold)
+        if heartbeat_threshold < heartbeat_period:
+            raise ValueError("heartbeat_threshold must not be shorter than heartbeat_period")
+        if provider is not None and not hasattr(provider, "submit"):
+            raise TypeError(f"provider must be a Parsl ExecutionProvider, got {type(provider).__name__}")
+        self.max_ranks = max_ranks
+        self.ranks_per_node = ranks_per_node or max_ranks
+        self.provider = provider
+        self.widest, self.largest_node = max_ranks, max_ranks
+        nodes = 1
+        if provider is not None:
+            self.widest, self.largest_node = _provider_shape(provider, ranks_per_node)
+            nodes = getattr(provider, "nodes_per_block", 1)
+        self.devices = block_devices(self.node_resources, node_workers(self.widest, nodes))
+        self._check_spec(self._default)
+        from ..security import (  # zmq only where sockets live
+            choose_encryption,
+            make_keys,
+        )
+        self.encrypted = choose_encryption(encrypted, address)
+        self.run_dir = make_run_dir(run_dir)
+        keys = make_keys(self.run_dir) if self.encrypted else None
+        server_key = keys.server_public if keys else ""
+        from .client import InterchangeClient
+        if use_shm:
+            self._plane = FrontEndPlane(shm_cap)
+        self.client = InterchangeClient(
+            InterchangeConfig(address=address, heartbeat_period=heartbeat_period,
+                              heartbeat_threshold=heartbeat_threshold, run_dir=self.run_dir,
+                              log_level=log_level, parent_pid=os.getpid(),
+                              curve_dir=keys.directory if keys else "",
+                              shm_prefix=self._plane.prefix if self._plane else ""),
+            on_results=self._on_results, on_lost=self._on_lost, on_broken=self._on_broken,
+            on_refused=self._on_refused)
+        with closed_on_failure(self._plane):
+            self.client.start()
+        write_interchange_info(self.run_dir, self.client.ports, self.client.pool_address,
+                               server_key)
+        self.pool_config = PoolConfig(interchange=self.client.pool_address, block_id="0",
+                                      heartbeat_period=heartbeat_period,
+                                      heartbeat_threshold=heartbeat_threshold,
+                                      run_dir=self.run_dir, log_level=log_level, trace=trace,
+                                      server_key=server_key, resources=self.node_resources,
+                                      **shm_options(self._plane))
+        self._restarts = 0
+        self._jobs: dict[str, Any] = {}
+        self._blocks: LocalBlocks | None = None
+        if provider is None:
+            self._blocks = LocalBlocks(max_ranks, self.pool_config, mpiexec, self.run_dir)
+            self._blocks.start()
+            self._watch = threading.Thread(target=self._watch_blocks, name="rankpool-blocks",
+                                           daemon=True)
+            self._watch.start()
+        else:
+            self._start_provider_block()
+
+    # -- FrontEnd ---------------------------------------------------------------------------------
+    def _check_spec(self, spec: Spec) -> None:
+        check_fits(spec, self.widest, self.largest_node, self.devices)
+
+    def _send(self, task: Task, future: TaskFuture) -> None:
+        self.client.submit(task)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            if self._shutdown and not wait:
+                return
+            first = not self._shutdown
+            self._shutdown = True
+        if cancel_futures:
+            self._cancel_pending()
+        if not first:
+            return
+        if wait:
+            self._close()
+        else:
+            threading.Thread(target=self._close, name="rankpool-shutdown", daemon=True).start()
+
+    def _close(self) -> None:
+        while self._futures and self._broken is None:
+            time.sleep(0.005)
+        self.client.stop()
+        if self._blocks is not None:
+            self._blocks.stop()
+        for job in self._jobs.values():
+            try:
+                self.provider.cancel([job])
+            except Exception:  # the job may already be gone
+                log.warning("could not cancel job %s", job, exc_info=True)
+        self._fail_remaining("the executor was shut down before the task finished")
+        if self._plane is not None:
+            self._plane.close()
+
+    # -- views of the pools -------------------------------------------------------------------------
+    def pools(self) -> list[dict[str, Any]]:
+        """The connected pools: block, hosts, usable ranks, ``stuck_ranks`` (see the faults page;
+        a pool with any is drained), busy ranks, tasks in flight, versions, and ``devices``:
+        ``{rank: device id}`` for the ranks that own an accelerator."""
+        return list(self.client.command("pools"))
+
+    def outstanding(self) -> int:
+        """Tasks queued in the interchange or in flight on pools."""
+        return int(self.client.command("outstanding"))
+
+    # -- callbacks from the client thread --------------------------------------------------------
+    def _on_results(self, values: list[tuple[int, Buffer]], results: list[Result]) -> None:
+        self._resolve_values(values)
+        resolve = self._resolve
+        for result in results:
+            resolve(result)
+
+    def _on_refused(self, msg: protocol.Refused) -> None:
+        """A pool of one of our own blocks refused: no block we start can work, so we are broken.
+
+        A stranger's pool (a block id we never started) refused is only logged."""
+        ours = (self._blocks is not None and msg.block_id in self._blocks.started) \
+            or msg.block_id in self._jobs
+        if not ours:
+            log.warning("a pool of unknown block %r was refused: %s", msg.block_id, msg.reason)
+            return
+        cause = VersionMismatch(msg.what, msg.ours, msg.theirs) if msg.what else None
+        self._set_broken(f"the pool of block {msg.block_id} was refused: {msg.reason}", cause)
+
+    def _on_lost(self, msg: protocol.Lost) -> None:
+        if not msg.task_ids:
+            log.info("block %s left: %s", msg.block_id, msg.reason)
+            return
+        log.error("block %s on %s lost with %d tasks (%s%s): %s", msg.block_id, msg.hosts,
+                  len(msg.task_ids), ", ".join(map(str, msg.task_ids[:50])),
+                  ", ..." if len(msg.task_ids) > 50 else "", msg.reason)
+        for task_id in msg.task_ids:
+            self._fail_future(task_id, ManagerLost(msg.block_id, msg.hosts, msg.reason))
+
+    def _on_broken(self, reason: str) -> None:
+        self._set_broken(reason)
+
+    # -- blocks ------------------------------------------------------------------------------------
+    def _watch_blocks(self) -> None:
+        assert self._blocks is not None
+        while not self._shutdown and self._broken is None:
+            time.sleep(0.1)
+            for block_id, code in self._blocks.exited().items():
+                if self._shutdown:
+                    return
+                log.error("block %s exited with code %s", block_id, code)
+                if self._plane is not None:
+                    self._plane.sweep_dead()
+                if self._restarts >= MAX_RESTARTS:
+                    self._set_broken(f"block {block_id} exited with code {code}, and "
+                                     f"{MAX_RESTARTS} blocks were already replaced")
+                    return
+                self._restarts += 1
+                self._blocks.start()
+
+    def _start_provider_block(self) -> None:
+        block_id = str(len(self._jobs))
+        from dataclasses import replace
+        cmd = pool_command(replace(self.pool_config, block_id=block_id, pool_id=""))
+        job = self.provider.submit(cmd, 1, f"rankpool.{block_id}")
+        self._jobs[block_id] = job

@@ -1,0 +1,3 @@
+"""``ExtremeScaleExecutor``, the Parsl front-end: the executor, its blocks, checks, scaling and
+views.
+"""

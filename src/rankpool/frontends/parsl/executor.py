@@ -1,0 +1,482 @@
+"""``rankpool.ExtremeScaleExecutor``: a Parsl executor whose blocks are MPI pools.
+
+::
+
+    DataFlowKernel ─submit─▶ ExtremeScaleExecutor ─Task─▶ InterchangeClient ─ZMQ─▶ interchange
+                   ◀─future─          ▲ settle() ◀─ on_results / on_lost / on_broken ◀─┘   │
+    JobStatusPoller ─status / scale_out / scale_in─▶ provider ─job─▶ block = one MPI pool ◀┘
+
+The executor starts the interchange at :meth:`start` and launches the provider's
+``init_blocks`` at once (Parsl's strategy would only do it on its first tick, seconds later).
+Tasks go to the interchange as they are submitted; results come back on the client's thread,
+which settles the futures. Blocks come and go through Parsl's provider and scaling strategy,
+with capacity counted in worker ranks. The monitoring database gets ``block`` rows from the
+scaling calls, ``node`` rows (one per pool host) from a watcher thread, and ``try``/``status``/
+``resource`` rows from Parsl's monitoring wrapper inside the worker ranks, which reports
+through :attr:`remote_monitoring_radio` (Parsl's filesystem radio by default).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import replace
+from typing import Any
+
+from parsl.executors.errors import BadStateException
+from parsl.executors.status_handling import BlockProviderExecutor
+from parsl.jobs.states import JobStatus
+from parsl.monitoring.radios.base import RadioConfig
+from parsl.monitoring.radios.filesystem import FilesystemRadio
+from parsl.providers.base import ExecutionProvider
+from parsl.utils import RepresentationMixin
+
+from ...errors import BrokenPool, ExecutorShutdown, ManagerLost
+from ...interchange.config import InterchangeConfig
+from ...launchers import jobscript
+from ...launchers.jobscript import write_pool_script
+from ...launchers.rundir import write_interchange_info
+from ...mpi_pool.config import PoolConfig
+from ...protocol import messages as protocol
+from ...protocol.batches import Result, Task
+from ...protocol.wire import Buffer
+from ...shm.plane import (
+    FrontEndPlane,
+    check_cap,
+    choose_shared_memory,
+    closed_on_failure,
+    shm_options,
+)
+from ...task.injection import PerFunction, check_receives_comm
+from ...task.node_resources import block_devices, node_resources, node_workers
+from ...task.resources import check_fits, parse_spec
+from ...task.serialize import FunctionPickler, dumps_data
+from ..engine import TaskFuture, settle, settle_value, unread
+from .blocks import LocalMpiexecLauncher, block_shape, launch_command, local_provider
+from .checks import (
+    SPEC_KWARG,
+    ReraiseWrapped,
+    check_arguments,
+    declares_spec,
+    version_error,
+)
+from .scaling import BlockControl
+from .views import PoolViews
+
+__all__ = ["ExtremeScaleExecutor", "LocalMpiexecLauncher", "local_provider"]
+
+#: how the interchange words the departure of a pool that had registered (others: refusals)
+_LEFT_AFTER_RUNNING = ("pool drained", "pool stopped", "no heartbeat", "pool registered again",
+                       "connection to the pool lost")
+
+log = logging.getLogger(__name__)
+
+
+class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin):
+    """Parsl executor running tasks on MPI pools, one pool per block; tasks may span ranks.
+
+    A task's ``parsl_resource_specification`` may hold ``num_ranks`` (or ``ranks_per_node`` and
+    ``num_nodes``), ``results`` (``"root"`` or ``"all"``), ``priority`` (higher runs first:
+    note that this is the opposite of HighThroughputExecutor's order) and ``walltime``
+    (seconds); anything else is refused at submit, as is a task wider than a block. A
+    multi-rank task's function receives its communicator as its ``comm`` parameter (or as a
+    ``None`` first argument). The ``parsl_resource_specification`` keyword that Parsl passes on
+    to the function is kept for functions that declare a parameter of that name or take
+    ``**kwargs`` (for a bash app, the decorated function is the one looked at) and dropped for
+    all others, so apps need not declare it.
+
+    Arguments (keyword only, checked at once):
+
+    ``provider``: a Parsl provider whose launcher starts the block as ONE MPI application
+    (default: :func:`local_provider`, one local block under the bundled ``mpiexec``);
+    ``ranks_per_node``: handed to the launcher unchanged, it counts what the launcher counts.
+    With a rankpool launcher (``rankpool.launchers``: ``SrunLauncher``, ``MpiexecLauncher``,
+    ...) it is every MPI rank on a node, the manager (rank 0) included: a block of N nodes has
+    ``N * ranks_per_node`` ranks and one fewer workers, and its first node one worker fewer
+    than the others. With the local default, a ``launch_cmd``, or a launcher rankpool does
+    not know, it is worker ranks, the manager being one process more. Default: the
+    provider's ``cores_per_node``, else (local) this machine's cores;
+    ``allow_per_node_launcher``: accept Parsl's own launchers (``SrunLauncher``,
+    ``MpiExecLauncher``, ``SingleNodeLauncher``, ...), which start one copy of the pool per
+    node instead of one MPI application per block; refused by default, since a block would
+    not get the shape promised. Each node's copy is then its own pool of ``ranks_per_node``
+    MPI ranks, started by ``launch_cmd`` (e.g. ``"mpiexec -n {ranks} {command}"``);
+    ``address``: the interface pools connect to (default loopback for a local provider, every
+    interface otherwise); ``pool_port``/``port_range``: a fixed port, or a range, for pools;
+    ``heartbeat_period``/``heartbeat_threshold``: seconds; a pool silent past the threshold is
+    lost and its tasks fail with :class:`~rankpool.errors.ManagerLost` (Parsl retries them);
+    ``drain_period``: seconds after which a block's pool is drained (finishes its tasks, takes
+    no more, exits), to end before the job's walltime; ``encrypted``: CurveZMQ on every
+    interchange socket with keys made for the run in ``<run dir>/<label>/curve``, which pools
+    read (a shared file system); default (None): on unless pools connect over loopback;
+    ``working_dir``: directory the ranks run in;
+    ``worker_debug``: DEBUG logs from the pool and one log per worker rank; ``launch_cmd``: a
+    format string for the block's command around ``{command}`` (fields: ``block_id``,
+    ``ranks``, ``workers``, ``ranks_per_node``, ``nodes_per_block``, ``interchange``,
+    ``python``, ``mpiexec``), e.g. ``"mpiexec -n {ranks} {command}"`` with Parsl's
+    ``SimpleLauncher``; ``managed``: False is job-script mode: no blocks are submitted nor
+    scaled; start pools yourself with :meth:`pool_command` (also written, with the
+    interchange's ports, to ``pool_command.sh`` and ``interchange.json`` in the run directory
+    ``<parsl run dir>/<label>``; a provider, if given, only describes the blocks' shape for
+    submit's checks); ``remote_monitoring_radio``: how worker ranks reach
+    monitoring (default Parsl's ``FilesystemRadio``; ``UDPRadio`` where no file system is shared);
+    ``accelerators`` (per node: a count or a list of device ids, as HTEX's
+    ``available_accelerators``), ``accelerator_env`` (the variable carrying a rank's device, or
+    ``nvidia``/``amd``/``intel``), ``ranks_per_accelerator`` and ``cpu_affinity`` (``"none"``,
+    ``"block"``, ``"alternating"`` or CPUs per local rank): each pool binds its worker ranks
+    when it starts (see the node-resources page); tasks then ask for ``gpus_per_rank``;
+    ``shared_memory``: large buffers (arguments and results of at least 256 KiB) between this
+    process and worker ranks on this host travel through reusable ``/dev/shm`` segments
+    instead of messages (see :mod:`rankpool.shm.arena`); default (None): on when blocks run on this
+    host (a ``LocalProvider`` with :class:`LocalMpiexecLauncher`, the default) and pools are
+    ``managed``, off otherwise; True asserts that every block runs on this host;
+    ``shared_memory_cap``: most bytes of segments one process holds (default 4 GiB).
+    """
+
+    def __init__(self, *, label: str = "ExtremeScaleExecutor",
+                 provider: ExecutionProvider | None = None, ranks_per_node: int | None = None,
+                 address: str | None = None, pool_port: int = 0,
+                 port_range: tuple[int, int] | None = None, heartbeat_period: float = 2.0,
+                 heartbeat_threshold: float = 10.0, drain_period: float | None = None,
+                 encrypted: bool | None = None, working_dir: str | None = None,
+                 worker_debug: bool = False, launch_cmd: str | None = None, managed: bool = True,
+                 allow_per_node_launcher: bool = False,
+                 storage_access: list[Any] | None = None,
+                 block_error_handler: bool | Callable[..., None] = True,
+                 remote_monitoring_radio: RadioConfig | None = None,
+                 log_level: str = "INFO",
+                 accelerators: int | str | Sequence[str] | None = None,
+                 accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
+                 cpu_affinity: str | Sequence[Any] = "none",
+                 shared_memory: bool | None = None, shared_memory_cap: int | None = None) -> None:
+        resources = node_resources(accelerators, accelerator_env, ranks_per_accelerator,
+                                   cpu_affinity)
+        check_arguments(label=label, provider=provider, ranks_per_node=ranks_per_node,
+                        address=address, pool_port=pool_port, port_range=port_range,
+                        heartbeat_period=heartbeat_period, heartbeat_threshold=heartbeat_threshold,
+                        drain_period=drain_period, encrypted=encrypted, worker_debug=worker_debug,
+                        managed=managed, allow_per_node_launcher=allow_per_node_launcher,
+                        working_dir=working_dir, launch_cmd=launch_cmd,
+                        log_level=log_level, remote_monitoring_radio=remote_monitoring_radio)
+        if provider is None:
+            provider = local_provider()
+        self._use_shm = choose_shared_memory(shared_memory, local=managed and _blocks_here(provider))
+        self._shm_cap = check_cap(shared_memory_cap)
+        self.shared_memory = shared_memory
+        self.shared_memory_cap = shared_memory_cap
+        self._plane: FrontEndPlane | None = None
+        shape = block_shape(provider, ranks_per_node, launch_cmd,
+                            allow_per_node=allow_per_node_launcher)
+
+        devices = block_devices(resources, node_workers(shape.workers, shape.nodes, shape.widest))
+
+        BlockProviderExecutor.__init__(self, provider=provider, block_error_handler=block_error_handler)
+        self.accelerators = accelerators
+        self.accelerator_env = accelerator_env
+        self.ranks_per_accelerator = ranks_per_accelerator
+        self.cpu_affinity = cpu_affinity
+        self.node_resources = resources
+        self._devices = devices
+        self.label = label
+        self.ranks_per_node = shape.ranks_per_node
+        self.address = address
+        self.pool_port = pool_port
+        self.port_range = port_range
+        self.heartbeat_period = heartbeat_period
+        self.heartbeat_threshold = heartbeat_threshold
+        self.drain_period = drain_period
+        self.encrypted = encrypted
+        self.working_dir = working_dir
+        self.worker_debug = worker_debug
+        self.launch_cmd = launch_cmd
+        self.managed = managed
+        self.allow_per_node_launcher = allow_per_node_launcher
+        self.storage_access = storage_access
+        self.log_level = log_level.upper()
+        self.remote_monitoring_radio = remote_monitoring_radio or FilesystemRadio()
+        self._shape = shape
+        self._client: Any = None
+        self._pool_base: PoolConfig | None = None
+        self._lock = threading.Lock()
+        self._condition = threading.Condition()
+        self._ids = itertools.count(1)
+        self._ranks: dict[int, int] = {}
+        self._outstanding_ranks = 0
+        self._pickler = FunctionPickler()
+        # Parsl apps return a RemoteExceptionWrapper instead of raising; on a rank other than the
+        # task's root that value would be dropped and the task reported a success, so multi-rank
+        # functions are wrapped to raise it (one wrapper per function: serialized once)
+        self._reraising = PerFunction(ReraiseWrapped)
+        self._keeps_spec = PerFunction(declares_spec)  # accepts parsl_resource_specification
+        self._skip_init: int | None = None
+        self._closed = False
+        self._control = BlockControl(self)
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the interchange, then the provider's ``init_blocks`` (without waiting for them)."""
+        super().start()
+        from ..client import InterchangeClient  # zmq only where sockets live
+        self.log_dir = os.path.join(self.run_dir, self.label)
+        os.makedirs(self.log_dir, exist_ok=True)
+        address = self.address or ("127.0.0.1" if isinstance(self.provider, _local_provider_type())
+                                   else "*")
+        from ...security import choose_encryption, make_keys
+        keys = make_keys(self.log_dir) if choose_encryption(self.encrypted, address) else None
+        server_key = keys.server_public if keys else ""
+        if self._use_shm:
+            self._plane = FrontEndPlane(self._shm_cap)
+        config = InterchangeConfig(address=address, pool_port=self.pool_port, port_range=self.port_range,
+                                   heartbeat_period=self.heartbeat_period,
+                                   heartbeat_threshold=self.heartbeat_threshold, run_dir=self.log_dir,
+                                   log_level=self.log_level, parent_pid=os.getpid(),
+                                   curve_dir=keys.directory if keys else "",
+                                   shm_prefix=self._plane.prefix if self._plane else "")
+        self._client = InterchangeClient(config, on_results=self._on_results, on_lost=self._on_lost,
+                                         on_broken=self._on_broken)
+        with closed_on_failure(self._plane):
+            self._client.start()
+        write_interchange_info(self.log_dir, self._client.ports, self._client.pool_address,
+                               server_key)
+        self._pool_base = PoolConfig(
+            interchange=self._client.pool_address, block_id="0",
+            heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.heartbeat_threshold,
+            run_dir=self.log_dir, log_level="DEBUG" if self.worker_debug else self.log_level,
+            worker_debug=self.worker_debug, server_key=server_key, resources=self.node_resources,
+            **shm_options(self._plane))
+        write_pool_script(self.log_dir, self._pool_base, getattr(self.provider, "launcher", None),
+                          self._shape.nodes)
+        log.info("%s: interchange up, pools connect to %s; blocks of %d worker ranks on %d node(s)",
+                 self.label, self._client.pool_address, self._shape.workers, self._shape.nodes)
+        if self.managed and self.provider is not None:
+            init = self.provider.init_blocks
+            if init > 0:
+                self.scale_out_facade(init)
+            self._skip_init = init
+        self._control.start_watcher(monitoring=self.submit_monitoring_radio is not None)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the interchange (its pools stop), end leftover blocks, fail what is left; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._control.stop_watcher()
+        if self._client is not None:
+            self._client.stop(timeout)
+        self._control.end_blocks(timeout)
+        self._control.mark_pools_gone()
+        with self._lock:
+            pending = list(self._tasks.values())
+            self._tasks.clear()
+            self._ranks.clear()
+            self._outstanding_ranks = 0
+        for future in pending:
+            _fail(future, ExecutorShutdown("the executor was shut down before the task finished"))
+        if self._plane is not None:
+            self._plane.close()
+        super().shutdown()
+        log.info("%s: shut down", self.label)
+
+    # -- Parsl's executor interface ---------------------------------------------------------------
+    def submit(self, func: Callable[..., Any], resource_specification: dict[str, Any],
+               *args: Any, **kwargs: Any) -> Future:  # type: ignore[type-arg]
+        """Send one task to the interchange; return its future (``parsl_executor_task_id`` set)."""
+        if self.bad_state_is_set:
+            raise self.executor_exception
+        if self._closed or self._client is None:
+            raise ExecutorShutdown(f"executor {self.label!r} is not running")
+        spec = parse_spec(resource_specification)
+        check_fits(spec, self._shape.widest, self._shape.largest_node, self._devices)
+        if SPEC_KWARG in kwargs and not self._keeps_spec(func):
+            kwargs = {k: v for k, v in kwargs.items() if k != SPEC_KWARG}
+        check_receives_comm(func, args, spec.num_ranks)
+        if spec.num_ranks > 1:
+            func = self._reraising(func)
+        digest, fn_bytes = self._pickler.dumps(func)
+        data, buffers = dumps_data((args, kwargs), "the task's arguments")
+        with self._lock:
+            task_id = next(self._ids)
+            future = TaskFuture(task_id, None, self._condition)
+            future._results_all = spec.results_all
+            future.parsl_executor_task_id = task_id  # type: ignore[attr-defined]
+            self._tasks[task_id] = future
+            self._ranks[task_id] = spec.num_ranks
+            self._outstanding_ranks += spec.num_ranks
+        if buffers and self._plane is not None:
+            buffers = self._plane.publish_args(task_id, buffers)
+        self._client.submit(Task(task_id, spec, digest, fn_bytes, data, buffers))
+        return future
+
+    def outstanding(self) -> int:
+        """Worker ranks wanted by the tasks submitted and not finished (queued or running).
+
+        Parsl's strategy compares this with ``active blocks * workers_per_node *
+        nodes_per_block``, so both count ranks, not tasks: four queued 4-rank tasks ask for
+        16 ranks' worth of blocks, where counting tasks would ask for four ranks' worth.
+        """
+        return self._outstanding_ranks
+
+    @property
+    def workers_per_node(self) -> int | float:
+        """Worker ranks per node of a block: the strategy's slots per node, in ranks."""
+        return self._shape.workers_per_node
+
+    @property
+    def status_polling_interval(self) -> int | float:
+        """The provider's polling interval; 0 (never polled nor scaled) when not ``managed``."""
+        return super().status_polling_interval if self.managed else 0
+
+    def monitor_resources(self) -> bool:
+        """Resource monitoring runs in every worker rank of a task (psutil, one process each)."""
+        return True
+
+    def scale_out_facade(self, n: int) -> list[str]:
+        """Launch ``n`` blocks, except the strategy's first call, for blocks :meth:`start` launched."""
+        skip = self._skip_init
+        if skip is not None:
+            self._skip_init = None
+            if n == skip:
+                log.debug("%s: init_blocks=%d already launched at start", self.label, n)
+                return []
+        return super().scale_out_facade(n)
+
+    def _get_launch_command(self, block_id: str) -> str:
+        if self._pool_base is None:
+            raise RuntimeError("the executor must be started before blocks can be launched")
+        cfg = replace(self._pool_base, block_id=block_id, pool_id="")
+        return launch_command(cfg, self._shape, working_dir=self.working_dir, launch_cmd=self.launch_cmd)
+
+    def block_command(self, block_id: str) -> str:
+        """The command to start block ``block_id`` by hand (``managed=False``), launcher not included."""
+        return self._get_launch_command(block_id)
+
+    def pool_command(self, block_id: str = "manual") -> str:
+        """The pool command line for a job script (job-script mode): run it on every rank of
+        one ``srun``/``mpiexec`` launch. It names the interchange's address and pool port (and
+        its key file when connections are encrypted); ``pool_command.sh`` in the run directory
+        runs the same, with the block id taken from the batch job."""
+        if self._pool_base is None:
+            raise RuntimeError("the executor must be started before pools can attach")
+        return jobscript.pool_command(self._pool_base, block_id)
+
+    def scale_in(self, blocks: int, max_idletime: float | None = None, *,
+                 force: bool = False) -> list[str]:
+        """End up to ``blocks`` blocks without cutting off tasks; return the block ids ended.
+
+        Idle blocks go first: each is held, checked idle again, drained (its pool leaves
+        cleanly), then its job is cancelled; blocks whose pool never connected come next.
+        A block with tasks running goes only when ``force`` (its tasks then fail with
+        ``ManagerLost`` and Parsl's retries run them elsewhere). ``max_idletime`` is accepted
+        for Parsl's HTEX-style strategy; only idle blocks are ever chosen without ``force``.
+        """
+        return self._control.scale_in(blocks, force=force)
+
+    def handle_errors(self, status: dict[str, JobStatus]) -> None:
+        """Apply ``block_error_handler`` to blocks that never connected a pool.
+
+        A block whose pool registered did start; its later end (killed, walltime, crashed
+        with a task) costs its tasks a retry, not the executor its life, so only blocks that
+        failed before any pool of theirs connected count as a failure to provision.
+        """
+        self._control.refresh_pools()
+        startup = {b: s for b, s in status.items() if b not in self._control.connected_ever}
+        self.block_error_handler(self, startup)
+
+    def set_bad_state_and_fail_all(self, exception: Exception) -> None:
+        """The broken-state latch: record the cause once, fail every pending future, refuse submit."""
+        with self._lock:
+            if self._executor_bad_state.is_set():
+                return
+            self._executor_exception = exception
+            self._executor_bad_state.set()
+            pending = list(self._tasks.values())
+            self._tasks.clear()
+            self._ranks.clear()
+            self._outstanding_ranks = 0
+        log.error("%s: bad state, failing %d pending tasks: %s", self.label, len(pending), exception)
+        for future in pending:
+            _fail(future, BadStateException(self, exception))
+
+    # -- callbacks from the client thread -------------------------------------------------------
+    def _on_results(self, values: list[tuple[int, Buffer]], results: list[Result]) -> None:
+        done, done_values = [], []
+        with self._lock:
+            for task_id, data in values:
+                future = self._ended(task_id)
+                if future is not None:
+                    done_values.append((future, task_id, data))
+            for result in results:
+                future = self._ended(result.task_id)
+                if future is not None:
+                    done.append((future, result))
+                else:
+                    unread(result)
+        if self._plane is not None:
+            self._plane.tasks_ended([task_id for task_id, _ in values]
+                                    + [r.task_id for r in results])
+        for future, task_id, data in done_values:
+            settle_value(future, task_id, data)
+        for future, result in done:
+            settle(future, result)
+
+    def _ended(self, task_id: int) -> Future | None:  # type: ignore[type-arg]
+        """Forget an ended task (the lock held); its future, if it still had one."""
+        future = self._tasks.pop(task_id, None)
+        if future is not None:
+            self._outstanding_ranks -= self._ranks.pop(task_id, 1)
+        return future
+
+    def _on_lost(self, msg: protocol.Lost) -> None:
+        """A pool left: fail its in-flight tasks with ManagerLost; a version refusal breaks us."""
+        if msg.block_id and (msg.task_ids or msg.reason.startswith(_LEFT_AFTER_RUNNING)):
+            self._control.connected_ever.add(msg.block_id)
+        if msg.task_ids:
+            log.warning("%s: pool of block %s on %s lost with %d tasks: %s", self.label, msg.block_id,
+                        ",".join(msg.hosts), len(msg.task_ids), msg.reason)
+            self._fail_ids(msg.task_ids, ManagerLost(msg.block_id, msg.hosts, msg.reason))
+        elif "mismatch" in msg.reason:
+            self.set_bad_state_and_fail_all(version_error(msg.reason))
+        elif msg.reason.startswith("pool drained"):
+            log.info("%s: a pool of block %s left: %s", self.label, msg.block_id, msg.reason)
+        else:
+            log.warning("%s: a pool of block %s left: %s", self.label, msg.block_id, msg.reason)
+
+    def _on_broken(self, reason: str) -> None:
+        if not self._closed:
+            self.set_bad_state_and_fail_all(BrokenPool(f"the interchange was lost: {reason}"))
+
+    def _fail_ids(self, task_ids: Sequence[int], error: BaseException) -> None:
+        if self._plane is not None:
+            self._plane.tasks_ended(task_ids)
+        failed = []
+        with self._lock:
+            for task_id in task_ids:
+                future = self._ended(task_id)
+                if future is not None:
+                    failed.append(future)
+        for future in failed:
+            _fail(future, error)
+
+
+def _fail(future: Future, error: BaseException) -> None:  # type: ignore[type-arg]
+    try:
+        if not future.done():
+            future.set_exception(error)
+    except InvalidStateError:
+        pass  # settled or cancelled meanwhile
+
+
+def _blocks_here(provider: Any) -> bool:
+    """Whether the provider's blocks run on this host: a ``LocalProvider`` whose launcher is
+    :class:`LocalMpiexecLauncher` (other launchers may start ranks on other nodes)."""
+    return isinstance(provider, _local_provider_type()) \
+        and isinstance(getattr(provider, "launcher", None), LocalMpiexecLauncher)
+
+
+def _local_provider_type() -> type:
+    from parsl.providers import LocalProvider
+    return LocalProvider

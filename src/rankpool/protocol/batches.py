@@ -1,0 +1,319 @@
+"""Tasks and results on the wire, in batches, so that a flood of small tasks costs few frames::
+
+    [header, blob, big_buffer_1, big_buffer_2, ...]
+
+The JSON header holds what is per batch (its kind, the record count ``n``, the tables of
+functions and specifications); the records themselves are a table of 64-bit integers at the
+start of ``blob``, five per record, so that no process decodes or checks a JSON list per task
+(summing and bounding a column is one pass in C). The rest of ``blob`` is every record's small
+pieces in order; buffers of at least ``serialize.OOB_THRESHOLD`` bytes follow as frames of
+their own, in record order. Nothing here unpickles: payloads are bytes routed by their header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ProtocolError, ResourceSpecError
+from ..task.resources import Spec
+from .wire import (
+    INT_SIZE,
+    Buffer,
+    Frames,
+    encode_header,
+    is_int,
+    pack_ints,
+    unpack_ints,
+)
+
+
+@dataclass(slots=True)
+class Task:
+    """One task: what to run (a function digest and payload) and its arguments."""
+
+    task_id: int
+    spec: Spec
+    fn_digest: bytes
+    fn: Buffer
+    data: Buffer
+    buffers: Sequence[Buffer] = ()
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one rank of a task produced: a pickled value (``ok``) or a pickled error."""
+
+    rank: int
+    ok: bool
+    data: Buffer
+    buffers: Sequence[Buffer] = ()
+
+
+@dataclass(slots=True)
+class Result:
+    """A finished task.
+
+    ``outcomes`` holds the root's value for a successful ``results="root"`` task, every rank's
+    value in rank order for ``results="all"``, and the failing ranks' errors otherwise (the
+    first one is raised, the others become notes).
+    """
+
+    task_id: int
+    outcomes: list[Outcome]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes)
+
+
+#: integers per task record and per result row
+WIDTH = 5
+#: result row flags: the outcome is a value (else an error); the row adds an outcome to the
+#: result of the row before it (same task)
+OK, MORE = 1, 2
+
+
+def _take(frames: Sequence[Buffer], index: int, count: int) -> Sequence[Buffer]:
+    return list(frames[index:index + count]) if count else ()
+
+
+def _count(header: dict[str, Any], frames: Sequence[Buffer], what: str) -> int:
+    n = header.get("n")
+    if not (is_int(n) and n >= 0 and frames):
+        raise ProtocolError(f"{what} batch without a record count or blob")
+    return n
+
+
+def _columns(table: list[int]) -> list[list[int]]:
+    """The ``WIDTH`` columns of a record table."""
+    return [table[i::WIDTH] for i in range(WIDTH)]
+
+
+def _column_check(column: list[int], low: int, high: float, what: str) -> None:
+    """Every value of a record column lies in [low, high)."""
+    if column and (min(column) < low or max(column) >= high):
+        raise ProtocolError(f"{what} out of range [{low}, {high}) in a batch")
+
+
+def encode_tasks(tasks: Sequence[Task], kind: str = "tasks") -> Frames:
+    """One message for many tasks.
+
+    The header holds a table of the distinct functions (digest, length) and of the distinct
+    specifications; each task is a record ``task_id, function, spec, data length, buffers``,
+    so a flood of tasks for one function carries the function once.
+    """
+    fn_index: dict[bytes, int] = {}
+    spec_index: dict[Spec, int] = {}
+    fn_table: list[list[Any]] = []
+    spec_table: list[Any] = []
+    head: list[Buffer] = []
+    data: list[Buffer] = []
+    big: list[Buffer] = []
+    records: list[int] = []
+    last_spec, last_si = None, 0
+    for t in tasks:
+        fi = fn_index.get(t.fn_digest)
+        if fi is None:
+            fi = fn_index[t.fn_digest] = len(fn_table)
+            fn_table.append([t.fn_digest.hex(), len(t.fn)])
+            head.append(t.fn)
+        spec = t.spec
+        if spec is last_spec:  # a batch's tasks mostly share one Spec: no hash
+            si = last_si
+        else:
+            si = spec_index.get(spec)
+            if si is None:
+                si = spec_index[spec] = len(spec_table)
+                spec_table.append(spec.to_wire())
+            last_spec, last_si = spec, si
+        records += (t.task_id, fi, si, len(t.data), len(t.buffers))
+        data.append(t.data)
+        if t.buffers:
+            big.extend(t.buffers)
+    header = {"k": kind, "n": len(tasks), "f": fn_table, "s": spec_table}
+    return [encode_header(header), b"".join([pack_ints(records), *head, *data]), *big]
+
+
+def decode_tasks(header: dict[str, Any], frames: Sequence[Buffer],
+                 copy: bool = False) -> list[Task]:
+    """Rebuild tasks from a ``tasks`` header and its frames (``frames[0]`` is the blob).
+
+    Payloads are memoryview slices of the blob unless ``copy`` (then ``bytes``; tasks of one
+    function share one object).
+    """
+    n = _count(header, frames, "task")
+    fn_table, spec_table = header.get("f"), header.get("s")
+    if not (isinstance(fn_table, list) and isinstance(spec_table, list)):
+        raise ProtocolError("task batch without function or spec tables")
+    blob = memoryview(frames[0])
+    rec = unpack_ints(blob, WIDTH * n)
+    pos = WIDTH * INT_SIZE * n
+    fns: list[tuple[bytes, Buffer]] = []
+    for entry in fn_table:
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                and is_int(entry[1]) and 0 <= entry[1] <= len(blob) - pos):
+            raise ProtocolError(f"malformed function entry {entry!r:.200}")
+        try:
+            digest = bytes.fromhex(entry[0])
+        except ValueError:
+            raise ProtocolError(f"function digest {entry[0]!r:.80} is not hex") from None
+        piece = blob[pos:pos + entry[1]]
+        fns.append((digest, bytes(piece) if copy else piece))
+        pos += entry[1]
+    try:
+        specs = [Spec.from_wire(raw) for raw in spec_table]
+    except ResourceSpecError as exc:
+        raise ProtocolError(str(exc)) from None
+    ids, fis, sis, lens, nbufs = _columns(rec)
+    _column_check(fis, 0, len(fns), "function index")
+    _column_check(sis, 0, len(specs), "spec index")
+    _column_check(lens, 0, len(blob) + 1, "data length")
+    _column_check(nbufs, 0, len(frames), "buffer count")
+    if pos + sum(lens) != len(blob):
+        raise ProtocolError(f"task data of {sum(lens)} bytes does not fill the "
+                            f"{len(blob) - pos} bytes of blob left")
+    if 1 + sum(nbufs) != len(frames):
+        raise ProtocolError(f"task batch names {sum(nbufs)} buffers; {len(frames) - 1} came")
+    tasks = []
+    nxt = 1
+    for tid, fi, si, data_len, nbuf in zip(ids, fis, sis, lens, nbufs):
+        digest, fn = fns[fi]
+        data = blob[pos:pos + data_len]
+        pos += data_len
+        tasks.append(Task(tid, specs[si], digest, fn, bytes(data) if copy else data,
+                          _take(frames, nxt, nbuf) if nbuf else ()))
+        nxt += nbuf
+    return tasks
+
+
+def task_ids(header: dict[str, Any], frames: Sequence[Buffer]) -> list[int]:
+    """Task ids of a task batch from its records alone; [] when even those cannot be read."""
+    try:
+        n = _count(header, frames, "task")
+        return unpack_ints(frames[0], WIDTH * n)[::WIDTH]
+    except ProtocolError:
+        return []
+
+
+def encode_results(results: Sequence[Result]) -> Frames:
+    """One message for many results: a row ``task_id, rank, flags, length, buffers`` per
+    outcome; rows after a task's first carry the ``MORE`` flag."""
+    rows: list[int] = []
+    blob: list[Buffer] = []
+    big: list[Buffer] = []
+    for r in results:
+        more = 0
+        for o in r.outcomes:
+            rows += (r.task_id, o.rank, more | (OK if o.ok else 0), len(o.data), len(o.buffers))
+            blob.append(o.data)
+            if o.buffers:
+                big.extend(o.buffers)
+            more = MORE
+    header = {"k": "results", "n": len(rows) // WIDTH}
+    return [encode_header(header), b"".join([pack_ints(rows), *blob]), *big]
+
+
+def join_results(parts: Sequence[tuple[int, Sequence[Buffer]]]) -> Frames:
+    """One result batch from several checked ones, each given as ``(rows, frames after the
+    header)``: their row tables, then their data, then their buffer frames, in order."""
+    tables, data, big = [], [], []
+    for rows, frames in parts:
+        blob = memoryview(frames[0])
+        tables.append(blob[:WIDTH * INT_SIZE * rows])
+        data.append(blob[WIDTH * INT_SIZE * rows:])
+        big.extend(frames[1:])
+    header = {"k": "results", "n": sum(rows for rows, _ in parts)}
+    return [encode_header(header), b"".join(tables + data), *big]
+
+
+def _ids(columns: list[list[int]]) -> list[int]:
+    """Task ids of result rows' columns: one per result, not per outcome."""
+    ids, flags = columns[0], columns[2]
+    if max(flags, default=0) & MORE:
+        return [tid for tid, f in zip(ids, flags) if not f & MORE]
+    return ids
+
+
+def _rows(header: dict[str, Any], frames: Sequence[Buffer]) -> tuple[list[list[int]], int]:
+    """The checked columns of a result batch's rows and where its data starts in the blob."""
+    n = _count(header, frames, "result")
+    columns = _columns(unpack_ints(frames[0], WIDTH * n))
+    start = WIDTH * INT_SIZE * n
+    ids, ranks, flags, lens, nbufs = columns
+    _column_check(ranks, 0, 2 ** 31, "rank")
+    _column_check(flags, 0, (OK | MORE) + 1, "outcome flags")
+    _column_check(lens, 0, len(frames[0]) + 1, "result length")
+    _column_check(nbufs, 0, len(frames), "buffer count")
+    if flags and flags[0] & MORE:
+        raise ProtocolError("result batch starts with a continued result")
+    if start + sum(lens) != len(frames[0]):
+        raise ProtocolError(f"result data of {sum(lens)} bytes does not fill the "
+                            f"{len(frames[0]) - start} bytes of blob left")
+    if 1 + sum(nbufs) != len(frames):
+        raise ProtocolError(f"result batch names {sum(nbufs)} buffers; {len(frames) - 1} came")
+    if max(flags, default=0) & MORE:
+        for i in range(1, len(flags)):
+            if flags[i] & MORE and ids[i] != ids[i - 1]:
+                raise ProtocolError(f"outcome of task {ids[i]} continues task {ids[i - 1]}")
+    return columns, start
+
+
+def decode_results(header: dict[str, Any], frames: Sequence[Buffer]) -> list[Result]:
+    columns, pos = _rows(header, frames)
+    return _results(columns, pos, frames)
+
+
+def split_results(header: dict[str, Any], frames: Sequence[Buffer],
+                  ) -> tuple[list[tuple[int, Buffer]], list[Result]]:
+    """A result batch as ``(values, results)``, checked as :func:`decode_results` checks it.
+
+    When every result is one successful outcome without buffers (a flood of small tasks),
+    ``values`` holds their ``(task_id, data)`` and no :class:`Result` is built; otherwise
+    ``results`` holds them all.
+    """
+    columns, pos = _rows(header, frames)
+    flags = columns[2]
+    if len(frames) > 1 or flags.count(OK) != len(flags):
+        return [], _results(columns, pos, frames)
+    blob = memoryview(frames[0])
+    values: list[tuple[int, Buffer]] = []
+    for tid, length in zip(columns[0], columns[3]):
+        end = pos + length
+        values.append((tid, blob[pos:end]))
+        pos = end
+    return values, []
+
+
+def _results(columns: list[list[int]], pos: int, frames: Sequence[Buffer]) -> list[Result]:
+    blob = memoryview(frames[0])
+    results: list[Result] = []
+    nxt = 1
+    for tid, rank, flags, length, nbuf in zip(*columns):
+        outcome = Outcome(rank, bool(flags & OK), blob[pos:pos + length],
+                          _take(frames, nxt, nbuf) if nbuf else ())
+        pos += length
+        nxt += nbuf
+        if flags & MORE:
+            results[-1].outcomes.append(outcome)
+        else:
+            results.append(Result(tid, [outcome]))
+    return results
+
+
+def check_results(header: dict[str, Any], frames: Sequence[Any]) -> list[int]:
+    """Check that a result batch is one :func:`decode_results` accepts, without slicing it;
+    return its task ids.
+
+    The interchange uses it so a batch the front-end could not read is failed rather than
+    forwarded.
+    """
+    return _ids(_rows(header, frames)[0])
+
+
+def result_ids(header: dict[str, Any], frames: Sequence[Buffer]) -> list[int]:
+    """Task ids of a result batch, from its rows alone, unchecked (what a malformed batch
+    still says about the tasks it ends)."""
+    n = _count(header, frames, "result")
+    return _ids(_columns(unpack_ints(frames[0], WIDTH * n)))

@@ -1,0 +1,210 @@
+"""Control messages and version checks. The header codec is :mod:`.wire`; task and result
+batches are :mod:`.batches`.
+
+Every message is a list of frames: one JSON header frame, then opaque payload frames. Nothing
+here imports mpi4py or zmq, and nothing here unpickles: a payload is bytes routed by its header.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar
+
+from ..errors import ProtocolError
+from .wire import Frames, encode_header, is_int
+
+PROTOCOL_VERSION = 2
+PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+#: the front-end's send-only socket (lone tasks) has its main socket's identity plus this
+SUBMIT_SUFFIX = "/submit"
+
+__all__ = ["PROTOCOL_VERSION", "PYTHON_VERSION", "SUBMIT_SUFFIX", "Message", "Register",
+           "Registered", "Heartbeat", "Capacity", "Drain", "Stop", "Command", "Reply", "Lost",
+           "Refused", "MESSAGES", "decode_message", "version_mismatch", "check_versions"]
+
+# ---------------------------------------------------------------------------------------------
+# control messages
+@dataclass(frozen=True)
+class Message:
+    """A control message: a header with a kind and typed fields, no payload."""
+
+    KIND: ClassVar[str] = ""
+
+    def encode(self) -> Frames:
+        body = {f.name: getattr(self, f.name) for f in fields(self)}
+        body["k"] = self.KIND
+        return [encode_header(body)]
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any]) -> Message:
+        kwargs = {}
+        for f in fields(cls):
+            if f.name not in header and f.default_factory is not MISSING:
+                continue  # an optional field left out: its default
+            if f.name not in header:
+                raise ProtocolError(f"{cls.KIND}: missing field {f.name!r}")
+            value = header[f.name]
+            expected = _FIELD_TYPES.get(str(f.type), None)
+            if expected is not None and not expected(value):
+                raise ProtocolError(f"{cls.KIND}: field {f.name!r} has bad value {value!r:.100}")
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _is_int_list(v: Any) -> bool:
+    return isinstance(v, list) and all(is_int(x) for x in v)
+
+
+_FIELD_TYPES = {
+    "str": lambda v: isinstance(v, str),
+    "int": is_int,
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "list[str]": _is_str_list,
+    "list[int]": _is_int_list,
+}
+
+
+@dataclass(frozen=True)
+class Register(Message):
+    """Pool → interchange, first message on its connection."""
+
+    KIND: ClassVar[str] = "register"
+    protocol: int
+    rankpool: str
+    python: str
+    block_id: str
+    pool_id: str
+    hosts: list[str]
+    node_ranks: list[int]        # worker ranks on each host, in host order
+    widest: int                  # widest task it can hold (its worker ranks)
+    ranks_per_node: int
+    devices: list[str] = field(default_factory=list)  # device of each pool rank ("": none)
+
+
+@dataclass(frozen=True)
+class Registered(Message):
+    """Interchange → pool: accepted (``error`` empty) or refused (``error`` says why)."""
+
+    KIND: ClassVar[str] = "registered"
+    error: str
+    heartbeat_period: float
+    heartbeat_threshold: float
+
+
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    KIND: ClassVar[str] = "heartbeat"
+
+
+@dataclass(frozen=True)
+class Capacity(Message):
+    """Pool → interchange: the pool's usable ranks changed, because ranks got stuck in a task
+    that never came back (or came back after all).
+
+    ``stuck``: the stuck worker ranks (ranks of the pool); ``node_ranks``: usable worker ranks
+    on each host, in host order; ``widest``: the widest task it can still hold (0: none).
+    """
+
+    KIND: ClassVar[str] = "capacity"
+    stuck: list[int]
+    node_ranks: list[int]
+    widest: int
+
+
+@dataclass(frozen=True)
+class Drain(Message):
+    """Interchange → pool: take no more tasks, finish the running ones, then exit."""
+
+    KIND: ClassVar[str] = "drain"
+
+
+@dataclass(frozen=True)
+class Stop(Message):
+    """Stop at once: interchange → pool, or pool → interchange when it leaves."""
+
+    KIND: ClassVar[str] = "stop"
+    reason: str
+
+
+@dataclass(frozen=True)
+class Command(Message):
+    """Front-end → interchange: a request answered by a :class:`Reply`."""
+
+    KIND: ClassVar[str] = "command"
+    name: str
+    arg: str
+
+
+@dataclass(frozen=True)
+class Reply(Message):
+    KIND: ClassVar[str] = "reply"
+    name: str
+    value: Any
+    error: str
+
+
+@dataclass(frozen=True)
+class Lost(Message):
+    """Interchange → front-end: these tasks' pool was lost (or a pool was refused)."""
+
+    KIND: ClassVar[str] = "lost"
+    block_id: str
+    hosts: list[str]
+    reason: str
+    task_ids: list[int]
+
+
+@dataclass(frozen=True)
+class Refused(Message):
+    """Interchange → front-end: a pool's registration was refused.
+
+    For a version mismatch ``what`` names what differs and ``ours``/``theirs`` are the
+    interchange's and the pool's values; for other refusals ``what`` is empty.
+    """
+
+    KIND: ClassVar[str] = "refused"
+    block_id: str
+    pool_id: str
+    hosts: list[str]
+    reason: str
+    what: str
+    ours: str
+    theirs: str
+
+
+MESSAGES: dict[str, type[Message]] = {
+    m.KIND: m for m in (Register, Registered, Heartbeat, Capacity, Drain, Stop, Command, Reply,
+                        Lost, Refused)}
+
+
+def decode_message(header: dict[str, Any]) -> Message:
+    cls = MESSAGES.get(header["k"])
+    if cls is None:
+        raise ProtocolError(f"unknown message kind {header['k']!r:.50}")
+    return cls.from_header(header)
+
+
+def version_mismatch(reg: Register, rankpool_version: str) -> tuple[str, str, str] | None:
+    """What differs between a registration and this side: ``(what, ours, theirs)`` or None."""
+    pairs = (("protocol version", str(PROTOCOL_VERSION), str(reg.protocol)),
+             ("Python version", PYTHON_VERSION, reg.python),
+             ("rankpool version", rankpool_version, reg.rankpool))
+    for what, ours, theirs in pairs:
+        if ours != theirs:
+            return what, ours, theirs
+    return None
+
+
+def check_versions(reg: Register, rankpool_version: str) -> str:
+    """Compare a registration with this side; return an error message, or "" when compatible."""
+    found = version_mismatch(reg, rankpool_version)
+    if found is None:
+        return ""
+    what, ours, theirs = found
+    return f"{what} mismatch: interchange has {ours}, pool has {theirs}"

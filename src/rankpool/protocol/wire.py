@@ -1,0 +1,70 @@
+"""The header codec shared by every message: one small JSON header frame, then payload frames.
+
+Nothing here imports mpi4py or zmq, and nothing here unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from array import array
+from typing import Any
+
+from ..errors import ProtocolError
+
+Buffer = bytes | bytearray | memoryview
+Frames = list[Buffer]
+
+
+def encode_header(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+MAX_HEADER = 64 * 1024 * 1024
+
+
+def decode_header(frame: Buffer) -> dict[str, Any]:
+    """Parse and minimally check a header frame; raise :class:`ProtocolError` on garbage."""
+    if len(frame) > MAX_HEADER:
+        raise ProtocolError(f"header of {len(frame)} bytes is too large")
+    try:
+        body = json.loads(bytes(frame))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"header is not JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("header is nested too deeply") from None
+    if not isinstance(body, dict) or not isinstance(body.get("k"), str):
+        raise ProtocolError("header is not an object with a kind")
+    return body
+
+
+def is_int(v: Any) -> bool:
+    """An int that is not a bool (JSON booleans decode as Python bools)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+#: bytes per integer of a record table (signed, 64-bit, little-endian)
+INT_SIZE = 8
+_SWAP = sys.byteorder != "little"
+
+
+def pack_ints(values: list[int]) -> bytes:
+    """A record table: signed 64-bit little-endian integers (OverflowError past that range)."""
+    table = array("q", values)
+    if _SWAP:
+        table.byteswap()
+    return table.tobytes()
+
+
+def unpack_ints(frame: Buffer, count: int) -> list[int]:
+    """The first ``count`` integers of a record table at the start of ``frame``."""
+    size = count * INT_SIZE
+    if count < 0 or size > len(frame):
+        raise ProtocolError(f"record table of {count} integers runs past its {len(frame)}-byte frame")
+    view = memoryview(frame)[:size]
+    if not _SWAP and view.format in ("B", "b", "c") and view.contiguous:
+        return view.cast("B").cast("q").tolist()
+    table = array("q", bytes(view))
+    if _SWAP:
+        table.byteswap()
+    return table.tolist()

@@ -1,0 +1,170 @@
+"""The receiving side of the shared-memory plane (:mod:`.arena`): open the segments that
+descriptors name, copy each buffer out into fresh NumPy memory, and free result segments
+(``READER_FREES``) once copied.
+
+A process keeps one :class:`Reader` (:func:`reader`); :func:`resolve` swaps the descriptors
+among a message's buffer frames for copies, :func:`discard` frees results nobody will read.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import SharedMemoryError
+from .arena import (
+    HOST,
+    READER_FREES,
+    SEGMENT_MAGIC,
+    Buffer,
+    Descriptor,
+    is_descriptor,
+    parse_descriptor,
+)
+from .run import _GENERATION, _STATE, FREE, HEADER, IN_USE, SHM_DIR
+
+
+class _Mapping:
+    __slots__ = ("fd", "map", "data", "size")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+        self.map = mmap.mmap(fd, size)
+        self.data = np.frombuffer(self.map, np.uint8)
+
+    def close(self) -> None:
+        self.data = None  # type: ignore[assignment]
+        try:
+            self.map.close()
+        except BufferError:
+            pass
+        os.close(self.fd)
+
+
+class Reader:
+    """Opens segments named by descriptors and copies buffers out; keeps recent mappings open
+    (a mapping made once reads twice as fast as a fresh one), at most ``max_open`` of them and
+    none whose file was unlinked."""
+
+    def __init__(self, max_open: int = 32) -> None:
+        self.max_open = max_open
+        self._maps: OrderedDict[str, _Mapping] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def fetch(self, desc: Descriptor) -> memoryview:
+        """A fresh writable copy of the buffer ``desc`` names; frees it if the flag says so."""
+        with self._lock:
+            m = self._open(desc)
+            _check_current(desc, m)
+            out = np.empty(desc.length, np.uint8)
+            out[:] = m.data[desc.offset:desc.offset + desc.length]
+            if desc.flags & READER_FREES:
+                m.map[_STATE] = FREE
+        return memoryview(out)
+
+    def discard(self, desc: Descriptor) -> None:
+        """Free a buffer nobody will read (its task was cancelled or failed); never raises."""
+        if not desc.flags & READER_FREES:
+            return
+        with self._lock:
+            try:
+                m = self._open(desc)
+                _check_current(desc, m)
+            except SharedMemoryError:
+                return
+            m.map[_STATE] = FREE
+
+    def _open(self, desc: Descriptor) -> _Mapping:
+        self._prune()
+        m = self._maps.get(desc.name)
+        if m is not None:
+            self._maps.move_to_end(desc.name)
+            return m
+        if desc.host != HOST:
+            raise SharedMemoryError(desc.name, f"it was written on host {desc.host!r} and this "
+                                               f"process runs on {HOST!r}")
+        try:
+            fd = os.open(os.path.join(SHM_DIR, desc.name), os.O_RDWR | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise SharedMemoryError(desc.name, f"it cannot be opened on {HOST} ({exc.strerror}): "
+                                               "its owner has exited or it lives on another "
+                                               "host") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size < HEADER or desc.offset + desc.length > size:
+                raise SharedMemoryError(desc.name, f"the descriptor reaches byte "
+                                                   f"{desc.offset + desc.length} of a {size}-byte segment")
+            m = _Mapping(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        if bytes(m.map[:len(SEGMENT_MAGIC)]) != SEGMENT_MAGIC:
+            m.close()
+            raise SharedMemoryError(desc.name, "the file is not a rankpool segment")
+        self._maps[desc.name] = m
+        while len(self._maps) > self.max_open:
+            self._maps.popitem(last=False)[1].close()
+        return m
+
+    def _prune(self) -> None:
+        """Drop mappings of unlinked segments: they pin their memory, and a new segment may
+        carry the name again."""
+        for name, m in list(self._maps.items()):
+            if os.fstat(m.fd).st_nlink == 0:
+                del self._maps[name]
+                m.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for m in self._maps.values():
+                m.close()
+            self._maps.clear()
+
+
+def _check_current(desc: Descriptor, m: _Mapping) -> None:
+    state = m.map[_STATE]
+    generation = struct.unpack_from("<Q", m.map, _GENERATION)[0]
+    if state != IN_USE or generation != desc.generation:
+        raise SharedMemoryError(desc.name, f"the buffer was already freed or reused (generation "
+                                           f"{generation}, expected {desc.generation})")
+
+
+_reader: Reader | None = None
+_reader_lock = threading.Lock()
+
+
+def reader() -> Reader:
+    """This process's reader, made on first use."""
+    global _reader
+    if _reader is None:
+        with _reader_lock:
+            if _reader is None:
+                _reader = Reader()
+    return _reader
+
+
+def resolve(buffers: Sequence[Buffer]) -> Sequence[Buffer]:
+    """``buffers`` with every descriptor replaced by a copy of the buffer it names."""
+    if not any(is_descriptor(b) for b in buffers):
+        return buffers
+    return [reader().fetch(parse_descriptor(b)) if is_descriptor(b) else b for b in buffers]
+
+
+def discard(buffers: Iterable[Buffer]) -> None:
+    """Free the reader-freed buffers named among ``buffers`` without reading them; never raises."""
+    for b in buffers:
+        if is_descriptor(b):
+            try:
+                desc = parse_descriptor(b)
+            except SharedMemoryError:
+                continue
+            reader().discard(desc)
+
+

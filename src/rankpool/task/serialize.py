@@ -1,0 +1,224 @@
+"""Serialization of functions, data and errors.
+
+Functions are pickled with dill (by reference when importable, by value otherwise) once per
+function and named by a digest afterwards; the loading side keeps a bounded cache by digest,
+so a stream of tasks for one function pays dill's cost once. Data (arguments and results) is
+pickled with protocol 5: large buffers such as NumPy arrays go *out of band* as separate
+frames, which ZeroMQ and MPI move without copying them into the pickle. Between processes of
+one host, buffers of at least ``shm.THRESHOLD`` bytes may instead travel through the
+shared-memory plane of :mod:`rankpool.shm.arena`: the frame then carries a short descriptor, which
+:func:`loads_data` resolves into a copy of the buffer, so callers see the same buffers either way.
+
+A function's value is fixed the first time it is serialized: globals it captures by value
+are those of that moment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import socket
+import threading
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dill
+
+from ..errors import RemoteTaskError, RemoteTraceback, SerializationError
+from ..shm.reader import resolve as resolve_shared
+
+#: buffers at least this large travel out of band; smaller ones stay inside the pickle
+OOB_THRESHOLD = 64 * 1024
+
+Buffer = bytes | bytearray | memoryview
+
+
+class _LRU(OrderedDict):  # type: ignore[type-arg]
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+class FunctionPickler:
+    """Submit side: serialize each function once and remember its digest."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._cache = _LRU(size)
+
+    def dumps(self, fn: Callable[..., Any]) -> tuple[bytes, bytes]:
+        """Return ``(digest, payload)`` for ``fn``."""
+        try:
+            hit = self._cache.get(fn)
+        except TypeError:  # unhashable callable: serialize every time
+            hit = None
+        if hit is not None:
+            return hit
+        try:
+            payload = dill.dumps(fn, protocol=5, recurse=True)
+        except Exception as exc:
+            raise SerializationError(f"function {getattr(fn, '__qualname__', fn)!r}", exc) from exc
+        entry = (hashlib.blake2b(payload, digest_size=16).digest(), payload)
+        try:
+            self._cache.put(fn, entry)
+        except TypeError:
+            pass
+        return entry
+
+
+class FunctionLoader:
+    """Run side: load each function once per digest."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._cache = _LRU(size)
+
+    def loads(self, digest: bytes, payload: Buffer) -> Callable[..., Any]:
+        fn = self._cache.get(digest)
+        if fn is None:
+            fn = pickle.loads(payload)
+            self._cache.put(digest, fn)
+        else:
+            self._cache.move_to_end(digest)
+        return fn  # type: ignore[no-any-return]
+
+
+class _BigBuffers(threading.local):
+    """Where the pickler's buffer callback puts out-of-band buffers (one list per thread)."""
+
+    def __init__(self) -> None:
+        self.found: list[Buffer] = []
+
+
+_big = _BigBuffers()
+
+
+def _keep_big(buf: pickle.PickleBuffer) -> bool:
+    raw = buf.raw()
+    if raw.nbytes < OOB_THRESHOLD:
+        return True  # in band
+    _big.found.append(raw)
+    return False
+
+
+def dumps_data(obj: Any, what: str = "data") -> tuple[bytes, Sequence[Buffer]]:
+    """Pickle ``obj`` with protocol 5; return the pickle and its out-of-band buffers."""
+    try:
+        data = pickle.dumps(obj, protocol=5, buffer_callback=_keep_big)
+    except Exception:
+        _big.found = []
+        try:
+            data = dill.dumps(obj, protocol=5, recurse=True, buffer_callback=_keep_big)
+        except Exception as exc:
+            _big.found = []
+            raise SerializationError(what, exc) from exc
+    found = _big.found
+    if found:
+        _big.found = []
+        return data, found
+    return data, ()
+
+
+def loads_data(data: Buffer, buffers: Sequence[Buffer] = ()) -> Any:
+    """Unpickle ``data`` with its out-of-band buffers; shared-memory descriptors among them
+    are replaced by copies of the buffers they name (:class:`~rankpool.errors.SharedMemoryError`
+    when one cannot be read)."""
+    if buffers:
+        buffers = resolve_shared(buffers)
+    return pickle.loads(data, buffers=buffers)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What one rank reports when its part of a task raised."""
+
+    type_name: str
+    message: str
+    traceback: str
+    rank: int
+    size: int
+    host: str
+    exc_pickle: bytes | None
+
+
+_HOST = socket.gethostname()
+
+
+def dumps_error(exc: BaseException, rank: int = 0, size: int = 1) -> bytes:
+    """Serialize an exception raised by user code, keeping its traceback as text.
+
+    Never raises: a rank reports every failure through this, and an error escaping it would
+    abort the whole pool (user exceptions whose ``__str__`` raises included).
+    """
+    try:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception as bad:  # a traceback that cannot be formatted still says what failed
+        tb = (f"{exception_text(exc)}\n"
+              f"(the traceback could not be formatted: {exception_text(bad)})\n")
+    try:
+        exc_pickle: bytes | None = pickle.dumps(exc, protocol=5)
+        pickle.loads(exc_pickle)  # an exception that pickles but cannot be rebuilt is text only
+    except Exception:
+        try:
+            exc_pickle = dill.dumps(exc, protocol=5)
+            pickle.loads(exc_pickle)
+        except Exception:
+            exc_pickle = None
+    info = ErrorInfo(f"{type(exc).__module__}.{type(exc).__qualname__}", exception_text(exc), tb,
+                     rank, size, _HOST, exc_pickle)
+    return pickle.dumps(info, protocol=5)
+
+
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or what ``traceback`` prints when that raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<exception str() failed for {type(exc).__qualname__}>"
+
+
+def loads_error(data: Buffer) -> BaseException:
+    """Rebuild a remote exception with its traceback as ``__cause__``.
+
+    The original type is kept where it unpickles here; otherwise a :class:`RemoteTaskError`
+    carries the type name and text.
+    """
+    info: ErrorInfo = pickle.loads(data)
+    exc: BaseException | None = None
+    if info.exc_pickle is not None:
+        try:
+            exc = pickle.loads(info.exc_pickle)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        exc = RemoteTaskError(info.type_name, info.message, info.rank, info.size, info.host)
+    header = f"rank {info.rank} of {info.size} on {info.host}"
+    exc.__cause__ = RemoteTraceback(f'\n"""\n{header}\n{info.traceback}"""')
+    return exc
+
+
+def error_summary(data: Buffer) -> str:
+    """``type: message`` of a serialized task error, for logs (the exception is not rebuilt)."""
+    try:
+        info = pickle.loads(data)
+        return f"{info.type_name}: {info.message}"
+    except Exception:
+        return "an error that cannot be read"
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``BaseException.add_note`` where Python has it (3.11+), the same attribute otherwise."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # Python 3.10
+        notes = getattr(exc, "__notes__", None)
+        if notes is None:
+            notes = []
+            exc.__notes__ = notes  # type: ignore[attr-defined]
+        notes.append(note)
