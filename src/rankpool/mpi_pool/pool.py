@@ -5,7 +5,8 @@ Rank 0's loop is a short list of non-blocking steps::
     pool_receive     ZeroMQ: tasks (each batch dispatched to the ranks as it is taken),
                      heartbeats, drain, stop from the interchange
     manager.progress MPI: dispatch to worker ranks, gather their outcomes
-    pool_report      ZeroMQ: finished results, in one batch per loop turn
+    pool_report      ZeroMQ: finished results, in one batch per loop turn, and the tasks that
+                     started (still running ``START_DELAY`` after they started), in another
     pool_capacity    ZeroMQ: when ranks got stuck (or came back), what the pool can still hold
     pool_heartbeat   send ours; leave when the interchange has been silent too long
 
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 #: while tasks are out, results wait at most this long (s) or for this many, to share a message
 REPORT_DELAY = 0.001
 REPORT_BATCH = 512
+#: a task still running this long (s) after it started is reported as started (its future
+#: becomes RUNNING); one that ends sooner is reported by its result alone
+START_DELAY = 0.002
 
 
 class PoolLeaves(Exception):
@@ -259,6 +263,9 @@ class PoolManager:
     def _handle(self, frames: list[Any]) -> None:
         header = wire.decode_header(frames[0].buffer)
         kind = header["k"]
+        if kind == "cancel":
+            self.manager.manager_cancel(protocol.Cancel.from_header(header).task_ids)
+            return
         if kind == "tasks":
             tasks = batches.decode_tasks(header, [f.buffer for f in frames[1:]], copy=True)
             if self.draining:
@@ -283,6 +290,10 @@ class PoolManager:
         piled up): a message per handful of results costs every process on the way a wake-up.
         """
         manager = self.manager
+        if manager.started:
+            started = manager.take_started(START_DELAY)
+            for ids in protocol.id_slices(started):
+                self.sock.send_multipart(protocol.Started(ids).encode())
         done = manager.completed
         if not done:
             return
