@@ -16,7 +16,7 @@ import sys
 from dataclasses import replace
 
 from ..mpi_pool.config import PoolConfig
-from .mpiexec import find_mpiexec
+from .mpiexec import find_mpiexec, survival_options
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class LocalBlocks:
         self._next += 1
         self.started.add(block_id)
         cfg = replace(self.base, block_id=block_id, pool_id="")
-        argv = [self.mpiexec, "-n", str(self.ranks + 1), *shlex.split(pool_command(cfg))]
+        argv = [self.mpiexec, *survival_options(self.mpiexec), "-n", str(self.ranks + 1),
+                *shlex.split(pool_command(cfg))]
         out = None
         if self.run_dir:
             out = open(os.path.join(self.run_dir, f"block-{block_id}.out"), "ab")
