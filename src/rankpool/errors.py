@@ -220,11 +220,12 @@ class BrokenPool(RankPoolError, BrokenExecutor):
 
 
 class InsufficientRanks(RankPoolError):
-    """A queued task can no longer fit: the pool lost usable ranks (stuck) since it was accepted."""
+    """A queued task can no longer fit: the pool lost usable ranks (stuck, or dead) since it
+    was accepted."""
 
     def __init__(self, task_id: int, needed: int, usable: int) -> None:
         super().__init__(f"task {task_id} needs {needed} ranks but the pool has only {usable} "
-                         "usable ranks left (the others are stuck)")
+                         "usable ranks left (the others are stuck or dead)")
         self.task_id = task_id
         self.needed = needed
         self.usable = usable

@@ -33,8 +33,11 @@ from typing import Any
 ENV_OFF = "RANKPOOL_NO_KEEPER"
 _PAGE = struct.Struct("<qqq")   # state, task id, rank
 FRESH, IN_TASK, FINISHED, BETWEEN = 0, 1, 2, 3  # states of the shared page
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-              signal.SIGUSR2, signal.SIGCONT, signal.SIGTSTP)
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCONT,
+              signal.SIGTSTP)
+#: Hydra (``-disable-auto-cleanup``) signals a process failure to the others with SIGUSR1:
+#: the pool learns of deaths from keepers, and a rank must not die of the notice
+_IGNORED = (signal.SIGUSR1, signal.SIGUSR2)
 _PR_SET_PDEATHSIG = 1
 _BETWEEN = struct.pack("<q", BETWEEN)
 
@@ -86,16 +89,16 @@ def keep() -> Link | None:
     os.close(write_end)
     os.set_blocking(read_end, False)  # a grandchild may hold the write end: never wait for it
     os.closerange(3, read_end)  # the keeper keeps no copy of the launcher's sockets (PMI)
+    os.closerange(read_end + 1, 1 << 16)
     _serve_as_keeper(child, page, read_end)
     raise AssertionError("unreachable")
 
 
 def _serve_as_keeper(child: int, page: mmap.mmap, pipe: int) -> None:
     for sig in _FORWARDED:
-        try:
-            signal.signal(sig, lambda signum, frame: _forward(child, signum))
-        except (OSError, ValueError):
-            pass
+        signal.signal(sig, lambda signum, frame: _forward(child, signum))
+    for sig in _IGNORED:
+        signal.signal(sig, signal.SIG_IGN)
     while True:
         try:
             _, status = os.waitpid(child, 0)

@@ -411,6 +411,15 @@ class Manager:
         self.tasks.clear()
         self.manager_cancel(list(self.single))
 
+    def end_orphans(self) -> None:
+        """End the ranks still inside a multi-rank task that lost a rank (the owner leaves:
+        they would wait for the dead one for ever, and keep the MPI job from ending)."""
+        for task_id in self.orphaned:
+            run = self.running.get(task_id)
+            if run is not None and self.end_rank is not None:
+                for rank in run.remaining:
+                    self.end_rank(rank)
+
     def _drain_reports(self, rank: int) -> None:
         """Take every report ``rank`` sent before it died (one whose buffers never come whole
         within a second is dropped: its tasks count as not reported)."""

@@ -204,6 +204,7 @@ class PoolManager:
         finally:
             log.info("pool %s leaving: %s", self.cfg.pool_id, reason)
             self.manager.manager_stop(finish=finish)
+            self.manager.end_orphans()
             if self.manager.trace is not None:
                 path = self.manager.trace.write(self.cfg.run_dir, self.cfg.block_id)
                 log.info("trace of %d task ranks written to %s", len(self.manager.trace), path)

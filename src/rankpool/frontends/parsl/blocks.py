@@ -31,7 +31,7 @@ from parsl.launchers.base import Launcher
 
 from ...launchers import RankLauncher, configure_launcher, is_per_node_launcher
 from ...launchers.allocation import fit_provider
-from ...launchers.mpiexec import find_mpiexec
+from ...launchers.mpiexec import find_mpiexec, survival_options
 from ...mpi_pool.config import PoolConfig
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ class LocalMpiexecLauncher(Launcher):
             raise ValueError("LocalMpiexecLauncher.ranks_per_node is not set: give it to the "
                              "launcher or to the executor")
         ranks = self.ranks_per_node * nodes_per_block + 1
-        line = f"{shlex.quote(find_mpiexec(self.mpiexec))} -n {ranks} {command}"
+        mpiexec = find_mpiexec(self.mpiexec)
+        line = " ".join([shlex.quote(mpiexec), *survival_options(mpiexec), f"-n {ranks}", command])
         echo = f"echo {shlex.quote('rankpool launch: ' + line)}\n" if self.debug else ""
         return (f"{echo}{line} &\n"
                 "_rankpool_pid=$!\n"
