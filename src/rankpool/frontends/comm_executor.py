@@ -23,9 +23,11 @@ from typing import Any
 from mpi4py import MPI
 
 from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
+from ..errors import ResourceSpecError
 from ..mpi_pool.manager import Manager, abort_for_stuck
 from ..mpi_pool.placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
 from ..mpi_pool.subcomms import discover_topology
+from ..mpi_pool.solo import Solo
 from ..mpi_pool.worker import Worker
 from ..protocol.batches import Task
 from ..task.node_resources import apply_binding, device_ranks, node_resources
@@ -61,9 +63,7 @@ class CommExecutor(FrontEnd):
         super().__init__(requirements)
         resources = node_resources(accelerators, accelerator_env, ranks_per_accelerator,
                                    cpu_affinity)
-        comm = MPI.COMM_WORLD if comm is None else comm
-        if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
-            raise TypeError(f"comm must be an MPI intracommunicator, got {comm!r}")
+        comm = _intracomm(MPI.COMM_WORLD if comm is None else comm)
         if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < comm.Get_size():
             raise ValueError(f"root must be a rank of comm (0..{comm.Get_size() - 1}), got {root!r}")
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
@@ -87,25 +87,36 @@ class CommExecutor(FrontEnd):
         self._idle = False
         self._stopping = False
         self._cancel_all = False
+        self._cancelled: deque[int] = deque()  # futures cancelled: drop their tasks
+        self._entered = False
         self._thread: threading.Thread | None = None
         self._manager: Manager | None = None
-        if self.is_root:
+        self._solo: Solo | None = None
+        if self.is_root and self.pool_comm.Get_size() == 1:
+            self._solo = Solo()
+            self._thread = threading.Thread(target=self._run_solo, name="rankpool-manager",
+                                            daemon=True)
+            self._thread.start()
+        elif self.is_root:
             self._manager = Manager(self.pool_comm, self.topology, depth=depth, lend=lend,
                                     grace=grace,
                                     device_ranks=device_ranks(self.topology.nodes, resources))
-            if self._manager.widest == 0:
-                log.warning("CommExecutor on a communicator of size 1: no worker ranks")
             self._thread = threading.Thread(target=self._run, name="rankpool-manager", daemon=True)
             self._thread.start()
 
     # -- context manager ---------------------------------------------------------------------
     def __enter__(self) -> CommExecutor | None:  # type: ignore[override]
+        if self._entered:
+            raise RuntimeError("a CommExecutor's with block cannot be entered twice")
+        self._entered = True
         if self.is_root:
             return self
         Worker(self.pool_comm, self._backoff).serve()
         return None
 
     def __exit__(self, *exc: object) -> None:
+        if self.pool_comm == MPI.COMM_NULL:
+            return  # left already
         if self.is_root:
             self.shutdown(wait=True)
             stuck = self.stuck_ranks
@@ -124,6 +135,14 @@ class CommExecutor(FrontEnd):
     def _check_spec(self, spec: Spec) -> None:
         if not self.is_root:
             raise RuntimeError("only rank root of a CommExecutor submits tasks")
+        if self._solo is not None:
+            if spec.num_ranks > 1 or spec.gpus_per_rank:
+                key = "num_ranks" if spec.num_ranks > 1 else "gpus_per_rank"
+                raise ResourceSpecError(key, "this CommExecutor's communicator has one rank: its "
+                                        "root runs 1-rank tasks without accelerators only, and "
+                                        f"this task asks for {spec.num_ranks} ranks"
+                                        f"{' with accelerators' if spec.gpus_per_rank else ''}")
+            return
         assert self._manager is not None
         check_fits(spec, self._manager.widest, self._manager.largest_node,
                    self._manager.devices)
@@ -139,12 +158,24 @@ class CommExecutor(FrontEnd):
         with self._lock:
             self._shutdown = True
         if cancel_futures:
-            self._cancel_pending()
+            self._cancelled.extend(self._cancel_pending())
             self._cancel_all = True
         self._stopping = True
         self._wake.set()
         if wait and self._thread is not None:
             self._thread.join()
+
+    def _mark_running(self, task_ids: list[int]) -> bool:
+        """Futures of tasks that started become RUNNING (cancel() fails from then on); True if
+        any did (a future already cancelled stays so)."""
+        futures, moved = self._futures, False
+        with self._condition:
+            for task_id in task_ids:
+                future = futures.get(task_id)
+                if future is not None and future._state == "PENDING":
+                    future._state = "RUNNING"
+                    moved = True
+        return moved
 
     # -- the manager thread -------------------------------------------------------------------
     def _run(self) -> None:
@@ -160,9 +191,10 @@ class CommExecutor(FrontEnd):
                     done, manager.completed = manager.completed, []
                     for result in done:
                         self._resolve(result)
-                if self._stopping and self._cancel_all:
-                    for task_id in list(manager.tasks):
-                        manager.cancel(task_id)
+                if manager.started:
+                    self._mark_running(manager.take_started(0.0))
+                if self._cancelled:
+                    manager.manager_cancel(_take_all(self._cancelled))
                 if self._stopping and not self._inbox and manager.outstanding == 0:
                     break
                 if manager.outstanding == 0 and not self._inbox:
@@ -183,6 +215,31 @@ class CommExecutor(FrontEnd):
             manager.manager_stop(finish=not self._cancel_all)
             self._fail_remaining("the CommExecutor was shut down before the task finished")
 
+    def _run_solo(self) -> None:
+        """The manager thread of a communicator of size 1: run each task here, in turn."""
+        solo = self._solo
+        assert solo is not None
+        inbox = self._inbox
+        try:
+            while inbox or not self._stopping:
+                if not inbox:
+                    self._idle = True
+                    if not inbox and not self._stopping:
+                        self._wake.wait()
+                    self._idle = False
+                    self._wake.clear()
+                    continue
+                task = inbox.popleft()
+                future = self._futures.get(task.task_id)
+                if future is not None and self._mark_running([task.task_id]):
+                    self._resolve(solo.run(task))
+        except BaseException as exc:  # pragma: no cover - a bug; never leave futures hanging
+            log.exception("CommExecutor thread failed")
+            self._set_broken(f"the manager thread failed: {exc!r}", exc)
+        finally:
+            solo.close()
+            self._fail_remaining("the CommExecutor was shut down before the task finished")
+
     def _take_inbox(self, manager: Manager) -> bool:
         inbox = self._inbox
         if not inbox:
@@ -191,3 +248,19 @@ class CommExecutor(FrontEnd):
         while inbox:
             submit(inbox.popleft())
         return True
+
+
+def _intracomm(comm: Any) -> MPI.Intracomm:
+    """``comm`` as an intracommunicator, or an error that says what it is instead."""
+    if not isinstance(comm, MPI.Comm):
+        raise TypeError(f"comm must be an MPI communicator, got {type(comm).__name__}")
+    if comm == MPI.COMM_NULL:
+        raise ValueError("comm is MPI.COMM_NULL; CommExecutor needs an intracommunicator")
+    if comm.Is_inter():
+        raise ValueError("comm is an intercommunicator; CommExecutor needs an intracommunicator "
+                         "(Intercomm.Merge() makes one of its two groups)")
+    return comm if isinstance(comm, MPI.Intracomm) else MPI.Intracomm(comm)
+
+
+def _take_all(queue: deque[int]) -> list[int]:
+    return [queue.popleft() for _ in range(len(queue))]
