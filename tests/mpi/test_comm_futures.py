@@ -129,6 +129,53 @@ def test_size_one_communicator_runs_tasks_beside_the_driver(tmp_path):
     assert got["self"] == 1024                       # MPI.COMM_SELF on every rank of a bigger job
 
 
+def case_generic(ex: Any) -> None:
+    """Every generic check of tests/futures_checks.py, against this CommExecutor."""
+    import traceback
+
+    from futures_checks import CHECKS
+    failures = {}
+    for name, check in CHECKS.items():
+        try:
+            check(ex)
+        except BaseException:
+            failures[name] = traceback.format_exc(limit=4)
+    record("generic", failures)
+    record("generic_count", len(CHECKS))
+
+
+def test_generic_executor_checks(tmp_path):
+    got = run_case("generic", 3, tmp_path, timeout=110)
+    assert got["generic"] == {} and got["generic_count"] > 25
+
+
+def main_initializer() -> None:
+    from mpi4py import MPI
+
+    from futures_checks import fail_on_rank_two, read_value, set_value
+
+    from rankpool import CommExecutor
+    with CommExecutor(MPI.COMM_WORLD, initializer=set_value, initargs=(42,)) as ex:
+        if ex is not None:
+            record("values", ex.requirements(num_ranks=ex.num_workers, results="all")
+                   .submit(read_value).result())
+            record("num_workers", ex.num_workers)
+    with CommExecutor(MPI.COMM_WORLD, initializer=fail_on_rank_two) as ex:
+        if ex is not None:
+            try:
+                ex.submit(pow, 2, 3)
+                record("broken", ["accepted", ""])
+            except Exception as exc:
+                record("broken", [type(exc).__name__, str(exc)])
+
+
+def test_initializer_runs_once_per_worker_rank_and_a_failure_breaks(tmp_path):
+    got = run_case("initializer", 3, tmp_path)
+    assert got["values"] == [42, 42] and got["num_workers"] == 2
+    assert got["broken"][0] == "BrokenPool"
+    assert "initializer failed on rank 2" in got["broken"][1] and "no model" in got["broken"][1]
+
+
 # -- cases outside a with block -------------------------------------------------------------------
 def main_communicators() -> None:
     from mpi4py import MPI
@@ -196,6 +243,7 @@ def main() -> None:
     from mpi4py import MPI
 
     from rankpool import CommExecutor
+    sys.path.insert(0, str(HERE.parent.parent))  # futures_checks, importable on every rank
     case = sys.argv[1]
     special = globals().get(f"main_{case}")
     if special is not None:

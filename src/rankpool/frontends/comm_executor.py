@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mpi4py import MPI
@@ -27,6 +27,7 @@ from ..errors import ResourceSpecError
 from ..mpi_pool.manager import Manager, abort_for_stuck
 from ..mpi_pool.placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
 from ..mpi_pool.subcomms import discover_topology
+from ..mpi_pool.initializer import dump_initializer, initialize
 from ..mpi_pool.solo import Solo
 from ..mpi_pool.worker import Worker
 from ..protocol.batches import Task
@@ -50,7 +51,11 @@ class CommExecutor(FrontEnd):
     until its walltime) or ``"leave"`` them; ``accelerators``, ``accelerator_env``,
     ``ranks_per_accelerator``, ``cpu_affinity``: the binding of the worker ranks to devices
     and CPUs, applied here on every rank before any task runs (code that ran before this, on
-    any rank, may already have initialised a device library with the old variables).
+    any rank, may already have initialised a device library with the old variables);
+    ``initializer``, ``initargs``: ``initializer(*initargs)`` runs once on every worker rank,
+    here, before any task (on root itself over a communicator of size 1); if it raises on any
+    rank the executor is broken: ``submit`` raises :class:`~rankpool.errors.BrokenPool`
+    naming the rank and the error. ``num_workers``: the ranks that run tasks.
     """
 
     def __init__(self, comm: MPI.Intracomm | None = None, root: int = 0, *,
@@ -59,8 +64,11 @@ class CommExecutor(FrontEnd):
                  on_stuck: str = "abort",
                  accelerators: int | str | Sequence[str] | None = None,
                  accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
-                 cpu_affinity: str | Sequence[Any] = "none") -> None:
+                 cpu_affinity: str | Sequence[Any] = "none",
+                 initializer: Callable[..., Any] | None = None,
+                 initargs: Sequence[Any] = ()) -> None:
         super().__init__(requirements)
+        init_payload = dump_initializer(initializer, initargs)
         resources = node_resources(accelerators, accelerator_env, ranks_per_accelerator,
                                    cpu_affinity)
         comm = _intracomm(MPI.COMM_WORLD if comm is None else comm)
@@ -81,6 +89,11 @@ class CommExecutor(FrontEnd):
         self.topology = discover_topology(self.pool_comm)
         self.device = apply_binding(self.pool_comm.Get_rank(), self.topology.nodes, resources)
         self._user_rank = self.pool_comm.allgather(comm.Get_rank())
+        size = self.pool_comm.Get_size()
+        #: worker ranks: the ranks of ``comm`` but root (root itself on a communicator of size 1)
+        self.num_workers = max(1, size - 1)
+        init_error = initialize(self.pool_comm, init_payload,
+                                range(1, size) if size > 1 else [0])
         self._backoff = backoff
         self._inbox: deque[Task] = deque()
         self._wake = threading.Event()
@@ -97,7 +110,9 @@ class CommExecutor(FrontEnd):
             self._thread = threading.Thread(target=self._run_solo, name="rankpool-manager",
                                             daemon=True)
             self._thread.start()
-        elif self.is_root:
+        if init_error:
+            self._set_broken(init_error)
+        if self._solo is None and self.is_root:
             self._manager = Manager(self.pool_comm, self.topology, depth=depth, lend=lend,
                                     grace=grace,
                                     device_ranks=device_ranks(self.topology.nodes, resources))
@@ -123,6 +138,13 @@ class CommExecutor(FrontEnd):
             if stuck and self.on_stuck == "abort":
                 abort_for_stuck(self.pool_comm, stuck, 70)
         self.pool_comm.Free()
+
+    def bootup(self, wait: bool = True) -> CommExecutor:
+        """Return once the pool is up (as in ``mpi4py.futures``); a ``CommExecutor`` is up as soon
+        as it is constructed on every rank. RuntimeError after shutdown."""
+        if self._shutdown:
+            raise RuntimeError("cannot boot up a CommExecutor after shutdown")
+        return self
 
     @property
     def stuck_ranks(self) -> list[int]:
