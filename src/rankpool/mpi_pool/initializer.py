@@ -35,6 +35,14 @@ def dump_initializer(initializer: Callable[..., Any] | None, initargs: Sequence[
     return data
 
 
+def read_initializer(path: str) -> bytes:
+    """The pickled initializer the executor wrote at ``path`` (b"" for none)."""
+    if not path:
+        return b""
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def run_initializer(payload: bytes) -> str:
     """Run the pickled initializer here; "" when it ran, else what it raised."""
     if not payload:

@@ -18,6 +18,7 @@ from the interchange, ends the sleep at once (see :mod:`.doorbell`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -32,13 +33,14 @@ from .._version import __version__
 from ..errors import ProtocolError
 from ..protocol import batches, wire
 from ..protocol import messages as protocol
+from ..protocol.starts import FailedStart, StartCause, pool_record_path
 from ..shm import arena as shm
 from ..shm import run as shm_run
 from ..task.node_resources import apply_binding, device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
 from .config import PoolConfig
 from .doorbell import Doorbell, new_token
-from .initializer import initialize
+from .initializer import initialize, read_initializer
 from .manager import Manager, abort_for_stuck
 from .subcomms import Topology, discover_topology
 from .worker import Worker
@@ -62,8 +64,14 @@ class PoolRefused(PoolLeaves):
     """The interchange refused the pool's registration: the pool exits with an error."""
 
 
+class PoolUnreachable(PoolLeaves):
+    """The interchange never answered the pool's registration: the pool exits with an error."""
+
+
 #: exit status of a pool the interchange refused
 EXIT_REFUSED = 3
+#: exit status of a pool that could not reach the interchange
+EXIT_UNREACHABLE = 5
 #: error code given to MPI_Abort by a pool that left with ranks stuck in tasks
 EXIT_STUCK = 4
 
@@ -80,7 +88,7 @@ def run_pool(cfg: PoolConfig) -> int:
     bell = Doorbell.open(token, rank) if rank == 0 or rank in near else None
     try:
         apply_binding(rank, topology.nodes, cfg.resources)  # before any user code runs
-        init_error = initialize(comm, _read(cfg.initializer),
+        init_error = initialize(comm, read_initializer(cfg.initializer),
                                 [r for node in topology.nodes for r in node])
         if rank == 0:
             pool = PoolManager(cfg, comm, topology, bell, near, init_error)
@@ -133,15 +141,18 @@ class PoolManager:
     def run(self) -> int:
         """Serve until stopped, drained or cut off; the pool's exit status."""
         tighten_timer_slack()
-        self.sock.connect(self.cfg.interchange)
         reason = "stopped"
         status = 0
         finish = False  # whether workers run what they already hold
         try:
+            self.connect()
             self.register()
             self.loop()
         except PoolRefused as exc:
             reason, status = str(exc), EXIT_REFUSED
+        except PoolUnreachable as exc:
+            reason, status = str(exc), EXIT_UNREACHABLE
+            self.report_unreachable(reason)
         except PoolLeaves as exc:
             reason = str(exc)
             finish = reason == "drained"
@@ -158,6 +169,21 @@ class PoolManager:
             self.sock.close()
             self.ctx.term()
         return status
+
+    def connect(self) -> None:
+        try:
+            self.sock.connect(self.cfg.interchange)
+        except zmq.ZMQError as exc:
+            raise PoolUnreachable(f"cannot connect to the interchange at "
+                                  f"{self.cfg.interchange}: {exc}") from None
+
+    def report_unreachable(self, reason: str) -> None:
+        """Say why the pool gives up: in its log, on stderr (the job's error file), and in
+        its start record, which the executor reads when the block's job ends."""
+        log.error("pool %s: %s", self.cfg.pool_id, reason)
+        print(f"rankpool pool {self.cfg.pool_id}: {reason}", file=sys.stderr, flush=True)
+        if self.cfg.run_dir:
+            write_start_record(self.cfg, StartCause.UNREACHABLE, reason)
 
     def register(self) -> None:
         m = self.manager
@@ -186,7 +212,11 @@ class PoolManager:
                 self.period, self.threshold = msg.heartbeat_period, msg.heartbeat_threshold
                 self.last_heard = time.monotonic()
                 return
-        raise PoolLeaves(f"no answer to registration within {self.threshold:g} s")
+        raise PoolUnreachable(
+            f"no answer from the interchange at {self.cfg.interchange} for {self.threshold:g} s "
+            f"(the heartbeat threshold); giving up. Check that this node reaches that address "
+            f"and port (the executor's address, a firewall), that the executor is running, and "
+            f"that the pool uses the run's keys")
 
     def loop(self) -> None:
         manager = self.manager
@@ -313,11 +343,17 @@ class PoolManager:
                              f"(threshold {self.threshold:g} s)")
 
 
-def _read(path: str) -> bytes:
-    if not path:
-        return b""
-    with open(path, "rb") as f:
-        return f.read()
+def write_start_record(cfg: PoolConfig, cause: StartCause, detail: str) -> None:
+    """Leave ``<run dir>/start-<block>.json`` for the executor: why this pool never served."""
+    path = pool_record_path(cfg.run_dir, cfg.block_id)
+    record = FailedStart(cfg.block_id, "", cause, detail=f"pool {cfg.pool_id}: {detail}")
+    try:
+        fd = os.open(f"{path}.{os.getpid()}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(record.to_json(), fh)
+        os.replace(f"{path}.{os.getpid()}.tmp", path)
+    except OSError as exc:
+        log.warning("could not write %s: %s", path, exc)
 
 
 def result_arena(cfg: PoolConfig) -> shm.Arena | None:
