@@ -39,6 +39,7 @@ class PoolConfig:
     shared_memory_cap: int = DEFAULT_CAP  # bytes of segments one worker rank may hold
     max_lost: float = 0.5         # fraction of worker ranks that may die before the pool drains
     keeper: bool = True           # run each rank under a keeper, so that worker deaths are survived
+    initializer: str = ""         # file with the pickled (initializer, initargs) ("": none)
 
     def __post_init__(self) -> None:
         if not self.interchange.startswith(("tcp://", "ipc://")):
@@ -81,7 +82,7 @@ class PoolConfig:
         defaults = PoolConfig.__dataclass_fields__
         for name in ("heartbeat_period", "heartbeat_threshold", "depth", "lend", "grace", "run_dir",
                      "log_level", "server_key", "shared_memory", "shared_memory_cap",
-                     "max_lost"):
+                     "max_lost", "initializer"):
             value = getattr(self, name)
             if value != defaults[name].default:
                 argv += [f"--{name.replace('_', '-')}", str(value)]
@@ -141,6 +142,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-keeper", dest="keeper", action="store_false",
                    help="no keeper process per rank: a rank that dies ends the whole MPI job "
                         "(as the launcher decides)")
+    p.add_argument("--initializer", default="", metavar="FILE",
+                   help="a pickled (initializer, initargs) that every worker rank runs once "
+                        "before serving (written by the executor)")
     add_resource_options(p)
     return p
 

@@ -49,6 +49,7 @@ from .config import PoolConfig
 from .deaths import DeathWatch, Identity, note_dir
 from .doorbell import Doorbell, new_token
 from .keeper import Link
+from .initializer import initialize, read_initializer
 from .manager import Manager, abort_for_stuck
 from .subcomms import Topology, discover_topology
 from .worker import Worker
@@ -105,9 +106,11 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
     bell = Doorbell.open(token, rank) if rank == 0 or rank in near else None
     try:
         apply_binding(rank, topology.nodes, cfg.resources)  # before any user code runs
+        init_error = initialize(comm, read_initializer(cfg.initializer),
+                                [r for node in topology.nodes for r in node])
         if rank == 0:
             watch = DeathWatch({r: identities[r] for r in near}, notes, topology.hosts[0])
-            pool = PoolManager(cfg, comm, topology, bell, near, watch)
+            pool = PoolManager(cfg, comm, topology, bell, near, init_error, watch)
             try:
                 status = pool.run()
             finally:
@@ -151,9 +154,11 @@ class PoolManager:
 
     def __init__(self, cfg: PoolConfig, comm: MPI.Intracomm, topology: Topology,
                  bell: Doorbell | None = None, near: Sequence[int] = (),
-                 watch: DeathWatch | None = None) -> None:
+                 init_error: str = "", watch: DeathWatch | None = None) -> None:
         """``bell``: rank 0's doorbell, rung by the worker ranks ``near`` it (its node);
+        ``init_error``: why the initializer failed on a worker rank (registration says it);
         ``watch``: the keepers of worker ranks it watches for deaths."""
+        self.init_error = init_error
         self.cfg = cfg
         self.topology = topology
         self.bell = bell
@@ -236,7 +241,8 @@ class PoolManager:
         reg = protocol.Register(
             protocol.PROTOCOL_VERSION, __version__, protocol.PYTHON_VERSION, self.cfg.block_id,
             self.cfg.pool_id, self.topology.hosts, [len(n) for n in self.topology.nodes],
-            m.widest, m.largest_node, devices_list(self.topology.nodes, self.cfg.resources))
+            m.widest, m.largest_node, devices_list(self.topology.nodes, self.cfg.resources),
+            self.init_error)
         self.sock.send_multipart(reg.encode())
         log.info("pool %s: %d worker ranks on %s; registering with %s", self.cfg.pool_id,
                  m.widest, self.topology.hosts, self.cfg.interchange)
