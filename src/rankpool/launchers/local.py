@@ -16,6 +16,7 @@ import sys
 from dataclasses import replace
 
 from ..mpi_pool.config import PoolConfig
+from ..private_files import open_private
 from .mpiexec import find_mpiexec
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ class LocalBlocks:
         argv = [self.mpiexec, "-n", str(self.ranks + 1), *shlex.split(pool_command(cfg))]
         out = None
         if self.run_dir:
-            out = open(os.path.join(self.run_dir, f"block-{block_id}.out"), "ab")
+            out = os.fdopen(open_private(os.path.join(self.run_dir, f"block-{block_id}.out")),
+                            "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.procs[block_id] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT if out else None,
                                                 stdin=subprocess.DEVNULL, start_new_session=True,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from mpi4py import MPI
 
 from .._version import __version__
 from ..errors import ProtocolError
+from ..private_files import PrivateFileHandler, private_dir
 from ..protocol import batches, wire
 from ..protocol import messages as protocol
 from ..shm import arena as shm
@@ -38,6 +40,7 @@ from .backoff import Backoff, tighten_timer_slack
 from .config import PoolConfig
 from .doorbell import Doorbell, new_token
 from .manager import Manager, abort_for_stuck
+from .result_sizes import fit_results
 from .subcomms import Topology, discover_topology
 from .worker import Worker
 
@@ -111,8 +114,11 @@ class PoolManager:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock_fd = self.sock.getsockopt(zmq.FD)  # what _wait selects on beside the bell
-        self.sock.setsockopt(zmq.IDENTITY, cfg.pool_id.encode())
+        # a random name for the connection, shown to no one, so that no one can claim it: the
+        # interchange ignores a second connection under a name already connected
+        self.sock.setsockopt(zmq.IDENTITY, secrets.token_hex(16).encode())
         self.sock.setsockopt(zmq.LINGER, 2000)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_size)
         if cfg.server_key:
             from ..security import client_curve
             client_curve(self.sock, cfg.server_key)
@@ -175,7 +181,10 @@ class PoolManager:
                 self.period, self.threshold = msg.heartbeat_period, msg.heartbeat_threshold
                 self.last_heard = time.monotonic()
                 return
-        raise PoolLeaves(f"no answer to registration within {self.threshold:g} s")
+        hint = "" if self.cfg.server_key else (
+            "; interchanges admit only pools with the run's keys unless started with "
+            "encrypted=False: pass --server-key <run dir>/curve/server.key")
+        raise PoolLeaves(f"no answer to registration within {self.threshold:g} s{hint}")
 
     def loop(self) -> None:
         manager = self.manager
@@ -267,7 +276,12 @@ class PoolManager:
     def _send_results(self, now: float) -> None:
         done, self.manager.completed = self.manager.completed, []
         self.first_done = 0.0
-        self.sock.send_multipart(batches.encode_results(done), copy=False)
+        frames = batches.encode_results(done)
+        if wire.message_size(frames) <= self.cfg.max_message_size:
+            self.sock.send_multipart(frames, copy=False)
+        else:  # rare: never send what the interchange's socket would refuse
+            for group in fit_results(done, self.cfg.max_message_size):
+                self.sock.send_multipart(batches.encode_results(group), copy=False)
         self.last_sent = now
 
     def pool_capacity(self) -> None:
@@ -313,9 +327,9 @@ def _setup_logging(cfg: PoolConfig, rank: int) -> None:
     root = logging.getLogger("rankpool")
     root.setLevel(level)
     if cfg.run_dir and (rank == 0 or cfg.worker_debug):
-        os.makedirs(cfg.run_dir, exist_ok=True)
+        private_dir(cfg.run_dir)
         name = f"pool-{cfg.block_id}.log" if rank == 0 else f"pool-{cfg.block_id}-rank{rank}.log"
-        handler: logging.Handler = logging.FileHandler(os.path.join(cfg.run_dir, name))
+        handler: logging.Handler = PrivateFileHandler(os.path.join(cfg.run_dir, name))
     else:
         handler = logging.StreamHandler(sys.stderr)
         if rank != 0 and not cfg.worker_debug:
