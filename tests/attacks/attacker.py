@@ -35,7 +35,8 @@ from rankpool._version import __version__
 from rankpool.frontends import client as _client  # noqa: F401  (the status command needs it)
 from rankpool.launchers import rundir as _rundir  # noqa: F401
 from rankpool.protocol.batches import Outcome, Result, Task, encode_results, encode_tasks
-from rankpool.protocol.messages import PROTOCOL_VERSION, PYTHON_VERSION, Command, Register
+from rankpool.protocol.messages import (PROTOCOL_VERSION, PYTHON_VERSION, Cancel, Command,
+                                        Register)
 from rankpool.protocol.wire import decode_header
 from rankpool import security as _security  # noqa: F401
 from rankpool.task.resources import parse_spec
@@ -139,6 +140,9 @@ def network_attacks(plan: dict[str, Any]) -> dict[str, list[str]]:
             tries.send(f"a result on the front-end port ({how})", front, encode_results([evil]))
             tries.send(f"a task on the front-end port ({how})",
                        dealer(ctx, ports["client_port"], None, curve), encode_tasks([task]))
+            tries.send(f"cancel on the front-end port ({how})",
+                       dealer(ctx, ports["client_port"], None, curve),
+                       Cancel(list(range(1, 1000))).encode())
             for name, arg in (("stop", ""), ("hold", "0"), ("drain", "0"), ("pools", "")):
                 tries.send(f"command {name} ({how})",
                            dealer(ctx, ports["command_port"], None, curve),
