@@ -39,6 +39,7 @@ class PoolConfig:
     shared_memory: str = ""       # the front-end's shared-memory run prefix ("": plane off)
     shared_memory_cap: int = DEFAULT_CAP  # bytes of segments one worker rank may hold
     max_message_size: int = MAX_MESSAGE_SIZE  # the largest message sent or taken, in bytes
+    initializer: str = ""         # file with the pickled (initializer, initargs) ("": none)
 
     def __post_init__(self) -> None:
         if not self.interchange.startswith(("tcp://", "ipc://")):
@@ -78,7 +79,7 @@ class PoolConfig:
         defaults = PoolConfig.__dataclass_fields__
         for name in ("heartbeat_period", "heartbeat_threshold", "depth", "lend", "grace", "run_dir",
                      "log_level", "server_key", "shared_memory", "shared_memory_cap",
-                     "max_message_size"):
+                     "max_message_size", "initializer"):
             value = getattr(self, name)
             if value != defaults[name].default:
                 argv += [f"--{name.replace('_', '-')}", str(value)]
@@ -132,6 +133,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-message-size", type=int, default=MAX_MESSAGE_SIZE, metavar="BYTES",
                    help="the largest message the pool sends or takes; a larger result fails its "
                         f"task (default {MAX_MESSAGE_SIZE}, set by the executor)")
+    p.add_argument("--initializer", default="", metavar="FILE",
+                   help="a pickled (initializer, initargs) that every worker rank runs once "
+                        "before serving (written by the executor)")
     add_resource_options(p)
     return p
 
