@@ -22,6 +22,7 @@ from typing import Any
 
 from mpi4py import MPI
 
+from ..errors import ExecutorShutdown
 from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
 from ..mpi_pool.manager import Manager, abort_for_stuck
 from ..mpi_pool.placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
@@ -30,7 +31,8 @@ from ..mpi_pool.worker import Worker
 from ..protocol.batches import Task
 from ..task.node_resources import apply_binding, device_ranks, node_resources
 from ..task.resources import Spec, check_fits
-from .engine import FrontEnd, TaskFuture
+from .base import FrontEnd
+from .engine import TaskFuture
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +141,7 @@ class CommExecutor(FrontEnd):
         with self._lock:
             self._shutdown = True
         if cancel_futures:
-            self._cancel_pending()
+            self._engine.cancel_pending()
             self._cancel_all = True
         self._stopping = True
         self._wake.set()
@@ -158,8 +160,7 @@ class CommExecutor(FrontEnd):
                 active = manager.progress() or took
                 if manager.completed:
                     done, manager.completed = manager.completed, []
-                    for result in done:
-                        self._resolve(result)
+                    self._engine.resolve((), done)
                 if self._stopping and self._cancel_all:
                     for task_id in list(manager.tasks):
                         manager.cancel(task_id)
@@ -181,7 +182,8 @@ class CommExecutor(FrontEnd):
             self._set_broken(f"the manager thread failed: {exc!r}", exc)
         finally:
             manager.manager_stop(finish=not self._cancel_all)
-            self._fail_remaining("the CommExecutor was shut down before the task finished")
+            self._engine.fail_remaining(ExecutorShutdown(
+                "the CommExecutor was shut down before the task finished"))
 
     def _take_inbox(self, manager: Manager) -> bool:
         inbox = self._inbox

@@ -15,7 +15,10 @@ Rank layout (the one decision to remember)::
 with ``tasks_per_node=1`` for block executors, so the launcher carries ``ranks_per_node``
 itself: given to its constructor, or set by the executor (``launcher.ranks_per_node = n``, or
 :func:`configure_launcher`, which also refuses Parsl's own per-node launchers).
-:meth:`RankLauncher.block_shape` gives the worker count and the widest one-node task.
+:meth:`RankLauncher.block_shape` gives the worker count and the widest one-node task;
+:func:`rankpool.launchers.shape.block_shape` is the one rule every front-end asks, for any
+launcher (rankpool's, the local default :class:`~rankpool.launchers.local.LocalMpiexecLauncher`,
+Parsl's own).
 
     from parsl.providers import SlurmProvider
     from rankpool.launchers import SrunLauncher
