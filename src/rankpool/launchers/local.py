@@ -99,8 +99,8 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
 class LocalMpiexecLauncher(Launcher):
     """Start the pool with ``mpiexec -n WORKERS+1`` on this machine (the default provider's).
 
-    The executor sets ``ranks_per_node`` (worker ranks per node) before the first block, since
-    Parsl always calls a block executor's launcher with ``tasks_per_node=1``. The job script
+    The executor sets ``ranks_per_node`` (worker ranks per node) before the first block; the
+    ``tasks_per_node`` a provider passes is not a shape this launcher follows. The job script
     runs ``mpiexec`` in the background and forwards SIGTERM/SIGINT/SIGHUP to it, then exits
     with its status, so ``LocalProvider.cancel`` stops the MPI job and a killed ``mpiexec``
     shows as a failed job in the provider's status.

@@ -14,6 +14,7 @@ from typing import Any
 
 from parsl.launchers import SimpleLauncher
 
+from .allocation import fit_provider
 from .detect import configure_launcher, is_per_node_launcher
 from .local import LocalMpiexecLauncher, positive_int
 from .template import BlockShape, RankLauncher
@@ -21,16 +22,22 @@ from .template import BlockShape, RankLauncher
 log = logging.getLogger(__name__)
 
 
-def local_shape(workers_per_node: int, nodes: int = 1) -> BlockShape:
+def local_shape(workers_per_node: int, nodes: int = 1, *, one_launch: bool = True) -> BlockShape:
     """``workers_per_node`` worker ranks on each node, the manager one rank more (the local
-    block's layout, and that of launchers rankpool does not know)."""
+    block's layout, and that of launchers rankpool does not know); ``one_launch``: the launcher
+    starts the command once, so the job holds ``workers_per_node + 1`` slots per node (the
+    manager's node has one rank more), else one."""
     rpn = workers_per_node
-    return BlockShape(nodes, rpn, nodes * rpn + 1, nodes * rpn, rpn)
+    return BlockShape(nodes, rpn, nodes * rpn + 1, nodes * rpn, rpn,
+                      tasks_per_node=rpn + 1 if one_launch else 1)
 
 
 def block_shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | None = None, *,
                 allow_per_node: bool = False) -> BlockShape:
-    """Configure the provider's launcher and say what a block holds.
+    """Configure the provider's launcher, fit its jobs to the block, and say what a block holds.
+
+    The provider is asked for the shape's ``tasks_per_node`` through its own options where
+    ``provider.submit``'s argument is not enough (:func:`rankpool.launchers.allocation.fit_provider`).
 
     The executor's ``ranks_per_node`` goes to the launcher unchanged
     (:func:`rankpool.launchers.configure_launcher`), and means what the launcher counts:
@@ -46,6 +53,14 @@ def block_shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | Non
     * Parsl's per-node launchers, only with ``allow_per_node``: one pool per node, each of
       ``ranks_per_node`` MPI ranks, the manager included (``launch_cmd`` must start them).
     """
+    shape = _shape(provider, ranks_per_node, launch_cmd, allow_per_node)
+    if shape.tasks_per_node > 1:
+        fit_provider(provider, shape.tasks_per_node)
+    return shape
+
+
+def _shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | None,
+           allow_per_node: bool) -> BlockShape:
     nodes = getattr(provider, "nodes_per_block", 1)
     positive_int("provider.nodes_per_block", nodes)
     launcher = getattr(provider, "launcher", None)
@@ -87,5 +102,5 @@ def block_shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | Non
             log.warning("%s starts the pool command once per node; without a launch_cmd that "
                         "starts MPI (e.g. 'mpiexec -n {ranks} {command}') each copy is a pool "
                         "of one rank, which the interchange refuses", type(launcher).__name__)
-        return BlockShape(nodes, rpn, rpn, nodes * (rpn - 1), rpn - 1, rpn - 1)
-    return local_shape(rpn or cores or os.cpu_count() or 1, nodes)
+        return BlockShape(nodes, rpn, rpn, nodes * (rpn - 1), rpn - 1, rpn - 1, 1)
+    return local_shape(rpn or cores or os.cpu_count() or 1, nodes, one_launch=False)

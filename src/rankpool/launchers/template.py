@@ -98,10 +98,16 @@ class BlockShape:
     #: the widest task one pool can run: ``worker_ranks`` (0 says so), unless a per-node
     #: launcher starts one pool per node
     widest_task: int = 0
+    #: what the block's job asks the provider for per node (``provider.submit``'s argument):
+    #: the slots one launch of the whole block uses per node (0: ``ranks_per_node``, as a
+    #: rankpool launcher's), or 1 for launchers that start that many copies of the command
+    tasks_per_node: int = 0
 
     def __post_init__(self) -> None:
         if not self.widest_task:
             object.__setattr__(self, "widest_task", self.worker_ranks)
+        if not self.tasks_per_node:
+            object.__setattr__(self, "tasks_per_node", self.ranks_per_node)
 
     @property
     def workers_per_node(self) -> int | float:
@@ -173,9 +179,11 @@ class RankLauncher(Launcher):
     """A Parsl launcher that starts the pool as one MPI application of the whole block.
 
     Parsl providers call ``launcher(command, tasks_per_node, nodes_per_block, script_dir)``
-    with ``tasks_per_node=1`` for block executors; the block's shape comes from
-    ``ranks_per_node`` instead, set at construction or later by the executor (assigning the
-    attribute checks it). ``tasks_per_node`` is ignored. With ``debug`` the job script echoes the
+    with the ``tasks_per_node`` the executor submitted the block with: rankpool's executors
+    pass ``ranks_per_node``, so that the job holds the slots (see
+    :mod:`rankpool.launchers.allocation`); Parsl's own executors pass 1. The block's shape
+    comes from ``ranks_per_node``, set at construction or later by the executor (assigning the
+    attribute checks it); ``tasks_per_node`` is ignored. With ``debug`` the job script echoes the
     launch line before running it, as Parsl's own launchers echo what they start.
     """
 
@@ -260,7 +268,7 @@ class RankLauncher(Launcher):
     def __call__(self, command: str, tasks_per_node: int, nodes_per_block: int,
                  script_dir: str = "") -> str:
         """Wrap ``command`` for a provider's job script (Parsl's launcher interface)."""
-        if tasks_per_node != 1:
+        if tasks_per_node not in (1, self.ranks_per_node):
             log.warning("%s ignores tasks_per_node=%s: a block is one MPI application of "
                         "ranks_per_node=%s ranks per node", type(self).__name__, tasks_per_node,
                         self.ranks_per_node)
