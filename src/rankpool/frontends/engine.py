@@ -279,6 +279,18 @@ class Engine:
                   ",".join(msg.hosts), len(msg.task_ids), ids, msg.reason)
         self.fail(msg.task_ids, ManagerLost(msg.block_id, msg.hosts, msg.reason))
 
+    def mark_running(self, task_ids: Iterable[int]) -> bool:
+        """Futures of tasks that started become RUNNING (``cancel()`` fails from then on); True
+        if any did (a future already cancelled stays so)."""
+        futures, moved = self.futures, False
+        with self._condition:
+            for task_id in task_ids:
+                future = futures.get(task_id)
+                if future is not None and future._state == "PENDING":
+                    future._state = "RUNNING"
+                    moved = True
+        return moved
+
     def latch(self, error: BaseException) -> list[TaskFuture] | None:
         """Break: from now on :meth:`task` raises ``error``. Set once: returns the pending
         futures it took from the table (the caller fails them), or None when already broken."""
