@@ -282,3 +282,33 @@ class KeyFileError(RankPoolError, ValueError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.path, self.message))
+
+
+class RunDirError(RankPoolError, PermissionError):
+    """A run directory, or a file in one, cannot be used privately: it is a link, belongs to
+    another user, or others may write to it; ``path`` names it and ``reason`` says why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"run directory path {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.path, self.reason))
+
+
+class MessageTooLarge(RankPoolError, ValueError):
+    """A task or a result is larger than the run's ``max_message_size``, so it cannot travel
+    as a message (every socket refuses larger ones); ``what`` names it, ``size`` and ``limit``
+    are in bytes."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(f"{what} is {size} bytes, over the run's max_message_size of {limit} "
+                         "bytes; send large arrays through shared memory (same host) or raise "
+                         "max_message_size")
+        self.what = what
+        self.size = size
+        self.limit = limit
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.what, self.size, self.limit))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from mpi4py import MPI
 
 from .._version import __version__
 from ..errors import ProtocolError
+from ..private_files import PrivateFileHandler, private_dir, write_private
 from ..protocol import batches, wire
 from ..protocol import messages as protocol
 from ..protocol.starts import FailedStart, StartCause, pool_record_path
@@ -51,6 +53,7 @@ from .doorbell import Doorbell, new_token
 from .keeper import Link
 from .initializer import initialize, read_initializer
 from .manager import Manager, abort_for_stuck
+from .result_sizes import fit_results
 from .subcomms import Topology, discover_topology
 from .worker import Worker
 
@@ -179,8 +182,11 @@ class PoolManager:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock_fd = self.sock.getsockopt(zmq.FD)  # what _wait selects on beside the bell
-        self.sock.setsockopt(zmq.IDENTITY, cfg.pool_id.encode())
+        # a random name for the connection, shown to no one, so that no one can claim it: the
+        # interchange ignores a second connection under a name already connected
+        self.sock.setsockopt(zmq.IDENTITY, secrets.token_hex(16).encode())
         self.sock.setsockopt(zmq.LINGER, 2000)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_size)
         if cfg.server_key:
             from ..security import client_curve
             client_curve(self.sock, cfg.server_key)
@@ -263,11 +269,14 @@ class PoolManager:
                 self.period, self.threshold = msg.heartbeat_period, msg.heartbeat_threshold
                 self.last_heard = time.monotonic()
                 return
+        hint = "" if self.cfg.server_key else (
+            " (interchanges admit only pools with the run's keys unless started with "
+            "encrypted=False: pass --server-key <run dir>/curve/server.key)")
         raise PoolUnreachable(
             f"no answer from the interchange at {self.cfg.interchange} for {self.threshold:g} s "
             f"(the heartbeat threshold); giving up. Check that this node reaches that address "
             f"and port (the executor's address, a firewall), that the executor is running, and "
-            f"that the pool uses the run's keys")
+            f"that the pool uses the run's keys{hint}")
 
     def loop(self) -> None:
         manager = self.manager
@@ -383,7 +392,12 @@ class PoolManager:
     def _send_results(self, now: float) -> None:
         done, self.manager.completed = self.manager.completed, []
         self.first_done = 0.0
-        self.sock.send_multipart(batches.encode_results(done), copy=False)
+        frames = batches.encode_results(done)
+        if wire.message_size(frames) <= self.cfg.max_message_size:
+            self.sock.send_multipart(frames, copy=False)
+        else:  # rare: never send what the interchange's socket would refuse
+            for group in fit_results(done, self.cfg.max_message_size):
+                self.sock.send_multipart(batches.encode_results(group), copy=False)
         self.last_sent = now
 
     def pool_deaths(self) -> None:
@@ -441,11 +455,8 @@ def write_start_record(cfg: PoolConfig, cause: StartCause, detail: str) -> None:
     path = pool_record_path(cfg.run_dir, cfg.block_id)
     record = FailedStart(cfg.block_id, "", cause, detail=f"pool {cfg.pool_id}: {detail}")
     try:
-        fd = os.open(f"{path}.{os.getpid()}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(record.to_json(), fh)
-        os.replace(f"{path}.{os.getpid()}.tmp", path)
-    except OSError as exc:
+        write_private(path, json.dumps(record.to_json()))
+    except OSError as exc:  # RunDirError included
         log.warning("could not write %s: %s", path, exc)
 
 
@@ -467,9 +478,9 @@ def _setup_logging(cfg: PoolConfig, rank: int) -> None:
     root = logging.getLogger("rankpool")
     root.setLevel(level)
     if cfg.run_dir and (rank == 0 or cfg.worker_debug):
-        os.makedirs(cfg.run_dir, exist_ok=True)
+        private_dir(cfg.run_dir)
         name = f"pool-{cfg.block_id}.log" if rank == 0 else f"pool-{cfg.block_id}-rank{rank}.log"
-        handler: logging.Handler = logging.FileHandler(os.path.join(cfg.run_dir, name))
+        handler: logging.Handler = PrivateFileHandler(os.path.join(cfg.run_dir, name))
     else:
         handler = logging.StreamHandler(sys.stderr)
         if rank != 0 and not cfg.worker_debug:
