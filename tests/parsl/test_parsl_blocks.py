@@ -117,17 +117,17 @@ def test_blocks_are_submitted_with_their_launchs_tasks_per_node(load: Any) -> No
 
     from rankpool.launchers.local import LocalMpiexecLauncher
 
-    class Recording(LocalProvider):
-        seen: list[int] = []
+    seen: list[int] = []
 
+    class Recording(LocalProvider):
         def submit(self, command: str, tasks_per_node: int, job_name: str = "") -> Any:
-            self.seen.append(tasks_per_node)
+            seen.append(tasks_per_node)
             return super().submit(command, tasks_per_node, job_name)
 
     provider = Recording(launcher=LocalMpiexecLauncher(), init_blocks=1, max_blocks=1)
     dfk = load(xs(ranks_per_node=2, provider=provider))
     assert apps.double(4).result(timeout=60) == 8
-    assert provider.seen == [3] and dfk.executors["xs"].blocks_to_job_id.keys() == {"0"}
+    assert seen == [3] and dfk.executors["xs"].blocks_to_job_id.keys() == {"0"}
 
 
 def test_block_that_cannot_start_fails_the_tasks_with_its_cause(load: Any, tmp_path: Path,
