@@ -12,7 +12,6 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ResourceSpecError
 
 #: positional index of ``comm`` (-1: keyword-only), or None when there is no such parameter
 _NO_COMM = None
@@ -78,12 +77,3 @@ def inject(position: int | None, args: tuple[Any, ...], kwargs: dict[str, Any],
     elif args and args[0] is None:
         args = (comm, *args[1:])
     return args, kwargs
-
-
-def check_receives_comm(fn: Callable[..., Any], args: tuple[Any, ...], num_ranks: int) -> None:
-    """Refuse a multi-rank task whose function has no way to receive its communicator."""
-    if num_ranks > 1 and _comm_position(fn) is None and not (args and args[0] is None):
-        name = getattr(fn, "__qualname__", repr(fn))
-        raise ResourceSpecError(
-            "num_ranks", f"{num_ranks} ranks asked for {name}, which cannot receive a communicator: "
-            "give it a parameter named 'comm' or pass None as its first argument")

@@ -1,0 +1,22 @@
+"""An MPI program for the application-task tests (run as ``python -m mpi4py world.py``): each
+rank prints ``rank R size S host H pid P`` and the launch variables it sees, then sleeps
+``argv[2]`` seconds; rank 0 exits with the code ``argv[1]``."""
+
+import os
+import socket
+import sys
+import time
+
+from mpi4py import MPI
+
+comm = MPI.COMM_WORLD
+host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+print(f"rank {comm.Get_rank()} size {comm.Get_size()} host {host} pid {os.getpid()} "
+      f"opt=[{os.environ.get('RP_APP_OPTION', '')}]", flush=True)
+if len(sys.argv) > 2 and float(sys.argv[2]) > 0:
+    time.sleep(float(sys.argv[2]))
+comm.Barrier()
+code = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+if comm.Get_rank() == 0 and code:
+    print(f"rank 0 fails with {code}", file=sys.stderr, flush=True)
+    sys.exit(code)
