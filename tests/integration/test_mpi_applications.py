@@ -147,10 +147,20 @@ def test_missing_program_and_bad_launcher_are_refused_naming_the_key(ex: Any,
     assert isinstance(exc, ApplicationSetupError) and exc.key == "mpi_launcher", repr(exc)
 
 
+def shell_line(line: str) -> int:
+    """A plain function that runs a shell line (a Parsl bash app in miniature)."""
+    return subprocess.run(line, shell=True, timeout=600).returncode
+
+
+@pytest.mark.parametrize("how", ["run_mpi", "shell"])
 def test_walltime_kills_the_whole_application_and_the_ranks_serve_on(
-        ex: Any, c_world: str) -> None:
+        ex: Any, c_world: str, how: str) -> None:
     before = descendants()
-    future = ex.requirements(num_ranks=4, walltime=3).submit(run_mpi, [c_world, "0", "60"])
+    spec = ex.requirements(num_ranks=4, walltime=3)
+    if how == "run_mpi":
+        future = spec.submit(run_mpi, [c_world, "0", "60"])
+    else:  # the shell is interrupted, not the launcher it started: that is ended too
+        future = spec.submit(shell_line, f"$PARSL_MPI_PREFIX {c_world} 0 60")
     exc = future.exception(timeout=60)
     assert isinstance(exc, TaskTimeout), repr(exc)
     # no process of the application is left: nothing runs the program any more
@@ -187,7 +197,23 @@ def test_comm_task_and_application_on_the_same_ranks_leave_no_state(ex: Any) -> 
     assert any(k.startswith("PMI_") for k in seen)
 
 
-def test_killed_pool_leaves_no_application_process(tmp_path: Path, c_world: str) -> None:
+def test_spawn_mode_starts_the_program_on_the_held_ranks(ex: Any, tmp_path: Path) -> None:
+    future = ex.requirements(num_ranks=3).submit(run_mpi, PY_WORLD + ["0", "0", str(tmp_path)],
+                                                 mode="spawn")
+    done = future.result(timeout=120)
+    assert done.returncode == 0 and done.command[0] == "MPI_Comm_spawn"
+    said = ranks_of("\n".join(p.read_text() for p in tmp_path.glob("said-*.txt")))
+    assert [(int(r["rank"]), int(r["size"])) for r in said] == [(0, 3), (1, 3), (2, 3)]
+    assert {r["host"] for r in said} == {node_name()}
+    exc = ex.requirements(num_ranks=2).submit(run_mpi, PY_WORLD, mode="fork").exception(60)
+    assert isinstance(exc, ApplicationSetupError) and exc.key == "mode", repr(exc)
+    assert ex.requirements(num_ranks=4).submit(total, None).result(timeout=60) == 4
+
+
+@pytest.mark.parametrize("victim", ["pool", "rank"])
+def test_killed_pool_leaves_no_application_process(tmp_path: Path, c_world: str,
+                                                   victim: str) -> None:
+    """The whole pool killed, or only the rank running the application (``kill -9``)."""
     with executor(tmp_path, max_ranks=3) as ex:
         assert ex.submit(square, 3).result(timeout=60) == 9
         future = ex.requirements(num_ranks=2).submit(run_mpi, [c_world, "0", "120"])
@@ -196,7 +222,12 @@ def test_killed_pool_leaves_no_application_process(tmp_path: Path, c_world: str)
                        timeout=60)
         assert len(app) == 2
         mpiexec = ex._blocks.procs["0"]  # type: ignore[union-attr]
-        os.killpg(mpiexec.pid, signal.SIGKILL)
+        if victim == "pool":
+            os.killpg(mpiexec.pid, signal.SIGKILL)
+        else:  # the rank whose child is the application's launcher
+            [launcher] = [p for p in pool_tree(ex) if p.name() == "mpiexec"
+                          and p.pid != mpiexec.pid]
+            launcher.parent().kill()
         wait_gone(app, timeout=15)
         assert future.exception(timeout=30) is not None
     assert not [p for p in app if alive(p)]

@@ -4,11 +4,18 @@ A launcher (``mpiexec``, ``srun``) starts helpers that put their ranks in sessio
 own, so a process group does not hold an application: its processes are found by parentage
 instead (``psutil``), and ended together: ``SIGTERM`` first, so that a launcher can take its
 remote ranks down with it, then ``SIGKILL`` for whatever is left after ``grace`` seconds.
+
+Parentage breaks when a process in the middle dies first (a shell killed at a timeout leaves
+its ``mpiexec`` to init): a rank that runs applications is made a *child subreaper*
+(:func:`adopt_orphans`), so such orphans stay below it, where :func:`descendants` finds them.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import os
 import signal
 from collections.abc import Iterable
 
@@ -20,25 +27,36 @@ log = logging.getLogger(__name__)
 GRACE = 2.0
 
 
-def descendants(pid: int, exclude: Iterable[int] = ()) -> list[psutil.Process]:
-    """Every living process below ``pid`` (children, their children, ...), except the
-    subtrees rooted at ``exclude``."""
-    skip = set(exclude)
+#: prctl option: orphans below this process are reparented to it, not to init (Linux >= 3.4)
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def adopt_orphans() -> bool:
+    """Make this process adopt the orphaned processes below it; False where it cannot."""
     try:
-        root = psutil.Process(pid)
-        children = root.children()
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def reap() -> None:
+    """Collect the exit status of this process's ended children (adopted orphans included)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    """Every living process below ``pid`` (children, their children, ...)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
-    found: list[psutil.Process] = []
-    stack = [c for c in children if c.pid not in skip]
-    while stack:
-        proc = stack.pop()
-        found.append(proc)
-        try:
-            stack.extend(c for c in proc.children() if c.pid not in skip)
-        except psutil.Error:
-            pass
-    return found
 
 
 def end_processes(procs: Iterable[psutil.Process], grace: float = GRACE) -> int:

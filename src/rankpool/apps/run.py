@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import psutil
 
 from ..errors import ApplicationError, ApplicationSetupError
-from . import guard
 from .process_tree import end_processes
 
 #: characters of stdout/stderr an ApplicationError keeps
@@ -84,8 +83,6 @@ def _launch(command: list[str], environ: dict[str, str], check: bool) -> MpiRun:
     proc = subprocess.Popen(command, env=environ, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             errors="replace")
-    if guard.current is not None:
-        guard.current.register(proc.pid)
     try:
         out, err = proc.communicate()
     except BaseException:  # walltime, Ctrl-C: the application goes with the task

@@ -8,12 +8,15 @@ the task's rank 0 with a launch prefix naming exactly the held ranks' hosts (see
 a growing sleep (no MPI busy wait) until it returns. While the function runs, the pool's own
 launcher variables (PMI, Slurm step, ...) are out of the environment, so a launcher it starts
 begins a job of its own. Every process the function left behind is ended when it returns or
-is interrupted (walltime), and a guard process ends them if the rank dies meanwhile
-(:mod:`rankpool.apps.guard`).
+is interrupted (walltime). A rank that dies while an application runs takes the application
+with it through its launcher: Hydra's proxy ends the dead rank's process group (the ranks are
+session leaders), with or without ``-disable-auto-cleanup``, and Slurm ends every process of a
+step.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -22,12 +25,12 @@ from typing import Any
 
 from mpi4py import MPI
 
-from ..apps import guard as app_guard
-from ..apps.guard import Guard
 from ..apps.prefix import compose, detect_family, hosts_with_counts, pool_launch_variables
-from ..apps.process_tree import descendants, end_processes
+from ..apps.process_tree import adopt_orphans, descendants, end_processes, reap
 from .backoff import Backoff, BackoffConfig
 from .task_setting import TaskSetting, environment
+
+log = logging.getLogger(__name__)
 
 #: how held ranks sleep between tests of the barrier: 0.1 ms growing to 5 ms
 HOLD_BACKOFF = BackoffConfig(base=100e-6, hot_cap=5e-3, idle_cap=5e-3, hot_window=1e-6)
@@ -52,7 +55,9 @@ class Applications:
 
     def __init__(self) -> None:
         self.family = detect_family(os.environ)
-        self.guard = Guard()
+        if not adopt_orphans():
+            log.warning("cannot adopt orphaned processes: a process an application task "
+                        "leaves behind after its parent ended may outlive the task")
 
     def run(self, sub: MPI.Intracomm, setting: TaskSetting | None,
             call: Callable[[], Any]) -> Any:
@@ -73,19 +78,12 @@ class Applications:
                 sub.Ibarrier().Wait()  # the held ranks wait in it already: no spin here
 
     def _run_here(self, variables: dict[str, str], call: Callable[[], Any]) -> Any:
-        self.guard.watch()
-        app_guard.current = self.guard
         try:
             with environment(variables.items(), remove=pool_launch_variables(os.environ)):
                 return call()
         finally:
-            app_guard.current = None
-            exclude = () if self.guard.pid is None else (self.guard.pid,)
-            end_processes(descendants(os.getpid(), exclude=exclude))
-            self.guard.idle()
-
-    def close(self) -> None:
-        self.guard.close()
+            end_processes(descendants(os.getpid()))
+            reap()
 
 
 def _hold(sub: MPI.Intracomm) -> None:

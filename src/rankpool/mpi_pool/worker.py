@@ -110,8 +110,6 @@ class Worker:
             self.outbox.flush(timeout=10.0)
         finally:
             self.group.Free()
-            if self.apps is not None:
-                self.apps.close()
             if self.arena is not None:
                 self.arena.close(linger=RESULT_LINGER)
 
