@@ -15,6 +15,7 @@ from ._version import __version__
 from .errors import (
     ApplicationError,
     ApplicationSetupError,
+    BlockStartFailed,
     BrokenPool,
     EncryptionUnavailable,
     ExecutorShutdown,
@@ -42,7 +43,7 @@ _LAZY = {
 }
 
 __all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "run_mpi", "MpiRun",
-           "ApplicationError", "ApplicationSetupError", "SpawnUnsupported", "BrokenPool",
+           "ApplicationError", "ApplicationSetupError", "SpawnUnsupported", "BlockStartFailed", "BrokenPool",
            "EncryptionUnavailable", "ExecutorShutdown", "InsufficientRanks", "KeyFileError", "ManagerLost", "RankPoolError",
            "RemoteTaskError", "ResourceSpecError", "TaskSetupError", "SerializationError", "SharedMemoryError", "StuckRanksError",
            "TaskTimeout", "VersionMismatch"]

@@ -129,6 +129,32 @@ class ManagerLost(RankPoolError):
         return (type(self), (self.block_id, self.hosts, self.reason))
 
 
+class BlockStartFailed(RankPoolError):
+    """A block ended before its pool registered, as many times in a row as the executor allows.
+
+    ``block_id`` and ``job_id`` name the last such block, ``cause`` says how it failed (a
+    :class:`rankpool.protocol.starts.StartCause`: the job or launch ended, the pool could not
+    reach the interchange, the provider could not submit), ``detail`` quotes what it left (the
+    tail of its output and of its pool's log), ``failures`` counts the failed starts in a row.
+    """
+
+    def __init__(self, block_id: str, job_id: str, cause: object, detail: str,
+                 failures: int = 1) -> None:
+        what = getattr(cause, "value", str(cause))
+        job = f" (job {job_id})" if job_id else ""
+        times = f" ({failures} failed starts in a row)" if failures > 1 else ""
+        super().__init__(f"block {block_id}{job} could not start{times}: {what}"
+                         + (f":\n{detail}" if detail else ""))
+        self.block_id = block_id
+        self.job_id = job_id
+        self.cause = cause
+        self.detail = detail
+        self.failures = failures
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.block_id, self.job_id, self.cause, self.detail, self.failures))
+
+
 class VersionMismatch(RankPoolError):
     """A pool and an interchange disagree on protocol, Python or rankpool version."""
 
@@ -251,3 +277,33 @@ class ApplicationSetupError(TaskSetupError):
         RankPoolError.__init__(self, f"MPI application {key!r}: {message}")
         self.key = key
         self.detail = message
+
+
+class RunDirError(RankPoolError, PermissionError):
+    """A run directory, or a file in one, cannot be used privately: it is a link, belongs to
+    another user, or others may write to it; ``path`` names it and ``reason`` says why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"run directory path {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.path, self.reason))
+
+
+class MessageTooLarge(RankPoolError, ValueError):
+    """A task or a result is larger than the run's ``max_message_size``, so it cannot travel
+    as a message (every socket refuses larger ones); ``what`` names it, ``size`` and ``limit``
+    are in bytes."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(f"{what} is {size} bytes, over the run's max_message_size of {limit} "
+                         "bytes; send large arrays through shared memory (same host) or raise "
+                         "max_message_size")
+        self.what = what
+        self.size = size
+        self.limit = limit
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.what, self.size, self.limit))

@@ -98,6 +98,7 @@ class Interchange:
         self.known: set[int] = set()  # ids queued or in flight
         self.early_cancels: dict[int, None] = {}  # cancelled before they came (see cancels)
         self.finished = 0  # tasks whose result or failure went to the front-end
+        self.registered_blocks: set[str] = set()  # blocks that ever had a pool registered
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._pool_sock: zmq.Socket[bytes] | None = None
         self._client_sock: zmq.Socket[bytes] | None = None
@@ -129,13 +130,15 @@ class Interchange:
         try:
             gate = self._gate = open_gate(self._ctx, cfg.curve_dir, cfg.address,
                                           lambda: Throttle(log).warn)
-            rng = cfg.port_range
+            rng, cap = cfg.port_range, cfg.max_message_size
             self._pool_sock, pool_port = bind_router(self._ctx, cfg.address, cfg.pool_port, rng,
-                                                     gate.setup("pool") if gate else None)
-            self._client_sock, client_port = bind_router(self._ctx, LOOPBACK, cfg.client_port, rng,
-                                                         gate.setup("front-end") if gate else None)
-            self._command_sock, command_port = bind_router(self._ctx, LOOPBACK, cfg.command_port,
-                                                           rng, gate.setup("command") if gate else None)
+                                                     gate.setup("pool") if gate else None, cap)
+            self._client_sock, client_port = bind_router(
+                self._ctx, LOOPBACK, cfg.client_port, rng, gate.setup("front-end") if gate else None,
+                cap)
+            self._command_sock, command_port = bind_router(
+                self._ctx, LOOPBACK, cfg.command_port, rng, gate.setup("command") if gate else None,
+                cap)
         except BaseException:
             self._close(linger=0)
             raise
@@ -229,6 +232,10 @@ class Interchange:
             try:
                 if len(frames) < 2:
                     raise ProtocolError("message without a header frame")
+                if len(frames) > 2 and sum(map(len, frames)) > self.config.max_message_size:
+                    raise ProtocolError(f"a message of {sum(map(len, frames))} bytes from "
+                                        f"{frames[0].bytes!r:.40} is over max_message_size "
+                                        f"({self.config.max_message_size} bytes)")
                 handler(frames)
             except ProtocolError as exc:
                 self._throttle.warn("dropped a message on the %s socket: %s", name, exc)
@@ -278,11 +285,15 @@ class Interchange:
         old = self.pools.get(identity)
         if old is not None:
             self.lose(old, "pool registered again (restarted)", tell_pool=False)
-        if identity != reg.pool_id.encode(errors="surrogatepass"):  # any str off the wire
-            self._throttle.warn("pool registered as %r over a connection named %r; using the "
-                                "connection's", reg.pool_id, identity)
         cfg = self.config
-        error = check_versions(reg, __version__) or check_shape(reg)
+        taken = self.pools.id_taken(reg.pool_id)
+        if taken:  # the pool that holds the id runs on, and the front-end need not hear of it
+            self._throttle.warn("refused a registration from block %r on %s: %s", reg.block_id,
+                                ",".join(reg.hosts), taken)
+            self._send_pool(identity, Registered(taken, cfg.heartbeat_period,
+                                                 cfg.heartbeat_threshold).encode())
+            return
+        error = check_versions(reg, __version__) or check_shape(reg) or reg.init_error
         if error:
             self._throttle.warn("refused pool %r of block %r on %s: %s", reg.pool_id,
                                 reg.block_id, ",".join(reg.hosts), error)
@@ -295,6 +306,7 @@ class Interchange:
             return
         pool = Pool.from_register(identity, reg, cfg.prefetch, self._now)
         self.pools.add(pool)
+        self.registered_blocks.add(pool.block_id)
         self.room.add(pool)
         self._dirty = True
         self._send_pool(identity, Registered("", cfg.heartbeat_period, cfg.heartbeat_threshold).encode())

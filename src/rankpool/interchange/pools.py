@@ -1,7 +1,9 @@
 """The interchange's view of its pools: one record per registered pool, kept in last-seen
 and in last-sent order.
 
-A pool is known by its ZeroMQ routing identity (its pool id). The table keeps two ordered
+A pool is known by its ZeroMQ routing identity (a random name each pool picks for its
+connection, never shown), and by the pool id it registers, which only one connection may
+hold at a time. The table keeps two ordered
 mappings: one moves a pool to the end whenever it is heard from, the other whenever it is sent
 something. The pools silent the longest, and those sent nothing for longest, are thus always at
 the fronts: finding the lost ones, or the ones due a heartbeat, costs a look at a front, not a
@@ -200,6 +202,16 @@ class PoolTable:
     def __init__(self) -> None:
         self._pools: OrderedDict[bytes, Pool] = OrderedDict()
         self._sent: OrderedDict[bytes, Pool] = OrderedDict()
+        self._ids: dict[str, Pool] = {}
+
+    def id_taken(self, pool_id: str) -> str:
+        """Why a new registration may not take ``pool_id``, or "" when it is free: a pool id
+        names one connection, so a second one is refused (never handed the first's route)."""
+        pool = self._ids.get(pool_id)
+        if pool is None:
+            return ""
+        return (f"pool id {pool_id!r:.80} is already registered by another connection (pool of "
+                f"block {pool.block_id!r:.40} on {','.join(pool.hosts):.80}); refused")
 
     def __len__(self) -> int:
         return len(self._pools)
@@ -213,11 +225,14 @@ class PoolTable:
     def add(self, pool: Pool) -> None:
         self._pools[pool.identity] = pool
         self._sent[pool.identity] = pool
+        self._ids[pool.pool_id] = pool
 
     def remove(self, pool: Pool) -> None:
         if self._pools.get(pool.identity) is pool:
             del self._pools[pool.identity]
             del self._sent[pool.identity]
+            if self._ids.get(pool.pool_id) is pool:
+                del self._ids[pool.pool_id]
 
     def touch(self, pool: Pool, now: float) -> None:
         """Record that the pool was heard from."""

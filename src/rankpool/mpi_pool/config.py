@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..shm.arena import DEFAULT_CAP
+from ..protocol.wire import MAX_MESSAGE_SIZE, check_max_message_size
 from ..shm.run import check_run_prefix
 from ..task.node_resources import NodeResources, node_resources
 from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
@@ -37,6 +38,8 @@ class PoolConfig:
     resources: NodeResources = field(default_factory=NodeResources)  # devices, CPU binding
     shared_memory: str = ""       # the front-end's shared-memory run prefix ("": plane off)
     shared_memory_cap: int = DEFAULT_CAP  # bytes of segments one worker rank may hold
+    max_message_size: int = MAX_MESSAGE_SIZE  # the largest message sent or taken, in bytes
+    initializer: str = ""         # file with the pickled (initializer, initargs) ("": none)
 
     def __post_init__(self) -> None:
         if not self.interchange.startswith(("tcp://", "ipc://")):
@@ -65,6 +68,7 @@ class PoolConfig:
                 or self.shared_memory_cap < 0:
             raise ValueError(f"--shared-memory-cap: must be a non-negative number of bytes, "
                              f"got {self.shared_memory_cap!r}")
+        check_max_message_size(self.max_message_size, "--max-message-size")
         if not self.pool_id:
             object.__setattr__(self, "pool_id",
                                f"{self.block_id}.{socket.gethostname()}.{os.getpid()}")
@@ -74,7 +78,8 @@ class PoolConfig:
         argv = ["--interchange", self.interchange, "--block-id", self.block_id]
         defaults = PoolConfig.__dataclass_fields__
         for name in ("heartbeat_period", "heartbeat_threshold", "depth", "lend", "grace", "run_dir",
-                     "log_level", "server_key", "shared_memory", "shared_memory_cap"):
+                     "log_level", "server_key", "shared_memory", "shared_memory_cap",
+                     "max_message_size", "initializer"):
             value = getattr(self, name)
             if value != defaults[name].default:
                 argv += [f"--{name.replace('_', '-')}", str(value)]
@@ -125,6 +130,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--shared-memory-cap", type=int, default=DEFAULT_CAP, metavar="BYTES",
                    help="most bytes of shared-memory segments one worker rank holds "
                         f"(default {DEFAULT_CAP})")
+    p.add_argument("--max-message-size", type=int, default=MAX_MESSAGE_SIZE, metavar="BYTES",
+                   help="the largest message the pool sends or takes; a larger result fails its "
+                        f"task (default {MAX_MESSAGE_SIZE}, set by the executor)")
+    p.add_argument("--initializer", default="", metavar="FILE",
+                   help="a pickled (initializer, initargs) that every worker rank runs once "
+                        "before serving (written by the executor)")
     add_resource_options(p)
     return p
 

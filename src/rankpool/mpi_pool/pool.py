@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from mpi4py import MPI
 
 from .._version import __version__
 from ..errors import ProtocolError
+from ..private_files import PrivateFileHandler, private_dir, write_private
 from ..protocol import batches, wire
 from ..protocol import messages as protocol
 from ..protocol.starts import FailedStart, StartCause, pool_record_path
@@ -40,7 +42,9 @@ from ..task.node_resources import apply_binding, device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
 from .config import PoolConfig
 from .doorbell import Doorbell, new_token
+from .initializer import initialize, read_initializer
 from .manager import Manager, abort_for_stuck
+from .result_sizes import fit_results
 from .subcomms import Topology, discover_topology
 from .worker import Worker
 
@@ -87,8 +91,10 @@ def run_pool(cfg: PoolConfig) -> int:
     bell = Doorbell.open(token, rank) if rank == 0 or rank in near else None
     try:
         apply_binding(rank, topology.nodes, cfg.resources)  # before any user code runs
+        init_error = initialize(comm, read_initializer(cfg.initializer),
+                                [r for node in topology.nodes for r in node])
         if rank == 0:
-            pool = PoolManager(cfg, comm, topology, bell, near)
+            pool = PoolManager(cfg, comm, topology, bell, near, init_error)
             status = pool.run()
             if pool.manager.stuck:
                 abort_for_stuck(comm, sorted(pool.manager.stuck), EXIT_STUCK)
@@ -108,8 +114,11 @@ class PoolManager:
     """Rank 0: the pool's one connection to the interchange, and the MPI manager."""
 
     def __init__(self, cfg: PoolConfig, comm: MPI.Intracomm, topology: Topology,
-                 bell: Doorbell | None = None, near: Sequence[int] = ()) -> None:
-        """``bell``: rank 0's doorbell, rung by the worker ranks ``near`` it (its node)."""
+                 bell: Doorbell | None = None, near: Sequence[int] = (),
+                 init_error: str = "") -> None:
+        """``bell``: rank 0's doorbell, rung by the worker ranks ``near`` it (its node);
+        ``init_error``: why the initializer failed on a worker rank (registration says it)."""
+        self.init_error = init_error
         self.cfg = cfg
         self.topology = topology
         self.bell = bell
@@ -123,8 +132,11 @@ class PoolManager:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock_fd = self.sock.getsockopt(zmq.FD)  # what _wait selects on beside the bell
-        self.sock.setsockopt(zmq.IDENTITY, cfg.pool_id.encode())
+        # a random name for the connection, shown to no one, so that no one can claim it: the
+        # interchange ignores a second connection under a name already connected
+        self.sock.setsockopt(zmq.IDENTITY, secrets.token_hex(16).encode())
         self.sock.setsockopt(zmq.LINGER, 2000)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_size)
         if cfg.server_key:
             from ..security import client_curve
             client_curve(self.sock, cfg.server_key)
@@ -184,7 +196,8 @@ class PoolManager:
         reg = protocol.Register(
             protocol.PROTOCOL_VERSION, __version__, protocol.PYTHON_VERSION, self.cfg.block_id,
             self.cfg.pool_id, self.topology.hosts, [len(n) for n in self.topology.nodes],
-            m.widest, m.largest_node, devices_list(self.topology.nodes, self.cfg.resources))
+            m.widest, m.largest_node, devices_list(self.topology.nodes, self.cfg.resources),
+            self.init_error)
         self.sock.send_multipart(reg.encode())
         log.info("pool %s: %d worker ranks on %s; registering with %s", self.cfg.pool_id,
                  m.widest, self.topology.hosts, self.cfg.interchange)
@@ -205,11 +218,14 @@ class PoolManager:
                 self.period, self.threshold = msg.heartbeat_period, msg.heartbeat_threshold
                 self.last_heard = time.monotonic()
                 return
+        hint = "" if self.cfg.server_key else (
+            " (interchanges admit only pools with the run's keys unless started with "
+            "encrypted=False: pass --server-key <run dir>/curve/server.key)")
         raise PoolUnreachable(
             f"no answer from the interchange at {self.cfg.interchange} for {self.threshold:g} s "
             f"(the heartbeat threshold); giving up. Check that this node reaches that address "
             f"and port (the executor's address, a firewall), that the executor is running, and "
-            f"that the pool uses the run's keys")
+            f"that the pool uses the run's keys{hint}")
 
     def loop(self) -> None:
         manager = self.manager
@@ -308,7 +324,12 @@ class PoolManager:
     def _send_results(self, now: float) -> None:
         done, self.manager.completed = self.manager.completed, []
         self.first_done = 0.0
-        self.sock.send_multipart(batches.encode_results(done), copy=False)
+        frames = batches.encode_results(done)
+        if wire.message_size(frames) <= self.cfg.max_message_size:
+            self.sock.send_multipart(frames, copy=False)
+        else:  # rare: never send what the interchange's socket would refuse
+            for group in fit_results(done, self.cfg.max_message_size):
+                self.sock.send_multipart(batches.encode_results(group), copy=False)
         self.last_sent = now
 
     def pool_capacity(self) -> None:
@@ -341,11 +362,8 @@ def write_start_record(cfg: PoolConfig, cause: StartCause, detail: str) -> None:
     path = pool_record_path(cfg.run_dir, cfg.block_id)
     record = FailedStart(cfg.block_id, "", cause, detail=f"pool {cfg.pool_id}: {detail}")
     try:
-        fd = os.open(f"{path}.{os.getpid()}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(record.to_json(), fh)
-        os.replace(f"{path}.{os.getpid()}.tmp", path)
-    except OSError as exc:
+        write_private(path, json.dumps(record.to_json()))
+    except OSError as exc:  # RunDirError included
         log.warning("could not write %s: %s", path, exc)
 
 
@@ -367,9 +385,9 @@ def _setup_logging(cfg: PoolConfig, rank: int) -> None:
     root = logging.getLogger("rankpool")
     root.setLevel(level)
     if cfg.run_dir and (rank == 0 or cfg.worker_debug):
-        os.makedirs(cfg.run_dir, exist_ok=True)
+        private_dir(cfg.run_dir)
         name = f"pool-{cfg.block_id}.log" if rank == 0 else f"pool-{cfg.block_id}-rank{rank}.log"
-        handler: logging.Handler = logging.FileHandler(os.path.join(cfg.run_dir, name))
+        handler: logging.Handler = PrivateFileHandler(os.path.join(cfg.run_dir, name))
     else:
         handler = logging.StreamHandler(sys.stderr)
         if rank != 0 and not cfg.worker_debug:
