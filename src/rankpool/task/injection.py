@@ -3,7 +3,8 @@
 If the function has a parameter named ``comm``, that parameter receives the task's
 communicator when the caller left it out or passed ``None`` for it (by keyword or by
 position). Otherwise, if the first positional argument passed is ``None``, it is replaced.
-A multi-rank task for a function with neither is refused at submit (:func:`check_receives_comm`).
+A multi-rank task for a function with neither is an MPI application task: it runs once, on
+the first of its ranks (see :mod:`rankpool.mpi_pool.applications`).
 """
 
 from __future__ import annotations
