@@ -32,6 +32,7 @@ from .errors import (
     TaskSetupError,
     TaskTimeout,
     VersionMismatch,
+    WorkerLost,
 )
 
 _LAZY = {
@@ -46,7 +47,7 @@ __all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "r
            "ApplicationError", "ApplicationSetupError", "SpawnUnsupported", "BlockStartFailed", "BrokenPool",
            "EncryptionUnavailable", "ExecutorShutdown", "InsufficientRanks", "KeyFileError", "ManagerLost", "RankPoolError",
            "RemoteTaskError", "ResourceSpecError", "TaskSetupError", "SerializationError", "SharedMemoryError", "StuckRanksError",
-           "TaskTimeout", "VersionMismatch"]
+           "TaskTimeout", "VersionMismatch", "WorkerLost"]
 
 
 def __getattr__(name: str) -> Any:

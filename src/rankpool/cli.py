@@ -373,6 +373,8 @@ def _pool_row(p: dict[str, Any]) -> tuple[str, ...]:
     state = "draining" if p["draining"] else "held" if p["held"] else "active"
     if p.get("stuck_ranks"):
         state += f" (stuck {','.join(map(str, p['stuck_ranks']))})"
+    if p.get("lost_ranks"):
+        state += f" (lost {','.join(map(str, p['lost_ranks']))})"
     devices = p.get("devices") or {}
     ranks = f"{p['ranks']}({len(devices)}dev)" if devices else str(p["ranks"])  # owners
     return (str(p["block_id"]), str(p["pool_id"]), where, ranks, str(p["busy_ranks"]),

@@ -226,7 +226,7 @@ def test_pool_command_and_script(tmp_path: Path) -> None:
     path = write_pool_script(str(tmp_path), base, SrunLauncher(ranks_per_node=3), 2)
     text = Path(path).read_text()
     assert os.access(path, os.X_OK) and text.startswith("#!/bin/sh\n")
-    assert f"srun --ntasks 6 --ntasks-per-node 3 --nodes 2 sh {path}" in text
+    assert f"srun --ntasks 6 --ntasks-per-node 3 --nodes 2 --kill-on-bad-exit=0 sh {path}" in text
     assert '--block-id "$block"' in text
     # the block id: the first argument, else the batch job's id, else "manual"
     echo = text.replace("exec env", "echo").replace(sys.executable, "PY")

@@ -316,7 +316,8 @@ class Interchange:
 
     def on_capacity(self, pool: Pool, report: Capacity) -> None:
         """A pool's usable ranks changed: fit its record to them; a pool with stuck ranks is
-        degraded and drained, so that its block ends and can be replaced by a whole one."""
+        degraded and drained, so that its block ends and can be replaced by a whole one, and
+        so is one that retires; one that lost ranks to deaths serves on, smaller."""
         error = check_capacity(pool, report)
         if error:
             raise ProtocolError(f"capacity report of pool {pool.pool_id!r}: {error}")
@@ -324,9 +325,19 @@ class Interchange:
         pool.reshape(report, self.config.prefetch)
         self.room.reshape(pool, old)
         self._dirty = True
+        if report.lost:
+            log.warning("pool %r of block %r on %s lost worker ranks %s (they died)%s; usable "
+                        "worker ranks %s, widest task %d", pool.pool_id, pool.block_id,
+                        ",".join(pool.hosts), pool.lost,
+                        ": it retires" if report.retiring else "", pool.node_ranks, pool.widest)
+        if report.retiring and not report.stuck:
+            if not pool.draining:
+                self.drain(pool)
+            return
         if not report.stuck:
-            log.info("pool %r of block %r: no rank is stuck any more; worker ranks %s, widest %d",
-                     pool.pool_id, pool.block_id, pool.node_ranks, pool.widest)
+            if not report.lost:
+                log.info("pool %r of block %r: no rank is stuck any more; worker ranks %s, "
+                         "widest %d", pool.pool_id, pool.block_id, pool.node_ranks, pool.widest)
             return
         log.warning("pool %r of block %r on %s is degraded: ranks %s are stuck in tasks that never "
                     "ended; usable worker ranks %s, widest task %d", pool.pool_id, pool.block_id,

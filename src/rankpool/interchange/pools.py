@@ -66,6 +66,7 @@ class Pool:
     window_done: int = 0
     devices: list[str] = field(default_factory=list)
     stuck: list[int] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)     # worker ranks that died
     registered: list[int] = field(default_factory=list)
     _ranks: int = field(init=False, default=0)
 
@@ -88,6 +89,7 @@ class Pool:
         """Take a capacity report (checked by :func:`check_capacity`): stuck ranks no longer
         count as free, and the pool is never handed a task wider than it can still hold."""
         self.stuck = sorted(report.stuck)
+        self.lost = sorted(report.lost)
         self.node_ranks = list(report.node_ranks)
         self.widest = report.widest
         self._ranks = sum(self.node_ranks)
@@ -149,7 +151,7 @@ class Pool:
         ranks = self.ranks
         return {"block_id": self.block_id, "pool_id": self.pool_id, "hosts": list(self.hosts),
                 "ranks": ranks, "node_ranks": list(self.node_ranks), "widest": self.widest,
-                "stuck_ranks": list(self.stuck),
+                "stuck_ranks": list(self.stuck), "lost_ranks": list(self.lost),
                 "busy_ranks": min(self.used, ranks), "tasks": len(self.in_flight),
                 "held": self.held, "draining": self.draining, "rankpool": self.rankpool,
                 "python": self.python, "last_seen_s": round(max(0.0, now - self.last_seen), 3),
@@ -179,12 +181,14 @@ def check_capacity(pool: Pool, report: Capacity) -> str:
             not 0 <= n <= m for n, m in zip(report.node_ranks, pool.registered)):
         return (f"usable ranks per node {report.node_ranks!r:.200} do not fit the registered "
                 f"{pool.registered}")
-    if len(set(report.stuck)) != len(report.stuck) or any(
-            not 1 <= r <= total for r in report.stuck):
-        return f"stuck ranks {report.stuck!r:.200} are not distinct worker ranks 1..{total}"
+    gone = report.stuck + report.lost
+    if len(set(gone)) != len(gone) or any(not 1 <= r <= total for r in gone):
+        return (f"stuck and lost ranks {report.stuck!r:.100} {report.lost!r:.100} are not "
+                f"distinct worker ranks 1..{total}")
     usable = sum(report.node_ranks)
-    if usable + len(report.stuck) != total:
-        return f"{usable} usable and {len(report.stuck)} stuck ranks make no {total} worker ranks"
+    if usable + len(gone) != total:
+        return (f"{usable} usable, {len(report.stuck)} stuck and {len(report.lost)} lost ranks "
+                f"make no {total} worker ranks")
     if not 0 <= report.widest <= usable:
         return f"widest task {report.widest} is not between 0 and the {usable} usable ranks"
     return ""
