@@ -2,12 +2,15 @@
 
 Opt-in (``run_mpi(argv, mode="spawn")``): the task's first rank spawns the program's
 ``RANKPOOL_NUM_RANKS`` processes on the held ranks' hosts (MPICH's ``host``/``hostfile`` info
-keys) with no launcher process of its own, and waits until they end
-(``MPI_Comm_disconnect``, which the children's ``MPI_Finalize`` matches). What the children
-print goes to the pool's output, not to the task, and their exit codes are not reported
-(``returncode`` 0 once they disconnected): MPI does not tell a parent either. An MPI library
-or process manager that refuses to spawn fails the task with
-:class:`~rankpool.errors.SpawnUnsupported`, which names launcher mode as the alternative.
+keys) with no launcher process of its own. MPI tells a parent neither when its children end
+nor how (MPICH's ``MPI_Comm_disconnect`` returns at once), so a program run this way must say
+it is done: a barrier on its parent intercommunicator (``MPI_Comm_get_parent``) before it
+finishes. The parent waits in a blocking ``MPI_Barrier`` (MPICH 5.0's ``MPI_Ibarrier`` on an
+intercommunicator never completes), which spins the task's first rank and which no walltime
+interrupts: launcher mode has neither limit. What the children print goes to the pool's output, not to the task; ``returncode`` is 0 once
+they reached the barrier. An MPI library or process manager that refuses to spawn fails the
+task with :class:`~rankpool.errors.SpawnUnsupported`, which names launcher mode as the
+alternative.
 """
 
 from __future__ import annotations
@@ -49,9 +52,13 @@ def spawn(words: list[str], environ: Mapping[str, str]) -> MpiRun:
         except MPI.Exception as exc:
             library = MPI.Get_library_version().splitlines()[0].strip()
             raise SpawnUnsupported(f"{exc.Get_error_string()}; {library}") from None
-        children.Disconnect()
+        try:
+            children.Barrier()
+        finally:
+            children.Disconnect()
     finally:
         info.Free()
         if hostfile is not None:
             os.unlink(hostfile)
     return MpiRun([SPAWN, *words], 0, "", "", time.monotonic() - start)
+
