@@ -25,6 +25,7 @@ from .errors import (
     SerializationError,
     SharedMemoryError,
     StuckRanksError,
+    TaskExit,
     TaskSetupError,
     TaskTimeout,
     VersionMismatch,
@@ -39,7 +40,7 @@ _LAZY = {
 __all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "BrokenPool",
            "EncryptionUnavailable", "ExecutorShutdown", "InsufficientRanks", "KeyFileError", "ManagerLost", "RankPoolError",
            "RemoteTaskError", "ResourceSpecError", "TaskSetupError", "SerializationError", "SharedMemoryError", "StuckRanksError",
-           "TaskTimeout", "VersionMismatch"]
+           "TaskExit", "TaskTimeout", "VersionMismatch"]
 
 
 def __getattr__(name: str) -> Any:

@@ -89,6 +89,29 @@ class RemoteTaskError(RankPoolError):
         return (type(self), (self.type_name, self.remote_message, self.rank, self.size, self.host))
 
 
+class TaskExit(RankPoolError):
+    """A task raised a ``BaseException`` that is not an ``Exception``: ``SystemExit``
+    (``sys.exit()``), ``KeyboardInterrupt`` (an interrupted task), ``GeneratorExit`` or another.
+
+    Only that task failed: the worker rank and the pool carry on, and the submitting program sees
+    this ordinary exception instead of one that would end it or kill the thread that settles
+    futures. ``type_name`` is the original's qualified type name, ``code`` its exit code
+    (``SystemExit.code``; None for the other types); the original, where it can be rebuilt
+    here, is chained as ``__cause__`` (its remote traceback as its own ``__cause__``).
+    """
+
+    def __init__(self, type_name: str, code: object = None, message: str = "") -> None:
+        raised = f"{type_name}({code!r})" if code is not None else type_name
+        super().__init__(f"the task raised {raised}{': ' + message if message else ''} "
+                         f"(only this task failed)")
+        self.type_name = type_name
+        self.code = code
+        self.detail = message
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.type_name, self.code, self.detail))
+
+
 class TaskTimeout(RankPoolError, TimeoutError):
     """A task ran past its ``walltime``."""
 

@@ -13,6 +13,7 @@ from rankpool.errors import (
     RemoteTaskError,
     RemoteTraceback,
     SerializationError,
+    TaskExit,
     TaskTimeout,
 )
 from rankpool.task.serialize import (
@@ -108,6 +109,37 @@ def test_remote_error_that_cannot_be_rebuilt_becomes_remote_task_error(monkeypat
     assert pickle.loads(pickle.dumps(err)).type_name == err.type_name
 
 
+class _Halt(BaseException):
+    """A user's own BaseException subclass."""
+
+
+def _raised(exc: BaseException) -> BaseException:
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+@pytest.mark.parametrize("exc, type_name, code", [
+    (SystemExit(3), "SystemExit", 3), (SystemExit(), "SystemExit", None),
+    (SystemExit("bye"), "SystemExit", "bye"), (KeyboardInterrupt(), "KeyboardInterrupt", None),
+    (GeneratorExit(), "GeneratorExit", None), (_Halt("stop now"), "_Halt", None)])
+def test_base_exceptions_of_tasks_come_back_as_task_exit(exc, type_name, code):
+    """Whatever BaseException a task raised, its future gets an ordinary exception: a
+    SystemExit raised by result() would end the submitting program, one raised in a done
+    callback would kill the thread that settles futures."""
+    err = loads_error(dumps_error(_raised(exc), rank=1, size=4))
+    assert type(err) is TaskExit and isinstance(err, Exception)
+    assert err.type_name.endswith(type_name) and err.code == code
+    original = err.__cause__
+    assert type(original) is type(exc)                 # chained to the original ...
+    assert "rank 1 of 4 on" in str(original.__cause__)  # ... and its remote traceback
+    assert "_raised" in str(original.__cause__)
+    assert type_name in str(err) and "only this task failed" in str(err)
+    again = pickle.loads(pickle.dumps(err))            # Parsl may pickle it again
+    assert (again.type_name, again.code, str(again)) == (err.type_name, err.code, str(err))
+
+
 def test_rankpool_errors_survive_pickling():
     """Every error a pool or rank may send back is rebuilt as itself, with its attributes
     (a pool refusing a task it can no longer hold sends ResourceSpecError)."""
@@ -117,7 +149,8 @@ def test_rankpool_errors_survive_pickling():
                errors.InsufficientRanks(4, 3, 2), errors.StuckRanksError(5, [1], 5.0),
                errors.ManagerLost("0", ["h"], "gone"), errors.VersionMismatch("x", "1", "2"),
                errors.BrokenPool("broken", ValueError("v")), errors.KeyFileError("/k", "bad"),
-               errors.RemoteTaskError("m.E", "text", 1, 2, "h"), errors.ExecutorShutdown("s")]
+               errors.RemoteTaskError("m.E", "text", 1, 2, "h"), errors.ExecutorShutdown("s"),
+               errors.TaskExit("SystemExit", 2, "")]
     for exc in samples:
         again = loads_error(dumps_error(exc))
         assert type(again) is type(exc) and str(again) == str(exc)

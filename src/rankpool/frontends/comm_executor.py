@@ -10,12 +10,21 @@ the others serve tasks inside ``__enter__`` until root leaves the block, then ge
 On root, a thread (``rankpool-manager``) runs the pool's manager on the pool's own
 communicator (a reordered copy of ``comm``, so its messages never mix with the user's), while
 the user's code keeps running. No ZeroMQ, no interchange.
+
+Ctrl-C: ``mpiexec`` sends SIGINT to every rank. Root's ``KeyboardInterrupt`` leaves the ``with``
+block, which prints one line, cancels the tasks not yet handed to a rank, stops the worker ranks
+and waits up to ``INTERRUPT_WAIT`` seconds for them; each worker rank interrupts the task it runs
+(see :mod:`rankpool.mpi_pool.interrupts`) and, once stopped, raises ``KeyboardInterrupt`` from
+``__enter__`` too, so that every rank leaves the block the same way and reaches ``MPI_Finalize``.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 import threading
+import traceback
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,6 +32,7 @@ from typing import Any
 from mpi4py import MPI
 
 from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
+from ..mpi_pool.interrupts import Interrupts
 from ..mpi_pool.manager import Manager, abort_for_stuck
 from ..mpi_pool.placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
 from ..mpi_pool.subcomms import discover_topology
@@ -33,6 +43,12 @@ from ..task.resources import Spec, check_fits
 from .engine import FrontEnd, TaskFuture
 
 log = logging.getLogger(__name__)
+
+#: seconds root waits, after Ctrl-C, for the interrupted worker ranks to report before it
+#: declares the ranks still in tasks stuck (and, with ``on_stuck="abort"``, aborts the job)
+INTERRUPT_WAIT = 2.0
+#: MPI_Abort's error code when ranks are stuck as the ``with`` block ends
+EXIT_STUCK = 70
 
 
 class CommExecutor(FrontEnd):
@@ -80,6 +96,7 @@ class CommExecutor(FrontEnd):
         self.pool_comm = comm.Split(0, 0 if self.is_root else comm.Get_rank() + 1)
         self.topology = discover_topology(self.pool_comm)
         self.device = apply_binding(self.pool_comm.Get_rank(), self.topology.nodes, resources)
+        self.pool_comm_rank = self.pool_comm.Get_rank()
         self._user_rank = self.pool_comm.allgather(comm.Get_rank())
         self._backoff = backoff
         self._inbox: deque[Task] = deque()
@@ -87,6 +104,8 @@ class CommExecutor(FrontEnd):
         self._idle = False
         self._stopping = False
         self._cancel_all = False
+        self._interrupted = False
+        self._give_up = False
         self._thread: threading.Thread | None = None
         self._manager: Manager | None = None
         if self.is_root:
@@ -102,16 +121,46 @@ class CommExecutor(FrontEnd):
     def __enter__(self) -> CommExecutor | None:  # type: ignore[override]
         if self.is_root:
             return self
-        Worker(self.pool_comm, self._backoff).serve()
+        interrupts = Interrupts([signal.SIGINT], abort=self.pool_comm.Abort)
+        Worker(self.pool_comm, self._backoff, interrupts=interrupts).serve()
+        if interrupts.interrupted:  # Ctrl-C: root leaves its block with KeyboardInterrupt too
+            self.pool_comm.Free()
+            raise KeyboardInterrupt(f"worker rank {self.pool_comm_rank} of the CommExecutor "
+                                    f"was interrupted")
         return None
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
         if self.is_root:
-            self.shutdown(wait=True)
-            stuck = self.stuck_ranks
+            if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+                self._interrupt()
+            else:
+                self.shutdown(wait=True)
+            stuck = self._manager.stuck if self._manager is not None else {}
             if stuck and self.on_stuck == "abort":
-                abort_for_stuck(self.pool_comm, stuck, 70)
+                if exc is not None:  # what left the user's code, before the abort ends all
+                    traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+                    sys.stderr.flush()
+                abort_for_stuck(self.pool_comm, stuck, EXIT_STUCK, self._user_rank)
         self.pool_comm.Free()
+
+    def _interrupt(self) -> None:
+        """Ctrl-C on root: say what stops, cancel what no rank holds yet, stop the ranks and wait
+        a bounded time for the tasks they were interrupted in; ranks still in one are stuck."""
+        assert self._manager is not None and self._thread is not None
+        print(f"rankpool: interrupted: cancelling queued tasks and stopping the CommExecutor "
+              f"({self._manager.widest} worker ranks, {self.pending} tasks pending; running "
+              f"tasks are interrupted; Ctrl-C again aborts the job)", file=sys.stderr, flush=True)
+        with self._lock:
+            self._shutdown = True
+        self._interrupted = True
+        self._cancel_all = True
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(INTERRUPT_WAIT)
+        if self._thread.is_alive():
+            self._give_up = True  # the thread marks the ranks still in tasks stuck, then ends
+            self._thread.join()
 
     @property
     def stuck_ranks(self) -> list[int]:
@@ -161,9 +210,13 @@ class CommExecutor(FrontEnd):
                     for result in done:
                         self._resolve(result)
                 if self._stopping and self._cancel_all:
-                    for task_id in list(manager.tasks):
-                        manager.cancel(task_id)
+                    self._drop_queued(manager)
                 if self._stopping and not self._inbox and manager.outstanding == 0:
+                    break
+                if self._give_up:
+                    stuck = manager.abandon()
+                    log.error("ranks %s did not stop within %g s of the interrupt",
+                              sorted(self._user_rank[r] for r in stuck), INTERRUPT_WAIT)
                     break
                 if manager.outstanding == 0 and not self._inbox:
                     self._idle = True
@@ -181,7 +234,20 @@ class CommExecutor(FrontEnd):
             self._set_broken(f"the manager thread failed: {exc!r}", exc)
         finally:
             manager.manager_stop(finish=not self._cancel_all)
-            self._fail_remaining("the CommExecutor was shut down before the task finished")
+            self._fail_remaining("the CommExecutor was interrupted (Ctrl-C) before the task "
+                                 "finished" if self._interrupted else
+                                 "the CommExecutor was shut down before the task finished")
+
+    def _drop_queued(self, manager: Manager) -> None:
+        """Cancel the tasks no rank holds yet: in the inbox, or queued in the manager."""
+        dropped = [task.task_id for task in self._inbox]
+        self._inbox.clear()
+        dropped += [task_id for task_id in list(manager.tasks) if manager.cancel(task_id)]
+        if self._interrupted:  # shutdown(cancel_futures=True) cancelled every future already
+            for task_id in dropped:
+                future = self._futures.pop(task_id, None)
+                if future is not None and future.cancel():
+                    future.set_running_or_notify_cancel()
 
     def _take_inbox(self, manager: Manager) -> bool:
         inbox = self._inbox

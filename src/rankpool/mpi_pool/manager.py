@@ -23,7 +23,7 @@ import heapq
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,6 +174,18 @@ class Manager:
                 self.bell.ring(rank)  # type: ignore[union-attr]
         if not self.outbox.flush(timeout):
             log.warning("stop did not reach every worker rank within %.1f s", timeout)
+
+    def abandon(self) -> dict[int, int]:
+        """The owner stops waiting for the tasks on ranks: every rank still in one is marked
+        stuck (rank -> task), and the tasks are forgotten (their owner fails their futures)."""
+        for task_id, rank in self.single.items():
+            self.stuck[rank] = task_id
+        for run in self.running.values():
+            for rank in run.remaining:
+                self.stuck[rank] = run.task.task_id
+        self.single.clear()
+        self.running.clear()
+        return self.stuck
 
     # -- steps --------------------------------------------------------------------------------
     def manager_dispatch(self) -> bool:
@@ -351,13 +363,21 @@ class Manager:
         self.completed.append(Result(task_id, [Outcome(0, False, dumps_error(exc))]))
 
 
-def abort_for_stuck(comm: MPI.Comm, stuck: list[int], code: int) -> None:
-    """End the MPI job: ``stuck`` ranks are in tasks that never ended, so they could never
-    reach ``MPI_Finalize`` and the job would never exit."""
-    log.critical("ranks %s are stuck in tasks that never ended; aborting the MPI job, which "
-                 "could not finish otherwise", stuck)
-    print(f"rankpool: ranks {stuck} are stuck in tasks that never ended; aborting",
-          file=sys.stderr, flush=True)
+def abort_for_stuck(comm: MPI.Comm, stuck: Mapping[int, int], code: int,
+                    names: Sequence[int] | None = None) -> None:
+    """End the MPI job: the ``stuck`` ranks (rank -> the task it never came back from) could
+    never reach ``MPI_Finalize``, so the job would never exit. ``names``: how the message
+    numbers each rank of ``comm`` (the user's ranks, for a ``CommExecutor``)."""
+    by_task: dict[int, list[int]] = {}
+    for rank, task_id in sorted(stuck.items()):
+        by_task.setdefault(task_id, []).append(names[rank] if names is not None else rank)
+    ranks = sorted(r for rs in by_task.values() for r in rs)
+    where = ", ".join(f"{'rank' if len(rs) == 1 else 'ranks'} {rs if len(rs) > 1 else rs[0]} "
+                      f"in task {task_id}" for task_id, rs in sorted(by_task.items()))
+    text = (f"ranks {ranks} are stuck in tasks that never ended ({where}); aborting the MPI "
+            f"job, which could not finish otherwise")
+    log.critical("%s", text)
+    print(f"rankpool: {text}", file=sys.stderr, flush=True)
     comm.Abort(code)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ from ..task.node_resources import apply_binding, device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
 from .config import PoolConfig
 from .doorbell import Doorbell, new_token
+from .interrupts import Interrupts
 from .manager import Manager, abort_for_stuck
 from .subcomms import Topology, discover_topology
 from .worker import Worker
@@ -61,6 +63,8 @@ class PoolRefused(PoolLeaves):
 EXIT_REFUSED = 3
 #: error code given to MPI_Abort by a pool that left with ranks stuck in tasks
 EXIT_STUCK = 4
+#: signals that stop a pool cleanly (Ctrl-C forwarded by mpiexec; a job's cancel)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def run_pool(cfg: PoolConfig) -> int:
@@ -77,11 +81,13 @@ def run_pool(cfg: PoolConfig) -> int:
         apply_binding(rank, topology.nodes, cfg.resources)  # before any user code runs
         if rank == 0:
             pool = PoolManager(cfg, comm, topology, bell, near)
-            status = pool.run()
+            with Interrupts(STOP_SIGNALS, abort=comm.Abort, on_first=pool.interrupt):
+                status = pool.run()
             if pool.manager.stuck:
-                abort_for_stuck(comm, sorted(pool.manager.stuck), EXIT_STUCK)
+                abort_for_stuck(comm, pool.manager.stuck, EXIT_STUCK)
         else:
-            Worker(comm, arena=result_arena(cfg), bell=bell).serve()
+            Worker(comm, arena=result_arena(cfg), bell=bell,
+                   interrupts=Interrupts(STOP_SIGNALS, abort=comm.Abort)).serve()
     except BaseException:
         log.critical("rank %d failed; aborting the pool", rank, exc_info=True)
         sys.stderr.flush()
@@ -119,6 +125,8 @@ class PoolManager:
         self.last_heard = self.last_sent = time.monotonic()
         self.first_done = 0.0
         self.reported_stuck: set[int] = set()
+        self.interrupted = ""      # the signal that stops the pool, by name
+        self._in_poll = False      # blocked in the idle ZeroMQ poll: an interrupt raises there
 
     def run(self) -> int:
         """Serve until stopped, drained or cut off; the pool's exit status."""
@@ -163,6 +171,8 @@ class PoolManager:
                      {r: d for r, d in enumerate(reg.devices) if d})
         deadline = time.monotonic() + self.threshold
         while time.monotonic() < deadline:
+            if self.interrupted:
+                raise PoolLeaves(f"interrupted by {self.interrupted} before it registered")
             if not self.sock.poll(100):
                 continue
             frames = self.sock.recv_multipart()
@@ -181,6 +191,8 @@ class PoolManager:
         manager = self.manager
         backoff = Backoff()
         while True:
+            if self.interrupted:
+                raise PoolLeaves(f"interrupted by {self.interrupted}")
             if manager.outstanding:
                 got = self.pool_receive(0)
                 active = manager.progress() or got
@@ -209,9 +221,24 @@ class PoolManager:
             self.bell.wait(seconds, self.sock_fd)
 
     # -- steps ---------------------------------------------------------------------------------
+    def interrupt(self, signum: int) -> None:
+        """The first SIGINT or SIGTERM: leave the loop (at once when blocked in the idle poll),
+        stopping the worker ranks, which were interrupted too when ``mpiexec`` forwarded it."""
+        self.interrupted = signal.Signals(signum).name
+        if self._in_poll:
+            raise PoolLeaves(f"interrupted by {self.interrupted}")
+
     def pool_receive(self, timeout_ms: int) -> bool:
         sock = self.sock
-        if not sock.poll(timeout_ms):
+        if timeout_ms:
+            self._in_poll = True
+            try:
+                ready = not self.interrupted and sock.poll(timeout_ms)
+            finally:
+                self._in_poll = False
+        else:
+            ready = sock.poll(0)
+        if not ready:
             return False
         while True:
             try:

@@ -8,7 +8,9 @@ shares rank 0's node: rank 0 rings it when it sends work to the idle rank, see
 shares this host's ``/dev/shm``) large result buffers go into its segments and only their
 descriptors travel (see :mod:`rankpool.shm.arena`). User code runs inside
 ``try/except BaseException``; its outcome, value or error, always becomes a report, so a
-raising rank never leaves rank 0 waiting without word.
+raising rank never leaves rank 0 waiting without word. An interrupt (SIGINT) fails the task
+running and those about to start, and the rank serves on until rank 0 stops it (see
+:mod:`.interrupts`).
 """
 
 from __future__ import annotations
@@ -51,9 +53,10 @@ class Worker:
 
     def __init__(self, comm: MPI.Intracomm, backoff: BackoffConfig | None = None,
                  flush_interval: float = 0.002, arena: Arena | None = None,
-                 bell: Doorbell | None = None) -> None:
+                 bell: Doorbell | None = None, interrupts: Interrupts | None = None) -> None:
         """``bell``: this rank's doorbell when it shares rank 0's node (see :mod:`.doorbell`):
-        it waits on it between polls and rings rank 0's after each report."""
+        it waits on it between polls and rings rank 0's after each report; ``interrupts``:
+        the signals that interrupt the rank's tasks while it serves (see :mod:`.interrupts`)."""
         self.comm = comm
         self.arena = arena
         self.bell = bell
@@ -73,9 +76,17 @@ class Worker:
         self.stopping = False
         self.pid = os.getpid()
         self.use_alarm = threading.current_thread() is threading.main_thread()
+        self.interrupts = interrupts
 
     def serve(self) -> None:
         tighten_timer_slack()
+        if self.interrupts is None:
+            self._serve()
+        else:
+            with self.interrupts:
+                self._serve()
+
+    def _serve(self) -> None:
         try:
             while not (self.stopping and not self.queue):
                 if self.queue:
@@ -182,13 +193,21 @@ class Worker:
 
     def _timed(self, item: WorkItem, fn: Any, args: Any, kwargs: Any) -> Any:
         """Run the function under the task's walltime alarm."""
+        interrupts = self.interrupts
+        if interrupts is not None and interrupts.count and interrupts.recent():
+            raise KeyboardInterrupt(f"the task was interrupted ({interrupts.name}) before it "
+                                    f"started")
         alarm = self.use_alarm and item.walltime is not None
         if alarm:
             previous = signal.signal(signal.SIGALRM, _raise_alarm)
             signal.setitimer(signal.ITIMER_REAL, item.walltime)
         try:
+            if interrupts is not None:
+                interrupts.in_task = True
             value = fn(*args, **kwargs)
         finally:
+            if interrupts is not None:
+                interrupts.in_task = False
             if alarm:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)

@@ -27,7 +27,7 @@ from typing import Any
 
 import dill
 
-from ..errors import RemoteTaskError, RemoteTraceback, SerializationError
+from ..errors import RemoteTaskError, RemoteTraceback, SerializationError, TaskExit
 from ..shm.reader import resolve as resolve_shared
 
 #: buffers at least this large travel out of band; smaller ones stay inside the pickle
@@ -158,17 +158,17 @@ def dumps_error(exc: BaseException, rank: int = 0, size: int = 1) -> bytes:
     """
     try:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    except Exception as bad:  # a traceback that cannot be formatted still says what failed
+    except BaseException as bad:  # a traceback that cannot be formatted still says what failed
         tb = (f"{exception_text(exc)}\n"
               f"(the traceback could not be formatted: {exception_text(bad)})\n")
     try:
         exc_pickle: bytes | None = pickle.dumps(exc, protocol=5)
         pickle.loads(exc_pickle)  # an exception that pickles but cannot be rebuilt is text only
-    except Exception:
+    except BaseException:
         try:
             exc_pickle = dill.dumps(exc, protocol=5)
             pickle.loads(exc_pickle)
-        except Exception:
+        except BaseException:
             exc_pickle = None
     info = ErrorInfo(f"{type(exc).__module__}.{type(exc).__qualname__}", exception_text(exc), tb,
                      rank, size, _HOST, exc_pickle)
@@ -179,7 +179,7 @@ def exception_text(exc: BaseException) -> str:
     """``str(exc)``, or what ``traceback`` prints when that raises."""
     try:
         return str(exc)
-    except Exception:
+    except BaseException:
         return f"<exception str() failed for {type(exc).__qualname__}>"
 
 
@@ -200,7 +200,19 @@ def loads_error(data: Buffer) -> BaseException:
         exc = RemoteTaskError(info.type_name, info.message, info.rank, info.size, info.host)
     header = f"rank {info.rank} of {info.size} on {info.host}"
     exc.__cause__ = RemoteTraceback(f'\n"""\n{header}\n{info.traceback}"""')
+    if not isinstance(exc, Exception):  # SystemExit & co. must not end the submitting program
+        exc = task_exit(exc, info.type_name, info.message)
     return exc
+
+
+def task_exit(exc: BaseException, type_name: str, message: str) -> TaskExit:
+    """The :class:`~rankpool.errors.TaskExit` that stands for ``exc``, chained to it."""
+    code = exc.code if isinstance(exc, SystemExit) else None
+    if isinstance(exc, SystemExit) and message == str(code):
+        message = ""  # SystemExit(3) says "3": the code says it already
+    wrapped = TaskExit(type_name.removeprefix("builtins."), code, message)
+    wrapped.__cause__ = exc
+    return wrapped
 
 
 def error_summary(data: Buffer) -> str:
