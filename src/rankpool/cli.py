@@ -2,7 +2,7 @@
 
     rankpool pool --interchange tcp://HOST:PORT --block-id ID [...]   python -m rankpool.mpi_pool
     rankpool info                      versions, the MPI library, mpiexec, the batch system
-    rankpool status RUN_DIR [--once]   a running executor's pools, ranks and tasks
+    rankpool status RUN_DIR [--once]   a running executor's pools, ranks, tasks and failed starts
 
 ``status`` reads ``RUN_DIR/interchange.json`` (written by both executors when their
 interchange starts) and asks the interchange's command port, on loopback, for its pools and
@@ -153,6 +153,7 @@ def _mpi_lines() -> list[tuple[str, str]]:
 # -- status --------------------------------------------------------------------------------------
 def run_status(ns: argparse.Namespace) -> int:
     """Show the executor's state once (``--once``) or until Ctrl-C."""
+    from .launchers.failed_starts import read_failures
     from .launchers.rundir import INTERCHANGE_INFO, read_interchange_info
     parser: argparse.ArgumentParser = ns.parser
     run_dir = find_run_dir(ns.run_dir, INTERCHANGE_INFO, parser)
@@ -178,7 +179,8 @@ def run_status(ns: argparse.Namespace) -> int:
     try:
         while True:
             try:
-                text = render(run_dir, info, client.snapshot())
+                text = render(run_dir, info, {**client.snapshot(),
+                                              "failed_starts": read_failures(run_dir)})
             except TimeoutError as exc:
                 print(f"rankpool status: error: {exc}{_stale_hint(info)}", file=sys.stderr)
                 return 1
@@ -312,7 +314,28 @@ def render(run_dir: str, info: dict[str, Any], snap: dict[str, Any]) -> str:
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     if not pools:
         lines.append("(no pool connected)")
+    lines += _failed_starts(snap.get("failed_starts") or [])
     return "\n".join(lines)
+
+
+#: failed starts ``status`` shows (the latest), and lines of what each left
+SHOW_FAILED = 3
+SHOW_DETAIL = 6
+
+
+def _failed_starts(failures: list[Any]) -> list[str]:
+    """The run's failed block starts: how many, then the latest ones with the words they left."""
+    if not failures:
+        return []
+    lines = ["", f"failed starts  {len(failures)} block{'s' if len(failures) != 1 else ''} "
+                 f"ended before their pool registered"
+             + (f"; the latest {SHOW_FAILED}:" if len(failures) > SHOW_FAILED else ":")]
+    for failure in failures[-SHOW_FAILED:]:
+        when = time.strftime("%H:%M:%S", time.localtime(failure.when))
+        lines.append(f"  {when}  {failure.summary()}")
+        detail = failure.detail.splitlines()
+        lines += [f"      {line}" for line in detail[-SHOW_DETAIL:]]
+    return lines
 
 
 def _pool_row(p: dict[str, Any]) -> tuple[str, ...]:

@@ -173,6 +173,18 @@ class ExecutorShutdown(RankPoolError, RuntimeError):
     """The executor was shut down before the task finished."""
 
 
+class TaskCancelled(RankPoolError):
+    """A task's future was cancelled and the pool dropped the task before it started (the
+    outcome the pool reports for it, which its cancelled future never shows)."""
+
+    def __init__(self, task_id: int) -> None:
+        super().__init__(f"task {task_id} was cancelled before it started")
+        self.task_id = task_id
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.task_id,))
+
+
 class BrokenPool(RankPoolError, BrokenExecutor):
     """The executor can no longer run tasks; ``cause`` says why."""
 

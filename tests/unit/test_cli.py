@@ -245,3 +245,19 @@ def test_status_row_names_stuck_ranks() -> None:
             "stuck_ranks": [1, 3]}
     assert _pool_row(pool)[7] == "draining (stuck 1,3)"
     assert _pool_row({**pool, "stuck_ranks": []})[7] == "draining"
+
+
+def test_status_shows_the_latest_failed_starts_with_their_cause() -> None:
+    from rankpool.cli import render
+    from rankpool.protocol.starts import FailedStart, StartCause
+    failures = [FailedStart(str(b), str(100 + b), StartCause.JOB_ENDED, "COMPLETED", None,
+                            f"stderr:\n  srun: error: step refused for block {b}")
+                for b in range(4)]
+    snap = {"pools": [], "queued": 2, "outstanding": 2, "finished": 0, "failed_starts": failures}
+    out = render("/run", {"address": "tcp://h:1"}, snap)
+    assert "failed starts  4 blocks ended before their pool registered; the latest 3:" in out
+    assert "block 3 (job 103): the block's job ended before its pool registered (state " \
+           "COMPLETED)" in out
+    assert "srun: error: step refused for block 3" in out
+    assert "block 0 (job 100)" not in out
+    assert "failed starts" not in render("/run", {}, {**snap, "failed_starts": []})

@@ -1,5 +1,10 @@
 """The job scripts Parsl's providers would submit with rankpool's launchers, without a scheduler.
 
+Each block's job must hold the slots its launch line uses (``ranks_per_node`` tasks per node),
+however the provider takes them: ``tasks_per_node`` (Slurm, Torque) or its own options (PBS
+Pro's ``mpiprocs``). Parsl's executors submit ``tasks_per_node=1``, which on shared nodes makes
+Slurm refuse the block's ``srun``.
+
 Every cluster provider writes its script into ``script_dir`` and then runs the submit command
 (``qsub``/``sbatch``/``bsub``) through ``ClusterProvider.execute_wait``; ``LocalProvider`` runs
 its script through ``parsl.utils.execute_wait``. The ``submitted`` fixture replaces both with a
@@ -30,6 +35,7 @@ from parsl.providers import (
 )
 from parsl.providers.cluster_provider import ClusterProvider
 
+from rankpool.frontends.parsl.blocks import block_shape
 from rankpool.launchers import (
     FluxLauncher,
     JsrunLauncher,
@@ -83,7 +89,9 @@ def submitted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[Any]
 
     def submit(provider: Any) -> str:
         provider.script_dir = str(tmp_path)
-        job_id = provider.submit(CMD, 1, "rankpool-block")  # what BlockProviderExecutor passes
+        # what the executor submits a block with (and fits the provider's options to)
+        tasks = block_shape(provider, None, None).tasks_per_node
+        job_id = provider.submit(CMD, tasks, "rankpool-block")
         assert job_id == "4242.pbs01" if isinstance(provider, TorqueProvider) else job_id == "4242"
         return fake.script()
 
@@ -102,7 +110,7 @@ def test_pbspro_with_mpiexec(submitted: Callable[[Any], str]) -> None:
                               scheduler_options="#PBS -l filesystems=home",
                               worker_init="source env/bin/activate", launcher=launcher)
     script = lines(submitted(provider))
-    assert "#PBS -l select=4:ncpus=64:ngpus=4" in script
+    assert "#PBS -l select=4:ncpus=64:ngpus=4:mpiprocs=8" in script
     assert "#PBS -l walltime=01:00:00" in script
     assert "#PBS -l filesystems=home" in script
     assert script.index("source env/bin/activate") < len(script) - 1
@@ -115,7 +123,7 @@ def test_pbspro_with_cray_pals(submitted: Callable[[Any], str]) -> None:
     launcher = MpiexecLauncher(ranks_per_node=32, flavor="pals", depth=2, cpu_bind="depth")
     script = lines(submitted(PBSProProvider(nodes_per_block=2, cpus_per_node=64,
                                             launcher=launcher)))
-    assert "#PBS -l select=2:ncpus=64" in script
+    assert "#PBS -l select=2:ncpus=64:mpiprocs=32" in script
     assert script[-1] == ('mpiexec -n 64 --ppn 32 ${PBS_NODEFILE:+--hostfile "$PBS_NODEFILE"} '
                           f"--depth 2 --cpu-bind depth {CMD}")
 
@@ -124,8 +132,7 @@ def test_torque_with_mpiexec(submitted: Callable[[Any], str]) -> None:
     provider = TorqueProvider(queue="batch", nodes_per_block=2, walltime="00:10:00",
                               launcher=MpiexecLauncher(ranks_per_node=4, debug=True))
     script = lines(submitted(provider))
-    # Parsl's Torque template asks for ppn=tasks_per_node=1; -ppn places the ranks regardless
-    assert "#PBS -l nodes=2:ppn=1" in script
+    assert "#PBS -l nodes=2:ppn=4" in script  # the slots -ppn 4 places ranks in
     assert "#PBS -l walltime=00:10:00" in script
     line = f'mpiexec -n 8 -ppn 4 ${{PBS_NODEFILE:+-hostfile "$PBS_NODEFILE"}} {CMD}'
     assert script[-2:] == [f"echo {shlex.quote('rankpool launch: ' + line)}", line]
@@ -136,10 +143,70 @@ def test_slurm_with_srun(submitted: Callable[[Any], str]) -> None:
                              walltime="00:30:00",
                              launcher=SrunLauncher(ranks_per_node=4, mpi="pmix"))
     script = lines(submitted(provider))
-    for header in ("#SBATCH --nodes=2", "#SBATCH --time=30", "#SBATCH --ntasks-per-node=1",
+    for header in ("#SBATCH --nodes=2", "#SBATCH --time=30", "#SBATCH --ntasks-per-node=4",
                    "#SBATCH --exclusive", "#SBATCH --partition=debug", "#SBATCH --account=proj"):
         assert header in script
     assert script[-1] == f"srun --ntasks 8 --ntasks-per-node 4 --nodes 2 --mpi=pmix {CMD}"
+
+
+def test_slurm_shared_nodes_hold_the_launch(submitted: Callable[[Any], str]) -> None:
+    """Without --exclusive only --ntasks-per-node gives the job the step's 4 tasks per node."""
+    provider = SlurmProvider(nodes_per_block=2, exclusive=False,
+                             launcher=SrunLauncher(ranks_per_node=4))
+    script = lines(submitted(provider))
+    assert "#SBATCH --exclusive" not in script
+    assert [h for h in script if h.startswith("#SBATCH --ntasks")] == ["#SBATCH --ntasks-per-node=4"]
+    assert script[-1] == f"srun --ntasks 8 --ntasks-per-node 4 --nodes 2 {CMD}"
+
+
+def test_slurm_cores_per_node_split_between_the_ranks(submitted: Callable[[Any], str]) -> None:
+    provider = SlurmProvider(nodes_per_block=1, cores_per_node=8,
+                             launcher=SrunLauncher(ranks_per_node=4))
+    script = lines(submitted(provider))
+    assert "#SBATCH --ntasks-per-node=4" in script
+    assert any(line.startswith("#SBATCH --cpus-per-task=2") for line in script)
+
+
+def test_slurm_fewer_cores_than_ranks_is_refused() -> None:
+    provider = SlurmProvider(nodes_per_block=1, cores_per_node=2,
+                             launcher=SrunLauncher(ranks_per_node=4))
+    with pytest.raises(ValueError, match=r"cores_per_node=2\) is fewer cores than the 4 tasks"):
+        block_shape(provider, None, None)
+
+
+def test_pbspro_conflicting_mpiprocs_is_refused_and_fitting_is_idempotent() -> None:
+    launcher = MpiexecLauncher(ranks_per_node=8)
+    with pytest.raises(ValueError, match=r"mpiprocs=4, but a block launches 8 ranks per node"):
+        block_shape(PBSProProvider(select_options="ngpus=4:mpiprocs=4", cpus_per_node=64,
+                                   launcher=launcher), None, None)
+    provider = PBSProProvider(select_options="mpiprocs=8", cpus_per_node=64, launcher=launcher)
+    block_shape(provider, None, None)
+    block_shape(provider, None, None)
+    assert provider.select_options == "mpiprocs=8"
+    bare = PBSProProvider(cpus_per_node=64, launcher=MpiexecLauncher(ranks_per_node=8))
+    block_shape(bare, None, None)
+    block_shape(bare, None, None)
+    assert bare.select_options == ":mpiprocs=8"
+
+
+def test_lsf_by_cores_needs_the_ranks_per_node() -> None:
+    provider = LSFProvider(request_by_nodes=False, cores_per_block=8, cores_per_node=4,
+                           launcher=JsrunLauncher(ranks_per_node=6))
+    with pytest.raises(ValueError, match=r"LSFProvider\(cores_per_node=4\)"):
+        block_shape(provider, None, None)
+
+
+def test_grid_engine_without_parallel_environment_warns(caplog: pytest.LogCaptureFixture) -> None:
+    from parsl.providers import GridEngineProvider
+    from rankpool.launchers import MpirunLauncher
+    with caplog.at_level("WARNING", logger="rankpool.launchers.allocation"):
+        block_shape(GridEngineProvider(launcher=MpirunLauncher(ranks_per_node=4)), None, None)
+    assert "no parallel environment" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rankpool.launchers.allocation"):
+        block_shape(GridEngineProvider(scheduler_options="#$ -pe mpi 4",
+                                       launcher=MpirunLauncher(ranks_per_node=4)), None, None)
+    assert "no parallel environment" not in caplog.text
 
 
 def test_slurm_with_mpiexec_has_no_hostfile_at_run_time(submitted: Callable[[Any], str]) -> None:

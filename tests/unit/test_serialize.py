@@ -45,6 +45,29 @@ def test_functions_serialized_once_and_loaded_once():
     assert d3 != d1 and loader.loads(d3, p3)(1) == 2
 
 
+class Holder:
+    def method(self, x):
+        return x
+
+
+def test_function_cache_keeps_no_callable_alive():
+    import gc
+    import weakref
+    pickler = FunctionPickler()
+    obj = Holder()
+    alive = weakref.ref(obj)
+    first = pickler.dumps(obj.method)
+    assert pickler.dumps(obj.method) is first        # a bound method is cached by its parts
+    fn = lambda y: y  # noqa: E731
+    fn_alive = weakref.ref(fn)
+    pickler.dumps(fn)
+    del obj, fn
+    gc.collect()
+    assert alive() is None and fn_alive() is None
+    pickler.dumps(pow)                                # builtins: cached, never collected
+    assert len(pickler._cache) == 1
+
+
 def test_unpicklable_function_is_named():
     class Local:
         def __reduce__(self):

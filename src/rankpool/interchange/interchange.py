@@ -39,6 +39,7 @@ from ..protocol.batches import (
 )
 from ..protocol.messages import (
     SUBMIT_SUFFIX,
+    Cancel,
     Capacity,
     Drain,
     Heartbeat,
@@ -46,6 +47,7 @@ from ..protocol.messages import (
     Refused,
     Register,
     Registered,
+    Started,
     Stop,
     check_versions,
     decode_message,
@@ -54,6 +56,7 @@ from ..protocol.messages import (
 from ..protocol.wire import decode_header
 from ..security import Gatekeeper, open_gate
 from ..shm.run import sweep
+from .cancels import drop_cancelled, forward_started, route_cancel
 from .client_link import FrontEnd
 from .commands import answer
 from .config import InterchangeConfig
@@ -93,6 +96,7 @@ class Interchange:
         self.queue = TaskQueue()
         self.room = RoomIndex()
         self.known: set[int] = set()  # ids queued or in flight
+        self.early_cancels: dict[int, None] = {}  # cancelled before they came (see cancels)
         self.finished = 0  # tasks whose result or failure went to the front-end
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._pool_sock: zmq.Socket[bytes] | None = None
@@ -265,6 +269,8 @@ class Interchange:
                     self.lose(pool, f"pool stopped: {msg.reason}", tell_pool=False)
             elif isinstance(msg, Capacity):
                 self.on_capacity(pool, msg)
+            elif isinstance(msg, Started):
+                forward_started(self, pool, msg)
             elif not isinstance(msg, Heartbeat):
                 raise ProtocolError(f"unexpected {kind!r} message from pool {pool.pool_id}")
 
@@ -386,6 +392,10 @@ class Interchange:
             if not pool.gone:
                 self.lose(pool, "connection to the pool lost", tell_pool=False)
 
+    def send_pool(self, identity: bytes, frames: Sequence[Any]) -> bool:
+        """Send to a pool without blocking; False (and a throttled warning) if it failed."""
+        return self._send_pool(identity, frames)
+
     def _send_pool(self, identity: bytes, frames: Sequence[Any]) -> bool:
         assert self._pool_sock is not None
         try:
@@ -409,7 +419,7 @@ class Interchange:
         header = decode_header(frames[1].buffer)
         assert self.front is not None
         kind = header["k"]
-        if kind not in ("tasks", "heartbeat", "stop") or (submit_only and kind != "tasks"):
+        if kind not in ("tasks", "heartbeat", "stop", "cancel") or (submit_only and kind != "tasks"):
             raise ProtocolError(f"unexpected {kind!r:.40} message on the client port")
         self.front.heard(identity, self._now)
         if kind == "tasks":
@@ -418,7 +428,10 @@ class Interchange:
         if len(frames) != 2:
             raise ProtocolError(f"{kind!r:.40} message with {len(frames) - 2} extra frames")
         msg = decode_message(header)
-        if isinstance(msg, Stop):
+        if isinstance(msg, Cancel):
+            route_cancel(self, msg)
+            self._dirty = True
+        elif isinstance(msg, Stop):
             log.info("front-end asked to stop: %s", msg.reason)
             self.shutdown(f"front-end stopped: {msg.reason}")
         elif not isinstance(msg, Heartbeat):
@@ -432,6 +445,11 @@ class Interchange:
         except ProtocolError as exc:
             self._refuse_batch(task_ids(header, body), str(exc))
             raise
+        whole = True  # the batch's frames still carry exactly its tasks
+        if self.early_cancels:
+            count = len(tasks)
+            tasks = drop_cancelled(self, tasks)
+            whole = len(tasks) == count
         known, ids = self.known, [task.task_id for task in tasks]
         if known.isdisjoint(ids):
             size = len(known)
@@ -439,7 +457,7 @@ class Interchange:
             if len(known) - size == len(ids):  # no id seen twice (the rule): queued at once
                 self.queue.push_many(tasks)
                 self._dirty = True
-                self._whole = (tasks, frames)
+                self._whole = (tasks, frames) if whole else None
                 return
             known.difference_update(ids)  # a batch that repeats an id: one at a time
         for task in tasks:

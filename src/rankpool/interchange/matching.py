@@ -83,6 +83,19 @@ class TaskQueue:
             dq = level[width] = deque()
         return dq
 
+    def remove(self, task_ids: set[int]) -> list[int]:
+        """Take these tasks out of the queue (a cancel: rare, so a pass over it is fine);
+        the ids that were queued."""
+        removed: list[int] = []
+        for level in self._levels.values():
+            for width, dq in level.items():
+                if any(task.task_id in task_ids for _, task in dq):
+                    kept = deque(e for e in dq if e[1].task_id not in task_ids)
+                    removed += [t.task_id for _, t in dq if t.task_id in task_ids]
+                    level[width] = kept
+        self._count -= len(removed)
+        return removed
+
     def priorities(self) -> list[int]:
         return [-p for p in self._order]
 

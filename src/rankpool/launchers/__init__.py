@@ -11,10 +11,11 @@ Rank layout (the one decision to remember)::
     rank 0       = the manager, in one slot of the first node
     worker ranks = total ranks - 1   (the first node has one worker fewer than the others)
 
-``ranks_per_node`` therefore counts every MPI rank on a node. Parsl always calls a launcher
-with ``tasks_per_node=1`` for block executors, so the launcher carries ``ranks_per_node``
+``ranks_per_node`` therefore counts every MPI rank on a node. The launcher carries it
 itself: given to its constructor, or set by the executor (``launcher.ranks_per_node = n``, or
-:func:`configure_launcher`, which also refuses Parsl's own per-node launchers).
+:func:`configure_launcher`, which also refuses Parsl's own per-node launchers). rankpool's
+executors submit a block with ``tasks_per_node=ranks_per_node``, so that its job holds the
+slots its launch line uses (:mod:`rankpool.launchers.allocation`).
 :meth:`RankLauncher.block_shape` gives the worker count and the widest one-node task.
 
     from parsl.providers import SlurmProvider

@@ -66,9 +66,9 @@ class SrunLauncher(RankLauncher):
 
     ``mpi`` is srun's ``--mpi`` plugin (``"pmi2"``, ``"pmix"``, ...; ``None`` keeps the site's
     default); ``cpus_per_task`` is written as ``--cpus-per-task`` (newer Slurm releases do not
-    always pass ``sbatch``'s value on to ``srun``). The allocation must hold RPN tasks per
-    node: keep ``SlurmProvider(exclusive=True)`` (its default) or ask for them in
-    ``scheduler_options``.
+    always pass ``sbatch``'s value on to ``srun``). rankpool's executors submit the block with
+    ``tasks_per_node=RPN``, so ``SlurmProvider``'s job asks for ``--ntasks-per-node=RPN`` and
+    the step fits on shared and exclusive nodes alike.
     """
 
     syntax = Syntax("srun", ("--ntasks {total}", "--ntasks-per-node {per_node}", "--nodes {nodes}"),

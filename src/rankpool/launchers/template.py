@@ -154,9 +154,11 @@ class RankLauncher(Launcher):
     """A Parsl launcher that starts the pool as one MPI application of the whole block.
 
     Parsl providers call ``launcher(command, tasks_per_node, nodes_per_block, script_dir)``
-    with ``tasks_per_node=1`` for block executors; the block's shape comes from
-    ``ranks_per_node`` instead, set at construction or later by the executor (assigning the
-    attribute checks it). ``tasks_per_node`` is ignored. With ``debug`` the job script echoes the
+    with the ``tasks_per_node`` the executor submitted the block with: rankpool's executors
+    pass ``ranks_per_node``, so that the job holds the slots (see
+    :mod:`rankpool.launchers.allocation`); Parsl's own executors pass 1. The block's shape
+    comes from ``ranks_per_node``, set at construction or later by the executor (assigning the
+    attribute checks it); ``tasks_per_node`` is ignored. With ``debug`` the job script echoes the
     launch line before running it, as Parsl's own launchers echo what they start.
     """
 
@@ -241,7 +243,7 @@ class RankLauncher(Launcher):
     def __call__(self, command: str, tasks_per_node: int, nodes_per_block: int,
                  script_dir: str = "") -> str:
         """Wrap ``command`` for a provider's job script (Parsl's launcher interface)."""
-        if tasks_per_node != 1:
+        if tasks_per_node not in (1, self.ranks_per_node):
             log.warning("%s ignores tasks_per_node=%s: a block is one MPI application of "
                         "ranks_per_node=%s ranks per node", type(self).__name__, tasks_per_node,
                         self.ranks_per_node)

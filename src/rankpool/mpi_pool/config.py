@@ -91,7 +91,9 @@ def parser() -> argparse.ArgumentParser:
         description="An MPI pool: start it with any mpiexec/srun; rank 0 connects to the "
                     "interchange and places tasks on the other ranks. Exits 0 on every rank "
                     "when stopped, drained, or when the interchange has been silent past the "
-                    "heartbeat threshold.")
+                    "heartbeat threshold; exits 5 (rank 0) when the interchange never answered "
+                    "the pool's registration within the heartbeat threshold, 3 when it refused "
+                    "the pool.")
     p.add_argument("--interchange", required=True, metavar="tcp://HOST:PORT",
                    help="the interchange's pool port")
     p.add_argument("--block-id", required=True, help="the block this pool is (set by the executor)")

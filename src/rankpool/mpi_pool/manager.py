@@ -10,6 +10,12 @@ One ``progress`` call is three non-blocking steps::
     check_slow        hold back ranks whose current task has run past ``slow_after``
     manager_dispatch  ask the scheduler what can start, send each rank its items in one message
 
+A task *starts* when its rank announces it (see :mod:`.worker`) or, for a multi-rank or
+exclusive task, when it is dispatched (its ranks are committed to it); :meth:`Manager.take_started`
+gives the owner those still running after a delay, for their futures to become RUNNING.
+:meth:`Manager.manager_cancel` drops cancelled tasks that have not started: here, or on the
+rank that holds them (``CANCEL``; the rank reports them dropped).
+
 A worker rank runs its 1-rank tasks one after another, so a task queued behind a long one
 waits for it. Rank 0 cannot see a task start, but a rank that has reported nothing for
 ``slow_after`` seconds since it was last between tasks (it reported, or was sent work while
@@ -29,14 +35,15 @@ from typing import Any
 
 from mpi4py import MPI
 
-from ..errors import InsufficientRanks, ResourceSpecError, StuckRanksError, TaskTimeout
+from ..errors import (InsufficientRanks, ResourceSpecError, StuckRanksError, TaskCancelled,
+                      TaskTimeout)
 from ..protocol.batches import Outcome, Result, Task
 from ..shm.reader import discard
 from ..task.resources import DeviceCapacity, Spec
 from ..task.serialize import Buffer, dumps_error, error_summary
 from .doorbell import Doorbell
 from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
-from .subcomms import Done, Outbox, Tag, Topology, receive
+from .subcomms import Done, Outbox, Tag, Topology, receive_report
 from .task_setting import setting_of
 from .trace import TraceRecorder
 
@@ -99,6 +106,7 @@ class Manager:
         self.bell = bell
         self.near = frozenset(near) if bell is not None else frozenset()
         self.since: dict[int, float] = {}  # rank -> when it was last known between tasks
+        self.started: dict[int, float] = {}  # running task -> when it started, until taken
         self._next_slow_check = 0.0
         self._shapes: dict[Spec, Shape] = {}
         self._last_shape: tuple[Spec, Shape] | None = None
@@ -141,6 +149,38 @@ class Manager:
             del self.tasks[task_id]
             return True
         return False
+
+    def manager_cancel(self, task_ids: Sequence[int]) -> None:
+        """Drop these tasks if they have not started: those queued here at once, 1-rank tasks
+        a rank holds by a ``CANCEL`` to it; the others (started, or unknown) run on. Each
+        dropped task ends with a :class:`~rankpool.errors.TaskCancelled` result."""
+        per_rank: dict[int, list[int]] = {}
+        for task_id in task_ids:
+            if self.cancel(task_id):
+                self._dropped(task_id)
+                continue
+            rank = self.single.get(task_id)
+            if rank is not None and task_id not in self.started:
+                per_rank.setdefault(rank, []).append(task_id)
+        for rank, ids in per_rank.items():
+            self.outbox.send(ids, rank, Tag.CANCEL)
+            if rank in self.near:
+                self.bell.ring(rank)  # type: ignore[union-attr]
+
+    def take_started(self, delay: float) -> list[int]:
+        """Tasks that started at least ``delay`` seconds ago and are still running, each once."""
+        started = self.started
+        if not started:
+            return []
+        limit = time.monotonic() - delay
+        taken = []
+        for task_id, when in started.items():  # in the order they started
+            if when > limit:
+                break
+            taken.append(task_id)
+        for task_id in taken:
+            del started[task_id]
+        return taken
 
     def progress(self) -> bool:
         """One round of non-blocking steps; True if anything happened."""
@@ -217,6 +257,7 @@ class Manager:
                 self.single[task.task_id] = a.ranks[0]
             else:
                 self.running[task.task_id] = _Running(task, a.ranks, now, a.ranks)
+                self.started[task.task_id] = now  # its ranks are committed to it
             if spec.walltime is not None:
                 heapq.heappush(self.deadlines, (now + spec.walltime + self.grace, task.task_id))
         holding, since, near = self.scheduler.holding, self.since, self.near
@@ -239,16 +280,24 @@ class Manager:
                     count or not comm.Iprobe(source=MPI.ANY_SOURCE, tag=Tag.DONE, status=status)):
                 return count > 0
             source = status.Get_source()
-            reports, buffers = receive(comm, source, Tag.DONE)
-            self.since[source] = time.monotonic()
+            report, buffers = receive_report(comm, source)
+            now = self.since[source] = time.monotonic()
             if source in held_back:
                 self.scheduler.hold_back(source, False)
             pos = 0
             ended: list[int] = []
-            for done in reports:
+            for done in report.done:
                 self._record(source, done, buffers[pos:pos + done.nbuf] if done.nbuf else [],
                              ended)
                 pos += done.nbuf
+            for task_id in report.starting:
+                if self.single.get(task_id) == source:
+                    self.started[task_id] = now
+            for task_id in report.dropped:
+                if self.single.get(task_id) == source:
+                    del self.single[task_id]
+                    ended.append(task_id)
+                    self._dropped(task_id)
             if ended:
                 self.scheduler.finish_many(ended)
         return True
@@ -293,6 +342,8 @@ class Manager:
                         source, done.rank, error_summary(done.data))
         if self.single.get(done.task_id) == source:  # the common case, kept short
             del self.single[done.task_id]
+            if self.started:
+                self.started.pop(done.task_id, None)
             if self.trace is not None:
                 self.trace.add(done.task_id, (source,), done.start, done.end)
             ended.append(done.task_id)
@@ -309,6 +360,7 @@ class Manager:
             return
         if len(run.ranks) == 1:
             del self.running[done.task_id]
+            self.started.pop(done.task_id, None)
             if self.trace is not None:
                 self.trace.add(done.task_id, run.ranks, done.start, done.end)
             ended.append(done.task_id)
@@ -333,6 +385,7 @@ class Manager:
     def _finish(self, run: _Running, extra: list[Outcome]) -> None:
         task_id = run.task.task_id
         del self.running[task_id]
+        self.started.pop(task_id, None)
         if self.trace is not None and run.first_start:
             self.trace.add(task_id, run.ranks, run.first_start, run.last_end)
         self.scheduler.finish(task_id)
@@ -357,6 +410,12 @@ class Manager:
 
     def _sub_ranks(self, run: _Running) -> list[int]:
         return [run.ranks.index(r) for r in sorted(run.remaining)]
+
+    def _dropped(self, task_id: int) -> None:
+        """A cancelled task that never started ends (its future is already cancelled)."""
+        log.debug("task %d cancelled before it started", task_id)
+        self.completed.append(Result(task_id, [Outcome(0, False,
+                                                       dumps_error(TaskCancelled(task_id)))]))
 
     def _fail(self, task_id: int, exc: Exception) -> None:
         log.error("task %d failed: %s", task_id, exc)

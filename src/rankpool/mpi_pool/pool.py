@@ -5,7 +5,8 @@ Rank 0's loop is a short list of non-blocking steps::
     pool_receive     ZeroMQ: tasks (each batch dispatched to the ranks as it is taken),
                      heartbeats, drain, stop from the interchange
     manager.progress MPI: dispatch to worker ranks, gather their outcomes
-    pool_report      ZeroMQ: finished results, in one batch per loop turn
+    pool_report      ZeroMQ: finished results, in one batch per loop turn, and the tasks that
+                     started (still running ``START_DELAY`` after they started), in another
     pool_capacity    ZeroMQ: when ranks got stuck (or came back), what the pool can still hold
     pool_heartbeat   send ours; leave when the interchange has been silent too long
 
@@ -17,6 +18,7 @@ from the interchange, ends the sleep at once (see :mod:`.doorbell`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -32,6 +34,7 @@ from .._version import __version__
 from ..errors import ProtocolError
 from ..protocol import batches, wire
 from ..protocol import messages as protocol
+from ..protocol.starts import FailedStart, StartCause, pool_record_path
 from ..shm import arena as shm
 from ..shm import run as shm_run
 from ..task.node_resources import apply_binding, device_ranks, devices_list
@@ -49,6 +52,9 @@ log = logging.getLogger(__name__)
 #: while tasks are out, results wait at most this long (s) or for this many, to share a message
 REPORT_DELAY = 0.001
 REPORT_BATCH = 512
+#: a task still running this long (s) after it started is reported as started (its future
+#: becomes RUNNING); one that ends sooner is reported by its result alone
+START_DELAY = 0.002
 
 
 class PoolLeaves(Exception):
@@ -59,8 +65,14 @@ class PoolRefused(PoolLeaves):
     """The interchange refused the pool's registration: the pool exits with an error."""
 
 
+class PoolUnreachable(PoolLeaves):
+    """The interchange never answered the pool's registration: the pool exits with an error."""
+
+
 #: exit status of a pool the interchange refused
 EXIT_REFUSED = 3
+#: exit status of a pool that could not reach the interchange
+EXIT_UNREACHABLE = 5
 #: error code given to MPI_Abort by a pool that left with ranks stuck in tasks
 EXIT_STUCK = 4
 #: signals that stop a pool cleanly (Ctrl-C forwarded by mpiexec; a job's cancel)
@@ -131,15 +143,18 @@ class PoolManager:
     def run(self) -> int:
         """Serve until stopped, drained or cut off; the pool's exit status."""
         tighten_timer_slack()
-        self.sock.connect(self.cfg.interchange)
         reason = "stopped"
         status = 0
         finish = False  # whether workers run what they already hold
         try:
+            self.connect()
             self.register()
             self.loop()
         except PoolRefused as exc:
             reason, status = str(exc), EXIT_REFUSED
+        except PoolUnreachable as exc:
+            reason, status = str(exc), EXIT_UNREACHABLE
+            self.report_unreachable(reason)
         except PoolLeaves as exc:
             reason = str(exc)
             finish = reason == "drained"
@@ -156,6 +171,21 @@ class PoolManager:
             self.sock.close()
             self.ctx.term()
         return status
+
+    def connect(self) -> None:
+        try:
+            self.sock.connect(self.cfg.interchange)
+        except zmq.ZMQError as exc:
+            raise PoolUnreachable(f"cannot connect to the interchange at "
+                                  f"{self.cfg.interchange}: {exc}") from None
+
+    def report_unreachable(self, reason: str) -> None:
+        """Say why the pool gives up: in its log, on stderr (the job's error file), and in
+        its start record, which the executor reads when the block's job ends."""
+        log.error("pool %s: %s", self.cfg.pool_id, reason)
+        print(f"rankpool pool {self.cfg.pool_id}: {reason}", file=sys.stderr, flush=True)
+        if self.cfg.run_dir:
+            write_start_record(self.cfg, StartCause.UNREACHABLE, reason)
 
     def register(self) -> None:
         m = self.manager
@@ -185,7 +215,11 @@ class PoolManager:
                 self.period, self.threshold = msg.heartbeat_period, msg.heartbeat_threshold
                 self.last_heard = time.monotonic()
                 return
-        raise PoolLeaves(f"no answer to registration within {self.threshold:g} s")
+        raise PoolUnreachable(
+            f"no answer from the interchange at {self.cfg.interchange} for {self.threshold:g} s "
+            f"(the heartbeat threshold); giving up. Check that this node reaches that address "
+            f"and port (the executor's address, a firewall), that the executor is running, and "
+            f"that the pool uses the run's keys")
 
     def loop(self) -> None:
         manager = self.manager
@@ -256,6 +290,9 @@ class PoolManager:
     def _handle(self, frames: list[Any]) -> None:
         header = wire.decode_header(frames[0].buffer)
         kind = header["k"]
+        if kind == "cancel":
+            self.manager.manager_cancel(protocol.Cancel.from_header(header).task_ids)
+            return
         if kind == "tasks":
             tasks = batches.decode_tasks(header, [f.buffer for f in frames[1:]], copy=True)
             if self.draining:
@@ -280,6 +317,10 @@ class PoolManager:
         piled up): a message per handful of results costs every process on the way a wake-up.
         """
         manager = self.manager
+        if manager.started:
+            started = manager.take_started(START_DELAY)
+            for ids in protocol.id_slices(started):
+                self.sock.send_multipart(protocol.Started(ids).encode())
         done = manager.completed
         if not done:
             return
@@ -320,6 +361,19 @@ class PoolManager:
         if now - self.last_heard > self.threshold:
             raise PoolLeaves(f"the interchange has been silent for {now - self.last_heard:.1f} s "
                              f"(threshold {self.threshold:g} s)")
+
+
+def write_start_record(cfg: PoolConfig, cause: StartCause, detail: str) -> None:
+    """Leave ``<run dir>/start-<block>.json`` for the executor: why this pool never served."""
+    path = pool_record_path(cfg.run_dir, cfg.block_id)
+    record = FailedStart(cfg.block_id, "", cause, detail=f"pool {cfg.pool_id}: {detail}")
+    try:
+        fd = os.open(f"{path}.{os.getpid()}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(record.to_json(), fh)
+        os.replace(f"{path}.{os.getpid()}.tmp", path)
+    except OSError as exc:
+        log.warning("could not write %s: %s", path, exc)
 
 
 def result_arena(cfg: PoolConfig) -> shm.Arena | None:

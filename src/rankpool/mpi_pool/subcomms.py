@@ -8,6 +8,11 @@ travel as plain tuples in :class:`WorkItem` / :class:`Done` field order (a named
     manager_dispatch ──WORK──▶ worker_receive      [WorkItem, ...] + DATA buffers
     manager_receive  ◀──DONE── worker_report       [Done, ...] + DATA buffers
     manager_stop     ──STOP──▶ worker_receive
+    manager_cancel   ──CANCEL─▶ worker_receive     task ids to drop if not started
+
+A DONE message is a :class:`Report`: the rank's finished tasks, the task it is about to start
+(announced when the rank had not reported for a while, so rank 0 learns that a long task
+started without a message per task), and the queued tasks it dropped on a CANCEL.
 
 Every send is non-blocking and kept in an :class:`Outbox` until MPI has taken it, so neither
 side ever blocks on a peer that is busy running user code.
@@ -37,6 +42,7 @@ class Tag(IntEnum):
     DONE = 2
     DATA = 3
     STOP = 4
+    CANCEL = 5
 
 
 class WorkItem(NamedTuple):
@@ -63,6 +69,14 @@ class Done(NamedTuple):
     nbuf: int
     start: float
     end: float
+
+
+class Report(NamedTuple):
+    """One DONE message: finished tasks, the one starting now (if announced), dropped ones."""
+
+    done: list[Done]
+    starting: tuple[int, ...]     # empty, or the id of the task the rank starts next
+    dropped: tuple[int, ...]      # tasks it held and dropped, unstarted, on a CANCEL
 
 
 class Outbox:
@@ -96,16 +110,21 @@ class Outbox:
         return True
 
 
-_NAMED = {Tag.WORK: WorkItem._make, Tag.DONE: Done._make}
+def receive(comm: MPI.Comm, source: int, tag: int) -> tuple[list[WorkItem], list[Buffer]]:
+    """Receive a probed WORK message from ``source`` and the DATA buffers its items announce
+    (items travel as plain tuples and come back as :class:`WorkItem`)."""
+    items = list(map(WorkItem._make, comm.recv(source=source, tag=tag)))
+    return items, _receive_buffers(comm, source, items)
 
 
-def receive(comm: MPI.Comm, source: int, tag: int) -> tuple[list[Any], list[Buffer]]:
-    """Receive a probed message from ``source`` and the DATA buffers its items announce
-    (WORK and DONE items, sent as plain tuples, come back as :class:`WorkItem` / :class:`Done`)."""
-    items: list[Any] = comm.recv(source=source, tag=tag)
-    make = _NAMED.get(tag)  # type: ignore[call-overload]
-    if make is not None:
-        items = list(map(make, items))
+def receive_report(comm: MPI.Comm, source: int) -> tuple[Report, list[Buffer]]:
+    """Receive a probed DONE message from ``source`` (sent as plain tuples) and its buffers."""
+    done, starting, dropped = comm.recv(source=source, tag=Tag.DONE)
+    items = list(map(Done._make, done))
+    return Report(items, starting, dropped), _receive_buffers(comm, source, items)
+
+
+def _receive_buffers(comm: MPI.Comm, source: int, items: Sequence[Any]) -> list[Buffer]:
     buffers: list[Buffer] = []
     status = MPI.Status()
     for _ in range(sum(item.nbuf for item in items)):
@@ -113,7 +132,7 @@ def receive(comm: MPI.Comm, source: int, tag: int) -> tuple[list[Any], list[Buff
         buf = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
         msg.Recv([buf, MPI.BYTE])
         buffers.append(memoryview(buf))
-    return items, buffers
+    return buffers
 
 
 class Topology(NamedTuple):

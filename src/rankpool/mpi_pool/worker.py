@@ -1,8 +1,10 @@
 """A worker rank: receive tasks from rank 0, run them, report outcomes.
 
-The loop is a short list of non-blocking steps: ``worker_receive`` (``Iprobe`` for work or
-stop), run one queued task, ``worker_report`` (results go back in batches: when the queue
-empties or every ``flush_interval``), and back off when idle (on the rank's doorbell when it
+The loop is a short list of non-blocking steps: ``worker_receive`` (``Iprobe`` for work,
+cancel or stop), run one queued task, ``worker_report`` (results go back in batches: when the
+queue empties, or before a task starts ``flush_interval`` or more after the last report, when
+the report also announces that task's start: rank 0 thus learns of every task that runs long
+without a message per task), and back off when idle (on the rank's doorbell when it
 shares rank 0's node: rank 0 rings it when it sends work to the idle rank, see
 :mod:`.doorbell`). With an ``arena`` (the front-end
 shares this host's ``/dev/shm``) large result buffers go into its segments and only their
@@ -72,6 +74,7 @@ class Worker:
         self.positions: dict[bytes, int | None] = {}
         self.done: list[tuple[Any, ...]] = []  # Done fields, as plain tuples (see comms)
         self.done_buffers: list[Buffer] = []
+        self.dropped: list[int] = []  # cancelled before they started, not reported yet
         self.last_report = time.monotonic()
         self.stopping = False
         self.pid = os.getpid()
@@ -88,17 +91,28 @@ class Worker:
 
     def _serve(self) -> None:
         try:
+            fresh = False  # work was received just now
             while not (self.stopping and not self.queue):
                 if self.queue:
                     # probe for more work only between batches: each Iprobe costs a turn of
                     # MPI's progress engine
-                    self.run_next()
-                    if not self.queue or time.monotonic() - self.last_report > self.flush_interval:
+                    if time.monotonic() - self.last_report > self.flush_interval:
+                        if not fresh:
+                            self.worker_receive(again=True)  # a cancel may drop the head
+                        if self.queue:
+                            self.worker_report(starting=self.queue[0][0].task_id)
+                    fresh = False
+                    if self.queue:
+                        self.run_next()
+                    if not self.queue:
                         self.worker_report()
                         self.worker_receive(again=True)
                 elif self.worker_receive(again=True):
+                    fresh = True
                     self.backoff.reset()
                 else:
+                    if self.dropped:
+                        self.worker_report()
                     self.outbox.poll()
                     self._sleep(self.backoff.next_delay())
             self.worker_report()
@@ -135,6 +149,9 @@ class Worker:
                         log.info("rank %d: stop drops %d queued tasks", self.rank,
                                  dropped - len(self.queue))
                 return True
+            if tag == Tag.CANCEL:
+                self.worker_cancel(comm.recv(source=0, tag=Tag.CANCEL))
+                continue
             if tag != Tag.WORK:  # a stray DATA message: never expected before its WORK
                 log.error("rank %d: unexpected tag %d from rank 0", self.rank, tag)
                 comm.recv(source=0, tag=tag)
@@ -144,6 +161,19 @@ class Worker:
             for item in items:
                 self.queue.append((item, buffers[pos:pos + item.nbuf]))
                 pos += item.nbuf
+
+    def worker_cancel(self, task_ids: list[int]) -> None:
+        """Drop the queued 1-rank tasks among ``task_ids``: they never run (reported as
+        dropped; a task already started or done is not affected)."""
+        wanted = set(task_ids)
+        keep: deque[tuple[WorkItem, list[Buffer]]] = deque()
+        for entry in self.queue:
+            item = entry[0]
+            if item.task_id in wanted and len(item.ranks) == 1:
+                self.dropped.append(item.task_id)
+            else:
+                keep.append(entry)
+        self.queue = keep
 
     def run_next(self) -> None:
         item, buffers = self.queue.popleft()
@@ -215,13 +245,18 @@ class Worker:
                 os._exit(0)
         return value
 
-    def worker_report(self) -> None:
-        if self.done:
-            self.outbox.send(self.done, 0, Tag.DONE, self.done_buffers)
+    def worker_report(self, starting: int | None = None) -> None:
+        """Send what ended (and was dropped) since the last report; ``starting``: the task
+        about to start, announced with it."""
+        if self.done or self.dropped or starting is not None:
+            announced = () if starting is None else (starting,)
+            self.outbox.send((self.done, announced, tuple(self.dropped)), 0, Tag.DONE,
+                             self.done_buffers)
             if self.bell is not None and not self.queue:  # about to wait for work
                 self.bell.ring(0)
             self.done = []
             self.done_buffers = []
+            self.dropped = []
             if self.arena is not None:  # segments the front-end freed since: keep a few
                 self.arena.trim()
         self.last_report = time.monotonic()

@@ -14,14 +14,14 @@ from typing import Any, ClassVar
 from ..errors import ProtocolError
 from .wire import Frames, encode_header, is_int
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 #: the front-end's send-only socket (lone tasks) has its main socket's identity plus this
 SUBMIT_SUFFIX = "/submit"
 
 __all__ = ["PROTOCOL_VERSION", "PYTHON_VERSION", "SUBMIT_SUFFIX", "Message", "Register",
            "Registered", "Heartbeat", "Capacity", "Drain", "Stop", "Command", "Reply", "Lost",
-           "Refused", "MESSAGES", "decode_message", "version_mismatch", "check_versions"]
+           "Refused", "Started", "Cancel", "IDS_PER_MESSAGE", "id_slices", "MESSAGES", "decode_message", "version_mismatch", "check_versions"]
 
 # ---------------------------------------------------------------------------------------------
 # control messages
@@ -178,9 +178,37 @@ class Refused(Message):
     theirs: str
 
 
+@dataclass(frozen=True)
+class Started(Message):
+    """Pool → interchange → front-end: these tasks started on their ranks (their futures
+    become RUNNING). Only tasks still running some milliseconds after they started are
+    reported: a task that ends first is reported by its result alone."""
+
+    KIND: ClassVar[str] = "started"
+    task_ids: list[int]
+
+
+@dataclass(frozen=True)
+class Cancel(Message):
+    """Front-end → interchange → pool: drop these tasks if they have not started (their
+    futures were cancelled). A task a worker rank holds but has not started is dropped there."""
+
+    KIND: ClassVar[str] = "cancel"
+    task_ids: list[int]
+
+
+#: most task ids in one Started or Cancel message (its header stays small)
+IDS_PER_MESSAGE = 4096
+
+
+def id_slices(ids: list[int]) -> list[list[int]]:
+    """``ids`` in slices of at most :data:`IDS_PER_MESSAGE`, one per message."""
+    return [ids[i:i + IDS_PER_MESSAGE] for i in range(0, len(ids), IDS_PER_MESSAGE)]
+
+
 MESSAGES: dict[str, type[Message]] = {
     m.KIND: m for m in (Register, Registered, Heartbeat, Capacity, Drain, Stop, Command, Reply,
-                        Lost, Refused)}
+                        Lost, Refused, Started, Cancel)}
 
 
 def decode_message(header: dict[str, Any]) -> Message:

@@ -20,9 +20,11 @@ import pickle
 import socket
 import threading
 import traceback
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import BuiltinFunctionType, ModuleType
 from typing import Any
 
 import dill
@@ -48,29 +50,58 @@ class _LRU(OrderedDict):  # type: ignore[type-arg]
 
 
 class FunctionPickler:
-    """Submit side: serialize each function once and remember its digest."""
+    """Submit side: serialize each function once and remember its digest.
+
+    The cache never keeps a callable alive: an entry is keyed by the ids of the objects that
+    make the callable (a bound method's object and function, or the callable itself) and
+    holds only weak references to them; an entry whose objects died is dropped. A callable
+    that cannot be referenced weakly is serialized every time, except a plain builtin
+    function, which its module keeps alive anyway.
+    """
 
     def __init__(self, size: int = 1024) -> None:
         self._cache = _LRU(size)
+        self._dead: list[tuple[int, ...]] = []  # keys whose objects died (weakref callbacks)
 
     def dumps(self, fn: Callable[..., Any]) -> tuple[bytes, bytes]:
         """Return ``(digest, payload)`` for ``fn``."""
-        try:
-            hit = self._cache.get(fn)
-        except TypeError:  # unhashable callable: serialize every time
-            hit = None
-        if hit is not None:
-            return hit
+        while self._dead:
+            self._cache.pop(self._dead.pop(), None)
+        parts = _parts(fn)
+        key = tuple(map(id, parts))
+        hit = self._cache.get(key)
+        if hit is not None and all(ref() is part for ref, part in zip(hit[0], parts)):
+            self._cache.move_to_end(key)
+            return hit[1]  # type: ignore[no-any-return]
         try:
             payload = dill.dumps(fn, protocol=5, recurse=True)
         except Exception as exc:
             raise SerializationError(f"function {getattr(fn, '__qualname__', fn)!r}", exc) from exc
         entry = (hashlib.blake2b(payload, digest_size=16).digest(), payload)
-        try:
-            self._cache.put(fn, entry)
-        except TypeError:
-            pass
+        refs = self._refs(key, parts)
+        if refs is not None:
+            self._cache.put(key, (refs, entry))
         return entry
+
+    def _refs(self, key: tuple[int, ...], parts: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        dead = self._dead
+        try:
+            return tuple(weakref.ref(p, lambda _, k=key: dead.append(k)) for p in parts)
+        except TypeError:  # not weakly referenceable
+            fn = parts[0]
+            if isinstance(fn, BuiltinFunctionType) and isinstance(
+                    getattr(fn, "__self__", None), (ModuleType, type(None))):
+                return (lambda: fn,)  # lives as long as its module
+            return None
+
+
+def _parts(fn: Callable[..., Any]) -> tuple[Any, ...]:
+    """The objects a callable is made of: a bound method's object and function (a new bound
+    method object is made at every attribute access), else the callable itself."""
+    owner, func = getattr(fn, "__self__", None), getattr(fn, "__func__", None)
+    if owner is not None and func is not None:
+        return (owner, func)
+    return (fn,)
 
 
 class FunctionLoader:

@@ -30,6 +30,7 @@ from parsl.launchers import SimpleLauncher
 from parsl.launchers.base import Launcher
 
 from ...launchers import RankLauncher, configure_launcher, is_per_node_launcher
+from ...launchers.allocation import fit_provider
 from ...launchers.mpiexec import find_mpiexec
 from ...mpi_pool.config import PoolConfig
 
@@ -46,8 +47,8 @@ BLOCK_ENV = "PARSL_WORKER_BLOCK_ID"
 class LocalMpiexecLauncher(Launcher):
     """Start the pool with ``mpiexec -n WORKERS+1`` on this machine (the default provider's).
 
-    The executor sets ``ranks_per_node`` (worker ranks per node) before the first block, since
-    Parsl always calls a block executor's launcher with ``tasks_per_node=1``. The job script
+    The executor sets ``ranks_per_node`` (worker ranks per node) before the first block; the
+    ``tasks_per_node`` a provider passes is not a shape this launcher follows. The job script
     runs ``mpiexec`` in the background and forwards SIGTERM/SIGINT/SIGHUP to it, then exits
     with its status, so ``LocalProvider.cancel`` stops the MPI job and a killed ``mpiexec``
     shows as a failed job in the provider's status.
@@ -107,7 +108,9 @@ class Shape:
     its pools can run (the same, unless a per-node launcher starts one pool per node),
     ``largest_node`` the widest task on one node, ``mpi_ranks`` the ranks one pool launch
     starts (``{ranks}``), ``ranks_per_node`` the executor's ``ranks_per_node`` as its launcher
-    counts it.
+    counts it, ``tasks_per_node`` what the block's job asks the provider for per node
+    (``provider.submit``'s argument): the slots one launch of the whole block uses per node, or
+    1 for launchers that start that many copies of the pool command per node.
     """
 
     nodes: int
@@ -116,6 +119,7 @@ class Shape:
     mpi_ranks: int
     ranks_per_node: int
     widest: int
+    tasks_per_node: int = 1
 
     @property
     def workers_per_node(self) -> int | float:
@@ -124,14 +128,20 @@ class Shape:
         return int(per) if per == int(per) else per
 
 
-def _manager_extra(nodes: int, rpn: int) -> Shape:
-    """``rpn`` worker ranks per node, the manager one rank more (the local and launch_cmd layout)."""
-    return Shape(nodes, nodes * rpn, rpn, nodes * rpn + 1, rpn, nodes * rpn)
+def _manager_extra(nodes: int, rpn: int, *, one_launch: bool = True) -> Shape:
+    """``rpn`` worker ranks per node, the manager one rank more (the local and launch_cmd
+    layout); ``one_launch``: the launcher starts the command once, so the job holds
+    ``rpn + 1`` slots per node (the manager's node has one rank more than ``rpn``)."""
+    return Shape(nodes, nodes * rpn, rpn, nodes * rpn + 1, rpn, nodes * rpn,
+                 rpn + 1 if one_launch else 1)
 
 
 def block_shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | None, *,
                 allow_per_node: bool = False) -> Shape:
-    """Configure the provider's launcher and say what a block holds.
+    """Configure the provider's launcher, fit its jobs to the block, and say what a block holds.
+
+    The provider is asked for the shape's ``tasks_per_node`` through its own options where
+    ``provider.submit``'s argument is not enough (:func:`rankpool.launchers.allocation.fit_provider`).
 
     The executor's ``ranks_per_node`` goes to the launcher unchanged
     (:func:`rankpool.launchers.configure_launcher`), and means what the launcher counts:
@@ -147,6 +157,14 @@ def block_shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | Non
     * Parsl's per-node launchers, only with ``allow_per_node``: one pool per node, each of
       ``ranks_per_node`` MPI ranks, the manager included (``launch_cmd`` must start them).
     """
+    shape = _shape(provider, ranks_per_node, launch_cmd, allow_per_node)
+    if shape.tasks_per_node > 1:
+        fit_provider(provider, shape.tasks_per_node)
+    return shape
+
+
+def _shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | None,
+           allow_per_node: bool) -> Shape:
     nodes = getattr(provider, "nodes_per_block", 1)
     _check_positive_int("provider.nodes_per_block", nodes)
     launcher = getattr(provider, "launcher", None)
@@ -180,7 +198,7 @@ def block_shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | Non
     if isinstance(launcher, RankLauncher):
         s = launcher.block_shape(nodes)
         return Shape(nodes, s.worker_ranks, s.largest_node_task, s.total_ranks, s.ranks_per_node,
-                     s.worker_ranks)
+                     s.worker_ranks, s.ranks_per_node)
     if is_per_node_launcher(launcher):
         rpn = rpn or cores
         if rpn is None or rpn < 2:
@@ -191,7 +209,7 @@ def block_shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | Non
                         "starts MPI (e.g. 'mpiexec -n {ranks} {command}') each copy is a pool "
                         "of one rank, which the interchange refuses", type(launcher).__name__)
         return Shape(nodes, nodes * (rpn - 1), rpn - 1, rpn, rpn, rpn - 1)
-    return _manager_extra(nodes, rpn or cores or os.cpu_count() or 1)
+    return _manager_extra(nodes, rpn or cores or os.cpu_count() or 1, one_launch=False)
 
 
 def check_launch_cmd(launch_cmd: str | None) -> None:
