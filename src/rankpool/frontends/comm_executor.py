@@ -37,9 +37,11 @@ from ..mpi_pool.manager import Manager, abort_for_stuck
 from ..mpi_pool.placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
 from ..mpi_pool.subcomms import discover_topology
 from ..mpi_pool.worker import Worker
-from ..protocol.batches import Task
+from ..errors import TaskCancelled
+from ..protocol.batches import Result, Task
 from ..task.node_resources import apply_binding, device_ranks, node_resources
 from ..task.resources import Spec, check_fits
+from ..task.serialize import loads_error
 from .engine import FrontEnd, TaskFuture
 
 log = logging.getLogger(__name__)
@@ -238,6 +240,15 @@ class CommExecutor(FrontEnd):
                                  "finished" if self._interrupted else
                                  "the CommExecutor was shut down before the task finished")
 
+    def _resolve(self, result: Result) -> None:
+        """A task a worker rank dropped before it started (Ctrl-C) has its future cancelled."""
+        if _dropped(result):
+            future = self._futures.pop(result.task_id, None)
+            if future is not None and future.cancel():
+                future.set_running_or_notify_cancel()
+            return
+        super()._resolve(result)
+
     def _drop_queued(self, manager: Manager) -> None:
         """Cancel the tasks no rank holds yet: in the inbox, or queued in the manager."""
         dropped = [task.task_id for task in self._inbox]
@@ -257,3 +268,14 @@ class CommExecutor(FrontEnd):
         while inbox:
             submit(inbox.popleft())
         return True
+
+
+def _dropped(result: Result) -> bool:
+    """Whether ``result`` says a rank dropped the task before it started."""
+    outcomes = result.outcomes
+    if len(outcomes) != 1 or outcomes[0].ok:
+        return False
+    try:
+        return isinstance(loads_error(outcomes[0].data), TaskCancelled)
+    except Exception:
+        return False

@@ -7,10 +7,11 @@ shared-memory file in ``/dev/shm``. :class:`Interrupts` turns the first signal i
 the rank's own loop:
 
 * a worker rank raises ``KeyboardInterrupt`` inside the task it is running (the task fails,
-  as :class:`~rankpool.errors.TaskExit`, on the submitting side), and every task that would
-  start within ``WINDOW`` seconds fails the same way without running (the tasks it holds,
-  and those rank 0 sent before it heard of the interrupt); then it serves on until rank 0
-  stops it, so multi-rank tasks still build and free their communicators together;
+  as :class:`~rankpool.errors.TaskExit`, on the submitting side); the tasks that would start
+  within ``WINDOW`` seconds (those it holds, and those rank 0 sent before it heard of the
+  interrupt) never run: 1-rank ones are reported dropped, as a cancel drops them, and
+  multi-rank ones fail as they start, after their ranks built the task's communicator
+  together; then it serves on until rank 0 stops it;
 * rank 0 of a pool (:mod:`.pool`) leaves its loop: it stops the worker ranks and tells the
   interchange, and every rank returns from ``MPI_Finalize``.
 

@@ -11,7 +11,8 @@ shares this host's ``/dev/shm``) large result buffers go into its segments and o
 descriptors travel (see :mod:`rankpool.shm.arena`). User code runs inside
 ``try/except BaseException``; its outcome, value or error, always becomes a report, so a
 raising rank never leaves rank 0 waiting without word. An interrupt (SIGINT) fails the task
-running and those about to start, and the rank serves on until rank 0 stops it (see
+running, drops the 1-rank tasks about to start (reported as dropped, as a cancel does) and
+fails multi-rank ones as they start, and the rank serves on until rank 0 stops it (see
 :mod:`.interrupts`).
 """
 
@@ -177,6 +178,11 @@ class Worker:
 
     def run_next(self) -> None:
         item, buffers = self.queue.popleft()
+        interrupts = self.interrupts
+        if interrupts is not None and interrupts.count and len(item.ranks) == 1 \
+                and interrupts.recent():
+            self.dropped.append(item.task_id)  # interrupted before it started: never runs
+            return
         start = time.time()
         size = len(item.ranks)
         sub_rank = item.ranks.index(self.rank) if size > 1 else 0
