@@ -78,22 +78,33 @@ def existing(names: Iterable[str]) -> list[str]:
 
 
 class Watch:
-    """Follows the processes below ``pid`` while a program runs, collecting their shm names."""
+    """Follows the processes below ``pid`` (and, with ``marker``, those that carry it) while
+    programs run, collecting the ``/dev/shm`` names they use; ``pid`` itself is not counted
+    as left behind, its own mapped files are."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, marker: str | None = None) -> None:
         self.pid = pid
+        self.marker = marker
         self.procs: dict[int, psutil.Process] = {}
         self.shm: set[str] = set()
+        self.first_seen: dict[str, str] = {}  # process or file -> the label current then
 
-    def look(self) -> list[psutil.Process]:
+    def look(self, label: str = "") -> list[psutil.Process]:
         procs = descendants(self.pid)
-        try:
-            procs.append(psutil.Process(self.pid))
-        except psutil.NoSuchProcess:
-            pass
+        if self.marker:
+            known = {p.pid for p in procs}
+            procs += [p for p in marked(self.marker) if p.pid not in known and p.pid != self.pid]
         for proc in procs:
-            self.procs.setdefault(proc.pid, proc)
-        self.shm |= shm_names(procs)
+            if proc.pid not in self.procs:
+                self.procs[proc.pid] = proc
+                self.first_seen[f"process {proc.pid}"] = label
+        try:
+            own = [psutil.Process(self.pid)]
+        except psutil.NoSuchProcess:
+            own = []
+        for name in shm_names(procs + own) - self.shm:
+            self.shm.add(name)
+            self.first_seen[name] = label
         return procs
 
     def alive(self) -> list[psutil.Process]:
