@@ -96,8 +96,9 @@ class TaskExit(RankPoolError):
     Only that task failed: the worker rank and the pool carry on, and the submitting program sees
     this ordinary exception instead of one that would end it or kill the thread that settles
     futures. ``type_name`` is the original's qualified type name, ``code`` its exit code
-    (``SystemExit.code``; None for the other types); the original, where it can be rebuilt
-    here, is chained as ``__cause__`` (its remote traceback as its own ``__cause__``).
+    (``SystemExit.code``; None for the other types). As for every remote error, ``__cause__``
+    is the remote traceback (which shows the original); the original itself, where it can be
+    rebuilt here, is ``__context__``.
     """
 
     def __init__(self, type_name: str, code: object = None, message: str = "") -> None:

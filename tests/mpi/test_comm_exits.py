@@ -68,7 +68,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 90) -> tuple[str, str]:
 
 def test_tasks_raising_any_base_exception_fail_alone(tmp_path):
     """SystemExit, KeyboardInterrupt, GeneratorExit and a user's own BaseException, raised by
-    1-rank and 4-rank... 3-rank tasks, fail their own future with TaskExit; the pool serves on."""
+    1-rank and 3-rank tasks, fail their own future with TaskExit; the ranks serve on."""
     proc = start(tmp_path, """
         class Halt(BaseException):
             pass
@@ -86,7 +86,7 @@ def test_tasks_raising_any_base_exception_fail_alone(tmp_path):
                     for kind in ("SystemExit", "KeyboardInterrupt", "GeneratorExit", "Halt"):
                         exc = view.submit(raise_it, kind).exception(timeout=30)
                         show(f"{kind.upper()}_{ranks}", [type(exc).__name__, exc.type_name,
-                             exc.code, type(exc.__cause__).__name__, str(exc)])
+                             exc.code, type(exc.__context__).__name__, str(exc)])
                     show(f"AFTER_{ranks}", view.submit(lambda comm=None: comm.allreduce(1)).result())
         show("END", MPI.COMM_WORLD.Get_rank())
         """)
@@ -100,7 +100,7 @@ def test_tasks_raising_any_base_exception_fail_alone(tmp_path):
         assert got[f"GENERATOREXIT_{ranks}"][:2] == ["TaskExit", "GeneratorExit"]
         assert got[f"HALT_{ranks}"][:2] == ["TaskExit", "__main__.Halt"]
         assert got[f"AFTER_{ranks}"] == ranks            # the ranks serve on
-    assert got["END"] == 0
+    assert out.count("SHOW END") == 4                  # every rank left the block normally
 
 
 def test_ctrl_c_stops_every_rank_promptly_and_cleanly(tmp_path):

@@ -154,10 +154,10 @@ def test_base_exceptions_of_tasks_come_back_as_task_exit(exc, type_name, code):
     err = loads_error(dumps_error(_raised(exc), rank=1, size=4))
     assert type(err) is TaskExit and isinstance(err, Exception)
     assert err.type_name.endswith(type_name) and err.code == code
-    original = err.__cause__
-    assert type(original) is type(exc)                 # chained to the original ...
-    assert "rank 1 of 4 on" in str(original.__cause__)  # ... and its remote traceback
-    assert "_raised" in str(original.__cause__)
+    assert type(err.__context__) is type(exc)           # chained to the original ...
+    assert isinstance(err.__cause__, RemoteTraceback)   # ... and to its remote traceback
+    assert "rank 1 of 4 on" in str(err.__cause__) and "_raised" in str(err.__cause__)
+    assert type_name in str(err.__cause__)
     assert type_name in str(err) and "only this task failed" in str(err)
     again = pickle.loads(pickle.dumps(err))            # Parsl may pickle it again
     assert (again.type_name, again.code, str(again)) == (err.type_name, err.code, str(err))

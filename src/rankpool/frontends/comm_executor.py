@@ -123,7 +123,7 @@ class CommExecutor(FrontEnd):
     def __enter__(self) -> CommExecutor | None:  # type: ignore[override]
         if self.is_root:
             return self
-        interrupts = Interrupts([signal.SIGINT], abort=self.pool_comm.Abort)
+        interrupts = Interrupts([signal.SIGINT], self.pool_comm)
         Worker(self.pool_comm, self._backoff, interrupts=interrupts).serve()
         if interrupts.interrupted:  # Ctrl-C: root leaves its block with KeyboardInterrupt too
             self.pool_comm.Free()

@@ -15,7 +15,7 @@ the rank's own loop:
 * rank 0 of a pool (:mod:`.pool`) leaves its loop: it stops the worker ranks and tells the
   interchange, and every rank returns from ``MPI_Finalize``.
 
-A second signal ends the whole MPI job at once with ``MPI_Abort``.
+A second signal ends the whole MPI job at once (:func:`.aborts.abort`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable
 from types import FrameType, TracebackType
 from typing import Any
 
+from .aborts import abort
+
 #: seconds after an interrupt during which a task that starts on the rank fails without running
 WINDOW = 2.0
 #: exit code of an MPI job aborted by a second interrupt (128 + SIGINT, as a shell reports it)
@@ -38,13 +40,13 @@ class Interrupts:
     """Handlers for ``signals`` while the rank serves (a context manager; main thread only).
 
     ``on_first``: called (in the main thread, between two bytecodes) on the first signal;
-    it may raise to leave the caller's loop. ``abort``: ends the MPI job on a second signal.
+    it may raise to leave the caller's loop. A second signal aborts the job of ``comm``.
     """
 
-    def __init__(self, signals: Iterable[int], *, abort: Callable[[int], Any],
+    def __init__(self, signals: Iterable[int], comm: Any, *,
                  on_first: Callable[[int], None] | None = None) -> None:
         self.signals = tuple(signals)
-        self.abort = abort
+        self.comm = comm
         self.on_first = on_first
         self.count = 0
         self.signum = 0
@@ -84,7 +86,7 @@ class Interrupts:
         if self.count > 1:
             os.write(2, f"rankpool: process {os.getpid()}: second {self.name}: aborting the "
                         f"MPI job\n".encode())
-            self.abort(EXIT_FORCED)
+            abort(self.comm, EXIT_FORCED)
             return
         if self.in_task:
             self.in_task = False

@@ -41,6 +41,7 @@ from ..protocol.batches import Outcome, Result, Task
 from ..shm.reader import discard
 from ..task.resources import DeviceCapacity, Spec
 from ..task.serialize import Buffer, dumps_error, error_summary
+from .aborts import abort
 from .doorbell import Doorbell
 from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
 from .subcomms import Done, Outbox, Tag, Topology, receive_report
@@ -437,7 +438,7 @@ def abort_for_stuck(comm: MPI.Comm, stuck: Mapping[int, int], code: int,
             f"job, which could not finish otherwise")
     log.critical("%s", text)
     print(f"rankpool: {text}", file=sys.stderr, flush=True)
-    comm.Abort(code)
+    abort(comm, code)
 
 
 def _as_bytes(buf: Buffer) -> bytes:

@@ -41,6 +41,7 @@ from ..task.node_resources import apply_binding, device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
 from .config import PoolConfig
 from .doorbell import Doorbell, new_token
+from .aborts import abort
 from .interrupts import Interrupts
 from .manager import Manager, abort_for_stuck
 from .subcomms import Topology, discover_topology
@@ -93,17 +94,17 @@ def run_pool(cfg: PoolConfig) -> int:
         apply_binding(rank, topology.nodes, cfg.resources)  # before any user code runs
         if rank == 0:
             pool = PoolManager(cfg, comm, topology, bell, near)
-            with Interrupts(STOP_SIGNALS, abort=comm.Abort, on_first=pool.interrupt):
+            with Interrupts(STOP_SIGNALS, comm, on_first=pool.interrupt):
                 status = pool.run()
             if pool.manager.stuck:
                 abort_for_stuck(comm, pool.manager.stuck, EXIT_STUCK)
         else:
             Worker(comm, arena=result_arena(cfg), bell=bell,
-                   interrupts=Interrupts(STOP_SIGNALS, abort=comm.Abort)).serve()
+                   interrupts=Interrupts(STOP_SIGNALS, comm)).serve()
     except BaseException:
         log.critical("rank %d failed; aborting the pool", rank, exc_info=True)
         sys.stderr.flush()
-        comm.Abort(1)
+        abort(comm, 1)
     if bell is not None:
         bell.close()
     comm.Free()
