@@ -13,6 +13,7 @@ from typing import Any
 
 from ._version import __version__
 from .errors import (
+    BlockStartFailed,
     BrokenPool,
     EncryptionUnavailable,
     ExecutorShutdown,
@@ -37,7 +38,7 @@ _LAZY = {
     "ExtremeScaleExecutor": "rankpool.frontends.parsl.executor",
 }
 
-__all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "BrokenPool",
+__all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "BlockStartFailed", "BrokenPool",
            "EncryptionUnavailable", "ExecutorShutdown", "InsufficientRanks", "KeyFileError", "ManagerLost", "RankPoolError",
            "RemoteTaskError", "ResourceSpecError", "TaskSetupError", "SerializationError", "SharedMemoryError", "StuckRanksError",
            "TaskExit", "TaskTimeout", "VersionMismatch"]

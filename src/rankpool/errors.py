@@ -153,6 +153,32 @@ class ManagerLost(RankPoolError):
         return (type(self), (self.block_id, self.hosts, self.reason))
 
 
+class BlockStartFailed(RankPoolError):
+    """A block ended before its pool registered, as many times in a row as the executor allows.
+
+    ``block_id`` and ``job_id`` name the last such block, ``cause`` says how it failed (a
+    :class:`rankpool.protocol.starts.StartCause`: the job or launch ended, the pool could not
+    reach the interchange, the provider could not submit), ``detail`` quotes what it left (the
+    tail of its output and of its pool's log), ``failures`` counts the failed starts in a row.
+    """
+
+    def __init__(self, block_id: str, job_id: str, cause: object, detail: str,
+                 failures: int = 1) -> None:
+        what = getattr(cause, "value", str(cause))
+        job = f" (job {job_id})" if job_id else ""
+        times = f" ({failures} failed starts in a row)" if failures > 1 else ""
+        super().__init__(f"block {block_id}{job} could not start{times}: {what}"
+                         + (f":\n{detail}" if detail else ""))
+        self.block_id = block_id
+        self.job_id = job_id
+        self.cause = cause
+        self.detail = detail
+        self.failures = failures
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.block_id, self.job_id, self.cause, self.detail, self.failures))
+
+
 class VersionMismatch(RankPoolError):
     """A pool and an interchange disagree on protocol, Python or rankpool version."""
 

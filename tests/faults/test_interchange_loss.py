@@ -29,7 +29,8 @@ from helpers import (
     wait_no_new_children,
 )
 
-from rankpool import BrokenPool, Executor, shm_run
+from rankpool import BrokenPool, Executor
+from rankpool.shm import run as shm_run
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(90)]
 

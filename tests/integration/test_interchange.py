@@ -527,6 +527,11 @@ def test_pools_outstanding_idle_and_unknown_commands(harness: Callable[..., Harn
     assert idle == ["b2"] if busy[0]["block_id"] == "b1" else idle == ["b1"]
     assert "unknown command" in h.command("frobnicate").error
     assert len(pools) == 2
+    # blocks that had a pool registered stay listed after the pool leaves (they did start)
+    assert h.value("registered_blocks") == ["b1", "b2"]
+    pools[1].send(Stop("done").encode())
+    wait_for(lambda: len(h.value("pools")) == 1)
+    assert h.value("registered_blocks") == ["b1", "b2"]
 
 
 def test_silent_pool_is_lost(harness: Callable[..., Harness]) -> None:

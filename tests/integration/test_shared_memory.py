@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from helpers import executor, wait_for
 
-from rankpool import Executor, shm, shm_run
+from rankpool import Executor
+from rankpool.shm import arena as shm
+from rankpool.shm import run as shm_run
 from rankpool.errors import ManagerLost, SharedMemoryError
 
 pytestmark = pytest.mark.mpi

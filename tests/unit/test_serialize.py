@@ -167,13 +167,15 @@ def test_rankpool_errors_survive_pickling():
     """Every error a pool or rank may send back is rebuilt as itself, with its attributes
     (a pool refusing a task it can no longer hold sends ResourceSpecError)."""
     from rankpool import errors
+    from rankpool.protocol.starts import StartCause
     samples = [TaskTimeout(3, 1.5), SerializationError("the result", ValueError("v")),
                errors.ResourceSpecError("num_ranks", "too wide"),
                errors.InsufficientRanks(4, 3, 2), errors.StuckRanksError(5, [1], 5.0),
                errors.ManagerLost("0", ["h"], "gone"), errors.VersionMismatch("x", "1", "2"),
                errors.BrokenPool("broken", ValueError("v")), errors.KeyFileError("/k", "bad"),
                errors.RemoteTaskError("m.E", "text", 1, 2, "h"), errors.ExecutorShutdown("s"),
-               errors.TaskExit("SystemExit", 2, "")]
+               errors.TaskExit("SystemExit", 2, ""),
+               errors.BlockStartFailed("0", "12", StartCause.JOB_ENDED, "srun: error", 2)]
     for exc in samples:
         again = loads_error(dumps_error(exc))
         assert type(again) is type(exc) and str(again) == str(exc)

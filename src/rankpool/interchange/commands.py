@@ -43,6 +43,11 @@ def _finished(ix: Interchange, arg: str) -> int:
     return ix.finished
 
 
+def _registered_blocks(ix: Interchange, arg: str) -> list[str]:
+    """Blocks that had a pool registered at some point (so did start), gone ones included."""
+    return sorted(ix.registered_blocks)
+
+
 def _idle_blocks(ix: Interchange, arg: str) -> list[str]:
     return sorted({p.block_id for p in ix.pools if not p.in_flight}
                   - {p.block_id for p in ix.pools if p.in_flight})
@@ -86,7 +91,7 @@ def _stop(ix: Interchange, arg: str) -> bool:
 
 COMMANDS: dict[str, Callable[[Interchange, str], Any]] = {
     "pools": _pools, "outstanding": _outstanding, "queued": _queued, "finished": _finished,
-    "idle_blocks": _idle_blocks,
+    "idle_blocks": _idle_blocks, "registered_blocks": _registered_blocks,
     "hold": _hold, "release": _release, "drain": _drain, "stop": _stop,
 }
 

@@ -98,6 +98,7 @@ class Interchange:
         self.known: set[int] = set()  # ids queued or in flight
         self.early_cancels: dict[int, None] = {}  # cancelled before they came (see cancels)
         self.finished = 0  # tasks whose result or failure went to the front-end
+        self.registered_blocks: set[str] = set()  # blocks that ever had a pool registered
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._pool_sock: zmq.Socket[bytes] | None = None
         self._client_sock: zmq.Socket[bytes] | None = None
@@ -295,6 +296,7 @@ class Interchange:
             return
         pool = Pool.from_register(identity, reg, cfg.prefetch, self._now)
         self.pools.add(pool)
+        self.registered_blocks.add(pool.block_id)
         self.room.add(pool)
         self._dirty = True
         self._send_pool(identity, Registered("", cfg.heartbeat_period, cfg.heartbeat_threshold).encode())

@@ -27,6 +27,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from .starts import StartJudge
+
 if TYPE_CHECKING:
     from .executor import ExtremeScaleExecutor
 
@@ -50,6 +52,7 @@ class BlockControl:
         self.ex = executor
         #: blocks that had a pool registered at some point (they did start)
         self.connected_ever: set[str] = set()
+        self.starts = StartJudge(self)
         self.seen: dict[str, dict[str, Any]] = {}       # pool id -> its last description
         self.first_seen: dict[str, float] = {}          # pool id -> when first listed
         self.drained: set[str] = set()
@@ -83,6 +86,14 @@ class BlockControl:
 
     def refresh_pools(self) -> None:
         self.pools()
+
+    def started_blocks(self) -> set[str]:
+        """Blocks that had a pool registered at some point, gone ones included."""
+        self.refresh_pools()
+        registered = self.try_command("registered_blocks") or []
+        with self._lock:
+            self.connected_ever.update(registered)
+            return set(self.connected_ever)
 
     def track(self, pools: list[dict[str, Any]]) -> None:
         """Note new and gone pools; monitoring gets their ``node`` rows."""
@@ -154,7 +165,7 @@ class BlockControl:
             return []
         self._wait_gone(draining, DRAIN_WAIT)
         self._wait_jobs_end(draining, EXIT_GRACE)
-        return self._cancel(chosen)
+        return self.cancel(chosen)
 
     def _retire_idle(self, block_id: str) -> bool:
         """Hold an idle block, check it is still idle, then drain it; False if it got work."""
@@ -181,9 +192,10 @@ class BlockControl:
         log.info("%s: drained blocks %s still connected after %.0f s; cancelling their jobs",
                  self.ex.label, sorted(waiting), timeout)
 
-    def _cancel(self, block_ids: list[str]) -> list[str]:
+    def cancel(self, block_ids: list[str]) -> list[str]:
         """Have the provider cancel the jobs of ``block_ids`` that have not ended; return those ended."""
         ex = self.ex
+        self.starts.cancelled.update(block_ids)  # ended by us: not a failed start
         provider = ex.provider
         if provider is None:
             return []
@@ -214,7 +226,7 @@ class BlockControl:
             return
         self._wait_jobs_end(blocks, timeout)
         try:
-            self._cancel(blocks)
+            self.cancel(blocks)
         except Exception:
             log.warning("%s: could not cancel blocks %s", ex.label, blocks, exc_info=True)
 
