@@ -98,11 +98,11 @@ class Watch:
             if proc.pid not in self.procs:
                 self.procs[proc.pid] = proc
                 self.first_seen[f"process {proc.pid}"] = label
-        try:
-            own = [psutil.Process(self.pid)]
+        try:  # the watched process's own MPICH file (mpi4py imported in it) goes at its exit
+            own = {n for n in shm_names([psutil.Process(self.pid)]) if not n.startswith("mpich_")}
         except psutil.NoSuchProcess:
-            own = []
-        for name in shm_names(procs + own) - self.shm:
+            own = set()
+        for name in (shm_names(procs) | own) - self.shm:
             self.shm.add(name)
             self.first_seen[name] = label
         return procs

@@ -103,6 +103,25 @@ def test_unpicklable_data_is_named():
         dumps_data(Bad(), "the task's arguments")
 
 
+def test_a_serialization_error_says_what_and_where_in_one_line():
+    """Not a 30-line pickler traceback: the first line names the part that failed."""
+    class Holder:
+        def __init__(self) -> None:
+            self.rows = (i for i in range(3))
+    with pytest.raises(SerializationError) as caught:
+        dumps_data(((1, [2, Holder()]), {"ok": 3}), "the task's arguments")
+    err = caught.value
+    assert "(argument 1[1].rows: a generator)" in str(err).splitlines()[0]
+    assert err.__cause__ is None and err.__suppress_context__
+    with pytest.raises(SerializationError, match="keyword argument 'x': a generator"):
+        dumps_data(((), {"x": (i for i in "ab")}), "the task's arguments")
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == str(err) and again.culprit == err.culprit
+    rows = (i for i in range(3))
+    with pytest.raises(SerializationError, match="closure variable 'rows': a generator"):
+        FunctionPickler().dumps(lambda: next(rows))
+
+
 def test_remote_error_keeps_type_and_traceback():
     try:
         square("x")

@@ -34,6 +34,7 @@ from mpi4py import MPI
 from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
 from ..mpi_pool.interrupts import Interrupts
 from ..mpi_pool.manager import Manager, abort_for_stuck
+from ..mpi_pool.mpich_files import release
 from ..mpi_pool.placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
 from ..mpi_pool.subcomms import discover_topology
 from ..mpi_pool.worker import Worker
@@ -100,6 +101,7 @@ class CommExecutor(FrontEnd):
         self.device = apply_binding(self.pool_comm.Get_rank(), self.topology.nodes, resources)
         self.pool_comm_rank = self.pool_comm.Get_rank()
         self._user_rank = self.pool_comm.allgather(comm.Get_rank())
+        release(self.pool_comm)  # MPICH's file in /dev/shm: nothing left however the job ends
         self._backoff = backoff
         self._inbox: deque[Task] = deque()
         self._wake = threading.Event()

@@ -15,7 +15,7 @@ the rank's own loop:
 * rank 0 of a pool (:mod:`.pool`) leaves its loop: it stops the worker ranks and tells the
   interchange, and every rank returns from ``MPI_Finalize``.
 
-A second signal ends the whole MPI job at once (:func:`.aborts.abort`).
+A second signal ends the whole MPI job at once (:func:`.mpich_files.abort`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from types import FrameType, TracebackType
 from typing import Any
 
-from .aborts import abort
+from .mpich_files import abort
 
 #: seconds after an interrupt during which a task that starts on the rank fails without running
 WINDOW = 2.0

@@ -36,12 +36,12 @@ from typing import Any
 from mpi4py import MPI
 
 from ..errors import (InsufficientRanks, ResourceSpecError, StuckRanksError, TaskCancelled,
-                      TaskTimeout)
+                      TaskTimeout, counted)
 from ..protocol.batches import Outcome, Result, Task
 from ..shm.reader import discard
 from ..task.resources import DeviceCapacity, Spec
 from ..task.serialize import Buffer, dumps_error, error_summary
-from .aborts import abort
+from .mpich_files import abort
 from .doorbell import Doorbell
 from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
 from .subcomms import Done, Outbox, Tag, Topology, receive_report
@@ -136,9 +136,10 @@ class Manager:
                 else self.scheduler.usable_ranks
             self._fail(task.task_id, ResourceSpecError(
                 "gpus_per_rank" if shape.gpus else "num_ranks",
-                f"task {task.task_id} needs {spec.num_ranks} {gpu}ranks"
+                f"task {task.task_id} needs {counted(spec.num_ranks, gpu + 'rank')}"
                 f"{_shape_text(spec.ranks_per_node, spec.num_nodes)}; this pool has "
-                f"{usable} usable worker ranks{' that own an accelerator' if gpu else ''} "
+                f"{counted(usable, 'usable worker rank')}"
+                f"{' that own an accelerator' if gpu else ''} "
                 f"on nodes of {[len(n) for n in self.topology.nodes]} worker ranks"))
             return
         self.tasks[task.task_id] = task
@@ -434,8 +435,8 @@ def abort_for_stuck(comm: MPI.Comm, stuck: Mapping[int, int], code: int,
     ranks = sorted(r for rs in by_task.values() for r in rs)
     where = ", ".join(f"{'rank' if len(rs) == 1 else 'ranks'} {rs if len(rs) > 1 else rs[0]} "
                       f"in task {task_id}" for task_id, rs in sorted(by_task.items()))
-    text = (f"ranks {ranks} are stuck in tasks that never ended ({where}); aborting the MPI "
-            f"job, which could not finish otherwise")
+    text = (f"ranks {ranks} are stuck in tasks that never ended; aborting the MPI job, which "
+            f"could not finish otherwise ({where})")
     log.critical("%s", text)
     print(f"rankpool: {text}", file=sys.stderr, flush=True)
     abort(comm, code)

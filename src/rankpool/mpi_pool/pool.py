@@ -41,7 +41,7 @@ from ..task.node_resources import apply_binding, device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
 from .config import PoolConfig
 from .doorbell import Doorbell, new_token
-from .aborts import abort
+from .mpich_files import abort, release
 from .interrupts import Interrupts
 from .manager import Manager, abort_for_stuck
 from .subcomms import Topology, discover_topology
@@ -86,6 +86,7 @@ def run_pool(cfg: PoolConfig) -> int:
     topology = discover_topology(comm)
     rank = comm.Get_rank()
     token = comm.bcast(new_token() if rank == 0 else None, root=0)
+    release(comm)  # MPICH's file in /dev/shm: nothing left however the job ends
     near = topology.nodes[0] if topology.nodes else []  # worker ranks on rank 0's node
     _setup_logging(cfg, rank)
     status = 0

@@ -76,7 +76,8 @@ class FunctionPickler:
         try:
             payload = dill.dumps(fn, protocol=5, recurse=True)
         except Exception as exc:
-            raise SerializationError(f"function {getattr(fn, '__qualname__', fn)!r}", exc) from exc
+            raise SerializationError(f"function {getattr(fn, '__qualname__', fn)!r}", exc,
+                                     culprit(_function_parts(fn))) from None
         entry = (hashlib.blake2b(payload, digest_size=16).digest(), payload)
         refs = self._refs(key, parts)
         if refs is not None:
@@ -148,12 +149,84 @@ def dumps_data(obj: Any, what: str = "data") -> tuple[bytes, Sequence[Buffer]]:
             data = dill.dumps(obj, protocol=5, recurse=True, buffer_callback=_keep_big)
         except Exception as exc:
             _big.found = []
-            raise SerializationError(what, exc) from exc
+            parts = _argument_parts(obj) if what == ARGUMENTS else [("", obj)]
+            raise SerializationError(what, exc, culprit(parts)) from None
     found = _big.found
     if found:
         _big.found = []
         return data, found
     return data, ()
+
+
+#: what :func:`dumps_data` calls a task's ``(args, kwargs)``
+ARGUMENTS = "the task's arguments"
+#: how deep :func:`culprit` looks into containers and objects
+_LOOK_DEPTH = 4
+
+
+def culprit(parts: list[tuple[str, Any]], depth: int = _LOOK_DEPTH) -> str:
+    """Where, among named ``parts``, the object that does not pickle is, and what it is
+    (``keyword argument 'rows'[2]: a generator``); "" when no part alone fails.
+
+    Looks into tuples, lists, dicts, sets and objects' attributes, ``depth`` levels down:
+    only called after a failure, to put the answer in the error's first line.
+    """
+    for name, value in parts:
+        if _pickles(value):
+            continue
+        inner = _children(value) if depth > 0 else []
+        found = culprit([(name + sub, child) for sub, child in inner], depth - 1) if inner else ""
+        kind = type(value)
+        named = kind.__qualname__ if kind.__module__ == "builtins" \
+            else f"{kind.__module__}.{kind.__qualname__}"
+        return found or f"{name or 'the value'}: a {named}"
+    return ""
+
+
+def _pickles(value: Any) -> bool:
+    try:
+        dill.dumps(value, protocol=5, recurse=True)
+        return True
+    except Exception:
+        return False
+
+
+def _children(value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, (tuple, list)):
+        return [(f"[{i}]", v) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return [(f"[{k!r}]", v) for k, v in value.items()]
+    if isinstance(value, (set, frozenset)):
+        return [(f"{{{v!r}}}", v) for v in value]
+    attrs = getattr(value, "__dict__", None)
+    return [(f".{k}", v) for k, v in attrs.items()] if isinstance(attrs, dict) else []
+
+
+def _argument_parts(obj: Any) -> list[tuple[str, Any]]:
+    """A task's ``(args, kwargs)`` as named parts."""
+    try:
+        args, kwargs = obj
+        return [(f"argument {i}", v) for i, v in enumerate(args)] + \
+            [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    except (TypeError, ValueError, AttributeError):
+        return [("", obj)]
+
+
+def _function_parts(fn: Any) -> list[tuple[str, Any]]:
+    """What a function captures by value: the globals it names, its closure, its defaults."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return []
+    scope = getattr(fn, "__globals__", {})
+    parts = [(f"global {n!r}", scope[n]) for n in code.co_names if n in scope]
+    cells = getattr(fn, "__closure__", None) or ()
+    for name, cell in zip(code.co_freevars, cells):
+        try:
+            parts.append((f"closure variable {name!r}", cell.cell_contents))
+        except ValueError:  # an empty cell
+            continue
+    parts += [(f"default {i}", v) for i, v in enumerate(getattr(fn, "__defaults__", None) or ())]
+    return parts
 
 
 def loads_data(data: Buffer, buffers: Sequence[Buffer] = ()) -> Any:
