@@ -36,6 +36,7 @@ from ..task.injection import comm_position, inject
 from ..task.serialize import Buffer, FunctionLoader, dumps_data, dumps_error, loads_data
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
 from .doorbell import Doorbell
+from .interrupts import Interrupts
 from .subcomms import Outbox, Tag, WorkItem, receive, task_communicator
 from .task_setting import applied
 
