@@ -182,6 +182,23 @@ def test_base_exceptions_of_tasks_come_back_as_task_exit(exc, type_name, code):
     assert (again.type_name, again.code, str(again)) == (err.type_name, err.code, str(err))
 
 
+def test_task_exit_code_with_parsl_exceptions_pickling() -> None:
+    """Parsl installs tblib's exception pickling, which rebuilds a SystemExit without
+    running its __init__ (``code`` None): the exit code is read from its args."""
+    import copyreg
+    import tblib.pickling_support
+    saved = dict(copyreg.dispatch_table)
+    tblib.pickling_support.install(SystemExit)
+    try:
+        err = loads_error(dumps_error(_raised(SystemExit(5))))
+    finally:
+        copyreg.dispatch_table.clear()
+        copyreg.dispatch_table.update(saved)
+    assert type(err) is TaskExit and err.code == 5 and "SystemExit(5)" in str(err)
+    again = pickle.loads(pickle.dumps(err))
+    assert (again.type_name, again.code, str(again)) == (err.type_name, err.code, str(err))
+
+
 def test_rankpool_errors_survive_pickling():
     """Every error a pool or rank may send back is rebuilt as itself, with its attributes
     (a pool refusing a task it can no longer hold sends ResourceSpecError)."""

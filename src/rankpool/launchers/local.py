@@ -66,19 +66,24 @@ class LocalBlocks:
             del self.procs[b]
         return gone
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Wait for every block to leave by itself, then terminate, then kill."""
+    def stop(self, timeout: float = 10.0, interrupt: bool = False) -> None:
+        """Wait up to ``timeout`` for every block to leave by itself (its pool was stopped);
+        then SIGINT (``mpiexec`` forwards it: each rank interrupts its task and the pool ends
+        cleanly), SIGTERM, SIGKILL, each logged. ``interrupt``: SIGINT at once (Ctrl-C)."""
+        steps = [(0.0 if interrupt else timeout, signal.SIGINT), (2.0, signal.SIGTERM),
+                 (2.0, signal.SIGKILL)]
         for block_id, proc in list(self.procs.items()):
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("block %s did not exit within %.0f s; terminating it", block_id, timeout)
-                _signal_group(proc, signal.SIGTERM)
+            for wait, sig in steps:
                 try:
-                    proc.wait(5)
+                    proc.wait(wait)
+                    break
                 except subprocess.TimeoutExpired:
-                    _signal_group(proc, signal.SIGKILL)
-                    proc.wait()
+                    if not interrupt or sig != signal.SIGINT:
+                        log.warning("block %s did not exit within %.0f s; sending %s", block_id,
+                                    wait, signal.Signals(sig).name)
+                    _signal_group(proc, sig)
+            else:
+                proc.wait()
         self.procs.clear()
 
 

@@ -312,7 +312,9 @@ def loads_error(data: Buffer) -> BaseException:
 def task_exit(exc: BaseException, type_name: str, message: str) -> TaskExit:
     """The :class:`~rankpool.errors.TaskExit` that stands for ``exc``: the remote traceback as
     its ``__cause__`` (as for every remote error), ``exc`` itself as its ``__context__``."""
-    code = exc.code if isinstance(exc, SystemExit) else None
+    code = None
+    if isinstance(exc, SystemExit):  # from its args: a rebuilt one may not have run __init__
+        code = exc.args[0] if len(exc.args) == 1 else (exc.args or None)
     if isinstance(exc, SystemExit) and message == str(code):
         message = ""  # SystemExit(3) says "3": the code says it already
     wrapped = TaskExit(type_name.removeprefix("builtins."), code, message)
