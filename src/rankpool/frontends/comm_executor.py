@@ -26,19 +26,21 @@ import sys
 import threading
 import traceback
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mpi4py import MPI
 
 from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
+from ..errors import ResourceSpecError, TaskCancelled
 from ..mpi_pool.interrupts import Interrupts
 from ..mpi_pool.manager import Manager, abort_for_stuck
 from ..mpi_pool.mpich_files import release
 from ..mpi_pool.placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
 from ..mpi_pool.subcomms import discover_topology
+from ..mpi_pool.initializer import dump_initializer, initialize
+from ..mpi_pool.solo import Solo
 from ..mpi_pool.worker import Worker
-from ..errors import TaskCancelled
 from ..protocol.batches import Result, Task
 from ..task.node_resources import apply_binding, device_ranks, node_resources
 from ..task.resources import Spec, check_fits
@@ -67,7 +69,11 @@ class CommExecutor(FrontEnd):
     until its walltime) or ``"leave"`` them; ``accelerators``, ``accelerator_env``,
     ``ranks_per_accelerator``, ``cpu_affinity``: the binding of the worker ranks to devices
     and CPUs, applied here on every rank before any task runs (code that ran before this, on
-    any rank, may already have initialised a device library with the old variables).
+    any rank, may already have initialised a device library with the old variables);
+    ``initializer``, ``initargs``: ``initializer(*initargs)`` runs once on every worker rank,
+    here, before any task (on root itself over a communicator of size 1); if it raises on any
+    rank the executor is broken: ``submit`` raises :class:`~rankpool.errors.BrokenPool`
+    naming the rank and the error. ``num_workers``: the ranks that run tasks.
     """
 
     def __init__(self, comm: MPI.Intracomm | None = None, root: int = 0, *,
@@ -76,13 +82,14 @@ class CommExecutor(FrontEnd):
                  on_stuck: str = "abort",
                  accelerators: int | str | Sequence[str] | None = None,
                  accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
-                 cpu_affinity: str | Sequence[Any] = "none") -> None:
+                 cpu_affinity: str | Sequence[Any] = "none",
+                 initializer: Callable[..., Any] | None = None,
+                 initargs: Sequence[Any] = ()) -> None:
         super().__init__(requirements)
+        init_payload = dump_initializer(initializer, initargs)
         resources = node_resources(accelerators, accelerator_env, ranks_per_accelerator,
                                    cpu_affinity)
-        comm = MPI.COMM_WORLD if comm is None else comm
-        if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
-            raise TypeError(f"comm must be an MPI intracommunicator, got {comm!r}")
+        comm = _intracomm(MPI.COMM_WORLD if comm is None else comm)
         if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < comm.Get_size():
             raise ValueError(f"root must be a rank of comm (0..{comm.Get_size() - 1}), got {root!r}")
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
@@ -102,6 +109,11 @@ class CommExecutor(FrontEnd):
         self.pool_comm_rank = self.pool_comm.Get_rank()
         self._user_rank = self.pool_comm.allgather(comm.Get_rank())
         release(self.pool_comm)  # MPICH's file in /dev/shm: nothing left however the job ends
+        size = self.pool_comm.Get_size()
+        #: worker ranks: the ranks of ``comm`` but root (root itself on a communicator of size 1)
+        self.num_workers = max(1, size - 1)
+        init_error = initialize(self.pool_comm, init_payload,
+                                range(1, size) if size > 1 else [0])
         self._backoff = backoff
         self._inbox: deque[Task] = deque()
         self._wake = threading.Event()
@@ -110,19 +122,30 @@ class CommExecutor(FrontEnd):
         self._cancel_all = False
         self._interrupted = False
         self._give_up = False
+        self._cancelled: deque[int] = deque()  # futures cancelled: drop their tasks
+        self._entered = False
         self._thread: threading.Thread | None = None
         self._manager: Manager | None = None
-        if self.is_root:
+        self._solo: Solo | None = None
+        if self.is_root and self.pool_comm.Get_size() == 1:
+            self._solo = Solo()
+            self._thread = threading.Thread(target=self._run_solo, name="rankpool-manager",
+                                            daemon=True)
+            self._thread.start()
+        if init_error:
+            self._set_broken(init_error)
+        if self._solo is None and self.is_root:
             self._manager = Manager(self.pool_comm, self.topology, depth=depth, lend=lend,
                                     grace=grace,
                                     device_ranks=device_ranks(self.topology.nodes, resources))
-            if self._manager.widest == 0:
-                log.warning("CommExecutor on a communicator of size 1: no worker ranks")
             self._thread = threading.Thread(target=self._run, name="rankpool-manager", daemon=True)
             self._thread.start()
 
     # -- context manager ---------------------------------------------------------------------
     def __enter__(self) -> CommExecutor | None:  # type: ignore[override]
+        if self._entered:
+            raise RuntimeError("a CommExecutor's with block cannot be entered twice")
+        self._entered = True
         if self.is_root:
             return self
         interrupts = Interrupts([signal.SIGINT], self.pool_comm)
@@ -135,6 +158,8 @@ class CommExecutor(FrontEnd):
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: Any) -> None:
+        if self.pool_comm == MPI.COMM_NULL:
+            return  # left already
         if self.is_root:
             if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
                 self._interrupt()
@@ -151,20 +176,30 @@ class CommExecutor(FrontEnd):
     def _interrupt(self) -> None:
         """Ctrl-C on root: say what stops, cancel what no rank holds yet, stop the ranks and wait
         a bounded time for the tasks they were interrupted in; ranks still in one are stuck."""
-        assert self._manager is not None and self._thread is not None
+        assert self._thread is not None
         print(f"rankpool: interrupted: cancelling queued tasks and stopping the CommExecutor "
-              f"({self._manager.widest} worker ranks, {self.pending} tasks pending; running "
-              f"tasks are interrupted; Ctrl-C again aborts the job)", file=sys.stderr, flush=True)
+              f"({self.num_workers} worker ranks, {self.pending} tasks pending; running tasks "
+              f"are interrupted; Ctrl-C again aborts the job)", file=sys.stderr, flush=True)
         with self._lock:
             self._shutdown = True
         self._interrupted = True
+        self._cancelled.extend(self._cancel_pending())  # not started: cancelled, here or on ranks
         self._cancel_all = True
         self._stopping = True
         self._wake.set()
+        if self._manager is None:  # size 1: root's own thread runs the task; it is abandoned
+            return
         self._thread.join(INTERRUPT_WAIT)
         if self._thread.is_alive():
             self._give_up = True  # the thread marks the ranks still in tasks stuck, then ends
             self._thread.join()
+
+    def bootup(self, wait: bool = True) -> CommExecutor:
+        """Return once the pool is up (as in ``mpi4py.futures``); a ``CommExecutor`` is up as soon
+        as it is constructed on every rank. RuntimeError after shutdown."""
+        if self._shutdown:
+            raise RuntimeError("cannot boot up a CommExecutor after shutdown")
+        return self
 
     @property
     def stuck_ranks(self) -> list[int]:
@@ -177,6 +212,14 @@ class CommExecutor(FrontEnd):
     def _check_spec(self, spec: Spec) -> None:
         if not self.is_root:
             raise RuntimeError("only rank root of a CommExecutor submits tasks")
+        if self._solo is not None:
+            if spec.num_ranks > 1 or spec.gpus_per_rank:
+                key = "num_ranks" if spec.num_ranks > 1 else "gpus_per_rank"
+                raise ResourceSpecError(key, "this CommExecutor's communicator has one rank: its "
+                                        "root runs 1-rank tasks without accelerators only, and "
+                                        f"this task asks for {spec.num_ranks} ranks"
+                                        f"{' with accelerators' if spec.gpus_per_rank else ''}")
+            return
         assert self._manager is not None
         check_fits(spec, self._manager.widest, self._manager.largest_node,
                    self._manager.devices)
@@ -192,12 +235,24 @@ class CommExecutor(FrontEnd):
         with self._lock:
             self._shutdown = True
         if cancel_futures:
-            self._cancel_pending()
+            self._cancelled.extend(self._cancel_pending())
             self._cancel_all = True
         self._stopping = True
         self._wake.set()
         if wait and self._thread is not None:
             self._thread.join()
+
+    def _mark_running(self, task_ids: list[int]) -> bool:
+        """Futures of tasks that started become RUNNING (cancel() fails from then on); True if
+        any did (a future already cancelled stays so)."""
+        futures, moved = self._futures, False
+        with self._condition:
+            for task_id in task_ids:
+                future = futures.get(task_id)
+                if future is not None and future._state == "PENDING":
+                    future._state = "RUNNING"
+                    moved = True
+        return moved
 
     # -- the manager thread -------------------------------------------------------------------
     def _run(self) -> None:
@@ -213,8 +268,10 @@ class CommExecutor(FrontEnd):
                     done, manager.completed = manager.completed, []
                     for result in done:
                         self._resolve(result)
-                if self._stopping and self._cancel_all:
-                    self._drop_queued(manager)
+                if manager.started:
+                    self._mark_running(manager.take_started(0.0))
+                if self._cancelled:
+                    manager.manager_cancel(_take_all(self._cancelled))
                 if self._stopping and not self._inbox and manager.outstanding == 0:
                     break
                 if self._give_up:
@@ -245,22 +302,37 @@ class CommExecutor(FrontEnd):
     def _resolve(self, result: Result) -> None:
         """A task a worker rank dropped before it started (Ctrl-C) has its future cancelled."""
         if _dropped(result):
-            future = self._futures.pop(result.task_id, None)
+            future = self._futures.get(result.task_id)
             if future is not None and future.cancel():
+                self._futures.pop(result.task_id, None)
                 future.set_running_or_notify_cancel()
-            return
+                return
         super()._resolve(result)
 
-    def _drop_queued(self, manager: Manager) -> None:
-        """Cancel the tasks no rank holds yet: in the inbox, or queued in the manager."""
-        dropped = [task.task_id for task in self._inbox]
-        self._inbox.clear()
-        dropped += [task_id for task_id in list(manager.tasks) if manager.cancel(task_id)]
-        if self._interrupted:  # shutdown(cancel_futures=True) cancelled every future already
-            for task_id in dropped:
-                future = self._futures.pop(task_id, None)
-                if future is not None and future.cancel():
-                    future.set_running_or_notify_cancel()
+    def _run_solo(self) -> None:
+        """The manager thread of a communicator of size 1: run each task here, in turn."""
+        solo = self._solo
+        assert solo is not None
+        inbox = self._inbox
+        try:
+            while inbox or not self._stopping:
+                if not inbox:
+                    self._idle = True
+                    if not inbox and not self._stopping:
+                        self._wake.wait()
+                    self._idle = False
+                    self._wake.clear()
+                    continue
+                task = inbox.popleft()
+                future = self._futures.get(task.task_id)
+                if future is not None and self._mark_running([task.task_id]):
+                    self._resolve(solo.run(task))
+        except BaseException as exc:  # pragma: no cover - a bug; never leave futures hanging
+            log.exception("CommExecutor thread failed")
+            self._set_broken(f"the manager thread failed: {exc!r}", exc)
+        finally:
+            solo.close()
+            self._fail_remaining("the CommExecutor was shut down before the task finished")
 
     def _take_inbox(self, manager: Manager) -> bool:
         inbox = self._inbox
@@ -281,3 +353,19 @@ def _dropped(result: Result) -> bool:
         return isinstance(loads_error(outcomes[0].data), TaskCancelled)
     except Exception:
         return False
+
+
+def _intracomm(comm: Any) -> MPI.Intracomm:
+    """``comm`` as an intracommunicator, or an error that says what it is instead."""
+    if not isinstance(comm, MPI.Comm):
+        raise TypeError(f"comm must be an MPI communicator, got {type(comm).__name__}")
+    if comm == MPI.COMM_NULL:
+        raise ValueError("comm is MPI.COMM_NULL; CommExecutor needs an intracommunicator")
+    if comm.Is_inter():
+        raise ValueError("comm is an intercommunicator; CommExecutor needs an intracommunicator "
+                         "(Intercomm.Merge() makes one of its two groups)")
+    return comm if isinstance(comm, MPI.Intracomm) else MPI.Intracomm(comm)
+
+
+def _take_all(queue: deque[int]) -> list[int]:
+    return [queue.popleft() for _ in range(len(queue))]

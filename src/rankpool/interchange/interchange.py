@@ -283,7 +283,7 @@ class Interchange:
             self._throttle.warn("pool registered as %r over a connection named %r; using the "
                                 "connection's", reg.pool_id, identity)
         cfg = self.config
-        error = check_versions(reg, __version__) or check_shape(reg)
+        error = check_versions(reg, __version__) or check_shape(reg) or reg.init_error
         if error:
             self._throttle.warn("refused pool %r of block %r on %s: %s", reg.pool_id,
                                 reg.block_id, ",".join(reg.hosts), error)

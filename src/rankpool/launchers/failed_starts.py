@@ -4,8 +4,8 @@ The front-end that launched a block calls :func:`diagnose` when the block's job 
 launch command) ended while no pool of it had registered. The diagnosis reads, in order:
 the pool's own record (a pool that gave up on the interchange writes one, see
 :func:`rankpool.protocol.starts.pool_record_path`), the tail of the job's stderr and stdout,
-and the tail of the pool's log. :func:`record` appends the result to
-``<run dir>/failed_starts.json``, which ``rankpool status`` shows (:func:`read_failures`).
+and the tail of the pool's log (unless the pool's record says why). :func:`record` appends
+the result to ``<run dir>/failed_starts.json``, which ``rankpool status`` shows (:func:`read_failures`).
 """
 
 from __future__ import annotations
@@ -53,16 +53,15 @@ def diagnose(block_id: str, job_id: str, *, run_dir: str = "", state: str = "",
     """
     cause = StartCause.JOB_ENDED
     parts = [message.strip()] if message and message.strip() else []
-    if run_dir:
-        own = _pool_record(run_dir, block_id)
-        if own is not None:
-            cause = own.cause
-            parts.append(own.detail)
+    own = _pool_record(run_dir, block_id) if run_dir else None
+    if own is not None:  # the pool said why itself: its log would only repeat it
+        cause = own.cause
+        parts.append(own.detail)
     for name, path in outputs:
         text = tail(path)
         if text:
             parts.append(f"{name}:\n{_indent(text)}")
-    if run_dir:
+    if run_dir and own is None:
         text = tail(os.path.join(run_dir, f"pool-{block_id}.log"))
         if text:
             parts.append(f"pool log:\n{_indent(text)}")

@@ -16,6 +16,8 @@ import sys
 from dataclasses import replace
 
 from ..mpi_pool.config import PoolConfig
+from ..protocol.starts import FailedStart
+from .failed_starts import diagnose
 from .mpiexec import find_mpiexec
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,14 @@ class LocalBlocks:
         for b in gone:
             del self.procs[b]
         return gone
+
+    def failed_start(self, block_id: str, code: int) -> FailedStart:
+        """Why block ``block_id``, whose ``mpiexec`` exited with ``code`` before its pool
+        registered, did not start: its output's last lines and its pool's log."""
+        out = os.path.join(self.run_dir, f"block-{block_id}.out") if self.run_dir else None
+        return diagnose(block_id, "", run_dir=self.run_dir, exit_code=code,
+                        message=f"{os.path.basename(self.mpiexec)} exited with code {code}",
+                        outputs=[("output", out)])
 
     def stop(self, timeout: float = 10.0, interrupt: bool = False) -> None:
         """Wait up to ``timeout`` for every block to leave by itself (its pool was stopped);

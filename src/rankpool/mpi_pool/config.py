@@ -37,6 +37,7 @@ class PoolConfig:
     resources: NodeResources = field(default_factory=NodeResources)  # devices, CPU binding
     shared_memory: str = ""       # the front-end's shared-memory run prefix ("": plane off)
     shared_memory_cap: int = DEFAULT_CAP  # bytes of segments one worker rank may hold
+    initializer: str = ""         # file with the pickled (initializer, initargs) ("": none)
 
     def __post_init__(self) -> None:
         if not self.interchange.startswith(("tcp://", "ipc://")):
@@ -74,7 +75,8 @@ class PoolConfig:
         argv = ["--interchange", self.interchange, "--block-id", self.block_id]
         defaults = PoolConfig.__dataclass_fields__
         for name in ("heartbeat_period", "heartbeat_threshold", "depth", "lend", "grace", "run_dir",
-                     "log_level", "server_key", "shared_memory", "shared_memory_cap"):
+                     "log_level", "server_key", "shared_memory", "shared_memory_cap",
+                     "initializer"):
             value = getattr(self, name)
             if value != defaults[name].default:
                 argv += [f"--{name.replace('_', '-')}", str(value)]
@@ -126,6 +128,9 @@ def parser(prog: str = "python -m rankpool.mpi_pool") -> argparse.ArgumentParser
     p.add_argument("--shared-memory-cap", type=int, default=DEFAULT_CAP, metavar="BYTES",
                    help="most bytes of shared-memory segments one worker rank holds "
                         f"(default {DEFAULT_CAP})")
+    p.add_argument("--initializer", default="", metavar="FILE",
+                   help="a pickled (initializer, initargs) that every worker rank runs once "
+                        "before serving (written by the executor)")
     add_resource_options(p)
     return p
 

@@ -41,8 +41,9 @@ from ..task.node_resources import apply_binding, device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
 from .config import PoolConfig
 from .doorbell import Doorbell, new_token
-from .mpich_files import abort, release
+from .initializer import initialize, read_initializer
 from .interrupts import Interrupts
+from .mpich_files import abort, release
 from .manager import Manager, abort_for_stuck
 from .subcomms import Topology, discover_topology
 from .worker import Worker
@@ -93,8 +94,10 @@ def run_pool(cfg: PoolConfig) -> int:
     bell = Doorbell.open(token, rank) if rank == 0 or rank in near else None
     try:
         apply_binding(rank, topology.nodes, cfg.resources)  # before any user code runs
+        init_error = initialize(comm, read_initializer(cfg.initializer),
+                                [r for node in topology.nodes for r in node])
         if rank == 0:
-            pool = PoolManager(cfg, comm, topology, bell, near)
+            pool = PoolManager(cfg, comm, topology, bell, near, init_error)
             with Interrupts(STOP_SIGNALS, comm, on_first=pool.interrupt):
                 status = pool.run()
             if pool.manager.stuck:
@@ -116,8 +119,11 @@ class PoolManager:
     """Rank 0: the pool's one connection to the interchange, and the MPI manager."""
 
     def __init__(self, cfg: PoolConfig, comm: MPI.Intracomm, topology: Topology,
-                 bell: Doorbell | None = None, near: Sequence[int] = ()) -> None:
-        """``bell``: rank 0's doorbell, rung by the worker ranks ``near`` it (its node)."""
+                 bell: Doorbell | None = None, near: Sequence[int] = (),
+                 init_error: str = "") -> None:
+        """``bell``: rank 0's doorbell, rung by the worker ranks ``near`` it (its node);
+        ``init_error``: why the initializer failed on a worker rank (registration says it)."""
+        self.init_error = init_error
         self.cfg = cfg
         self.topology = topology
         self.bell = bell
@@ -194,7 +200,8 @@ class PoolManager:
         reg = protocol.Register(
             protocol.PROTOCOL_VERSION, __version__, protocol.PYTHON_VERSION, self.cfg.block_id,
             self.cfg.pool_id, self.topology.hosts, [len(n) for n in self.topology.nodes],
-            m.widest, m.largest_node, devices_list(self.topology.nodes, self.cfg.resources))
+            m.widest, m.largest_node, devices_list(self.topology.nodes, self.cfg.resources),
+            self.init_error)
         self.sock.send_multipart(reg.encode())
         log.info("pool %s: %d worker ranks on %s; registering with %s", self.cfg.pool_id,
                  m.widest, self.topology.hosts, self.cfg.interchange)

@@ -85,6 +85,7 @@ class Register(Message):
     widest: int                  # widest task it can hold (its worker ranks)
     ranks_per_node: int
     devices: list[str] = field(default_factory=list)  # device of each pool rank ("": none)
+    init_error: str = field(default_factory=str)  # why the initializer failed ("": it ran)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,99 @@
+"""``map`` and ``starmap`` of the ``concurrent.futures`` front-ends.
+
+Every call is submitted when ``map`` is called (as in ``concurrent.futures``), ``chunksize``
+calls per task (as ``ProcessPoolExecutor`` and ``mpi4py.futures`` do): a chunk runs on one
+worker rank, one call after another, through :func:`run_chunk`, which the ranks import by
+reference. Results come in the order of the arguments, or as their tasks complete with
+``unordered=True``; an error is raised where its call's result would have come. The iterator
+drops each future once it has read it, so results it yielded are not kept alive.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, as_completed
+from typing import Any
+
+from ..task.injection import comm_position, inject
+
+Submit = Callable[..., Future]  # type: ignore[type-arg]
+
+
+def check_chunksize(chunksize: Any) -> int:
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+        raise TypeError(f"chunksize must be an integer, got {type(chunksize).__name__}")
+    if chunksize < 1:
+        raise ValueError(f"chunksize must be at least 1, got {chunksize}")
+    return chunksize
+
+
+def map_calls(submit: Submit, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]],
+              timeout: float | None = None, chunksize: int = 1,
+              unordered: bool = False) -> Iterator[Any]:
+    """Submit ``fn(*args)`` for every ``args`` of ``calls`` now; an iterator of the results."""
+    chunksize = check_chunksize(chunksize)
+    end = None if timeout is None else time.monotonic() + timeout
+    if chunksize == 1:
+        futures = [submit(fn, *args) for args in calls]
+        chunked = False
+    else:
+        futures, chunk = [], []
+        for args in calls:
+            chunk.append(args)
+            if len(chunk) == chunksize:
+                futures.append(submit(run_chunk, fn, chunk))
+                chunk = []
+        if chunk:
+            futures.append(submit(run_chunk, fn, chunk))
+        chunked = True
+    if unordered:
+        return _as_completed(futures, timeout, chunked)
+    return _in_order(futures, end, chunked)
+
+
+def _in_order(futures: list[Future], end: float | None,  # type: ignore[type-arg]
+              chunked: bool) -> Iterator[Any]:
+    futures.reverse()  # popped from the end: a read future is dropped at once
+    try:
+        while futures:
+            future = futures.pop()
+            left = None if end is None else end - time.monotonic()
+            if chunked:
+                yield from future.result(left)
+            else:
+                yield future.result(left)
+            del future
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _as_completed(futures: list[Future], timeout: float | None,  # type: ignore[type-arg]
+                  chunked: bool) -> Iterator[Any]:
+    pending = set(futures)
+    del futures
+    try:
+        for future in as_completed(pending, timeout):
+            pending.discard(future)
+            if chunked:
+                yield from future.result()
+            else:
+                yield future.result()
+            del future
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def run_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]], comm: Any = None) -> list[Any]:
+    """Run one chunk of a ``map`` on a worker rank: ``fn(*args)`` for each ``args`` in turn
+    (``fn``'s own ``comm`` parameter, if any, gets the task's communicator)."""
+    position = comm_position(fn)
+    if position is None:
+        return [fn(*args) for args in chunk]
+    results = []
+    for args in chunk:
+        call_args, kwargs = inject(position, args, {}, comm)
+        results.append(fn(*call_args, **kwargs))
+    return results
