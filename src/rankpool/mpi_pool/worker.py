@@ -94,8 +94,11 @@ class Worker:
     def _serve(self) -> None:
         try:
             fresh = False  # work was received just now
+            interrupts = self.interrupts
             while not (self.stopping and not self.queue):
                 if self.queue:
+                    if interrupts is not None and interrupts.count and interrupts.recent():
+                        self.worker_interrupted()
                     # probe for more work only between batches: each Iprobe costs a turn of
                     # MPI's progress engine
                     if time.monotonic() - self.last_report > self.flush_interval:
@@ -163,6 +166,12 @@ class Worker:
             for item in items:
                 self.queue.append((item, buffers[pos:pos + item.nbuf]))
                 pos += item.nbuf
+
+    def worker_interrupted(self) -> None:
+        """Just interrupted: drop the queued 1-rank tasks before any is announced or started
+        (reported as dropped, as a cancel drops them); multi-rank ones stay, to fail as they
+        start (their peers build the task's communicator with this rank)."""
+        self.worker_cancel([entry[0].task_id for entry in self.queue])
 
     def worker_cancel(self, task_ids: list[int]) -> None:
         """Drop the queued 1-rank tasks among ``task_ids``: they never run (reported as
