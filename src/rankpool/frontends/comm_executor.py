@@ -31,8 +31,8 @@ from typing import Any
 
 from mpi4py import MPI
 
+from ..errors import ExecutorShutdown, ResourceSpecError
 from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
-from ..errors import ResourceSpecError, TaskCancelled
 from ..mpi_pool.interrupts import Interrupts
 from ..mpi_pool.manager import Manager, abort_for_stuck
 from ..mpi_pool.mpich_files import release
@@ -41,11 +41,11 @@ from ..mpi_pool.subcomms import discover_topology
 from ..mpi_pool.initializer import dump_initializer, initialize
 from ..mpi_pool.solo import Solo
 from ..mpi_pool.worker import Worker
-from ..protocol.batches import Result, Task
+from ..protocol.batches import Task
 from ..task.node_resources import apply_binding, device_ranks, node_resources
 from ..task.resources import Spec, check_fits
-from ..task.serialize import loads_error
-from .engine import FrontEnd, TaskFuture
+from .base import FrontEnd
+from .engine import TaskFuture
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class CommExecutor(FrontEnd):
         with self._lock:
             self._shutdown = True
         self._interrupted = True
-        self._cancelled.extend(self._cancel_pending())  # not started: cancelled, here or on ranks
+        self._cancelled.extend(self._engine.cancel_pending())  # not started: cancelled, here or on ranks
         self._cancel_all = True
         self._stopping = True
         self._wake.set()
@@ -235,24 +235,12 @@ class CommExecutor(FrontEnd):
         with self._lock:
             self._shutdown = True
         if cancel_futures:
-            self._cancelled.extend(self._cancel_pending())
+            self._cancelled.extend(self._engine.cancel_pending())
             self._cancel_all = True
         self._stopping = True
         self._wake.set()
         if wait and self._thread is not None:
             self._thread.join()
-
-    def _mark_running(self, task_ids: list[int]) -> bool:
-        """Futures of tasks that started become RUNNING (cancel() fails from then on); True if
-        any did (a future already cancelled stays so)."""
-        futures, moved = self._futures, False
-        with self._condition:
-            for task_id in task_ids:
-                future = futures.get(task_id)
-                if future is not None and future._state == "PENDING":
-                    future._state = "RUNNING"
-                    moved = True
-        return moved
 
     # -- the manager thread -------------------------------------------------------------------
     def _run(self) -> None:
@@ -266,10 +254,9 @@ class CommExecutor(FrontEnd):
                 active = manager.progress() or took
                 if manager.completed:
                     done, manager.completed = manager.completed, []
-                    for result in done:
-                        self._resolve(result)
+                    self._engine.resolve((), done)
                 if manager.started:
-                    self._mark_running(manager.take_started(0.0))
+                    self._engine.mark_running(manager.take_started(0.0))
                 if self._cancelled:
                     manager.manager_cancel(_take_all(self._cancelled))
                 if self._stopping and not self._inbox and manager.outstanding == 0:
@@ -295,19 +282,10 @@ class CommExecutor(FrontEnd):
             self._set_broken(f"the manager thread failed: {exc!r}", exc)
         finally:
             manager.manager_stop(finish=not self._cancel_all)
-            self._fail_remaining("the CommExecutor was interrupted (Ctrl-C) before the task "
-                                 "finished" if self._interrupted else
-                                 "the CommExecutor was shut down before the task finished")
-
-    def _resolve(self, result: Result) -> None:
-        """A task a worker rank dropped before it started (Ctrl-C) has its future cancelled."""
-        if _dropped(result):
-            future = self._futures.get(result.task_id)
-            if future is not None and future.cancel():
-                self._futures.pop(result.task_id, None)
-                future.set_running_or_notify_cancel()
-                return
-        super()._resolve(result)
+            self._engine.fail_remaining(ExecutorShutdown(
+                "the CommExecutor was interrupted (Ctrl-C) before the task finished"
+                if self._interrupted else
+                "the CommExecutor was shut down before the task finished"))
 
     def _run_solo(self) -> None:
         """The manager thread of a communicator of size 1: run each task here, in turn."""
@@ -324,15 +302,15 @@ class CommExecutor(FrontEnd):
                     self._wake.clear()
                     continue
                 task = inbox.popleft()
-                future = self._futures.get(task.task_id)
-                if future is not None and self._mark_running([task.task_id]):
-                    self._resolve(solo.run(task))
+                if self._engine.mark_running([task.task_id]):
+                    self._engine.resolve((), [solo.run(task)])
         except BaseException as exc:  # pragma: no cover - a bug; never leave futures hanging
             log.exception("CommExecutor thread failed")
             self._set_broken(f"the manager thread failed: {exc!r}", exc)
         finally:
             solo.close()
-            self._fail_remaining("the CommExecutor was shut down before the task finished")
+            self._engine.fail_remaining(ExecutorShutdown(
+                "the CommExecutor was shut down before the task finished"))
 
     def _take_inbox(self, manager: Manager) -> bool:
         inbox = self._inbox
@@ -342,17 +320,6 @@ class CommExecutor(FrontEnd):
         while inbox:
             submit(inbox.popleft())
         return True
-
-
-def _dropped(result: Result) -> bool:
-    """Whether ``result`` says a rank dropped the task before it started."""
-    outcomes = result.outcomes
-    if len(outcomes) != 1 or outcomes[0].ok:
-        return False
-    try:
-        return isinstance(loads_error(outcomes[0].data), TaskCancelled)
-    except Exception:
-        return False
 
 
 def _intracomm(comm: Any) -> MPI.Intracomm:
