@@ -22,7 +22,7 @@ from typing import Any
 
 from parsl.launchers.base import Launcher
 
-from ..mpi_pool.config import PoolConfig
+from ..mpi_pool.config import EXIT_REFUSED, EXIT_STUCK, EXIT_UNREACHABLE, PoolConfig
 from ..protocol.starts import FailedStart
 from .failed_starts import diagnose
 from .mpiexec import find_mpiexec
@@ -83,6 +83,17 @@ class LocalBlocks:
                         message=f"{os.path.basename(self.mpiexec)} exited with code {code}",
                         outputs=[("output", out)])
 
+    def output(self, block_id: str) -> str:
+        """Where block ``block_id``'s output goes."""
+        if not self.run_dir:
+            return "this process's stderr"
+        return os.path.join(self.run_dir, f"block-{block_id}.out")
+
+    def kill(self) -> None:
+        """SIGKILL every block's ``mpiexec`` now (a second Ctrl-C)."""
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGKILL)
+
     def stop(self, timeout: float = 10.0, interrupt: bool = False) -> None:
         """Wait up to ``timeout`` for every block to leave by itself (its pool was stopped);
         then SIGINT (``mpiexec`` forwards it: each rank interrupts its task and the pool ends
@@ -102,6 +113,27 @@ class LocalBlocks:
             else:
                 proc.wait()
         self.procs.clear()
+
+
+def exit_meaning(code: int) -> str:
+    """What a local block's ``mpiexec`` exit code says, in a few words."""
+    known = {0: "its pool left", EXIT_REFUSED: "the interchange refused its pool",
+             EXIT_STUCK: "ranks stuck in tasks: MPI job aborted",
+             EXIT_UNREACHABLE: "its pool got no answer from the interchange"}
+    if code in known:
+        return known[code]
+    if code < 0:
+        return f"mpiexec killed by {_signal_name(-code)}"
+    if code > 128 or code == 9:  # Hydra reports a rank killed by signal N as N or 128+N
+        return f"a rank killed by {_signal_name(code - 128 if code > 128 else code)}"
+    return "a rank failed"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -39,7 +39,7 @@ from ..shm import arena as shm
 from ..shm import run as shm_run
 from ..task.node_resources import apply_binding, device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
-from .config import PoolConfig
+from .config import EXIT_REFUSED, EXIT_STUCK, EXIT_UNREACHABLE, PoolConfig
 from .doorbell import Doorbell, new_token
 from .initializer import initialize, read_initializer
 from .interrupts import Interrupts
@@ -71,12 +71,6 @@ class PoolUnreachable(PoolLeaves):
     """The interchange never answered the pool's registration: the pool exits with an error."""
 
 
-#: exit status of a pool the interchange refused
-EXIT_REFUSED = 3
-#: exit status of a pool that could not reach the interchange
-EXIT_UNREACHABLE = 5
-#: error code given to MPI_Abort by a pool that left with ranks stuck in tasks
-EXIT_STUCK = 4
 #: signals that stop a pool cleanly (Ctrl-C forwarded by mpiexec; a job's cancel)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
