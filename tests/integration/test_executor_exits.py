@@ -112,9 +112,8 @@ def test_ctrl_c_with_work_queued_returns_within_seconds(tmp_path: Path) -> None:
     assert elapsed < 3.5, (elapsed, err)
     states = json.loads(out.split("STATES ", 1)[1].splitlines()[0])
     assert len(list(marks.iterdir())) == 2         # nothing queued started afterwards
-    assert states.count("cancelled") == 8, states
-    assert sorted(set(states) - {"cancelled"}) in (["TaskExit"], ["ExecutorShutdown"],
-                                                   ["ExecutorShutdown", "TaskExit"]), states
+    assert len(states) == 10 and states.count("cancelled") >= 8, states  # those not started
+    assert set(states) <= {"cancelled", "TaskExit", "ExecutorShutdown"}, states
     assert err.count("rankpool: interrupted") == 1, err
     assert procs == [], [p.cmdline() for p in procs]
     assert files == []
