@@ -49,8 +49,11 @@ def test_a_clean_stop_ends_the_block_by_itself(load, tmp_path: Path) -> None:
     """dfk.cleanup(): the pool stops, its ranks return from MPI_Finalize and the job ends by
     itself (exit code 0 in the local job's exit-code file, not '-': not cancelled), leaving no
     process and no /dev/shm file of the run."""
-    dfk = load(xs(ranks_per_node=2))
+    ex = xs(ranks_per_node=2)
+    dfk = load(ex)
     assert width(parsl_resource_specification={"num_ranks": 2}).result(timeout=60) == 2
+    assert Path(ex.executor_dir) == tmp_path / "runinfo" / "000" / "xs"  # job scripts' RUN_DIR
+    assert (Path(ex.executor_dir) / "pool_command.sh").exists()
     watch = Watch(os.getpid(), os.environ[MARKER_ENV])  # the job is detached from pytest
     watch.look()
     dfk.cleanup()
