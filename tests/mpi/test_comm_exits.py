@@ -27,8 +27,8 @@ import json, os, sys, time
 from mpi4py import MPI
 from rankpool import CommExecutor
 
-def show(key, value):
-    print("SHOW", key, json.dumps(value), flush=True)
+def show(key, value):  # one write: lines of several ranks never mix
+    os.write(1, f"SHOW {key} {json.dumps(value)}\\n".encode())
 
 def outcome(future):
     if future.cancelled():
@@ -55,6 +55,13 @@ def shown(stdout: str) -> dict[str, object]:
             key, _, value = line[5:].partition(" ")
             found[key] = json.loads(value)
     return found
+
+
+def running(proc: subprocess.Popen[str]) -> bool:
+    """True while ``proc`` runs; a program that ended early fails the test with its output."""
+    if proc.poll() is not None:
+        raise AssertionError(f"the program exited with {proc.returncode}: {proc.communicate()}")
+    return True
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 90) -> tuple[str, str]:
@@ -124,11 +131,11 @@ def test_ctrl_c_stops_every_rank_promptly_and_cleanly(tmp_path):
             if futures:
                 show("STATES", [outcome(f) for f in futures])
                 show("RUNNING", [str(f.exception()) for f in futures if not f.cancelled()])
-            show("INTERRUPTED", MPI.COMM_WORLD.Get_rank())
             raise
         """)
     watch = Watch(proc.pid)
-    wait_for(lambda: watch.look() and len(list(tmp_path.glob("started-*"))) >= 3, timeout=60)
+    wait_for(lambda: running(proc) and watch.look()
+             and len(list(tmp_path.glob("started-*"))) >= 3, timeout=60)
     watch.look()
     t0 = time.monotonic()
     os.kill(proc.pid, signal.SIGINT)                     # what Ctrl-C does to mpiexec
@@ -137,6 +144,7 @@ def test_ctrl_c_stops_every_rank_promptly_and_cleanly(tmp_path):
     procs, files = watch.gone()
     got = shown(out)
     assert elapsed < 3.5, (elapsed, err)
+    assert "STATES" in got, (out, err)
     assert len(list(tmp_path.glob("started-*"))) == 3    # nothing queued started afterwards
     states = got["STATES"]
     assert set(states) <= {"cancelled", "TaskExit"}
