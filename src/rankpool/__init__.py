@@ -30,6 +30,7 @@ from .errors import (
     TaskSetupError,
     TaskTimeout,
     VersionMismatch,
+    WorkerLost,
 )
 
 _LAZY = {
@@ -41,7 +42,7 @@ _LAZY = {
 __all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "BlockStartFailed", "BrokenPool",
            "EncryptionUnavailable", "ExecutorShutdown", "InsufficientRanks", "KeyFileError", "ManagerLost", "RankPoolError",
            "RemoteTaskError", "ResourceSpecError", "TaskSetupError", "SerializationError", "SharedMemoryError", "StuckRanksError",
-           "TaskExit", "TaskTimeout", "VersionMismatch"]
+           "TaskExit", "TaskTimeout", "VersionMismatch", "WorkerLost"]
 
 
 def __getattr__(name: str) -> Any:

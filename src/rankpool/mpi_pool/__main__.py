@@ -9,8 +9,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m rankpool.mpi_pool
     """Run the pool; ``prog``: the name its usage and errors give it (``rankpool pool``)."""
     from .config import parse
     cfg = parse(argv, prog)  # before MPI starts, so --help and bad options need no MPI
+    from .keeper import keep
+    link = keep() if cfg.keeper else None  # before MPI starts: the keeper never uses it
     from .pool import run_pool
-    return run_pool(cfg)
+    return run_pool(cfg, link)
 
 
 if __name__ == "__main__":
