@@ -109,7 +109,7 @@ def test_ctrl_c_with_work_queued_returns_within_seconds(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
     procs, files = watch.gone()
-    assert elapsed < 3.5, (elapsed, err)
+    assert elapsed < 5.0, (elapsed, err)          # about 3 s on an idle machine
     states = json.loads(out.split("STATES ", 1)[1].splitlines()[0])
     assert len(list(marks.iterdir())) == 2         # nothing queued started afterwards
     assert len(states) == 10 and states.count("cancelled") >= 8, states  # those not started
