@@ -21,6 +21,7 @@ from ..errors import ExecutorShutdown, VersionMismatch
 from ..launchers.local import LocalBlocks, pool_command
 from ..launchers.shape import block_shape, local_shape
 from ..protocol import messages as protocol
+from ..protocol.messages import RefusalCause
 from ..protocol.batches import Task
 from ..shm.plane import check_cap, choose_shared_memory
 from ..task.node_resources import block_devices, node_resources, node_workers
@@ -185,7 +186,8 @@ class Executor(FrontEnd):
         if not ours:
             log.warning("a pool of unknown block %r was refused: %s", msg.block_id, msg.reason)
             return
-        cause = VersionMismatch(msg.what, msg.ours, msg.theirs) if msg.what else None
+        cause = VersionMismatch(msg.what, msg.ours, msg.theirs) \
+            if msg.cause is RefusalCause.VERSION_MISMATCH else None
         self._set_broken(f"the pool of block {msg.block_id} was refused: {msg.reason}", cause)
 
     def _on_lost(self, msg: protocol.Lost) -> None:
