@@ -23,6 +23,7 @@ from ..launchers.shape import block_shape, local_shape
 from ..protocol import messages as protocol
 from ..protocol.messages import RefusalCause
 from ..protocol.batches import Task
+from ..protocol.wire import MAX_MESSAGE_SIZE, check_max_message_size
 from ..shm.plane import check_cap, choose_shared_memory
 from ..task.node_resources import block_devices, node_resources, node_workers
 from ..task.resources import Spec, check_fits
@@ -56,8 +57,9 @@ class Executor(FrontEnd):
     ``run_dir``: logs and keys (default ``rankpool-runs/NNN`` under the current directory);
     ``trace``: record where and when every task ran (``rankpool trace RUN_DIR`` draws it);
     ``encrypted``: CurveZMQ on every interchange socket, with keys made for this run in
-    ``run_dir/curve`` (pools read theirs there); default (None): on unless ``address`` is
-    loopback; ``accelerators``, ``accelerator_env``, ``ranks_per_accelerator``,
+    ``run_dir/curve`` (pools read theirs there); default (None): on, loopback included (other
+    users of the machine reach loopback too); False turns it off and logs a warning naming the
+    risk; ``accelerators``, ``accelerator_env``, ``ranks_per_accelerator``,
     ``cpu_affinity``: the binding of worker ranks to devices and CPUs, applied when each pool
     starts (see :func:`rankpool.task.node_resources.node_resources` and the node-resources page);
     ``shared_memory``: large buffers (arguments and results of at least 256 KiB) between this
@@ -65,7 +67,9 @@ class Executor(FrontEnd):
     instead of messages (see :mod:`rankpool.shm.arena`); default (None): on for the local block,
     off with a provider (True asserts that the provider's blocks run on this host);
     ``shared_memory_cap``: most bytes of segments one process holds (default 4 GiB); past it
-    buffers travel as messages.
+    buffers travel as messages; ``max_message_size``: the largest message every socket of the
+    run takes (default 1 GiB): a larger task is refused at submit, a larger result fails its
+    task, both with :class:`~rankpool.errors.MessageTooLarge`.
     """
 
     def __init__(self, *, max_ranks: int = 4, ranks_per_node: int | None = None,
@@ -77,10 +81,12 @@ class Executor(FrontEnd):
                  accelerators: int | str | Sequence[str] | None = None,
                  accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
                  cpu_affinity: str | Sequence[Any] = "none",
-                 shared_memory: bool | None = None, shared_memory_cap: int | None = None) -> None:
+                 shared_memory: bool | None = None, shared_memory_cap: int | None = None,
+                 max_message_size: int = MAX_MESSAGE_SIZE) -> None:
         super().__init__(requirements)
         use_shm = choose_shared_memory(shared_memory, local=provider is None)
         shm_cap = check_cap(shared_memory_cap)
+        self._engine.max_message_size = check_max_message_size(max_message_size)
         self.node_resources = node_resources(accelerators, accelerator_env,
                                              ranks_per_accelerator, cpu_affinity)
         _positive("max_ranks", max_ranks, int)
@@ -106,7 +112,7 @@ class Executor(FrontEnd):
                            heartbeat_threshold=heartbeat_threshold,
                            resources=self.node_resources, run_dir=run_dir, encrypted=encrypted,
                            log_level=log_level, trace=trace, shared_memory=use_shm,
-                           shared_memory_cap=shm_cap),
+                           shared_memory_cap=shm_cap, max_message_size=max_message_size),
             on_results=self._engine.resolve, on_lost=self._on_lost, on_broken=self._set_broken,
             on_refused=self._on_refused)
         self.encrypted = session.encrypted

@@ -41,6 +41,7 @@ from ...launchers.shape import block_shape
 from ...mpi_pool.config import PoolConfig
 from ...protocol import messages as protocol
 from ...protocol.messages import LostCause, RefusalCause
+from ...protocol.wire import MAX_MESSAGE_SIZE, check_max_message_size
 from ...shm.plane import FrontEndPlane, check_cap, choose_shared_memory
 from ...task.injection import PerFunction
 from ...task.node_resources import block_devices, node_resources, node_workers
@@ -98,7 +99,9 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
     ``drain_period``: seconds after which a block's pool is drained (finishes its tasks, takes
     no more, exits), to end before the job's walltime; ``encrypted``: CurveZMQ on every
     interchange socket with keys made for the run in ``<run dir>/<label>/curve``, which pools
-    read (a shared file system); default (None): on unless pools connect over loopback;
+    read (a shared file system); default (None): on, loopback included; False turns it off
+    and logs a warning naming the risk; ``max_message_size``: the largest message every socket
+    of the run takes (default 1 GiB; see :class:`rankpool.Executor`);
     ``working_dir``: directory the ranks run in;
     ``worker_debug``: DEBUG logs from the pool and one log per worker rank; ``launch_cmd``: a
     format string for the block's command around ``{command}`` (fields: ``block_id``,
@@ -138,7 +141,8 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
                  accelerators: int | str | Sequence[str] | None = None,
                  accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
                  cpu_affinity: str | Sequence[Any] = "none",
-                 shared_memory: bool | None = None, shared_memory_cap: int | None = None) -> None:
+                 shared_memory: bool | None = None, shared_memory_cap: int | None = None,
+                 max_message_size: int = MAX_MESSAGE_SIZE) -> None:
         resources = node_resources(accelerators, accelerator_env, ranks_per_accelerator,
                                    cpu_affinity)
         check_arguments(label=label, provider=provider, ranks_per_node=ranks_per_node,
@@ -152,6 +156,7 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
             provider = local_provider()
         self._use_shm = choose_shared_memory(shared_memory, local=managed and _blocks_here(provider))
         self._shm_cap = check_cap(shared_memory_cap)
+        self.max_message_size = check_max_message_size(max_message_size)
         self.shared_memory = shared_memory
         self.shared_memory_cap = shared_memory_cap
         shape = block_shape(provider, ranks_per_node, launch_cmd,
@@ -188,6 +193,7 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         self._client: Any = None
         self._pool_base: PoolConfig | None = None
         self._engine = Engine()
+        self._engine.max_message_size = self.max_message_size
         self._tasks = self._engine.futures  # Parsl's table of the executor's futures: the same
         # Parsl apps return a RemoteExceptionWrapper instead of raising; on a rank other than the
         # task's root that value would be dropped and the task reported a success, so multi-rank
@@ -211,7 +217,8 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
                            run_dir=os.path.join(self.run_dir, self.label), pool_port=self.pool_port,
                            port_range=self.port_range, encrypted=self.encrypted,
                            log_level=self.log_level, worker_debug=self.worker_debug,
-                           shared_memory=self._use_shm, shared_memory_cap=self._shm_cap),
+                           shared_memory=self._use_shm, shared_memory_cap=self._shm_cap,
+                           max_message_size=self.max_message_size),
             on_results=self._engine.resolve, on_lost=self._on_lost, on_broken=self._on_broken,
             on_refused=self._on_refused)
         self.log_dir = session.run_dir
