@@ -25,7 +25,6 @@ from ..protocol.messages import Lost
 from ..protocol.wire import MAX_MESSAGE_SIZE, Buffer, message_size
 from ..shm.plane import FrontEndPlane
 from ..shm.reader import discard
-from ..task.injection import check_receives_comm
 from ..task.resources import Spec
 from ..task.serialize import (
     FunctionPickler,
@@ -211,7 +210,6 @@ class Engine:
         multi-rank apps); ``carry_context``: done-callbacks run in the caller's
         ``contextvars`` context (else in an empty one). Raises the latch's error when broken.
         """
-        check_receives_comm(fn, args, spec.num_ranks)
         if wrap is not None:
             fn = wrap(fn)
         digest, fn_bytes = self._pickler.dumps(fn)

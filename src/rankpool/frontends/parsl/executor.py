@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
-from parsl.executors.errors import BadStateException
+from parsl.executors.errors import BadStateException, ScalingFailed
 from parsl.executors.status_handling import BlockProviderExecutor
 from parsl.jobs.states import JobStatus
 from parsl.monitoring.radios.base import RadioConfig
@@ -305,6 +305,19 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
                 return []
         return super().scale_out_facade(n)
 
+    def _launch_block(self, block_id: str) -> Any:
+        """Submit one block with the tasks per node its launch uses: Parsl submits 1, which on
+        nodes shared with other jobs leaves the block's ``srun`` without slots (see
+        :mod:`rankpool.launchers.allocation`)."""
+        if self.provider is None:
+            raise ScalingFailed(self, "no provider to launch blocks with")
+        job_id = self.provider.submit(self._get_launch_command(block_id),
+                                      self._shape.tasks_per_node,
+                                      f"parsl.{self.label}.block-{block_id}")
+        if not job_id:
+            raise ScalingFailed(self, "the provider returned no job id for the block")
+        return job_id
+
     def _get_launch_command(self, block_id: str) -> str:
         if self._pool_base is None:
             raise RuntimeError("the executor must be started before blocks can be launched")
@@ -337,15 +350,14 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         return self._control.scale_in(blocks, force=force)
 
     def handle_errors(self, status: dict[str, JobStatus]) -> None:
-        """Apply ``block_error_handler`` to blocks that never connected a pool.
+        """Apply ``block_error_handler`` to the blocks that failed to start.
 
         A block whose pool registered did start; its later end (killed, walltime, crashed
-        with a task) costs its tasks a retry, not the executor its life, so only blocks that
-        failed before any pool of theirs connected count as a failure to provision.
+        with a task) costs its tasks a retry, not the executor its life. A block whose job
+        ended before any pool of it registered is diagnosed, logged and recorded, and counts
+        as a failed start (:mod:`rankpool.frontends.parsl.starts`).
         """
-        self._control.refresh_pools()
-        startup = {b: s for b, s in status.items() if b not in self._control.connected_ever}
-        self.block_error_handler(self, startup)
+        self._control.starts.judge(status)
 
     def set_bad_state_and_fail_all(self, exception: Exception) -> None:
         """The broken-state latch: record the cause once, fail every pending future, refuse submit."""
