@@ -43,11 +43,11 @@ def test_tasks_that_exit_fail_alone_and_callbacks_cannot_kill_the_client(tmp_pat
         for kind, type_name in (("exit", "SystemExit"), ("interrupt", "KeyboardInterrupt"),
                                 ("generator", "GeneratorExit"), ("halt", "Halt")):
             with pytest.raises(TaskExit) as caught:
-                ex.submit(raise_it, kind).result(timeout=30)
+                ex.submit(raise_it, kind).result(timeout=90)
             assert caught.value.type_name.endswith(type_name)
         assert caught.value.code is None
         with pytest.raises(TaskExit) as exited:
-            ex.submit(raise_it, "exit").result(timeout=30)
+            ex.submit(raise_it, "exit").result(timeout=90)
         assert exited.value.code == 0
         called = threading.Event()
 
@@ -56,9 +56,9 @@ def test_tasks_that_exit_fail_alone_and_callbacks_cannot_kill_the_client(tmp_pat
             sys.exit(3)
         first = ex.submit(pow, 2, 3)
         first.add_done_callback(bad_callback)
-        assert first.result(timeout=30) == 8
+        assert first.result(timeout=90) == 8
         wait_for(called.is_set)
-        assert [ex.submit(pow, 2, i).result(timeout=30) for i in range(4)] == [1, 2, 4, 8]
+        assert [ex.submit(pow, 2, i).result(timeout=90) for i in range(4)] == [1, 2, 4, 8]
         assert ex.client._thread.is_alive()
 
 
