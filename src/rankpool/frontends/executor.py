@@ -7,6 +7,9 @@
 It starts an interchange process and one block: by default a local pool under the bundled
 ``mpiexec``, or a block of any Parsl ``ExecutionProvider`` (whose launcher must start one MPI
 application per block). A local block that dies is replaced, so work submitted afterwards runs.
+A block that ends before its pool registers is a failed start: it is diagnosed, logged and
+recorded, and after ``max_failed_starts`` of them in a row the executor is broken with the
+cause (:class:`~rankpool.errors.BlockStartFailed`).
 """
 
 from __future__ import annotations
@@ -17,11 +20,16 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import ExecutorShutdown, VersionMismatch
-from ..launchers.local import LocalBlocks, pool_command
+from ..errors import BlockStartFailed, ExecutorShutdown, VersionMismatch
+from ..launchers.failed_starts import record
+from ..launchers.local import LocalBlocks
+from ..launchers.mpiexec import find_mpiexec
+from ..launchers.provider_blocks import ProviderBlocks
 from ..launchers.shape import block_shape, local_shape
 from ..protocol import messages as protocol
+from ..protocol.messages import RefusalCause
 from ..protocol.batches import Task
+from ..protocol.starts import FailedStart
 from ..protocol.wire import MAX_MESSAGE_SIZE, check_max_message_size
 from ..shm.plane import check_cap, choose_shared_memory
 from ..task.node_resources import block_devices, node_resources, node_workers
@@ -68,7 +76,10 @@ class Executor(FrontEnd):
     ``shared_memory_cap``: most bytes of segments one process holds (default 4 GiB); past it
     buffers travel as messages; ``max_message_size``: the largest message every socket of the
     run takes (default 1 GiB): a larger task is refused at submit, a larger result fails its
-    task, both with :class:`~rankpool.errors.MessageTooLarge`.
+    task, both with :class:`~rankpool.errors.MessageTooLarge`; ``max_failed_starts``: blocks
+    that may end in a row before their pool registers (a bad ``mpiexec``, a job that fails, a
+    pool that cannot reach the interchange) before the executor gives up and fails its futures
+    with the cause (default 1, as Parsl's default error handler with one initial block).
     """
 
     def __init__(self, *, max_ranks: int = 4, ranks_per_node: int | None = None,
@@ -81,7 +92,7 @@ class Executor(FrontEnd):
                  accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
                  cpu_affinity: str | Sequence[Any] = "none",
                  shared_memory: bool | None = None, shared_memory_cap: int | None = None,
-                 max_message_size: int = MAX_MESSAGE_SIZE) -> None:
+                 max_message_size: int = MAX_MESSAGE_SIZE, max_failed_starts: int = 1) -> None:
         super().__init__(requirements)
         use_shm = choose_shared_memory(shared_memory, local=provider is None)
         shm_cap = check_cap(shared_memory_cap)
@@ -95,8 +106,12 @@ class Executor(FrontEnd):
         _positive("heartbeat_threshold", heartbeat_threshold)
         if heartbeat_threshold < heartbeat_period:
             raise ValueError("heartbeat_threshold must not be shorter than heartbeat_period")
+        _positive("max_failed_starts", max_failed_starts, int)
         if provider is not None and not hasattr(provider, "submit"):
             raise TypeError(f"provider must be a Parsl ExecutionProvider, got {type(provider).__name__}")
+        if provider is None:
+            mpiexec = find_mpiexec(mpiexec)  # a missing one is refused before anything starts
+        self.max_failed_starts = max_failed_starts
         self.max_ranks = max_ranks
         self.ranks_per_node = ranks_per_node or max_ranks
         self.provider = provider
@@ -120,16 +135,19 @@ class Executor(FrontEnd):
         self._engine.plane = session.plane
         self.pool_config = session.pool_config
         self._restarts = 0
-        self._jobs: dict[str, Any] = {}
+        self._failed_starts = 0  # in a row
         self._blocks: LocalBlocks | None = None
+        self._provider_blocks: ProviderBlocks | None = None
         if provider is None:
             self._blocks = LocalBlocks(max_ranks, self.pool_config, mpiexec, self.run_dir)
             self._blocks.start()
-            self._watch = threading.Thread(target=self._watch_blocks, name="rankpool-blocks",
-                                           daemon=True)
-            self._watch.start()
         else:
-            self._start_provider_block()
+            self._provider_blocks = ProviderBlocks(provider, self.pool_config,
+                                                   shape.tasks_per_node, self.run_dir)
+            self._provider_blocks.start()
+        self._watch = threading.Thread(target=self._watch_blocks, name="rankpool-blocks",
+                                       daemon=True)
+        self._watch.start()
 
     # -- FrontEnd ---------------------------------------------------------------------------------
     def _check_spec(self, spec: Spec) -> None:
@@ -160,11 +178,8 @@ class Executor(FrontEnd):
         self.client.stop()
         if self._blocks is not None:
             self._blocks.stop()
-        for job in self._jobs.values():
-            try:
-                self.provider.cancel([job])
-            except Exception:  # the job may already be gone
-                log.warning("could not cancel job %s", job, exc_info=True)
+        if self._provider_blocks is not None:
+            self._provider_blocks.stop()
         engine.fail_remaining(ExecutorShutdown("the executor was shut down before the task "
                                                "finished"))
         if engine.plane is not None:
@@ -187,11 +202,12 @@ class Executor(FrontEnd):
 
         A stranger's pool (a block id we never started) refused is only logged."""
         ours = (self._blocks is not None and msg.block_id in self._blocks.started) \
-            or msg.block_id in self._jobs
+            or (self._provider_blocks is not None and msg.block_id in self._provider_blocks.jobs)
         if not ours:
             log.warning("a pool of unknown block %r was refused: %s", msg.block_id, msg.reason)
             return
-        cause = VersionMismatch(msg.what, msg.ours, msg.theirs) if msg.what else None
+        cause = VersionMismatch(msg.what, msg.ours, msg.theirs) \
+            if msg.cause is RefusalCause.VERSION_MISMATCH else None
         self._set_broken(f"the pool of block {msg.block_id} was refused: {msg.reason}", cause)
 
     def _on_lost(self, msg: protocol.Lost) -> None:
@@ -202,25 +218,65 @@ class Executor(FrontEnd):
 
     # -- blocks ------------------------------------------------------------------------------------
     def _watch_blocks(self) -> None:
-        assert self._blocks is not None
         while not self._shutdown and self._broken is None:
             time.sleep(0.1)
-            for block_id, code in self._blocks.exited().items():
-                if self._shutdown:
-                    return
-                log.error("block %s exited with code %s", block_id, code)
-                if self._plane is not None:
-                    self._plane.sweep_dead()
-                if self._restarts >= MAX_RESTARTS:
-                    self._set_broken(f"block {block_id} exited with code {code}, and "
-                                     f"{MAX_RESTARTS} blocks were already replaced")
-                    return
-                self._restarts += 1
-                self._blocks.start()
+            try:
+                if self._blocks is not None:
+                    self._watch_local(self._blocks)
+                elif self._provider_blocks is not None:
+                    self._watch_provider(self._provider_blocks)
+            except Exception:  # a bug here must not end the watching
+                log.exception("block watcher step failed")
 
-    def _start_provider_block(self) -> None:
-        block_id = str(len(self._jobs))
-        from dataclasses import replace
-        cmd = pool_command(replace(self.pool_config, block_id=block_id, pool_id=""))
-        job = self.provider.submit(cmd, 1, f"rankpool.{block_id}")
-        self._jobs[block_id] = job
+    def _registered(self) -> set[str]:
+        """Blocks that had a pool registered (the interchange keeps them all)."""
+        try:
+            return set(self.client.command("registered_blocks", timeout=5.0))
+        except Exception:  # stopped or lost: nothing to learn now
+            return set()
+
+    def _watch_local(self, blocks: LocalBlocks) -> None:
+        for block_id, code in blocks.exited().items():
+            if self._shutdown:
+                return
+            if block_id not in self._registered():
+                if self._failed_start(blocks.failed_start(block_id, code)):
+                    return
+                blocks.start()
+                continue
+            self._failed_starts = 0
+            log.error("block %s exited with code %s", block_id, code)
+            if self._plane is not None:
+                self._plane.sweep_dead()
+            if self._restarts >= MAX_RESTARTS:
+                self._set_broken(f"block {block_id} exited with code {code}, and "
+                                 f"{MAX_RESTARTS} blocks were already replaced")
+                return
+            self._restarts += 1
+            blocks.start()
+
+    def _watch_provider(self, blocks: ProviderBlocks) -> None:
+        if blocks.waiting:
+            for block_id in self._registered() & blocks.waiting:
+                blocks.started(block_id)
+                self._failed_starts = 0
+        for block_id in blocks.ended():
+            if block_id in self._registered():  # registered just before its job ended
+                continue
+            if self._failed_start(blocks.failed_start(block_id)):
+                blocks.stop()
+                return
+            blocks.start()
+
+    def _failed_start(self, failure: FailedStart) -> bool:
+        """Log and record a block that ended before its pool registered; True when that was
+        one too many in a row and the executor is now broken."""
+        self._failed_starts += 1
+        log.error("%s", failure.message())
+        record(self.run_dir, failure)
+        if self._failed_starts < self.max_failed_starts:
+            return False
+        error = BlockStartFailed(failure.block_id, failure.job_id, failure.cause,
+                                 failure.detail, self._failed_starts)
+        self._set_broken(str(error), error)
+        return True
