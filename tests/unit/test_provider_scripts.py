@@ -35,7 +35,7 @@ from parsl.providers import (
 )
 from parsl.providers.cluster_provider import ClusterProvider
 
-from rankpool.frontends.parsl.blocks import block_shape
+from rankpool.launchers.shape import block_shape
 from rankpool.launchers import (
     FluxLauncher,
     JsrunLauncher,

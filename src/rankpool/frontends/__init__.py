@@ -1,3 +1,4 @@
-"""The front-ends: one engine (engine, client) behind ``Executor`` (executor), ``CommExecutor``
-(comm_executor) and ``ExtremeScaleExecutor`` (parsl/).
+"""The front-ends: one engine (engine: futures, settle, latch; session: start-up; client: the
+link to the interchange) behind ``Executor`` (executor, over base), ``CommExecutor``
+(comm_executor, over base) and ``ExtremeScaleExecutor`` (parsl/).
 """

@@ -22,8 +22,8 @@ from typing import Any
 
 from mpi4py import MPI
 
+from ..errors import ExecutorShutdown, ResourceSpecError
 from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
-from ..errors import ResourceSpecError
 from ..mpi_pool.manager import Manager, abort_for_stuck
 from ..mpi_pool.placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
 from ..mpi_pool.subcomms import discover_topology
@@ -33,7 +33,8 @@ from ..mpi_pool.worker import Worker
 from ..protocol.batches import Task
 from ..task.node_resources import apply_binding, device_ranks, node_resources
 from ..task.resources import Spec, check_fits
-from .engine import FrontEnd, TaskFuture
+from .base import FrontEnd
+from .engine import TaskFuture
 
 log = logging.getLogger(__name__)
 
@@ -180,24 +181,12 @@ class CommExecutor(FrontEnd):
         with self._lock:
             self._shutdown = True
         if cancel_futures:
-            self._cancelled.extend(self._cancel_pending())
+            self._cancelled.extend(self._engine.cancel_pending())
             self._cancel_all = True
         self._stopping = True
         self._wake.set()
         if wait and self._thread is not None:
             self._thread.join()
-
-    def _mark_running(self, task_ids: list[int]) -> bool:
-        """Futures of tasks that started become RUNNING (cancel() fails from then on); True if
-        any did (a future already cancelled stays so)."""
-        futures, moved = self._futures, False
-        with self._condition:
-            for task_id in task_ids:
-                future = futures.get(task_id)
-                if future is not None and future._state == "PENDING":
-                    future._state = "RUNNING"
-                    moved = True
-        return moved
 
     # -- the manager thread -------------------------------------------------------------------
     def _run(self) -> None:
@@ -211,10 +200,9 @@ class CommExecutor(FrontEnd):
                 active = manager.progress() or took
                 if manager.completed:
                     done, manager.completed = manager.completed, []
-                    for result in done:
-                        self._resolve(result)
+                    self._engine.resolve((), done)
                 if manager.started:
-                    self._mark_running(manager.take_started(0.0))
+                    self._engine.mark_running(manager.take_started(0.0))
                 if self._cancelled:
                     manager.manager_cancel(_take_all(self._cancelled))
                 if self._stopping and not self._inbox and manager.outstanding == 0:
@@ -235,7 +223,8 @@ class CommExecutor(FrontEnd):
             self._set_broken(f"the manager thread failed: {exc!r}", exc)
         finally:
             manager.manager_stop(finish=not self._cancel_all)
-            self._fail_remaining("the CommExecutor was shut down before the task finished")
+            self._engine.fail_remaining(ExecutorShutdown(
+                "the CommExecutor was shut down before the task finished"))
 
     def _run_solo(self) -> None:
         """The manager thread of a communicator of size 1: run each task here, in turn."""
@@ -252,15 +241,15 @@ class CommExecutor(FrontEnd):
                     self._wake.clear()
                     continue
                 task = inbox.popleft()
-                future = self._futures.get(task.task_id)
-                if future is not None and self._mark_running([task.task_id]):
-                    self._resolve(solo.run(task))
+                if self._engine.mark_running([task.task_id]):
+                    self._engine.resolve((), [solo.run(task)])
         except BaseException as exc:  # pragma: no cover - a bug; never leave futures hanging
             log.exception("CommExecutor thread failed")
             self._set_broken(f"the manager thread failed: {exc!r}", exc)
         finally:
             solo.close()
-            self._fail_remaining("the CommExecutor was shut down before the task finished")
+            self._engine.fail_remaining(ExecutorShutdown(
+                "the CommExecutor was shut down before the task finished"))
 
     def _take_inbox(self, manager: Manager) -> bool:
         inbox = self._inbox

@@ -1,8 +1,11 @@
-"""What every ``concurrent.futures`` front-end shares: futures, requirement views, the
-broken-state latch, building tasks and settling results.
+"""The one engine behind every front-end: its futures, from submit to their end.
 
-A front-end subclasses :class:`FrontEnd` and implements ``_send(task, future)`` (hand the task
-to the engine) and ``_stop(wait, cancel_futures)``.
+An :class:`Engine` builds each task and registers its :class:`TaskFuture` (:meth:`Engine.task`),
+settles futures from result batches (:meth:`Engine.resolve`, via :func:`settle`), fails them
+(:meth:`Engine.fail`: a lost pool), cancels them, and holds the broken-state latch
+(:meth:`Engine.latch`). ``rankpool.Executor`` and ``rankpool.CommExecutor`` reach it through
+:class:`~rankpool.frontends.base.FrontEnd`; ``ExtremeScaleExecutor`` holds one directly,
+behind Parsl's interface. Where this sits on the data path: ``docs/internals.md``.
 """
 
 from __future__ import annotations
@@ -12,17 +15,18 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, Future, InvalidStateError
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from ..errors import BrokenPool, ExecutorShutdown, SerializationError, SharedMemoryError
+from ..errors import ManagerLost, SerializationError, SharedMemoryError
 from ..protocol.batches import Result, Task
+from ..protocol.messages import Lost
 from ..protocol.wire import Buffer
 from ..shm.plane import FrontEndPlane
 from ..shm.reader import discard
 from ..task.injection import check_receives_comm
-from ..task.resources import Spec, parse_spec
+from ..task.resources import Spec
 from ..task.serialize import (
     FunctionPickler,
     add_note,
@@ -62,6 +66,7 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         self.label: str | None = None
         self._context = context
         self._results_all = False
+        self._num_ranks = 1
 
     def _wait(self, timeout: float | None) -> None:
         if self._state in _DONE:
@@ -113,13 +118,13 @@ def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
         outcomes = result.outcomes
         if len(outcomes) == 1 and outcomes[0].ok:  # the common case, kept short
             first_value = loads_data(outcomes[0].data, outcomes[0].buffers)
-            _set(future, [first_value] if getattr(future, "_results_all", False)
+            set_outcome(future, [first_value] if getattr(future, "_results_all", False)
                  else first_value, None)
             return
         if result.ok:
             values = [loads_data(o.data, o.buffers) for o in outcomes]
             outcome: Any = values if getattr(future, "_results_all", False) else values[0]
-            _set(future, outcome, None)
+            set_outcome(future, outcome, None)
             return
         errors = [loads_error(o.data) for o in result.outcomes if not o.ok]
     except Exception as exc:  # a value or error that cannot be rebuilt here
@@ -127,7 +132,7 @@ def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
         error = exc if isinstance(exc, SharedMemoryError) \
             else SerializationError(f"the result of task {result.task_id}", exc)
         log.error("task %d: %s", result.task_id, error)
-        _set(future, None, error)
+        set_outcome(future, None, error)
         return
     first = errors[0]
     for other in errors[1:]:
@@ -135,7 +140,7 @@ def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
         where = str(cause).strip().strip('"').strip().splitlines()[0] if cause else "another rank"
         text = exception_text(other)
         add_note(first, f"also failed on {where}: {type(other).__name__}: {text}")
-    _set(future, None, first)
+    set_outcome(future, None, first)
 
 
 def settle_value(future: Future, task_id: int, data: Buffer) -> None:  # type: ignore[type-arg]
@@ -147,9 +152,9 @@ def settle_value(future: Future, task_id: int, data: Buffer) -> None:  # type: i
     except Exception as exc:  # a value that cannot be rebuilt here
         error = SerializationError(f"the result of task {task_id}", exc)
         log.error("task %d: %s", task_id, error)
-        _set(future, None, error)
+        set_outcome(future, None, error)
         return
-    _set(future, [value] if getattr(future, "_results_all", False) else value, None)
+    set_outcome(future, [value] if getattr(future, "_results_all", False) else value, None)
 
 
 def unread(result: Result) -> None:
@@ -159,7 +164,9 @@ def unread(result: Result) -> None:
             discard(outcome.buffers)
 
 
-def _set(future: Future, value: Any, exc: BaseException | None) -> None:  # type: ignore[type-arg]
+def set_outcome(future: Future, value: Any,  # type: ignore[type-arg]
+                exc: BaseException | None) -> None:
+    """Resolve ``future`` with ``value`` or ``exc``, unless it was cancelled meanwhile."""
     try:
         if exc is None:
             future.set_result(value)
@@ -169,171 +176,158 @@ def _set(future: Future, value: Any, exc: BaseException | None) -> None:  # type
         pass  # cancelled meanwhile
 
 
-class _Submitter(Executor):
-    """Shared ``submit``/``requirements`` for front-ends and their views."""
+class Engine:
+    """The futures of one front-end, and the one path every task takes through them.
 
-    _default: Spec
+    ``futures`` maps the id of every task not ended yet to its future; ``ranks`` counts the
+    worker ranks those tasks asked for (Parsl's scaling unit); ``plane``, when set, carries
+    large arguments through shared memory (see :mod:`rankpool.shm.plane`). ``lock`` guards
+    ``futures``, ``ranks`` and the latch.
+    """
 
-    def requirements(self, **spec: Any) -> RequirementsView:
-        """A view on the same pool that submits with these resource requirements."""
-        return RequirementsView(self._front(), parse_spec(spec))
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
-        return self._front()._submit(fn, args, kwargs, self._default)
-
-    def _front(self) -> FrontEnd:
-        raise NotImplementedError
-
-
-class FrontEnd(_Submitter):
-    """Base of ``CommExecutor`` and ``Executor``."""
-
-    def __init__(self, requirements: Mapping[str, Any] | None = None) -> None:
-        self._default = parse_spec(requirements)
+    def __init__(self) -> None:
+        self.futures: dict[int, TaskFuture] = {}
+        self.ranks = 0
+        self.lock = threading.Lock()
+        self.plane: FrontEndPlane | None = None
+        #: the latch: what submit raises once the front-end is broken (None while it is not)
+        self.broken: BaseException | None = None
         self._ids = itertools.count(1)
         self._pickler = FunctionPickler()
-        self._lock = threading.Lock()
-        self._condition = threading.Condition()
-        self._futures: dict[int, TaskFuture] = {}
-        self._shutdown = False
-        self._broken: BrokenPool | None = None
-        self._plane: FrontEndPlane | None = None   # shared memory for large buffers, if on
+        self._condition = threading.Condition()  # shared by the futures (see TaskFuture)
 
-    def _front(self) -> FrontEnd:
-        return self
+    def task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+             spec: Spec, *, wrap: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+             carry_context: bool = True) -> tuple[Task, TaskFuture]:
+        """Serialize a task and register its future; the caller sends the task.
 
-    def _check_spec(self, spec: Spec) -> None:
-        """Refuse at submit a task no pool of this executor can ever hold (override)."""
-
-    def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                spec: Spec) -> TaskFuture:
-        if not callable(fn):
-            raise TypeError(f"submit needs a callable, got {type(fn).__name__}")
-        if self._broken is not None:
-            raise self._broken
-        if self._shutdown:
-            raise RuntimeError("cannot submit after shutdown")
-        self._check_spec(spec)
+        ``wrap`` replaces the function after its communicator parameter was checked (Parsl's
+        multi-rank apps); ``carry_context``: done-callbacks run in the caller's
+        ``contextvars`` context (else in an empty one). Raises the latch's error when broken.
+        """
         check_receives_comm(fn, args, spec.num_ranks)
+        if wrap is not None:
+            fn = wrap(fn)
         digest, fn_bytes = self._pickler.dumps(fn)
         data, buffers = dumps_data((args, kwargs), "the task's arguments")
         task_id = next(self._ids)
-        context: contextvars.Context | None = contextvars.copy_context()
-        if not context:  # nothing to carry (the common case): keep no object alive for it
-            context = None
+        context: contextvars.Context | None = None
+        if carry_context:
+            context = contextvars.copy_context()
+            if not context:  # nothing to carry (the common case): keep no object alive for it
+                context = None
         future = TaskFuture(task_id, context, self._condition)
         future._results_all = spec.results_all
-        with self._lock:
-            if self._broken is not None:
-                raise self._broken
-            self._futures[task_id] = future
-        if buffers and self._plane is not None:
-            buffers = self._plane.publish_args(task_id, buffers)
-        self._send(Task(task_id, spec, digest, fn_bytes, data, buffers), future)
-        return future
+        future._num_ranks = spec.num_ranks
+        with self.lock:
+            if self.broken is not None:
+                raise self.broken
+            self.futures[task_id] = future
+            self.ranks += spec.num_ranks
+        if buffers and self.plane is not None:
+            buffers = self.plane.publish_args(task_id, buffers)
+        return Task(task_id, spec, digest, fn_bytes, data, buffers), future
 
-    def _send(self, task: Task, future: TaskFuture) -> None:
-        raise NotImplementedError
-
-    def _resolve(self, result: Result) -> None:
-        future = self._futures.pop(result.task_id, None)
-        if self._plane is not None:
-            self._plane.task_ended(result.task_id)
-        if future is not None:
+    def resolve(self, values: Sequence[tuple[int, Buffer]], results: Sequence[Result]) -> None:
+        """Settle the futures of a result batch: ``values`` are results of one value each,
+        ``results`` whole results (as ``split_results`` gives them; the client's ``on_results``)."""
+        futures = self.futures
+        plain: list[tuple[TaskFuture, int, Buffer]] = []
+        whole: list[tuple[TaskFuture, Result]] = []
+        with self.lock:
+            for task_id, data in values:
+                future = futures.pop(task_id, None)
+                if future is not None:
+                    self.ranks -= future._num_ranks
+                    plain.append((future, task_id, data))
+            for result in results:
+                future = futures.pop(result.task_id, None)
+                if future is not None:
+                    self.ranks -= future._num_ranks
+                    whole.append((future, result))
+                else:
+                    unread(result)
+        if self.plane is not None:
+            self.plane.tasks_ended([task_id for task_id, _ in values]
+                                   + [r.task_id for r in results])
+        for future, task_id, data in plain:
+            settle_value(future, task_id, data)
+        for future, result in whole:
             settle(future, result)
-        else:
-            unread(result)
 
-    def _resolve_values(self, values: list[tuple[int, Buffer]]) -> None:
-        """:meth:`_resolve` for results that are one value each (see ``split_results``)."""
-        futures, plane = self._futures, self._plane
-        for task_id, data in values:
-            future = futures.pop(task_id, None)
-            if plane is not None:
-                plane.task_ended(task_id)
-            if future is not None:
-                settle_value(future, task_id, data)
+    def fail(self, task_ids: Iterable[int], error: BaseException) -> None:
+        """End these tasks' futures with ``error`` (their pool was lost, their batch refused)."""
+        task_ids = list(task_ids)
+        if self.plane is not None:
+            self.plane.tasks_ended(task_ids)
+        failed = []
+        with self.lock:
+            for task_id in task_ids:
+                future = self.futures.pop(task_id, None)
+                if future is not None:
+                    self.ranks -= future._num_ranks
+                    failed.append(future)
+        fail_all(failed, error)
 
-    def _fail_future(self, task_id: int, exc: BaseException) -> None:
-        if self._plane is not None:
-            self._plane.task_ended(task_id)
-        future = self._futures.pop(task_id, None)
-        if future is not None:
-            _set(future, None, exc)
+    def lost(self, msg: Lost, label: str = "") -> None:
+        """A pool left with tasks in flight: fail them with ``ManagerLost`` (Parsl retries
+        them elsewhere)."""
+        if not msg.task_ids:
+            return
+        ids = ", ".join(map(str, msg.task_ids[:50])) + (", ..." if len(msg.task_ids) > 50 else "")
+        log.error("%spool of block %s on %s lost with %d tasks (%s): %s", label, msg.block_id,
+                  ",".join(msg.hosts), len(msg.task_ids), ids, msg.reason)
+        self.fail(msg.task_ids, ManagerLost(msg.block_id, msg.hosts, msg.reason))
 
-    def _set_broken(self, message: str, cause: BaseException | None = None) -> None:
-        """The latch: record the cause once, fail every pending future, make submit raise."""
-        with self._lock:
-            if self._broken is not None:
-                return
-            self._broken = BrokenPool(message, cause)
-            pending = list(self._futures.values())
-            self._futures.clear()
-        log.error("executor broken: %s", message)
-        for future in pending:
-            _set(future, None, self._broken)
+    def mark_running(self, task_ids: Iterable[int]) -> bool:
+        """Futures of tasks that started become RUNNING (``cancel()`` fails from then on); True
+        if any did (a future already cancelled stays so)."""
+        futures, moved = self.futures, False
+        with self._condition:
+            for task_id in task_ids:
+                future = futures.get(task_id)
+                if future is not None and future._state == "PENDING":
+                    future._state = "RUNNING"
+                    moved = True
+        return moved
 
-    def _cancel_pending(self) -> list[int]:
+    def latch(self, error: BaseException) -> list[TaskFuture] | None:
+        """Break: from now on :meth:`task` raises ``error``. Set once: returns the pending
+        futures it took from the table (the caller fails them), or None when already broken."""
+        with self.lock:
+            if self.broken is not None:
+                return None
+            self.broken = error
+            return self._take_all()
+
+    def cancel_pending(self) -> list[int]:
         """Cancel every future not done yet; their task ids."""
-        with self._lock:
-            pending = list(self._futures.items())
+        with self.lock:
+            pending = list(self.futures.items())
         cancelled = []
         for task_id, future in pending:
             if future.cancel():
                 future.set_running_or_notify_cancel()  # wakes wait() and as_completed()
                 cancelled.append(task_id)
-                self._futures.pop(task_id, None)
+                with self.lock:
+                    if self.futures.pop(task_id, None) is not None:
+                        self.ranks -= future._num_ranks
         return cancelled
 
-    def _fail_remaining(self, why: str) -> None:
-        with self._lock:
-            pending = list(self._futures.values())
-            self._futures.clear()
-        for future in pending:
-            _set(future, None, ExecutorShutdown(why))
+    def fail_remaining(self, error: BaseException) -> None:
+        """End every future still pending with ``error`` (the front-end shut down)."""
+        with self.lock:
+            pending = self._take_all()
+        fail_all(pending, error)
 
-    @property
-    def pending(self) -> int:
-        """Futures not resolved yet."""
-        return len(self._futures)
-
-    def __enter__(self) -> Any:
-        return self
+    def _take_all(self) -> list[TaskFuture]:
+        pending = list(self.futures.values())
+        self.futures.clear()
+        self.ranks = 0
+        return pending
 
 
-class RequirementsView(_Submitter):
-    """The same pool, submitting with other default requirements.
-
-    Leaving a view's ``with`` block (its ``shutdown``) waits for the futures submitted through
-    it; the pool itself keeps running, those futures stay valid, and the view can still submit
-    (it is a handle, not a resource): only the executor's own ``shutdown`` stops the pool.
-    """
-
-    def __init__(self, front: FrontEnd, spec: Spec) -> None:
-        self._parent = front
-        self._default = spec
-        self._mine: list[TaskFuture] = []
-        self._prune_at = 64
-
-    def _front(self) -> FrontEnd:
-        return self._parent
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
-        future = super().submit(fn, *args, **kwargs)
-        self._mine.append(future)
-        if len(self._mine) >= self._prune_at:
-            self._mine = [f for f in self._mine if not f.done()]
-            self._prune_at = max(64, 2 * len(self._mine))
-        return future
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        if cancel_futures:
-            for f in self._mine:
-                if f.cancel():
-                    f.set_running_or_notify_cancel()
-        if wait:
-            for f in self._mine:
-                try:
-                    f.exception()
-                except BaseException:  # cancelled
-                    pass
+def fail_all(futures: Iterable[Future], error: BaseException) -> None:  # type: ignore[type-arg]
+    """End each of ``futures`` with ``error`` (those cancelled meanwhile stay cancelled)."""
+    for future in futures:
+        set_outcome(future, None, error)

@@ -12,30 +12,22 @@ application per block). A local block that dies is replaced, so work submitted a
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import ManagerLost, VersionMismatch
-from ..interchange.config import InterchangeConfig
+from ..errors import ExecutorShutdown, VersionMismatch
 from ..launchers.local import LocalBlocks, pool_command
-from ..launchers.rundir import make_run_dir, write_interchange_info
-from ..mpi_pool.config import PoolConfig
+from ..launchers.shape import block_shape, local_shape
 from ..protocol import messages as protocol
-from ..protocol.batches import Result, Task
-from ..protocol.wire import Buffer
-from ..shm.plane import (
-    FrontEndPlane,
-    check_cap,
-    choose_shared_memory,
-    closed_on_failure,
-    shm_options,
-)
+from ..protocol.batches import Task
+from ..shm.plane import check_cap, choose_shared_memory
 from ..task.node_resources import block_devices, node_resources, node_workers
 from ..task.resources import Spec, check_fits
-from .engine import FrontEnd, TaskFuture
+from .base import FrontEnd
+from .engine import TaskFuture
+from .session import SessionOptions, start_session
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +40,6 @@ def _positive(name: str, value: Any, kind: type = float) -> None:
             or value <= 0:
         raise ValueError(f"{name} must be a positive {'number' if kind is float else 'integer'}, "
                          f"got {value!r}")
-
-
-def _provider_shape(provider: Any, ranks_per_node: int | None) -> tuple[int, int]:
-    """Widest task and widest single-node task of the provider's blocks.
-
-    With a rankpool launcher, ``ranks_per_node`` counts every MPI rank of a node (the manager
-    takes one slot of the first node), as for ``ExtremeScaleExecutor``; Parsl launchers that
-    would start one pool per node are refused (see :mod:`rankpool.launchers`).
-    """
-    from ..launchers import RankLauncher, configure_launcher
-    launcher = getattr(provider, "launcher", None)
-    configure_launcher(launcher, ranks_per_node=ranks_per_node)
-    nodes = getattr(provider, "nodes_per_block", 1)
-    if isinstance(launcher, RankLauncher):
-        shape = launcher.block_shape(nodes)
-        return shape.worker_ranks, shape.largest_node_task
-    rpn = ranks_per_node or 1  # an unknown launcher: ranks_per_node counts worker ranks
-    return nodes * rpn, rpn
 
 
 class Executor(FrontEnd):
@@ -120,42 +94,25 @@ class Executor(FrontEnd):
         self.max_ranks = max_ranks
         self.ranks_per_node = ranks_per_node or max_ranks
         self.provider = provider
-        self.widest, self.largest_node = max_ranks, max_ranks
-        nodes = 1
-        if provider is not None:
-            self.widest, self.largest_node = _provider_shape(provider, ranks_per_node)
-            nodes = getattr(provider, "nodes_per_block", 1)
-        self.devices = block_devices(self.node_resources, node_workers(self.widest, nodes))
+        shape = local_shape(max_ranks) if provider is None else block_shape(provider,
+                                                                            ranks_per_node)
+        self.widest, self.largest_node = shape.widest_task, shape.largest_node_task
+        self.devices = block_devices(self.node_resources, node_workers(
+            shape.worker_ranks, shape.nodes, shape.widest_task))
         self._check_spec(self._default)
-        from ..security import (  # zmq only where sockets live
-            choose_encryption,
-            make_keys,
-        )
-        self.encrypted = choose_encryption(encrypted, address)
-        self.run_dir = make_run_dir(run_dir)
-        keys = make_keys(self.run_dir) if self.encrypted else None
-        server_key = keys.server_public if keys else ""
-        from .client import InterchangeClient
-        if use_shm:
-            self._plane = FrontEndPlane(shm_cap)
-        self.client = InterchangeClient(
-            InterchangeConfig(address=address, heartbeat_period=heartbeat_period,
-                              heartbeat_threshold=heartbeat_threshold, run_dir=self.run_dir,
-                              log_level=log_level, parent_pid=os.getpid(),
-                              curve_dir=keys.directory if keys else "",
-                              shm_prefix=self._plane.prefix if self._plane else ""),
-            on_results=self._on_results, on_lost=self._on_lost, on_broken=self._on_broken,
+        session = start_session(
+            SessionOptions(address=address, heartbeat_period=heartbeat_period,
+                           heartbeat_threshold=heartbeat_threshold,
+                           resources=self.node_resources, run_dir=run_dir, encrypted=encrypted,
+                           log_level=log_level, trace=trace, shared_memory=use_shm,
+                           shared_memory_cap=shm_cap),
+            on_results=self._engine.resolve, on_lost=self._on_lost, on_broken=self._set_broken,
             on_refused=self._on_refused)
-        with closed_on_failure(self._plane):
-            self.client.start()
-        write_interchange_info(self.run_dir, self.client.ports, self.client.pool_address,
-                               server_key)
-        self.pool_config = PoolConfig(interchange=self.client.pool_address, block_id="0",
-                                      heartbeat_period=heartbeat_period,
-                                      heartbeat_threshold=heartbeat_threshold,
-                                      run_dir=self.run_dir, log_level=log_level, trace=trace,
-                                      server_key=server_key, resources=self.node_resources,
-                                      **shm_options(self._plane))
+        self.encrypted = session.encrypted
+        self.run_dir = session.run_dir
+        self.client = session.client
+        self._engine.plane = session.plane
+        self.pool_config = session.pool_config
         self._restarts = 0
         self._jobs: dict[str, Any] = {}
         self._blocks: LocalBlocks | None = None
@@ -182,7 +139,7 @@ class Executor(FrontEnd):
             first = not self._shutdown
             self._shutdown = True
         if cancel_futures:
-            self._cancel_pending()
+            self._engine.cancel_pending()
         if not first:
             return
         if wait:
@@ -191,7 +148,8 @@ class Executor(FrontEnd):
             threading.Thread(target=self._close, name="rankpool-shutdown", daemon=True).start()
 
     def _close(self) -> None:
-        while self._futures and self._broken is None:
+        engine = self._engine
+        while engine.futures and engine.broken is None:
             time.sleep(0.005)
         self.client.stop()
         if self._blocks is not None:
@@ -201,9 +159,10 @@ class Executor(FrontEnd):
                 self.provider.cancel([job])
             except Exception:  # the job may already be gone
                 log.warning("could not cancel job %s", job, exc_info=True)
-        self._fail_remaining("the executor was shut down before the task finished")
-        if self._plane is not None:
-            self._plane.close()
+        engine.fail_remaining(ExecutorShutdown("the executor was shut down before the task "
+                                               "finished"))
+        if engine.plane is not None:
+            engine.plane.close()
 
     # -- views of the pools -------------------------------------------------------------------------
     def pools(self) -> list[dict[str, Any]]:
@@ -217,12 +176,6 @@ class Executor(FrontEnd):
         return int(self.client.command("outstanding"))
 
     # -- callbacks from the client thread --------------------------------------------------------
-    def _on_results(self, values: list[tuple[int, Buffer]], results: list[Result]) -> None:
-        self._resolve_values(values)
-        resolve = self._resolve
-        for result in results:
-            resolve(result)
-
     def _on_refused(self, msg: protocol.Refused) -> None:
         """A pool of one of our own blocks refused: no block we start can work, so we are broken.
 
@@ -239,14 +192,7 @@ class Executor(FrontEnd):
         if not msg.task_ids:
             log.info("block %s left: %s", msg.block_id, msg.reason)
             return
-        log.error("block %s on %s lost with %d tasks (%s%s): %s", msg.block_id, msg.hosts,
-                  len(msg.task_ids), ", ".join(map(str, msg.task_ids[:50])),
-                  ", ..." if len(msg.task_ids) > 50 else "", msg.reason)
-        for task_id in msg.task_ids:
-            self._fail_future(task_id, ManagerLost(msg.block_id, msg.hosts, msg.reason))
-
-    def _on_broken(self, reason: str) -> None:
-        self._set_broken(reason)
+        self._engine.lost(msg)
 
     # -- blocks ------------------------------------------------------------------------------------
     def _watch_blocks(self) -> None:

@@ -16,7 +16,10 @@ itself: given to its constructor, or set by the executor (``launcher.ranks_per_n
 :func:`configure_launcher`, which also refuses Parsl's own per-node launchers). rankpool's
 executors submit a block with ``tasks_per_node=ranks_per_node``, so that its job holds the
 slots its launch line uses (:mod:`rankpool.launchers.allocation`).
-:meth:`RankLauncher.block_shape` gives the worker count and the widest one-node task.
+:meth:`RankLauncher.block_shape` gives the worker count and the widest one-node task;
+:func:`rankpool.launchers.shape.block_shape` is the one rule every front-end asks, for any
+launcher (rankpool's, the local default :class:`~rankpool.launchers.local.LocalMpiexecLauncher`,
+Parsl's own).
 
     from parsl.providers import SlurmProvider
     from rankpool.launchers import SrunLauncher

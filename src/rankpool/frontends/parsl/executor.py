@@ -18,12 +18,10 @@ through :attr:`remote_monitoring_radio` (Parsl's filesystem radio by default).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
@@ -35,28 +33,20 @@ from parsl.monitoring.radios.filesystem import FilesystemRadio
 from parsl.providers.base import ExecutionProvider
 from parsl.utils import RepresentationMixin
 
-from ...errors import BrokenPool, ExecutorShutdown, ManagerLost
-from ...interchange.config import InterchangeConfig
+from ...errors import BrokenPool, ExecutorShutdown
 from ...launchers import jobscript
 from ...launchers.jobscript import write_pool_script
-from ...launchers.rundir import write_interchange_info
+from ...launchers.local import LocalMpiexecLauncher, local_provider
+from ...launchers.shape import block_shape
 from ...mpi_pool.config import PoolConfig
 from ...protocol import messages as protocol
-from ...protocol.batches import Result, Task
-from ...protocol.wire import Buffer
-from ...shm.plane import (
-    FrontEndPlane,
-    check_cap,
-    choose_shared_memory,
-    closed_on_failure,
-    shm_options,
-)
-from ...task.injection import PerFunction, check_receives_comm
+from ...shm.plane import FrontEndPlane, check_cap, choose_shared_memory
+from ...task.injection import PerFunction
 from ...task.node_resources import block_devices, node_resources, node_workers
 from ...task.resources import check_fits, parse_spec
-from ...task.serialize import FunctionPickler, dumps_data
-from ..engine import TaskFuture, settle, settle_value, unread
-from .blocks import LocalMpiexecLauncher, block_shape, launch_command, local_provider
+from ..engine import Engine, fail_all
+from ..session import SessionOptions, start_session
+from .blocks import launch_command
 from .checks import (
     SPEC_KWARG,
     ReraiseWrapped,
@@ -168,11 +158,11 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         self._shm_cap = check_cap(shared_memory_cap)
         self.shared_memory = shared_memory
         self.shared_memory_cap = shared_memory_cap
-        self._plane: FrontEndPlane | None = None
         shape = block_shape(provider, ranks_per_node, launch_cmd,
                             allow_per_node=allow_per_node_launcher)
 
-        devices = block_devices(resources, node_workers(shape.workers, shape.nodes, shape.widest))
+        devices = block_devices(resources, node_workers(shape.worker_ranks, shape.nodes,
+                                                        shape.widest_task))
 
         BlockProviderExecutor.__init__(self, provider=provider, block_error_handler=block_error_handler)
         self.accelerators = accelerators
@@ -201,12 +191,8 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         self._shape = shape
         self._client: Any = None
         self._pool_base: PoolConfig | None = None
-        self._lock = threading.Lock()
-        self._condition = threading.Condition()
-        self._ids = itertools.count(1)
-        self._ranks: dict[int, int] = {}
-        self._outstanding_ranks = 0
-        self._pickler = FunctionPickler()
+        self._engine = Engine()
+        self._tasks = self._engine.futures  # Parsl's table of the executor's futures: the same
         # Parsl apps return a RemoteExceptionWrapper instead of raising; on a rank other than the
         # task's root that value would be dropped and the task reported a success, so multi-rank
         # functions are wrapped to raise it (one wrapper per function: serialized once)
@@ -220,38 +206,26 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
     def start(self) -> None:
         """Start the interchange, then the provider's ``init_blocks`` (without waiting for them)."""
         super().start()
-        from ..client import InterchangeClient  # zmq only where sockets live
-        self.log_dir = os.path.join(self.run_dir, self.label)
-        os.makedirs(self.log_dir, exist_ok=True)
         address = self.address or ("127.0.0.1" if isinstance(self.provider, _local_provider_type())
                                    else "*")
-        from ...security import choose_encryption, make_keys
-        keys = make_keys(self.log_dir) if choose_encryption(self.encrypted, address) else None
-        server_key = keys.server_public if keys else ""
-        if self._use_shm:
-            self._plane = FrontEndPlane(self._shm_cap)
-        config = InterchangeConfig(address=address, pool_port=self.pool_port, port_range=self.port_range,
-                                   heartbeat_period=self.heartbeat_period,
-                                   heartbeat_threshold=self.heartbeat_threshold, run_dir=self.log_dir,
-                                   log_level=self.log_level, parent_pid=os.getpid(),
-                                   curve_dir=keys.directory if keys else "",
-                                   shm_prefix=self._plane.prefix if self._plane else "")
-        self._client = InterchangeClient(config, on_results=self._on_results, on_lost=self._on_lost,
-                                         on_broken=self._on_broken)
-        with closed_on_failure(self._plane):
-            self._client.start()
-        write_interchange_info(self.log_dir, self._client.ports, self._client.pool_address,
-                               server_key)
-        self._pool_base = PoolConfig(
-            interchange=self._client.pool_address, block_id="0",
-            heartbeat_period=self.heartbeat_period, heartbeat_threshold=self.heartbeat_threshold,
-            run_dir=self.log_dir, log_level="DEBUG" if self.worker_debug else self.log_level,
-            worker_debug=self.worker_debug, server_key=server_key, resources=self.node_resources,
-            **shm_options(self._plane))
+        session = start_session(
+            SessionOptions(address=address, heartbeat_period=self.heartbeat_period,
+                           heartbeat_threshold=self.heartbeat_threshold,
+                           resources=self.node_resources,
+                           run_dir=os.path.join(self.run_dir, self.label), pool_port=self.pool_port,
+                           port_range=self.port_range, encrypted=self.encrypted,
+                           log_level=self.log_level, worker_debug=self.worker_debug,
+                           shared_memory=self._use_shm, shared_memory_cap=self._shm_cap),
+            on_results=self._engine.resolve, on_lost=self._on_lost, on_broken=self._on_broken)
+        self.log_dir = session.run_dir
+        self._client = session.client
+        self._engine.plane = session.plane
+        self._pool_base = session.pool_config
         write_pool_script(self.log_dir, self._pool_base, getattr(self.provider, "launcher", None),
                           self._shape.nodes)
         log.info("%s: interchange up, pools connect to %s; blocks of %d worker ranks on %d node(s)",
-                 self.label, self._client.pool_address, self._shape.workers, self._shape.nodes)
+                 self.label, self._client.pool_address, self._shape.worker_ranks,
+                 self._shape.nodes)
         if self.managed and self.provider is not None:
             init = self.provider.init_blocks
             if init > 0:
@@ -269,15 +243,10 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
             self._client.stop(timeout)
         self._control.end_blocks(timeout)
         self._control.mark_pools_gone()
-        with self._lock:
-            pending = list(self._tasks.values())
-            self._tasks.clear()
-            self._ranks.clear()
-            self._outstanding_ranks = 0
-        for future in pending:
-            _fail(future, ExecutorShutdown("the executor was shut down before the task finished"))
-        if self._plane is not None:
-            self._plane.close()
+        self._engine.fail_remaining(ExecutorShutdown("the executor was shut down before the task "
+                                                     "finished"))
+        if self._engine.plane is not None:
+            self._engine.plane.close()
         super().shutdown()
         log.info("%s: shut down", self.label)
 
@@ -290,25 +259,13 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         if self._closed or self._client is None:
             raise ExecutorShutdown(f"executor {self.label!r} is not running")
         spec = parse_spec(resource_specification)
-        check_fits(spec, self._shape.widest, self._shape.largest_node, self._devices)
+        check_fits(spec, self._shape.widest_task, self._shape.largest_node_task, self._devices)
         if SPEC_KWARG in kwargs and not self._keeps_spec(func):
             kwargs = {k: v for k, v in kwargs.items() if k != SPEC_KWARG}
-        check_receives_comm(func, args, spec.num_ranks)
-        if spec.num_ranks > 1:
-            func = self._reraising(func)
-        digest, fn_bytes = self._pickler.dumps(func)
-        data, buffers = dumps_data((args, kwargs), "the task's arguments")
-        with self._lock:
-            task_id = next(self._ids)
-            future = TaskFuture(task_id, None, self._condition)
-            future._results_all = spec.results_all
-            future.parsl_executor_task_id = task_id  # type: ignore[attr-defined]
-            self._tasks[task_id] = future
-            self._ranks[task_id] = spec.num_ranks
-            self._outstanding_ranks += spec.num_ranks
-        if buffers and self._plane is not None:
-            buffers = self._plane.publish_args(task_id, buffers)
-        self._client.submit(Task(task_id, spec, digest, fn_bytes, data, buffers))
+        task, future = self._engine.task(func, args, kwargs, spec, carry_context=False,
+                                         wrap=self._reraising if spec.num_ranks > 1 else None)
+        future.parsl_executor_task_id = task.task_id  # type: ignore[attr-defined]
+        self._client.submit(task)
         return future
 
     def outstanding(self) -> int:
@@ -318,7 +275,7 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         nodes_per_block``, so both count ranks, not tasks: four queued 4-rank tasks ask for
         16 ranks' worth of blocks, where counting tasks would ask for four ranks' worth.
         """
-        return self._outstanding_ranks
+        return self._engine.ranks
 
     @property
     def workers_per_node(self) -> int | float:
@@ -388,56 +345,21 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
 
     def set_bad_state_and_fail_all(self, exception: Exception) -> None:
         """The broken-state latch: record the cause once, fail every pending future, refuse submit."""
-        with self._lock:
-            if self._executor_bad_state.is_set():
-                return
-            self._executor_exception = exception
-            self._executor_bad_state.set()
-            pending = list(self._tasks.values())
-            self._tasks.clear()
-            self._ranks.clear()
-            self._outstanding_ranks = 0
+        pending = self._engine.latch(exception)
+        if pending is None:
+            return
+        self._executor_exception = exception
+        self._executor_bad_state.set()
         log.error("%s: bad state, failing %d pending tasks: %s", self.label, len(pending), exception)
-        for future in pending:
-            _fail(future, BadStateException(self, exception))
+        fail_all(pending, BadStateException(self, exception))
 
     # -- callbacks from the client thread -------------------------------------------------------
-    def _on_results(self, values: list[tuple[int, Buffer]], results: list[Result]) -> None:
-        done, done_values = [], []
-        with self._lock:
-            for task_id, data in values:
-                future = self._ended(task_id)
-                if future is not None:
-                    done_values.append((future, task_id, data))
-            for result in results:
-                future = self._ended(result.task_id)
-                if future is not None:
-                    done.append((future, result))
-                else:
-                    unread(result)
-        if self._plane is not None:
-            self._plane.tasks_ended([task_id for task_id, _ in values]
-                                    + [r.task_id for r in results])
-        for future, task_id, data in done_values:
-            settle_value(future, task_id, data)
-        for future, result in done:
-            settle(future, result)
-
-    def _ended(self, task_id: int) -> Future | None:  # type: ignore[type-arg]
-        """Forget an ended task (the lock held); its future, if it still had one."""
-        future = self._tasks.pop(task_id, None)
-        if future is not None:
-            self._outstanding_ranks -= self._ranks.pop(task_id, 1)
-        return future
-
     def _on_lost(self, msg: protocol.Lost) -> None:
         """A pool left: fail its in-flight tasks with ManagerLost; a version refusal breaks us."""
         if msg.block_id and (msg.task_ids or msg.reason.startswith(_LEFT_AFTER_RUNNING)):
             self._control.connected_ever.add(msg.block_id)
         if msg.task_ids:
-            log.warning("%s: pool of block %s on %s lost with %d tasks: %s", self.label, msg.block_id,
-                        ",".join(msg.hosts), len(msg.task_ids), msg.reason)
-            self._fail_ids(msg.task_ids, ManagerLost(msg.block_id, msg.hosts, msg.reason))
+            self._engine.lost(msg, f"{self.label}: ")
         elif "mismatch" in msg.reason:
             self.set_bad_state_and_fail_all(version_error(msg.reason))
         elif msg.reason.startswith("pool drained"):
@@ -449,25 +371,10 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         if not self._closed:
             self.set_bad_state_and_fail_all(BrokenPool(f"the interchange was lost: {reason}"))
 
-    def _fail_ids(self, task_ids: Sequence[int], error: BaseException) -> None:
-        if self._plane is not None:
-            self._plane.tasks_ended(task_ids)
-        failed = []
-        with self._lock:
-            for task_id in task_ids:
-                future = self._ended(task_id)
-                if future is not None:
-                    failed.append(future)
-        for future in failed:
-            _fail(future, error)
-
-
-def _fail(future: Future, error: BaseException) -> None:  # type: ignore[type-arg]
-    try:
-        if not future.done():
-            future.set_exception(error)
-    except InvalidStateError:
-        pass  # settled or cancelled meanwhile
+    @property
+    def _plane(self) -> FrontEndPlane | None:
+        """Shared memory for large buffers, when on (started)."""
+        return self._engine.plane
 
 
 def _blocks_here(provider: Any) -> bool:
