@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from futures_checks import CHECKS, fail_on_rank_two, read_value, set_value
+from futures_checks import CHECKS, fail_on_rank_two, quiet, read_value, set_value
 from helpers import FAST, alive, executor, pool_tree, wait_gone
 
 from rankpool import Executor
@@ -40,6 +40,7 @@ def shared(tmp_path_factory):
 
 @pytest.mark.parametrize("name", sorted(CHECKS))
 def test_generic(shared, name):
+    quiet(shared)
     CHECKS[name](shared)
 
 
@@ -102,10 +103,12 @@ def test_prefetched_task_cancelled_never_runs(tmp_path):
 def test_unreferenced_executor_shuts_down(tmp_path):
     """CPython's test_del_shutdown: an executor nobody references stops its threads and
     processes (its threads do not keep it alive)."""
+    before = set(threading.enumerate())
     ex = Executor(**FAST, max_ranks=1, run_dir=str(tmp_path / "run"))
     assert ex.submit(pow, 2, 3).result() == 8
     procs = pool_tree(ex) + [psutil.Process(ex.client.proc.pid)]
-    threads = [t for t in threading.enumerate() if t.name.startswith("rankpool-")]
+    threads = [t for t in threading.enumerate() if t not in before]
+    assert {t.name for t in threads} >= {"rankpool-client", "rankpool-blocks"}
     del ex
     gc.collect()
     wait_gone(procs, timeout=30)

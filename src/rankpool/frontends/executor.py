@@ -14,8 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ExecutorShutdown, VersionMismatch
 from ..launchers.local import LocalBlocks, pool_command
@@ -25,9 +28,14 @@ from ..protocol.batches import Task
 from ..shm.plane import check_cap, choose_shared_memory
 from ..task.node_resources import block_devices, node_resources, node_workers
 from ..task.resources import Spec, check_fits
+from ..task.initializer import dump_initializer, write_initializer
 from .base import FrontEnd
-from .engine import TaskFuture
+from .engine import Engine, TaskFuture
+from .lifetime import Closer, close_when_dropped, weak
 from .session import SessionOptions, start_session
+
+if TYPE_CHECKING:
+    from .client import InterchangeClient
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +84,11 @@ class Executor(FrontEnd):
                  accelerators: int | str | Sequence[str] | None = None,
                  accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
                  cpu_affinity: str | Sequence[Any] = "none",
-                 shared_memory: bool | None = None, shared_memory_cap: int | None = None) -> None:
+                 shared_memory: bool | None = None, shared_memory_cap: int | None = None,
+                 initializer: Callable[..., Any] | None = None,
+                 initargs: Sequence[Any] = ()) -> None:
         super().__init__(requirements)
+        init_payload = dump_initializer(initializer, initargs)
         use_shm = choose_shared_memory(shared_memory, local=provider is None)
         shm_cap = check_cap(shared_memory_cap)
         self.node_resources = node_resources(accelerators, accelerator_env,
@@ -97,6 +108,8 @@ class Executor(FrontEnd):
         shape = local_shape(max_ranks) if provider is None else block_shape(provider,
                                                                             ranks_per_node)
         self.widest, self.largest_node = shape.widest_task, shape.largest_node_task
+        #: worker ranks of a block: the ranks that run tasks
+        self.num_workers = shape.worker_ranks
         self.devices = block_devices(self.node_resources, node_workers(
             shape.worker_ranks, shape.nodes, shape.widest_task))
         self._check_spec(self._default)
@@ -106,21 +119,31 @@ class Executor(FrontEnd):
                            resources=self.node_resources, run_dir=run_dir, encrypted=encrypted,
                            log_level=log_level, trace=trace, shared_memory=use_shm,
                            shared_memory_cap=shm_cap),
-            on_results=self._engine.resolve, on_lost=self._on_lost, on_broken=self._set_broken,
-            on_refused=self._on_refused)
+            # the client's thread holds the engine, never this executor (see lifetime)
+            on_results=self._engine.resolve, on_lost=self._engine.lost,
+            on_broken=self._engine.break_down, on_refused=weak(self._on_refused))
         self.encrypted = session.encrypted
         self.run_dir = session.run_dir
         self.client = session.client
+        self.client.on_started = self._engine.mark_running
+        self._engine.on_cancel = self.client.cancel
         self._engine.plane = session.plane
         self.pool_config = session.pool_config
+        if init_payload:
+            self.pool_config = replace(self.pool_config,
+                                       initializer=write_initializer(self.run_dir, init_payload))
         self._restarts = 0
         self._jobs: dict[str, Any] = {}
         self._blocks: LocalBlocks | None = None
         if provider is None:
             self._blocks = LocalBlocks(max_ranks, self.pool_config, mpiexec, self.run_dir)
+        self._closer = Closer(partial(_close, self._engine, self.client, self._blocks,
+                                      self._jobs, provider))
+        close_when_dropped(self, self._closer)
+        if self._blocks is not None:
             self._blocks.start()
-            self._watch = threading.Thread(target=self._watch_blocks, name="rankpool-blocks",
-                                           daemon=True)
+            self._watch = threading.Thread(target=_watch_blocks, args=(weakref.ref(self),),
+                                           name="rankpool-blocks", daemon=True)
             self._watch.start()
         else:
             self._start_provider_block()
@@ -134,35 +157,24 @@ class Executor(FrontEnd):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
-            if self._shutdown and not wait:
-                return
-            first = not self._shutdown
             self._shutdown = True
         if cancel_futures:
             self._engine.cancel_pending()
-        if not first:
-            return
-        if wait:
-            self._close()
-        else:
-            threading.Thread(target=self._close, name="rankpool-shutdown", daemon=True).start()
+        self._closer.close(wait)
 
-    def _close(self) -> None:
-        engine = self._engine
-        while engine.futures and engine.broken is None:
-            time.sleep(0.005)
-        self.client.stop()
-        if self._blocks is not None:
-            self._blocks.stop()
-        for job in self._jobs.values():
-            try:
-                self.provider.cancel([job])
-            except Exception:  # the job may already be gone
-                log.warning("could not cancel job %s", job, exc_info=True)
-        engine.fail_remaining(ExecutorShutdown("the executor was shut down before the task "
-                                               "finished"))
-        if engine.plane is not None:
-            engine.plane.close()
+    def bootup(self, wait: bool = True) -> Executor:
+        """Wait until a pool has registered with the interchange (its worker ranks are up and
+        ready for tasks), so that timings leave out the start (``mpi4py.futures``' name);
+        returns the executor. ``wait=False`` returns at once. RuntimeError after shutdown,
+        :class:`~rankpool.errors.BrokenPool` when the executor broke meanwhile."""
+        while True:
+            if self._shutdown:
+                raise RuntimeError("cannot boot up an executor after shutdown")
+            if self._broken is not None:
+                raise self._broken
+            if not wait or self.client.command("pools"):
+                return self
+            time.sleep(0.05)
 
     # -- views of the pools -------------------------------------------------------------------------
     def pools(self) -> list[dict[str, Any]]:
@@ -188,33 +200,58 @@ class Executor(FrontEnd):
         cause = VersionMismatch(msg.what, msg.ours, msg.theirs) if msg.what else None
         self._set_broken(f"the pool of block {msg.block_id} was refused: {msg.reason}", cause)
 
-    def _on_lost(self, msg: protocol.Lost) -> None:
-        if not msg.task_ids:
-            log.info("block %s left: %s", msg.block_id, msg.reason)
-            return
-        self._engine.lost(msg)
-
     # -- blocks ------------------------------------------------------------------------------------
-    def _watch_blocks(self) -> None:
+    def _replace_dead_blocks(self) -> bool:
+        """Start a block for each local block that exited; False once there is nothing more
+        to watch (shut down, broken, or too many replaced)."""
         assert self._blocks is not None
-        while not self._shutdown and self._broken is None:
-            time.sleep(0.1)
-            for block_id, code in self._blocks.exited().items():
-                if self._shutdown:
-                    return
-                log.error("block %s exited with code %s", block_id, code)
-                if self._plane is not None:
-                    self._plane.sweep_dead()
-                if self._restarts >= MAX_RESTARTS:
-                    self._set_broken(f"block {block_id} exited with code {code}, and "
-                                     f"{MAX_RESTARTS} blocks were already replaced")
-                    return
-                self._restarts += 1
-                self._blocks.start()
+        for block_id, code in self._blocks.exited().items():
+            if self._shutdown:
+                return False
+            log.error("block %s exited with code %s", block_id, code)
+            if self._plane is not None:
+                self._plane.sweep_dead()
+            if self._restarts >= MAX_RESTARTS:
+                self._set_broken(f"block {block_id} exited with code {code}, and "
+                                 f"{MAX_RESTARTS} blocks were already replaced")
+                return False
+            self._restarts += 1
+            self._blocks.start()
+        return not self._shutdown and self._broken is None
 
     def _start_provider_block(self) -> None:
         block_id = str(len(self._jobs))
-        from dataclasses import replace
         cmd = pool_command(replace(self.pool_config, block_id=block_id, pool_id=""))
         job = self.provider.submit(cmd, 1, f"rankpool.{block_id}")
         self._jobs[block_id] = job
+
+
+def _watch_blocks(ref: weakref.ref[Executor]) -> None:
+    """The ``rankpool-blocks`` thread: replace local blocks that die, holding the executor only
+    weakly (it ends when the executor is dropped)."""
+    while True:
+        time.sleep(0.1)
+        ex = ref()
+        if ex is None or not ex._replace_dead_blocks():
+            return
+        del ex
+
+
+def _close(engine: Engine, client: InterchangeClient, blocks: LocalBlocks | None,
+           jobs: dict[str, Any], provider: Any) -> None:
+    """Close a run: wait for the pending futures, then stop the interchange (it stops its
+    pools), the local blocks and the provider's jobs; fail what is left."""
+    while engine.futures and engine.broken is None:
+        time.sleep(0.005)
+    client.stop()
+    if blocks is not None:
+        blocks.stop()
+    for job in jobs.values():
+        try:
+            provider.cancel([job])
+        except Exception:  # the job may already be gone
+            log.warning("could not cancel job %s", job, exc_info=True)
+    engine.fail_remaining(ExecutorShutdown("the executor was shut down before the task "
+                                           "finished"))
+    if engine.plane is not None:
+        engine.plane.close()

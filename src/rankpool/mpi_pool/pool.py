@@ -40,7 +40,8 @@ from ..task.node_resources import apply_binding, device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
 from .config import PoolConfig
 from .doorbell import Doorbell, new_token
-from .initializer import initialize, read_initializer
+from ..task.initializer import read_initializer
+from .initializer import initialize
 from .manager import Manager, abort_for_stuck
 from .subcomms import Topology, discover_topology
 from .worker import Worker
