@@ -29,6 +29,7 @@ from .errors import (
     TaskSetupError,
     TaskTimeout,
     VersionMismatch,
+    WorkerLost,
 )
 
 _LAZY = {
@@ -40,7 +41,7 @@ _LAZY = {
 __all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "BlockStartFailed", "BrokenPool",
            "EncryptionUnavailable", "ExecutorShutdown", "InsufficientRanks", "KeyFileError", "ManagerLost", "RankPoolError",
            "RemoteTaskError", "ResourceSpecError", "TaskSetupError", "SerializationError", "SharedMemoryError", "StuckRanksError",
-           "TaskTimeout", "VersionMismatch"]
+           "TaskTimeout", "VersionMismatch", "WorkerLost"]
 
 
 def __getattr__(name: str) -> Any:

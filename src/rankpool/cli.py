@@ -205,6 +205,9 @@ def find_run_dir(path: str, marker: str, parser: argparse.ArgumentParser) -> str
     says what is wrong."""
     if not os.path.isdir(path):
         parser.error(f"RUN_DIR: {path!r} is not a directory")
+    why = not_yours(path)
+    if why:
+        parser.error(f"RUN_DIR: {why}")
     if os.path.isfile(os.path.join(path, marker)):
         return path
     root = glob.escape(path)
@@ -222,6 +225,27 @@ def find_run_dir(path: str, marker: str, parser: argparse.ArgumentParser) -> str
     parser.error(f"RUN_DIR: no {marker} in {path!r}: not the run directory of a started "
                  f"rankpool executor (rankpool.Executor's run_dir, or <parsl run dir>/<label>)")
     raise AssertionError("unreachable: parser.error exits")
+
+
+def not_yours(path: str) -> str:
+    """Why this user cannot use the run directory ``path`` (it is private to another user),
+    or "" when it can."""
+    if os.access(path, os.R_OK | os.X_OK):
+        return ""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"{path!r} cannot be read: {exc.strerror}"
+    owner = f"uid {st.st_uid}"
+    try:
+        import pwd
+        owner = f"{pwd.getpwuid(st.st_uid).pw_name} (uid {st.st_uid})"
+    except (ImportError, KeyError):
+        pass
+    return (f"{path!r} belongs to {owner} and only its owner may enter it (mode "
+            f"{st.st_mode & 0o777:04o}); this is uid {os.getuid()}. A run's directory holds "
+            "the keys its interchange admits, so only the user who started the executor can "
+            "reach it: run 'rankpool status' as that user")
 
 
 def _written_by_live_process(info_file: str) -> bool:
@@ -263,6 +287,8 @@ class StatusClient:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        from .protocol.wire import MAX_MESSAGE_SIZE
+        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_SIZE)
         try:
             if server_key:
                 from .security import CurveKeys, client_curve
@@ -347,6 +373,8 @@ def _pool_row(p: dict[str, Any]) -> tuple[str, ...]:
     state = "draining" if p["draining"] else "held" if p["held"] else "active"
     if p.get("stuck_ranks"):
         state += f" (stuck {','.join(map(str, p['stuck_ranks']))})"
+    if p.get("lost_ranks"):
+        state += f" (lost {','.join(map(str, p['lost_ranks']))})"
     devices = p.get("devices") or {}
     ranks = f"{p['ranks']}({len(devices)}dev)" if devices else str(p["ranks"])  # owners
     return (str(p["block_id"]), str(p["pool_id"]), where, ranks, str(p["busy_ranks"]),

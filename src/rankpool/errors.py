@@ -129,6 +129,52 @@ class ManagerLost(RankPoolError):
         return (type(self), (self.block_id, self.hosts, self.reason))
 
 
+def describe_exit(status: int | None) -> str:
+    """How a process ended, from ``os.waitstatus_to_exitcode``'s value (negative: a signal)."""
+    if status is None:
+        return "ended in a way nobody saw"
+    if status < 0:
+        import signal
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = "an unknown signal"
+        return f"was killed by signal {-status} ({name})"
+    return f"exited with status {status}"
+
+
+class WorkerLost(RankPoolError):
+    """A worker rank of the pool died (a signal such as SIGSEGV, SIGKILL or the OOM killer's,
+    or an exit from inside the task) while it held this task: the task fails, the pool serves
+    on without the rank. ``status`` is the rank's exit status, negative for a signal (``-11``:
+    SIGSEGV), None when unknown; ``signal`` and ``exit_code`` split it. With Parsl, ``retries``
+    run the task again (on this pool's other ranks or another block)."""
+
+    def __init__(self, task_id: int, rank: int, host: str, pid: int, status: int | None,
+                 what: str = "while running it") -> None:
+        super().__init__(f"task {task_id} lost: worker rank {rank} (pid {pid} on {host}) "
+                         f"{describe_exit(status)} {what}")
+        self.task_id = task_id
+        self.rank = rank
+        self.host = host
+        self.pid = pid
+        self.status = status
+        self.what = what
+
+    @property
+    def signal(self) -> int | None:
+        """The signal that killed the rank, or None."""
+        return -self.status if self.status is not None and self.status < 0 else None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The rank's exit status when it exited by itself, or None."""
+        return self.status if self.status is not None and self.status >= 0 else None
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.task_id, self.rank, self.host, self.pid, self.status, self.what))
+
+
 class BlockStartFailed(RankPoolError):
     """A block ended before its pool registered, as many times in a row as the executor allows.
 
@@ -200,11 +246,12 @@ class BrokenPool(RankPoolError, BrokenExecutor):
 
 
 class InsufficientRanks(RankPoolError):
-    """A queued task can no longer fit: the pool lost usable ranks (stuck) since it was accepted."""
+    """A queued task can no longer fit: the pool lost usable ranks (stuck, or dead) since it
+    was accepted."""
 
     def __init__(self, task_id: int, needed: int, usable: int) -> None:
         super().__init__(f"task {task_id} needs {needed} ranks but the pool has only {usable} "
-                         "usable ranks left (the others are stuck)")
+                         "usable ranks left (the others are stuck or dead)")
         self.task_id = task_id
         self.needed = needed
         self.usable = usable
@@ -235,3 +282,33 @@ class KeyFileError(RankPoolError, ValueError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.path, self.message))
+
+
+class RunDirError(RankPoolError, PermissionError):
+    """A run directory, or a file in one, cannot be used privately: it is a link, belongs to
+    another user, or others may write to it; ``path`` names it and ``reason`` says why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"run directory path {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.path, self.reason))
+
+
+class MessageTooLarge(RankPoolError, ValueError):
+    """A task or a result is larger than the run's ``max_message_size``, so it cannot travel
+    as a message (every socket refuses larger ones); ``what`` names it, ``size`` and ``limit``
+    are in bytes."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(f"{what} is {size} bytes, over the run's max_message_size of {limit} "
+                         "bytes; send large arrays through shared memory (same host) or raise "
+                         "max_message_size")
+        self.what = what
+        self.size = size
+        self.limit = limit
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.what, self.size, self.limit))

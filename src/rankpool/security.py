@@ -13,8 +13,10 @@
 
 Keys are made for each run, so a key leaked from an old run opens nothing. Pools read their
 key pair from the run directory: a pool on another node needs that directory on a shared
-file system (as its log does), or a copy at the same path. Encryption is on by default
-whenever pools connect over the network (:func:`choose_encryption`).
+file system (as its log does), or a copy at the same path. Encryption and authentication
+are on by default, loopback included: other users of a login node reach 127.0.0.1 too
+(:func:`choose_encryption`). Every socket also caps the size of a message part it takes
+(:func:`limit_messages`).
 
 A key file uses pyzmq's certificate format (``zmq.auth.load_certificate`` reads it). A
 secret key file that its group or others may read is refused, as ``ssh`` refuses one.
@@ -37,7 +39,8 @@ import zmq.auth
 from zmq.utils import z85
 
 from ._version import __version__
-from .errors import EncryptionUnavailable, KeyFileError, ProtocolError
+from .errors import EncryptionUnavailable, KeyFileError, ProtocolError, RunDirError
+from .private_files import private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +52,10 @@ ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 DOMAINS = {"pool": b"rankpool-pool", "front-end": b"rankpool-client", "command": b"rankpool-command"}
 _KEY_OF_DOMAIN = {b"rankpool-pool": "pool", b"rankpool-client": "front",
                   b"rankpool-command": "front"}
-#: the socket events a Gatekeeper logs
+#: the socket events a Gatekeeper logs: failed handshakes, and closed connections (a peer
+#: that sends a message part over the socket's MAXMSGSIZE is cut off, which shows only so)
 HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                    | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+                    | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_DISCONNECTED)
 
 _WHY_PROTOCOL = {
     zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
@@ -94,25 +98,29 @@ def is_loopback(address: str) -> bool:
 
 
 def choose_encryption(encrypted: bool | None, address: str) -> bool:
-    """Decide whether the interchange encrypts: ``encrypted``, or (``None``) off loopback only.
+    """Decide whether the interchange authenticates and encrypts: yes unless ``encrypted`` is
+    False (``None``, the default, means yes, loopback included).
 
-    Refuses a non-boolean; raises :class:`EncryptionUnavailable` when encryption is due but
-    CurveZMQ is missing (rather than silently sending tasks in the clear), and warns when it
-    is turned off for an address that is not loopback.
+    Refuses a non-boolean; raises :class:`EncryptionUnavailable` when CurveZMQ is missing
+    (rather than silently sending tasks in the clear), and warns, naming the risk, when it
+    is turned off.
     """
     if encrypted is not None and not isinstance(encrypted, bool):
-        raise TypeError(f"encrypted must be True, False or None (automatic), got {encrypted!r}")
-    network = not is_loopback(address)
-    on = network if encrypted is None else encrypted
-    if on:
-        require_curve("encrypted=True" if encrypted else
-                      f"address {address!r} is not loopback, so connections are encrypted")
-    elif network:
-        log.warning("encrypted=False with address %r: pools connect over the network with "
-                    "neither authentication nor encryption; anyone who reaches the pool port "
-                    "can read tasks and results and register a pool that runs them. Leave "
-                    "encrypted unset (or True) unless the network is trusted", address)
-    return on
+        raise TypeError(f"encrypted must be True, False or None (the default: on), got "
+                        f"{encrypted!r}")
+    if encrypted is False:
+        log.warning(
+            "encrypted=False: the interchange's ports (pools on %r, the front-end and commands "
+            "on 127.0.0.1) accept anyone who reaches them, %s, without authentication or "
+            "encryption: they can register a pool and run or read your tasks, answer with "
+            "results that run code in this process when unpickled, and hold or stop the run. "
+            "Leave encrypted unset unless every user of %s is trusted", address,
+            "including every other user of this machine" if is_loopback(address)
+            else "from this machine or the network",
+            "this machine" if is_loopback(address) else "this machine and the network")
+        return False
+    require_curve("encrypted=True" if encrypted else "encryption is on by default (encrypted=None)")
+    return True
 
 
 # -- key files ------------------------------------------------------------------------------------
@@ -157,23 +165,15 @@ def make_keys(run_dir: str) -> CurveKeys:
     """
     require_curve()
     keys = CurveKeys.at(os.path.join(run_dir, CURVE_DIR))
-    _private_dir(keys.directory)
+    try:
+        private_dir(keys.directory)
+    except RunDirError as exc:
+        raise KeyFileError(exc.path, f"{exc.reason}; refusing to keep keys there") from None
     for who in _WHO:
         public, secret = zmq.curve_keypair()
         _write_key(keys.public(who), public, None)
         _write_key(keys.secret(who), public, secret)
     return keys
-
-
-def _private_dir(path: str) -> None:
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise KeyFileError(path, "is not a directory (a link?); refusing to keep keys there")
-    if st.st_uid != os.getuid():
-        raise KeyFileError(path, f"belongs to uid {st.st_uid}, not to this user; refusing to "
-                                 "keep keys there")
-    os.chmod(path, 0o700)
 
 
 def _write_key(path: str, public: bytes, secret: bytes | None) -> None:
@@ -182,17 +182,7 @@ def _write_key(path: str, public: bytes, secret: bytes | None) -> None:
         f'    public-key = "{public.decode()}"\n'
     if secret:
         text += f'    secret-key = "{secret.decode()}"\n'
-    tmp = f"{path}.{os.getpid()}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(tmp, flags, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(text)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    os.replace(tmp, path)
+    write_private(path, text)
 
 
 def _check_key(path: str, key: bytes | None, what: str) -> bytes:
@@ -338,6 +328,11 @@ class Gatekeeper:
         event, value = struct.unpack("=Hi", frames[0].bytes)
         endpoint = frames[1].bytes.decode(errors="replace")
         if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return
+        if event == zmq.EVENT_DISCONNECTED:
+            log.info("a connection on the %s port closed (%s): its peer left, or sent a message "
+                     "part over max_message_size, which ZeroMQ refuses by closing the connection",
+                     name, endpoint)
             return
         self.refused += 1
         if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:

@@ -167,3 +167,43 @@ def exit_on_block_0(marks: str, name: str, comm: Any = None) -> str:
         os._exit(9)
     comm.allreduce(1)
     return _block()
+
+
+# -- ranks that die: the pool serves on without them ---------------------------------------------
+def kill_own_rank(how: str, marks: str = "", name: str = "") -> None:
+    """End this rank's process: ``SIGSEGV``/``SIGKILL``/... by that signal, ``exit3`` by
+    ``os._exit(3)``."""
+    import signal
+    mark(marks, name or how)
+    if how.startswith("exit"):
+        os._exit(int(how[4:]))
+    os.kill(os.getpid(), getattr(signal, how))
+    time.sleep(10)  # never reached: the signal kills at once
+
+
+def simulate_marked(n: int, marks: str, name: str, comm: Any = None) -> int:
+    """An allreduce of ``n`` over the task's ranks, recorded once per run (by its rank 0)."""
+    if comm.Get_rank() == 0:
+        mark(marks, name)
+    return comm.allreduce(n)
+
+
+def die_in_allreduce(bad: int, marks: str = "", comm: Any = None) -> int:
+    """The other ranks wait in an allreduce; rank ``bad`` of the task is killed (SIGKILL)
+    before it joins."""
+    import signal
+    if comm.Get_rank() == bad:
+        mark(marks, "died")
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return comm.allreduce(1)
+
+
+def die_once(marks: str, name: str, how: str = "") -> int:
+    """The first run of ``name`` kills its rank as :func:`kill_own_rank` does (``how`` empty:
+    never); a later run returns this rank's pid."""
+    first = not any(entry.split(".", 1)[0] == name for entry in os.listdir(marks))
+    mark(marks, name)
+    if first and how:
+        kill_own_rank(how)
+    return os.getpid()

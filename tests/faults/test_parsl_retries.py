@@ -1,6 +1,7 @@
-"""Faults 1 and 2 of issue 6 under Parsl: with ``retries``, every task of a block that was
-killed (``kill -9`` of its job) or whose worker rank ended its process inside a task
-finally succeeds on a new block, and the executor is not left in a bad state.
+"""Faults under Parsl: with ``retries``, every task of a block that was killed (``kill -9`` of
+its job) finally succeeds on a new block; a task whose worker rank died fails with
+``WorkerLost`` and its retry runs on the same block's other ranks, or, once the block lost
+too many ranks, on a new block; the executor is never left in a bad state.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import pytest
 from helpers import wait_for
 from parsl import python_app
 
-from rankpool import ExtremeScaleExecutor, ManagerLost
+from rankpool import ExtremeScaleExecutor, InsufficientRanks, ManagerLost, WorkerLost
 from rankpool.frontends.parsl.executor import local_provider
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
 
 hang_on_block_0 = python_app(t.hang_on_block_0)
 exit_on_block_0 = python_app(t.exit_on_block_0)
+die_once = python_app(t.die_once)
 WIDE = {"num_ranks": 2}
 
 
@@ -72,10 +74,49 @@ def test_killed_block_every_task_succeeds_on_a_new_block(run: Any) -> None:
 
 
 def test_worker_rank_exit_every_task_succeeds_on_a_new_block(run: Any) -> None:
+    """Rank 1 of a 2-rank task exits inside it: the task fails with WorkerLost; its peer,
+    left waiting in the allreduce, is ended after the grace period, so the block (2 worker
+    ranks) lost both and retires; the retries of every task run on a new block."""
     ex, errors, marks = run
     futures = [exit_on_block_0(marks, f"w{i}", parsl_resource_specification=WIDE)
                for i in range(3)]
     assert [f.result(timeout=90) for f in futures] == ["1"] * 3
-    [lost, *_] = errors
-    assert isinstance(lost, ManagerLost) and lost.block_id == "0", repr(lost)
+    assert [e.exit_code for e in errors if isinstance(e, WorkerLost)] == [9], errors
+    # the others: lost with the retiring block, or too wide for its last rank
+    assert all(isinstance(e, (WorkerLost, ManagerLost, InsufficientRanks)) for e in errors)
+    assert not ex.bad_state_is_set
+
+
+@pytest.fixture
+def wide_run(tmp_path: Path) -> Iterator[tuple[Any, list[BaseException], str]]:
+    """As ``run``, with one block of 5 worker ranks and ``retries=1``."""
+    errors: list[BaseException] = []
+    xs = ExtremeScaleExecutor(label="xs", ranks_per_node=5, heartbeat_period=0.5,
+                              heartbeat_threshold=3.0,
+                              provider=local_provider(init_blocks=1, min_blocks=0, max_blocks=1))
+    loaded = parsl.load(parsl.Config(executors=[xs], run_dir=str(tmp_path / "runinfo"),
+                                     retries=1, strategy_period=0.5,
+                                     retry_handler=lambda e, record: errors.append(e) or 1.0))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    try:
+        yield loaded.executors["xs"], errors, str(marks)
+    finally:
+        loaded.cleanup()
+        parsl.clear()
+
+
+def test_dead_worker_ranks_are_retried_on_the_same_block(wide_run: Any) -> None:
+    """Two apps kill their rank on their first try (SIGSEGV, SIGKILL): each is retried once and
+    succeeds on the block's other ranks, as does every other app; the block serves on."""
+    ex, errors, marks = wide_run
+    dying = [die_once(marks, "segv", "SIGSEGV"), die_once(marks, "kill", "SIGKILL")]
+    others = [die_once(marks, f"ok{i}") for i in range(20)]
+    pids = [f.result(timeout=60) for f in dying]
+    assert all(isinstance(p, int) for p in pids) and [f.result(timeout=60) for f in others]
+    assert sorted(type(e).__name__ for e in errors) == ["WorkerLost", "WorkerLost"], errors
+    assert sorted(e.signal for e in errors) == [signal.SIGKILL, signal.SIGSEGV]
+    assert t.runs(marks) == {"segv": 2, "kill": 2, **{f"ok{i}": 1 for i in range(20)}}
+    [pool] = ex.connected_managers()
+    assert pool["block_id"] == "0" and len(pool["lost_ranks"]) == 2 and pool["ranks"] == 3
     assert not ex.bad_state_is_set

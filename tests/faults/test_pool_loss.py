@@ -1,10 +1,9 @@
-"""Faults 1-3 of issue 6 that end a pool's MPI job: the whole pool killed with ``kill -9``, a
-worker rank that ends its process inside a task (``os._exit``), one that segfaults, one that
-calls ``MPI.COMM_WORLD.Abort``.
-
-The launcher ends the job, the interchange declares the pool lost, every task in flight on it
-fails with ``ManagerLost``, and ``Executor`` starts a new block that serves what follows.
-Heartbeats are fast (period 0.2 s, threshold 2 s).
+"""Faults that end a pool: the whole pool killed with ``kill -9``, a worker rank that calls
+``MPI.COMM_WORLD.Abort``; the launcher ends the job, the interchange declares the pool lost,
+every task in flight on it fails with ``ManagerLost``, and ``Executor`` starts a new block that
+serves what follows. A worker rank that ends its process inside a task (``os._exit``) or
+segfaults costs its task only (``WorkerLost``; more in ``test_rank_death.py``), and ends the
+pool only when too many ranks are gone. Heartbeats are fast (period 0.2 s, threshold 2 s).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from helpers import (
     wait_no_new_children,
 )
 
-from rankpool import Executor, ManagerLost
+from rankpool import Executor, ManagerLost, WorkerLost
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(90)]
 
@@ -91,13 +90,43 @@ def _lose_the_pool_from_inside(tmp_path: Path, submit: Callable[[Executor], Any]
 
 
 def test_worker_rank_exits_inside_a_task(tmp_path: Path) -> None:
-    """Rank 1 of a 2-rank task calls ``os._exit`` while rank 0 waits in an allreduce."""
-    _lose_the_pool_from_inside(
-        tmp_path, lambda ex: ex.requirements(num_ranks=2).submit(t.exit_on_rank, 1))
+    """Rank 1 of a 2-rank task calls ``os._exit(7)`` while rank 0 waits in an allreduce: the
+    task fails with ``WorkerLost``, the waiting rank is ended after the grace period, and a
+    bystander on the third rank finishes; two of three ranks lost retire the pool (it exits 0)
+    and a new block serves what follows."""
+    before = descendants()
+    with executor(tmp_path, max_ranks=3) as ex:
+        assert ex.submit(t.square, 3).result(timeout=20) == 9
+        mpiexec = ex._blocks.procs["0"]  # type: ignore[union-attr]
+        old = pool_tree(ex)
+        bystander = ex.submit(t.nap, 1.0)
+        wait_for(lambda: ex.pools()[0]["busy_ranks"] == 1, timeout=10)
+        culprit = ex.requirements(num_ranks=2).submit(t.exit_on_rank, 1)
+        exc = culprit.exception(timeout=THRESHOLD + 10)
+        assert isinstance(exc, WorkerLost) and exc.exit_code == 7, repr(exc)
+        assert bystander.result(timeout=20) in {p.pid for p in old}
+        wait_for(lambda: mpiexec.poll() is not None, timeout=30)
+        assert mpiexec.returncode == 0
+        wait_gone(old, timeout=20)
+        assert_serves_on_a_new_block(ex, {p.pid for p in old}, "1")
+    wait_no_new_children(before)
 
 
 def test_segfault_inside_a_task(tmp_path: Path) -> None:
-    _lose_the_pool_from_inside(tmp_path, lambda ex: ex.submit(t.segfault))
+    """The segfaulting task fails with ``WorkerLost`` naming SIGSEGV; the bystander finishes,
+    and the pool serves on its other two ranks."""
+    before = descendants()
+    with executor(tmp_path, max_ranks=3) as ex:
+        assert ex.submit(t.square, 3).result(timeout=20) == 9
+        old = pool_tree(ex)
+        bystander = ex.submit(t.nap, 1.0)
+        wait_for(lambda: ex.pools()[0]["busy_ranks"] == 1, timeout=10)
+        exc = ex.submit(t.segfault).exception(timeout=20)
+        assert isinstance(exc, WorkerLost) and exc.signal == signal.SIGSEGV, repr(exc)
+        assert bystander.result(timeout=20) in {p.pid for p in old}
+        assert ex.requirements(num_ranks=2).submit(t.simulate, 2).result(timeout=20) == 4
+        assert [(p["block_id"], p["ranks"]) for p in ex.pools()] == [("0", 2)]
+    wait_no_new_children(before)
 
 
 def test_abort_inside_a_task(tmp_path: Path) -> None:

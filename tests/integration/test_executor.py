@@ -174,7 +174,8 @@ def test_two_pools_on_one_interchange_share_the_work(tmp_path: Path) -> None:
     before = descendants()
     with executor(tmp_path / "run") as ex:
         extra = start_pool(ex.client.pool_address, "extra", 2, tmp_path / "extra",
-                           extra=("--run-dir", str(tmp_path / "extra")))
+                           extra=("--run-dir", str(tmp_path / "extra"),
+                                  "--server-key", ex.pool_config.server_key))
         try:
             wait_for(lambda: {p["block_id"] for p in ex.pools()} == {"0", "extra"}, timeout=30)
             pools = {p["block_id"]: p for p in ex.pools()}

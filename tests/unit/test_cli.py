@@ -195,7 +195,8 @@ def test_pool_subcommand_and_pool_script_attach_pools_by_hand(tmp_path: Path) ->
     """``rankpool pool`` and ``pool_command.sh`` each start a pool that joins a running executor."""
     with Executor(max_ranks=1, run_dir=str(tmp_path)) as ex:
         cli = [str(Path(sys.executable).parent / "rankpool"), "pool",
-               *ex.pool_config.to_argv()[:2], "--block-id", "by-cli"]
+               *ex.pool_config.to_argv()[:2], "--block-id", "by-cli",
+               "--server-key", ex.pool_config.server_key]  # the run's key: needed by default
         script = write_pool_script(str(tmp_path), ex.pool_config)
         procs = [subprocess.Popen([find_mpiexec(), "-n", "2", *cli], start_new_session=True),
                  subprocess.Popen([find_mpiexec(), "-n", "3", "sh", script],
@@ -225,7 +226,7 @@ def test_pool_command_and_script(tmp_path: Path) -> None:
     path = write_pool_script(str(tmp_path), base, SrunLauncher(ranks_per_node=3), 2)
     text = Path(path).read_text()
     assert os.access(path, os.X_OK) and text.startswith("#!/bin/sh\n")
-    assert f"srun --ntasks 6 --ntasks-per-node 3 --nodes 2 sh {path}" in text
+    assert f"srun --ntasks 6 --ntasks-per-node 3 --nodes 2 --kill-on-bad-exit=0 sh {path}" in text
     assert '--block-id "$block"' in text
     # the block id: the first argument, else the batch job's id, else "manual"
     echo = text.replace("exec env", "echo").replace(sys.executable, "PY")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 
@@ -78,3 +79,43 @@ def test_bells_of_two_pools_do_not_meet_and_a_name_is_taken_once() -> None:
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="ringing as another user (nobody) needs root")
+def test_rings_from_another_user_are_ignored_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    token = new_token()
+    bell = Doorbell(token, 0)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child becomes nobody and rings (exit status: how many rings went)
+            rang = 0
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                for _ in range(50):  # until the bell's queue is full (a few rings)
+                    sock.sendto(b"!", socket.MSG_DONTWAIT, f"\0rankpool-{token}-0")
+                    rang += 1
+            except OSError:
+                pass
+            finally:
+                os._exit(rang)
+        status = os.waitpid(pid, 0)[1]
+        rang = os.waitstatus_to_exitcode(status)
+        assert rang > 0
+        with caplog.at_level(logging.WARNING, logger="rankpool.mpi_pool.doorbell"):
+            t = time.monotonic()
+            bell.wait(0.3)  # the rings are there, but not ours: the wait runs its course
+            assert time.monotonic() - t >= 0.25
+        assert bell.ignored == rang
+        assert "ignored rings of its doorbell from uid 65534" in caplog.text
+        ours = Doorbell(token, 1)
+        ours.ring(0)  # a ring of this user's still ends a wait at once
+        t = time.monotonic()
+        bell.wait(5.0)
+        assert time.monotonic() - t < 1.0
+        ours.close()
+    finally:
+        bell.close()

@@ -41,17 +41,17 @@ PALS_HOSTS = '${PBS_NODEFILE:+--hostfile "$PBS_NODEFILE"}'
 # -- exact command lines ------------------------------------------------------------------------
 LINES = [
     # (launcher, nodes_per_block, expected line)
-    (MpiexecLauncher(ranks_per_node=1), 4, f"mpiexec -n 4 -ppn 1 {HOSTS} {CMD}"),
-    (MpiexecLauncher(ranks_per_node=8), 1, f"mpiexec -n 8 -ppn 8 {HOSTS} {CMD}"),
-    (MpiexecLauncher(ranks_per_node=8), 4, f"mpiexec -n 32 -ppn 8 {HOSTS} {CMD}"),
-    (MpiexecLauncher(ranks_per_node=4), 2, f"mpiexec -n 8 -ppn 4 {HOSTS} {CMD}"),
-    (MpiexecLauncher(ranks_per_node=8, hostfile_var=None), 4, f"mpiexec -n 32 -ppn 8 {CMD}"),
+    (MpiexecLauncher(ranks_per_node=1), 4, f"mpiexec -n 4 -ppn 1 -disable-auto-cleanup {HOSTS} {CMD}"),
+    (MpiexecLauncher(ranks_per_node=8), 1, f"mpiexec -n 8 -ppn 8 -disable-auto-cleanup {HOSTS} {CMD}"),
+    (MpiexecLauncher(ranks_per_node=8), 4, f"mpiexec -n 32 -ppn 8 -disable-auto-cleanup {HOSTS} {CMD}"),
+    (MpiexecLauncher(ranks_per_node=4), 2, f"mpiexec -n 8 -ppn 4 -disable-auto-cleanup {HOSTS} {CMD}"),
+    (MpiexecLauncher(ranks_per_node=8, hostfile_var=None), 4, f"mpiexec -n 32 -ppn 8 -disable-auto-cleanup {CMD}"),
     (MpiexecLauncher(ranks_per_node=2, hostfile_var="COBALT_NODEFILE"), 2,
-     f'mpiexec -n 4 -ppn 2 ${{COBALT_NODEFILE:+-hostfile "$COBALT_NODEFILE"}} {CMD}'),
+     f'mpiexec -n 4 -ppn 2 -disable-auto-cleanup ${{COBALT_NODEFILE:+-hostfile "$COBALT_NODEFILE"}} {CMD}'),
     (MpiexecLauncher(ranks_per_node=8, cpu_bind="core", extra="-genv FOO 1"), 4,
-     f"mpiexec -n 32 -ppn 8 {HOSTS} -bind-to core -genv FOO 1 {CMD}"),
+     f"mpiexec -n 32 -ppn 8 -disable-auto-cleanup {HOSTS} -bind-to core -genv FOO 1 {CMD}"),
     (MpiexecLauncher(ranks_per_node=8, extra=["-genv", "A", "x y"]), 1,
-     f"mpiexec -n 8 -ppn 8 {HOSTS} -genv A 'x y' {CMD}"),
+     f"mpiexec -n 8 -ppn 8 -disable-auto-cleanup {HOSTS} -genv A 'x y' {CMD}"),
     (MpiexecLauncher(ranks_per_node=32, flavor="pals", depth=2, cpu_bind="depth"), 4,
      f"mpiexec -n 128 --ppn 32 {PALS_HOSTS} --depth 2 --cpu-bind depth {CMD}"),
     (MpiexecLauncher(ranks_per_node=4, flavor="pals"), 2,
@@ -59,14 +59,14 @@ LINES = [
     (MpiexecLauncher(ranks_per_node=8, flavor="intel", extra="-genv I_MPI_PIN_DOMAIN core"), 4,
      f"mpiexec -n 32 -ppn 8 {HOSTS} -genv I_MPI_PIN_DOMAIN core {CMD}"),
     (MpiexecLauncher(ranks_per_node=3, executable="/opt/my mpi/bin/mpiexec"), 1,
-     f"'/opt/my mpi/bin/mpiexec' -n 3 -ppn 3 {HOSTS} {CMD}"),
-    (SrunLauncher(ranks_per_node=1), 4, f"srun --ntasks 4 --ntasks-per-node 1 --nodes 4 {CMD}"),
-    (SrunLauncher(ranks_per_node=8), 1, f"srun --ntasks 8 --ntasks-per-node 8 --nodes 1 {CMD}"),
-    (SrunLauncher(ranks_per_node=4), 2, f"srun --ntasks 8 --ntasks-per-node 4 --nodes 2 {CMD}"),
+     f"'/opt/my mpi/bin/mpiexec' -n 3 -ppn 3 -disable-auto-cleanup {HOSTS} {CMD}"),
+    (SrunLauncher(ranks_per_node=1), 4, f"srun --ntasks 4 --ntasks-per-node 1 --nodes 4 --kill-on-bad-exit=0 {CMD}"),
+    (SrunLauncher(ranks_per_node=8), 1, f"srun --ntasks 8 --ntasks-per-node 8 --nodes 1 --kill-on-bad-exit=0 {CMD}"),
+    (SrunLauncher(ranks_per_node=4), 2, f"srun --ntasks 8 --ntasks-per-node 4 --nodes 2 --kill-on-bad-exit=0 {CMD}"),
     (SrunLauncher(ranks_per_node=8, mpi="pmi2"), 4,
-     f"srun --ntasks 32 --ntasks-per-node 8 --nodes 4 --mpi=pmi2 {CMD}"),
+     f"srun --ntasks 32 --ntasks-per-node 8 --nodes 4 --kill-on-bad-exit=0 --mpi=pmi2 {CMD}"),
     (SrunLauncher(ranks_per_node=8, mpi="pmix", cpus_per_task=4, extra="--cpu-bind=cores"), 4,
-     f"srun --ntasks 32 --ntasks-per-node 8 --nodes 4 --mpi=pmix --cpus-per-task 4 "
+     f"srun --ntasks 32 --ntasks-per-node 8 --nodes 4 --kill-on-bad-exit=0 --mpi=pmix --cpus-per-task 4 "
      f"--cpu-bind=cores {CMD}"),
     (MpirunLauncher(ranks_per_node=1), 4, f"mpirun -np 4 --map-by ppr:1:node {CMD}"),
     (MpirunLauncher(ranks_per_node=8), 4, f"mpirun -np 32 --map-by ppr:8:node {CMD}"),
@@ -100,7 +100,7 @@ def test_exact_command_line(launcher: RankLauncher, nodes: int, expected: str) -
 
 def test_debug_echoes_the_launch_line_first() -> None:
     script = SrunLauncher(ranks_per_node=2, debug=True)(CMD, 1, 2)
-    line = f"srun --ntasks 4 --ntasks-per-node 2 --nodes 2 {CMD}"
+    line = f"srun --ntasks 4 --ntasks-per-node 2 --nodes 2 --kill-on-bad-exit=0 {CMD}"
     assert script.splitlines() == [f"echo {shlex.quote('rankpool launch: ' + line)}", line]
 
 
@@ -189,7 +189,7 @@ def test_ranks_per_node_is_set_later_and_checked() -> None:
     launcher = MpiexecLauncher()
     assert launcher.ranks_per_node is None
     launcher.ranks_per_node = 4
-    assert launcher(CMD, 1, 2) == f"mpiexec -n 8 -ppn 4 {HOSTS} {CMD}"
+    assert launcher(CMD, 1, 2) == f"mpiexec -n 8 -ppn 4 -disable-auto-cleanup {HOSTS} {CMD}"
     with pytest.raises(ValueError, match="ranks_per_node"):
         launcher.ranks_per_node = 0
     assert launcher.ranks_per_node == 4

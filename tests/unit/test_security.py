@@ -52,18 +52,22 @@ def test_is_loopback(address: str, loopback: bool) -> None:
 
 
 @needs_curve
-def test_encryption_is_on_by_default_off_loopback(caplog: pytest.LogCaptureFixture) -> None:
-    assert choose_encryption(None, "127.0.0.1") is False
-    assert choose_encryption(None, "::1") is False
+def test_encryption_is_on_by_default_loopback_included(caplog: pytest.LogCaptureFixture) -> None:
+    """Other users of a login node reach 127.0.0.1 too: loopback is no trust boundary."""
+    assert choose_encryption(None, "127.0.0.1") is True
+    assert choose_encryption(None, "::1") is True
     assert choose_encryption(None, "*") is True
     assert choose_encryption(None, "10.0.0.5") is True
     assert choose_encryption(True, "127.0.0.1") is True
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     with caplog.at_level(logging.WARNING, logger="rankpool.security"):
         assert choose_encryption(False, "10.0.0.5") is False
-    warning = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warning) == 1 and "encrypted=False" in warning[0].getMessage() \
-        and "10.0.0.5" in warning[0].getMessage()
+        assert choose_encryption(False, "127.0.0.1") is False  # an opt-out warns on loopback too
+    warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warning) == 2 and all("encrypted=False" in w and "register a pool" in w
+                                     and "stop the run" in w for w in warning)
+    assert "10.0.0.5" in warning[0] and "network" in warning[0]
+    assert "other user of this machine" in warning[1]
     with pytest.raises(TypeError, match="encrypted"):
         choose_encryption("yes", "127.0.0.1")  # type: ignore[arg-type]
 
@@ -73,9 +77,10 @@ def test_without_curve_encryption_fails_clearly(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(security, "curve_available", lambda: False)
     with pytest.raises(EncryptionUnavailable, match="without CurveZMQ.*encrypted=False"):
         choose_encryption(True, "127.0.0.1")
-    with pytest.raises(EncryptionUnavailable, match="'\\*' is not loopback"):
-        choose_encryption(None, "*")  # fails closed rather than sending tasks in the clear
-    assert choose_encryption(None, "127.0.0.1") is False
+    for address in ("*", "127.0.0.1"):  # fails closed rather than sending tasks in the clear
+        with pytest.raises(EncryptionUnavailable, match="on by default"):
+            choose_encryption(None, address)
+    assert choose_encryption(False, "127.0.0.1") is False
     with pytest.raises(EncryptionUnavailable):
         make_keys(str(tmp_path))
     assert issubclass(EncryptionUnavailable, RankPoolError)
@@ -123,7 +128,7 @@ def test_an_existing_key_directory_is_tightened_or_refused(tmp_path: Path) -> No
     other = tmp_path / "other"
     (other / "real").mkdir(parents=True)
     (other / "curve").symlink_to(other / "real")
-    with pytest.raises(KeyFileError, match="not a directory"):
+    with pytest.raises(KeyFileError, match="symbolic link"):
         make_keys(str(other))
 
 

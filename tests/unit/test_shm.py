@@ -389,3 +389,20 @@ def test_segment_header_layout() -> None:
         assert struct.unpack_from("<QQ", head, 16) == (desc.generation, MB)
     finally:
         arena.close()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a segment to another user needs root")
+def test_a_segment_of_another_user_is_never_mapped(arena: shm.Arena, prefix: str) -> None:
+    """A file planted under the run's name by another user (or one made theirs) is refused
+    before it is mapped, and another user's probe is no probe of the run."""
+    frames, _ = arena.publish([memoryview(big(3 * MB))], reader_frees=True)
+    desc = shm.parse_descriptor(frames[0])
+    os.chown(os.path.join(shm_run.SHM_DIR, desc.name), 65534, 65534)
+    with pytest.raises(SharedMemoryError, match="belongs to uid 65534, not to this user"):
+        shm_reader.Reader().fetch(desc)
+    probe = shm_run.probe_path(prefix)
+    with open(probe, "w"):
+        pass
+    assert shm_run.shares_front_end_memory(prefix)
+    os.chown(probe, 65534, 65534)
+    assert not shm_run.shares_front_end_memory(prefix)

@@ -15,6 +15,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from ..protocol.wire import MAX_MESSAGE_SIZE, check_max_message_size
 from ..shm.run import check_run_prefix
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -53,6 +54,8 @@ class InterchangeConfig:
     speaks CurveZMQ and admits only this run's keys; it must be an absolute path.
     ``shm_prefix``, when set, is the run's shared-memory prefix (:mod:`rankpool.shm.run`): if the
     front-end is lost, the interchange removes the run's files from ``/dev/shm`` as it stops.
+    ``max_message_size`` caps the bytes of a message every socket takes (a larger message part
+    closes its sender's connection; a larger whole message is dropped and logged).
     """
 
     address: str = "127.0.0.1"
@@ -70,6 +73,7 @@ class InterchangeConfig:
     front_identity: str = ""
     curve_dir: str = ""
     shm_prefix: str = ""
+    max_message_size: int = MAX_MESSAGE_SIZE
 
     def __post_init__(self) -> None:
         if not isinstance(self.front_identity, str):
@@ -101,6 +105,7 @@ class InterchangeConfig:
                 self.curve_dir and not os.path.isabs(self.curve_dir)):
             raise ValueError(f"curve_dir: must be an absolute directory path or '' (no "
                              f"encryption), got {self.curve_dir!r}")
+        check_max_message_size(self.max_message_size)
         if self.shm_prefix:
             try:
                 check_run_prefix(self.shm_prefix)

@@ -130,13 +130,15 @@ class Interchange:
         try:
             gate = self._gate = open_gate(self._ctx, cfg.curve_dir, cfg.address,
                                           lambda: Throttle(log).warn)
-            rng = cfg.port_range
+            rng, cap = cfg.port_range, cfg.max_message_size
             self._pool_sock, pool_port = bind_router(self._ctx, cfg.address, cfg.pool_port, rng,
-                                                     gate.setup("pool") if gate else None)
-            self._client_sock, client_port = bind_router(self._ctx, LOOPBACK, cfg.client_port, rng,
-                                                         gate.setup("front-end") if gate else None)
-            self._command_sock, command_port = bind_router(self._ctx, LOOPBACK, cfg.command_port,
-                                                           rng, gate.setup("command") if gate else None)
+                                                     gate.setup("pool") if gate else None, cap)
+            self._client_sock, client_port = bind_router(
+                self._ctx, LOOPBACK, cfg.client_port, rng, gate.setup("front-end") if gate else None,
+                cap)
+            self._command_sock, command_port = bind_router(
+                self._ctx, LOOPBACK, cfg.command_port, rng, gate.setup("command") if gate else None,
+                cap)
         except BaseException:
             self._close(linger=0)
             raise
@@ -230,6 +232,10 @@ class Interchange:
             try:
                 if len(frames) < 2:
                     raise ProtocolError("message without a header frame")
+                if len(frames) > 2 and sum(map(len, frames)) > self.config.max_message_size:
+                    raise ProtocolError(f"a message of {sum(map(len, frames))} bytes from "
+                                        f"{frames[0].bytes!r:.40} is over max_message_size "
+                                        f"({self.config.max_message_size} bytes)")
                 handler(frames)
             except ProtocolError as exc:
                 self._throttle.warn("dropped a message on the %s socket: %s", name, exc)
@@ -279,10 +285,14 @@ class Interchange:
         old = self.pools.get(identity)
         if old is not None:
             self.lose(old, "pool registered again (restarted)", tell_pool=False)
-        if identity != reg.pool_id.encode(errors="surrogatepass"):  # any str off the wire
-            self._throttle.warn("pool registered as %r over a connection named %r; using the "
-                                "connection's", reg.pool_id, identity)
         cfg = self.config
+        taken = self.pools.id_taken(reg.pool_id)
+        if taken:  # the pool that holds the id runs on, and the front-end need not hear of it
+            self._throttle.warn("refused a registration from block %r on %s: %s", reg.block_id,
+                                ",".join(reg.hosts), taken)
+            self._send_pool(identity, Registered(taken, cfg.heartbeat_period,
+                                                 cfg.heartbeat_threshold).encode())
+            return
         error = check_versions(reg, __version__) or check_shape(reg) or reg.init_error
         if error:
             self._throttle.warn("refused pool %r of block %r on %s: %s", reg.pool_id,
@@ -306,7 +316,8 @@ class Interchange:
 
     def on_capacity(self, pool: Pool, report: Capacity) -> None:
         """A pool's usable ranks changed: fit its record to them; a pool with stuck ranks is
-        degraded and drained, so that its block ends and can be replaced by a whole one."""
+        degraded and drained, so that its block ends and can be replaced by a whole one, and
+        so is one that retires; one that lost ranks to deaths serves on, smaller."""
         error = check_capacity(pool, report)
         if error:
             raise ProtocolError(f"capacity report of pool {pool.pool_id!r}: {error}")
@@ -314,9 +325,19 @@ class Interchange:
         pool.reshape(report, self.config.prefetch)
         self.room.reshape(pool, old)
         self._dirty = True
+        if report.lost:
+            log.warning("pool %r of block %r on %s lost worker ranks %s (they died)%s; usable "
+                        "worker ranks %s, widest task %d", pool.pool_id, pool.block_id,
+                        ",".join(pool.hosts), pool.lost,
+                        ": it retires" if report.retiring else "", pool.node_ranks, pool.widest)
+        if report.retiring and not report.stuck:
+            if not pool.draining:
+                self.drain(pool)
+            return
         if not report.stuck:
-            log.info("pool %r of block %r: no rank is stuck any more; worker ranks %s, widest %d",
-                     pool.pool_id, pool.block_id, pool.node_ranks, pool.widest)
+            if not report.lost:
+                log.info("pool %r of block %r: no rank is stuck any more; worker ranks %s, "
+                         "widest %d", pool.pool_id, pool.block_id, pool.node_ranks, pool.widest)
             return
         log.warning("pool %r of block %r on %s is degraded: ranks %s are stuck in tasks that never "
                     "ended; usable worker ranks %s, widest task %d", pool.pool_id, pool.block_id,

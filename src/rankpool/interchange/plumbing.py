@@ -10,6 +10,8 @@ from typing import Any
 
 import zmq
 
+from ..protocol.wire import MAX_MESSAGE_SIZE
+
 #: the front-end's sockets listen here only: it runs on the interchange's host
 LOOPBACK = "127.0.0.1"
 #: how long closing a socket may wait for its last messages (the pools' Stop) to leave
@@ -19,20 +21,22 @@ LINGER_MS = 1000
 def bind_router(ctx: zmq.Context[zmq.Socket[bytes]], address: str, port: int,
                 port_range: tuple[int, int] | None,
                 setup: Callable[[zmq.Socket[bytes]], None] | None = None,
-                ) -> tuple[zmq.Socket[bytes], int]:
+                max_message_size: int = MAX_MESSAGE_SIZE) -> tuple[zmq.Socket[bytes], int]:
     """Bind a ROUTER on ``address:port`` (a free port when 0) and return it with its port.
 
     ``setup``, when given, configures the socket before it binds (CurveZMQ server options
     must be set by then).
 
     Options: a send to a vanished peer raises instead of vanishing (``ROUTER_MANDATORY``); a
-    peer that reconnects under the same identity takes it over (``ROUTER_HANDOVER``); no
-    high-water mark, because what is queued is already bounded by the pools' capacity and
-    dropping a task or result would lose it.
+    peer that connects under an identity already connected is ignored, never handed the
+    first one's route (no ``ROUTER_HANDOVER``; a peer that reconnects after its connection
+    closed gets its identity back); no message part over ``max_message_size`` is taken (ZeroMQ
+    closes the connection that sends one); no high-water mark, because what is queued is
+    already bounded by the pools' capacity and dropping a task or result would lose it.
     """
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.setsockopt(zmq.LINGER, LINGER_MS)

@@ -1,7 +1,9 @@
 """The interchange's view of its pools: one record per registered pool, kept in last-seen
 and in last-sent order.
 
-A pool is known by its ZeroMQ routing identity (its pool id). The table keeps two ordered
+A pool is known by its ZeroMQ routing identity (a random name each pool picks for its
+connection, never shown), and by the pool id it registers, which only one connection may
+hold at a time. The table keeps two ordered
 mappings: one moves a pool to the end whenever it is heard from, the other whenever it is sent
 something. The pools silent the longest, and those sent nothing for longest, are thus always at
 the fronts: finding the lost ones, or the ones due a heartbeat, costs a look at a front, not a
@@ -64,6 +66,7 @@ class Pool:
     window_done: int = 0
     devices: list[str] = field(default_factory=list)
     stuck: list[int] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)     # worker ranks that died
     registered: list[int] = field(default_factory=list)
     _ranks: int = field(init=False, default=0)
 
@@ -86,6 +89,7 @@ class Pool:
         """Take a capacity report (checked by :func:`check_capacity`): stuck ranks no longer
         count as free, and the pool is never handed a task wider than it can still hold."""
         self.stuck = sorted(report.stuck)
+        self.lost = sorted(report.lost)
         self.node_ranks = list(report.node_ranks)
         self.widest = report.widest
         self._ranks = sum(self.node_ranks)
@@ -147,7 +151,7 @@ class Pool:
         ranks = self.ranks
         return {"block_id": self.block_id, "pool_id": self.pool_id, "hosts": list(self.hosts),
                 "ranks": ranks, "node_ranks": list(self.node_ranks), "widest": self.widest,
-                "stuck_ranks": list(self.stuck),
+                "stuck_ranks": list(self.stuck), "lost_ranks": list(self.lost),
                 "busy_ranks": min(self.used, ranks), "tasks": len(self.in_flight),
                 "held": self.held, "draining": self.draining, "rankpool": self.rankpool,
                 "python": self.python, "last_seen_s": round(max(0.0, now - self.last_seen), 3),
@@ -177,12 +181,14 @@ def check_capacity(pool: Pool, report: Capacity) -> str:
             not 0 <= n <= m for n, m in zip(report.node_ranks, pool.registered)):
         return (f"usable ranks per node {report.node_ranks!r:.200} do not fit the registered "
                 f"{pool.registered}")
-    if len(set(report.stuck)) != len(report.stuck) or any(
-            not 1 <= r <= total for r in report.stuck):
-        return f"stuck ranks {report.stuck!r:.200} are not distinct worker ranks 1..{total}"
+    gone = report.stuck + report.lost
+    if len(set(gone)) != len(gone) or any(not 1 <= r <= total for r in gone):
+        return (f"stuck and lost ranks {report.stuck!r:.100} {report.lost!r:.100} are not "
+                f"distinct worker ranks 1..{total}")
     usable = sum(report.node_ranks)
-    if usable + len(report.stuck) != total:
-        return f"{usable} usable and {len(report.stuck)} stuck ranks make no {total} worker ranks"
+    if usable + len(gone) != total:
+        return (f"{usable} usable, {len(report.stuck)} stuck and {len(report.lost)} lost ranks "
+                f"make no {total} worker ranks")
     if not 0 <= report.widest <= usable:
         return f"widest task {report.widest} is not between 0 and the {usable} usable ranks"
     return ""
@@ -200,6 +206,16 @@ class PoolTable:
     def __init__(self) -> None:
         self._pools: OrderedDict[bytes, Pool] = OrderedDict()
         self._sent: OrderedDict[bytes, Pool] = OrderedDict()
+        self._ids: dict[str, Pool] = {}
+
+    def id_taken(self, pool_id: str) -> str:
+        """Why a new registration may not take ``pool_id``, or "" when it is free: a pool id
+        names one connection, so a second one is refused (never handed the first's route)."""
+        pool = self._ids.get(pool_id)
+        if pool is None:
+            return ""
+        return (f"pool id {pool_id!r:.80} is already registered by another connection (pool of "
+                f"block {pool.block_id!r:.40} on {','.join(pool.hosts):.80}); refused")
 
     def __len__(self) -> int:
         return len(self._pools)
@@ -213,11 +229,14 @@ class PoolTable:
     def add(self, pool: Pool) -> None:
         self._pools[pool.identity] = pool
         self._sent[pool.identity] = pool
+        self._ids[pool.pool_id] = pool
 
     def remove(self, pool: Pool) -> None:
         if self._pools.get(pool.identity) is pool:
             del self._pools[pool.identity]
             del self._sent[pool.identity]
+            if self._ids.get(pool.pool_id) is pool:
+                del self._ids[pool.pool_id]
 
     def touch(self, pool: Pool, now: float) -> None:
         """Record that the pool was heard from."""

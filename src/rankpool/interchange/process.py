@@ -14,6 +14,7 @@ import signal
 import threading
 from typing import IO, Any
 
+from ..private_files import PrivateFileHandler, private_dir
 from .config import InterchangeConfig
 from .interchange import Interchange
 
@@ -25,8 +26,8 @@ def configure_logging(config: InterchangeConfig) -> logging.Handler:
     """Send the package's records to ``run_dir/interchange.log`` (or stderr) at ``log_level``."""
     handler: logging.Handler
     if config.run_dir:
-        os.makedirs(config.run_dir, exist_ok=True)
-        handler = logging.FileHandler(os.path.join(config.run_dir, LOG_FILE))
+        private_dir(config.run_dir)
+        handler = PrivateFileHandler(os.path.join(config.run_dir, LOG_FILE))
     else:
         handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(_FORMAT))

@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Sequence
 
+from ..private_files import write_private
 from ..protocol.starts import FAILED_STARTS, FailedStart, StartCause, pool_record_path
 
 log = logging.getLogger(__name__)
@@ -92,13 +93,9 @@ def record(run_dir: str, failure: FailedStart) -> None:
         return
     kept = [f.to_json() for f in read_failures(run_dir)][-(KEEP - 1):] + [failure.to_json()]
     path = os.path.join(run_dir, FAILED_STARTS)
-    tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(kept, fh, indent=1)
-        os.replace(tmp, path)
-    except OSError as exc:
+        write_private(path, json.dumps(kept, indent=1))
+    except OSError as exc:  # RunDirError included
         log.warning("could not record the failed start of block %s in %s: %s",
                     failure.block_id, path, exc)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..mpi_pool.config import PoolConfig
+from ..private_files import SCRIPT_MODE, write_private
 
 #: the script in a run directory that starts one pool (run on every rank of one launch)
 POOL_SCRIPT = "pool_command.sh"
@@ -82,12 +83,7 @@ def write_pool_script(run_dir: str, base: PoolConfig, launcher: Any = None,
         f"block=${{1:-{fallback}}}",
         "exec " + " ".join(words),
         ""])
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)
-    return path
+    return write_private(path, text, mode=SCRIPT_MODE)
 
 
 def _launch_example(launcher: Any, nodes: int, path: str) -> str:

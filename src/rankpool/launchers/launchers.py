@@ -2,8 +2,9 @@
 
 For ``nodes_per_block=2, ranks_per_node=4`` and the pool command ``CMD``::
 
-    MpiexecLauncher  mpiexec -n 8 -ppn 4 ${PBS_NODEFILE:+-hostfile "$PBS_NODEFILE"} CMD
-    SrunLauncher     srun --ntasks 8 --ntasks-per-node 4 --nodes 2 CMD
+    MpiexecLauncher  mpiexec -n 8 -ppn 4 -disable-auto-cleanup
+                         ${PBS_NODEFILE:+-hostfile "$PBS_NODEFILE"} CMD     (one line)
+    SrunLauncher     srun --ntasks 8 --ntasks-per-node 4 --nodes 2 --kill-on-bad-exit=0 CMD
     MpirunLauncher   mpirun -np 8 --map-by ppr:4:node CMD
     AprunLauncher    aprun -n 8 -N 4 CMD
     JsrunLauncher    jsrun --nrs 8 --rs_per_host 4 --tasks_per_rs 1 --cpu_per_rs 1
@@ -27,7 +28,8 @@ from .template import Kind, Option, RankLauncher, Syntax, check_hostfile_var
 MPIEXEC_FLAVORS: dict[str, Syntax] = {
     # MPICH's Hydra (also what the bundled mpiexec is); inside Slurm it starts ranks with srun.
     "hydra": Syntax("mpiexec", ("-n {total}", "-ppn {per_node}"), hostfile_flag="-hostfile",
-                    options=(Option("cpu_bind", "-bind-to {}", Kind.WORD),), label="hydra"),
+                    options=(Option("cpu_bind", "-bind-to {}", Kind.WORD),), label="hydra",
+                    survive=("-disable-auto-cleanup",)),
     # HPE Cray PALS (Polaris, Aurora, PBS-based Cray EX machines).
     "pals": Syntax("mpiexec", ("-n {total}", "--ppn {per_node}"), hostfile_flag="--hostfile",
                    options=(Option("depth", "--depth {}", Kind.POSITIVE),
@@ -72,6 +74,7 @@ class SrunLauncher(RankLauncher):
     """
 
     syntax = Syntax("srun", ("--ntasks {total}", "--ntasks-per-node {per_node}", "--nodes {nodes}"),
+                    survive=("--kill-on-bad-exit=0",),
                     options=(Option("mpi", "--mpi={}", Kind.WORD),
                              Option("cpus_per_task", "--cpus-per-task {}", Kind.POSITIVE)))
 

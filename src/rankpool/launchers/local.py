@@ -23,9 +23,10 @@ from typing import Any
 from parsl.launchers.base import Launcher
 
 from ..mpi_pool.config import PoolConfig
+from ..private_files import open_private
 from ..protocol.starts import FailedStart
 from .failed_starts import diagnose
-from .mpiexec import find_mpiexec
+from .mpiexec import find_mpiexec, survival_options
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,12 @@ class LocalBlocks:
         self._next += 1
         self.started.add(block_id)
         cfg = replace(self.base, block_id=block_id, pool_id="")
-        argv = [self.mpiexec, "-n", str(self.ranks + 1), *shlex.split(pool_command(cfg))]
+        argv = [self.mpiexec, *survival_options(self.mpiexec), "-n", str(self.ranks + 1),
+                *shlex.split(pool_command(cfg))]
         out = None
         if self.run_dir:
-            out = open(os.path.join(self.run_dir, f"block-{block_id}.out"), "ab")
+            out = os.fdopen(open_private(os.path.join(self.run_dir, f"block-{block_id}.out")),
+                            "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.procs[block_id] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT if out else None,
                                                 stdin=subprocess.DEVNULL, start_new_session=True,
@@ -132,7 +135,8 @@ class LocalMpiexecLauncher(Launcher):
             raise ValueError("LocalMpiexecLauncher.ranks_per_node is not set: give it to the "
                              "launcher or to the executor")
         ranks = self.ranks_per_node * nodes_per_block + 1
-        line = f"{shlex.quote(find_mpiexec(self.mpiexec))} -n {ranks} {command}"
+        mpiexec = find_mpiexec(self.mpiexec)
+        line = " ".join([shlex.quote(mpiexec), *survival_options(mpiexec), f"-n {ranks}", command])
         echo = f"echo {shlex.quote('rankpool launch: ' + line)}\n" if self.debug else ""
         return (f"{echo}{line} &\n"
                 "_rankpool_pid=$!\n"

@@ -37,3 +37,13 @@ def find_mpiexec(explicit: str | os.PathLike[str] | None = None) -> str:
             f"no mpiexec next to {sys.executable} nor on PATH: install the bundled MPI with "
             f"'pip install rankpool[mpich]', load your site's MPI module, or set ${ENV_VAR}")
     return path
+
+
+def survival_options(mpiexec: str) -> list[str]:
+    """The options that keep an MPI job running when one of its processes exits, for the
+    ``mpiexec`` at this path: Hydra's ``-disable-auto-cleanup`` (else Hydra ends the job at
+    the first exit). None for others (see docs/faults.md)."""
+    here = Path(mpiexec).resolve().parent
+    if (here / "hydra_pmi_proxy").exists() or Path(mpiexec).name.endswith(".hydra"):
+        return ["-disable-auto-cleanup"]
+    return []

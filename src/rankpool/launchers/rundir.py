@@ -10,23 +10,28 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._version import __version__
+from ..private_files import private_dir, write_private
 
 DEFAULT_ROOT = "rankpool-runs"
 
 
 def make_run_dir(run_dir: str | None = None) -> str:
-    """Create and return ``run_dir``, or the next ``rankpool-runs/NNN`` under the working directory."""
+    """Create and return ``run_dir``, or the next ``rankpool-runs/NNN`` under the working directory.
+
+    Run directories are private (0700, this user's, writable by no one else: see
+    :mod:`rankpool.private_files`); one that is not is refused with
+    :class:`~rankpool.errors.RunDirError`.
+    """
     if run_dir:
-        os.makedirs(run_dir, exist_ok=True)
-        return os.path.abspath(run_dir)
-    os.makedirs(DEFAULT_ROOT, exist_ok=True)
+        return private_dir(run_dir)
+    private_dir(DEFAULT_ROOT)
     taken = [int(n) for n in os.listdir(DEFAULT_ROOT) if n.isdigit()]
     number = max(taken, default=-1) + 1
     while True:
         path = os.path.join(DEFAULT_ROOT, f"{number:03d}")
         try:
-            os.makedirs(path)
-            return os.path.abspath(path)
+            os.mkdir(path, 0o700)
+            return private_dir(path)
         except FileExistsError:
             number += 1
 
@@ -43,18 +48,13 @@ def write_interchange_info(run_dir: str, ports: Mapping[str, int], address: str,
     last two listen on loopback only), ``address``, the URL pools connect to, the key file
     pools need when connections are encrypted (``server_key``, else empty), and the host
     and pid of the process that runs the executor, so a reader can tell a stale file from a
-    live one. Written to a temporary name and renamed, so a reader never sees half a file.
+    live one. Written 0600 to a temporary name and renamed, so a reader never sees half a file.
     """
     info = {"format": 1, "address": address, **{k: int(v) for k, v in ports.items()},
             "server_key": server_key, "host": socket.gethostname(), "pid": os.getpid(),
             "rankpool": __version__, "started": time.time()}
     path = os.path.join(run_dir, INTERCHANGE_INFO)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(info, fh, indent=1)
-        fh.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write_private(path, json.dumps(info, indent=1) + "\n")
 
 
 def read_interchange_info(run_dir: str) -> dict[str, Any]:

@@ -72,6 +72,8 @@ class Syntax:
     subcommand: str = ""
     hostfile_flag: str = ""
     label: str = ""
+    #: words that keep the job running when one of its processes exits (docs/faults.md)
+    survive: tuple[str, ...] = ()
 
     def option(self, name: str) -> Option | None:
         """The option called ``name``, or ``None`` when this program has no such option."""
@@ -251,6 +253,9 @@ class RankLauncher(Launcher):
         values = {"total": shape.total_ranks, "per_node": shape.ranks_per_node,
                   "nodes": shape.nodes}
         words += [item.format(**values) for item in syntax.shape]
+        target = wrap_command(command)
+        if target == command:  # Hydra kills ranks under a /bin/sh -c wrapper at their exit
+            words += syntax.survive  # when it keeps the job alive (measured): not for those
         if syntax.hostfile_flag and self.hostfile_var:
             var = self.hostfile_var
             words.append(f'${{{var}:+{syntax.hostfile_flag} "${var}"}}')
@@ -262,7 +267,7 @@ class RankLauncher(Launcher):
                          else option.template.format(shlex.quote(str(value))))
         if self.extra:
             words.append(self.extra)
-        words.append(wrap_command(command))
+        words.append(target)
         return " ".join(words)
 
     def __call__(self, command: str, tasks_per_node: int, nodes_per_block: int,

@@ -8,8 +8,10 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from .config import parse
     cfg = parse(argv)  # before MPI starts, so --help and bad options need no MPI
+    from .keeper import keep
+    link = keep() if cfg.keeper else None  # before MPI starts: the keeper never uses it
     from .pool import run_pool
-    return run_pool(cfg)
+    return run_pool(cfg, link)
 
 
 if __name__ == "__main__":

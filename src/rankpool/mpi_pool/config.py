@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..shm.arena import DEFAULT_CAP
+from ..protocol.wire import MAX_MESSAGE_SIZE, check_max_message_size
 from ..shm.run import check_run_prefix
 from ..task.node_resources import NodeResources, node_resources
 from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
@@ -37,6 +38,9 @@ class PoolConfig:
     resources: NodeResources = field(default_factory=NodeResources)  # devices, CPU binding
     shared_memory: str = ""       # the front-end's shared-memory run prefix ("": plane off)
     shared_memory_cap: int = DEFAULT_CAP  # bytes of segments one worker rank may hold
+    max_lost: float = 0.5         # fraction of worker ranks that may die before the pool drains
+    keeper: bool = True           # run each rank under a keeper, so that worker deaths are survived
+    max_message_size: int = MAX_MESSAGE_SIZE  # the largest message sent or taken, in bytes
     initializer: str = ""         # file with the pickled (initializer, initargs) ("": none)
 
     def __post_init__(self) -> None:
@@ -53,6 +57,10 @@ class PoolConfig:
         if self.depth < 1:
             raise ValueError(f"--depth: must be a positive integer, got {self.depth!r}")
         check_lend(self.lend, "--lend")
+        if isinstance(self.max_lost, bool) or not isinstance(self.max_lost, (int, float)) \
+                or not 0 <= self.max_lost < 1:
+            raise ValueError(f"--max-lost: must be a fraction of the worker ranks, at least 0 "
+                             f"and below 1, got {self.max_lost!r}")
         if self.trace and not self.run_dir:
             raise ValueError("--trace: needs --run-dir, where the trace is written")
         if self.log_level.upper() not in _LOG_LEVELS:
@@ -66,6 +74,7 @@ class PoolConfig:
                 or self.shared_memory_cap < 0:
             raise ValueError(f"--shared-memory-cap: must be a non-negative number of bytes, "
                              f"got {self.shared_memory_cap!r}")
+        check_max_message_size(self.max_message_size, "--max-message-size")
         if not self.pool_id:
             object.__setattr__(self, "pool_id",
                                f"{self.block_id}.{socket.gethostname()}.{os.getpid()}")
@@ -76,7 +85,7 @@ class PoolConfig:
         defaults = PoolConfig.__dataclass_fields__
         for name in ("heartbeat_period", "heartbeat_threshold", "depth", "lend", "grace", "run_dir",
                      "log_level", "server_key", "shared_memory", "shared_memory_cap",
-                     "initializer"):
+                     "max_lost", "max_message_size", "initializer"):
             value = getattr(self, name)
             if value != defaults[name].default:
                 argv += [f"--{name.replace('_', '-')}", str(value)]
@@ -84,6 +93,8 @@ class PoolConfig:
             argv.append("--worker-debug")
         if self.trace:
             argv.append("--trace")
+        if not self.keeper:
+            argv.append("--no-keeper")
         return argv + self.resources.to_argv()
 
 
@@ -127,6 +138,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--shared-memory-cap", type=int, default=DEFAULT_CAP, metavar="BYTES",
                    help="most bytes of shared-memory segments one worker rank holds "
                         f"(default {DEFAULT_CAP})")
+    p.add_argument("--max-lost", type=float, default=PoolConfig.max_lost, metavar="FRACTION",
+                   help="the pool serves on after worker ranks die until more than this "
+                        "fraction of them is gone; then it finishes the tasks that started and "
+                        f"exits (default {PoolConfig.max_lost})")
+    p.add_argument("--no-keeper", dest="keeper", action="store_false",
+                   help="no keeper process per rank: a rank that dies ends the whole MPI job "
+                        "(as the launcher decides)")
+    p.add_argument("--max-message-size", type=int, default=MAX_MESSAGE_SIZE, metavar="BYTES",
+                   help="the largest message the pool sends or takes; a larger result fails its "
+                        f"task (default {MAX_MESSAGE_SIZE}, set by the executor)")
     p.add_argument("--initializer", default="", metavar="FILE",
                    help="a pickled (initializer, initargs) that every worker rank runs once "
                         "before serving (written by the executor)")

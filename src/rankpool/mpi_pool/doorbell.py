@@ -9,16 +9,24 @@ none, it rings that rank's bell; a worker that reports with nothing left to run 
 long as its back-off would have slept, so a ring ends the wait at once and a lost or missing
 ring costs nothing but the old polling delay. A ring carries no data: the message itself travels over MPI.
 
+Abstract names are visible to every user of the host (``/proc/net/unix``), so a bell takes
+the sender's credentials with each ring (``SO_PASSCRED``) and ignores, and logs, rings from
+another uid: they neither end a wait early nor cost more than reading them. A name another
+process took first (a squatter) leaves the rank without a bell: it polls, as before.
+
 Elsewhere than Linux, or where the socket cannot be made, there is no bell and ranks poll.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import select
 import socket
+import struct
 import sys
+import time
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +34,21 @@ log = logging.getLogger(__name__)
 def new_token() -> str:
     """The pool's part of every bell name (rank 0 makes it and broadcasts it)."""
     return secrets.token_hex(8)
+
+
+#: ancillary buffer for one ring's sender credentials (pid, uid, gid)
+_CREDENTIALS = socket.CMSG_SPACE(struct.calcsize("3i")) if hasattr(socket, "CMSG_SPACE") else 0
+#: seconds between two warnings about rings from another user
+_LOG_EVERY = 10.0
+
+
+def _sender_uid(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The uid in a ring's credentials; -1 (nobody's) when it carries none."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == getattr(socket, "SCM_CREDENTIALS", -1) \
+                and len(data) >= 12:
+            return int(struct.unpack("3i", data[:12])[1])
+    return -1
 
 
 def bell_name(token: str, rank: int) -> str:
@@ -37,13 +60,18 @@ class Doorbell:
 
     def __init__(self, token: str, rank: int) -> None:
         self.token = token
+        self.rank = rank
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
             self.sock.bind(bell_name(token, rank))
         except OSError:
             self.sock.close()
             raise
         self.sock.setblocking(False)
+        self._uid = os.getuid()
+        self.ignored = 0  # rings from other users, so far
+        self._logged_at = -_LOG_EVERY
 
     @classmethod
     def open(cls, token: str, rank: int) -> Doorbell | None:
@@ -63,21 +91,47 @@ class Doorbell:
         except OSError:
             pass
 
-    def clear(self) -> None:
-        """Forget the rings so far (call after waking, before looking for messages)."""
+    def clear(self) -> bool:
+        """Forget the rings so far (call after waking, before looking for messages); whether
+        any came from this user (others' are counted in ``ignored`` and logged)."""
+        ours = False
+        foreign: set[int] = set()
         while True:
             try:
-                self.sock.recv(64)
+                _, ancillary, _, _ = self.sock.recvmsg(64, _CREDENTIALS)
             except OSError:
-                return
+                break
+            uid = _sender_uid(ancillary)
+            if uid == self._uid:
+                ours = True
+            else:
+                foreign.add(uid)
+                self.ignored += 1
+        if foreign:
+            self._log_ignored(foreign)
+        return ours
+
+    def _log_ignored(self, uids: set[int]) -> None:
+        now = time.monotonic()
+        if now - self._logged_at >= _LOG_EVERY:
+            self._logged_at = now
+            log.warning("rank %d: ignored rings of its doorbell from uid %s, not this user's "
+                        "(%d so far); another user of this host is knocking", self.rank,
+                        ",".join(map(str, sorted(uids))), self.ignored)
 
     def wait(self, seconds: float, also: int | None = None) -> None:
-        """Sleep until rung, ``seconds`` passed, or file descriptor ``also`` is readable;
-        clears the rings. (``select``, not ``poll``: its timeout is not rounded up to 1 ms.)"""
+        """Sleep until rung by this user, ``seconds`` passed, or file descriptor ``also`` is
+        readable; clears the rings. (``select``, not ``poll``: its timeout is not rounded up
+        to 1 ms.)"""
         fds = [self.sock] if also is None else [self.sock, also]
-        ready, _, _ = select.select(fds, [], [], seconds)
-        if self.sock in ready:
-            self.clear()
+        deadline = time.monotonic() + seconds
+        while True:
+            ready, _, _ = select.select(fds, [], [], seconds)
+            if self.sock not in ready or self.clear() or len(ready) > 1:
+                return
+            seconds = deadline - time.monotonic()  # only others rang: sleep on
+            if seconds <= 0:
+                return
 
     def close(self) -> None:
         self.sock.close()

@@ -29,21 +29,22 @@ import heapq
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mpi4py import MPI
 
 from ..errors import (InsufficientRanks, ResourceSpecError, StuckRanksError, TaskCancelled,
-                      TaskTimeout)
+                      TaskTimeout, WorkerLost, describe_exit)
 from ..protocol.batches import Outcome, Result, Task
 from ..shm.reader import discard
 from ..task.resources import DeviceCapacity, Spec
 from ..task.serialize import Buffer, dumps_error, error_summary
+from .deaths import Death
 from .doorbell import Doorbell
 from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
-from .subcomms import Done, Outbox, Tag, Topology, receive_report
+from .subcomms import Done, Outbox, Report, Tag, Topology, receive_report
 from .task_setting import setting_of
 from .trace import TraceRecorder
 
@@ -76,11 +77,13 @@ class Manager:
                  lend: int = DEFAULT_LEND, grace: float = 5.0, trace: bool = False,
                  device_ranks: Sequence[Sequence[int]] = (),
                  slow_after: float = SLOW_AFTER, bell: Doorbell | None = None,
-                 near: Sequence[int] = ()) -> None:
+                 near: Sequence[int] = (), keep_sent: bool = False) -> None:
         """``device_ranks``: the worker ranks of each node that own an accelerator; ``lend``:
         times a reserved rank may be lent per reservation (see :mod:`.placement.scheduler`);
         ``slow_after``: see the module docstring; ``bell``: rank 0's doorbell, used to ring
-        the worker ranks ``near`` (on this node) when they are sent work while idle."""
+        the worker ranks ``near`` (on this node) when they are sent work while idle;
+        ``keep_sent``: keep every task sent to ranks until it ends, so that those a dead
+        rank never started can run elsewhere (see :meth:`manager_lost`)."""
         if comm.Get_rank() != 0:
             raise ValueError("the manager must be rank 0 of the pool communicator")
         self.comm = comm
@@ -91,6 +94,7 @@ class Manager:
         self.devices = DeviceCapacity(sum(map(len, device_ranks)),
                                       max(map(len, device_ranks), default=0))
         self.worker_ranks = [r for node in topology.nodes for r in node]
+        self.worker_set = frozenset(self.worker_ranks)
         self.widest = len(self.worker_ranks)
         self.largest_node = max((len(n) for n in topology.nodes), default=0)
         self.outbox = Outbox(comm)
@@ -100,6 +104,13 @@ class Manager:
         self.trace = TraceRecorder(topology.host_of) if trace else None
         self.deadlines: list[tuple[float, int]] = []
         self.stuck: dict[int, int] = {}           # rank -> task it never came back from
+        self.lost: dict[int, Death] = {}          # worker ranks that died
+        self.sent: dict[int, Task] | None = {} if keep_sent else None  # in the order sent
+        self.retired = False  # starts nothing more (see retire)
+        self.orphaned: set[int] = set()  # multi-rank tasks that lost a rank to its death
+        #: ends a rank's process (True if it could): rank 0's way to free the peers of a dead
+        #: rank that stay blocked in its task past the grace period (set by the owner)
+        self.end_rank: Callable[[int], bool] | None = None
         self.completed: list[Result] = []
         self.stopped = False
         self.slow_after = slow_after
@@ -194,12 +205,14 @@ class Manager:
     def status(self) -> dict[str, int]:
         s = self.scheduler
         return {"ranks": self.widest, "usable": s.usable_ranks, "busy": s.busy_ranks,
-                "stuck": len(self.stuck), "queued": s.pending, "running": len(self.running) + len(self.single)}
+                "stuck": len(self.stuck), "lost": len(self.lost), "queued": s.pending,
+                "running": len(self.running) + len(self.single)}
 
     def usable_node_ranks(self) -> list[int]:
-        """Worker ranks of each node that are not stuck."""
-        stuck = self.stuck
-        return [sum(1 for r in node if r not in stuck) for node in self.topology.nodes]
+        """Worker ranks of each node that are neither stuck nor dead."""
+        stuck, lost = self.stuck, self.lost
+        return [sum(1 for r in node if r not in stuck and r not in lost)
+                for node in self.topology.nodes]
 
     def manager_stop(self, timeout: float = 10.0, finish: bool = True) -> None:
         """Tell every worker to stop: after what it holds (``finish``), or after its current
@@ -209,6 +222,8 @@ class Manager:
             return
         self.stopped = True
         for rank in self.worker_ranks:
+            if rank in self.lost:
+                continue
             self.outbox.send(finish, rank, Tag.STOP)
             if rank in self.near:
                 self.bell.ring(rank)  # type: ignore[union-attr]
@@ -217,6 +232,8 @@ class Manager:
 
     # -- steps --------------------------------------------------------------------------------
     def manager_dispatch(self) -> bool:
+        if self.retired:
+            return False
         assignments, impossible = self.scheduler.assign()
         for key in impossible:
             task = self.tasks.pop(key)  # type: ignore[call-overload]
@@ -226,8 +243,11 @@ class Manager:
             return bool(impossible)
         per_rank: dict[int, tuple[list[tuple[Any, ...]], list[Buffer]]] = {}
         now = time.monotonic()
+        sent = self.sent
         for a in assignments:
             task = self.tasks.pop(a.key)  # type: ignore[call-overload]
+            if sent is not None:
+                sent[task.task_id] = task
             spec = task.spec
             # a WorkItem as a plain tuple (see comms): far cheaper to pickle
             item = (task.task_id, a.ranks, spec.results_all, spec.walltime, task.fn_digest,
@@ -261,34 +281,39 @@ class Manager:
     def manager_receive(self) -> bool:
         comm = self.comm
         status = MPI.Status()
-        held_back = self.scheduler.held_back_ranks
         for count in range(RECEIVE_BURST):
             # a second probe after a miss: MPICH's first one may only pull the message in
             if not comm.Iprobe(source=MPI.ANY_SOURCE, tag=Tag.DONE, status=status) and (
                     count or not comm.Iprobe(source=MPI.ANY_SOURCE, tag=Tag.DONE, status=status)):
                 return count > 0
-            source = status.Get_source()
-            report, buffers = receive_report(comm, source)
-            now = self.since[source] = time.monotonic()
-            if source in held_back:
-                self.scheduler.hold_back(source, False)
-            pos = 0
-            ended: list[int] = []
-            for done in report.done:
-                self._record(source, done, buffers[pos:pos + done.nbuf] if done.nbuf else [],
-                             ended)
-                pos += done.nbuf
-            for task_id in report.starting:
-                if self.single.get(task_id) == source:
-                    self.started[task_id] = now
-            for task_id in report.dropped:
-                if self.single.get(task_id) == source:
-                    del self.single[task_id]
-                    ended.append(task_id)
-                    self._dropped(task_id)
-            if ended:
-                self.scheduler.finish_many(ended)
+            self._take_report(status.Get_source(), receive_report(comm, status.Get_source()))
         return True
+
+    def _take_report(self, source: int, received: tuple[Report, list[Buffer]]) -> None:
+        report, buffers = received
+        now = self.since[source] = time.monotonic()
+        if source in self.scheduler.held_back_ranks:
+            self.scheduler.hold_back(source, False)
+        pos = 0
+        ended: list[int] = []
+        for done in report.done:
+            self._record(source, done, buffers[pos:pos + done.nbuf] if done.nbuf else [], ended)
+            pos += done.nbuf
+        for task_id in report.starting:
+            if self.single.get(task_id) == source:
+                self.started[task_id] = now
+        for task_id in report.dropped:
+            if self.single.get(task_id) == source:
+                del self.single[task_id]
+                ended.append(task_id)
+                self._dropped(task_id)
+            else:
+                self._left(task_id, source)
+        if ended:
+            self.scheduler.finish_many(ended)
+            if self.sent:
+                for task_id in ended:
+                    self.sent.pop(task_id, None)
 
     def check_deadlines(self) -> bool:
         now = time.monotonic()
@@ -320,6 +345,112 @@ class Manager:
                 s.hold_back(rank)
                 log.debug("rank %d has been in one task for %.1f s: no more tasks are queued "
                           "behind it until it reports", rank, now - since)
+
+    # -- rank deaths --------------------------------------------------------------------------
+    def manager_lost(self, death: Death) -> None:
+        """A worker rank died. Take the reports it sent before; of the tasks it was sent, those
+        it had started fail with :class:`~rankpool.errors.WorkerLost` (the one it ran, and
+        any whose result had not left it yet), its other 1-rank tasks run elsewhere, and every
+        multi-rank task it belonged to fails; the rank is never used again. The other ranks
+        hear of it (``LOST``) and drop those multi-rank tasks unless started; peers that did
+        start one come back if the MPI tells them, or are stuck after the grace period."""
+        rank = death.rank
+        if rank in self.lost or rank not in self.worker_set:
+            return
+        self._drain_reports(rank)
+        self.lost[rank] = death
+        self.outbox.forget(rank)
+        self.since.pop(rank, None)
+        self.stuck.pop(rank, None)
+        self.scheduler.mark_stuck([rank])
+        order = [t for t in (self.sent or ()) if self.single.get(t) == rank
+                 or (t in self.running and rank in self.running[t].remaining)]
+        began = order.index(death.task) + 1 if death.task in order else 0
+        again: list[Task] = []
+        wide: list[int] = []
+        for pos, task_id in enumerate(order):
+            run = self.running.get(task_id)
+            if run is not None:
+                wide.append(task_id)
+                sub = run.ranks.index(rank)
+                what = "while running it" if pos < began else "before it started"
+                error = WorkerLost(task_id, rank, death.host, death.pid, death.status, what)
+                self.orphaned.add(task_id)
+                self._settle(run, rank, Outcome(sub, False, dumps_error(error, sub, len(run.ranks))))
+                continue
+            del self.single[task_id]
+            self.started.pop(task_id, None)
+            self.scheduler.finish(task_id)
+            task = self.sent.pop(task_id)  # type: ignore[union-attr]
+            if pos >= began:
+                again.append(task)
+                continue
+            what = "while running it" if pos == began - 1 and death.running \
+                else "before sending its result"
+            self._fail(task_id, WorkerLost(task_id, rank, death.host, death.pid, death.status,
+                                           what))
+        for task in again:  # never started: run them elsewhere
+            self.submit(task)
+        log.error("worker rank %d (pid %d on %s) %s; %d of its tasks failed, %d run elsewhere; "
+                  "worker ranks lost so far: %s", rank, death.pid, death.host,
+                  describe_exit(death.status), len(order) - len(again), len(again),
+                  sorted(self.lost))
+        for peer in self.worker_ranks:
+            if peer not in self.lost:
+                self.outbox.send(([rank], wide), peer, Tag.LOST)
+                if peer in self.near:
+                    self.bell.ring(peer)  # type: ignore[union-attr]
+
+    def retire(self) -> None:
+        """Start nothing more: the tasks queued here are forgotten (they end with the pool,
+        whose owner leaves once the rest ended), 1-rank tasks queued on ranks are dropped there
+        unless started; what started runs on."""
+        self.retired = True
+        for task_id in self.tasks:
+            self.scheduler.cancel(task_id)
+        self.tasks.clear()
+        self.manager_cancel(list(self.single))
+
+    def end_orphans(self) -> None:
+        """End the ranks still inside a multi-rank task that lost a rank (the owner leaves:
+        they would wait for the dead one for ever, and keep the MPI job from ending)."""
+        for task_id in self.orphaned:
+            run = self.running.get(task_id)
+            if run is not None and self.end_rank is not None:
+                for rank in run.remaining:
+                    self.end_rank(rank)
+
+    def _drain_reports(self, rank: int) -> None:
+        """Take every report ``rank`` sent before it died (one whose buffers never come whole
+        within a second is dropped: its tasks count as not reported)."""
+        status = MPI.Status()
+        while self.comm.Iprobe(source=rank, tag=Tag.DONE, status=status) or \
+                self.comm.Iprobe(source=rank, tag=Tag.DONE, status=status):
+            try:
+                received = receive_report(self.comm, rank, time.monotonic() + 1.0)
+            except TimeoutError:
+                log.warning("a report of rank %d did not arrive whole before it died", rank)
+                return
+            self._take_report(rank, received)
+
+    def _left(self, task_id: int, source: int) -> None:
+        """``source`` dropped a multi-rank task that lost a rank before it started there."""
+        run = self.running.get(task_id)
+        if run is not None and source in run.remaining:
+            self._settle(run, source, None)
+
+    def _settle(self, run: _Running, rank: int, error: Outcome | None) -> None:
+        """``rank`` will never report on ``run``: count its ``error`` (if any) instead."""
+        if isinstance(run.remaining, tuple):
+            run.remaining, run.values, run.errors = set(run.remaining), [], []
+        assert isinstance(run.remaining, set) and run.errors is not None
+        run.remaining.discard(rank)
+        if error is not None:
+            run.errors.append(error)
+            if run.remaining and len(run.errors) == 1:
+                heapq.heappush(self.deadlines, (time.monotonic() + self.grace, run.task.task_id))
+        if not run.remaining:
+            self._finish(run, [])
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _record(self, source: int, done: Done, buffers: list[Buffer], ended: list[int]) -> None:
@@ -374,6 +505,10 @@ class Manager:
         task_id = run.task.task_id
         del self.running[task_id]
         self.started.pop(task_id, None)
+        if self.sent:
+            self.sent.pop(task_id, None)
+        if self.orphaned:
+            self.orphaned.discard(task_id)
         if self.trace is not None and run.first_start:
             self.trace.add(task_id, run.ranks, run.first_start, run.last_end)
         self.scheduler.finish(task_id)
@@ -386,8 +521,21 @@ class Manager:
         self.completed.append(Result(task_id, outcomes))
 
     def _give_up(self, run: _Running, cause: Exception) -> None:
-        """Fail a task whose ranks did not all come back; those ranks are stuck."""
+        """Fail a task whose ranks did not all come back; those ranks are stuck (or, when the
+        task lost a rank to its death, ended where the owner can: they would wait for it
+        forever, and come back as deaths)."""
         missing = sorted(run.remaining)
+        if run.task.task_id in self.orphaned and self.end_rank is not None:
+            ended = [r for r in missing if self.end_rank(r)]
+            if ended:
+                log.error("task %d lost a rank; its ranks %s still waited for it after %g s: "
+                          "ended", run.task.task_id, ended, self.grace)
+                self.scheduler.mark_stuck(ended)  # until their deaths are seen
+                run.remaining = set(missing) - set(ended)
+                missing = sorted(run.remaining)
+                if not missing:
+                    self._finish(run, [])
+                    return
         log.error("%s; stuck ranks %s", cause, missing)
         sub = [run.ranks.index(r) for r in missing]
         first = sub[0] if sub else 0
@@ -400,7 +548,10 @@ class Manager:
         return [run.ranks.index(r) for r in sorted(run.remaining)]
 
     def _dropped(self, task_id: int) -> None:
-        """A cancelled task that never started ends (its future is already cancelled)."""
+        """A cancelled task that never started ends (its future is already cancelled); one
+        dropped by a retiring pool ends with the pool."""
+        if self.retired:
+            return
         log.debug("task %d cancelled before it started", task_id)
         self.completed.append(Result(task_id, [Outcome(0, False,
                                                        dumps_error(TaskCancelled(task_id)))]))

@@ -7,8 +7,15 @@ Rank 0's loop is a short list of non-blocking steps::
     manager.progress MPI: dispatch to worker ranks, gather their outcomes
     pool_report      ZeroMQ: finished results, in one batch per loop turn, and the tasks that
                      started (still running ``START_DELAY`` after they started), in another
-    pool_capacity    ZeroMQ: when ranks got stuck (or came back), what the pool can still hold
+    pool_deaths      worker ranks of its node that died (their keepers exited, see
+                     :mod:`.deaths`): their tasks fail or run elsewhere; past ``max_lost``
+                     the pool retires (finishes what started, then leaves)
+    pool_capacity    ZeroMQ: when ranks got stuck (or came back) or died, what the pool can
+                     still hold
     pool_heartbeat   send ours; leave when the interchange has been silent too long
+
+A pool that lost ranks ends without ``MPI_Finalize`` on every rank (MPICH's would wait for
+the dead ones forever): it flushes its logs and exits with its status.
 
 While nothing is outstanding rank 0 blocks in the ZeroMQ poll (no CPU, instant wake); while
 tasks are out it polls ZeroMQ without blocking and backs off over MPI, sleeping on its
@@ -21,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +39,7 @@ from mpi4py import MPI
 
 from .._version import __version__
 from ..errors import ProtocolError
+from ..private_files import PrivateFileHandler, private_dir, write_private
 from ..protocol import batches, wire
 from ..protocol import messages as protocol
 from ..protocol.starts import FailedStart, StartCause, pool_record_path
@@ -39,10 +48,13 @@ from ..shm import run as shm_run
 from ..task.node_resources import apply_binding, device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
 from .config import PoolConfig
+from .deaths import DeathWatch, Identity, note_dir
 from .doorbell import Doorbell, new_token
+from .keeper import Link
 from ..task.initializer import read_initializer
 from .initializer import initialize
 from .manager import Manager, abort_for_stuck
+from .result_sizes import fit_results
 from .subcomms import Topology, discover_topology
 from .worker import Worker
 
@@ -55,6 +67,8 @@ REPORT_BATCH = 512
 #: a task still running this long (s) after it started is reported as started (its future
 #: becomes RUNNING); one that ends sooner is reported by its result alone
 START_DELAY = 0.002
+#: seconds between two looks for dead ranks while tasks are out (while idle: at once)
+DEATH_CHECK = 0.002
 
 
 class PoolLeaves(Exception):
@@ -77,35 +91,66 @@ EXIT_UNREACHABLE = 5
 EXIT_STUCK = 4
 
 
-def run_pool(cfg: PoolConfig) -> int:
-    """Run the pool on ``COMM_WORLD``; every rank calls this and returns 0 on a clean end."""
+def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
+    """Run the pool on ``COMM_WORLD``; every rank calls this and returns 0 on a clean end.
+    ``link``: this rank's keeper (see :mod:`.keeper`)."""
     comm = MPI.COMM_WORLD.Dup()
     topology = discover_topology(comm)
     rank = comm.Get_rank()
     token = comm.bcast(new_token() if rank == 0 else None, root=0)
+    identities = comm.gather(Identity(os.getpid(), link.keeper_pid if link else 0), root=0)
     near = topology.nodes[0] if topology.nodes else []  # worker ranks on rank 0's node
     _setup_logging(cfg, rank)
+    notes = note_dir(token)
+    if link is not None:
+        os.makedirs(notes, mode=0o700, exist_ok=True)
+        link.serving(rank, notes)
     status = 0
+    lost = False  # whether some rank of the pool died: no MPI_Finalize then
     bell = Doorbell.open(token, rank) if rank == 0 or rank in near else None
     try:
         apply_binding(rank, topology.nodes, cfg.resources)  # before any user code runs
         init_error = initialize(comm, read_initializer(cfg.initializer),
                                 [r for node in topology.nodes for r in node])
         if rank == 0:
-            pool = PoolManager(cfg, comm, topology, bell, near, init_error)
-            status = pool.run()
+            watch = DeathWatch({r: identities[r] for r in near}, notes, topology.hosts[0])
+            pool = PoolManager(cfg, comm, topology, bell, near, init_error, watch)
+            try:
+                status = pool.run()
+            finally:
+                watch.close()
             if pool.manager.stuck:
                 abort_for_stuck(comm, sorted(pool.manager.stuck), EXIT_STUCK)
+            lost = bool(pool.manager.lost)
         else:
-            Worker(comm, arena=result_arena(cfg), bell=bell).serve()
+            worker = Worker(comm, arena=result_arena(cfg), bell=bell, link=link)
+            worker.serve()
+            lost = bool(worker.lost_peers)
     except BaseException:
         log.critical("rank %d failed; aborting the pool", rank, exc_info=True)
         sys.stderr.flush()
         comm.Abort(1)
     if bell is not None:
         bell.close()
+    if link is not None:
+        link.finished()
+    if lost:
+        _exit_without_finalize(notes, status)
     comm.Free()
     return status
+
+
+def _exit_without_finalize(notes: str, status: int) -> None:
+    """End this rank of a pool that lost ranks: ``MPI_Finalize`` would wait for them."""
+    log.info("ending without MPI_Finalize: ranks of this pool died")
+    try:
+        os.rmdir(notes)
+    except OSError:
+        pass
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 class PoolManager:
@@ -113,31 +158,42 @@ class PoolManager:
 
     def __init__(self, cfg: PoolConfig, comm: MPI.Intracomm, topology: Topology,
                  bell: Doorbell | None = None, near: Sequence[int] = (),
-                 init_error: str = "") -> None:
+                 init_error: str = "", watch: DeathWatch | None = None) -> None:
         """``bell``: rank 0's doorbell, rung by the worker ranks ``near`` it (its node);
-        ``init_error``: why the initializer failed on a worker rank (registration says it)."""
+        ``init_error``: why the initializer failed on a worker rank (registration says it);
+        ``watch``: the keepers of worker ranks it watches for deaths."""
         self.init_error = init_error
         self.cfg = cfg
         self.topology = topology
         self.bell = bell
+        self.watch = watch if watch is not None and watch.watching else None
         self.manager = Manager(comm, topology, depth=cfg.depth, lend=cfg.lend, grace=cfg.grace,
                                trace=cfg.trace,
                                device_ranks=device_ranks(topology.nodes, cfg.resources),
-                               bell=bell, near=near)
+                               bell=bell, near=near, keep_sent=self.watch is not None)
+        if self.watch is not None:
+            self.manager.end_rank = self.watch.end
+        if self.watch is not None:
+            self.manager.end_rank = self.watch.end
+        self.next_death_check = 0.0
+        self.retiring = ""  # why the pool stopped taking tasks after losing ranks
         self.period = cfg.heartbeat_period
         self.threshold = cfg.heartbeat_threshold
         self.draining = False
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock_fd = self.sock.getsockopt(zmq.FD)  # what _wait selects on beside the bell
-        self.sock.setsockopt(zmq.IDENTITY, cfg.pool_id.encode())
+        # a random name for the connection, shown to no one, so that no one can claim it: the
+        # interchange ignores a second connection under a name already connected
+        self.sock.setsockopt(zmq.IDENTITY, secrets.token_hex(16).encode())
         self.sock.setsockopt(zmq.LINGER, 2000)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_size)
         if cfg.server_key:
             from ..security import client_curve
             client_curve(self.sock, cfg.server_key)
         self.last_heard = self.last_sent = time.monotonic()
         self.first_done = 0.0
-        self.reported_stuck: set[int] = set()
+        self.reported: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())
 
     def run(self) -> int:
         """Serve until stopped, drained or cut off; the pool's exit status."""
@@ -156,10 +212,11 @@ class PoolManager:
             self.report_unreachable(reason)
         except PoolLeaves as exc:
             reason = str(exc)
-            finish = reason == "drained"
+            finish = reason in ("drained", self.retiring)
         finally:
             log.info("pool %s leaving: %s", self.cfg.pool_id, reason)
             self.manager.manager_stop(finish=finish)
+            self.manager.end_orphans()
             if self.manager.trace is not None:
                 path = self.manager.trace.write(self.cfg.run_dir, self.cfg.block_id)
                 log.info("trace of %d task ranks written to %s", len(self.manager.trace), path)
@@ -213,11 +270,14 @@ class PoolManager:
                 self.period, self.threshold = msg.heartbeat_period, msg.heartbeat_threshold
                 self.last_heard = time.monotonic()
                 return
+        hint = "" if self.cfg.server_key else (
+            " (interchanges admit only pools with the run's keys unless started with "
+            "encrypted=False: pass --server-key <run dir>/curve/server.key)")
         raise PoolUnreachable(
             f"no answer from the interchange at {self.cfg.interchange} for {self.threshold:g} s "
             f"(the heartbeat threshold); giving up. Check that this node reaches that address "
             f"and port (the executor's address, a firewall), that the executor is running, and "
-            f"that the pool uses the run's keys")
+            f"that the pool uses the run's keys{hint}")
 
     def loop(self) -> None:
         manager = self.manager
@@ -226,6 +286,7 @@ class PoolManager:
             if manager.outstanding:
                 got = self.pool_receive(0)
                 active = manager.progress() or got
+                self.pool_deaths()
                 self.pool_report()
                 self.pool_capacity()
                 if active:
@@ -236,11 +297,13 @@ class PoolManager:
                 wait = max(0.0, self.last_sent + self.period - time.monotonic())
                 self.pool_receive(int(wait * 1000) + 1)
                 manager.progress()
+                self.next_death_check = 0.0
+                self.pool_deaths()
                 self.pool_report()
                 self.pool_capacity()
             self.pool_heartbeat()
-            if self.draining and manager.outstanding == 0:
-                raise PoolLeaves("drained")
+            if (self.draining or self.retiring) and manager.outstanding == 0:
+                raise PoolLeaves(self.retiring or "drained")
 
     def _wait(self, seconds: float) -> None:
         """Sleep between polls while tasks are out: until a near rank rings, a message from the
@@ -253,7 +316,7 @@ class PoolManager:
     # -- steps ---------------------------------------------------------------------------------
     def pool_receive(self, timeout_ms: int) -> bool:
         sock = self.sock
-        if not sock.poll(timeout_ms):
+        if not self._poll(timeout_ms):
             return False
         while True:
             try:
@@ -268,6 +331,17 @@ class PoolManager:
             if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # drained: no zmq.Again to raise
                 return True
 
+    def _poll(self, timeout_ms: int) -> bool:
+        """Whether the socket has messages, waiting up to ``timeout_ms`` for them (or for a
+        watched rank to die)."""
+        fd = self.watch.fileno() if self.watch is not None and timeout_ms else None
+        if fd is None:
+            return bool(self.sock.poll(timeout_ms))
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(fd, zmq.POLLIN)
+        return self.sock in dict(poller.poll(timeout_ms))
+
     def _handle(self, frames: list[Any]) -> None:
         header = wire.decode_header(frames[0].buffer)
         kind = header["k"]
@@ -278,6 +352,9 @@ class PoolManager:
             tasks = batches.decode_tasks(header, [f.buffer for f in frames[1:]], copy=True)
             if self.draining:
                 log.warning("draining: %d tasks arrived anyway", len(tasks))
+            if self.retiring:  # they end with the pool (ManagerLost), to run on another
+                log.warning("retiring: %d tasks arrived anyway; not run", len(tasks))
+                return
             for task in tasks:
                 self.manager.submit(task)
             self.manager.manager_dispatch()  # on their way to the ranks before anything else
@@ -316,23 +393,53 @@ class PoolManager:
     def _send_results(self, now: float) -> None:
         done, self.manager.completed = self.manager.completed, []
         self.first_done = 0.0
-        self.sock.send_multipart(batches.encode_results(done), copy=False)
+        frames = batches.encode_results(done)
+        if wire.message_size(frames) <= self.cfg.max_message_size:
+            self.sock.send_multipart(frames, copy=False)
+        else:  # rare: never send what the interchange's socket would refuse
+            for group in fit_results(done, self.cfg.max_message_size):
+                self.sock.send_multipart(batches.encode_results(group), copy=False)
         self.last_sent = now
 
+    def pool_deaths(self) -> None:
+        """Take the deaths of watched worker ranks (every ``DEATH_CHECK`` while busy); retire
+        once more than ``max_lost`` of the worker ranks are gone."""
+        if self.watch is None:
+            return
+        now = time.monotonic()
+        if now < self.next_death_check:
+            return
+        self.next_death_check = now + DEATH_CHECK
+        deaths = self.watch.deaths()
+        if not deaths:
+            return
+        manager = self.manager
+        for death in deaths:
+            manager.manager_lost(death)
+        lost = len(manager.lost)
+        if lost > self.cfg.max_lost * manager.widest and not self.retiring:
+            self.retiring = (f"lost {lost} of {manager.widest} worker ranks {sorted(manager.lost)}"
+                             f", more than --max-lost {self.cfg.max_lost:g} of them")
+            log.error("pool %s retires: %s; finishing the tasks that started, the others end "
+                      "with the pool", self.cfg.pool_id, self.retiring)
+            manager.retire()
+
     def pool_capacity(self) -> None:
-        """Tell the interchange when the set of stuck ranks changed (it drains a pool with any),
-        after the results held back so far (the failed task's among them)."""
-        stuck = self.manager.stuck
-        if stuck.keys() == self.reported_stuck:
+        """Tell the interchange when the set of stuck or dead ranks changed (it drains a pool
+        with stuck ranks, or one that retires), after the results held back so far (the failed
+        tasks' among them)."""
+        stuck, lost = self.manager.stuck, self.manager.lost
+        if (stuck.keys(), lost.keys()) == self.reported:
             return
         if self.manager.completed:
             self._send_results(time.monotonic())
-        self.reported_stuck = set(stuck)
+        self.reported = (frozenset(stuck), frozenset(lost))
         nodes = self.manager.usable_node_ranks()
-        self.sock.send_multipart(protocol.Capacity(sorted(stuck), nodes, sum(nodes)).encode())
+        self.sock.send_multipart(protocol.Capacity(sorted(stuck), nodes, sum(nodes), sorted(lost),
+                                                   bool(self.retiring)).encode())
         self.last_sent = time.monotonic()
-        log.warning("pool %s: stuck ranks %s; usable worker ranks %s reported to the interchange",
-                    self.cfg.pool_id, sorted(stuck), nodes)
+        log.warning("pool %s: stuck ranks %s, lost ranks %s; usable worker ranks %s reported to "
+                    "the interchange", self.cfg.pool_id, sorted(stuck), sorted(lost), nodes)
 
     def pool_heartbeat(self) -> None:
         now = time.monotonic()
@@ -349,11 +456,8 @@ def write_start_record(cfg: PoolConfig, cause: StartCause, detail: str) -> None:
     path = pool_record_path(cfg.run_dir, cfg.block_id)
     record = FailedStart(cfg.block_id, "", cause, detail=f"pool {cfg.pool_id}: {detail}")
     try:
-        fd = os.open(f"{path}.{os.getpid()}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(record.to_json(), fh)
-        os.replace(f"{path}.{os.getpid()}.tmp", path)
-    except OSError as exc:
+        write_private(path, json.dumps(record.to_json()))
+    except OSError as exc:  # RunDirError included
         log.warning("could not write %s: %s", path, exc)
 
 
@@ -375,9 +479,9 @@ def _setup_logging(cfg: PoolConfig, rank: int) -> None:
     root = logging.getLogger("rankpool")
     root.setLevel(level)
     if cfg.run_dir and (rank == 0 or cfg.worker_debug):
-        os.makedirs(cfg.run_dir, exist_ok=True)
+        private_dir(cfg.run_dir)
         name = f"pool-{cfg.block_id}.log" if rank == 0 else f"pool-{cfg.block_id}-rank{rank}.log"
-        handler: logging.Handler = logging.FileHandler(os.path.join(cfg.run_dir, name))
+        handler: logging.Handler = PrivateFileHandler(os.path.join(cfg.run_dir, name))
     else:
         handler = logging.StreamHandler(sys.stderr)
         if rank != 0 and not cfg.worker_debug:

@@ -9,6 +9,8 @@ travel as plain tuples in :class:`WorkItem` / :class:`Done` field order (a named
     manager_receive  ◀──DONE── worker_report       [Done, ...] + DATA buffers
     manager_stop     ──STOP──▶ worker_receive
     manager_cancel   ──CANCEL─▶ worker_receive     task ids to drop if not started
+    manager_lost     ──LOST───▶ worker_receive     ranks that died, and the tasks of theirs
+                                                   (multi-rank ones too) to drop if not started
 
 A DONE message is a :class:`Report`: the rank's finished tasks, the task it is about to start
 (announced when the rank had not reported for a while, so rank 0 learns that a long task
@@ -43,6 +45,7 @@ class Tag(IntEnum):
     DATA = 3
     STOP = 4
     CANCEL = 5
+    LOST = 6
 
 
 class WorkItem(NamedTuple):
@@ -82,22 +85,32 @@ class Report(NamedTuple):
 class Outbox:
     """Non-blocking sends kept alive until complete."""
 
-    __slots__ = ("comm", "pending")
+    __slots__ = ("comm", "pending", "dests")
 
     def __init__(self, comm: MPI.Comm) -> None:
         self.comm = comm
         self.pending: list[MPI.Request] = []
+        self.dests: list[int] = []  # each pending send's destination
 
     def send(self, obj: Any, dest: int, tag: int, buffers: Sequence[Buffer] = ()) -> None:
         self.pending.append(self.comm.isend(obj, dest, tag))
+        self.dests.append(dest)
         for buf in buffers:
             self.pending.append(self.comm.Isend([buf, MPI.BYTE], dest, Tag.DATA))
+            self.dests.append(dest)
 
     def poll(self) -> bool:
         """Drop completed sends; True while some are still in progress."""
         if self.pending and MPI.Request.Testall(self.pending):
             self.pending.clear()
+            self.dests.clear()
         return bool(self.pending)
+
+    def forget(self, dest: int) -> None:
+        """Stop waiting for the sends to ``dest``, a rank that died: they never complete."""
+        kept = [(r, d) for r, d in zip(self.pending, self.dests) if d != dest]
+        self.pending = [r for r, _ in kept]
+        self.dests = [d for _, d in kept]
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait (polling) for every send to complete; False if ``timeout`` ran out first."""
@@ -117,22 +130,51 @@ def receive(comm: MPI.Comm, source: int, tag: int) -> tuple[list[WorkItem], list
     return items, _receive_buffers(comm, source, items)
 
 
-def receive_report(comm: MPI.Comm, source: int) -> tuple[Report, list[Buffer]]:
-    """Receive a probed DONE message from ``source`` (sent as plain tuples) and its buffers."""
+def receive_report(comm: MPI.Comm, source: int,
+                   deadline: float | None = None) -> tuple[Report, list[Buffer]]:
+    """Receive a probed DONE message from ``source`` (sent as plain tuples) and its buffers.
+
+    ``deadline`` (``time.monotonic``): ``source`` died, so its buffers may never come whole;
+    raise ``TimeoutError`` when they have not by then."""
     done, starting, dropped = comm.recv(source=source, tag=Tag.DONE)
     items = list(map(Done._make, done))
-    return Report(items, starting, dropped), _receive_buffers(comm, source, items)
+    return Report(items, starting, dropped), _receive_buffers(comm, source, items, deadline)
 
 
-def _receive_buffers(comm: MPI.Comm, source: int, items: Sequence[Any]) -> list[Buffer]:
+def _receive_buffers(comm: MPI.Comm, source: int, items: Sequence[Any],
+                     deadline: float | None = None) -> list[Buffer]:
     buffers: list[Buffer] = []
     status = MPI.Status()
     for _ in range(sum(item.nbuf for item in items)):
-        msg = comm.Mprobe(source=source, tag=Tag.DATA, status=status)
+        if deadline is None:
+            msg = comm.Mprobe(source=source, tag=Tag.DATA, status=status)
+        else:
+            msg = _improbe_until(comm, source, status, deadline)
         buf = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
-        msg.Recv([buf, MPI.BYTE])
+        if deadline is None:
+            msg.Recv([buf, MPI.BYTE])
+        else:
+            request = msg.Irecv([buf, MPI.BYTE])
+            while not request.Test():
+                _pause_until(deadline)
         buffers.append(memoryview(buf))
     return buffers
+
+
+def _improbe_until(comm: MPI.Comm, source: int, status: MPI.Status,
+                   deadline: float) -> MPI.Message:
+    while True:
+        msg = comm.Improbe(source=source, tag=Tag.DATA, status=status)
+        if msg is not None:
+            return msg
+        _pause_until(deadline)
+
+
+def _pause_until(deadline: float) -> None:
+    import time
+    if time.monotonic() > deadline:
+        raise TimeoutError("a dead rank's message did not arrive whole")
+    time.sleep(1e-4)
 
 
 class Topology(NamedTuple):

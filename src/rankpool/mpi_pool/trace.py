@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..private_files import open_private
+
 
 class TraceRecorder:
     """Columns of the trace of one pool."""
@@ -41,8 +43,9 @@ class TraceRecorder:
         """Write the trace next to the pool's log; return its path."""
         path = os.path.join(run_dir, f"trace-{block_id}.npz")
         ranks = sorted(self.hosts_of_ranks)
-        np.savez(path, task=np.asarray(self.task), rank=np.asarray(self.rank),
-                 width=np.asarray(self.width), start=np.asarray(self.start),
-                 end=np.asarray(self.end), block=np.asarray(block_id),
-                 host_ranks=np.asarray(ranks), hosts=np.asarray([self.hosts_of_ranks[r] for r in ranks]))
+        with os.fdopen(open_private(path, append=False), "wb") as fh:  # 0600, no link followed
+            np.savez(fh, task=np.asarray(self.task), rank=np.asarray(self.rank),
+                     width=np.asarray(self.width), start=np.asarray(self.start),
+                     end=np.asarray(self.end), block=np.asarray(block_id), host_ranks=np.asarray(ranks),
+                     hosts=np.asarray([self.hosts_of_ranks[r] for r in ranks]))
         return path

@@ -33,6 +33,7 @@ from ..task.injection import comm_position, inject
 from ..task.serialize import Buffer, FunctionLoader, dumps_data, dumps_error, loads_data
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
 from .doorbell import Doorbell
+from .keeper import Link
 from .subcomms import Outbox, Tag, WorkItem, receive, task_communicator
 from .task_setting import applied
 
@@ -53,9 +54,10 @@ class Worker:
 
     def __init__(self, comm: MPI.Intracomm, backoff: BackoffConfig | None = None,
                  flush_interval: float = 0.002, arena: Arena | None = None,
-                 bell: Doorbell | None = None) -> None:
+                 bell: Doorbell | None = None, link: Link | None = None) -> None:
         """``bell``: this rank's doorbell when it shares rank 0's node (see :mod:`.doorbell`):
-        it waits on it between polls and rings rank 0's after each report."""
+        it waits on it between polls and rings rank 0's after each report; ``link``: its
+        keeper's (see :mod:`.keeper`), told of each task before it starts."""
         self.comm = comm
         self.arena = arena
         self.bell = bell
@@ -76,6 +78,8 @@ class Worker:
         self.stopping = False
         self.pid = os.getpid()
         self.use_alarm = threading.current_thread() is threading.main_thread()
+        self.link = link
+        self.lost_peers: set[int] = set()  # pool ranks that died (rank 0 said so)
 
     def serve(self) -> None:
         tighten_timer_slack()
@@ -141,6 +145,11 @@ class Worker:
             if tag == Tag.CANCEL:
                 self.worker_cancel(comm.recv(source=0, tag=Tag.CANCEL))
                 continue
+            if tag == Tag.LOST:
+                ranks, task_ids = comm.recv(source=0, tag=Tag.LOST)
+                self.lost_peers.update(ranks)
+                self.worker_cancel(task_ids, wide=True)
+                continue
             if tag != Tag.WORK:  # a stray DATA message: never expected before its WORK
                 log.error("rank %d: unexpected tag %d from rank 0", self.rank, tag)
                 comm.recv(source=0, tag=tag)
@@ -151,14 +160,15 @@ class Worker:
                 self.queue.append((item, buffers[pos:pos + item.nbuf]))
                 pos += item.nbuf
 
-    def worker_cancel(self, task_ids: list[int]) -> None:
-        """Drop the queued 1-rank tasks among ``task_ids``: they never run (reported as
-        dropped; a task already started or done is not affected)."""
+    def worker_cancel(self, task_ids: list[int], wide: bool = False) -> None:
+        """Drop the queued 1-rank tasks among ``task_ids`` (and multi-rank ones if ``wide``: a
+        rank of theirs died): they never run (reported as dropped; a task already started or
+        done is not affected)."""
         wanted = set(task_ids)
         keep: deque[tuple[WorkItem, list[Buffer]]] = deque()
         for entry in self.queue:
             item = entry[0]
-            if item.task_id in wanted and len(item.ranks) == 1:
+            if item.task_id in wanted and (wide or len(item.ranks) == 1):
                 self.dropped.append(item.task_id)
             else:
                 keep.append(entry)
@@ -169,6 +179,8 @@ class Worker:
         start = time.time()
         size = len(item.ranks)
         sub_rank = item.ranks.index(self.rank) if size > 1 else 0
+        if self.link is not None:
+            self.link.task(item.task_id)
         try:
             if size == 1:
                 value = self._call(item, buffers, MPI.COMM_SELF)
@@ -193,6 +205,8 @@ class Worker:
             bufs = []
             done = (item.task_id, sub_rank, False, dumps_error(exc, sub_rank, size), 0,
                     start, time.time())
+        if self.link is not None:
+            self.link.idle()
         self.done.append(done)
         if bufs:
             self.done_buffers.extend(bufs)

@@ -106,16 +106,20 @@ class Heartbeat(Message):
 @dataclass(frozen=True)
 class Capacity(Message):
     """Pool → interchange: the pool's usable ranks changed, because ranks got stuck in a task
-    that never came back (or came back after all).
+    that never came back (or came back after all), or died.
 
     ``stuck``: the stuck worker ranks (ranks of the pool); ``node_ranks``: usable worker ranks
-    on each host, in host order; ``widest``: the widest task it can still hold (0: none).
+    on each host, in host order; ``widest``: the widest task it can still hold (0: none);
+    ``lost``: the worker ranks that died; ``retiring``: the pool lost too many, finishes what
+    started and leaves (drain it).
     """
 
     KIND: ClassVar[str] = "capacity"
     stuck: list[int]
     node_ranks: list[int]
     widest: int
+    lost: list[int] = field(default_factory=list)
+    retiring: bool = field(default_factory=bool)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,26 @@ def encode_header(body: dict[str, Any]) -> bytes:
 
 MAX_HEADER = 64 * 1024 * 1024
 
+#: the largest message, and message part, a socket of the run takes by default (1 GiB): far
+#: above a task or result batch of ordinary size (buffers of 256 KiB and more between the
+#: front-end and ranks on its host travel through shared memory instead), and a bound on what
+#: one message can make a process allocate
+MAX_MESSAGE_SIZE = 1 << 30
+
+
+def check_max_message_size(value: Any, name: str = "max_message_size") -> int:
+    """``value`` when it is a usable message size cap (bytes, at least 1 MiB); else ValueError
+    naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 << 20 <= value <= 1 << 62:
+        raise ValueError(f"{name}: must be a number of bytes between 1 MiB and 2**62 (default "
+                         f"{MAX_MESSAGE_SIZE}, 1 GiB), got {value!r:.40}")
+    return value
+
+
+def message_size(frames: Frames) -> int:
+    """Bytes in a message's frames."""
+    return sum(len(f) if not isinstance(f, memoryview) else f.nbytes for f in frames)
+
 
 def decode_header(frame: Buffer) -> dict[str, Any]:
     """Parse and minimally check a header frame; raise :class:`ProtocolError` on garbage."""

@@ -97,7 +97,11 @@ class Reader:
                                                "its owner has exited or it lives on another "
                                                "host") from None
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if st.st_uid != os.getuid():  # another user's file under a name of the run
+                raise SharedMemoryError(desc.name, f"it belongs to uid {st.st_uid}, not to this "
+                                                   f"user (uid {os.getuid()}); not mapped")
+            size = st.st_size
             if size < HEADER or desc.offset + desc.length > size:
                 raise SharedMemoryError(desc.name, f"the descriptor reaches byte "
                                                    f"{desc.offset + desc.length} of a {size}-byte segment")

@@ -50,8 +50,10 @@ def shares_front_end_memory(prefix: str) -> bool:
         fd = os.open(probe_path(prefix), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return False
-    os.close(fd)
-    return True
+    try:
+        return os.fstat(fd).st_uid == os.getuid()  # another user's file is no probe of ours
+    finally:
+        os.close(fd)
 
 
 def sweep(prefix: str, only_dead: bool = False) -> list[str]:

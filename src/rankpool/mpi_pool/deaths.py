@@ -1,0 +1,150 @@
+"""Seeing worker ranks die: rank 0 watches the keepers of the ranks on its node.
+
+Each pool rank runs under a keeper (:mod:`.keeper`) that outlives it just long enough to leave
+a death note. :class:`DeathWatch` holds a pidfd per watched keeper in one ``epoll`` set, whose
+single descriptor becomes readable when any of them exits, so the owner can sleep on it beside
+its other descriptors and learn of a death at once; :meth:`DeathWatch.deaths` then reads the
+notes. Without pidfds (an old kernel) the keepers are polled with ``kill(pid, 0)``.
+
+A keeper that exits without a note (it was killed itself, which kills its rank too) still
+counts as its rank's death, with an unknown status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import NamedTuple
+
+log = logging.getLogger(__name__)
+
+#: seconds a dead keeper's note may take to appear (it writes it before exiting: a margin)
+NOTE_WAIT = 0.2
+
+
+class Death(NamedTuple):
+    """A worker rank that died: how (``status``: exit status, negative for a signal, None when
+    unknown), the last task it started (None: none, or unknown) and whether it was still
+    running it."""
+
+    rank: int
+    host: str
+    pid: int
+    status: int | None
+    task: int | None
+    running: bool = False
+
+
+class Identity(NamedTuple):
+    """A rank's process and its keeper's (0: it has none)."""
+
+    pid: int
+    keeper: int
+
+
+def note_dir(token: str) -> str:
+    """The node-local directory where keepers of the pool with ``token`` leave their notes."""
+    return os.path.join(tempfile.gettempdir(), f"rankpool-{token}")
+
+
+class DeathWatch:
+    """Watches the keepers of ``ranks`` (rank -> identity) on this host."""
+
+    def __init__(self, ranks: Mapping[int, Identity], directory: str, host: str) -> None:
+        self.directory = directory
+        self.host = host
+        self.ranks = {r: ident for r, ident in ranks.items() if ident.keeper}
+        self.by_fd: dict[int, int] = {}
+        self.polled: set[int] = set()
+        self.epoll: select.epoll | None = select.epoll() if hasattr(select, "epoll") else None
+        for rank, ident in self.ranks.items():
+            fd = self._pidfd(ident.keeper)
+            if fd is None:
+                self.polled.add(rank)
+            else:
+                self.by_fd[fd] = rank
+                self.epoll.register(fd, select.EPOLLIN)  # type: ignore[union-attr]
+
+    def _pidfd(self, pid: int) -> int | None:
+        if self.epoll is None or not hasattr(os, "pidfd_open"):
+            return None
+        try:
+            return os.pidfd_open(pid)
+        except OSError:  # gone already (kill(pid, 0) will say so), or no pidfds here
+            return None
+
+    def fileno(self) -> int | None:
+        """A descriptor that is readable when a watched keeper exited (None: poll instead)."""
+        return self.epoll.fileno() if self.epoll is not None and self.by_fd else None
+
+    @property
+    def watching(self) -> int:
+        return len(self.by_fd) + len(self.polled)
+
+    def deaths(self) -> list[Death]:
+        """The watched ranks that died since the last call (non-blocking)."""
+        dead: list[int] = []
+        if self.by_fd:
+            for fd, _ in self.epoll.poll(0):  # type: ignore[union-attr]
+                rank = self.by_fd.pop(fd)
+                self.epoll.unregister(fd)  # type: ignore[union-attr]
+                os.close(fd)
+                dead.append(rank)
+        for rank in list(self.polled):
+            try:
+                os.kill(self.ranks[rank].keeper, 0)
+            except ProcessLookupError:
+                self.polled.discard(rank)
+                dead.append(rank)
+            except PermissionError:
+                pass
+        return [self._death(rank) for rank in sorted(dead)]
+
+    def _death(self, rank: int) -> Death:
+        pid = self.ranks[rank].pid
+        path = os.path.join(self.directory, f"{pid}.json")
+        deadline = time.monotonic() + NOTE_WAIT
+        while True:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    note = json.load(fh)
+                os.unlink(path)
+                break
+            except (OSError, ValueError):
+                if time.monotonic() > deadline:
+                    log.warning("rank %d (pid %d) died without a note from its keeper", rank, pid)
+                    return Death(rank, self.host, pid, None, None)
+                time.sleep(0.005)
+        status, task = note.get("status"), note.get("task")
+        return Death(rank, self.host, pid, status if isinstance(status, int) else None,
+                     task if isinstance(task, int) else None, note.get("running") is True)
+
+    def end(self, rank: int) -> bool:
+        """Kill a watched rank's process (its keeper then reports its death); True if sent."""
+        ident = self.ranks.get(rank)
+        if ident is None:
+            return False
+        try:
+            os.kill(ident.pid, signal.SIGKILL)
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        for fd in self.by_fd:
+            os.close(fd)
+        self.by_fd.clear()
+        if self.epoll is not None:
+            self.epoll.close()
+        try:
+            for name in os.listdir(self.directory):
+                os.unlink(os.path.join(self.directory, name))
+            os.rmdir(self.directory)
+        except OSError:
+            pass

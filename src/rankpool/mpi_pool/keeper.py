@@ -1,0 +1,162 @@
+"""The keeper: a small parent process for each pool rank, so that a rank's death has a witness.
+
+``python -m rankpool.mpi_pool`` forks before MPI starts (see :func:`keep`). The child goes on to
+be the MPI rank; the parent, the *keeper*, is the process the launcher started: it forwards the
+launcher's signals to the child, waits for it, and is the only process that learns how it ended
+(a signal such as SIGSEGV or SIGKILL, or an exit status). The child sets ``PR_SET_PDEATHSIG``,
+so it never outlives its keeper.
+
+When a worker rank dies while it serves, its keeper writes a *death note* (JSON: pid, how it
+ended, the task it was running) into the pool's note directory on that node, then exits 0.
+Exiting 0 matters: Hydra ends the whole job when a process dies of a signal, even under
+``-disable-auto-cleanup``, and ``srun --kill-on-bad-exit`` on a non-zero status; a keeper that
+exits 0 leaves the job running and tells rank 0, which watches the keepers of its node
+(:mod:`.deaths`), what happened. Rank 0's own keeper, and a rank that ended its serving
+cleanly, pass the child's status on unchanged (a signal is raised again on the keeper).
+
+The child shares one page of memory with its keeper (:class:`Link`): the task it is running,
+written before each task starts, so the keeper can name it (a few nanoseconds per task, no
+system call).
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import signal
+import struct
+import sys
+from typing import Any
+
+#: set to 1 to start pools without keepers (no rank death is then survived)
+ENV_OFF = "RANKPOOL_NO_KEEPER"
+_PAGE = struct.Struct("<qqq")   # state, task id, rank
+FRESH, IN_TASK, FINISHED, BETWEEN = 0, 1, 2, 3  # states of the shared page
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCONT,
+              signal.SIGTSTP)
+#: Hydra (``-disable-auto-cleanup``) signals a process failure to the others with SIGUSR1:
+#: the pool learns of deaths from keepers, and a rank must not die of the notice
+_IGNORED = (signal.SIGUSR1, signal.SIGUSR2)
+_PR_SET_PDEATHSIG = 1
+_BETWEEN = struct.pack("<q", BETWEEN)
+
+
+class Link:
+    """The rank's side of its keeper: what it tells it, through a shared page and a pipe."""
+
+    __slots__ = ("page", "pipe", "keeper_pid")
+
+    def __init__(self, page: mmap.mmap, pipe: int, keeper_pid: int) -> None:
+        self.page = page
+        self.pipe = pipe
+        self.keeper_pid = keeper_pid
+
+    def serving(self, rank: int, note_dir: str) -> None:
+        """This rank serves: should it die from now on, its keeper leaves a note in
+        ``note_dir`` (rank 0 passes its death on instead)."""
+        _PAGE.pack_into(self.page, 0, FRESH, 0, rank)
+        os.write(self.pipe, f"{note_dir}\n".encode())
+
+    def task(self, task_id: int) -> None:
+        _PAGE.pack_into(self.page, 0, IN_TASK, task_id, _PAGE.unpack_from(self.page)[2])
+
+    def idle(self) -> None:
+        """Between tasks (the page keeps the last task's id)."""
+        self.page[0:8] = _BETWEEN
+
+    def finished(self) -> None:
+        """The rank ended its serving cleanly: its exit status is the pool's own."""
+        self.page[0:8] = struct.pack("<q", FINISHED)
+
+
+def keep() -> Link | None:
+    """Fork: return the child's :class:`Link` in the child; the keeper never returns (it exits
+    with the status described in the module docstring). None where there is no ``fork`` or
+    keepers are turned off (``RANKPOOL_NO_KEEPER=1``)."""
+    if os.environ.get(ENV_OFF) == "1" or not hasattr(os, "fork") or sys.platform != "linux":
+        return None
+    page = mmap.mmap(-1, mmap.PAGESIZE)
+    read_end, write_end = os.pipe()
+    keeper_pid = os.getpid()
+    child = os.fork()
+    if child == 0:
+        os.close(read_end)
+        _die_with_parent()
+        if os.getppid() != keeper_pid:  # the keeper died before the flag was set
+            os._exit(1)
+        return Link(page, write_end, keeper_pid)
+    os.close(write_end)
+    os.set_blocking(read_end, False)  # a grandchild may hold the write end: never wait for it
+    os.closerange(3, read_end)  # the keeper keeps no copy of the launcher's sockets (PMI)
+    os.closerange(read_end + 1, 1 << 16)
+    _serve_as_keeper(child, page, read_end)
+    raise AssertionError("unreachable")
+
+
+def _serve_as_keeper(child: int, page: mmap.mmap, pipe: int) -> None:
+    for sig in _FORWARDED:
+        signal.signal(sig, lambda signum, frame: _forward(child, signum))
+    for sig in _IGNORED:
+        signal.signal(sig, signal.SIG_IGN)
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except ChildProcessError:
+            os._exit(1)
+    code = os.waitstatus_to_exitcode(status)
+    state, task_id, rank = _PAGE.unpack_from(page)
+    note_dir = _read_all(pipe).strip().splitlines()
+    if note_dir and state != FINISHED and rank > 0:
+        write_note(note_dir[-1], child, {
+            "pid": child, "rank": rank, "status": code, "running": state == IN_TASK,
+            "task": task_id if state in (IN_TASK, BETWEEN) else None})
+        os._exit(0)
+    if code < 0:  # died of a signal: die of it too, so the launcher sees the same
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    os._exit(code if code >= 0 else 128 - code)
+
+
+def write_note(note_dir: str, pid: int, note: dict[str, Any]) -> None:
+    """Leave ``note_dir/<pid>.json`` whole (written aside, then renamed), readable by us only."""
+    path = os.path.join(note_dir, f"{pid}.json")
+    tmp = f"{path}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(note, fh)
+        os.replace(tmp, path)
+    except OSError as exc:
+        os.write(2, f"rankpool keeper: cannot write {path}: {exc}\n".encode())
+
+
+def _forward(child: int, signum: int) -> None:
+    try:
+        os.kill(child, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # nothing more now (BlockingIOError) or a closed pipe
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent (the keeper) dies."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
