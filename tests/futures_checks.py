@@ -107,7 +107,7 @@ def check_map_exception(ex: Any) -> None:
 def check_map_timeout(ex: Any) -> None:
     results = []
     with pytest.raises(futures.TimeoutError):
-        for r in ex.map(time.sleep, [0, 0, 6], timeout=3):
+        for r in ex.map(time.sleep, [0, 0, 8], timeout=5):
             results.append(r)
     assert results == [None, None]
 
