@@ -13,6 +13,8 @@ from typing import Any
 
 from ._version import __version__
 from .errors import (
+    ApplicationError,
+    ApplicationSetupError,
     BlockStartFailed,
     BrokenPool,
     EncryptionUnavailable,
@@ -25,6 +27,7 @@ from .errors import (
     ResourceSpecError,
     SerializationError,
     SharedMemoryError,
+    SpawnUnsupported,
     StuckRanksError,
     TaskSetupError,
     TaskTimeout,
@@ -36,9 +39,12 @@ _LAZY = {
     "CommExecutor": "rankpool.frontends.comm_executor",
     "Executor": "rankpool.frontends.executor",
     "ExtremeScaleExecutor": "rankpool.frontends.parsl.executor",
+    "run_mpi": "rankpool.apps.run",
+    "MpiRun": "rankpool.apps.run",
 }
 
-__all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "BlockStartFailed", "BrokenPool",
+__all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "run_mpi", "MpiRun",
+           "ApplicationError", "ApplicationSetupError", "SpawnUnsupported", "BlockStartFailed", "BrokenPool",
            "EncryptionUnavailable", "ExecutorShutdown", "InsufficientRanks", "KeyFileError", "ManagerLost", "RankPoolError",
            "RemoteTaskError", "ResourceSpecError", "TaskSetupError", "SerializationError", "SharedMemoryError", "StuckRanksError",
            "TaskTimeout", "VersionMismatch", "WorkerLost"]

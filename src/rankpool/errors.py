@@ -284,6 +284,48 @@ class KeyFileError(RankPoolError, ValueError):
         return (type(self), (self.path, self.message))
 
 
+class ApplicationError(RankPoolError):
+    """An MPI application started by :func:`rankpool.run_mpi` exited with a non-zero code.
+
+    ``returncode`` is the launcher's exit status (negative: killed by that signal),
+    ``command`` the full command line, ``stdout``/``stderr`` the tails of its output."""
+
+    def __init__(self, returncode: int, command: list[str], stdout: str, stderr: str) -> None:
+        last = stderr.strip().splitlines()[-1:] or stdout.strip().splitlines()[-1:]
+        super().__init__(f"MPI application exited with code {returncode}: "
+                         f"{' '.join(command)}" + (f" ({last[0][:200]})" if last else ""))
+        self.returncode = returncode
+        self.command = command
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.returncode, self.command, self.stdout, self.stderr))
+
+
+class SpawnUnsupported(RankPoolError):
+    """``run_mpi(mode="spawn")`` was refused by the MPI library; launcher mode is the
+    alternative."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"MPI_Comm_spawn is not available here ({reason}); run the "
+                         "application with mode='launcher' (the default) instead")
+        self.reason = reason
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.reason,))
+
+
+class ApplicationSetupError(TaskSetupError):
+    """An MPI application could not be started: its program is missing, or its launch prefix
+    cannot be composed; ``key`` names the argument or resource key to change."""
+
+    def __init__(self, key: str, message: str) -> None:
+        RankPoolError.__init__(self, f"MPI application {key!r}: {message}")
+        self.key = key
+        self.detail = message
+
+
 class RunDirError(RankPoolError, PermissionError):
     """A run directory, or a file in one, cannot be used privately: it is a link, belongs to
     another user, or others may write to it; ``path`` names it and ``reason`` says why."""

@@ -151,9 +151,10 @@ def test_task_wider_than_any_block_is_refused_at_submit(ex3: Executor, tmp_path:
         Executor(max_ranks=2, requirements={"num_ranks": 3}, run_dir=str(tmp_path))
 
 
-def test_multi_rank_task_without_a_comm_parameter_is_refused(ex3: Executor) -> None:
-    with pytest.raises(ResourceSpecError, match="comm"):
-        ex3.requirements(num_ranks=2).submit(t.square, 1)
+def test_multi_rank_task_without_a_comm_parameter_runs_once_as_an_application(
+        ex3: Executor) -> None:
+    # not refused: an MPI application task, its function called on the first of its 2 ranks
+    assert ex3.requirements(num_ranks=2).submit(t.square, 3).result(timeout=60) == 9
 
 
 # -- functions that try to leave ------------------------------------------------------------------

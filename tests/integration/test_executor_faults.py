@@ -21,7 +21,7 @@ import zmq
 from helpers import FAST, descendants, executor, wait_for, wait_no_new_children
 from raw_batches import raw_results, raw_tasks
 
-from rankpool import BrokenPool, VersionMismatch, __version__
+from rankpool import BrokenPool, Executor, VersionMismatch, __version__
 from rankpool.launchers.mpiexec import find_mpiexec
 from rankpool.protocol.messages import PROTOCOL_VERSION, PYTHON_VERSION, Register, Stop
 from rankpool.protocol.wire import decode_header
@@ -278,3 +278,59 @@ def test_bad_headers_on_the_client_port_do_not_divert_results(tmp_path: Path) ->
             assert all(f.done() and f.exception() is None for f in futures)
     finally:
         ctx.destroy(linger=0)
+
+
+# -- blocks that cannot start -----------------------------------------------------------------------
+def test_missing_mpiexec_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from rankpool.launchers.mpiexec import MpiexecNotFound
+    before = descendants()
+    with pytest.raises(MpiexecNotFound, match="nope/mpiexec"):
+        Executor(max_ranks=2, run_dir=str(tmp_path / "run"), mpiexec=str(tmp_path / "nope" /
+                                                                          "mpiexec"))
+    assert descendants() <= before  # no interchange left running
+
+
+def test_block_whose_mpiexec_fails_fails_the_futures_with_its_words(tmp_path: Path) -> None:
+    """An ``mpiexec`` that exits at once (a broken install) ends the block before its pool
+    registers: the futures fail with what it printed, and no block is started again."""
+    from rankpool import BlockStartFailed
+    from rankpool.protocol.starts import StartCause
+    fake = tmp_path / "mpiexec"
+    fake.write_text("#!/bin/sh\necho \"mpiexec: error while loading shared libraries: "
+                    "libhydra.so\" >&2\nexit 127\n")
+    fake.chmod(0o755)
+    with executor(tmp_path / "run", mpiexec=str(fake)) as ex:
+        future = ex.submit(pow, 2, 3)
+        with pytest.raises(BrokenPool) as broken:
+            future.result(timeout=30)
+        assert ex._blocks is not None and ex._blocks._next == 1  # no replacement block
+        with pytest.raises(BrokenPool):
+            ex.submit(pow, 2, 3)
+    cause = broken.value.cause
+    assert isinstance(cause, BlockStartFailed) and cause.cause is StartCause.JOB_ENDED
+    assert "libhydra.so" in str(broken.value) and "exited with code 127" in str(broken.value)
+    assert "block 0 could not start" in str(broken.value)
+
+
+def test_pool_that_cannot_reach_the_interchange_fails_the_futures(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool is given an address nobody answers on (a wrong address or a firewall): it
+    gives up after the heartbeat threshold, and the futures fail naming that address."""
+    import socket
+
+    from rankpool import BlockStartFailed
+    from rankpool.frontends.client import InterchangeClient
+    from rankpool.protocol.starts import StartCause
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        bad = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setattr(InterchangeClient, "pool_address", property(lambda self: bad))
+    start = time.monotonic()
+    with executor(tmp_path / "run") as ex:
+        future = ex.submit(pow, 2, 3)
+        with pytest.raises(BrokenPool) as broken:
+            future.result(timeout=60)
+    assert time.monotonic() - start < 60
+    cause = broken.value.cause
+    assert isinstance(cause, BlockStartFailed) and cause.cause is StartCause.UNREACHABLE
+    assert f"no answer from the interchange at {bad} for {THRESHOLD:g} s" in str(broken.value)

@@ -108,3 +108,49 @@ def test_unmanaged_executor_runs_on_a_pool_started_by_hand(load: Any, tmp_path: 
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
+
+
+def test_blocks_are_submitted_with_their_launchs_tasks_per_node(load: Any) -> None:
+    """Parsl submits blocks with tasks_per_node=1; a rankpool block asks for what its launch
+    uses: the local block's 2 workers and its manager, 3 processes on its one node."""
+    from parsl.providers import LocalProvider
+
+    from rankpool.launchers.local import LocalMpiexecLauncher
+
+    seen: list[int] = []
+
+    class Recording(LocalProvider):
+        def submit(self, command: str, tasks_per_node: int, job_name: str = "") -> Any:
+            seen.append(tasks_per_node)
+            return super().submit(command, tasks_per_node, job_name)
+
+    provider = Recording(launcher=LocalMpiexecLauncher(), init_blocks=1, max_blocks=1)
+    dfk = load(xs(ranks_per_node=2, provider=provider))
+    assert apps.double(4).result(timeout=60) == 8
+    assert seen == [3] and dfk.executors["xs"].blocks_to_job_id.keys() == {"0"}
+
+
+def test_block_that_cannot_start_fails_the_tasks_with_its_cause(load: Any, tmp_path: Path,
+                                                                capsys: Any) -> None:
+    """A block whose mpiexec exits at once (here a stand-in that says why and exits 7) fails
+    the waiting task with its words, and no further block is submitted (HTEX's default
+    handler: one failed start of init_blocks=1 is enough)."""
+    from rankpool.cli import main as rankpool_main
+    from rankpool.launchers.local import local_provider
+    fake = tmp_path / "mpiexec"
+    fake.write_text("#!/bin/sh\necho 'mpiexec: hydra_pmi_proxy: not found' >&2\nexit 7\n")
+    fake.chmod(0o755)
+    provider = local_provider(mpiexec=str(fake), init_blocks=1, max_blocks=2)
+    dfk = load(xs(ranks_per_node=2, provider=provider))
+    ex = dfk.executors["xs"]
+    future = apps.double(1)
+    with pytest.raises(BadStateException) as failed:
+        future.result(timeout=60)
+    text = str(failed.value)
+    assert "block 0 (job " in text and "ended before its pool registered" in text, text
+    assert "mpiexec: hydra_pmi_proxy: not found" in text and "exit code 7" in text, text
+    assert list(ex.blocks_to_job_id) == ["0"]
+    assert rankpool_main(["status", "--once", str(Path(ex.run_dir) / ex.label)]) == 0
+    out = capsys.readouterr().out
+    assert "failed starts  1 block ended before their pool registered" in out, out
+    assert "hydra_pmi_proxy: not found" in out, out

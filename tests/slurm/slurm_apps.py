@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any
 
-from parsl import python_app
+from parsl import bash_app, python_app
 
 
 def wait_file(path: str, timeout: float = 60.0) -> None:
@@ -65,3 +65,16 @@ def hang_first_try(marker: str) -> dict[str, Any]:
         open(marker, "a").close()
         wait_file(marker + ".never", timeout=300)
     return here()
+
+
+#: the Python MPI program of the integration tests: each rank prints its rank, size and node
+WORLD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                     "integration", "mpi_programs", "world.py")
+
+
+@bash_app
+def world(parsl_resource_specification: dict = {},  # noqa: B006
+          stdout: str | None = None, stderr: str | None = None) -> str:
+    """A Parsl MPI-mode bash app: the program on the task's ranks, through the prefix."""
+    import sys
+    return f"echo prefix: $PARSL_MPI_PREFIX; $PARSL_MPI_PREFIX {sys.executable} -m mpi4py {WORLD}"

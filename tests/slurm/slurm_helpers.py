@@ -1,7 +1,7 @@
 """Helpers for the tests against a real one-machine Slurm (``ci/slurm.sh``).
 
-The cluster fakes nodes ``n1``, ``n2`` on this host, each with this machine's cores, so the
-tests ask for more ranks per node than there are cores: ``srun`` then needs ``--overcommit``.
+The cluster fakes nodes ``n1``, ``n2`` on this host, each with this machine's cores (2 here):
+the executor's blocks ask for 2 ranks per node, which their jobs hold without ``--overcommit``.
 Every test's Slurm jobs carry :data:`JOB_PREFIX` in their name (Parsl names its jobs
 ``parsl.<label>.block-<n>.<time>``), so that leftovers can be found and cancelled.
 """
@@ -83,9 +83,11 @@ def provider(launcher: Any, *, nodes_per_block: int, **kwargs: Any) -> FastSlurm
     kwargs.setdefault("init_blocks", 1)
     kwargs.setdefault("max_blocks", 1)
     kwargs.setdefault("walltime", "00:05:00")
+    init = f"export PATH={os.path.dirname(sys.executable)}:$PATH"
+    if kwargs.get("worker_init"):  # the test's own, after ours
+        init += "\n" + kwargs.pop("worker_init")
     return FastSlurmProvider(nodes_per_block=nodes_per_block, launcher=launcher, cmd_timeout=30,
-                             worker_init=f"export PATH={os.path.dirname(sys.executable)}:$PATH",
-                             **kwargs)
+                             worker_init=init, **kwargs)
 
 
 def executor(prov: Any, **kwargs: Any) -> ExtremeScaleExecutor:

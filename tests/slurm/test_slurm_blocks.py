@@ -1,10 +1,12 @@
 """ExtremeScaleExecutor blocks as real Slurm jobs: one MPI pool across fake nodes n1 and n2.
 
-A block of 2 nodes x 3 ranks per node is one pool of 6 ranks: the manager and 2 workers on
-n1, 3 workers on n2. A 4-rank task cannot fit on one node and spans both; two 2-rank tasks
-running at once get one node each. Then scaling: out to two 1-node blocks and in again (the
-jobs leave ``squeue``), and a block whose job ends (cancelled, or at its walltime) fails its
-task with ``ManagerLost`` and Parsl's retry runs it on a new block.
+Each fake node has 2 CPUs, and the blocks ask for what their launch uses: a block of 2 nodes x
+2 ranks per node is a job of ``--ntasks-per-node=2`` and one pool of 4 ranks: the manager and
+1 worker on n1, 2 workers on n2, on nodes shared with other jobs (``exclusive=False``) or not,
+with no ``--overcommit``. A 3-rank task cannot fit on one node and spans both; a 2-rank task
+runs on the node that holds two workers. Then scaling: out to two 1-node blocks and in again
+(the jobs leave ``squeue``), and a block whose job ends (cancelled, or at its walltime) fails
+its task with ``ManagerLost`` and Parsl's retry runs it on a new block.
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ from rankpool.launchers import MpiexecLauncher, SrunLauncher
 pytestmark = pytest.mark.timeout(120)
 
 LAUNCHERS = {
-    # the fake nodes have this machine's cores, fewer than 3: srun must overcommit
-    "srun": lambda: SrunLauncher(ranks_per_node=3, mpi="pmi2", extra="--overcommit"),
+    "srun": lambda: SrunLauncher(ranks_per_node=2, mpi="pmi2"),
     # Hydra's mpiexec starts one proxy per node with srun by itself inside the allocation
-    "mpiexec": lambda: MpiexecLauncher(ranks_per_node=3),
+    "mpiexec": lambda: MpiexecLauncher(ranks_per_node=2),
 }
 
 
@@ -43,7 +44,7 @@ def _hang_on_block_0(load: Any, tmp_path: Path,
     """A one-node block running a task that hangs on its first try (Parsl retries once):
     the executor, the errors retried, the task's future and block 0's job id."""
     errors: list[BaseException] = []
-    launcher = SrunLauncher(ranks_per_node=2, mpi="pmi2", extra="--overcommit")
+    launcher = SrunLauncher(ranks_per_node=2, mpi="pmi2")
     dfk = load(executor(provider(launcher, nodes_per_block=1, **provider_options)), retries=1,
                retry_handler=lambda e, record: _record(errors, e))
     ex = dfk.executors["rpslurm"]
@@ -53,47 +54,43 @@ def _hang_on_block_0(load: Any, tmp_path: Path,
     return ex, errors, future, ex.blocks_to_job_id["0"]
 
 
-@pytest.mark.parametrize("name", sorted(LAUNCHERS))
-def test_one_pool_spans_two_nodes(load: Any, tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize("name,exclusive", [("srun", False), ("srun", True),
+                                            ("mpiexec", False)])
+def test_one_pool_spans_two_nodes(load: Any, name: str, exclusive: bool) -> None:
     launcher = LAUNCHERS[name]()
-    dfk = load(executor(provider(launcher, nodes_per_block=2)))
+    dfk = load(executor(provider(launcher, nodes_per_block=2, exclusive=exclusive)))
     ex = dfk.executors["rpslurm"]
-    assert ex.workers_per_node == 2.5 and ex.ranks_per_node == 3  # 5 workers on 2 nodes
+    assert ex.workers_per_node == 1.5 and ex.ranks_per_node == 2  # 3 workers on 2 nodes
     [pool] = wait_for(lambda: ex.connected_managers(), timeout=60)
-    assert (pool["ranks"], pool["node_ranks"], pool["widest"]) == (5, [2, 3], 5)
+    assert (pool["ranks"], pool["node_ranks"], pool["widest"]) == (3, [1, 2], 3)
     job = ex.blocks_to_job_id["0"]
     assert squeue()[job][1:] == ("RUNNING", "n[1-2]")
 
-    wide = apps.where(parsl_resource_specification={"num_ranks": 4, "results": "all"})
+    wide = apps.where(parsl_resource_specification={"num_ranks": 3, "results": "all"})
     ranks = wide.result(timeout=60)
-    assert [r["rank"] for r in ranks] == [0, 1, 2, 3]
-    assert {r["node"] for r in ranks} == {"n1", "n2"}  # no node holds 4 workers
+    assert [r["rank"] for r in ranks] == [0, 1, 2]
+    assert {r["node"] for r in ranks} == {"n1", "n2"}  # no node holds 3 workers
     assert {r["job"] for r in ranks} == {job} and {r["block"] for r in ranks} == {"0"}
 
-    marks = [str(tmp_path / f"started-{i}") for i in range(2)]
-    pair = {"num_ranks": 2, "results": "all"}
-    tasks = [apps.where_together(marks[i], marks, parsl_resource_specification=pair)
-             for i in range(2)]
-    nodes = [{r["node"] for r in t.result(timeout=60)} for t in tasks]
-    assert sorted(n for ns in nodes for n in ns) == ["n1", "n2"]  # one node each, both nodes
-    assert all(len(ns) == 1 for ns in nodes)
+    pair = apps.where(parsl_resource_specification={"num_ranks": 2, "results": "all"})
+    assert {r["node"] for r in pair.result(timeout=60)} == {"n2"}  # one node when one fits
 
 
 def test_scale_out_to_two_blocks_and_in_again(load: Any, tmp_path: Path) -> None:
-    launcher = SrunLauncher(ranks_per_node=3, mpi="pmi2", extra="--overcommit")
+    launcher = SrunLauncher(ranks_per_node=2, mpi="pmi2")
     prov = provider(launcher, nodes_per_block=1, init_blocks=1, max_blocks=2, min_blocks=0)
     dfk = load(executor(prov), max_idletime=2.0)
     ex = dfk.executors["rpslurm"]
-    assert ex.workers_per_node == 2  # 3 ranks per node: the manager and 2 workers
+    assert ex.workers_per_node == 1  # 2 ranks per node: the manager and 1 worker
     go = str(tmp_path / "go")
-    # 8 ranks' worth for blocks of 2 workers: block 0's pool takes what it can hold (2 running,
-    # 2 prefetched); block 1's takes the rest when it connects
-    started = [str(tmp_path / f"s{i}") for i in range(8)]
+    # 4 ranks' worth for blocks of 1 worker: block 0's pool takes what it can hold (1 running,
+    # 1 prefetched); block 1's takes the rest when it connects
+    started = [str(tmp_path / f"s{i}") for i in range(4)]
     futures = [apps.hold_until(s, go) for s in started]
     wait_for(lambda: len(ex.connected_blocks()) == 2, timeout=60)
     running = wait_for(lambda: [Path(s).read_text() for s in started if os.path.exists(s)]
-                       if sum(map(os.path.exists, started)) >= 4 else None, timeout=60)
-    assert sorted(running) == ["0", "0", "1", "1"]  # both blocks' workers busy at once
+                       if sum(map(os.path.exists, started)) >= 2 else None, timeout=60)
+    assert sorted(running) == ["0", "1"]  # both blocks' workers busy at once
     jobs = dict(ex.blocks_to_job_id)
     assert len(jobs) == 2  # max_blocks
     listed = squeue()

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from rankpool.launchers.failed_starts import diagnose, read_failures, record, tail
-from rankpool.protocol.starts import FAILED_STARTS, FailedStart, StartCause, pool_record_path
+from rankpool.protocol.starts import (
+    FAILED_STARTS,
+    FailedStart,
+    StartCause,
+    pool_record_path,
+)
 
 
 def test_record_round_trips_through_json() -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from parsl.jobs.states import JobState, JobStatus
-from parsl.providers import PBSProProvider
 
 from rankpool.launchers import SrunLauncher
 from rankpool.launchers.provider_blocks import ProviderBlocks
+from rankpool.launchers.shape import block_shape
 from rankpool.mpi_pool.config import PoolConfig
 from rankpool.protocol.starts import StartCause
 
@@ -43,24 +43,17 @@ class FakeProvider:
         return [True] * len(jobs)
 
 
-def test_block_is_submitted_with_the_launchers_ranks_per_node() -> None:
+def test_block_is_submitted_with_the_shapes_tasks_per_node() -> None:
     provider = FakeProvider(SrunLauncher(ranks_per_node=4))
-    blocks = ProviderBlocks(provider, BASE)
+    blocks = ProviderBlocks(provider, BASE, block_shape(provider, None).tasks_per_node)
     assert blocks.start() == "0"
     [(command, tasks, name)] = provider.submitted
     assert tasks == 4 and name == "rankpool.0" and "--block-id 0" in command
-    assert ProviderBlocks(FakeProvider(object()), BASE).tasks_per_node == 1  # unknown launcher
-
-
-def test_pbspro_jobs_ask_for_mpiprocs() -> None:
-    provider = PBSProProvider(cpus_per_node=8, launcher=SrunLauncher(ranks_per_node=4))
-    ProviderBlocks(provider, BASE)
-    assert provider.select_options == ":mpiprocs=4"
 
 
 def test_a_job_that_ends_before_registering_is_diagnosed(tmp_path: Path) -> None:
     provider = FakeProvider(SrunLauncher(ranks_per_node=2))
-    blocks = ProviderBlocks(provider, BASE, run_dir=str(tmp_path))
+    blocks = ProviderBlocks(provider, BASE, 2, run_dir=str(tmp_path))
     first, second = blocks.start(), blocks.start()
     blocks.started(second)
     assert blocks.ended() == {}
@@ -78,7 +71,7 @@ def test_a_job_that_ends_before_registering_is_diagnosed(tmp_path: Path) -> None
 
 
 def test_a_refused_submit_is_a_failed_start() -> None:
-    blocks = ProviderBlocks(FakeProvider(SrunLauncher(ranks_per_node=2), refuse=True), BASE)
+    blocks = ProviderBlocks(FakeProvider(SrunLauncher(ranks_per_node=2), refuse=True), BASE, 2)
     block = blocks.start()
     assert blocks.ended() == {block: "not submitted"}
     failure = blocks.failed_start(block)

@@ -106,7 +106,7 @@ def test_only_failed_starts_since_the_last_started_block_count(tmp_path: Path) -
 
 
 def test_each_failed_start_is_diagnosed_once(tmp_path: Path) -> None:
-    ex, control, judge = setup(tmp_path, init_blocks=2)  # simple handler: 2 needed
+    ex, _control, judge = setup(tmp_path, init_blocks=2)  # simple handler: 2 needed
     ex.blocks_to_job_id = {"0": "7", "1": "8"}
     status = {"0": ended(tmp_path, "0", "x"), "1": JobStatus(JobState.RUNNING)}
     judge.judge(status)
@@ -115,7 +115,7 @@ def test_each_failed_start_is_diagnosed_once(tmp_path: Path) -> None:
 
 
 def test_a_submit_that_failed_is_a_failed_start(tmp_path: Path) -> None:
-    ex, control, judge = setup(tmp_path)
+    ex, _control, judge = setup(tmp_path)
     judge.judge({"0": JobStatus(JobState.FAILED, "Failed to start block 0: sbatch: error: "
                                                  "invalid partition")})
     assert ex.bad is not None and "invalid partition" in str(ex.bad)

@@ -39,7 +39,7 @@ from ..protocol import batches, wire
 from ..protocol import messages as protocol
 from ..protocol.batches import Result, Task
 from ..protocol.messages import SUBMIT_SUFFIX
-from ..protocol.wire import Buffer
+from ..protocol.wire import Buffer, message_size
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,8 @@ class InterchangeClient:
         submit_sock = self.ctx.socket(zmq.DEALER)
         submit_sock.setsockopt(zmq.IDENTITY, (self.config.front_identity + SUBMIT_SUFFIX).encode())
         submit_sock.setsockopt(zmq.LINGER, 0)
+        for sock in (self.sock, self.cmd_sock, submit_sock):
+            sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_size)
         if self.config.curve_dir:  # the front-end's own key pair, on every socket
             from ..security import CurveKeys, client_curve
             keys = CurveKeys.at(self.config.curve_dir)
@@ -248,7 +250,18 @@ class InterchangeClient:
         inbox = self.inbox
         while inbox:
             batch = [inbox.popleft() for _ in range(min(BATCH, len(inbox)))]
-            self.sock.send_multipart(batches.encode_tasks(batch), copy=False)
+            self._send_batch(batch)
+
+    def _send_batch(self, batch: list[Task]) -> None:
+        """One message, or halves of it while it is over the run's message cap (each task
+        fits: the engine refused larger ones at submit)."""
+        frames = batches.encode_tasks(batch)
+        if len(batch) > 1 and message_size(frames) > self.config.max_message_size:
+            half = len(batch) // 2
+            self._send_batch(batch[:half])
+            self._send_batch(batch[half:])
+            return
+        self.sock.send_multipart(frames, copy=False)
 
     def cancel(self, task_id: int) -> None:
         """Have the interchange drop this task (its future was cancelled), from the thread,

@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from ..errors import BrokenPool, ManagerLost, SerializationError, SharedMemoryError
+from ..errors import (BrokenPool, ManagerLost, MessageTooLarge, SerializationError,
+                      SharedMemoryError)
 from ..protocol.batches import Result, Task
 from ..protocol.messages import Lost
-from ..protocol.wire import Buffer
+from ..protocol.wire import MAX_MESSAGE_SIZE, Buffer, message_size
 from ..shm.plane import FrontEndPlane
 from ..shm.reader import discard
-from ..task.injection import check_receives_comm
 from ..task.resources import Spec
 from ..task.serialize import (
     FunctionPickler,
@@ -199,18 +199,24 @@ def set_outcome(future: Future, value: Any,  # type: ignore[type-arg]
         pass  # cancelled meanwhile
 
 
+#: bytes a task's record and header take in a message besides its function and arguments
+_TASK_RECORD = 4096
+
 class Engine:
     """The futures of one front-end, and the one path every task takes through them.
 
     ``futures`` maps the id of every task not ended yet to its future; ``ranks`` counts the
     worker ranks those tasks asked for (Parsl's scaling unit); ``plane``, when set, carries
     large arguments through shared memory (see :mod:`rankpool.shm.plane`). ``lock`` guards
-    ``futures``, ``ranks`` and the latch.
+    ``futures``, ``ranks`` and the latch. A task larger than ``max_message_size`` (the run's
+    cap, which every socket enforces) is refused at submit with
+    :class:`~rankpool.errors.MessageTooLarge`.
     """
 
     def __init__(self) -> None:
         self.futures: dict[int, TaskFuture] = {}
         self.ranks = 0
+        self.max_message_size = MAX_MESSAGE_SIZE
         self.lock = threading.Lock()
         self.plane: FrontEndPlane | None = None
         #: the latch: what submit raises once the front-end is broken (None while it is not)
@@ -230,7 +236,6 @@ class Engine:
         multi-rank apps); ``carry_context``: done-callbacks run in the caller's
         ``contextvars`` context (else in an empty one). Raises the latch's error when broken.
         """
-        check_receives_comm(fn, args, spec.num_ranks)
         if wrap is not None:
             fn = wrap(fn)
         digest, fn_bytes = self._pickler.dumps(fn)
@@ -252,7 +257,20 @@ class Engine:
             self.ranks += spec.num_ranks
         if buffers and self.plane is not None:
             buffers = self.plane.publish_args(task_id, buffers)
+        size = message_size([fn_bytes, data, *buffers])
+        if size > self.max_message_size - _TASK_RECORD:
+            self.forget(task_id, spec.num_ranks)
+            raise MessageTooLarge(f"task {task_id} (its function and arguments)", size,
+                                  self.max_message_size)
         return Task(task_id, spec, digest, fn_bytes, data, buffers), future
+
+    def forget(self, task_id: int, num_ranks: int) -> None:
+        """Drop a task refused after :meth:`task` registered it (its future never ran)."""
+        with self.lock:
+            if self.futures.pop(task_id, None) is not None:
+                self.ranks -= num_ranks
+        if self.plane is not None:
+            self.plane.task_ended(task_id)
 
     def resolve(self, values: Sequence[tuple[int, Buffer]], results: Sequence[Result]) -> None:
         """Settle the futures of a result batch: ``values`` are results of one value each,

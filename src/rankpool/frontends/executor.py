@@ -7,6 +7,9 @@
 It starts an interchange process and one block: by default a local pool under the bundled
 ``mpiexec``, or a block of any Parsl ``ExecutionProvider`` (whose launcher must start one MPI
 application per block). A local block that dies is replaced, so work submitted afterwards runs.
+A block that ends before its pool registers is a failed start: it is diagnosed, logged and
+recorded, and after ``max_failed_starts`` of them in a row the executor is broken with the
+cause (:class:`~rankpool.errors.BlockStartFailed`).
 """
 
 from __future__ import annotations
@@ -20,11 +23,16 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ExecutorShutdown, VersionMismatch
-from ..launchers.local import LocalBlocks, pool_command
+from ..errors import BlockStartFailed, ExecutorShutdown, VersionMismatch
+from ..launchers.failed_starts import record
+from ..launchers.local import LocalBlocks
+from ..launchers.mpiexec import find_mpiexec
+from ..launchers.provider_blocks import ProviderBlocks
 from ..launchers.shape import block_shape, local_shape
 from ..protocol import messages as protocol
 from ..protocol.batches import Task
+from ..protocol.starts import FailedStart
+from ..protocol.wire import MAX_MESSAGE_SIZE, check_max_message_size
 from ..shm.plane import check_cap, choose_shared_memory
 from ..task.node_resources import block_devices, node_resources, node_workers
 from ..task.resources import Spec, check_fits
@@ -63,8 +71,9 @@ class Executor(FrontEnd):
     ``run_dir``: logs and keys (default ``rankpool-runs/NNN`` under the current directory);
     ``trace``: record where and when every task ran (``rankpool trace RUN_DIR`` draws it);
     ``encrypted``: CurveZMQ on every interchange socket, with keys made for this run in
-    ``run_dir/curve`` (pools read theirs there); default (None): on unless ``address`` is
-    loopback; ``accelerators``, ``accelerator_env``, ``ranks_per_accelerator``,
+    ``run_dir/curve`` (pools read theirs there); default (None): on, loopback included (other
+    users of the machine reach loopback too); False turns it off and logs a warning naming the
+    risk; ``accelerators``, ``accelerator_env``, ``ranks_per_accelerator``,
     ``cpu_affinity``: the binding of worker ranks to devices and CPUs, applied when each pool
     starts (see :func:`rankpool.task.node_resources.node_resources` and the node-resources page);
     ``shared_memory``: large buffers (arguments and results of at least 256 KiB) between this
@@ -72,7 +81,12 @@ class Executor(FrontEnd):
     instead of messages (see :mod:`rankpool.shm.arena`); default (None): on for the local block,
     off with a provider (True asserts that the provider's blocks run on this host);
     ``shared_memory_cap``: most bytes of segments one process holds (default 4 GiB); past it
-    buffers travel as messages.
+    buffers travel as messages; ``max_message_size``: the largest message every socket of the
+    run takes (default 1 GiB): a larger task is refused at submit, a larger result fails its
+    task, both with :class:`~rankpool.errors.MessageTooLarge`; ``max_failed_starts``: blocks
+    that may end in a row before their pool registers (a bad ``mpiexec``, a job that fails, a
+    pool that cannot reach the interchange) before the executor gives up and fails its futures
+    with the cause (default 1, as Parsl's default error handler with one initial block).
     """
 
     def __init__(self, *, max_ranks: int = 4, ranks_per_node: int | None = None,
@@ -85,12 +99,14 @@ class Executor(FrontEnd):
                  accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
                  cpu_affinity: str | Sequence[Any] = "none",
                  shared_memory: bool | None = None, shared_memory_cap: int | None = None,
+                 max_message_size: int = MAX_MESSAGE_SIZE, max_failed_starts: int = 1,
                  initializer: Callable[..., Any] | None = None,
                  initargs: Sequence[Any] = ()) -> None:
         super().__init__(requirements)
         init_payload = dump_initializer(initializer, initargs)
         use_shm = choose_shared_memory(shared_memory, local=provider is None)
         shm_cap = check_cap(shared_memory_cap)
+        self._engine.max_message_size = check_max_message_size(max_message_size)
         self.node_resources = node_resources(accelerators, accelerator_env,
                                              ranks_per_accelerator, cpu_affinity)
         _positive("max_ranks", max_ranks, int)
@@ -100,8 +116,12 @@ class Executor(FrontEnd):
         _positive("heartbeat_threshold", heartbeat_threshold)
         if heartbeat_threshold < heartbeat_period:
             raise ValueError("heartbeat_threshold must not be shorter than heartbeat_period")
+        _positive("max_failed_starts", max_failed_starts, int)
         if provider is not None and not hasattr(provider, "submit"):
             raise TypeError(f"provider must be a Parsl ExecutionProvider, got {type(provider).__name__}")
+        if provider is None:
+            mpiexec = find_mpiexec(mpiexec)  # a missing one is refused before anything starts
+        self.max_failed_starts = max_failed_starts
         self.max_ranks = max_ranks
         self.ranks_per_node = ranks_per_node or max_ranks
         self.provider = provider
@@ -118,9 +138,9 @@ class Executor(FrontEnd):
                            heartbeat_threshold=heartbeat_threshold,
                            resources=self.node_resources, run_dir=run_dir, encrypted=encrypted,
                            log_level=log_level, trace=trace, shared_memory=use_shm,
-                           shared_memory_cap=shm_cap),
+                           shared_memory_cap=shm_cap, max_message_size=max_message_size),
             # the client's thread holds the engine, never this executor (see lifetime)
-            on_results=self._engine.resolve, on_lost=self._engine.lost,
+            on_results=self._engine.resolve, on_lost=partial(_on_lost, self._engine),
             on_broken=self._engine.break_down, on_refused=weak(self._on_refused))
         self.encrypted = session.encrypted
         self.run_dir = session.run_dir
@@ -133,20 +153,21 @@ class Executor(FrontEnd):
             self.pool_config = replace(self.pool_config,
                                        initializer=write_initializer(self.run_dir, init_payload))
         self._restarts = 0
-        self._jobs: dict[str, Any] = {}
+        self._failed_starts = 0  # in a row
         self._blocks: LocalBlocks | None = None
+        self._provider_blocks: ProviderBlocks | None = None
         if provider is None:
             self._blocks = LocalBlocks(max_ranks, self.pool_config, mpiexec, self.run_dir)
-        self._closer = Closer(partial(_close, self._engine, self.client, self._blocks,
-                                      self._jobs, provider))
-        close_when_dropped(self, self._closer)
-        if self._blocks is not None:
-            self._blocks.start()
-            self._watch = threading.Thread(target=_watch_blocks, args=(weakref.ref(self),),
-                                           name="rankpool-blocks", daemon=True)
-            self._watch.start()
         else:
-            self._start_provider_block()
+            self._provider_blocks = ProviderBlocks(provider, self.pool_config,
+                                                   shape.tasks_per_node, self.run_dir)
+        self._closer = Closer(partial(_close, self._engine, self.client, self._blocks,
+                                      self._provider_blocks))
+        close_when_dropped(self, self._closer)
+        (self._blocks or self._provider_blocks).start()  # type: ignore[union-attr]
+        self._watch = threading.Thread(target=_watch_blocks, args=(weakref.ref(self),),
+                                       name="rankpool-blocks", daemon=True)
+        self._watch.start()
 
     # -- FrontEnd ---------------------------------------------------------------------------------
     def _check_spec(self, spec: Spec) -> None:
@@ -193,7 +214,7 @@ class Executor(FrontEnd):
 
         A stranger's pool (a block id we never started) refused is only logged."""
         ours = (self._blocks is not None and msg.block_id in self._blocks.started) \
-            or msg.block_id in self._jobs
+            or (self._provider_blocks is not None and msg.block_id in self._provider_blocks.jobs)
         if not ours:
             log.warning("a pool of unknown block %r was refused: %s", msg.block_id, msg.reason)
             return
@@ -201,44 +222,93 @@ class Executor(FrontEnd):
         self._set_broken(f"the pool of block {msg.block_id} was refused: {msg.reason}", cause)
 
     # -- blocks ------------------------------------------------------------------------------------
-    def _replace_dead_blocks(self) -> bool:
-        """Start a block for each local block that exited; False once there is nothing more
-        to watch (shut down, broken, or too many replaced)."""
-        assert self._blocks is not None
-        for block_id, code in self._blocks.exited().items():
+    def _watch_step(self) -> bool:
+        """One look at the blocks; False once there is nothing more to watch."""
+        if self._shutdown or self._broken is not None:
+            return False
+        try:
+            if self._blocks is not None:
+                self._watch_local(self._blocks)
+            elif self._provider_blocks is not None:
+                self._watch_provider(self._provider_blocks)
+        except Exception:  # a bug here must not end the watching
+            log.exception("block watcher step failed")
+        return True
+
+    def _registered(self) -> set[str]:
+        """Blocks that had a pool registered (the interchange keeps them all)."""
+        try:
+            return set(self.client.command("registered_blocks", timeout=5.0))
+        except Exception:  # stopped or lost: nothing to learn now
+            return set()
+
+    def _watch_local(self, blocks: LocalBlocks) -> None:
+        for block_id, code in blocks.exited().items():
             if self._shutdown:
-                return False
+                return
+            if block_id not in self._registered():
+                if self._failed_start(blocks.failed_start(block_id, code)):
+                    return
+                blocks.start()
+                continue
+            self._failed_starts = 0
             log.error("block %s exited with code %s", block_id, code)
             if self._plane is not None:
                 self._plane.sweep_dead()
             if self._restarts >= MAX_RESTARTS:
                 self._set_broken(f"block {block_id} exited with code {code}, and "
                                  f"{MAX_RESTARTS} blocks were already replaced")
-                return False
+                return
             self._restarts += 1
-            self._blocks.start()
-        return not self._shutdown and self._broken is None
+            blocks.start()
 
-    def _start_provider_block(self) -> None:
-        block_id = str(len(self._jobs))
-        cmd = pool_command(replace(self.pool_config, block_id=block_id, pool_id=""))
-        job = self.provider.submit(cmd, 1, f"rankpool.{block_id}")
-        self._jobs[block_id] = job
+    def _watch_provider(self, blocks: ProviderBlocks) -> None:
+        if blocks.waiting:
+            for block_id in self._registered() & blocks.waiting:
+                blocks.started(block_id)
+                self._failed_starts = 0
+        for block_id in blocks.ended():
+            if block_id in self._registered():  # registered just before its job ended
+                continue
+            if self._failed_start(blocks.failed_start(block_id)):
+                blocks.stop()
+                return
+            blocks.start()
+
+    def _failed_start(self, failure: FailedStart) -> bool:
+        """Log and record a block that ended before its pool registered; True when that was
+        one too many in a row and the executor is now broken."""
+        self._failed_starts += 1
+        log.error("%s", failure.message())
+        record(self.run_dir, failure)
+        if self._failed_starts < self.max_failed_starts:
+            return False
+        error = BlockStartFailed(failure.block_id, failure.job_id, failure.cause,
+                                 failure.detail, self._failed_starts)
+        self._set_broken(str(error), error)
+        return True
 
 
 def _watch_blocks(ref: weakref.ref[Executor]) -> None:
-    """The ``rankpool-blocks`` thread: replace local blocks that die, holding the executor only
-    weakly (it ends when the executor is dropped)."""
+    """The ``rankpool-blocks`` thread: replace blocks that die or fail to start, holding the
+    executor only weakly (it ends when the executor is dropped)."""
     while True:
         time.sleep(0.1)
         ex = ref()
-        if ex is None or not ex._replace_dead_blocks():
+        if ex is None or not ex._watch_step():
             return
         del ex
 
 
+def _on_lost(engine: Engine, msg: protocol.Lost) -> None:
+    if not msg.task_ids:
+        log.info("block %s left: %s", msg.block_id, msg.reason)
+        return
+    engine.lost(msg)
+
+
 def _close(engine: Engine, client: InterchangeClient, blocks: LocalBlocks | None,
-           jobs: dict[str, Any], provider: Any) -> None:
+           provider_blocks: ProviderBlocks | None) -> None:
     """Close a run: wait for the pending futures, then stop the interchange (it stops its
     pools), the local blocks and the provider's jobs; fail what is left."""
     while engine.futures and engine.broken is None:
@@ -246,11 +316,8 @@ def _close(engine: Engine, client: InterchangeClient, blocks: LocalBlocks | None
     client.stop()
     if blocks is not None:
         blocks.stop()
-    for job in jobs.values():
-        try:
-            provider.cancel([job])
-        except Exception:  # the job may already be gone
-            log.warning("could not cancel job %s", job, exc_info=True)
+    if provider_blocks is not None:
+        provider_blocks.stop()
     engine.fail_remaining(ExecutorShutdown("the executor was shut down before the task "
                                            "finished"))
     if engine.plane is not None:

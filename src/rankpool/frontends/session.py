@@ -19,7 +19,7 @@ from ..launchers.rundir import make_run_dir, write_interchange_info
 from ..mpi_pool.config import PoolConfig
 from ..protocol.batches import Result
 from ..protocol.messages import Lost, Refused
-from ..protocol.wire import Buffer
+from ..protocol.wire import MAX_MESSAGE_SIZE, Buffer
 from ..shm.plane import FrontEndPlane, closed_on_failure, shm_options
 from ..task.node_resources import NodeResources
 
@@ -32,9 +32,10 @@ class SessionOptions:
     """How to start a run: the interchange's sockets and liveness, and what pools are told.
 
     ``run_dir``: logs and keys (None: the next ``rankpool-runs/NNN``); ``encrypted``: as asked
-    (None: on unless ``address`` is loopback); ``shared_memory``: whether to make a plane,
-    holding at most ``shared_memory_cap`` bytes; ``log_level`` is the interchange's, and the
-    pools' unless ``worker_debug``.
+    (None: on, loopback included; False warns, naming the risk); ``shared_memory``: whether to
+    make a plane, holding at most ``shared_memory_cap`` bytes; ``log_level`` is the
+    interchange's, and the pools' unless ``worker_debug``; ``max_message_size``: the cap every
+    socket of the run puts on a message.
     """
 
     address: str
@@ -50,6 +51,7 @@ class SessionOptions:
     trace: bool = False
     shared_memory: bool = False
     shared_memory_cap: int = 0
+    max_message_size: int = MAX_MESSAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ def start_session(options: SessionOptions, *,
                           heartbeat_threshold=options.heartbeat_threshold, run_dir=run_dir,
                           log_level=options.log_level, parent_pid=os.getpid(),
                           curve_dir=keys.directory if keys else "",
-                          shm_prefix=plane.prefix if plane else ""),
+                          shm_prefix=plane.prefix if plane else "",
+                          max_message_size=options.max_message_size),
         on_results=on_results, on_lost=on_lost, on_broken=on_broken, on_refused=on_refused)
     with closed_on_failure(plane):
         client.start()
@@ -97,5 +100,6 @@ def start_session(options: SessionOptions, *,
         heartbeat_threshold=options.heartbeat_threshold, run_dir=run_dir,
         log_level="DEBUG" if options.worker_debug else options.log_level,
         worker_debug=options.worker_debug, trace=options.trace, server_key=server_key,
-        resources=options.resources, **shm_options(plane))
+        resources=options.resources, max_message_size=options.max_message_size,
+        **shm_options(plane))
     return Session(run_dir, encrypted, server_key, client, plane, pool_config)

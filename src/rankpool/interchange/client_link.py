@@ -17,6 +17,7 @@ from typing import Any
 import zmq
 
 from ..protocol.batches import join_results
+from ..protocol.wire import MAX_MESSAGE_SIZE, message_size
 from .plumbing import Throttle
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,10 @@ log = logging.getLogger(__name__)
 class FrontEnd:
     """Who the front-end is, when it was last heard from, and what waits for it."""
 
-    def __init__(self, sock: zmq.Socket[bytes], throttle: Throttle) -> None:
+    def __init__(self, sock: zmq.Socket[bytes], throttle: Throttle,
+                 max_message_size: int = MAX_MESSAGE_SIZE) -> None:
         self.sock = sock
+        self.max_message_size = max_message_size
         self.identity: bytes | None = None
         self.seen: float | None = None  # None until it has sent anything
         self._throttle = throttle
@@ -56,12 +59,15 @@ class FrontEnd:
 
     def flush_results(self) -> None:
         """Send the result batches kept since the last flush: one as it came, several joined
-        into one message."""
+        into one message (each as it came when together they pass the message size cap)."""
         if not self._results:
             return
         parts, self._results = self._results, []
         if len(parts) == 1:
             self.send(parts[0][1])
+        elif sum(message_size(frames) for _, frames, _ in parts) > self.max_message_size:
+            for _, frames, _ in parts:
+                self.send(frames)
         else:
             self.send(join_results([(rows, body) for rows, _, body in parts]))
 

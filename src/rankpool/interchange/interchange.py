@@ -143,7 +143,7 @@ class Interchange:
             self._close(linger=0)
             raise
         self.ports = (pool_port, client_port, command_port)
-        self.front = FrontEnd(self._client_sock, self._throttle)
+        self.front = FrontEnd(self._client_sock, self._throttle, cfg.max_message_size)
         log.info("interchange %s listening: pools on %s:%d, front-end on 127.0.0.1:%d, commands "
                  "on 127.0.0.1:%d; %s", __version__, cfg.address, pool_port, client_port,
                  command_port, f"CurveZMQ, keys in {cfg.curve_dir}" if gate else "unencrypted")

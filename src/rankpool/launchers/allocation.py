@@ -45,7 +45,12 @@ def fit_provider(provider: Any, slots: int) -> None:
     in ``PBSProProvider.select_options``. Calling it again with the same ``slots`` changes
     nothing.
     """
-    from parsl.providers import GridEngineProvider, LSFProvider, PBSProProvider, SlurmProvider
+    from parsl.providers import (
+        GridEngineProvider,
+        LSFProvider,
+        PBSProProvider,
+        SlurmProvider,
+    )
     if isinstance(provider, SlurmProvider):
         cores = provider.cores_per_node
         if cores is not None and cores < slots:

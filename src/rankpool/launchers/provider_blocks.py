@@ -16,10 +16,8 @@ from typing import Any
 
 from ..mpi_pool.config import PoolConfig
 from ..protocol.starts import FailedStart, StartCause
-from .allocation import fit_provider
 from .failed_starts import diagnose
 from .local import pool_command
-from .template import RankLauncher
 
 log = logging.getLogger(__name__)
 
@@ -27,24 +25,16 @@ log = logging.getLogger(__name__)
 POLL_CAP = 5.0
 
 
-def submit_tasks_per_node(provider: Any) -> int:
-    """The ``tasks_per_node`` a block of ``provider`` is submitted with, its options fitted to
-    it: a rankpool launcher's ``ranks_per_node``; 1 for a launcher rankpool does not know
-    (it may start that many copies of the pool per node)."""
-    launcher = getattr(provider, "launcher", None)
-    if not isinstance(launcher, RankLauncher) or launcher.ranks_per_node is None:
-        return 1
-    fit_provider(provider, launcher.ranks_per_node)
-    return launcher.ranks_per_node
-
-
 class ProviderBlocks:
     """Blocks of one provider: submit, watch the ones not started yet, cancel."""
 
-    def __init__(self, provider: Any, base: PoolConfig, run_dir: str = "") -> None:
+    def __init__(self, provider: Any, base: PoolConfig, tasks_per_node: int,
+                 run_dir: str = "") -> None:
+        """``tasks_per_node``: what each block's job asks for per node (the block shape's, see
+        :func:`rankpool.launchers.shape.block_shape`, which also fits the provider's options)."""
         self.provider = provider
         self.base = base
-        self.tasks_per_node = submit_tasks_per_node(provider)
+        self.tasks_per_node = tasks_per_node
         self.run_dir = run_dir
         self.jobs: dict[str, Any] = {}            # block id -> job id (every block submitted)
         self.waiting: set[str] = set()            # blocks whose pool has not registered yet

@@ -1,5 +1,8 @@
 """What a rank changes around one task: environment variables and working directory.
 
+An MPI application task also carries its launch choices here (``launcher_options``,
+``mpi_launcher``), read by :mod:`.applications` on the rank that runs it.
+
 The ``threads_per_rank``, ``env`` and ``cwd`` resource keys are applied on every rank of the
 task just before the function runs and undone right after, whether it returned or raised, so
 the next task on the rank starts from the pool's own state. Nothing here imports mpi4py: a
@@ -13,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -32,6 +35,8 @@ class TaskSetting(NamedTuple):
 
     variables: tuple[tuple[str, str], ...]
     cwd: str | None
+    launcher_options: str = ""
+    mpi_launcher: str | None = None
 
 
 def setting_of(spec: Spec) -> TaskSetting | None:
@@ -41,7 +46,8 @@ def setting_of(spec: Spec) -> TaskSetting | None:
     variables = dict.fromkeys(THREAD_VARS, str(spec.threads_per_rank)) \
         if spec.threads_per_rank else {}
     variables.update(spec.env)
-    return TaskSetting(tuple(variables.items()), spec.cwd)
+    return TaskSetting(tuple(variables.items()), spec.cwd, spec.launcher_options,
+                       spec.mpi_launcher)
 
 
 def _enter(path: str) -> str | None:
@@ -61,19 +67,45 @@ def applied(setting: TaskSetting | None,
     if setting is None:
         yield
         return
-    environ = os.environ
-    saved = {name: environ.get(name) for name, _ in setting.variables}
     before = os.getcwd() if setting.cwd else None
     try:
-        environ.update(setting.variables)
-        if setting.cwd:
-            problem = _enter(setting.cwd)
-            everyone = agree(problem is None) if agree is not None else problem is None
-            if problem is not None:
-                raise TaskSetupError("cwd", problem)
-            if not everyone:
-                raise TaskSetupError("cwd", f"{setting.cwd!r} could not be created or entered "
-                                     "on another rank of the task")
+        with environment(setting.variables):
+            if setting.cwd:
+                _change_directory(setting.cwd, agree)
+            yield
+    finally:
+        if before is not None:
+            try:
+                os.chdir(before)
+            except OSError as exc:  # it vanished while the task ran: say so, carry on
+                log.warning("cannot return to %s after a task: %s", before, exc)
+
+
+def _change_directory(path: str, agree: Callable[[bool], bool] | None) -> None:
+    """Enter ``path`` on this rank; fail on every rank if any of them could not."""
+    problem = _enter(path)
+    everyone = agree(problem is None) if agree is not None else problem is None
+    if problem is not None:
+        raise TaskSetupError("cwd", problem)
+    if not everyone:
+        raise TaskSetupError("cwd", f"{path!r} could not be created or entered "
+                             "on another rank of the task")
+
+
+@contextmanager
+def environment(variables: Iterable[tuple[str, str]],
+                remove: Iterable[str] = ()) -> Iterator[None]:
+    """Set ``variables`` and unset ``remove`` in this process for the block, then restore
+    every name touched to what it was."""
+    environ = os.environ
+    pairs = list(variables)
+    gone = [name for name in remove if name in environ]
+    saved = {name: environ.get(name) for name, _ in pairs}
+    saved.update((name, environ[name]) for name in gone if name not in saved)
+    try:
+        for name in gone:
+            del environ[name]
+        environ.update(pairs)
         yield
     finally:
         for name, value in saved.items():
@@ -81,8 +113,3 @@ def applied(setting: TaskSetting | None,
                 environ.pop(name, None)
             else:
                 environ[name] = value
-        if before is not None:
-            try:
-                os.chdir(before)
-            except OSError as exc:  # it vanished while the task ran: say so, carry on
-                log.warning("cannot return to %s after a task: %s", before, exc)

@@ -31,6 +31,7 @@ from ..errors import TaskTimeout
 from ..shm.arena import Arena
 from ..task.injection import comm_position, inject
 from ..task.serialize import Buffer, FunctionLoader, dumps_data, dumps_error, loads_data
+from .applications import Applications, is_application
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
 from .doorbell import Doorbell
 from .keeper import Link
@@ -78,6 +79,7 @@ class Worker:
         self.stopping = False
         self.pid = os.getpid()
         self.use_alarm = threading.current_thread() is threading.main_thread()
+        self.apps: Applications | None = None  # made by the first application task
         self.link = link
         self.lost_peers: set[int] = set()  # pool ranks that died (rank 0 said so)
 
@@ -220,12 +222,19 @@ class Worker:
         if position == -2:
             position = self.positions[item.fn_digest] = comm_position(fn)
         args, kwargs = loads_data(item.data, buffers)
-        args, kwargs = inject(position, args, kwargs, sub)
+        if is_application(fn, position, args, len(item.ranks)):
+            if self.apps is None:
+                self.apps = Applications()
+            run = self.apps.run
+            call: Any = lambda: run(sub, item.setting, lambda: self._timed(item, fn, args, kwargs))
+        else:
+            args, kwargs = inject(position, args, kwargs, sub)
+            call = lambda: self._timed(item, fn, args, kwargs)
         if item.setting is None:
-            return self._timed(item, fn, args, kwargs)
+            return call()
         agree = None if sub == MPI.COMM_SELF else lambda ok: bool(sub.allreduce(ok, op=MPI.LAND))
         with applied(item.setting, agree):
-            return self._timed(item, fn, args, kwargs)
+            return call()
 
     def _timed(self, item: WorkItem, fn: Any, args: Any, kwargs: Any) -> Any:
         """Run the function under the task's walltime alarm."""

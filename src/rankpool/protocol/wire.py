@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from array import array
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ProtocolError
@@ -38,9 +39,10 @@ def check_max_message_size(value: Any, name: str = "max_message_size") -> int:
     return value
 
 
-def message_size(frames: Frames) -> int:
-    """Bytes in a message's frames."""
-    return sum(len(f) if not isinstance(f, memoryview) else f.nbytes for f in frames)
+def message_size(frames: Sequence[Any]) -> int:
+    """Bytes in a message's frames (bytes, or anything with the buffer protocol)."""
+    return sum(len(f) if isinstance(f, (bytes, bytearray)) else memoryview(f).nbytes
+               for f in frames)
 
 
 def decode_header(frame: Buffer) -> dict[str, Any]:

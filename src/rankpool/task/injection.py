@@ -3,7 +3,8 @@
 If the function has a parameter named ``comm``, that parameter receives the task's
 communicator when the caller left it out or passed ``None`` for it (by keyword or by
 position). Otherwise, if the first positional argument passed is ``None``, it is replaced.
-A multi-rank task for a function with neither is refused at submit (:func:`check_receives_comm`).
+A multi-rank task for a function with neither is an MPI application task: it runs once, on
+the first of its ranks (see :mod:`rankpool.mpi_pool.applications`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ResourceSpecError
 
 #: positional index of ``comm`` (-1: keyword-only), or None when there is no such parameter
 _NO_COMM = None
@@ -78,12 +78,3 @@ def inject(position: int | None, args: tuple[Any, ...], kwargs: dict[str, Any],
     elif args and args[0] is None:
         args = (comm, *args[1:])
     return args, kwargs
-
-
-def check_receives_comm(fn: Callable[..., Any], args: tuple[Any, ...], num_ranks: int) -> None:
-    """Refuse a multi-rank task whose function has no way to receive its communicator."""
-    if num_ranks > 1 and _comm_position(fn) is None and not (args and args[0] is None):
-        name = getattr(fn, "__qualname__", repr(fn))
-        raise ResourceSpecError(
-            "num_ranks", f"{num_ranks} ranks asked for {name}, which cannot receive a communicator: "
-            "give it a parameter named 'comm' or pass None as its first argument")

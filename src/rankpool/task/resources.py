@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ResourceSpecError
+from ..apps.prefix import check_family, check_options
 
 RESULTS_MODES = ("root", "all")
 
 #: every key a specification may hold; ``ranks`` is an alias of ``num_ranks``
 KNOWN_KEYS = frozenset({"num_ranks", "ranks", "ranks_per_node", "num_nodes", "results",
                         "priority", "walltime", "gpus_per_rank", "threads_per_rank", "env",
-                        "cwd"})
+                        "cwd", "launcher_options", "mpi_launcher"})
 
 #: keys other systems put in a specification that mean nothing here but are harmless
 IGNORED_KEYS = frozenset({"running_time"})
@@ -40,6 +41,8 @@ class Spec:
     threads_per_rank: int | None = None
     env: tuple[tuple[str, str], ...] = ()    # sorted pairs: a Spec is hashable
     cwd: str | None = None
+    launcher_options: str = ""               # an MPI application's launch prefix gets them
+    mpi_launcher: str | None = None          # its launcher family (None: the block's own)
 
     @property
     def exclusive(self) -> bool:
@@ -51,13 +54,14 @@ class Spec:
     @property
     def has_setting(self) -> bool:
         """Whether the task's ranks change their environment or directory while it runs."""
-        return bool(self.threads_per_rank or self.env or self.cwd)
+        return bool(self.threads_per_rank or self.env or self.cwd or self.launcher_options
+                    or self.mpi_launcher)
 
     def to_wire(self) -> list[Any] | None:
         """A compact JSON-able form; ``None`` for the default specification.
 
-        The node-resource keys add four fields only when one of them is set, so the common
-        case costs no extra bytes."""
+        The node-resource keys add four fields only when one of them is set, the application
+        keys two more, so the common case costs no extra bytes."""
         if self == DEFAULT_SPEC:
             return None
         base = [self.num_ranks, self.ranks_per_node, self.num_nodes, self.results_all,
@@ -65,6 +69,8 @@ class Spec:
         if self.gpus_per_rank or self.has_setting:
             base += [self.gpus_per_rank, self.threads_per_rank,
                      dict(self.env) if self.env else None, self.cwd]
+        if self.launcher_options or self.mpi_launcher:
+            base += [self.launcher_options, self.mpi_launcher]
         return base
 
     @classmethod
@@ -72,13 +78,14 @@ class Spec:
         """Inverse of :meth:`to_wire`, checking every field (it comes off a socket)."""
         if raw is None:
             return DEFAULT_SPEC
-        if not isinstance(raw, list) or len(raw) not in (6, 10):
+        if not isinstance(raw, list) or len(raw) not in (6, 10, 12):
             raise ResourceSpecError("spec", f"malformed wire form {raw!r:.200}")
         n, rpn, nn, all_, prio, wt = raw[:6]
         spec = {"num_ranks": n, "ranks_per_node": rpn, "num_nodes": nn,
                 "results": "all" if all_ is True else "root", "priority": prio, "walltime": wt}
-        if len(raw) == 10:
-            for key, value in zip(("gpus_per_rank", "threads_per_rank", "env", "cwd"), raw[6:]):
+        if len(raw) >= 10:
+            for key, value in zip(("gpus_per_rank", "threads_per_rank", "env", "cwd",
+                                   "launcher_options", "mpi_launcher"), raw[6:]):
                 if value is not None:
                     spec[key] = value
         return parse_spec(spec)
@@ -158,8 +165,12 @@ def parse_spec(spec: Mapping[str, Any] | Spec | None) -> Spec:
     threads = spec.get("threads_per_rank")
     if threads is not None:
         threads = _positive_int("threads_per_rank", threads)
+    options = spec.get("launcher_options")
+    launcher = spec.get("mpi_launcher")
     return Spec(n, rpn, nn, results == "all", priority, walltime, gpus, threads,
-                _env(spec.get("env")), _cwd(spec.get("cwd")))
+                _env(spec.get("env")), _cwd(spec.get("cwd")),
+                "" if options is None else check_options(options),
+                None if launcher is None else check_family(launcher))
 
 
 def _env(value: Any) -> tuple[tuple[str, str], ...]:

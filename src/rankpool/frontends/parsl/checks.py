@@ -55,7 +55,8 @@ def check_arguments(*, label: Any, provider: Any, ranks_per_node: Any, address: 
                                      or not isinstance(drain_period, (int, float)) or drain_period <= 0):
         raise ValueError(f"drain_period must be a positive number of seconds or None, got {drain_period!r}")
     if encrypted is not None and not isinstance(encrypted, bool):
-        raise TypeError(f"encrypted must be True, False or None (automatic), got {encrypted!r}")
+        raise TypeError(f"encrypted must be True, False or None (the default: on), got "
+                        f"{encrypted!r}")
     for name, flag in (("worker_debug", worker_debug), ("managed", managed),
                        ("allow_per_node_launcher", allow_per_node_launcher)):
         if not isinstance(flag, bool):

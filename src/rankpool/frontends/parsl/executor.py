@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
-from parsl.executors.errors import BadStateException
+from parsl.executors.errors import BadStateException, ScalingFailed
 from parsl.executors.status_handling import BlockProviderExecutor
 from parsl.jobs.states import JobStatus
 from parsl.monitoring.radios.base import RadioConfig
@@ -40,6 +40,7 @@ from ...launchers.local import LocalMpiexecLauncher, local_provider
 from ...launchers.shape import block_shape
 from ...mpi_pool.config import PoolConfig
 from ...protocol import messages as protocol
+from ...protocol.wire import MAX_MESSAGE_SIZE, check_max_message_size
 from ...shm.plane import FrontEndPlane, check_cap, choose_shared_memory
 from ...task.injection import PerFunction
 from ...task.node_resources import block_devices, node_resources, node_workers
@@ -102,7 +103,9 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
     ``drain_period``: seconds after which a block's pool is drained (finishes its tasks, takes
     no more, exits), to end before the job's walltime; ``encrypted``: CurveZMQ on every
     interchange socket with keys made for the run in ``<run dir>/<label>/curve``, which pools
-    read (a shared file system); default (None): on unless pools connect over loopback;
+    read (a shared file system); default (None): on, loopback included; False turns it off
+    and logs a warning naming the risk; ``max_message_size``: the largest message every socket
+    of the run takes (default 1 GiB; see :class:`rankpool.Executor`);
     ``working_dir``: directory the ranks run in;
     ``worker_debug``: DEBUG logs from the pool and one log per worker rank; ``launch_cmd``: a
     format string for the block's command around ``{command}`` (fields: ``block_id``,
@@ -142,7 +145,8 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
                  accelerators: int | str | Sequence[str] | None = None,
                  accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
                  cpu_affinity: str | Sequence[Any] = "none",
-                 shared_memory: bool | None = None, shared_memory_cap: int | None = None) -> None:
+                 shared_memory: bool | None = None, shared_memory_cap: int | None = None,
+                 max_message_size: int = MAX_MESSAGE_SIZE) -> None:
         resources = node_resources(accelerators, accelerator_env, ranks_per_accelerator,
                                    cpu_affinity)
         check_arguments(label=label, provider=provider, ranks_per_node=ranks_per_node,
@@ -156,6 +160,7 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
             provider = local_provider()
         self._use_shm = choose_shared_memory(shared_memory, local=managed and _blocks_here(provider))
         self._shm_cap = check_cap(shared_memory_cap)
+        self.max_message_size = check_max_message_size(max_message_size)
         self.shared_memory = shared_memory
         self.shared_memory_cap = shared_memory_cap
         shape = block_shape(provider, ranks_per_node, launch_cmd,
@@ -192,6 +197,7 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         self._client: Any = None
         self._pool_base: PoolConfig | None = None
         self._engine = Engine()
+        self._engine.max_message_size = self.max_message_size
         self._tasks = self._engine.futures  # Parsl's table of the executor's futures: the same
         # Parsl apps return a RemoteExceptionWrapper instead of raising; on a rank other than the
         # task's root that value would be dropped and the task reported a success, so multi-rank
@@ -215,7 +221,8 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
                            run_dir=os.path.join(self.run_dir, self.label), pool_port=self.pool_port,
                            port_range=self.port_range, encrypted=self.encrypted,
                            log_level=self.log_level, worker_debug=self.worker_debug,
-                           shared_memory=self._use_shm, shared_memory_cap=self._shm_cap),
+                           shared_memory=self._use_shm, shared_memory_cap=self._shm_cap,
+                           max_message_size=self.max_message_size),
             on_results=self._engine.resolve, on_lost=self._on_lost, on_broken=self._on_broken)
         self.log_dir = session.run_dir
         self._client = session.client
@@ -301,6 +308,19 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
                 return []
         return super().scale_out_facade(n)
 
+    def _launch_block(self, block_id: str) -> Any:
+        """Submit one block with the tasks per node its launch uses: Parsl submits 1, which on
+        nodes shared with other jobs leaves the block's ``srun`` without slots (see
+        :mod:`rankpool.launchers.allocation`)."""
+        if self.provider is None:
+            raise ScalingFailed(self, "no provider to launch blocks with")
+        job_id = self.provider.submit(self._get_launch_command(block_id),
+                                      self._shape.tasks_per_node,
+                                      f"parsl.{self.label}.block-{block_id}")
+        if not job_id:
+            raise ScalingFailed(self, "the provider returned no job id for the block")
+        return job_id
+
     def _get_launch_command(self, block_id: str) -> str:
         if self._pool_base is None:
             raise RuntimeError("the executor must be started before blocks can be launched")
@@ -333,15 +353,14 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         return self._control.scale_in(blocks, force=force)
 
     def handle_errors(self, status: dict[str, JobStatus]) -> None:
-        """Apply ``block_error_handler`` to blocks that never connected a pool.
+        """Apply ``block_error_handler`` to the blocks that failed to start.
 
         A block whose pool registered did start; its later end (killed, walltime, crashed
-        with a task) costs its tasks a retry, not the executor its life, so only blocks that
-        failed before any pool of theirs connected count as a failure to provision.
+        with a task) costs its tasks a retry, not the executor its life. A block whose job
+        ended before any pool of it registered is diagnosed, logged and recorded, and counts
+        as a failed start (:mod:`rankpool.frontends.parsl.starts`).
         """
-        self._control.refresh_pools()
-        startup = {b: s for b, s in status.items() if b not in self._control.connected_ever}
-        self.block_error_handler(self, startup)
+        self._control.starts.judge(status)
 
     def set_bad_state_and_fail_all(self, exception: Exception) -> None:
         """The broken-state latch: record the cause once, fail every pending future, refuse submit."""

@@ -1,0 +1,87 @@
+"""The processes an MPI application task started, and how they are ended.
+
+A launcher (``mpiexec``, ``srun``) starts helpers that put their ranks in sessions of their
+own, so a process group does not hold an application: its processes are found by parentage
+instead (``psutil``), and ended together: ``SIGTERM`` first, so that a launcher can take its
+remote ranks down with it, then ``SIGKILL`` for whatever is left after ``grace`` seconds.
+
+Parentage breaks when a process in the middle dies first (a shell killed at a timeout leaves
+its ``mpiexec`` to init): a rank that runs applications is made a *child subreaper*
+(:func:`adopt_orphans`), so such orphans stay below it, where :func:`descendants` finds them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+from collections.abc import Iterable
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+#: seconds between SIGTERM and SIGKILL
+GRACE = 2.0
+
+
+#: prctl option: orphans below this process are reparented to it, not to init (Linux >= 3.4)
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def adopt_orphans() -> bool:
+    """Make this process adopt the orphaned processes below it; False where it cannot."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def reap() -> None:
+    """Collect the exit status of this process's ended children (adopted orphans included)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    """Every living process below ``pid`` (children, their children, ...)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def end_processes(procs: Iterable[psutil.Process], grace: float = GRACE) -> int:
+    """End ``procs`` and whatever they started meanwhile; how many were still alive."""
+    alive: dict[int, psutil.Process] = {}
+    for proc in procs:
+        alive[proc.pid] = proc
+        for child in descendants(proc.pid):
+            alive.setdefault(child.pid, child)
+    if not alive:
+        return 0
+    procs_left = list(alive.values())
+    for proc in procs_left:
+        _signal(proc, signal.SIGTERM)
+    _, still = psutil.wait_procs(procs_left, timeout=grace)
+    for proc in still:
+        _signal(proc, signal.SIGKILL)
+    if still:
+        psutil.wait_procs(still, timeout=grace)
+        log.info("killed %d processes that outlived SIGTERM by %.1f s", len(still), grace)
+    return len(alive)
+
+
+def _signal(proc: psutil.Process, sig: int) -> None:
+    try:
+        proc.send_signal(sig)
+    except psutil.Error:
+        pass  # gone already, or not ours

@@ -1,0 +1,95 @@
+"""MPI application tasks: one function call on the first of a task's ranks, the rest held.
+
+A task on N ranks whose function cannot take a communicator (no ``comm`` parameter, no
+``None`` first argument: a Parsl bash app, :func:`rankpool.run_mpi`, any plain function) is an
+*application task*: its ranks are placed as for a ``comm`` task, the function runs once on
+the task's rank 0 with a launch prefix naming exactly the held ranks' hosts (see
+:mod:`rankpool.apps.prefix`), and the other ranks wait in a non-blocking barrier polled with
+a growing sleep (no MPI busy wait) until it returns. While the function runs, the pool's own
+launcher variables (PMI, Slurm step, ...) are out of the environment, so a launcher it starts
+begins a job of its own. Every process the function left behind is ended when it returns or
+is interrupted (walltime). A rank that dies while an application runs takes the application
+with it through its launcher: Hydra's proxy ends the dead rank's process group (the ranks are
+session leaders), with or without ``-disable-auto-cleanup``, and Slurm ends every process of a
+step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mpi4py import MPI
+
+from ..apps.prefix import compose, detect_family, hosts_with_counts, pool_launch_variables
+from ..apps.process_tree import adopt_orphans, descendants, end_processes, reap
+from .backoff import Backoff, BackoffConfig
+from .task_setting import TaskSetting, environment
+
+log = logging.getLogger(__name__)
+
+#: how held ranks sleep between tests of the barrier: 0.1 ms growing to 5 ms
+HOLD_BACKOFF = BackoffConfig(base=100e-6, hot_cap=5e-3, idle_cap=5e-3, hot_window=1e-6)
+
+
+def is_application(fn: Callable[..., Any], position: int | None, args: Sequence[Any],
+                   size: int) -> bool:
+    """Whether a task runs as an application task (``position``: where ``comm`` goes)."""
+    if getattr(fn, "rankpool_application", False) or \
+            getattr(getattr(fn, "__wrapped__", None), "rankpool_application", False):
+        return True
+    return size > 1 and position is None and not (args and args[0] is None)
+
+
+def node_name() -> str:
+    """This rank's node as the batch system names it (Slurm's name for a fake node)."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
+class Applications:
+    """A worker rank's side of application tasks."""
+
+    def __init__(self) -> None:
+        self.family = detect_family(os.environ)
+        if not adopt_orphans():
+            log.warning("cannot adopt orphaned processes: a process an application task "
+                        "leaves behind after its parent ended may outlive the task")
+
+    def run(self, sub: MPI.Intracomm, setting: TaskSetting | None,
+            call: Callable[[], Any]) -> Any:
+        """Run ``call`` on rank 0 of ``sub`` in the application's environment, hold the
+        others; every rank returns when ``call`` is over (None on the held ranks)."""
+        size = sub.Get_size()
+        names = sub.allgather(node_name()) if size > 1 else [node_name()]
+        if sub.Get_rank() != 0:
+            _hold(sub)
+            return None
+        try:
+            family = (setting.mpi_launcher if setting else None) or self.family
+            variables = compose(family, hosts_with_counts(names),
+                                setting.launcher_options if setting else "")
+            return self._run_here(variables, call)
+        finally:
+            if size > 1:
+                sub.Ibarrier().Wait()  # the held ranks wait in it already: no spin here
+
+    def _run_here(self, variables: dict[str, str], call: Callable[[], Any]) -> Any:
+        try:
+            with environment(variables.items(), remove=pool_launch_variables(os.environ)):
+                return call()
+        finally:
+            end_processes(descendants(os.getpid()))
+            reap()
+
+
+def _hold(sub: MPI.Intracomm) -> None:
+    """Wait for rank 0 of ``sub`` to finish, sleeping between tests (MPICH's blocking waits
+    spin at full CPU)."""
+    request = sub.Ibarrier()
+    backoff = Backoff(HOLD_BACKOFF)
+    while not request.Test():
+        time.sleep(backoff.next_delay())
