@@ -34,6 +34,8 @@ from rankpool.protocol.messages import (
     Drain,
     Heartbeat,
     Lost,
+    LostCause,
+    RefusalCause,
     Refused,
     Register,
     Registered,
@@ -110,9 +112,9 @@ def corpus(in_flight: list[int], pool_id: str = "p0") -> dict[str, list[Frames]]
                     Registered("", 2.0, 10.0).encode()],
         "to_front": [as_bytes(encode_results([result(i) for i in ids[:3]])),
                      as_bytes(encode_results([result(ids[0], full=True, buffers=1)])),
-                     Lost("b0", ["h0"], "pool lost", ids[:2]).encode(),
+                     Lost("b0", ["h0"], "pool lost", ids[:2], LostCause.NO_HEARTBEAT).encode(),
                      Refused("b0", "p9", ["h0"], "mismatch", "Python version", "3.11",
-                             "3.12").encode(),
+                             "3.12", RefusalCause.VERSION_MISMATCH).encode(),
                      Heartbeat().encode(), Reply("pools", [], "").encode()],
     }
 

@@ -44,6 +44,8 @@ from rankpool.protocol.messages import (
     Drain,
     Heartbeat,
     Lost,
+    LostCause,
+    RefusalCause,
     Refused,
     Register,
     Registered,
@@ -961,3 +963,19 @@ def test_throughput(capsys: pytest.CaptureFixture[str]) -> None:
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+def test_refusals_and_losses_say_their_cause(harness: Callable[..., Harness]) -> None:
+    h = harness()
+    front = h.front()
+    FakePool(h.ctx, h.pool_port, "old").register(block_id="b9", rankpool="0.0.1", expect_ok=False)
+    header, _ = front.recv()
+    refused = decode_message(header)
+    assert isinstance(refused, Refused) and refused.cause is RefusalCause.VERSION_MISMATCH
+    assert front.lost().cause is LostCause.REFUSED
+    pool = h.pool("p1", block_id="b1")
+    front.submit([make_task(1)])
+    assert [t.task_id for t in pool.tasks()] == [1]
+    pool.send(Stop("leaving").encode())  # it stops by itself, holding task 1
+    lost = front.lost()
+    assert (lost.block_id, lost.task_ids, lost.cause) == ("b1", [1], LostCause.STOPPED)

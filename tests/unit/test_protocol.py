@@ -169,3 +169,24 @@ def test_version_checks_name_both_sides():
     assert "rankpool version" in text and "0.0.1" in text and __version__ in text
     assert "Python version" in check_versions(_register(python="2.7"), __version__)
     assert "protocol version" in check_versions(_register(protocol=999), __version__)
+
+
+def test_lost_and_refused_carry_a_typed_cause():
+    lost = protocol.Lost("b1", ["h"], "no heartbeat for 12.0 s", [3, 4], protocol.LostCause.NO_HEARTBEAT)
+    header = decode_header(lost.encode()[0])
+    assert header["cause"] == "no-heartbeat"  # the enum's value on the wire
+    back = decode_message(header)
+    assert back == lost and back.cause is protocol.LostCause.NO_HEARTBEAT
+    refused = protocol.Refused("b1", "p", ["h"], "why", "", "", "", protocol.RefusalCause.SHAPE)
+    assert decode_message(decode_header(refused.encode()[0])).cause is protocol.RefusalCause.SHAPE
+    for bad in ("pool drained", 3, None):
+        with pytest.raises(ProtocolError, match="'cause' has bad value"):
+            decode_message({**header, "cause": bad})
+    with pytest.raises(ProtocolError, match="missing field 'cause'"):
+        decode_message({k: v for k, v in header.items() if k != "cause"})
+
+
+def test_only_pools_that_registered_count_as_started():
+    started = {c for c in protocol.LostCause if c.had_registered}
+    assert started == set(protocol.LostCause) - {protocol.LostCause.REFUSED,
+                                                 protocol.LostCause.MALFORMED_TASKS}

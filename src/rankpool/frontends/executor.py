@@ -30,6 +30,7 @@ from ..launchers.mpiexec import find_mpiexec
 from ..launchers.provider_blocks import ProviderBlocks
 from ..launchers.shape import block_shape, local_shape
 from ..protocol import messages as protocol
+from ..protocol.messages import RefusalCause
 from ..protocol.batches import Task
 from ..protocol.starts import FailedStart
 from ..protocol.wire import MAX_MESSAGE_SIZE, check_max_message_size
@@ -218,7 +219,8 @@ class Executor(FrontEnd):
         if not ours:
             log.warning("a pool of unknown block %r was refused: %s", msg.block_id, msg.reason)
             return
-        cause = VersionMismatch(msg.what, msg.ours, msg.theirs) if msg.what else None
+        cause = VersionMismatch(msg.what, msg.ours, msg.theirs) \
+            if msg.cause is RefusalCause.VERSION_MISMATCH else None
         self._set_broken(f"the pool of block {msg.block_id} was refused: {msg.reason}", cause)
 
     # -- blocks ------------------------------------------------------------------------------------

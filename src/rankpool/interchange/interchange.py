@@ -44,6 +44,8 @@ from ..protocol.messages import (
     Drain,
     Heartbeat,
     Lost,
+    LostCause,
+    RefusalCause,
     Refused,
     Register,
     Registered,
@@ -271,9 +273,10 @@ class Interchange:
             self.pools.touch(pool, self._now)
             if isinstance(msg, Stop):
                 if pool.draining:
-                    self.lose(pool, f"pool drained: {msg.reason}", tell_pool=False, level=logging.INFO)
+                    self.lose(pool, f"pool drained: {msg.reason}", LostCause.DRAINED, tell_pool=False,
+                              level=logging.INFO)
                 else:
-                    self.lose(pool, f"pool stopped: {msg.reason}", tell_pool=False)
+                    self.lose(pool, f"pool stopped: {msg.reason}", LostCause.STOPPED, tell_pool=False)
             elif isinstance(msg, Capacity):
                 self.on_capacity(pool, msg)
             elif isinstance(msg, Started):
@@ -284,7 +287,8 @@ class Interchange:
     def on_register(self, identity: bytes, reg: Register) -> None:
         old = self.pools.get(identity)
         if old is not None:
-            self.lose(old, "pool registered again (restarted)", tell_pool=False)
+            self.lose(old, "pool registered again (restarted)", LostCause.REGISTERED_AGAIN,
+                      tell_pool=False)
         cfg = self.config
         taken = self.pools.id_taken(reg.pool_id)
         if taken:  # the pool that holds the id runs on, and the front-end need not hear of it
@@ -293,16 +297,17 @@ class Interchange:
             self._send_pool(identity, Registered(taken, cfg.heartbeat_period,
                                                  cfg.heartbeat_threshold).encode())
             return
-        error = check_versions(reg, __version__) or check_shape(reg) or reg.init_error
-        if error:
+        error, refusal = _refusal(reg)
+        if refusal is not None:
             self._throttle.warn("refused pool %r of block %r on %s: %s", reg.pool_id,
                                 reg.block_id, ",".join(reg.hosts), error)
             self._send_pool(identity, Registered(error, cfg.heartbeat_period,
                                                  cfg.heartbeat_threshold).encode())
             what, ours, theirs = version_mismatch(reg, __version__) or ("", "", "")
             self.to_client(Refused(reg.block_id, reg.pool_id, list(reg.hosts), error, what, ours,
-                                   theirs).encode())
-            self.to_client(Lost(reg.block_id, list(reg.hosts), error, []).encode())
+                                   theirs, refusal).encode())
+            self.to_client(Lost(reg.block_id, list(reg.hosts), error, [],
+                                LostCause.REFUSED).encode())
             return
         pool = Pool.from_register(identity, reg, cfg.prefetch, self._now)
         self.pools.add(pool)
@@ -357,7 +362,7 @@ class Interchange:
             done = self._ended(pool, result_ids(header, body))
             if done:
                 self.to_client(Lost(pool.block_id, pool.hosts, f"malformed result batch: {exc}",
-                                    done).encode())
+                                    done, LostCause.MALFORMED_RESULTS).encode())
             raise
         done = self._ended(pool, ids)
         out: Sequence[Any] = frames
@@ -382,8 +387,10 @@ class Interchange:
         self._dirty = True
         return done
 
-    def lose(self, pool: Pool, reason: str, *, tell_pool: bool, level: int = logging.WARNING) -> None:
-        """Forget a pool and report its in-flight tasks to the front-end as lost."""
+    def lose(self, pool: Pool, reason: str, cause: LostCause, *, tell_pool: bool,
+             level: int = logging.WARNING) -> None:
+        """Forget a pool and report its in-flight tasks to the front-end as lost (``reason``
+        for people, ``cause`` for the front-end's code)."""
         was = pool.available
         pool.gone = True
         self.room.set_available(pool, was)
@@ -397,7 +404,7 @@ class Interchange:
                 pool.block_id, ",".join(pool.hosts), reason, len(ids))
         if tell_pool:
             self._send_pool(pool.identity, Stop(reason).encode())
-        self.to_client(Lost(pool.block_id, list(pool.hosts), reason, ids).encode())
+        self.to_client(Lost(pool.block_id, list(pool.hosts), reason, ids, cause).encode())
 
     def dispatch(self) -> None:
         """Send queued tasks to pools with room: one batch per pool per pass."""
@@ -413,7 +420,8 @@ class Interchange:
             self.queue.push_back(entries)
             self._dirty = True
             if not pool.gone:
-                self.lose(pool, "connection to the pool lost", tell_pool=False)
+                self.lose(pool, "connection to the pool lost", LostCause.CONNECTION_LOST,
+                          tell_pool=False)
 
     def send_pool(self, identity: bytes, frames: Sequence[Any]) -> bool:
         """Send to a pool without blocking; False (and a throttled warning) if it failed."""
@@ -498,7 +506,7 @@ class Interchange:
         if ids:
             self.finished += len(ids)
             self.to_client(Lost("", [], f"interchange refused a malformed task batch: {why}",
-                                ids).encode())
+                                ids, LostCause.MALFORMED_TASKS).encode())
 
     def to_client(self, frames: Sequence[Any]) -> None:
         assert self.front is not None
@@ -536,7 +544,8 @@ class Interchange:
         """Lose pools silent past the threshold (from the front of the last-seen order)."""
         threshold = self.config.heartbeat_threshold
         for pool in self.pools.silent_since(self._now - threshold):
-            self.lose(pool, f"no heartbeat for {self._now - pool.last_seen:.1f} s", tell_pool=True)
+            self.lose(pool, f"no heartbeat for {self._now - pool.last_seen:.1f} s",
+                      LostCause.NO_HEARTBEAT, tell_pool=True)
         assert self.front is not None
         silent = self.front.silent_for(self._now)
         if silent > threshold and not self._done:
@@ -555,7 +564,7 @@ class Interchange:
                 closed.append(pool)
         self._unreachable.clear()
         for pool in closed:  # its process or node is gone: no need to wait out the threshold
-            self.lose(pool, "its connection closed", tell_pool=False)
+            self.lose(pool, "its connection closed", LostCause.CONNECTION_LOST, tell_pool=False)
 
     def heartbeat(self) -> None:
         """Once per period: a heartbeat to the front-end; check the parent."""
@@ -597,3 +606,16 @@ def _forwarded(whole: tuple[list[Task], Frames] | None, tasks: list[Task]) -> Fr
     if any(a is not b for a, b in zip(whole[0], tasks)):
         return None
     return whole[1]
+
+
+def _refusal(reg: Register) -> tuple[str, RefusalCause | None]:
+    """Why a registration is refused (the message, and its cause), or ``("", None)``."""
+    error = check_versions(reg, __version__)
+    if error:
+        return error, RefusalCause.VERSION_MISMATCH
+    error = check_shape(reg)
+    if error:
+        return error, RefusalCause.SHAPE
+    if reg.init_error:
+        return reg.init_error, RefusalCause.INIT_FAILED
+    return "", None

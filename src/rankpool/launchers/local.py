@@ -26,9 +26,16 @@ from ..mpi_pool.config import PoolConfig
 from ..private_files import open_private
 from ..protocol.starts import FailedStart
 from .failed_starts import diagnose
-from .mpiexec import find_mpiexec, survival_options
+from .mpiexec import find_mpiexec, mpiexec_flavor, survival_options
 
 log = logging.getLogger(__name__)
+
+
+def local_options(mpiexec: str) -> list[str]:
+    """Options for a local block's ``mpiexec``: those that keep the job alive when a rank
+    dies, and, for Open MPI, more ranks than cores (MPICH allows it by itself)."""
+    extra = ["--oversubscribe"] if mpiexec_flavor(mpiexec) == "openmpi" else []
+    return [*survival_options(mpiexec), *extra]
 
 
 def pool_command(cfg: PoolConfig, python: str | None = None) -> str:
@@ -56,7 +63,7 @@ class LocalBlocks:
         self._next += 1
         self.started.add(block_id)
         cfg = replace(self.base, block_id=block_id, pool_id="")
-        argv = [self.mpiexec, *survival_options(self.mpiexec), "-n", str(self.ranks + 1),
+        argv = [self.mpiexec, *local_options(self.mpiexec), "-n", str(self.ranks + 1),
                 *shlex.split(pool_command(cfg))]
         out = None
         if self.run_dir:
@@ -136,7 +143,8 @@ class LocalMpiexecLauncher(Launcher):
                              "launcher or to the executor")
         ranks = self.ranks_per_node * nodes_per_block + 1
         mpiexec = find_mpiexec(self.mpiexec)
-        line = " ".join([shlex.quote(mpiexec), *survival_options(mpiexec), f"-n {ranks}", command])
+        line = " ".join([shlex.quote(mpiexec), *map(shlex.quote, local_options(mpiexec)),
+                         f"-n {ranks}", command])
         echo = f"echo {shlex.quote('rankpool launch: ' + line)}\n" if self.debug else ""
         return (f"{echo}{line} &\n"
                 "_rankpool_pid=$!\n"

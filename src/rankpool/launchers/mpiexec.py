@@ -42,8 +42,21 @@ def find_mpiexec(explicit: str | os.PathLike[str] | None = None) -> str:
 def survival_options(mpiexec: str) -> list[str]:
     """The options that keep an MPI job running when one of its processes exits, for the
     ``mpiexec`` at this path: Hydra's ``-disable-auto-cleanup`` (else Hydra ends the job at
-    the first exit). None for others (see docs/faults.md)."""
+    the first exit), Open MPI 5's ``--with-ft ulfm`` (which also tells the survivors). None
+    for others (see docs/faults.md)."""
+    flavor = mpiexec_flavor(mpiexec)
+    if flavor == "hydra":
+        return ["-disable-auto-cleanup"]
+    if flavor == "openmpi":
+        return ["--with-ft", "ulfm"]
+    return []
+
+
+def mpiexec_flavor(mpiexec: str) -> str:
+    """``"hydra"`` (MPICH), ``"openmpi"``, or ``""`` (unknown), by the programs beside it."""
     here = Path(mpiexec).resolve().parent
     if (here / "hydra_pmi_proxy").exists() or Path(mpiexec).name.endswith(".hydra"):
-        return ["-disable-auto-cleanup"]
-    return []
+        return "hydra"
+    if (here / "ompi_info").exists() or (here / "prterun").exists():
+        return "openmpi"
+    return ""

@@ -44,7 +44,7 @@ from ..task.serialize import Buffer, dumps_error, error_summary
 from .deaths import Death
 from .doorbell import Doorbell
 from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
-from .subcomms import Done, Outbox, Report, Tag, Topology, receive_report
+from .subcomms import Done, Outbox, Report, Tag, Topology, acknowledge_failures, receive_report
 from .task_setting import setting_of
 from .trace import TraceRecorder
 
@@ -107,7 +107,8 @@ class Manager:
         self.lost: dict[int, Death] = {}          # worker ranks that died
         self.sent: dict[int, Task] | None = {} if keep_sent else None  # in the order sent
         self.retired = False  # starts nothing more (see retire)
-        self.orphaned: set[int] = set()  # multi-rank tasks that lost a rank to its death
+        #: multi-rank tasks that lost a rank to its death -> that rank's WorkerLost outcome
+        self.orphaned: dict[int, Outcome] = {}
         #: ends a rank's process (True if it could): rank 0's way to free the peers of a dead
         #: rank that stay blocked in its task past the grace period (set by the owner)
         self.end_rank: Callable[[int], bool] | None = None
@@ -279,6 +280,14 @@ class Manager:
         return True
 
     def manager_receive(self) -> bool:
+        try:
+            return self._receive()
+        except MPI.Exception as exc:
+            if not acknowledge_failures(self.comm, exc):
+                raise
+            return True
+
+    def _receive(self) -> bool:
         comm = self.comm
         status = MPI.Status()
         for count in range(RECEIVE_BURST):
@@ -375,8 +384,9 @@ class Manager:
                 sub = run.ranks.index(rank)
                 what = "while running it" if pos < began else "before it started"
                 error = WorkerLost(task_id, rank, death.host, death.pid, death.status, what)
-                self.orphaned.add(task_id)
-                self._settle(run, rank, Outcome(sub, False, dumps_error(error, sub, len(run.ranks))))
+                outcome = self.orphaned[task_id] = Outcome(
+                    sub, False, dumps_error(error, sub, len(run.ranks)))
+                self._settle(run, rank, outcome)
                 continue
             del self.single[task_id]
             self.started.pop(task_id, None)
@@ -424,14 +434,16 @@ class Manager:
         """Take every report ``rank`` sent before it died (one whose buffers never come whole
         within a second is dropped: its tasks count as not reported)."""
         status = MPI.Status()
-        while self.comm.Iprobe(source=rank, tag=Tag.DONE, status=status) or \
-                self.comm.Iprobe(source=rank, tag=Tag.DONE, status=status):
-            try:
+        try:
+            while self.comm.Iprobe(source=rank, tag=Tag.DONE, status=status) or \
+                    self.comm.Iprobe(source=rank, tag=Tag.DONE, status=status):
                 received = receive_report(self.comm, rank, time.monotonic() + 1.0)
-            except TimeoutError:
-                log.warning("a report of rank %d did not arrive whole before it died", rank)
-                return
-            self._take_report(rank, received)
+                self._take_report(rank, received)
+        except TimeoutError:
+            log.warning("a report of rank %d did not arrive whole before it died", rank)
+        except MPI.Exception as exc:  # ULFM: nothing more comes from a dead rank
+            if not acknowledge_failures(self.comm, exc):
+                raise
 
     def _left(self, task_id: int, source: int) -> None:
         """``source`` dropped a multi-rank task that lost a rank before it started there."""
@@ -507,13 +519,15 @@ class Manager:
         self.started.pop(task_id, None)
         if self.sent:
             self.sent.pop(task_id, None)
-        if self.orphaned:
-            self.orphaned.discard(task_id)
+        lost = self.orphaned.pop(task_id, None) if self.orphaned else None
         if self.trace is not None and run.first_start:
             self.trace.add(task_id, run.ranks, run.first_start, run.last_end)
         self.scheduler.finish(task_id)
         if run.errors or extra:
             outcomes = sorted(run.errors or [], key=lambda o: o.rank) + extra
+            if lost is not None:  # the death first: the others' errors follow from it
+                outcomes.remove(lost)
+                outcomes.insert(0, lost)
             for dropped in run.values or ():  # the values of ranks that succeeded go unread
                 discard(dropped.buffers)
         else:

@@ -93,18 +93,42 @@ class Outbox:
         self.dests: list[int] = []  # each pending send's destination
 
     def send(self, obj: Any, dest: int, tag: int, buffers: Sequence[Buffer] = ()) -> None:
-        self.pending.append(self.comm.isend(obj, dest, tag))
-        self.dests.append(dest)
-        for buf in buffers:
-            self.pending.append(self.comm.Isend([buf, MPI.BYTE], dest, Tag.DATA))
+        try:
+            self.pending.append(self.comm.isend(obj, dest, tag))
             self.dests.append(dest)
+            for buf in buffers:
+                self.pending.append(self.comm.Isend([buf, MPI.BYTE], dest, Tag.DATA))
+                self.dests.append(dest)
+        except MPI.Exception as exc:  # ``dest`` died (ULFM says so): its death is handled
+            if not acknowledge_failures(self.comm, exc):
+                raise
 
     def poll(self) -> bool:
         """Drop completed sends; True while some are still in progress."""
-        if self.pending and MPI.Request.Testall(self.pending):
+        if not self.pending:
+            return False
+        try:
+            done = MPI.Request.Testall(self.pending)
+        except MPI.Exception as exc:  # a send to a rank that died (ULFM): drop what failed
+            if not acknowledge_failures(self.comm, exc):
+                raise
+            done = self._test_each()
+        if done:
             self.pending.clear()
             self.dests.clear()
         return bool(self.pending)
+
+    def _test_each(self) -> bool:
+        kept = []
+        for request, dest in zip(self.pending, self.dests):
+            try:
+                if not request.Test():
+                    kept.append((request, dest))
+            except MPI.Exception:
+                pass
+        self.pending = [r for r, _ in kept]
+        self.dests = [d for _, d in kept]
+        return not kept
 
     def forget(self, dest: int) -> None:
         """Stop waiting for the sends to ``dest``, a rank that died: they never complete."""
@@ -121,6 +145,35 @@ class Outbox:
                 return False
             time.sleep(1e-4)
         return True
+
+
+#: error classes of an MPI with ULFM (Open MPI 5 ``--with-ft ulfm``) that mean "a process died"
+_FAILURE_CLASSES = frozenset(getattr(MPI, name) for name in
+                             ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING", "ERR_REVOKED")
+                             if hasattr(MPI, name))
+
+
+def acknowledge_failures(comm: MPI.Comm, exc: MPI.Exception) -> bool:
+    """Whether ``exc`` says a process of ``comm`` died (ULFM); if so, acknowledge the deaths
+    known so far, so that receives from any source work again. Rank 0 learns who died, and how,
+    from the keepers (:mod:`.deaths`)."""
+    if exc.Get_error_class() not in _FAILURE_CLASSES:
+        return False
+    acknowledge(comm)
+    return True
+
+
+def has_ulfm() -> bool:
+    """Whether this MPI tells survivors of a process failure (Open MPI 5 with ULFM)."""
+    return bool(_FAILURE_CLASSES) and MPI.Get_library_version().startswith("Open MPI")
+
+
+def acknowledge(comm: MPI.Comm) -> None:
+    """Acknowledge the process failures of ``comm`` known so far, where the MPI has ULFM."""
+    try:
+        comm.Ack_failed()
+    except (MPI.Exception, NotImplementedError, AttributeError):
+        pass
 
 
 def receive(comm: MPI.Comm, source: int, tag: int) -> tuple[list[WorkItem], list[Buffer]]:
@@ -210,17 +263,22 @@ def discover_topology(comm: MPI.Intracomm) -> Topology:
 
 @contextmanager
 def task_communicator(pool: MPI.Intracomm, group: MPI.Group, ranks: Sequence[int],
-                      tag: int) -> Iterator[MPI.Intracomm]:
+                      tag: int, from_group: bool = False) -> Iterator[MPI.Intracomm]:
     """The communicator of one task, made by its ranks only and freed afterwards.
 
-    A 1-rank task gets ``COMM_SELF``. ``tag`` must be the same on every member.
+    A 1-rank task gets ``COMM_SELF``. ``tag`` must be the same on every member, and so must
+    ``from_group``: made from the group alone (``MPI_Comm_create_from_group``), not from the
+    pool's communicator, which ULFM refuses to derive communicators from once a rank died.
     """
     if len(ranks) == 1:
         yield MPI.COMM_SELF
         return
     sub_group = group.Incl(list(ranks))
     try:
-        sub = pool.Create_group(sub_group, tag % TAG_LIMIT)
+        if from_group:
+            sub = MPI.Intracomm.Create_from_group(sub_group, f"rankpool.task.{tag}")
+        else:
+            sub = pool.Create_group(sub_group, tag % TAG_LIMIT)
     finally:
         sub_group.Free()
     try:

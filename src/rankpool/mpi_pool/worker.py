@@ -35,7 +35,8 @@ from .applications import Applications, is_application
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
 from .doorbell import Doorbell
 from .keeper import Link
-from .subcomms import Outbox, Tag, WorkItem, receive, task_communicator
+from .subcomms import (Outbox, Tag, WorkItem, acknowledge, has_ulfm, receive,
+                       task_communicator)
 from .task_setting import applied
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,10 @@ class Worker:
         self.apps: Applications | None = None  # made by the first application task
         self.link = link
         self.lost_peers: set[int] = set()  # pool ranks that died (rank 0 said so)
+        #: multi-rank tasks received after a death, under ULFM: their communicators are made
+        #: from their groups (every member received the LOST before the task: same choice)
+        self.regroup: set[int] = set()
+        self.ulfm = has_ulfm()
 
     def serve(self) -> None:
         tighten_timer_slack()
@@ -153,6 +158,7 @@ class Worker:
             if tag == Tag.LOST:
                 ranks, task_ids = comm.recv(source=0, tag=Tag.LOST)
                 self.lost_peers.update(ranks)
+                acknowledge(comm)  # ULFM: communicators of survivors can be made again
                 self.worker_cancel(task_ids, wide=True)
                 continue
             if tag != Tag.WORK:  # a stray DATA message: never expected before its WORK
@@ -161,6 +167,8 @@ class Worker:
                 continue
             items, buffers = receive(comm, 0, Tag.WORK)
             pos = 0
+            if self.lost_peers and self.ulfm:
+                self.regroup.update(i.task_id for i in items if len(i.ranks) > 1)
             for item in items:
                 self.queue.append((item, buffers[pos:pos + item.nbuf]))
                 pos += item.nbuf
@@ -190,7 +198,11 @@ class Worker:
             if size == 1:
                 value = self._call(item, buffers, MPI.COMM_SELF)
             else:
-                with task_communicator(self.comm, self.group, item.ranks, item.task_id) as sub:
+                regroup = item.task_id in self.regroup
+                if regroup:
+                    self.regroup.discard(item.task_id)
+                with task_communicator(self.comm, self.group, item.ranks, item.task_id,
+                                       regroup) as sub:
                     value = self._call(item, buffers, sub)
             if value is None:
                 data, bufs = _NONE, []

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import sys
 from dataclasses import MISSING, dataclass, field, fields
+from enum import Enum
 from typing import Any, ClassVar
 
 from ..errors import ProtocolError
 from .wire import Frames, encode_header, is_int
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 #: the front-end's send-only socket (lone tasks) has its main socket's identity plus this
 SUBMIT_SUFFIX = "/submit"
 
 __all__ = ["PROTOCOL_VERSION", "PYTHON_VERSION", "SUBMIT_SUFFIX", "Message", "Register",
            "Registered", "Heartbeat", "Capacity", "Drain", "Stop", "Command", "Reply", "Lost",
-           "Refused", "Started", "Cancel", "IDS_PER_MESSAGE", "id_slices", "MESSAGES", "decode_message", "version_mismatch", "check_versions"]
+           "LostCause", "Refused", "RefusalCause", "Started", "Cancel", "IDS_PER_MESSAGE", "id_slices", "MESSAGES", "decode_message", "version_mismatch", "check_versions"]
 
 # ---------------------------------------------------------------------------------------------
 # control messages
@@ -32,7 +33,7 @@ class Message:
     KIND: ClassVar[str] = ""
 
     def encode(self) -> Frames:
-        body = {f.name: getattr(self, f.name) for f in fields(self)}
+        body = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
         body["k"] = self.KIND
         return [encode_header(body)]
 
@@ -48,8 +49,20 @@ class Message:
             expected = _FIELD_TYPES.get(str(f.type), None)
             if expected is not None and not expected(value):
                 raise ProtocolError(f"{cls.KIND}: field {f.name!r} has bad value {value!r:.100}")
+            enum = _ENUM_FIELDS.get(str(f.type))
+            if enum is not None:
+                try:
+                    value = enum(value)
+                except ValueError:
+                    raise ProtocolError(f"{cls.KIND}: field {f.name!r} has bad value "
+                                        f"{value!r:.100}") from None
             kwargs[f.name] = value
         return cls(**kwargs)
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as the header holds it (an enum as its value)."""
+    return value.value if isinstance(value, Enum) else value
 
 
 def _is_str_list(v: Any) -> bool:
@@ -59,6 +72,9 @@ def _is_str_list(v: Any) -> bool:
 def _is_int_list(v: Any) -> bool:
     return isinstance(v, list) and all(is_int(x) for x in v)
 
+
+#: fields whose header value is an enum's value, by annotation
+_ENUM_FIELDS: dict[str, type[Enum]] = {}
 
 _FIELD_TYPES = {
     "str": lambda v: isinstance(v, str),
@@ -154,15 +170,43 @@ class Reply(Message):
     error: str
 
 
+class LostCause(Enum):
+    """Why the interchange reports a pool gone (:class:`Lost`); front-ends branch on it."""
+
+    DRAINED = "drained"                    # it finished its tasks and left when drained
+    STOPPED = "stopped"                    # it stopped by itself (``reason`` says why)
+    REGISTERED_AGAIN = "registered-again"  # a new registration on its connection (restarted)
+    NO_HEARTBEAT = "no-heartbeat"          # silent past the heartbeat threshold
+    CONNECTION_LOST = "connection-lost"    # a send to it found no connection
+    MALFORMED_RESULTS = "malformed-results"  # it sent results that cannot be read
+    REFUSED = "refused"                    # its registration was refused (see Refused)
+    MALFORMED_TASKS = "malformed-tasks"    # not a pool: the front-end's task batch was refused
+
+    @property
+    def had_registered(self) -> bool:
+        """Whether the pool had registered: its block did start."""
+        return self not in (LostCause.REFUSED, LostCause.MALFORMED_TASKS)
+
+
 @dataclass(frozen=True)
 class Lost(Message):
-    """Interchange → front-end: these tasks' pool was lost (or a pool was refused)."""
+    """Interchange → front-end: these tasks' pool was lost (or a pool was refused); ``reason``
+    is for people, ``cause`` for code."""
 
     KIND: ClassVar[str] = "lost"
     block_id: str
     hosts: list[str]
     reason: str
     task_ids: list[int]
+    cause: LostCause
+
+
+class RefusalCause(Enum):
+    """Why the interchange refused a pool's registration (:class:`Refused`)."""
+
+    VERSION_MISMATCH = "version-mismatch"  # protocol, Python or rankpool version differ
+    SHAPE = "shape"                        # its description of itself does not add up
+    INIT_FAILED = "init-failed"            # its initializer raised on a worker rank
 
 
 @dataclass(frozen=True)
@@ -181,6 +225,7 @@ class Refused(Message):
     what: str
     ours: str
     theirs: str
+    cause: RefusalCause
 
 
 @dataclass(frozen=True)
@@ -210,6 +255,8 @@ def id_slices(ids: list[int]) -> list[list[int]]:
     """``ids`` in slices of at most :data:`IDS_PER_MESSAGE`, one per message."""
     return [ids[i:i + IDS_PER_MESSAGE] for i in range(0, len(ids), IDS_PER_MESSAGE)]
 
+
+_ENUM_FIELDS.update({"LostCause": LostCause, "RefusalCause": RefusalCause})
 
 MESSAGES: dict[str, type[Message]] = {
     m.KIND: m for m in (Register, Registered, Heartbeat, Capacity, Drain, Stop, Command, Reply,

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-import re
 from collections.abc import Callable
 from typing import Any
 
 from parsl.monitoring.radios.base import RadioConfig
 from parsl.providers.base import ExecutionProvider
 
-from ...errors import VersionMismatch
 from ...interchange.config import InterchangeConfig
 from .blocks import check_launch_cmd
 
@@ -26,7 +24,6 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: the keyword Parsl passes on to app functions
 SPEC_KWARG = "parsl_resource_specification"
 
-_MISMATCH = re.compile(r"^(?P<what>.+?) mismatch: interchange has (?P<ours>.*), pool has (?P<theirs>.*)$")
 
 
 def check_arguments(*, label: Any, provider: Any, ranks_per_node: Any, address: Any,
@@ -92,13 +89,6 @@ def declares_spec(func: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):
         return False
     return any(p.name == SPEC_KWARG or p.kind is p.VAR_KEYWORD for p in params)
-
-
-def version_error(reason: str) -> VersionMismatch:
-    """The error for a pool the interchange refused with a version mismatch ``reason``."""
-    m = _MISMATCH.match(reason)
-    what, ours, theirs = m.group("what", "ours", "theirs") if m else ("version", "?", reason)
-    return VersionMismatch(what, ours, theirs)
 
 
 def _positive_int(value: Any) -> bool:

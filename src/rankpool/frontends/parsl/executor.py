@@ -33,13 +33,14 @@ from parsl.monitoring.radios.filesystem import FilesystemRadio
 from parsl.providers.base import ExecutionProvider
 from parsl.utils import RepresentationMixin
 
-from ...errors import BrokenPool, ExecutorShutdown
+from ...errors import BrokenPool, ExecutorShutdown, VersionMismatch
 from ...launchers import jobscript
 from ...launchers.jobscript import write_pool_script
 from ...launchers.local import LocalMpiexecLauncher, local_provider
 from ...launchers.shape import block_shape
 from ...mpi_pool.config import PoolConfig
 from ...protocol import messages as protocol
+from ...protocol.messages import LostCause, RefusalCause
 from ...protocol.wire import MAX_MESSAGE_SIZE, check_max_message_size
 from ...shm.plane import FrontEndPlane, check_cap, choose_shared_memory
 from ...task.injection import PerFunction
@@ -53,16 +54,11 @@ from .checks import (
     ReraiseWrapped,
     check_arguments,
     declares_spec,
-    version_error,
 )
 from .scaling import BlockControl
 from .views import PoolViews
 
 __all__ = ["ExtremeScaleExecutor", "LocalMpiexecLauncher", "local_provider"]
-
-#: how the interchange words the departure of a pool that had registered (others: refusals)
-_LEFT_AFTER_RUNNING = ("pool drained", "pool stopped", "no heartbeat", "pool registered again",
-                       "connection to the pool lost")
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +219,8 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
                            log_level=self.log_level, worker_debug=self.worker_debug,
                            shared_memory=self._use_shm, shared_memory_cap=self._shm_cap,
                            max_message_size=self.max_message_size),
-            on_results=self._engine.resolve, on_lost=self._on_lost, on_broken=self._on_broken)
+            on_results=self._engine.resolve, on_lost=self._on_lost, on_broken=self._on_broken,
+            on_refused=self._on_refused)
         self.log_dir = session.run_dir
         self._client = session.client
         self._engine.plane = session.plane
@@ -374,17 +371,21 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
 
     # -- callbacks from the client thread -------------------------------------------------------
     def _on_lost(self, msg: protocol.Lost) -> None:
-        """A pool left: fail its in-flight tasks with ManagerLost; a version refusal breaks us."""
-        if msg.block_id and (msg.task_ids or msg.reason.startswith(_LEFT_AFTER_RUNNING)):
+        """A pool left: fail its in-flight tasks with ManagerLost (Parsl retries them)."""
+        cause = msg.cause
+        if msg.block_id and cause.had_registered:
             self._control.connected_ever.add(msg.block_id)
         if msg.task_ids:
             self._engine.lost(msg, f"{self.label}: ")
-        elif "mismatch" in msg.reason:
-            self.set_bad_state_and_fail_all(version_error(msg.reason))
-        elif msg.reason.startswith("pool drained"):
+        elif cause is LostCause.DRAINED:
             log.info("%s: a pool of block %s left: %s", self.label, msg.block_id, msg.reason)
         else:
             log.warning("%s: a pool of block %s left: %s", self.label, msg.block_id, msg.reason)
+
+    def _on_refused(self, msg: protocol.Refused) -> None:
+        """A pool of another version was refused: no pool of this install can serve us."""
+        if msg.cause is RefusalCause.VERSION_MISMATCH:
+            self.set_bad_state_and_fail_all(VersionMismatch(msg.what, msg.ours, msg.theirs))
 
     def _on_broken(self, reason: str) -> None:
         if not self._closed:

@@ -1,0 +1,100 @@
+"""The keeper of a pool rank and rank 0's watch over keepers, without MPI: a process forks
+its rank as ``python -m rankpool.mpi_pool`` does, the rank dies in each way a task can end it,
+and the keeper's exit status and death note say what the pool needs to know."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rankpool.errors import WorkerLost, describe_exit
+from rankpool.mpi_pool.deaths import DeathWatch, Identity
+
+pytestmark = pytest.mark.timeout(60)
+
+# the child waits for a line on stdin, then ends as told: a signal name, "exitN", or "clean"
+RANK = """
+import os, signal, sys
+from rankpool.mpi_pool.keeper import keep
+link = keep()
+link.serving(int(sys.argv[1]), sys.argv[2])
+link.task(41)
+link.idle()
+link.task(42)
+print(os.getpid(), flush=True)
+how = sys.stdin.readline().strip()
+if how == "clean":
+    link.finished()
+    sys.exit(3)
+if how.startswith("exit"):
+    os._exit(int(how[4:]))
+os.kill(os.getpid(), getattr(signal, how))
+"""
+
+
+def _start(tmp_path: Path, rank: int) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([sys.executable, "-c", RANK, str(rank), str(tmp_path)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
+def _end(proc: subprocess.Popen[str], how: str) -> int:
+    assert proc.stdin is not None
+    proc.stdin.write(how + "\n")
+    proc.stdin.flush()
+    return proc.wait(30)
+
+
+@pytest.mark.parametrize(("how", "status"), [("SIGSEGV", -11), ("SIGKILL", -9), ("exit3", 3),
+                                             ("exit0", 0)])
+def test_a_dead_worker_rank_leaves_a_note_and_its_keeper_exits_0(tmp_path: Path, how: str,
+                                                                  status: int) -> None:
+    proc, child = _start(tmp_path, rank=3)
+    watch = DeathWatch({3: Identity(child, proc.pid)}, str(tmp_path), "here")
+    assert watch.watching == 1 and not watch.deaths()
+    assert _end(proc, how) == 0  # the launcher sees a clean exit and keeps the job
+    deadline = time.monotonic() + 10
+    deaths = []
+    while not deaths and time.monotonic() < deadline:
+        deaths = watch.deaths()
+        time.sleep(0.01)
+    assert deaths == [(3, "here", child, status, 42, True)]
+    assert not list(tmp_path.iterdir())  # the note was read and removed
+    watch.close()
+    assert not tmp_path.exists()
+
+
+def test_rank_0_death_and_a_clean_end_pass_the_status_on(tmp_path: Path) -> None:
+    proc, _ = _start(tmp_path, rank=0)
+    assert _end(proc, "SIGSEGV") == -signal.SIGSEGV  # the pool is lost: the launcher must see it
+    proc, _ = _start(tmp_path, rank=2)
+    assert _end(proc, "clean") == 3  # a rank that ended its serving: its own status
+    assert not list(tmp_path.iterdir())
+
+
+def test_keepers_off(tmp_path: Path) -> None:
+    env = {**os.environ, "RANKPOOL_NO_KEEPER": "1"}
+    code = "from rankpool.mpi_pool.keeper import keep; print(keep())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=30)
+    assert out.stdout.strip() == "None"
+
+
+def test_worker_lost_names_rank_host_pid_and_how() -> None:
+    exc = WorkerLost(7, 3, "node7", 4711, -11)
+    assert str(exc) == ("task 7 lost: worker rank 3 (pid 4711 on node7) was killed by signal 11 "
+                        "(SIGSEGV) while running it")
+    assert exc.signal == 11 and exc.exit_code is None
+    import pickle
+    again = pickle.loads(pickle.dumps(exc))
+    assert (again.rank, again.host, again.pid, again.status, str(again)) == \
+        (3, "node7", 4711, -11, str(exc))
+    assert WorkerLost(1, 2, "h", 5, 3).exit_code == 3
+    assert describe_exit(None) == "ended in a way nobody saw"
