@@ -98,6 +98,11 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str], argv: lis
     assert code == 0 and "usage:" in out
 
 
+def test_pool_help_names_the_command_it_was_run_as(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "pool", "--help")
+    assert code == 0 and out.startswith("usage: rankpool pool ")
+
+
 def test_status_refuses_a_directory_that_is_not_a_run_dir(capsys: pytest.CaptureFixture[str],
                                                           tmp_path: Path) -> None:
     code, _, err = run(capsys, "status", "--once", str(tmp_path / "missing"))

@@ -157,6 +157,11 @@ class InterchangeClient:
         os.close(self._rfd)
         os.close(self._wfd)
 
+    def kill(self) -> None:
+        """Kill the interchange process now (a second Ctrl-C); :meth:`stop` still closes."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+
     @property
     def pool_address(self) -> str:
         host = self.config.address
@@ -242,7 +247,7 @@ class InterchangeClient:
                         self.on_broken(f"the interchange has been silent for "
                                        f"{now - self.last_heard:.1f} s (threshold {threshold:g} s)")
                         return
-        except Exception as exc:  # a bug: never leave futures hanging
+        except BaseException as exc:  # a bug: never leave futures hanging
             log.exception("the client thread failed")
             self.on_broken(f"the client thread failed: {exc!r}")
 
@@ -287,6 +292,8 @@ class InterchangeClient:
                 self._handle(frames)
             except ProtocolError as exc:
                 log.warning("dropped a malformed message from the interchange: %s", exc)
+            except BaseException:  # settling futures raised: this thread must carry on
+                log.exception("handling a message from the interchange failed; carrying on")
             if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 return  # drained (asking is far cheaper than a zmq.Again raised)
 

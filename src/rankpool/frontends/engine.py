@@ -20,7 +20,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from ..errors import (BrokenPool, ManagerLost, MessageTooLarge, SerializationError,
-                      SharedMemoryError)
+                      SharedMemoryError, TaskCancelled)
 from ..protocol.batches import Result, Task
 from ..protocol.messages import Lost
 from ..protocol.wire import MAX_MESSAGE_SIZE, Buffer, message_size
@@ -113,11 +113,13 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         return True
 
     def add_done_callback(self, fn: Callable[[Future], object]) -> None:  # type: ignore[type-arg]
+        """Run ``fn(future)`` once it is done; whatever it raises (``SystemExit`` included) is
+        logged and dropped: it runs on the thread that settles every future."""
         ctx = self._context
         if ctx is None:  # the submitter's context was empty: run in an empty one
-            super().add_done_callback(lambda f: contextvars.Context().run(fn, f))
+            super().add_done_callback(lambda f: _guarded(contextvars.Context(), fn, f))
         else:
-            super().add_done_callback(lambda f: ctx.run(fn, f))
+            super().add_done_callback(lambda f: _guarded(ctx, fn, f))
 
     def __repr__(self) -> str:
         label = f" label={self.label!r}" if self.label else ""
@@ -125,6 +127,15 @@ class TaskFuture(Future):  # type: ignore[type-arg]
 
 
 _DONE = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", "FINISHED"})
+
+
+def _guarded(ctx: contextvars.Context, fn: Callable[[Future], object],  # type: ignore[type-arg]
+             future: Future) -> None:  # type: ignore[type-arg]
+    """A done-callback, run so that nothing it raises reaches the settling thread."""
+    try:
+        ctx.run(fn, future)
+    except BaseException:  # SystemExit or KeyboardInterrupt would end that thread
+        log.exception("done-callback %r of %r raised; ignored", fn, future)
 
 #: Future.__init__ sets exactly these attributes (CPython 3.8-3.13); if a Python adds more,
 #: TaskFuture falls back to calling it
@@ -158,6 +169,8 @@ def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
         set_outcome(future, None, error)
         return
     first = errors[0]
+    if len(errors) == 1 and isinstance(first, TaskCancelled) and future.cancel():
+        return  # dropped unstarted (an interrupted rank); cancel() notified the waiters
     for other in errors[1:]:
         cause = other.__cause__
         where = str(cause).strip().strip('"').strip().splitlines()[0] if cause else "another rank"

@@ -15,6 +15,7 @@ cause (:class:`~rankpool.errors.BlockStartFailed`).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BlockStartFailed, ExecutorShutdown, VersionMismatch
 from ..launchers.failed_starts import record
-from ..launchers.local import LocalBlocks
+from ..launchers.local import LocalBlocks, exit_meaning
 from ..launchers.mpiexec import find_mpiexec
 from ..launchers.provider_blocks import ProviderBlocks
 from ..launchers.shape import block_shape, local_shape
@@ -198,11 +199,48 @@ class Executor(FrontEnd):
                 return self
             time.sleep(0.05)
 
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.interrupt()
+        else:
+            self.shutdown(wait=True)
+
+    def interrupt(self) -> None:
+        """Stop at once, as on Ctrl-C (what leaving the ``with`` block with ``KeyboardInterrupt``
+        does): say so in one line on stderr, cancel the tasks not started, fail the running
+        ones, interrupt the local pools (each rank's running task gets ``KeyboardInterrupt``
+        and the pool ends cleanly; one still running 2 s later is terminated, then killed),
+        stop the interchange. A second Ctrl-C meanwhile kills them all at once."""
+        with self._lock:
+            first = not self._shutdown
+            self._shutdown = True
+        if not first:
+            return
+        engine = self._engine
+        print(f"rankpool: interrupted: cancelling {len(engine.futures)} pending tasks and "
+              f"stopping the Executor's pools (running tasks are interrupted; Ctrl-C again "
+              f"kills them)", file=sys.stderr, flush=True)
+        try:
+            engine.cancel_pending()
+            engine.fail_remaining(ExecutorShutdown("the executor was interrupted (Ctrl-C) "
+                                                   "before the task finished"))
+            if self._blocks is not None:
+                self._blocks.stop(interrupt=True)
+            self._closer.close(wait=True)
+        except KeyboardInterrupt:  # the second Ctrl-C: end everything now
+            if self._blocks is not None:
+                self._blocks.kill()
+            self.client.kill()
+            raise
+
     # -- views of the pools -------------------------------------------------------------------------
     def pools(self) -> list[dict[str, Any]]:
         """The connected pools: block, hosts, usable ranks, ``stuck_ranks`` (see the faults page;
         a pool with any is drained), busy ranks, tasks in flight, versions, and ``devices``:
-        ``{rank: device id}`` for the ranks that own an accelerator."""
+        ``{rank: device id}`` for the ranks that own an accelerator. A pool connects a moment
+        after its block starts (seconds, on a batch system): right after the executor is built
+        this is usually ``[]``; submitted tasks wait for the first pool."""
         return list(self.client.command("pools"))
 
     def outstanding(self) -> int:
@@ -254,7 +292,9 @@ class Executor(FrontEnd):
                 blocks.start()
                 continue
             self._failed_starts = 0
-            log.error("block %s exited with code %s", block_id, code)
+            log.error("block %s exited with code %s (%s); starting another (%d of at most %d); "
+                      "see %s", block_id, code, exit_meaning(code), self._restarts + 1,
+                      MAX_RESTARTS, blocks.output(block_id))
             if self._plane is not None:
                 self._plane.sweep_dead()
             if self._restarts >= MAX_RESTARTS:

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -47,12 +48,14 @@ from ..shm import arena as shm
 from ..shm import run as shm_run
 from ..task.node_resources import apply_binding, device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
-from .config import PoolConfig
+from .config import EXIT_REFUSED, EXIT_STUCK, EXIT_UNREACHABLE, PoolConfig
 from .deaths import DeathWatch, Identity, note_dir
 from .doorbell import Doorbell, new_token
 from .keeper import Link
 from ..task.initializer import read_initializer
 from .initializer import initialize
+from .interrupts import Interrupts
+from .mpich_files import abort, release
 from .manager import Manager, abort_for_stuck
 from .result_sizes import fit_results
 from .subcomms import Topology, discover_topology
@@ -83,12 +86,8 @@ class PoolUnreachable(PoolLeaves):
     """The interchange never answered the pool's registration: the pool exits with an error."""
 
 
-#: exit status of a pool the interchange refused
-EXIT_REFUSED = 3
-#: exit status of a pool that could not reach the interchange
-EXIT_UNREACHABLE = 5
-#: error code given to MPI_Abort by a pool that left with ranks stuck in tasks
-EXIT_STUCK = 4
+#: signals that stop a pool cleanly (Ctrl-C forwarded by mpiexec; a job's cancel)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
@@ -99,6 +98,7 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
     rank = comm.Get_rank()
     token = comm.bcast(new_token() if rank == 0 else None, root=0)
     identities = comm.gather(Identity(os.getpid(), link.keeper_pid if link else 0), root=0)
+    release(comm)  # MPICH's file in /dev/shm: nothing left however the job ends
     near = topology.nodes[0] if topology.nodes else []  # worker ranks on rank 0's node
     _setup_logging(cfg, rank)
     notes = note_dir(token)
@@ -116,20 +116,22 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
             watch = DeathWatch({r: identities[r] for r in near}, notes, topology.hosts[0])
             pool = PoolManager(cfg, comm, topology, bell, near, init_error, watch)
             try:
-                status = pool.run()
+                with Interrupts(STOP_SIGNALS, comm, on_first=pool.interrupt):
+                    status = pool.run()
             finally:
                 watch.close()
             if pool.manager.stuck:
-                abort_for_stuck(comm, sorted(pool.manager.stuck), EXIT_STUCK)
+                abort_for_stuck(comm, pool.manager.stuck, EXIT_STUCK)
             lost = bool(pool.manager.lost)
         else:
-            worker = Worker(comm, arena=result_arena(cfg), bell=bell, link=link)
+            worker = Worker(comm, arena=result_arena(cfg), bell=bell, link=link,
+                            interrupts=Interrupts(STOP_SIGNALS, comm))
             worker.serve()
             lost = bool(worker.lost_peers)
     except BaseException:
         log.critical("rank %d failed; aborting the pool", rank, exc_info=True)
         sys.stderr.flush()
-        comm.Abort(1)
+        abort(comm, 1)
     if bell is not None:
         bell.close()
     if link is not None:
@@ -194,6 +196,8 @@ class PoolManager:
         self.last_heard = self.last_sent = time.monotonic()
         self.first_done = 0.0
         self.reported: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())
+        self.interrupted = ""      # the signal that stops the pool, by name
+        self._in_poll = False      # blocked in the idle ZeroMQ poll: an interrupt raises there
 
     def run(self) -> int:
         """Serve until stopped, drained or cut off; the pool's exit status."""
@@ -258,6 +262,8 @@ class PoolManager:
                      {r: d for r, d in enumerate(reg.devices) if d})
         deadline = time.monotonic() + self.threshold
         while time.monotonic() < deadline:
+            if self.interrupted:
+                raise PoolLeaves(f"interrupted by {self.interrupted} before it registered")
             if not self.sock.poll(100):
                 continue
             frames = self.sock.recv_multipart()
@@ -283,6 +289,8 @@ class PoolManager:
         manager = self.manager
         backoff = Backoff()
         while True:
+            if self.interrupted:
+                raise PoolLeaves(f"interrupted by {self.interrupted}")
             if manager.outstanding:
                 got = self.pool_receive(0)
                 active = manager.progress() or got
@@ -314,9 +322,24 @@ class PoolManager:
             self.bell.wait(seconds, self.sock_fd)
 
     # -- steps ---------------------------------------------------------------------------------
+    def interrupt(self, signum: int) -> None:
+        """The first SIGINT or SIGTERM: leave the loop (at once when blocked in the idle poll),
+        stopping the worker ranks, which were interrupted too when ``mpiexec`` forwarded it."""
+        self.interrupted = signal.Signals(signum).name
+        if self._in_poll:
+            raise PoolLeaves(f"interrupted by {self.interrupted}")
+
     def pool_receive(self, timeout_ms: int) -> bool:
         sock = self.sock
-        if not self._poll(timeout_ms):
+        if timeout_ms:
+            self._in_poll = True
+            try:
+                ready = not self.interrupted and self._poll(timeout_ms)
+            finally:
+                self._in_poll = False
+        else:
+            ready = self._poll(0)
+        if not ready:
             return False
         while True:
             try:
