@@ -267,3 +267,11 @@ def test_status_shows_the_latest_failed_starts_with_their_cause() -> None:
     assert "srun: error: step refused for block 3" in out
     assert "block 0 (job 100)" not in out
     assert "failed starts" not in render("/run", {}, {**snap, "failed_starts": []})
+
+
+def test_status_row_names_lost_ranks() -> None:
+    from rankpool.cli import _pool_row
+    pool = {"block_id": "0", "pool_id": "p", "hosts": ["h"], "ranks": 2, "busy_ranks": 0,
+            "tasks": 0, "held": False, "draining": False, "last_seen_s": 0.1,
+            "stuck_ranks": [], "lost_ranks": [2, 5]}
+    assert _pool_row(pool)[7] == "active (lost 2,5)"
