@@ -2,7 +2,8 @@
 
     submit ─▶ inbox (deque) ─▶ rankpool-client thread ─ZMQ─▶ interchange process
        └──── a lone task: the submit socket ──────ZMQ─▶
-    futures ◀─ on_results / on_lost ◀────────────────────── results, Lost, heartbeats
+    cancel ─▶ cancels (deque) ─▶ rankpool-client thread ─ZMQ─▶  (Cancel, after the tasks)
+    futures ◀─ on_results / on_lost / on_started ◀───────── results, Lost, Started, heartbeats
 
 The thread owns the task socket: it sends whatever piled up in the inbox as one batch (a
 flood goes in bulk), hands result batches to ``on_results`` (as ``split_results`` gives
@@ -63,6 +64,9 @@ class InterchangeClient:
         self.on_lost = on_lost
         self.on_broken = on_broken
         self.on_refused = on_refused
+        #: told the ids of tasks that started on their ranks (None: nobody listens)
+        self.on_started: Callable[[list[int]], Any] | None = None
+        self.cancels: deque[int] = deque()  # tasks to drop, sent by the thread
         self.inbox: deque[Task] = deque()
         self.ports: dict[str, int] = {}
         self.proc: subprocess.Popen[str] | None = None
@@ -225,6 +229,8 @@ class InterchangeClient:
                 if self.inbox:
                     self._send_batches()
                     last_sent = time.monotonic()
+                if self.cancels:
+                    self._send_cancels()
                 if self.sock in events:
                     self._receive()
                 now = time.monotonic()
@@ -262,6 +268,18 @@ class InterchangeClient:
             return
         self.sock.send_multipart(frames, copy=False)
 
+    def cancel(self, task_id: int) -> None:
+        """Have the interchange drop this task (its future was cancelled), from the thread,
+        after any batch that carries it."""
+        self.cancels.append(task_id)
+        self._wake()
+
+    def _send_cancels(self) -> None:
+        cancels = self.cancels
+        ids = [cancels.popleft() for _ in range(len(cancels))]
+        for part in protocol.id_slices(ids):
+            self.sock.send_multipart(protocol.Cancel(part).encode())
+
     def _receive(self) -> None:
         sock = self.sock
         while True:
@@ -287,6 +305,9 @@ class InterchangeClient:
         msg = protocol.decode_message(header)
         if isinstance(msg, protocol.Lost):
             self.on_lost(msg)
+        elif isinstance(msg, protocol.Started):
+            if self.on_started is not None:
+                self.on_started(msg.task_ids)
         elif isinstance(msg, protocol.Refused):
             log.error("the interchange refused pool %s of block %s on %s: %s", msg.pool_id,
                       msg.block_id, msg.hosts, msg.reason)

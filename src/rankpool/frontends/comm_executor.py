@@ -38,7 +38,8 @@ from ..mpi_pool.manager import Manager, abort_for_stuck
 from ..mpi_pool.mpich_files import release
 from ..mpi_pool.placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
 from ..mpi_pool.subcomms import discover_topology
-from ..mpi_pool.initializer import dump_initializer, initialize
+from ..mpi_pool.initializer import initialize
+from ..task.initializer import dump_initializer
 from ..mpi_pool.solo import Solo
 from ..mpi_pool.worker import Worker
 from ..protocol.batches import Task
@@ -135,6 +136,7 @@ class CommExecutor(FrontEnd):
         if init_error:
             self._set_broken(init_error)
         if self._solo is None and self.is_root:
+            self._engine.on_cancel = self._cancelled.append  # dropped by the manager thread
             self._manager = Manager(self.pool_comm, self.topology, depth=depth, lend=lend,
                                     grace=grace,
                                     device_ranks=device_ranks(self.topology.nodes, resources))
@@ -235,7 +237,7 @@ class CommExecutor(FrontEnd):
         with self._lock:
             self._shutdown = True
         if cancel_futures:
-            self._cancelled.extend(self._engine.cancel_pending())
+            self._engine.cancel_pending()
             self._cancel_all = True
         self._stopping = True
         self._wake.set()

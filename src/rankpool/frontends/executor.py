@@ -18,8 +18,11 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BlockStartFailed, ExecutorShutdown, VersionMismatch
 from ..launchers.failed_starts import record
@@ -35,9 +38,14 @@ from ..protocol.wire import MAX_MESSAGE_SIZE, check_max_message_size
 from ..shm.plane import check_cap, choose_shared_memory
 from ..task.node_resources import block_devices, node_resources, node_workers
 from ..task.resources import Spec, check_fits
+from ..task.initializer import dump_initializer, write_initializer
 from .base import FrontEnd
-from .engine import TaskFuture
+from .engine import Engine, TaskFuture
+from .lifetime import Closer, close_when_dropped, weak
 from .session import SessionOptions, start_session
+
+if TYPE_CHECKING:
+    from .client import InterchangeClient
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +101,11 @@ class Executor(FrontEnd):
                  accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
                  cpu_affinity: str | Sequence[Any] = "none",
                  shared_memory: bool | None = None, shared_memory_cap: int | None = None,
-                 max_message_size: int = MAX_MESSAGE_SIZE, max_failed_starts: int = 1) -> None:
+                 max_message_size: int = MAX_MESSAGE_SIZE, max_failed_starts: int = 1,
+                 initializer: Callable[..., Any] | None = None,
+                 initargs: Sequence[Any] = ()) -> None:
         super().__init__(requirements)
+        init_payload = dump_initializer(initializer, initargs)
         use_shm = choose_shared_memory(shared_memory, local=provider is None)
         shm_cap = check_cap(shared_memory_cap)
         self._engine.max_message_size = check_max_message_size(max_message_size)
@@ -119,6 +130,8 @@ class Executor(FrontEnd):
         shape = local_shape(max_ranks) if provider is None else block_shape(provider,
                                                                             ranks_per_node)
         self.widest, self.largest_node = shape.widest_task, shape.largest_node_task
+        #: worker ranks of a block: the ranks that run tasks
+        self.num_workers = shape.worker_ranks
         self.devices = block_devices(self.node_resources, node_workers(
             shape.worker_ranks, shape.nodes, shape.widest_task))
         self._check_spec(self._default)
@@ -128,26 +141,34 @@ class Executor(FrontEnd):
                            resources=self.node_resources, run_dir=run_dir, encrypted=encrypted,
                            log_level=log_level, trace=trace, shared_memory=use_shm,
                            shared_memory_cap=shm_cap, max_message_size=max_message_size),
-            on_results=self._engine.resolve, on_lost=self._on_lost, on_broken=self._set_broken,
-            on_refused=self._on_refused)
+            # the client's thread holds the engine, never this executor (see lifetime)
+            on_results=self._engine.resolve, on_lost=partial(_on_lost, self._engine),
+            on_broken=self._engine.break_down, on_refused=weak(self._on_refused))
         self.encrypted = session.encrypted
         self.run_dir = session.run_dir
         self.client = session.client
+        self.client.on_started = self._engine.mark_running
+        self._engine.on_cancel = self.client.cancel
         self._engine.plane = session.plane
         self.pool_config = session.pool_config
+        if init_payload:
+            self.pool_config = replace(self.pool_config,
+                                       initializer=write_initializer(self.run_dir, init_payload))
         self._restarts = 0
         self._failed_starts = 0  # in a row
         self._blocks: LocalBlocks | None = None
         self._provider_blocks: ProviderBlocks | None = None
         if provider is None:
             self._blocks = LocalBlocks(max_ranks, self.pool_config, mpiexec, self.run_dir)
-            self._blocks.start()
         else:
             self._provider_blocks = ProviderBlocks(provider, self.pool_config,
                                                    shape.tasks_per_node, self.run_dir)
-            self._provider_blocks.start()
-        self._watch = threading.Thread(target=self._watch_blocks, name="rankpool-blocks",
-                                       daemon=True)
+        self._closer = Closer(partial(_close, self._engine, self.client, self._blocks,
+                                      self._provider_blocks))
+        close_when_dropped(self, self._closer)
+        (self._blocks or self._provider_blocks).start()  # type: ignore[union-attr]
+        self._watch = threading.Thread(target=_watch_blocks, args=(weakref.ref(self),),
+                                       name="rankpool-blocks", daemon=True)
         self._watch.start()
 
     # -- FrontEnd ---------------------------------------------------------------------------------
@@ -159,18 +180,24 @@ class Executor(FrontEnd):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
-            if self._shutdown and not wait:
-                return
-            first = not self._shutdown
             self._shutdown = True
         if cancel_futures:
             self._engine.cancel_pending()
-        if not first:
-            return
-        if wait:
-            self._close()
-        else:
-            threading.Thread(target=self._close, name="rankpool-shutdown", daemon=True).start()
+        self._closer.close(wait)
+
+    def bootup(self, wait: bool = True) -> Executor:
+        """Wait until a pool has registered with the interchange (its worker ranks are up and
+        ready for tasks), so that timings leave out the start (``mpi4py.futures``' name);
+        returns the executor. ``wait=False`` returns at once. RuntimeError after shutdown,
+        :class:`~rankpool.errors.BrokenPool` when the executor broke meanwhile."""
+        while True:
+            if self._shutdown:
+                raise RuntimeError("cannot boot up an executor after shutdown")
+            if self._broken is not None:
+                raise self._broken
+            if not wait or self.client.command("pools"):
+                return self
+            time.sleep(0.05)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: Any) -> None:
@@ -200,26 +227,12 @@ class Executor(FrontEnd):
                                                    "before the task finished"))
             if self._blocks is not None:
                 self._blocks.stop(interrupt=True)
-            self._close()
+            self._closer.close(wait=True)
         except KeyboardInterrupt:  # the second Ctrl-C: end everything now
             if self._blocks is not None:
                 self._blocks.kill()
             self.client.kill()
             raise
-
-    def _close(self) -> None:
-        engine = self._engine
-        while engine.futures and engine.broken is None:
-            time.sleep(0.005)
-        self.client.stop()
-        if self._blocks is not None:
-            self._blocks.stop()
-        if self._provider_blocks is not None:
-            self._provider_blocks.stop()
-        engine.fail_remaining(ExecutorShutdown("the executor was shut down before the task "
-                                               "finished"))
-        if engine.plane is not None:
-            engine.plane.close()
 
     # -- views of the pools -------------------------------------------------------------------------
     def pools(self) -> list[dict[str, Any]]:
@@ -248,23 +261,19 @@ class Executor(FrontEnd):
             if msg.cause is RefusalCause.VERSION_MISMATCH else None
         self._set_broken(f"the pool of block {msg.block_id} was refused: {msg.reason}", cause)
 
-    def _on_lost(self, msg: protocol.Lost) -> None:
-        if not msg.task_ids:
-            log.info("block %s left: %s", msg.block_id, msg.reason)
-            return
-        self._engine.lost(msg)
-
     # -- blocks ------------------------------------------------------------------------------------
-    def _watch_blocks(self) -> None:
-        while not self._shutdown and self._broken is None:
-            time.sleep(0.1)
-            try:
-                if self._blocks is not None:
-                    self._watch_local(self._blocks)
-                elif self._provider_blocks is not None:
-                    self._watch_provider(self._provider_blocks)
-            except Exception:  # a bug here must not end the watching
-                log.exception("block watcher step failed")
+    def _watch_step(self) -> bool:
+        """One look at the blocks; False once there is nothing more to watch."""
+        if self._shutdown or self._broken is not None:
+            return False
+        try:
+            if self._blocks is not None:
+                self._watch_local(self._blocks)
+            elif self._provider_blocks is not None:
+                self._watch_provider(self._provider_blocks)
+        except Exception:  # a bug here must not end the watching
+            log.exception("block watcher step failed")
+        return True
 
     def _registered(self) -> set[str]:
         """Blocks that had a pool registered (the interchange keeps them all)."""
@@ -320,3 +329,38 @@ class Executor(FrontEnd):
                                  failure.detail, self._failed_starts)
         self._set_broken(str(error), error)
         return True
+
+
+def _watch_blocks(ref: weakref.ref[Executor]) -> None:
+    """The ``rankpool-blocks`` thread: replace blocks that die or fail to start, holding the
+    executor only weakly (it ends when the executor is dropped)."""
+    while True:
+        time.sleep(0.1)
+        ex = ref()
+        if ex is None or not ex._watch_step():
+            return
+        del ex
+
+
+def _on_lost(engine: Engine, msg: protocol.Lost) -> None:
+    if not msg.task_ids:
+        log.info("block %s left: %s", msg.block_id, msg.reason)
+        return
+    engine.lost(msg)
+
+
+def _close(engine: Engine, client: InterchangeClient, blocks: LocalBlocks | None,
+           provider_blocks: ProviderBlocks | None) -> None:
+    """Close a run: wait for the pending futures, then stop the interchange (it stops its
+    pools), the local blocks and the provider's jobs; fail what is left."""
+    while engine.futures and engine.broken is None:
+        time.sleep(0.005)
+    client.stop()
+    if blocks is not None:
+        blocks.stop()
+    if provider_blocks is not None:
+        provider_blocks.stop()
+    engine.fail_remaining(ExecutorShutdown("the executor was shut down before the task "
+                                           "finished"))
+    if engine.plane is not None:
+        engine.plane.close()

@@ -52,7 +52,8 @@ from .config import EXIT_REFUSED, EXIT_STUCK, EXIT_UNREACHABLE, PoolConfig
 from .deaths import DeathWatch, Identity, note_dir
 from .doorbell import Doorbell, new_token
 from .keeper import Link
-from .initializer import initialize, read_initializer
+from ..task.initializer import read_initializer
+from .initializer import initialize
 from .interrupts import Interrupts
 from .mpich_files import abort, release
 from .manager import Manager, abort_for_stuck

@@ -2,9 +2,9 @@
 
 The loop is a short list of non-blocking steps: ``worker_receive`` (``Iprobe`` for work,
 cancel or stop), run one queued task, ``worker_report`` (results go back in batches: when the
-queue empties, or before a task starts ``flush_interval`` or more after the last report, when
-the report also announces that task's start: rank 0 thus learns of every task that runs long
-without a message per task), and back off when idle (on the rank's doorbell when it
+queue empties, or before a task starts ``flush_interval`` or more after the last report, or
+before the last queued task starts; the report also announces that task's start: rank 0 thus
+learns of most tasks that run long without a message per task), and back off when idle (on the rank's doorbell when it
 shares rank 0's node: rank 0 rings it when it sends work to the idle rank, see
 :mod:`.doorbell`). With an ``arena`` (the front-end
 shares this host's ``/dev/shm``) large result buffers go into its segments and only their
@@ -113,7 +113,10 @@ class Worker:
                         self.worker_interrupted()
                     # probe for more work only between batches: each Iprobe costs a turn of
                     # MPI's progress engine
-                    if time.monotonic() - self.last_report > self.flush_interval:
+                    # report first when due, or before the last queued task if others ended
+                    # (it may run long: their results must not wait for it)
+                    if time.monotonic() - self.last_report > self.flush_interval or (
+                            self.done and len(self.queue) == 1):
                         if not fresh:
                             self.worker_receive(again=True)  # a cancel may drop the head
                         if self.queue:
@@ -259,7 +262,7 @@ class Worker:
         if position == -2:
             position = self.positions[item.fn_digest] = comm_position(fn)
         args, kwargs = loads_data(item.data, buffers)
-        if is_application(fn, position, args, len(item.ranks)):
+        if is_application(fn, position, args, len(item.ranks), item.setting):
             if self.apps is None:
                 self.apps = Applications()
             run = self.apps.run
