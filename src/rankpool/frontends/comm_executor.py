@@ -23,6 +23,7 @@ from typing import Any
 from mpi4py import MPI
 
 from ..errors import ExecutorShutdown, ResourceSpecError
+from ..exit_codes import ExitCode
 from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
 from ..mpi_pool.manager import Manager, abort_for_stuck
 from ..mpi_pool.placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
@@ -137,7 +138,7 @@ class CommExecutor(FrontEnd):
             self.shutdown(wait=True)
             stuck = self.stuck_ranks
             if stuck and self.on_stuck == "abort":
-                abort_for_stuck(self.pool_comm, stuck, 70)
+                abort_for_stuck(self.pool_comm, stuck, ExitCode.COMM_STUCK)
         self.pool_comm.Free()
 
     def bootup(self, wait: bool = True) -> CommExecutor:
