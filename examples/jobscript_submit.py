@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ex = executor(args.scheduler, args.nodes, args.ranks_per_node, args.address)
     with parsl.load(parsl.Config(executors=[ex])):
-        run_dir = os.path.join(ex.run_dir, ex.label)
+        run_dir = ex.executor_dir
         print(f"RUN_DIR={run_dir}")
         print("pool command:", ex.pool_command("my-block"))
         print(f"waiting for pools: RUN_DIR={run_dir} sbatch {HERE / 'jobscript_slurm.sh'}"

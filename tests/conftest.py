@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,3 +55,82 @@ def mpirun() -> Callable[..., MpiRun]:
                                  f"{proc.stdout}\nstderr:\n{proc.stderr}")
         return MpiRun(proc)
     return run
+
+
+# -- what the session leaves behind ------------------------------------------------------------
+# Every process this session starts inherits the marker (even those Parsl's LocalProvider or a
+# batch system detach from pytest); a thread notes them and the /dev/shm files they map while
+# tests run. When the session ends, any of them still running, or any of those files still in
+# /dev/shm, fails the session, named with the test that was running when it was first seen.
+# Nothing else on the machine (another test session's processes and files) is ever counted.
+from leftovers import MARKER_ENV, Watch  # noqa: E402
+
+#: seconds the session's processes get to exit, and their files to go, once the last test ended
+LEFTOVER_GRACE = 15.0
+_SESSION_MARKER = f"{os.getpid()}-{secrets.token_hex(6)}"
+os.environ[MARKER_ENV] = _SESSION_MARKER
+
+
+class _SessionWatch:
+    def __init__(self) -> None:
+        self.watch = Watch(os.getpid(), _SESSION_MARKER)
+        self.test = "(before the first test)"
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="leftover-watch", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stopped.wait(0.5):
+            try:
+                self.watch.look(self.test)
+            except Exception:  # a process that vanished mid-look: the next look sees the rest
+                pass
+
+    def report(self) -> list[str]:
+        self.stopped.set()
+        self.thread.join(5)
+        self.watch.look("(after the last test)")
+        procs, files = self.watch.gone(LEFTOVER_GRACE)
+        seen = self.watch.first_seen
+        lines = []
+        for proc in procs:
+            try:
+                what = " ".join(proc.cmdline())[:200]
+            except Exception:
+                what = "?"
+            lines.append(f"process {proc.pid} still running ({what}); first seen during "
+                         f"{seen.get(f'process {proc.pid}', '?')}")
+        for name in files:
+            owner = seen.get(name) or next((seen[p] for p in seen if name.startswith(p)), "?")
+            lines.append(f"/dev/shm/{name} left behind; first seen during {owner}")
+        for proc in procs:  # reported: now end them, so that the next session starts clean
+            with contextlib.suppress(Exception):
+                proc.kill()
+        for name in files:
+            with contextlib.suppress(OSError):
+                os.unlink(f"/dev/shm/{name}")
+        return lines
+
+
+_session_watch = _SessionWatch()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _session_watch.thread.start()
+
+
+def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
+    _session_watch.test = nodeid
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    lines = _session_watch.report()
+    if not lines:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    text = "this test session left behind:\n  " + "\n  ".join(lines)
+    if reporter is not None:
+        reporter.write_sep("=", "leftovers", red=True)
+        reporter.write_line(text)
+    else:
+        print(text, file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

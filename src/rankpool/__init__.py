@@ -29,6 +29,7 @@ from .errors import (
     SharedMemoryError,
     SpawnUnsupported,
     StuckRanksError,
+    TaskExit,
     TaskSetupError,
     TaskTimeout,
     VersionMismatch,
@@ -47,7 +48,7 @@ __all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "r
            "ApplicationError", "ApplicationSetupError", "SpawnUnsupported", "BlockStartFailed", "BrokenPool",
            "EncryptionUnavailable", "ExecutorShutdown", "InsufficientRanks", "KeyFileError", "ManagerLost", "RankPoolError",
            "RemoteTaskError", "ResourceSpecError", "TaskSetupError", "SerializationError", "SharedMemoryError", "StuckRanksError",
-           "TaskTimeout", "VersionMismatch", "WorkerLost"]
+           "TaskExit", "TaskTimeout", "VersionMismatch", "WorkerLost"]
 
 
 def __getattr__(name: str) -> Any:

@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args and args[0] == "pool":  # the pool program parses its own options
             from .mpi_pool.__main__ import main as pool_main
-            return pool_main(args[1:])
+            return pool_main(args[1:], prog="rankpool pool")
         ns = build_parser().parse_args(args)
         return int(ns.run(ns))
     except SystemExit as exc:  # argparse: --help (0) and usage errors (2)

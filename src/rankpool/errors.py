@@ -33,15 +33,22 @@ class TaskSetupError(ResourceSpecError):
 
 
 class SerializationError(RankPoolError):
-    """A function, argument, result or exception could not be (de)serialized."""
+    """A function, argument, result or exception could not be (de)serialized.
 
-    def __init__(self, what: str, cause: BaseException) -> None:
-        super().__init__(f"cannot serialize {what}: {type(cause).__name__}: {cause}")
+    The message says it in one line: what, where the object that failed is (``culprit``:
+    ``keyword argument 'rows': a generator``) and the pickler's own error; the pickler's
+    long traceback is not chained to it.
+    """
+
+    def __init__(self, what: str, cause: BaseException, culprit: str = "") -> None:
+        where = f" ({culprit})" if culprit else ""
+        super().__init__(f"cannot serialize {what}{where}: {type(cause).__name__}: {cause}")
         self.what = what
+        self.culprit = culprit
         self.cause_text = f"{type(cause).__name__}: {cause}"
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (_rebuild_serialization_error, (self.what, self.cause_text))
+        return (_rebuild_serialization_error, (self.what, self.cause_text, self.culprit))
 
 
 class SharedMemoryError(RankPoolError):
@@ -87,6 +94,30 @@ class RemoteTaskError(RankPoolError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.type_name, self.remote_message, self.rank, self.size, self.host))
+
+
+class TaskExit(RankPoolError):
+    """A task raised a ``BaseException`` that is not an ``Exception``: ``SystemExit``
+    (``sys.exit()``), ``KeyboardInterrupt`` (an interrupted task), ``GeneratorExit`` or another.
+
+    Only that task failed: the worker rank and the pool carry on, and the submitting program sees
+    this ordinary exception instead of one that would end it or kill the thread that settles
+    futures. ``type_name`` is the original's qualified type name, ``code`` its exit code
+    (``SystemExit.code``; None for the other types). As for every remote error, ``__cause__``
+    is the remote traceback (which shows the original); the original itself, where it can be
+    rebuilt here, is ``__context__``.
+    """
+
+    def __init__(self, type_name: str, code: object = None, message: str = "") -> None:
+        raised = f"{type_name}({code!r})" if code is not None else type_name
+        super().__init__(f"the task raised {raised}{': ' + message if message else ''} "
+                         f"(only this task failed)")
+        self.type_name = type_name
+        self.code = code
+        self.detail = message
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.type_name, self.code, self.detail))
 
 
 class TaskTimeout(RankPoolError, TimeoutError):
@@ -250,8 +281,8 @@ class InsufficientRanks(RankPoolError):
     was accepted."""
 
     def __init__(self, task_id: int, needed: int, usable: int) -> None:
-        super().__init__(f"task {task_id} needs {needed} ranks but the pool has only {usable} "
-                         "usable ranks left (the others are stuck or dead)")
+        super().__init__(f"task {task_id} needs {counted(needed, 'rank')} but the pool has only "
+                         f"{counted(usable, 'usable rank')} left (the others are stuck or dead)")
         self.task_id = task_id
         self.needed = needed
         self.usable = usable
@@ -260,10 +291,13 @@ class InsufficientRanks(RankPoolError):
         return (type(self), (self.task_id, self.needed, self.usable))
 
 
-def _rebuild_serialization_error(what: str, cause_text: str) -> SerializationError:
+def _rebuild_serialization_error(what: str, cause_text: str,
+                                 culprit: str = "") -> SerializationError:
     exc = SerializationError.__new__(SerializationError)
-    RankPoolError.__init__(exc, f"cannot serialize {what}: {cause_text}")
+    where = f" ({culprit})" if culprit else ""
+    RankPoolError.__init__(exc, f"cannot serialize {what}{where}: {cause_text}")
     exc.what = what
+    exc.culprit = culprit
     exc.cause_text = cause_text
     return exc
 
@@ -354,3 +388,8 @@ class MessageTooLarge(RankPoolError, ValueError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.what, self.size, self.limit))
+
+
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1 (``1 usable worker rank``, ``3 ranks``)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -22,3 +22,5 @@ class ExitCode(IntEnum):
     UNREACHABLE = 5
     #: ``MPI_Abort`` code of a ``CommExecutor`` left with ranks stuck (``on_stuck="abort"``)
     COMM_STUCK = 70
+    #: ``MPI_Abort`` code of a job aborted by a second interrupt (128 + SIGINT, as a shell says)
+    FORCED = 130

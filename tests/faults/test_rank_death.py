@@ -75,7 +75,7 @@ def test_dead_ranks_fail_only_their_tasks_and_the_pool_serves_on(tmp_path: Path)
     before = descendants()
     marks = tmp_path / "marks"
     marks.mkdir()
-    with executor(tmp_path / "run", max_ranks=6) as ex:
+    with executor(tmp_path / "run", max_ranks=6, heartbeat_threshold=5.0) as ex:
         pids = {f.result(timeout=30) for f in [ex.submit(t.nap, 0.3) for _ in range(6)]}
         mpiexec = ex._blocks.procs["0"]  # type: ignore[union-attr]
         old = pool_tree(ex)
@@ -113,7 +113,7 @@ def test_a_rank_killed_inside_an_allreduce_fails_its_task_only(tmp_path: Path) -
     before = descendants()
     marks = tmp_path / "marks"
     marks.mkdir()
-    with executor(tmp_path / "run", max_ranks=6) as ex:
+    with executor(tmp_path / "run", max_ranks=6, heartbeat_threshold=5.0) as ex:
         pids = {f.result(timeout=30) for f in [ex.submit(t.nap, 0.3) for _ in range(6)]}
         mpiexec = ex._blocks.procs["0"]  # type: ignore[union-attr]
         bad = ex.requirements(num_ranks=3).submit(t.die_in_allreduce, 1, str(marks))
@@ -135,7 +135,7 @@ def test_deaths_past_the_limit_drain_the_pool(tmp_path: Path) -> None:
     before = descendants()
     marks = tmp_path / "marks"
     marks.mkdir()
-    with executor(tmp_path / "run", max_ranks=4) as ex:
+    with executor(tmp_path / "run", max_ranks=4, heartbeat_threshold=5.0) as ex:
         pids = {f.result(timeout=30) for f in [ex.submit(t.nap, 0.3) for _ in range(4)]}
         mpiexec = ex._blocks.procs["0"]  # type: ignore[union-attr]
         long = ex.submit(t.nap, 3.0, str(marks), "long")

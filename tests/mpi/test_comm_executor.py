@@ -35,7 +35,8 @@ def test_errors_keep_type_rank_and_traceback(mpirun):
     assert run["single"]["type"] == "ValueError"
     assert run["bad_result"]["type"] == "SerializationError"
     assert "refuses to pickle" in run["bad_result"]["msg"]
-    assert run["sys_exit"]["type"] == "SystemExit"     # sys.exit in a task fails only the task
+    assert run["sys_exit"]["type"] == "TaskExit"       # sys.exit in a task fails only the task
+    assert "SystemExit(3)" in run["sys_exit"]["msg"]
     assert run["after"] == 4 and run["after2"] == 4
 
 

@@ -22,7 +22,7 @@ SAID = re.compile(r"rank (\d+) size (\d+) host (\S+?) pid")
 
 
 def test_bash_app_on_two_nodes_runs_one_process_per_node(load: Any, tmp_path: Path) -> None:
-    launcher = SrunLauncher(ranks_per_node=3, mpi="pmi2", extra="--overcommit")
+    launcher = SrunLauncher(ranks_per_node=2, mpi="pmi2")  # the job holds 2 tasks per node
     dfk = load(executor(provider(launcher, nodes_per_block=2)))
     ex = dfk.executors["rpslurm"]
     wait_for(lambda: ex.connected_managers(), timeout=60)

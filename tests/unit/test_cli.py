@@ -98,6 +98,11 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str], argv: lis
     assert code == 0 and "usage:" in out
 
 
+def test_pool_help_names_the_command_it_was_run_as(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "pool", "--help")
+    assert code == 0 and out.startswith("usage: rankpool pool ")
+
+
 def test_status_refuses_a_directory_that_is_not_a_run_dir(capsys: pytest.CaptureFixture[str],
                                                           tmp_path: Path) -> None:
     code, _, err = run(capsys, "status", "--once", str(tmp_path / "missing"))
@@ -262,3 +267,11 @@ def test_status_shows_the_latest_failed_starts_with_their_cause() -> None:
     assert "srun: error: step refused for block 3" in out
     assert "block 0 (job 100)" not in out
     assert "failed starts" not in render("/run", {}, {**snap, "failed_starts": []})
+
+
+def test_status_row_names_lost_ranks() -> None:
+    from rankpool.cli import _pool_row
+    pool = {"block_id": "0", "pool_id": "p", "hosts": ["h"], "ranks": 2, "busy_ranks": 0,
+            "tasks": 0, "held": False, "draining": False, "last_seen_s": 0.1,
+            "stuck_ranks": [], "lost_ranks": [2, 5]}
+    assert _pool_row(pool)[7] == "active (lost 2,5)"

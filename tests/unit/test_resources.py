@@ -62,3 +62,16 @@ def test_check_fits():
         check_fits(parse_spec({"num_ranks": 5}), widest=4)
     with pytest.raises(ResourceSpecError, match="ranks_per_node"):
         check_fits(parse_spec({"num_ranks": 4, "ranks_per_node": 4}), widest=8, largest_node=2)
+
+
+def test_counts_in_refusals_agree_in_number() -> None:
+    """'1 worker rank', not '1 worker ranks'."""
+    from rankpool.errors import InsufficientRanks
+    from rankpool.task.resources import check_fits
+    with pytest.raises(ResourceSpecError) as one:
+        check_fits(parse_spec({"num_ranks": 2}), 1, 1)
+    assert "(1 worker rank)" in str(one.value)
+    with pytest.raises(ResourceSpecError) as three:
+        check_fits(parse_spec({"num_ranks": 4}), 3, 3)
+    assert "(3 worker ranks)" in str(three.value)
+    assert "only 1 usable rank left" in str(InsufficientRanks(7, 2, 1))

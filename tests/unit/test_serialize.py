@@ -13,6 +13,7 @@ from rankpool.errors import (
     RemoteTaskError,
     RemoteTraceback,
     SerializationError,
+    TaskExit,
     TaskTimeout,
 )
 from rankpool.task.serialize import (
@@ -102,6 +103,25 @@ def test_unpicklable_data_is_named():
         dumps_data(Bad(), "the task's arguments")
 
 
+def test_a_serialization_error_says_what_and_where_in_one_line():
+    """Not a 30-line pickler traceback: the first line names the part that failed."""
+    class Holder:
+        def __init__(self) -> None:
+            self.rows = (i for i in range(3))
+    with pytest.raises(SerializationError) as caught:
+        dumps_data(((1, [2, Holder()]), {"ok": 3}), "the task's arguments")
+    err = caught.value
+    assert "(argument 1[1].rows: a generator)" in str(err).splitlines()[0]
+    assert err.__cause__ is None and err.__suppress_context__
+    with pytest.raises(SerializationError, match="keyword argument 'x': a generator"):
+        dumps_data(((), {"x": (i for i in "ab")}), "the task's arguments")
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == str(err) and again.culprit == err.culprit
+    rows = (i for i in range(3))
+    with pytest.raises(SerializationError, match="closure variable 'rows': a generator"):
+        FunctionPickler().dumps(lambda: next(rows))
+
+
 def test_remote_error_keeps_type_and_traceback():
     try:
         square("x")
@@ -131,6 +151,54 @@ def test_remote_error_that_cannot_be_rebuilt_becomes_remote_task_error(monkeypat
     assert pickle.loads(pickle.dumps(err)).type_name == err.type_name
 
 
+class _Halt(BaseException):
+    """A user's own BaseException subclass."""
+
+
+def _raised(exc: BaseException) -> BaseException:
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+@pytest.mark.parametrize("exc, type_name, code", [
+    (SystemExit(3), "SystemExit", 3), (SystemExit(), "SystemExit", None),
+    (SystemExit("bye"), "SystemExit", "bye"), (KeyboardInterrupt(), "KeyboardInterrupt", None),
+    (GeneratorExit(), "GeneratorExit", None), (_Halt("stop now"), "_Halt", None)])
+def test_base_exceptions_of_tasks_come_back_as_task_exit(exc, type_name, code):
+    """Whatever BaseException a task raised, its future gets an ordinary exception: a
+    SystemExit raised by result() would end the submitting program, one raised in a done
+    callback would kill the thread that settles futures."""
+    err = loads_error(dumps_error(_raised(exc), rank=1, size=4))
+    assert type(err) is TaskExit and isinstance(err, Exception)
+    assert err.type_name.endswith(type_name) and err.code == code
+    assert type(err.__context__) is type(exc)           # chained to the original ...
+    assert isinstance(err.__cause__, RemoteTraceback)   # ... and to its remote traceback
+    assert "rank 1 of 4 on" in str(err.__cause__) and "_raised" in str(err.__cause__)
+    assert type_name in str(err.__cause__)
+    assert type_name in str(err) and "only this task failed" in str(err)
+    again = pickle.loads(pickle.dumps(err))            # Parsl may pickle it again
+    assert (again.type_name, again.code, str(again)) == (err.type_name, err.code, str(err))
+
+
+def test_task_exit_code_with_parsl_exceptions_pickling() -> None:
+    """Parsl installs tblib's exception pickling, which rebuilds a SystemExit without
+    running its __init__ (``code`` None): the exit code is read from its args."""
+    import copyreg
+    import tblib.pickling_support
+    saved = dict(copyreg.dispatch_table)
+    tblib.pickling_support.install(SystemExit)
+    try:
+        err = loads_error(dumps_error(_raised(SystemExit(5))))
+    finally:
+        copyreg.dispatch_table.clear()
+        copyreg.dispatch_table.update(saved)
+    assert type(err) is TaskExit and err.code == 5 and "SystemExit(5)" in str(err)
+    again = pickle.loads(pickle.dumps(err))
+    assert (again.type_name, again.code, str(again)) == (err.type_name, err.code, str(err))
+
+
 def test_rankpool_errors_survive_pickling():
     """Every error a pool or rank may send back is rebuilt as itself, with its attributes
     (a pool refusing a task it can no longer hold sends ResourceSpecError)."""
@@ -142,6 +210,7 @@ def test_rankpool_errors_survive_pickling():
                errors.ManagerLost("0", ["h"], "gone"), errors.VersionMismatch("x", "1", "2"),
                errors.BrokenPool("broken", ValueError("v")), errors.KeyFileError("/k", "bad"),
                errors.RemoteTaskError("m.E", "text", 1, 2, "h"), errors.ExecutorShutdown("s"),
+               errors.TaskExit("SystemExit", 2, ""),
                errors.BlockStartFailed("0", "12", StartCause.JOB_ENDED, "srun: error", 2)]
     for exc in samples:
         again = loads_error(dumps_error(exc))

@@ -5,15 +5,16 @@ the views ``requirements(...)`` returns (see :mod:`rankpool.frontends.engine`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
-from ..errors import BrokenPool
 from ..protocol.batches import Task
 from ..shm.plane import FrontEndPlane
 from ..task.resources import Spec, parse_spec
-from .engine import Engine, TaskFuture, fail_all
+from .engine import Engine, TaskFuture
+from .lifetime import check_not_exiting
+from .mapping import map_calls
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,20 @@ class _Submitter(Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
         return self._front()._submit(fn, args, kwargs, self._default)
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],  # type: ignore[override]
+            timeout: float | None = None, chunksize: int = 1,
+            unordered: bool = False) -> Iterator[Any]:
+        """``fn`` over the items of ``iterables``, every call submitted now, ``chunksize``
+        calls per task; results in order, or as they complete with ``unordered``
+        (see :mod:`rankpool.frontends.mapping`)."""
+        return map_calls(self.submit, fn, zip(*iterables), timeout, chunksize, unordered)
+
+    def starmap(self, fn: Callable[..., Any], iterable: Iterable[Iterable[Any]],
+                timeout: float | None = None, chunksize: int = 1,
+                unordered: bool = False) -> Iterator[Any]:
+        """:meth:`map` with each item of ``iterable`` the arguments of one call."""
+        return map_calls(self.submit, fn, map(tuple, iterable), timeout, chunksize, unordered)
 
     def _front(self) -> FrontEnd:
         raise NotImplementedError
@@ -72,6 +87,7 @@ class FrontEnd(_Submitter):
             raise engine.broken
         if self._shutdown:
             raise RuntimeError("cannot submit after shutdown")
+        check_not_exiting()
         self._check_spec(spec)
         task, future = engine.task(fn, args, kwargs, spec)
         self._send(task, future)
@@ -82,12 +98,7 @@ class FrontEnd(_Submitter):
 
     def _set_broken(self, message: str, cause: BaseException | None = None) -> None:
         """The latch: record the cause once, fail every pending future, make submit raise."""
-        broken = BrokenPool(message, cause)
-        pending = self._engine.latch(broken)
-        if pending is None:
-            return
-        log.error("executor broken: %s", message)
-        fail_all(pending, broken)
+        self._engine.break_down(message, cause)
 
     @property
     def pending(self) -> int:
@@ -126,8 +137,7 @@ class RequirementsView(_Submitter):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if cancel_futures:
             for f in self._mine:
-                if f.cancel():
-                    f.set_running_or_notify_cancel()
+                f.cancel()
         if wait:
             for f in self._mine:
                 try:

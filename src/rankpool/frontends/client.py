@@ -60,6 +60,9 @@ class InterchangeClient:
         self.on_lost = on_lost
         self.on_broken = on_broken
         self.on_refused = on_refused
+        #: told the ids of tasks that started on their ranks (None: nobody listens)
+        self.on_started: Callable[[list[int]], Any] | None = None
+        self.cancels: deque[int] = deque()  # tasks to drop, sent by the thread
         self.inbox: deque[Task] = deque()
         self.ports: dict[str, int] = {}
         self.proc: subprocess.Popen[str] | None = None
@@ -150,6 +153,11 @@ class InterchangeClient:
         os.close(self._rfd)
         os.close(self._wfd)
 
+    def kill(self) -> None:
+        """Kill the interchange process now (a second Ctrl-C); :meth:`stop` still closes."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+
     @property
     def pool_address(self) -> str:
         host = self.config.address
@@ -217,6 +225,8 @@ class InterchangeClient:
                 if self.inbox:
                     self._send_batches()
                     last_sent = time.monotonic()
+                if self.cancels:
+                    self._send_cancels()
                 if self.sock in events:
                     self._receive()
                 now = time.monotonic()
@@ -233,7 +243,7 @@ class InterchangeClient:
                         self.on_broken(f"the interchange has been silent for "
                                        f"{now - self.last_heard:.1f} s (threshold {threshold:g} s)")
                         return
-        except Exception as exc:  # a bug: never leave futures hanging
+        except BaseException as exc:  # a bug: never leave futures hanging
             log.exception("the client thread failed")
             self.on_broken(f"the client thread failed: {exc!r}")
 
@@ -254,6 +264,18 @@ class InterchangeClient:
             return
         self.sock.send_multipart(frames, copy=False)
 
+    def cancel(self, task_id: int) -> None:
+        """Have the interchange drop this task (its future was cancelled), from the thread,
+        after any batch that carries it."""
+        self.cancels.append(task_id)
+        self._wake()
+
+    def _send_cancels(self) -> None:
+        cancels = self.cancels
+        ids = [cancels.popleft() for _ in range(len(cancels))]
+        for part in protocol.id_slices(ids):
+            self.sock.send_multipart(protocol.Cancel(part).encode())
+
     def _receive(self) -> None:
         sock = self.sock
         while True:
@@ -266,6 +288,8 @@ class InterchangeClient:
                 self._handle(frames)
             except ProtocolError as exc:
                 log.warning("dropped a malformed message from the interchange: %s", exc)
+            except BaseException:  # settling futures raised: this thread must carry on
+                log.exception("handling a message from the interchange failed; carrying on")
             if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 return  # drained (asking is far cheaper than a zmq.Again raised)
 
@@ -277,6 +301,9 @@ class InterchangeClient:
         msg = protocol.decode_message(header)
         if isinstance(msg, protocol.Lost):
             self.on_lost(msg)
+        elif isinstance(msg, protocol.Started):
+            if self.on_started is not None:
+                self.on_started(msg.task_ids)
         elif isinstance(msg, protocol.Refused):
             log.error("the interchange refused pool %s of block %s on %s: %s", msg.pool_id,
                       msg.block_id, msg.hosts, msg.reason)

@@ -10,12 +10,21 @@ the others serve tasks inside ``__enter__`` until root leaves the block, then ge
 On root, a thread (``rankpool-manager``) runs the pool's manager on the pool's own
 communicator (a reordered copy of ``comm``, so its messages never mix with the user's), while
 the user's code keeps running. No ZeroMQ, no interchange.
+
+Ctrl-C: ``mpiexec`` sends SIGINT to every rank. Root's ``KeyboardInterrupt`` leaves the ``with``
+block, which prints one line, cancels the tasks not yet handed to a rank, stops the worker ranks
+and waits up to ``INTERRUPT_WAIT`` seconds for them; each worker rank interrupts the task it runs
+(see :mod:`rankpool.mpi_pool.interrupts`) and, once stopped, raises ``KeyboardInterrupt`` from
+``__enter__`` too, so that every rank leaves the block the same way and reaches ``MPI_Finalize``.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 import threading
+import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -25,10 +34,13 @@ from mpi4py import MPI
 from ..errors import ExecutorShutdown, ResourceSpecError
 from ..exit_codes import ExitCode
 from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
+from ..mpi_pool.interrupts import Interrupts
 from ..mpi_pool.manager import Manager, abort_for_stuck
+from ..mpi_pool.mpich_files import release
 from ..mpi_pool.placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
 from ..mpi_pool.subcomms import discover_topology
-from ..mpi_pool.initializer import dump_initializer, initialize
+from ..mpi_pool.initializer import initialize
+from ..task.initializer import dump_initializer
 from ..mpi_pool.solo import Solo
 from ..mpi_pool.worker import Worker
 from ..protocol.batches import Task
@@ -38,6 +50,10 @@ from .base import FrontEnd
 from .engine import TaskFuture
 
 log = logging.getLogger(__name__)
+
+#: seconds root waits, after Ctrl-C, for the interrupted worker ranks to report before it
+#: declares the ranks still in tasks stuck (and, with ``on_stuck="abort"``, aborts the job)
+INTERRUPT_WAIT = 2.0
 
 
 class CommExecutor(FrontEnd):
@@ -90,7 +106,9 @@ class CommExecutor(FrontEnd):
         self.pool_comm = comm.Split(0, 0 if self.is_root else comm.Get_rank() + 1)
         self.topology = discover_topology(self.pool_comm)
         self.device = apply_binding(self.pool_comm.Get_rank(), self.topology.nodes, resources)
+        self.pool_comm_rank = self.pool_comm.Get_rank()
         self._user_rank = self.pool_comm.allgather(comm.Get_rank())
+        release(self.pool_comm)  # MPICH's file in /dev/shm: nothing left however the job ends
         size = self.pool_comm.Get_size()
         #: worker ranks: the ranks of ``comm`` but root (root itself on a communicator of size 1)
         self.num_workers = max(1, size - 1)
@@ -102,6 +120,8 @@ class CommExecutor(FrontEnd):
         self._idle = False
         self._stopping = False
         self._cancel_all = False
+        self._interrupted = False
+        self._give_up = False
         self._cancelled: deque[int] = deque()  # futures cancelled: drop their tasks
         self._entered = False
         self._thread: threading.Thread | None = None
@@ -115,6 +135,7 @@ class CommExecutor(FrontEnd):
         if init_error:
             self._set_broken(init_error)
         if self._solo is None and self.is_root:
+            self._engine.on_cancel = self._cancelled.append  # dropped by the manager thread
             self._manager = Manager(self.pool_comm, self.topology, depth=depth, lend=lend,
                                     grace=grace,
                                     device_ranks=device_ranks(self.topology.nodes, resources))
@@ -128,18 +149,51 @@ class CommExecutor(FrontEnd):
         self._entered = True
         if self.is_root:
             return self
-        Worker(self.pool_comm, self._backoff).serve()
+        interrupts = Interrupts([signal.SIGINT], self.pool_comm)
+        Worker(self.pool_comm, self._backoff, interrupts=interrupts).serve()
+        if interrupts.interrupted:  # Ctrl-C: root leaves its block with KeyboardInterrupt too
+            self.pool_comm.Free()
+            raise KeyboardInterrupt(f"worker rank {self.pool_comm_rank} of the CommExecutor "
+                                    f"was interrupted")
         return None
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
         if self.pool_comm == MPI.COMM_NULL:
             return  # left already
         if self.is_root:
-            self.shutdown(wait=True)
-            stuck = self.stuck_ranks
+            if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+                self._interrupt()
+            else:
+                self.shutdown(wait=True)
+            stuck = self._manager.stuck if self._manager is not None else {}
             if stuck and self.on_stuck == "abort":
-                abort_for_stuck(self.pool_comm, stuck, ExitCode.COMM_STUCK)
+                if exc is not None:  # what left the user's code, before the abort ends all
+                    traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+                    sys.stderr.flush()
+                abort_for_stuck(self.pool_comm, stuck, ExitCode.COMM_STUCK, self._user_rank)
         self.pool_comm.Free()
+
+    def _interrupt(self) -> None:
+        """Ctrl-C on root: say what stops, cancel what no rank holds yet, stop the ranks and wait
+        a bounded time for the tasks they were interrupted in; ranks still in one are stuck."""
+        assert self._thread is not None
+        print(f"rankpool: interrupted: cancelling queued tasks and stopping the CommExecutor "
+              f"({self.num_workers} worker ranks, {self.pending} tasks pending; running tasks "
+              f"are interrupted; Ctrl-C again aborts the job)", file=sys.stderr, flush=True)
+        with self._lock:
+            self._shutdown = True
+        self._interrupted = True
+        self._cancelled.extend(self._engine.cancel_pending())  # not started: cancelled, here or on ranks
+        self._cancel_all = True
+        self._stopping = True
+        self._wake.set()
+        if self._manager is None:  # size 1: root's own thread runs the task; it is abandoned
+            return
+        self._thread.join(INTERRUPT_WAIT)
+        if self._thread.is_alive():
+            self._give_up = True  # the thread marks the ranks still in tasks stuck, then ends
+            self._thread.join()
 
     def bootup(self, wait: bool = True) -> CommExecutor:
         """Return once the pool is up (as in ``mpi4py.futures``); a ``CommExecutor`` is up as soon
@@ -182,7 +236,7 @@ class CommExecutor(FrontEnd):
         with self._lock:
             self._shutdown = True
         if cancel_futures:
-            self._cancelled.extend(self._engine.cancel_pending())
+            self._engine.cancel_pending()
             self._cancel_all = True
         self._stopping = True
         self._wake.set()
@@ -208,6 +262,11 @@ class CommExecutor(FrontEnd):
                     manager.manager_cancel(_take_all(self._cancelled))
                 if self._stopping and not self._inbox and manager.outstanding == 0:
                     break
+                if self._give_up:
+                    stuck = manager.abandon()
+                    log.error("ranks %s did not stop within %g s of the interrupt",
+                              sorted(self._user_rank[r] for r in stuck), INTERRUPT_WAIT)
+                    break
                 if manager.outstanding == 0 and not self._inbox:
                     self._idle = True
                     if not self._inbox and not self._stopping:
@@ -225,6 +284,8 @@ class CommExecutor(FrontEnd):
         finally:
             manager.manager_stop(finish=not self._cancel_all)
             self._engine.fail_remaining(ExecutorShutdown(
+                "the CommExecutor was interrupted (Ctrl-C) before the task finished"
+                if self._interrupted else
                 "the CommExecutor was shut down before the task finished"))
 
     def _run_solo(self) -> None:

@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from ..errors import ManagerLost, MessageTooLarge, SerializationError, SharedMemoryError
+from ..errors import (BrokenPool, ManagerLost, MessageTooLarge, SerializationError,
+                      SharedMemoryError, TaskCancelled)
 from ..protocol.batches import Result, Task
 from ..protocol.messages import Lost
 from ..protocol.wire import MAX_MESSAGE_SIZE, Buffer, message_size
@@ -66,6 +67,7 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         self._context = context
         self._results_all = False
         self._num_ranks = 1
+        self._engine: Engine | None = None  # told when the future is cancelled
 
     def _wait(self, timeout: float | None) -> None:
         if self._state in _DONE:
@@ -88,12 +90,36 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         self._wait(timeout)
         return super().exception(0)
 
+    def cancel(self) -> bool:
+        """Cancel the task unless it started (RUNNING) or ended; True when it is cancelled.
+
+        A cancelled future is CANCELLED_AND_NOTIFIED at once, so ``wait`` and ``as_completed``
+        return it, and its engine drops the task wherever it waits (the front-end, the
+        interchange, rank 0, or queued on a worker rank), so that it never runs.
+        """
+        with self._condition:
+            if self._state in ("RUNNING", "FINISHED"):
+                return False
+            if self._state in ("CANCELLED", "CANCELLED_AND_NOTIFIED"):
+                return True
+            self._state = "CANCELLED_AND_NOTIFIED"
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
+        engine = self._engine
+        if engine is not None:
+            engine.cancelled(self)
+        return True
+
     def add_done_callback(self, fn: Callable[[Future], object]) -> None:  # type: ignore[type-arg]
+        """Run ``fn(future)`` once it is done; whatever it raises (``SystemExit`` included) is
+        logged and dropped: it runs on the thread that settles every future."""
         ctx = self._context
         if ctx is None:  # the submitter's context was empty: run in an empty one
-            super().add_done_callback(lambda f: contextvars.Context().run(fn, f))
+            super().add_done_callback(lambda f: _guarded(contextvars.Context(), fn, f))
         else:
-            super().add_done_callback(lambda f: ctx.run(fn, f))
+            super().add_done_callback(lambda f: _guarded(ctx, fn, f))
 
     def __repr__(self) -> str:
         label = f" label={self.label!r}" if self.label else ""
@@ -101,6 +127,15 @@ class TaskFuture(Future):  # type: ignore[type-arg]
 
 
 _DONE = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", "FINISHED"})
+
+
+def _guarded(ctx: contextvars.Context, fn: Callable[[Future], object],  # type: ignore[type-arg]
+             future: Future) -> None:  # type: ignore[type-arg]
+    """A done-callback, run so that nothing it raises reaches the settling thread."""
+    try:
+        ctx.run(fn, future)
+    except BaseException:  # SystemExit or KeyboardInterrupt would end that thread
+        log.exception("done-callback %r of %r raised; ignored", fn, future)
 
 #: Future.__init__ sets exactly these attributes (CPython 3.8-3.13); if a Python adds more,
 #: TaskFuture falls back to calling it
@@ -134,6 +169,8 @@ def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
         set_outcome(future, None, error)
         return
     first = errors[0]
+    if len(errors) == 1 and isinstance(first, TaskCancelled) and future.cancel():
+        return  # dropped unstarted (an interrupted rank); cancel() notified the waiters
     for other in errors[1:]:
         cause = other.__cause__
         where = str(cause).strip().strip('"').strip().splitlines()[0] if cause else "another rank"
@@ -200,6 +237,8 @@ class Engine:
         self._ids = itertools.count(1)
         self._pickler = FunctionPickler()
         self._condition = threading.Condition()  # shared by the futures (see TaskFuture)
+        #: told the id of each task whose future was cancelled, to drop it (None: nobody)
+        self.on_cancel: Callable[[int], None] | None = None
 
     def task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
              spec: Spec, *, wrap: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
@@ -223,6 +262,7 @@ class Engine:
         future = TaskFuture(task_id, context, self._condition)
         future._results_all = spec.results_all
         future._num_ranks = spec.num_ranks
+        future._engine = self
         with self.lock:
             if self.broken is not None:
                 raise self.broken
@@ -308,6 +348,16 @@ class Engine:
                     moved = True
         return moved
 
+    def break_down(self, message: str, cause: BaseException | None = None) -> None:
+        """The latch with a :class:`~rankpool.errors.BrokenPool`: record the cause once, fail
+        every pending future, make submit raise."""
+        broken = BrokenPool(message, cause)
+        pending = self.latch(broken)
+        if pending is None:
+            return
+        log.error("executor broken: %s", message)
+        fail_all(pending, broken)
+
     def latch(self, error: BaseException) -> list[TaskFuture] | None:
         """Break: from now on :meth:`task` raises ``error``. Set once: returns the pending
         futures it took from the table (the caller fails them), or None when already broken."""
@@ -318,18 +368,21 @@ class Engine:
             return self._take_all()
 
     def cancel_pending(self) -> list[int]:
-        """Cancel every future not done yet; their task ids."""
+        """Cancel every future not started yet (see :meth:`TaskFuture.cancel`); their task ids."""
         with self.lock:
             pending = list(self.futures.items())
-        cancelled = []
-        for task_id, future in pending:
-            if future.cancel():
-                future.set_running_or_notify_cancel()  # wakes wait() and as_completed()
-                cancelled.append(task_id)
-                with self.lock:
-                    if self.futures.pop(task_id, None) is not None:
-                        self.ranks -= future._num_ranks
-        return cancelled
+        return [task_id for task_id, future in pending if future.cancel()]
+
+    def cancelled(self, future: TaskFuture) -> None:
+        """A future was cancelled: forget it and have its task dropped (``on_cancel``)."""
+        with self.lock:
+            if self.futures.pop(future.task_id, None) is None:
+                return
+            self.ranks -= future._num_ranks
+        if self.plane is not None:
+            self.plane.tasks_ended([future.task_id])
+        if self.on_cancel is not None:
+            self.on_cancel(future.task_id)
 
     def fail_remaining(self, error: BaseException) -> None:
         """End every future still pending with ``error`` (the front-end shut down)."""

@@ -15,14 +15,18 @@ cause (:class:`~rankpool.errors.BlockStartFailed`).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BlockStartFailed, ExecutorShutdown, VersionMismatch
 from ..launchers.failed_starts import record
-from ..launchers.local import LocalBlocks
+from ..launchers.local import LocalBlocks, exit_meaning
 from ..launchers.mpiexec import find_mpiexec
 from ..launchers.provider_blocks import ProviderBlocks
 from ..launchers.shape import block_shape, local_shape
@@ -34,9 +38,14 @@ from ..protocol.wire import MAX_MESSAGE_SIZE, check_max_message_size
 from ..shm.plane import check_cap, choose_shared_memory
 from ..task.node_resources import block_devices, node_resources, node_workers
 from ..task.resources import Spec, check_fits
+from ..task.initializer import dump_initializer, write_initializer
 from .base import FrontEnd
-from .engine import TaskFuture
+from .engine import Engine, TaskFuture
+from .lifetime import Closer, close_when_dropped, weak
 from .session import SessionOptions, start_session
+
+if TYPE_CHECKING:
+    from .client import InterchangeClient
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +101,11 @@ class Executor(FrontEnd):
                  accelerator_env: str | None = None, ranks_per_accelerator: int = 1,
                  cpu_affinity: str | Sequence[Any] = "none",
                  shared_memory: bool | None = None, shared_memory_cap: int | None = None,
-                 max_message_size: int = MAX_MESSAGE_SIZE, max_failed_starts: int = 1) -> None:
+                 max_message_size: int = MAX_MESSAGE_SIZE, max_failed_starts: int = 1,
+                 initializer: Callable[..., Any] | None = None,
+                 initargs: Sequence[Any] = ()) -> None:
         super().__init__(requirements)
+        init_payload = dump_initializer(initializer, initargs)
         use_shm = choose_shared_memory(shared_memory, local=provider is None)
         shm_cap = check_cap(shared_memory_cap)
         self._engine.max_message_size = check_max_message_size(max_message_size)
@@ -118,6 +130,8 @@ class Executor(FrontEnd):
         shape = local_shape(max_ranks) if provider is None else block_shape(provider,
                                                                             ranks_per_node)
         self.widest, self.largest_node = shape.widest_task, shape.largest_node_task
+        #: worker ranks of a block: the ranks that run tasks
+        self.num_workers = shape.worker_ranks
         self.devices = block_devices(self.node_resources, node_workers(
             shape.worker_ranks, shape.nodes, shape.widest_task))
         self._check_spec(self._default)
@@ -127,26 +141,34 @@ class Executor(FrontEnd):
                            resources=self.node_resources, run_dir=run_dir, encrypted=encrypted,
                            log_level=log_level, trace=trace, shared_memory=use_shm,
                            shared_memory_cap=shm_cap, max_message_size=max_message_size),
-            on_results=self._engine.resolve, on_lost=self._on_lost, on_broken=self._set_broken,
-            on_refused=self._on_refused)
+            # the client's thread holds the engine, never this executor (see lifetime)
+            on_results=self._engine.resolve, on_lost=partial(_on_lost, self._engine),
+            on_broken=self._engine.break_down, on_refused=weak(self._on_refused))
         self.encrypted = session.encrypted
         self.run_dir = session.run_dir
         self.client = session.client
+        self.client.on_started = self._engine.mark_running
+        self._engine.on_cancel = self.client.cancel
         self._engine.plane = session.plane
         self.pool_config = session.pool_config
+        if init_payload:
+            self.pool_config = replace(self.pool_config,
+                                       initializer=write_initializer(self.run_dir, init_payload))
         self._restarts = 0
         self._failed_starts = 0  # in a row
         self._blocks: LocalBlocks | None = None
         self._provider_blocks: ProviderBlocks | None = None
         if provider is None:
             self._blocks = LocalBlocks(max_ranks, self.pool_config, mpiexec, self.run_dir)
-            self._blocks.start()
         else:
             self._provider_blocks = ProviderBlocks(provider, self.pool_config,
                                                    shape.tasks_per_node, self.run_dir)
-            self._provider_blocks.start()
-        self._watch = threading.Thread(target=self._watch_blocks, name="rankpool-blocks",
-                                       daemon=True)
+        self._closer = Closer(partial(_close, self._engine, self.client, self._blocks,
+                                      self._provider_blocks))
+        close_when_dropped(self, self._closer)
+        (self._blocks or self._provider_blocks).start()  # type: ignore[union-attr]
+        self._watch = threading.Thread(target=_watch_blocks, args=(weakref.ref(self),),
+                                       name="rankpool-blocks", daemon=True)
         self._watch.start()
 
     # -- FrontEnd ---------------------------------------------------------------------------------
@@ -158,38 +180,67 @@ class Executor(FrontEnd):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
-            if self._shutdown and not wait:
-                return
-            first = not self._shutdown
             self._shutdown = True
         if cancel_futures:
             self._engine.cancel_pending()
+        self._closer.close(wait)
+
+    def bootup(self, wait: bool = True) -> Executor:
+        """Wait until a pool has registered with the interchange (its worker ranks are up and
+        ready for tasks), so that timings leave out the start (``mpi4py.futures``' name);
+        returns the executor. ``wait=False`` returns at once. RuntimeError after shutdown,
+        :class:`~rankpool.errors.BrokenPool` when the executor broke meanwhile."""
+        while True:
+            if self._shutdown:
+                raise RuntimeError("cannot boot up an executor after shutdown")
+            if self._broken is not None:
+                raise self._broken
+            if not wait or self.client.command("pools"):
+                return self
+            time.sleep(0.05)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.interrupt()
+        else:
+            self.shutdown(wait=True)
+
+    def interrupt(self) -> None:
+        """Stop at once, as on Ctrl-C (what leaving the ``with`` block with ``KeyboardInterrupt``
+        does): say so in one line on stderr, cancel the tasks not started, fail the running
+        ones, interrupt the local pools (each rank's running task gets ``KeyboardInterrupt``
+        and the pool ends cleanly; one still running 2 s later is terminated, then killed),
+        stop the interchange. A second Ctrl-C meanwhile kills them all at once."""
+        with self._lock:
+            first = not self._shutdown
+            self._shutdown = True
         if not first:
             return
-        if wait:
-            self._close()
-        else:
-            threading.Thread(target=self._close, name="rankpool-shutdown", daemon=True).start()
-
-    def _close(self) -> None:
         engine = self._engine
-        while engine.futures and engine.broken is None:
-            time.sleep(0.005)
-        self.client.stop()
-        if self._blocks is not None:
-            self._blocks.stop()
-        if self._provider_blocks is not None:
-            self._provider_blocks.stop()
-        engine.fail_remaining(ExecutorShutdown("the executor was shut down before the task "
-                                               "finished"))
-        if engine.plane is not None:
-            engine.plane.close()
+        print(f"rankpool: interrupted: cancelling {len(engine.futures)} pending tasks and "
+              f"stopping the Executor's pools (running tasks are interrupted; Ctrl-C again "
+              f"kills them)", file=sys.stderr, flush=True)
+        try:
+            engine.cancel_pending()
+            engine.fail_remaining(ExecutorShutdown("the executor was interrupted (Ctrl-C) "
+                                                   "before the task finished"))
+            if self._blocks is not None:
+                self._blocks.stop(interrupt=True)
+            self._closer.close(wait=True)
+        except KeyboardInterrupt:  # the second Ctrl-C: end everything now
+            if self._blocks is not None:
+                self._blocks.kill()
+            self.client.kill()
+            raise
 
     # -- views of the pools -------------------------------------------------------------------------
     def pools(self) -> list[dict[str, Any]]:
         """The connected pools: block, hosts, usable ranks, ``stuck_ranks`` (see the faults page;
         a pool with any is drained), busy ranks, tasks in flight, versions, and ``devices``:
-        ``{rank: device id}`` for the ranks that own an accelerator."""
+        ``{rank: device id}`` for the ranks that own an accelerator. A pool connects a moment
+        after its block starts (seconds, on a batch system): right after the executor is built
+        this is usually ``[]``; submitted tasks wait for the first pool."""
         return list(self.client.command("pools"))
 
     def outstanding(self) -> int:
@@ -210,23 +261,19 @@ class Executor(FrontEnd):
             if msg.cause is RefusalCause.VERSION_MISMATCH else None
         self._set_broken(f"the pool of block {msg.block_id} was refused: {msg.reason}", cause)
 
-    def _on_lost(self, msg: protocol.Lost) -> None:
-        if not msg.task_ids:
-            log.info("block %s left: %s", msg.block_id, msg.reason)
-            return
-        self._engine.lost(msg)
-
     # -- blocks ------------------------------------------------------------------------------------
-    def _watch_blocks(self) -> None:
-        while not self._shutdown and self._broken is None:
-            time.sleep(0.1)
-            try:
-                if self._blocks is not None:
-                    self._watch_local(self._blocks)
-                elif self._provider_blocks is not None:
-                    self._watch_provider(self._provider_blocks)
-            except Exception:  # a bug here must not end the watching
-                log.exception("block watcher step failed")
+    def _watch_step(self) -> bool:
+        """One look at the blocks; False once there is nothing more to watch."""
+        if self._shutdown or self._broken is not None:
+            return False
+        try:
+            if self._blocks is not None:
+                self._watch_local(self._blocks)
+            elif self._provider_blocks is not None:
+                self._watch_provider(self._provider_blocks)
+        except Exception:  # a bug here must not end the watching
+            log.exception("block watcher step failed")
+        return True
 
     def _registered(self) -> set[str]:
         """Blocks that had a pool registered (the interchange keeps them all)."""
@@ -245,7 +292,9 @@ class Executor(FrontEnd):
                 blocks.start()
                 continue
             self._failed_starts = 0
-            log.error("block %s exited with code %s", block_id, code)
+            log.error("block %s exited with code %s (%s); starting another (%d of at most %d); "
+                      "see %s", block_id, code, exit_meaning(code), self._restarts + 1,
+                      MAX_RESTARTS, blocks.output(block_id))
             if self._plane is not None:
                 self._plane.sweep_dead()
             if self._restarts >= MAX_RESTARTS:
@@ -280,3 +329,38 @@ class Executor(FrontEnd):
                                  failure.detail, self._failed_starts)
         self._set_broken(str(error), error)
         return True
+
+
+def _watch_blocks(ref: weakref.ref[Executor]) -> None:
+    """The ``rankpool-blocks`` thread: replace blocks that die or fail to start, holding the
+    executor only weakly (it ends when the executor is dropped)."""
+    while True:
+        time.sleep(0.1)
+        ex = ref()
+        if ex is None or not ex._watch_step():
+            return
+        del ex
+
+
+def _on_lost(engine: Engine, msg: protocol.Lost) -> None:
+    if not msg.task_ids:
+        log.info("block %s left: %s", msg.block_id, msg.reason)
+        return
+    engine.lost(msg)
+
+
+def _close(engine: Engine, client: InterchangeClient, blocks: LocalBlocks | None,
+           provider_blocks: ProviderBlocks | None) -> None:
+    """Close a run: wait for the pending futures, then stop the interchange (it stops its
+    pools), the local blocks and the provider's jobs; fail what is left."""
+    while engine.futures and engine.broken is None:
+        time.sleep(0.005)
+    client.stop()
+    if blocks is not None:
+        blocks.stop()
+    if provider_blocks is not None:
+        provider_blocks.stop()
+    engine.fail_remaining(ExecutorShutdown("the executor was shut down before the task "
+                                           "finished"))
+    if engine.plane is not None:
+        engine.plane.close()

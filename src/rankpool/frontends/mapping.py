@@ -57,13 +57,11 @@ def _in_order(futures: list[Future], end: float | None,  # type: ignore[type-arg
     futures.reverse()  # popped from the end: a read future is dropped at once
     try:
         while futures:
-            future = futures.pop()
             left = None if end is None else end - time.monotonic()
             if chunked:
-                yield from future.result(left)
+                yield from _result(futures.pop(), left)
             else:
-                yield future.result(left)
-            del future
+                yield _result(futures.pop(), left)
     finally:
         for future in futures:
             future.cancel()
@@ -76,14 +74,24 @@ def _as_completed(futures: list[Future], timeout: float | None,  # type: ignore[
     try:
         for future in as_completed(pending, timeout):
             pending.discard(future)
-            if chunked:
-                yield from future.result()
-            else:
-                yield future.result()
+            value = _result(future, None)
             del future
+            if chunked:
+                yield from value
+            else:
+                yield value
+            del value
     finally:
         for future in pending:
             future.cancel()
+
+
+def _result(future: Future, timeout: float | None) -> Any:  # type: ignore[type-arg]
+    """The future's result; the caller keeps no reference to the future itself."""
+    try:
+        return future.result(timeout)
+    finally:
+        del future
 
 
 def run_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]], comm: Any = None) -> list[Any]:

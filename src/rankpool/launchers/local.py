@@ -22,6 +22,7 @@ from typing import Any
 
 from parsl.launchers.base import Launcher
 
+from ..exit_codes import ExitCode
 from ..mpi_pool.config import PoolConfig
 from ..private_files import open_private
 from ..protocol.starts import FailedStart
@@ -93,20 +94,57 @@ class LocalBlocks:
                         message=f"{os.path.basename(self.mpiexec)} exited with code {code}",
                         outputs=[("output", out)])
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Wait for every block to leave by itself, then terminate, then kill."""
+    def output(self, block_id: str) -> str:
+        """Where block ``block_id``'s output goes."""
+        if not self.run_dir:
+            return "this process's stderr"
+        return os.path.join(self.run_dir, f"block-{block_id}.out")
+
+    def kill(self) -> None:
+        """SIGKILL every block's ``mpiexec`` now (a second Ctrl-C)."""
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGKILL)
+
+    def stop(self, timeout: float = 10.0, interrupt: bool = False) -> None:
+        """Wait up to ``timeout`` for every block to leave by itself (its pool was stopped);
+        then SIGINT (``mpiexec`` forwards it: each rank interrupts its task and the pool ends
+        cleanly), SIGTERM, SIGKILL, each logged. ``interrupt``: SIGINT at once (Ctrl-C)."""
+        steps = [(0.0 if interrupt else timeout, signal.SIGINT), (2.0, signal.SIGTERM),
+                 (2.0, signal.SIGKILL)]
         for block_id, proc in list(self.procs.items()):
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("block %s did not exit within %.0f s; terminating it", block_id, timeout)
-                _signal_group(proc, signal.SIGTERM)
+            for wait, sig in steps:
                 try:
-                    proc.wait(5)
+                    proc.wait(wait)
+                    break
                 except subprocess.TimeoutExpired:
-                    _signal_group(proc, signal.SIGKILL)
-                    proc.wait()
+                    if not interrupt or sig != signal.SIGINT:
+                        log.warning("block %s did not exit within %.0f s; sending %s", block_id,
+                                    wait, signal.Signals(sig).name)
+                    _signal_group(proc, sig)
+            else:
+                proc.wait()
         self.procs.clear()
+
+
+def exit_meaning(code: int) -> str:
+    """What a local block's ``mpiexec`` exit code says, in a few words."""
+    known = {0: "its pool left", ExitCode.REFUSED: "the interchange refused its pool",
+             ExitCode.STUCK: "ranks stuck in tasks: MPI job aborted",
+             ExitCode.UNREACHABLE: "its pool got no answer from the interchange"}
+    if code in known:
+        return known[code]
+    if code < 0:
+        return f"mpiexec killed by {_signal_name(-code)}"
+    if code > 128 or code == 9:  # Hydra reports a rank killed by signal N as N or 128+N
+        return f"a rank killed by {_signal_name(code - 128 if code > 128 else code)}"
+    return "a rank failed"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m rankpool.mpi_pool") -> int:
+    """Run the pool; ``prog``: the name its usage and errors give it (``rankpool pool``)."""
     from .config import parse
-    cfg = parse(argv)  # before MPI starts, so --help and bad options need no MPI
+    cfg = parse(argv, prog)  # before MPI starts, so --help and bad options need no MPI
     from .keeper import keep
     link = keep() if cfg.keeper else None  # before MPI starts: the keeper never uses it
     from .pool import run_pool

@@ -18,6 +18,7 @@ from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+
 @dataclass(frozen=True)
 class PoolConfig:
     """Everything one pool needs; checked at construction (errors name the option)."""
@@ -98,9 +99,10 @@ class PoolConfig:
         return argv + self.resources.to_argv()
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "python -m rankpool.mpi_pool") -> argparse.ArgumentParser:
+    """The pool program's options; ``prog``: how its usage line names it."""
     p = argparse.ArgumentParser(
-        prog="python -m rankpool.mpi_pool",
+        prog=prog,
         description="An MPI pool: start it with any mpiexec/srun; rank 0 connects to the "
                     "interchange and places tasks on the other ranks. Exits 0 on every rank "
                     "when stopped, drained, or when the interchange has been silent past the "
@@ -179,8 +181,8 @@ def resources_from(ns: argparse.Namespace) -> NodeResources:
     return node_resources(accel, ns.accelerator_env, ns.ranks_per_accelerator, ns.cpu_affinity)
 
 
-def parse(argv: list[str] | None = None) -> PoolConfig:
-    p = parser()
+def parse(argv: list[str] | None = None, prog: str = "python -m rankpool.mpi_pool") -> PoolConfig:
+    p = parser(prog)
     ns = p.parse_args(argv)
     names = ("accelerators", "accelerator_env", "ranks_per_accelerator", "cpu_affinity")
     kwargs: dict[str, Any] = {k: v for k, v in vars(ns).items() if k not in names}

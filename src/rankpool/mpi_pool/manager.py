@@ -32,14 +32,14 @@ import heapq
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mpi4py import MPI
 
 from ..errors import (InsufficientRanks, ResourceSpecError, StuckRanksError, TaskCancelled,
-                      TaskTimeout, WorkerLost, describe_exit)
+                      TaskTimeout, WorkerLost, counted, describe_exit)
 from ..protocol.batches import Outcome, Result, Task
 from ..shm.reader import discard
 from ..task.resources import DeviceCapacity, Spec
@@ -47,6 +47,7 @@ from ..protocol.wire import Buffer
 from ..task.serialize import dumps_error, error_summary
 from .deaths import Death
 from .doorbell import Doorbell
+from .mpich_files import abort
 from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
 from .subcomms import Done, Outbox, Report, Tag, Topology, acknowledge_failures, receive_report
 from .task_setting import setting_of
@@ -151,9 +152,10 @@ class Manager:
                 else self.scheduler.usable_ranks
             self._fail(task.task_id, ResourceSpecError(
                 "gpus_per_rank" if shape.gpus else "num_ranks",
-                f"task {task.task_id} needs {spec.num_ranks} {gpu}ranks"
+                f"task {task.task_id} needs {counted(spec.num_ranks, gpu + 'rank')}"
                 f"{_shape_text(spec.ranks_per_node, spec.num_nodes)}; this pool has "
-                f"{usable} usable worker ranks{' that own an accelerator' if gpu else ''} "
+                f"{counted(usable, 'usable worker rank')}"
+                f"{' that own an accelerator' if gpu else ''} "
                 f"on nodes of {[len(n) for n in self.topology.nodes]} worker ranks"))
             return
         self.tasks[task.task_id] = task
@@ -234,6 +236,18 @@ class Manager:
                 self.bell.ring(rank)  # type: ignore[union-attr]
         if not self.outbox.flush(timeout):
             log.warning("stop did not reach every worker rank within %.1f s", timeout)
+
+    def abandon(self) -> dict[int, int]:
+        """The owner stops waiting for the tasks on ranks: every rank still in one is marked
+        stuck (rank -> task), and the tasks are forgotten (their owner fails their futures)."""
+        for task_id, rank in self.single.items():
+            self.stuck[rank] = task_id
+        for run in self.running.values():
+            for rank in run.remaining:
+                self.stuck[rank] = run.task.task_id
+        self.single.clear()
+        self.running.clear()
+        return self.stuck
 
     # -- steps --------------------------------------------------------------------------------
     def manager_dispatch(self) -> bool:
@@ -579,14 +593,22 @@ class Manager:
         self.completed.append(Result(task_id, [Outcome(0, False, dumps_error(exc))]))
 
 
-def abort_for_stuck(comm: MPI.Comm, stuck: list[int], code: int) -> None:
-    """End the MPI job: ``stuck`` ranks are in tasks that never ended, so they could never
-    reach ``MPI_Finalize`` and the job would never exit."""
-    log.critical("ranks %s are stuck in tasks that never ended; aborting the MPI job, which "
-                 "could not finish otherwise", stuck)
-    print(f"rankpool: ranks {stuck} are stuck in tasks that never ended; aborting",
-          file=sys.stderr, flush=True)
-    comm.Abort(code)
+def abort_for_stuck(comm: MPI.Comm, stuck: Mapping[int, int], code: int,
+                    names: Sequence[int] | None = None) -> None:
+    """End the MPI job: the ``stuck`` ranks (rank -> the task it never came back from) could
+    never reach ``MPI_Finalize``, so the job would never exit. ``names``: how the message
+    numbers each rank of ``comm`` (the user's ranks, for a ``CommExecutor``)."""
+    by_task: dict[int, list[int]] = {}
+    for rank, task_id in sorted(stuck.items()):
+        by_task.setdefault(task_id, []).append(names[rank] if names is not None else rank)
+    ranks = sorted(r for rs in by_task.values() for r in rs)
+    where = ", ".join(f"{'rank' if len(rs) == 1 else 'ranks'} {rs if len(rs) > 1 else rs[0]} "
+                      f"in task {task_id}" for task_id, rs in sorted(by_task.items()))
+    text = (f"ranks {ranks} are stuck in tasks that never ended; aborting the MPI job, which "
+            f"could not finish otherwise ({where})")
+    log.critical("%s", text)
+    print(f"rankpool: {text}", file=sys.stderr, flush=True)
+    abort(comm, code)
 
 
 def _as_bytes(buf: Buffer) -> bytes:

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -53,7 +54,10 @@ from .config import PoolConfig
 from .deaths import DeathWatch, Identity, note_dir
 from .doorbell import Doorbell, new_token
 from .keeper import Link
-from .initializer import initialize, read_initializer
+from ..task.initializer import read_initializer
+from .initializer import initialize
+from .interrupts import Interrupts
+from .mpich_files import abort, release
 from .manager import Manager, abort_for_stuck
 from .result_sizes import fit_results
 from .subcomms import Topology, discover_topology
@@ -84,6 +88,10 @@ class PoolUnreachable(PoolLeaves):
     """The interchange never answered the pool's registration: the pool exits with an error."""
 
 
+#: signals that stop a pool cleanly (Ctrl-C forwarded by mpiexec; a job's cancel)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
     """Run the pool on ``COMM_WORLD``; every rank calls this and returns 0 on a clean end.
     ``link``: this rank's keeper (see :mod:`.keeper`)."""
@@ -92,6 +100,7 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
     rank = comm.Get_rank()
     token = comm.bcast(new_token() if rank == 0 else None, root=0)
     identities = comm.gather(Identity(os.getpid(), link.keeper_pid if link else 0), root=0)
+    release(comm)  # MPICH's file in /dev/shm: nothing left however the job ends
     near = topology.nodes[0] if topology.nodes else []  # worker ranks on rank 0's node
     _setup_logging(cfg, rank)
     notes = note_dir(token)
@@ -109,20 +118,22 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
             watch = DeathWatch({r: identities[r] for r in near}, notes, topology.hosts[0])
             pool = RankZero(cfg, comm, topology, bell, near, init_error, watch)
             try:
-                status = pool.run()
+                with Interrupts(STOP_SIGNALS, comm, on_first=pool.interrupt):
+                    status = pool.run()
             finally:
                 watch.close()
             if pool.mpi.stuck:
-                abort_for_stuck(comm, sorted(pool.mpi.stuck), ExitCode.STUCK)
+                abort_for_stuck(comm, pool.mpi.stuck, ExitCode.STUCK)
             lost = bool(pool.mpi.lost)
         else:
-            worker = Worker(comm, arena=result_arena(cfg), bell=bell, link=link)
+            worker = Worker(comm, arena=result_arena(cfg), bell=bell, link=link,
+                            interrupts=Interrupts(STOP_SIGNALS, comm))
             worker.serve()
             lost = bool(worker.lost_peers)
     except BaseException:
         log.critical("rank %d failed; aborting the pool", rank, exc_info=True)
         sys.stderr.flush()
-        comm.Abort(1)
+        abort(comm, 1)
     if bell is not None:
         bell.close()
     if link is not None:
@@ -148,7 +159,7 @@ def _exit_without_finalize(notes: str, status: int) -> None:
 
 class RankZero:
     """Rank 0, the pool's manager: its one ZeroMQ connection to the interchange, around
-    ``self.mpi``, the :class:`~rankpool.mpi_pool.manager.Manager` that holds the worker ranks
+    ``self.mpi``, the :class:`~rankpool.mpi_pool.mpi.Manager` that holds the worker ranks
     over MPI."""
 
     def __init__(self, cfg: PoolConfig, comm: MPI.Intracomm, topology: Topology,
@@ -189,6 +200,8 @@ class RankZero:
         self.last_heard = self.last_sent = time.monotonic()
         self.first_done = 0.0
         self.reported: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())
+        self.interrupted = ""      # the signal that stops the pool, by name
+        self._in_poll = False      # blocked in the idle ZeroMQ poll: an interrupt raises there
 
     def run(self) -> int:
         """Serve until stopped, drained or cut off; the pool's exit status."""
@@ -253,6 +266,8 @@ class RankZero:
                      {r: d for r, d in enumerate(reg.devices) if d})
         deadline = time.monotonic() + self.threshold
         while time.monotonic() < deadline:
+            if self.interrupted:
+                raise PoolLeaves(f"interrupted by {self.interrupted} before it registered")
             if not self.sock.poll(100):
                 continue
             frames = self.sock.recv_multipart()
@@ -278,6 +293,8 @@ class RankZero:
         manager = self.mpi
         backoff = Backoff()
         while True:
+            if self.interrupted:
+                raise PoolLeaves(f"interrupted by {self.interrupted}")
             if manager.outstanding:
                 got = self.pool_receive(0)
                 active = manager.progress() or got
@@ -309,9 +326,24 @@ class RankZero:
             self.bell.wait(seconds, self.sock_fd)
 
     # -- steps ---------------------------------------------------------------------------------
+    def interrupt(self, signum: int) -> None:
+        """The first SIGINT or SIGTERM: leave the loop (at once when blocked in the idle poll),
+        stopping the worker ranks, which were interrupted too when ``mpiexec`` forwarded it."""
+        self.interrupted = signal.Signals(signum).name
+        if self._in_poll:
+            raise PoolLeaves(f"interrupted by {self.interrupted}")
+
     def pool_receive(self, timeout_ms: int) -> bool:
         sock = self.sock
-        if not self._poll(timeout_ms):
+        if timeout_ms:
+            self._in_poll = True
+            try:
+                ready = not self.interrupted and self._poll(timeout_ms)
+            finally:
+                self._in_poll = False
+        else:
+            ready = self._poll(0)
+        if not ready:
             return False
         while True:
             try:

@@ -2,15 +2,18 @@
 
 The loop is a short list of non-blocking steps: ``worker_receive`` (``Iprobe`` for work,
 cancel or stop), run one queued task, ``worker_report`` (results go back in batches: when the
-queue empties, or before a task starts ``flush_interval`` or more after the last report, when
-the report also announces that task's start: rank 0 thus learns of every task that runs long
-without a message per task), and back off when idle (on the rank's doorbell when it
+queue empties, or before a task starts ``flush_interval`` or more after the last report, or
+before the last queued task starts; the report also announces that task's start: rank 0 thus
+learns of most tasks that run long without a message per task), and back off when idle (on the rank's doorbell when it
 shares rank 0's node: rank 0 rings it when it sends work to the idle rank, see
 :mod:`.doorbell`). With an ``arena`` (the front-end
 shares this host's ``/dev/shm``) large result buffers go into its segments and only their
 descriptors travel (see :mod:`rankpool.shm.arena`). User code runs inside
 ``try/except BaseException``; its outcome, value or error, always becomes a report, so a
-raising rank never leaves rank 0 waiting without word.
+raising rank never leaves rank 0 waiting without word. An interrupt (SIGINT) fails the task
+running, drops the 1-rank tasks about to start (reported as dropped, as a cancel does) and
+fails multi-rank ones as they start, and the rank serves on until rank 0 stops it (see
+:mod:`.interrupts`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from ..task.serialize import FunctionLoader, dumps_data, dumps_error, loads_data
 from .applications import Applications, is_application
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
 from .doorbell import Doorbell
+from .interrupts import Interrupts
 from .keeper import Link
 from .subcomms import (Outbox, Tag, WorkItem, acknowledge, has_ulfm, receive,
                        task_communicator)
@@ -57,10 +61,12 @@ class Worker:
 
     def __init__(self, comm: MPI.Intracomm, backoff: BackoffConfig | None = None,
                  flush_interval: float = 0.002, arena: Arena | None = None,
-                 bell: Doorbell | None = None, link: Link | None = None) -> None:
+                 bell: Doorbell | None = None, link: Link | None = None,
+                 interrupts: Interrupts | None = None) -> None:
         """``bell``: this rank's doorbell when it shares rank 0's node (see :mod:`.doorbell`):
         it waits on it between polls and rings rank 0's after each report; ``link``: its
-        keeper's (see :mod:`.keeper`), told of each task before it starts."""
+        keeper's (see :mod:`.keeper`), told of each task before it starts; ``interrupts``:
+        the signals that interrupt the rank's tasks while it serves (see :mod:`.interrupts`)."""
         self.comm = comm
         self.arena = arena
         self.bell = bell
@@ -81,6 +87,7 @@ class Worker:
         self.stopping = False
         self.pid = os.getpid()
         self.use_alarm = threading.current_thread() is threading.main_thread()
+        self.interrupts = interrupts
         self.apps: Applications | None = None  # made by the first application task
         self.link = link
         self.lost_peers: set[int] = set()  # pool ranks that died (rank 0 said so)
@@ -91,13 +98,26 @@ class Worker:
 
     def serve(self) -> None:
         tighten_timer_slack()
+        if self.interrupts is None:
+            self._serve()
+        else:
+            with self.interrupts:
+                self._serve()
+
+    def _serve(self) -> None:
         try:
             fresh = False  # work was received just now
+            interrupts = self.interrupts
             while not (self.stopping and not self.queue):
                 if self.queue:
+                    if interrupts is not None and interrupts.count and interrupts.recent():
+                        self.worker_interrupted()
                     # probe for more work only between batches: each Iprobe costs a turn of
                     # MPI's progress engine
-                    if time.monotonic() - self.last_report > self.flush_interval:
+                    # report first when due, or before the last queued task if others ended
+                    # (it may run long: their results must not wait for it)
+                    if time.monotonic() - self.last_report > self.flush_interval or (
+                            self.done and len(self.queue) == 1):
                         if not fresh:
                             self.worker_receive(again=True)  # a cancel may drop the head
                         if self.queue:
@@ -171,6 +191,12 @@ class Worker:
                 self.queue.append((item, buffers[pos:pos + item.nbuf]))
                 pos += item.nbuf
 
+    def worker_interrupted(self) -> None:
+        """Just interrupted: drop the queued 1-rank tasks before any is announced or started
+        (reported as dropped, as a cancel drops them); multi-rank ones stay, to fail as they
+        start (their peers build the task's communicator with this rank)."""
+        self.worker_cancel([entry[0].task_id for entry in self.queue])
+
     def worker_cancel(self, task_ids: list[int], wide: bool = False) -> None:
         """Drop the queued 1-rank tasks among ``task_ids`` (and multi-rank ones if ``wide``: a
         rank of theirs died): they never run (reported as dropped; a task already started or
@@ -187,6 +213,11 @@ class Worker:
 
     def run_next(self) -> None:
         item, buffers = self.queue.popleft()
+        interrupts = self.interrupts
+        if interrupts is not None and interrupts.count and len(item.ranks) == 1 \
+                and interrupts.recent():
+            self.dropped.append(item.task_id)  # interrupted before it started: never runs
+            return
         start = time.time()
         size = len(item.ranks)
         sub_rank = item.ranks.index(self.rank) if size > 1 else 0
@@ -248,13 +279,21 @@ class Worker:
 
     def _timed(self, item: WorkItem, fn: Any, args: Any, kwargs: Any) -> Any:
         """Run the function under the task's walltime alarm."""
+        interrupts = self.interrupts
+        if interrupts is not None and interrupts.count and interrupts.recent():
+            raise KeyboardInterrupt(f"the task was interrupted ({interrupts.name}) before it "
+                                    f"started")
         alarm = self.use_alarm and item.walltime is not None
         if alarm:
             previous = signal.signal(signal.SIGALRM, _raise_alarm)
             signal.setitimer(signal.ITIMER_REAL, item.walltime)
         try:
+            if interrupts is not None:
+                interrupts.in_task = True
             value = fn(*args, **kwargs)
         finally:
+            if interrupts is not None:
+                interrupts.in_task = False
             if alarm:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)

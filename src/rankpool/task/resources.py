@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ResourceSpecError
 from ..apps.prefix import check_family, check_options
+from ..errors import ResourceSpecError, counted
 
 RESULTS_MODES = ("root", "all")
 
@@ -210,11 +210,11 @@ def check_fits(spec: Spec, widest: int, largest_node: int | None = None,
         check_devices(spec, devices or DeviceCapacity())
     if spec.num_ranks > widest:
         raise ResourceSpecError("num_ranks", f"{spec.num_ranks} ranks is wider than any pool can "
-                                f"hold ({widest} worker ranks)")
+                                f"hold ({counted(widest, 'worker rank')})")
     if largest_node is not None and spec.ranks_per_node is not None \
             and spec.ranks_per_node > largest_node:
         raise ResourceSpecError("ranks_per_node", f"{spec.ranks_per_node} is more than a node "
-                                f"holds ({largest_node} worker ranks)")
+                                f"holds ({counted(largest_node, 'worker rank')})")
 
 
 @dataclass(frozen=True, slots=True)

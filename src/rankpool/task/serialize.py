@@ -29,7 +29,7 @@ from typing import Any
 
 import dill
 
-from ..errors import RemoteTaskError, RemoteTraceback, SerializationError
+from ..errors import RemoteTaskError, RemoteTraceback, SerializationError, TaskExit
 from ..protocol.wire import Buffer
 from ..shm.reader import resolve as resolve_shared
 
@@ -76,7 +76,8 @@ class FunctionPickler:
         try:
             payload = dill.dumps(fn, protocol=5, recurse=True)
         except Exception as exc:
-            raise SerializationError(f"function {getattr(fn, '__qualname__', fn)!r}", exc) from exc
+            raise SerializationError(f"function {getattr(fn, '__qualname__', fn)!r}", exc,
+                                     culprit(_function_parts(fn))) from None
         entry = (hashlib.blake2b(payload, digest_size=16).digest(), payload)
         refs = self._refs(key, parts)
         if refs is not None:
@@ -148,12 +149,84 @@ def dumps_data(obj: Any, what: str = "data") -> tuple[bytes, Sequence[Buffer]]:
             data = dill.dumps(obj, protocol=5, recurse=True, buffer_callback=_keep_big)
         except Exception as exc:
             _big.found = []
-            raise SerializationError(what, exc) from exc
+            parts = _argument_parts(obj) if what == ARGUMENTS else [("", obj)]
+            raise SerializationError(what, exc, culprit(parts)) from None
     found = _big.found
     if found:
         _big.found = []
         return data, found
     return data, ()
+
+
+#: what :func:`dumps_data` calls a task's ``(args, kwargs)``
+ARGUMENTS = "the task's arguments"
+#: how deep :func:`culprit` looks into containers and objects
+_LOOK_DEPTH = 4
+
+
+def culprit(parts: list[tuple[str, Any]], depth: int = _LOOK_DEPTH) -> str:
+    """Where, among named ``parts``, the object that does not pickle is, and what it is
+    (``keyword argument 'rows'[2]: a generator``); "" when no part alone fails.
+
+    Looks into tuples, lists, dicts, sets and objects' attributes, ``depth`` levels down:
+    only called after a failure, to put the answer in the error's first line.
+    """
+    for name, value in parts:
+        if _pickles(value):
+            continue
+        inner = _children(value) if depth > 0 else []
+        found = culprit([(name + sub, child) for sub, child in inner], depth - 1) if inner else ""
+        kind = type(value)
+        named = kind.__qualname__ if kind.__module__ == "builtins" \
+            else f"{kind.__module__}.{kind.__qualname__}"
+        return found or f"{name or 'the value'}: a {named}"
+    return ""
+
+
+def _pickles(value: Any) -> bool:
+    try:
+        dill.dumps(value, protocol=5, recurse=True)
+        return True
+    except Exception:
+        return False
+
+
+def _children(value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, (tuple, list)):
+        return [(f"[{i}]", v) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return [(f"[{k!r}]", v) for k, v in value.items()]
+    if isinstance(value, (set, frozenset)):
+        return [(f"{{{v!r}}}", v) for v in value]
+    attrs = getattr(value, "__dict__", None)
+    return [(f".{k}", v) for k, v in attrs.items()] if isinstance(attrs, dict) else []
+
+
+def _argument_parts(obj: Any) -> list[tuple[str, Any]]:
+    """A task's ``(args, kwargs)`` as named parts."""
+    try:
+        args, kwargs = obj
+        return [(f"argument {i}", v) for i, v in enumerate(args)] + \
+            [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    except (TypeError, ValueError, AttributeError):
+        return [("", obj)]
+
+
+def _function_parts(fn: Any) -> list[tuple[str, Any]]:
+    """What a function captures by value: the globals it names, its closure, its defaults."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return []
+    scope = getattr(fn, "__globals__", {})
+    parts = [(f"global {n!r}", scope[n]) for n in code.co_names if n in scope]
+    cells = getattr(fn, "__closure__", None) or ()
+    for name, cell in zip(code.co_freevars, cells):
+        try:
+            parts.append((f"closure variable {name!r}", cell.cell_contents))
+        except ValueError:  # an empty cell
+            continue
+    parts += [(f"default {i}", v) for i, v in enumerate(getattr(fn, "__defaults__", None) or ())]
+    return parts
 
 
 def loads_data(data: Buffer, buffers: Sequence[Buffer] = ()) -> Any:
@@ -189,17 +262,17 @@ def dumps_error(exc: BaseException, rank: int = 0, size: int = 1) -> bytes:
     """
     try:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    except Exception as bad:  # a traceback that cannot be formatted still says what failed
+    except BaseException as bad:  # a traceback that cannot be formatted still says what failed
         tb = (f"{exception_text(exc)}\n"
               f"(the traceback could not be formatted: {exception_text(bad)})\n")
     try:
         exc_pickle: bytes | None = pickle.dumps(exc, protocol=5)
         pickle.loads(exc_pickle)  # an exception that pickles but cannot be rebuilt is text only
-    except Exception:
+    except BaseException:
         try:
             exc_pickle = dill.dumps(exc, protocol=5)
             pickle.loads(exc_pickle)
-        except Exception:
+        except BaseException:
             exc_pickle = None
     info = ErrorInfo(f"{type(exc).__module__}.{type(exc).__qualname__}", exception_text(exc), tb,
                      rank, size, _HOST, exc_pickle)
@@ -210,7 +283,7 @@ def exception_text(exc: BaseException) -> str:
     """``str(exc)``, or what ``traceback`` prints when that raises."""
     try:
         return str(exc)
-    except Exception:
+    except BaseException:
         return f"<exception str() failed for {type(exc).__qualname__}>"
 
 
@@ -231,7 +304,23 @@ def loads_error(data: Buffer) -> BaseException:
         exc = RemoteTaskError(info.type_name, info.message, info.rank, info.size, info.host)
     header = f"rank {info.rank} of {info.size} on {info.host}"
     exc.__cause__ = RemoteTraceback(f'\n"""\n{header}\n{info.traceback}"""')
+    if not isinstance(exc, Exception):  # SystemExit & co. must not end the submitting program
+        exc = task_exit(exc, info.type_name, info.message)
     return exc
+
+
+def task_exit(exc: BaseException, type_name: str, message: str) -> TaskExit:
+    """The :class:`~rankpool.errors.TaskExit` that stands for ``exc``: the remote traceback as
+    its ``__cause__`` (as for every remote error), ``exc`` itself as its ``__context__``."""
+    code = None
+    if isinstance(exc, SystemExit):  # from its args: a rebuilt one may not have run __init__
+        code = exc.args[0] if len(exc.args) == 1 else (exc.args or None)
+    if isinstance(exc, SystemExit) and message == str(code):
+        message = ""  # SystemExit(3) says "3": the code says it already
+    wrapped = TaskExit(type_name.removeprefix("builtins."), code, message)
+    wrapped.__cause__ = exc.__cause__
+    wrapped.__context__ = exc
+    return wrapped
 
 
 def error_summary(data: Buffer) -> str:

@@ -200,6 +200,13 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         self._closed = False
         self._control = BlockControl(self)
 
+    @property
+    def executor_dir(self) -> str:
+        """This executor's own directory, ``<parsl run dir>/<label>`` (e.g. ``runinfo/000/xs``):
+        its logs, ``interchange.json`` and ``pool_command.sh``; what ``rankpool status`` reads,
+        and the ``RUN_DIR`` a job script of job-script mode runs ``pool_command.sh`` from."""
+        return os.path.join(self.run_dir, self.label)
+
     # -- life cycle -------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the interchange, then the provider's ``init_blocks`` (without waiting for them)."""
@@ -210,7 +217,7 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
             SessionOptions(address=address, heartbeat_period=self.heartbeat_period,
                            heartbeat_threshold=self.heartbeat_threshold,
                            resources=self.node_resources,
-                           run_dir=os.path.join(self.run_dir, self.label), pool_port=self.pool_port,
+                           run_dir=self.executor_dir, pool_port=self.pool_port,
                            port_range=self.port_range, encrypted=self.encrypted,
                            log_level=self.log_level, worker_debug=self.worker_debug,
                            shared_memory=self._use_shm, shared_memory_cap=self._shm_cap,

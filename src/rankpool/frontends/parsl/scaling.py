@@ -11,8 +11,13 @@ which pools are busy. :class:`BlockControl` joins the two for the executor:
   every second: new pools get monitoring ``node`` rows, gone ones an inactive row, and a
   block whose pool has run ``drain_period`` seconds is drained so that no task is cut off by
   the job's walltime;
-* ``end_blocks`` at shutdown waits briefly for the stopped pools' jobs to end, then cancels
-  what is left.
+* ``end_blocks`` at shutdown waits for the stopped pools' jobs to end by themselves (every
+  rank leaves ``MPI_Finalize``, the launcher exits 0), and cancels only the jobs still running
+  after ``EXIT_GRACE`` seconds, saying so in the log.
+
+A drained or stopped pool's job is given the same grace before its job is cancelled: a job
+cancelled while its ranks were finalizing would leave MPICH's shared-memory files in
+``/dev/shm`` and end as "CANCELLED" instead of "COMPLETED".
 """
 
 from __future__ import annotations
@@ -29,10 +34,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: how long scale_in waits for drained pools to leave before the provider cancels their jobs
+#: how long scale_in waits for drained pools to leave the interchange
 DRAIN_WAIT = 2.0
-#: how long shutdown waits for the jobs of stopped pools to end by themselves
-END_WAIT = 5.0
+#: how long the job of a pool that left (drained or stopped) gets to end by itself before the
+#: provider cancels it
+EXIT_GRACE = 10.0
+#: seconds between two looks at the provider's job states while waiting for jobs to end
+_STATUS_POLL = 0.2
 #: how long the executor's own bookkeeping waits for the interchange to answer a command
 COMMAND_TIMEOUT = 3.0
 
@@ -156,6 +164,7 @@ class BlockControl:
         if not chosen:
             return []
         self._wait_gone(draining, DRAIN_WAIT)
+        self._wait_jobs_end(draining, EXIT_GRACE)
         return self.cancel(chosen)
 
     def _retire_idle(self, block_id: str) -> bool:
@@ -206,29 +215,41 @@ class BlockControl:
             ended += [b for (b, _), ok in zip(to_cancel, results) if ok]
         return ended
 
-    def end_blocks(self, timeout: float) -> None:
-        """At shutdown: wait for jobs of the stopped pools to end, then cancel the rest."""
+    def end_blocks(self, timeout: float = EXIT_GRACE) -> None:
+        """At shutdown: wait up to ``timeout`` for the jobs of the stopped pools to end by
+        themselves, then cancel the rest."""
         ex = self.ex
         if not ex.managed or ex.provider is None:
             return
         blocks = [b for b, s in list(ex.status_facade.items()) if not s.terminal and b in ex.blocks_to_job_id]
         if not blocks:
             return
-        deadline = time.monotonic() + min(timeout, END_WAIT)
-        left = blocks
-        while left and time.monotonic() < deadline:
+        self._wait_jobs_end(blocks, timeout)
+        try:
+            self.cancel(blocks)
+        except Exception:
+            log.warning("%s: could not cancel blocks %s", ex.label, blocks, exc_info=True)
+
+    def _wait_jobs_end(self, block_ids: list[str], timeout: float) -> None:
+        """Wait up to ``timeout`` for the jobs of ``block_ids`` to end; log those that did not."""
+        ex = self.ex
+        if not block_ids or ex.provider is None:
+            return
+        deadline = time.monotonic() + timeout
+        left = list(block_ids)
+        while left:
             try:
                 states = ex.provider.status([ex.blocks_to_job_id[b] for b in left])
-            except Exception:
+            except Exception:  # a provider that cannot tell: the caller cancels
+                log.debug("%s: provider status failed", ex.label, exc_info=True)
+                return
+            left = [b for b, s in zip(left, states) if s is None or not s.terminal]
+            if not left or time.monotonic() >= deadline:
                 break
-            left = [b for b, s in zip(left, states) if not s.terminal]
-            if left:
-                time.sleep(0.1)
+            time.sleep(_STATUS_POLL)
         if left:
-            try:
-                self.cancel(left)
-            except Exception:
-                log.warning("%s: could not cancel blocks %s", ex.label, left, exc_info=True)
+            log.warning("%s: the jobs of blocks %s did not end within %g s after their pools "
+                        "stopped; cancelling them", ex.label, left, timeout)
 
     # -- the watcher -------------------------------------------------------------------------------------
     def start_watcher(self, monitoring: bool) -> None:
