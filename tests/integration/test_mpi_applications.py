@@ -106,6 +106,12 @@ def test_a_plain_function_gets_parsl_variables_and_a_clean_nested_launch(ex: Any
     assert seen["pmi"] == []  # the pool's own PMI variables are out of the way
     assert seen["prefix"].startswith("mpiexec -n 3 -ppn 3 -hosts ")
     assert [int(r["size"]) for r in ranks_of(seen["stdout"])] == [3, 3, 3]
+    # one rank: an application when the specification names an MPI shape, as in Parsl
+    one = ex.requirements(num_nodes=1, ranks_per_node=1).submit(shell_app).result(timeout=120)
+    assert one["prefix"].startswith("mpiexec -n 1 -ppn 1 -hosts ") and one["returncode"] == 0
+    assert [int(r["size"]) for r in ranks_of(one["stdout"])] == [1]
+    plain = ex.submit(environ_of, None).result(timeout=60)
+    assert "PARSL_MPI_PREFIX" not in plain and any(k.startswith("PMI_") for k in plain)
     # and they are back for the next task on those ranks (comm task: MPI still works)
     assert ex.requirements(num_ranks=4).submit(total, None).result(timeout=60) == 4
 

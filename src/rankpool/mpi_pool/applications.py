@@ -37,12 +37,20 @@ HOLD_BACKOFF = BackoffConfig(base=100e-6, hot_cap=5e-3, idle_cap=5e-3, hot_windo
 
 
 def is_application(fn: Callable[..., Any], position: int | None, args: Sequence[Any],
-                   size: int) -> bool:
-    """Whether a task runs as an application task (``position``: where ``comm`` goes)."""
+                   size: int, setting: TaskSetting | None) -> bool:
+    """Whether a task runs as an application task (``position``: where ``comm`` goes).
+
+    A 1-rank task is one when its function is ``run_mpi``, or when it cannot take a
+    communicator and its specification names an MPI shape or launch key (``num_nodes``,
+    ``ranks_per_node``, ``launcher_options``, ``mpi_launcher``), as Parsl's MPI mode gives a
+    1-rank bash app its prefix."""
     if getattr(fn, "rankpool_application", False) or \
             getattr(getattr(fn, "__wrapped__", None), "rankpool_application", False):
         return True
-    return size > 1 and position is None and not (args and args[0] is None)
+    if position is not None or (args and args[0] is None):
+        return False
+    return size > 1 or (setting is not None and bool(
+        setting.shaped or setting.launcher_options or setting.mpi_launcher))
 
 
 def node_name() -> str:

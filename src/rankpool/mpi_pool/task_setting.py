@@ -37,17 +37,19 @@ class TaskSetting(NamedTuple):
     cwd: str | None
     launcher_options: str = ""
     mpi_launcher: str | None = None
+    shaped: bool = False          # num_nodes or ranks_per_node given: Parsl's MPI-mode shape
 
 
 def setting_of(spec: Spec) -> TaskSetting | None:
     """The setting a task's ranks apply; ``env`` wins over the thread variables it names."""
-    if not spec.has_setting:
+    shaped = spec.num_nodes is not None or spec.ranks_per_node is not None
+    if not spec.has_setting and not shaped:
         return None
     variables = dict.fromkeys(THREAD_VARS, str(spec.threads_per_rank)) \
         if spec.threads_per_rank else {}
     variables.update(spec.env)
     return TaskSetting(tuple(variables.items()), spec.cwd, spec.launcher_options,
-                       spec.mpi_launcher)
+                       spec.mpi_launcher, shaped)
 
 
 def _enter(path: str) -> str | None:

@@ -263,7 +263,7 @@ class Worker:
         if position == -2:
             position = self.positions[item.fn_digest] = comm_position(fn)
         args, kwargs = loads_data(item.data, buffers)
-        if is_application(fn, position, args, len(item.ranks)):
+        if is_application(fn, position, args, len(item.ranks), item.setting):
             if self.apps is None:
                 self.apps = Applications()
             run = self.apps.run
