@@ -113,6 +113,11 @@ def _serve_as_keeper(child: int, page: mmap.mmap, pipe: int) -> None:
             "pid": child, "rank": rank, "status": code, "running": state == IN_TASK,
             "task": task_id if state in (IN_TASK, BETWEEN) else None})
         os._exit(0)
+    if note_dir:  # the pool's end: its note directory goes with its last process
+        try:
+            os.rmdir(note_dir[-1])
+        except OSError:
+            pass
     if code < 0:  # died of a signal: die of it too, so the launcher sees the same
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
@@ -124,6 +129,7 @@ def write_note(note_dir: str, pid: int, note: dict[str, Any]) -> None:
     path = os.path.join(note_dir, f"{pid}.json")
     tmp = f"{path}.tmp"
     try:
+        os.makedirs(note_dir, mode=0o700, exist_ok=True)  # a keeper that ended may have removed it
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(note, fh)
