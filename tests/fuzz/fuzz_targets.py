@@ -7,7 +7,7 @@ for what counts as a failure):
   ROUTER sockets are :class:`FakeSocket` objects. A case goes through the loop's own
   ``_drain`` step, then the loop's periodic steps run (dispatch, liveness, heartbeat). It starts
   with a front-end, two registered pools and tasks in flight, so results have somewhere to go.
-* :class:`PoolTarget`: a :class:`~rankpool.mpi_pool.pool.PoolManager` built without MPI (a
+* :class:`PoolTarget`: a :class:`~rankpool.mpi_pool.pool.RankZero` built without MPI (a
   fake manager, a fake DEALER); a case goes through its ``pool_receive`` step.
 * :class:`ClientTarget`: the front-end's :class:`~rankpool.frontends.client.InterchangeClient`
   receive step, with recording callbacks.
@@ -26,7 +26,7 @@ from fuzz_messages import Case, Mutator, as_bytes, corpus, register, task
 
 from rankpool.frontends.client import InterchangeClient
 from rankpool.interchange import Interchange, InterchangeConfig
-from rankpool.interchange.client_link import FrontEnd
+from rankpool.interchange.client_link import ClientLink
 from rankpool.mpi_pool.config import PoolConfig
 from rankpool.protocol.batches import Result, Task, encode_tasks
 from rankpool.protocol.messages import Lost, Refused
@@ -80,7 +80,7 @@ class InterchangeTarget:
         ix._pool_sock = self.pool_sock = FakeSocket(self.rng, 0.0)  # type: ignore[assignment]
         ix._client_sock = self.client_sock = FakeSocket()  # type: ignore[assignment]
         ix._command_sock = self.command_sock = FakeSocket()  # type: ignore[assignment]
-        ix.front = FrontEnd(self.client_sock, ix._throttle)  # type: ignore[arg-type]
+        ix.front = ClientLink(self.client_sock, ix._throttle)  # type: ignore[arg-type]
         ix.ports = (1, 2, 3)
         self.steps = {"pool": ("pool", self.pool_sock, ix.on_pool_message),
                       "client": ("front-end", self.client_sock, ix.on_client_message),
@@ -195,13 +195,13 @@ class PoolTarget:
 
     def __init__(self, seed: int) -> None:
         from rankpool.mpi_pool.pool import (
-            PoolManager,  # mpi4py: imported only when fuzzed
+            RankZero,  # mpi4py: imported only when fuzzed
         )
         self.rng = random.Random(seed)
         self.mutator = Mutator(seed)
-        pm = self.pm = object.__new__(PoolManager)
+        pm = self.pm = object.__new__(RankZero)
         pm.cfg = PoolConfig(interchange="tcp://127.0.0.1:1", block_id="b0")
-        pm.manager = FakeManager()  # type: ignore[assignment]
+        pm.mpi = FakeManager()  # type: ignore[assignment]
         pm.draining = False
         pm.sock = self.sock = FakeSocket()  # type: ignore[assignment]
         pm.period, pm.threshold = 2.0, 10.0
@@ -231,10 +231,10 @@ class PoolTarget:
             kind = "hang" if isinstance(exc, Hang) else "exception escaped pool_receive"
             report.add(Finding("pool", kind, repr(exc)[:300], case, known_bug(exc)))
         else:
-            if self.pm.manager.undispatched:
+            if self.pm.mpi.undispatched:
                 report.add(Finding("pool", "tasks taken but not dispatched", "", case))
         finally:
-            self.pm.manager.undispatched = False
+            self.pm.mpi.undispatched = False
             self.sock.inbox.clear()
             self.pm.draining = False
 

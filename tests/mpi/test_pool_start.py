@@ -17,7 +17,7 @@ import pytest
 
 from rankpool.launchers.failed_starts import diagnose
 from rankpool.launchers.mpiexec import find_mpiexec
-from rankpool.mpi_pool.pool import EXIT_UNREACHABLE
+from rankpool.exit_codes import ExitCode
 from rankpool.protocol.starts import StartCause, pool_record_path
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
@@ -40,7 +40,7 @@ def test_pool_without_interchange_exits_naming_address_and_time(tmp_path: Path,
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     elapsed = time.monotonic() - t0
-    assert proc.returncode == EXIT_UNREACHABLE, (proc.stdout, proc.stderr)
+    assert proc.returncode == ExitCode.UNREACHABLE, (proc.stdout, proc.stderr)
     assert 2 <= elapsed < 30
     said = f"no answer from the interchange at {address} for 2 s"
     assert said in proc.stderr

@@ -9,11 +9,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
-from ..errors import BrokenPool
 from ..protocol.batches import Task
 from ..shm.plane import FrontEndPlane
 from ..task.resources import Spec, parse_spec
-from .engine import Engine, TaskFuture, fail_all
+from .engine import Engine, TaskFuture
 from .lifetime import check_not_exiting
 from .mapping import map_calls
 

@@ -1,9 +1,5 @@
-"""The submit side's link to the interchange: its process, its sockets, one thread.
-
-    submit ─▶ inbox (deque) ─▶ rankpool-client thread ─ZMQ─▶ interchange process
-       └──── a lone task: the submit socket ──────ZMQ─▶
-    cancel ─▶ cancels (deque) ─▶ rankpool-client thread ─ZMQ─▶  (Cancel, after the tasks)
-    futures ◀─ on_results / on_lost / on_started ◀───────── results, Lost, Started, heartbeats
+"""The submit side's link to the interchange: its process, its sockets, one thread (its hops
+on the data path: ``docs/internals.md``).
 
 The thread owns the task socket: it sends whatever piled up in the inbox as one batch (a
 flood goes in bulk), hands result batches to ``on_results`` (as ``split_results`` gives

@@ -32,6 +32,7 @@ from typing import Any
 from mpi4py import MPI
 
 from ..errors import ExecutorShutdown, ResourceSpecError
+from ..exit_codes import ExitCode
 from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
 from ..mpi_pool.interrupts import Interrupts
 from ..mpi_pool.manager import Manager, abort_for_stuck
@@ -53,8 +54,6 @@ log = logging.getLogger(__name__)
 #: seconds root waits, after Ctrl-C, for the interrupted worker ranks to report before it
 #: declares the ranks still in tasks stuck (and, with ``on_stuck="abort"``, aborts the job)
 INTERRUPT_WAIT = 2.0
-#: MPI_Abort's error code when ranks are stuck as the ``with`` block ends
-EXIT_STUCK = 70
 
 
 class CommExecutor(FrontEnd):
@@ -172,7 +171,7 @@ class CommExecutor(FrontEnd):
                 if exc is not None:  # what left the user's code, before the abort ends all
                     traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
                     sys.stderr.flush()
-                abort_for_stuck(self.pool_comm, stuck, EXIT_STUCK, self._user_rank)
+                abort_for_stuck(self.pool_comm, stuck, ExitCode.COMM_STUCK, self._user_rank)
         self.pool_comm.Free()
 
     def _interrupt(self) -> None:

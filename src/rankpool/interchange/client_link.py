@@ -23,7 +23,7 @@ from .plumbing import Throttle
 log = logging.getLogger(__name__)
 
 
-class FrontEnd:
+class ClientLink:
     """Who the front-end is, when it was last heard from, and what waits for it."""
 
     def __init__(self, sock: zmq.Socket[bytes], throttle: Throttle,

@@ -1,10 +1,6 @@
-"""The interchange: routes task batches from one front-end to many pools and results back.
-
-::
-
-    front-end ──tasks, beats, Stop──▶ client ROUTER ──▶ TaskQueue ─match()─▶ pool ROUTER ──▶ pools
-              ◀──results, Lost, beats──         ◀── forwarded, joined ◀── results, beats, Stop ◀──
-    commands ──Command──▶ command ROUTER ──▶ Reply (pools, hold, drain, stop, ...)
+"""The interchange: routes task batches from one front-end to many pools and results back
+(its hops on the data path: ``docs/internals.md``); commands (pools, hold, drain, stop, ...)
+come in on a third socket.
 
 It reads headers and record tables only and moves payloads as bytes: a batch one pool takes
 whole is sent on in the front-end's own frames, other tasks are sliced out of their batches and
@@ -59,7 +55,7 @@ from ..protocol.wire import decode_header
 from ..security import Gatekeeper, open_gate
 from ..shm.run import sweep
 from .cancels import drop_cancelled, forward_started, route_cancel
-from .client_link import FrontEnd
+from .client_link import ClientLink
 from .commands import answer
 from .config import InterchangeConfig
 from .matching import RoomIndex, TaskQueue, match
@@ -106,7 +102,7 @@ class Interchange:
         self._client_sock: zmq.Socket[bytes] | None = None
         self._command_sock: zmq.Socket[bytes] | None = None
         self._gate: Gatekeeper | None = None
-        self.front: FrontEnd | None = None
+        self.front: ClientLink | None = None
         self._stop_requested = threading.Event()
         self._done = False
         self._dirty = False
@@ -145,7 +141,7 @@ class Interchange:
             self._close(linger=0)
             raise
         self.ports = (pool_port, client_port, command_port)
-        self.front = FrontEnd(self._client_sock, self._throttle, cfg.max_message_size)
+        self.front = ClientLink(self._client_sock, self._throttle, cfg.max_message_size)
         log.info("interchange %s listening: pools on %s:%d, front-end on 127.0.0.1:%d, commands "
                  "on 127.0.0.1:%d; %s", __version__, cfg.address, pool_port, client_port,
                  command_port, f"CurveZMQ, keys in {cfg.curve_dir}" if gate else "unencrypted")

@@ -22,7 +22,8 @@ from typing import Any
 
 from parsl.launchers.base import Launcher
 
-from ..mpi_pool.config import EXIT_REFUSED, EXIT_STUCK, EXIT_UNREACHABLE, PoolConfig
+from ..exit_codes import ExitCode
+from ..mpi_pool.config import PoolConfig
 from ..private_files import open_private
 from ..protocol.starts import FailedStart
 from .failed_starts import diagnose
@@ -127,9 +128,9 @@ class LocalBlocks:
 
 def exit_meaning(code: int) -> str:
     """What a local block's ``mpiexec`` exit code says, in a few words."""
-    known = {0: "its pool left", EXIT_REFUSED: "the interchange refused its pool",
-             EXIT_STUCK: "ranks stuck in tasks: MPI job aborted",
-             EXIT_UNREACHABLE: "its pool got no answer from the interchange"}
+    known = {0: "its pool left", ExitCode.REFUSED: "the interchange refused its pool",
+             ExitCode.STUCK: "ranks stuck in tasks: MPI job aborted",
+             ExitCode.UNREACHABLE: "its pool got no answer from the interchange"}
     if code in known:
         return known[code]
     if code < 0:

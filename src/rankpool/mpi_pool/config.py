@@ -17,12 +17,6 @@ from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
-#: exit status of a pool the interchange refused
-EXIT_REFUSED = 3
-#: error code given to MPI_Abort by a pool that left with ranks stuck in tasks
-EXIT_STUCK = 4
-#: exit status of a pool that could not reach the interchange
-EXIT_UNREACHABLE = 5
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,11 @@ from collections.abc import Callable, Iterable
 from types import FrameType, TracebackType
 from typing import Any
 
+from ..exit_codes import ExitCode
 from .mpich_files import abort
 
 #: seconds after an interrupt during which a task that starts on the rank fails without running
 WINDOW = 2.0
-#: exit code of an MPI job aborted by a second interrupt (128 + SIGINT, as a shell reports it)
-EXIT_FORCED = 130
 
 
 class Interrupts:
@@ -86,7 +85,7 @@ class Interrupts:
         if self.count > 1:
             os.write(2, f"rankpool: process {os.getpid()}: second {self.name}: aborting the "
                         f"MPI job\n".encode())
-            abort(self.comm, EXIT_FORCED)
+            abort(self.comm, ExitCode.FORCED)
             return
         if self.in_task:
             self.in_task = False

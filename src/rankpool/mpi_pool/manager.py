@@ -3,12 +3,15 @@
 The manager is a progress engine with no thread of its own: its owner (the pool program's
 loop, or the ``CommExecutor`` thread on root) calls :meth:`Manager.submit` and
 :meth:`Manager.progress` and takes finished :class:`Result` objects from ``completed``.
-One ``progress`` call is three non-blocking steps::
+One ``progress`` call is four non-blocking steps, then a poll of the outbox::
 
     manager_receive   Iprobe for DONE reports, combine each task's ranks into one Result
     check_deadlines   grace periods after a rank failed, walltimes: fail the task, mark stuck ranks
     check_slow        hold back ranks whose current task has run past ``slow_after``
     manager_dispatch  ask the scheduler what can start, send each rank its items in one message
+    outbox.poll       complete the non-blocking sends that finished
+
+Where this sits on the data path: ``docs/internals.md``.
 
 A task *starts* when its rank announces it (see :mod:`.worker`) or, for a multi-rank or
 exclusive task, when it is dispatched (its ranks are committed to it); :meth:`Manager.take_started`
@@ -40,7 +43,8 @@ from ..errors import (InsufficientRanks, ResourceSpecError, StuckRanksError, Tas
 from ..protocol.batches import Outcome, Result, Task
 from ..shm.reader import discard
 from ..task.resources import DeviceCapacity, Spec
-from ..task.serialize import Buffer, dumps_error, error_summary
+from ..protocol.wire import Buffer
+from ..task.serialize import dumps_error, error_summary
 from .deaths import Death
 from .doorbell import Doorbell
 from .mpich_files import abort

@@ -20,7 +20,8 @@ the dead ones forever): it flushes its logs and exits with its status.
 While nothing is outstanding rank 0 blocks in the ZeroMQ poll (no CPU, instant wake); while
 tasks are out it polls ZeroMQ without blocking and backs off over MPI, sleeping on its
 doorbell and its ZeroMQ socket, so that a worker rank of its node that reports, or a message
-from the interchange, ends the sleep at once (see :mod:`.doorbell`).
+from the interchange, ends the sleep at once (see :mod:`.doorbell`). Where rank 0 sits on the
+data path: ``docs/internals.md``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from mpi4py import MPI
 
 from .._version import __version__
 from ..errors import ProtocolError
+from ..exit_codes import ExitCode
 from ..private_files import PrivateFileHandler, private_dir, write_private
 from ..protocol import batches, wire
 from ..protocol import messages as protocol
@@ -48,7 +50,7 @@ from ..shm import arena as shm
 from ..shm import run as shm_run
 from ..task.node_resources import apply_binding, device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
-from .config import EXIT_REFUSED, EXIT_STUCK, EXIT_UNREACHABLE, PoolConfig
+from .config import PoolConfig
 from .deaths import DeathWatch, Identity, note_dir
 from .doorbell import Doorbell, new_token
 from .keeper import Link
@@ -114,15 +116,15 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
                                 [r for node in topology.nodes for r in node])
         if rank == 0:
             watch = DeathWatch({r: identities[r] for r in near}, notes, topology.hosts[0])
-            pool = PoolManager(cfg, comm, topology, bell, near, init_error, watch)
+            pool = RankZero(cfg, comm, topology, bell, near, init_error, watch)
             try:
                 with Interrupts(STOP_SIGNALS, comm, on_first=pool.interrupt):
                     status = pool.run()
             finally:
                 watch.close()
-            if pool.manager.stuck:
-                abort_for_stuck(comm, pool.manager.stuck, EXIT_STUCK)
-            lost = bool(pool.manager.lost)
+            if pool.mpi.stuck:
+                abort_for_stuck(comm, pool.mpi.stuck, ExitCode.STUCK)
+            lost = bool(pool.mpi.lost)
         else:
             worker = Worker(comm, arena=result_arena(cfg), bell=bell, link=link,
                             interrupts=Interrupts(STOP_SIGNALS, comm))
@@ -155,8 +157,10 @@ def _exit_without_finalize(notes: str, status: int) -> None:
     os._exit(status)
 
 
-class PoolManager:
-    """Rank 0: the pool's one connection to the interchange, and the MPI manager."""
+class RankZero:
+    """Rank 0, the pool's manager: its one ZeroMQ connection to the interchange, around
+    ``self.mpi``, the :class:`~rankpool.mpi_pool.mpi.Manager` that holds the worker ranks
+    over MPI."""
 
     def __init__(self, cfg: PoolConfig, comm: MPI.Intracomm, topology: Topology,
                  bell: Doorbell | None = None, near: Sequence[int] = (),
@@ -169,14 +173,14 @@ class PoolManager:
         self.topology = topology
         self.bell = bell
         self.watch = watch if watch is not None and watch.watching else None
-        self.manager = Manager(comm, topology, depth=cfg.depth, lend=cfg.lend, grace=cfg.grace,
+        self.mpi = Manager(comm, topology, depth=cfg.depth, lend=cfg.lend, grace=cfg.grace,
                                trace=cfg.trace,
                                device_ranks=device_ranks(topology.nodes, cfg.resources),
                                bell=bell, near=near, keep_sent=self.watch is not None)
         if self.watch is not None:
-            self.manager.end_rank = self.watch.end
+            self.mpi.end_rank = self.watch.end
         if self.watch is not None:
-            self.manager.end_rank = self.watch.end
+            self.mpi.end_rank = self.watch.end
         self.next_death_check = 0.0
         self.retiring = ""  # why the pool stopped taking tasks after losing ranks
         self.period = cfg.heartbeat_period
@@ -210,20 +214,20 @@ class PoolManager:
             self.register()
             self.loop()
         except PoolRefused as exc:
-            reason, status = str(exc), EXIT_REFUSED
+            reason, status = str(exc), ExitCode.REFUSED
         except PoolUnreachable as exc:
-            reason, status = str(exc), EXIT_UNREACHABLE
+            reason, status = str(exc), ExitCode.UNREACHABLE
             self.report_unreachable(reason)
         except PoolLeaves as exc:
             reason = str(exc)
             finish = reason in ("drained", self.retiring)
         finally:
             log.info("pool %s leaving: %s", self.cfg.pool_id, reason)
-            self.manager.manager_stop(finish=finish)
-            self.manager.end_orphans()
-            if self.manager.trace is not None:
-                path = self.manager.trace.write(self.cfg.run_dir, self.cfg.block_id)
-                log.info("trace of %d task ranks written to %s", len(self.manager.trace), path)
+            self.mpi.manager_stop(finish=finish)
+            self.mpi.end_orphans()
+            if self.mpi.trace is not None:
+                path = self.mpi.trace.write(self.cfg.run_dir, self.cfg.block_id)
+                log.info("trace of %d task ranks written to %s", len(self.mpi.trace), path)
             try:
                 self.sock.send_multipart(protocol.Stop(reason).encode(), zmq.NOBLOCK)
             except zmq.ZMQError:
@@ -248,7 +252,7 @@ class PoolManager:
             write_start_record(self.cfg, StartCause.UNREACHABLE, reason)
 
     def register(self) -> None:
-        m = self.manager
+        m = self.mpi
         reg = protocol.Register(
             protocol.PROTOCOL_VERSION, __version__, protocol.PYTHON_VERSION, self.cfg.block_id,
             self.cfg.pool_id, self.topology.hosts, [len(n) for n in self.topology.nodes],
@@ -286,7 +290,7 @@ class PoolManager:
             f"that the pool uses the run's keys{hint}")
 
     def loop(self) -> None:
-        manager = self.manager
+        manager = self.mpi
         backoff = Backoff()
         while True:
             if self.interrupted:
@@ -369,7 +373,7 @@ class PoolManager:
         header = wire.decode_header(frames[0].buffer)
         kind = header["k"]
         if kind == "cancel":
-            self.manager.manager_cancel(protocol.Cancel.from_header(header).task_ids)
+            self.mpi.manager_cancel(protocol.Cancel.from_header(header).task_ids)
             return
         if kind == "tasks":
             tasks = batches.decode_tasks(header, [f.buffer for f in frames[1:]], copy=True)
@@ -379,14 +383,14 @@ class PoolManager:
                 log.warning("retiring: %d tasks arrived anyway; not run", len(tasks))
                 return
             for task in tasks:
-                self.manager.submit(task)
-            self.manager.manager_dispatch()  # on their way to the ranks before anything else
+                self.mpi.submit(task)
+            self.mpi.manager_dispatch()  # on their way to the ranks before anything else
             return
         msg = protocol.decode_message(header)
         if isinstance(msg, protocol.Stop):
             raise PoolLeaves(f"stopped by the interchange: {msg.reason}")
         if isinstance(msg, protocol.Drain):
-            log.info("draining: finishing %d tasks, then leaving", self.manager.outstanding)
+            log.info("draining: finishing %d tasks, then leaving", self.mpi.outstanding)
             self.draining = True
         elif not isinstance(msg, protocol.Heartbeat):
             log.warning("ignored unexpected %s message", kind)
@@ -397,7 +401,7 @@ class PoolManager:
         While tasks are still out, results wait up to ``REPORT_DELAY`` (or until ``REPORT_BATCH``
         piled up): a message per handful of results costs every process on the way a wake-up.
         """
-        manager = self.manager
+        manager = self.mpi
         if manager.started:
             started = manager.take_started(START_DELAY)
             for ids in protocol.id_slices(started):
@@ -414,7 +418,7 @@ class PoolManager:
         self._send_results(now)
 
     def _send_results(self, now: float) -> None:
-        done, self.manager.completed = self.manager.completed, []
+        done, self.mpi.completed = self.mpi.completed, []
         self.first_done = 0.0
         frames = batches.encode_results(done)
         if wire.message_size(frames) <= self.cfg.max_message_size:
@@ -436,7 +440,7 @@ class PoolManager:
         deaths = self.watch.deaths()
         if not deaths:
             return
-        manager = self.manager
+        manager = self.mpi
         for death in deaths:
             manager.manager_lost(death)
         lost = len(manager.lost)
@@ -451,13 +455,13 @@ class PoolManager:
         """Tell the interchange when the set of stuck or dead ranks changed (it drains a pool
         with stuck ranks, or one that retires), after the results held back so far (the failed
         tasks' among them)."""
-        stuck, lost = self.manager.stuck, self.manager.lost
+        stuck, lost = self.mpi.stuck, self.mpi.lost
         if (stuck.keys(), lost.keys()) == self.reported:
             return
-        if self.manager.completed:
+        if self.mpi.completed:
             self._send_results(time.monotonic())
         self.reported = (frozenset(stuck), frozenset(lost))
-        nodes = self.manager.usable_node_ranks()
+        nodes = self.mpi.usable_node_ranks()
         self.sock.send_multipart(protocol.Capacity(sorted(stuck), nodes, sum(nodes), sorted(lost),
                                                    bool(self.retiring)).encode())
         self.last_sent = time.monotonic()

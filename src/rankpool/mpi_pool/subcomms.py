@@ -17,7 +17,8 @@ A DONE message is a :class:`Report`: the rank's finished tasks, the task it is a
 started without a message per task), and the queued tasks it dropped on a CANCEL.
 
 Every send is non-blocking and kept in an :class:`Outbox` until MPI has taken it, so neither
-side ever blocks on a peer that is busy running user code.
+side ever blocks on a peer that is busy running user code. Where these hops sit on the whole
+data path: ``docs/internals.md``.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from mpi4py import MPI
 
+from ..protocol.wire import Buffer
 from .task_setting import TaskSetting
 
-Buffer = bytes | bytearray | memoryview
 
 #: MPI's guaranteed minimum for the tag upper bound
 TAG_LIMIT = 32767

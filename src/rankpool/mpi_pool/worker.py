@@ -33,7 +33,8 @@ from mpi4py import MPI
 from ..errors import TaskTimeout
 from ..shm.arena import Arena
 from ..task.injection import comm_position, inject
-from ..task.serialize import Buffer, FunctionLoader, dumps_data, dumps_error, loads_data
+from ..protocol.wire import Buffer
+from ..task.serialize import FunctionLoader, dumps_data, dumps_error, loads_data
 from .applications import Applications, is_application
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
 from .doorbell import Doorbell

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SharedMemoryError
+from ..protocol.wire import Buffer
 from .run import (
     _CAPACITY,
     _GENERATION,
@@ -63,8 +64,6 @@ from .run import (
 )
 
 log = logging.getLogger(__name__)
-
-Buffer = bytes | bytearray | memoryview
 
 #: buffers at least this large go through shared memory (smaller ones: ordinary frames)
 THRESHOLD = 256 * 1024

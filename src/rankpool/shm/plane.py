@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ..task.serialize import Buffer
+from ..protocol.wire import Buffer
 from . import arena as shm
 from . import reader as shm_reader
 from . import run as shm_run

@@ -30,12 +30,12 @@ from typing import Any
 import dill
 
 from ..errors import RemoteTaskError, RemoteTraceback, SerializationError, TaskExit
+from ..protocol.wire import Buffer
 from ..shm.reader import resolve as resolve_shared
 
 #: buffers at least this large travel out of band; smaller ones stay inside the pickle
 OOB_THRESHOLD = 64 * 1024
 
-Buffer = bytes | bytearray | memoryview
 
 
 class _LRU(OrderedDict):  # type: ignore[type-arg]

@@ -1,10 +1,6 @@
-"""``rankpool.ExtremeScaleExecutor``: a Parsl executor whose blocks are MPI pools.
-
-::
-
-    DataFlowKernel ─submit─▶ ExtremeScaleExecutor ─Task─▶ InterchangeClient ─ZMQ─▶ interchange
-                   ◀─future─          ▲ settle() ◀─ on_results / on_lost / on_broken ◀─┘   │
-    JobStatusPoller ─status / scale_out / scale_in─▶ provider ─job─▶ block = one MPI pool ◀┘
+"""``rankpool.ExtremeScaleExecutor``: a Parsl executor whose blocks are MPI pools (its hops on
+the data path: ``docs/internals.md``). Parsl's ``JobStatusPoller`` polls, scales out and in
+through the provider; each block is one MPI pool.
 
 The executor starts the interchange at :meth:`start` and launches the provider's
 ``init_blocks`` at once (Parsl's strategy would only do it on its first tick, seconds later).
