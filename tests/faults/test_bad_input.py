@@ -16,7 +16,8 @@ import psutil
 import pytest
 from helpers import descendants, executor, pool_tree, wait_no_new_children
 
-from rankpool import Executor, RemoteTaskError, ResourceSpecError, SerializationError
+from rankpool import (Executor, RemoteTaskError, ResourceSpecError, SerializationError,
+                      TaskExit)
 from rankpool.errors import RemoteTraceback
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(60)]
@@ -160,7 +161,8 @@ def test_multi_rank_task_without_a_comm_parameter_runs_once_as_an_application(
 # -- functions that try to leave ------------------------------------------------------------------
 def test_sys_exit_fails_only_its_task(ex3: Executor) -> None:
     exc = ex3.submit(t.call_sys_exit).exception(timeout=20)
-    assert isinstance(exc, SystemExit) and exc.code == 3
+    assert isinstance(exc, TaskExit) and exc.type_name == "SystemExit" and exc.code == 3
+    assert ex3.submit(t.square, 3).result(timeout=20) == 9
 
 
 def test_os_fork_inside_a_task(ex3: Executor) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import zmq
@@ -184,6 +185,9 @@ class FakeManager:
         self.outstanding += 1
         self.undispatched = True
 
+    def manager_cancel(self, task_ids: Sequence[int]) -> None:
+        assert all(type(i) is int for i in task_ids)
+
     def manager_dispatch(self) -> bool:
         """Rank 0 dispatches after each task batch; the fuzz target checks that it did."""
         self.undispatched = False
@@ -203,6 +207,8 @@ class PoolTarget:
         pm.cfg = PoolConfig(interchange="tcp://127.0.0.1:1", block_id="b0")
         pm.mpi = FakeManager()  # type: ignore[assignment]
         pm.draining = False
+        pm.retiring = ""
+        pm.watch = None  # no keepers to watch
         pm.sock = self.sock = FakeSocket()  # type: ignore[assignment]
         pm.period, pm.threshold = 2.0, 10.0
         pm.last_heard = pm.last_sent = time.monotonic()
@@ -252,6 +258,7 @@ class ClientTarget:
         c.on_results = self._results  # type: ignore[method-assign]
         c.on_lost = lambda msg: self._expect(msg, Lost)  # type: ignore[method-assign]
         c.on_refused = lambda msg: self._expect(msg, Refused)  # type: ignore[method-assign]
+        c.on_started = lambda ids: self._expect_ids(ids)
         self.corpus = corpus([1, 2, 3])
         self.others = [f for msgs in self.corpus.values() for f in msgs]
 
@@ -264,6 +271,10 @@ class ClientTarget:
     @staticmethod
     def _expect(msg: Any, cls: type) -> None:
         assert isinstance(msg, cls)
+
+    @staticmethod
+    def _expect_ids(task_ids: Any) -> None:
+        assert isinstance(task_ids, list) and all(type(t) is int for t in task_ids)
 
     def case(self) -> Case:
         frames, how = self.mutator.case(self.corpus["to_front"], self.others)

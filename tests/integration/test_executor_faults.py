@@ -9,6 +9,7 @@ wait is bounded and every test checks that no process is left behind.
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from rankpool import BrokenPool, Executor, VersionMismatch, __version__
 from rankpool.launchers.mpiexec import find_mpiexec
 from rankpool.protocol.messages import PROTOCOL_VERSION, PYTHON_VERSION, Register, Stop
 from rankpool.protocol.wire import decode_header
+from rankpool.security import CurveKeys, client_curve
 
 pytestmark = pytest.mark.mpi
 
@@ -52,9 +54,11 @@ _BAD_POOL = (
     "sys.exit(main(sys.argv[1:]))\n")
 
 
-def _run_bad_pool(address: str, block_id: str) -> subprocess.CompletedProcess[str]:
-    argv = [find_mpiexec(), "-n", "2", sys.executable, "-c", _BAD_POOL, "--interchange", address,
-            "--block-id", block_id, "--heartbeat-period", "0.2", "--heartbeat-threshold", "2"]
+def _run_bad_pool(ex: Executor, block_id: str) -> subprocess.CompletedProcess[str]:
+    """A pool of another rankpool version that holds the run's key (so it gets to register)."""
+    argv = [find_mpiexec(), "-n", "2", sys.executable, "-c", _BAD_POOL, "--interchange",
+            ex.client.pool_address, "--block-id", block_id, "--heartbeat-period", "0.2",
+            "--heartbeat-threshold", "2", "--server-key", ex.pool_config.server_key]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60,
                           stdin=subprocess.DEVNULL)
 
@@ -64,7 +68,7 @@ def test_pool_of_wrong_version_is_refused_and_reported(tmp_path: Path) -> None:
     before = descendants()
     with executor(tmp_path) as ex:
         assert ex.submit(pow, 2, 3).result(timeout=20) == 8
-        proc = _run_bad_pool(ex.client.pool_address, "bad")
+        proc = _run_bad_pool(ex, "bad")
         # the pool says why, naming both versions
         assert "refused" in proc.stderr
         assert f"interchange has {__version__}" in proc.stderr
@@ -80,7 +84,7 @@ def test_pool_of_wrong_version_is_refused_and_reported(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_pool_of_wrong_version_exits_nonzero(tmp_path: Path) -> None:
     with executor(tmp_path) as ex:
-        proc = _run_bad_pool(ex.client.pool_address, "bad")
+        proc = _run_bad_pool(ex, "bad")
         assert "version mismatch" in proc.stderr
         assert proc.returncode != 0, proc.stderr
 
@@ -89,7 +93,7 @@ def test_pool_of_wrong_version_exits_nonzero(tmp_path: Path) -> None:
 def test_version_mismatch_cause_has_structured_versions(tmp_path: Path) -> None:
     """What VersionMismatch carries once the executor reports a refused pool."""
     with executor(tmp_path) as ex:
-        _run_bad_pool(ex.client.pool_address, "0")  # claims to be the executor's own block
+        _run_bad_pool(ex, "0")  # claims to be the executor's own block
         wait_for(lambda: ex._broken is not None, timeout=10)
         with pytest.raises(BrokenPool) as info:
             ex.submit(pow, 2, 3)
@@ -102,14 +106,20 @@ def test_version_mismatch_cause_has_structured_versions(tmp_path: Path) -> None:
 
 # -- garbage on the interchange's ports -----------------------------------------------------------
 class Raw:
-    """A raw DEALER on one of the interchange's ports."""
+    """A raw DEALER on one of the interchange's ports, holding the run's key for that port: a
+    peer that got in (a buggy pool or front-end) and sends whatever it likes."""
 
-    def __init__(self, ctx: zmq.Context, port: int, identity: bytes | None = None) -> None:
+    def __init__(self, ctx: zmq.Context, ex: Executor, port: str,
+                 identity: bytes | None = None) -> None:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         if identity is not None:
             self.sock.setsockopt(zmq.IDENTITY, identity)
-        self.sock.connect(f"tcp://127.0.0.1:{port}")
+        server_key = ex.pool_config.server_key
+        who = "pool" if port == "pool_port" else "front"
+        client_curve(self.sock, server_key,
+                     CurveKeys.at(os.path.dirname(server_key)).secret(who))
+        self.sock.connect(f"tcp://127.0.0.1:{ex.client.ports[port]}")
 
     def send(self, *frames: bytes) -> None:
         self.sock.send_multipart(list(frames))
@@ -193,17 +203,16 @@ def test_garbage_on_every_port_does_not_stop_the_interchange(tmp_path: Path) -> 
     try:
         with executor(tmp_path) as ex:
             assert ex.submit(pow, 2, 3).result(timeout=20) == 8
-            ports = ex.client.ports
             # tasks in flight all along: the garbage must not disturb them
             busy = [ex.submit(nap, 0.2) for _ in range(10)]
 
-            pool = Raw(ctx, ports["pool_port"], b"stranger")
+            pool = Raw(ctx, ex, "pool_port", b"stranger")
             for frames in _malformed(rng) + _bad_fields_for_pools("stranger"):
                 pool.send(*frames)
-            client = Raw(ctx, ports["client_port"])
+            client = Raw(ctx, ex, "client_port")
             for frames in _malformed(rng):  # not a header: dropped before anything else
                 client.send(*frames)
-            command = Raw(ctx, ports["command_port"])
+            command = Raw(ctx, ex, "command_port")
             for frames in _malformed(rng):
                 command.send(*frames)
             for frames in _bad_commands():
@@ -226,7 +235,7 @@ def test_garbage_on_every_port_does_not_stop_the_interchange(tmp_path: Path) -> 
             assert [f.result(timeout=30) for f in busy] and all(f.exception() is None for f in busy)
 
             # a pool that registers properly, then sends truncated result batches and leaves
-            fake = Raw(ctx, ports["pool_port"], b"fake-pool")
+            fake = Raw(ctx, ex, "pool_port", b"fake-pool")
             reg = Register(PROTOCOL_VERSION, __version__, PYTHON_VERSION, "fake", "fake-pool",
                            ["nowhere"], [1], 1, 1)
             fake.send(*reg.encode())
@@ -265,7 +274,7 @@ def test_bad_headers_on_the_client_port_do_not_divert_results(tmp_path: Path) ->
     try:
         with executor(tmp_path) as ex:
             assert ex.submit(pow, 2, 3).result(timeout=20) == 8
-            raw = Raw(ctx, ex.client.ports["client_port"])
+            raw = Raw(ctx, ex, "client_port")
             futures = [ex.submit(nap, 0.3) for _ in range(10)]
             stolen: list[list[bytes]] = []
             deadline = time.monotonic() + 3 * THRESHOLD

@@ -179,8 +179,6 @@ class RankZero:
                                bell=bell, near=near, keep_sent=self.watch is not None)
         if self.watch is not None:
             self.mpi.end_rank = self.watch.end
-        if self.watch is not None:
-            self.mpi.end_rank = self.watch.end
         self.next_death_check = 0.0
         self.retiring = ""  # why the pool stopped taking tasks after losing ranks
         self.period = cfg.heartbeat_period
