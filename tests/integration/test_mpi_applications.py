@@ -178,6 +178,7 @@ def test_walltime_kills_the_whole_application_and_the_ranks_serve_on(
 
 
 def test_held_ranks_use_no_cpu_worth_measuring(ex: Any) -> None:
+    ex.bootup()  # every rank started
     ranks = [p for p in pool_tree(ex) if p.name().startswith("python")
              and "rankpool.mpi_pool" in p.cmdline()]
     assert len(ranks) >= 5  # the ranks (and their keepers, where they have them)
