@@ -182,6 +182,9 @@ def test_held_ranks_use_no_cpu_worth_measuring(ex: Any) -> None:
     ranks = [p for p in pool_tree(ex) if p.name().startswith("python")
              and "rankpool.mpi_pool" in p.cmdline()]
     assert len(ranks) >= 5  # the ranks (and their keepers, where they have them)
+    # the worker ranks only: rank 0 probes for the task's report while work is out
+    ranks = [p for p in ranks if p.environ().get("PMI_RANK") != "0"]
+    assert len(ranks) >= 4
     future = ex.requirements(num_ranks=4).submit(run_mpi, ["sleep", "3"])
     wait_for(lambda: ex.pools()[0]["busy_ranks"] == 4, timeout=30)
     before = [p.cpu_times() for p in ranks]

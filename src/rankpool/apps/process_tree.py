@@ -21,6 +21,8 @@ from collections.abc import Iterable
 
 import psutil
 
+from ..mpi_pool.mpich_files import mapped
+
 log = logging.getLogger(__name__)
 
 #: seconds between SIGTERM and SIGKILL
@@ -69,6 +71,8 @@ def end_processes(procs: Iterable[psutil.Process], grace: float = GRACE) -> int:
     if not alive:
         return 0
     procs_left = list(alive.values())
+    # the application's own MPI files in /dev/shm: MPI_Finalize would have removed them
+    shm_files = {f for proc in procs_left for f in mapped(f"/proc/{proc.pid}/maps")}
     for proc in procs_left:
         _signal(proc, signal.SIGTERM)
     _, still = psutil.wait_procs(procs_left, timeout=grace)
@@ -77,6 +81,11 @@ def end_processes(procs: Iterable[psutil.Process], grace: float = GRACE) -> int:
     if still:
         psutil.wait_procs(still, timeout=grace)
         log.info("killed %d processes that outlived SIGTERM by %.1f s", len(still), grace)
+    for path in shm_files:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass  # finalized after all, or never ours
     return len(alive)
 
 
