@@ -275,18 +275,20 @@ class Executor(FrontEnd):
             log.exception("block watcher step failed")
         return True
 
-    def _registered(self) -> set[str]:
-        """Blocks that had a pool registered (the interchange keeps them all)."""
+    def _registered(self) -> set[str] | None:
+        """Blocks that had a pool registered (the interchange keeps them all); None when the
+        interchange cannot say (stopped, at the program's exit, or lost): judge nothing then."""
         try:
             return set(self.client.command("registered_blocks", timeout=5.0))
-        except Exception:  # stopped or lost: nothing to learn now
-            return set()
+        except Exception:
+            return None
 
     def _watch_local(self, blocks: LocalBlocks) -> None:
         for block_id, code in blocks.exited().items():
-            if self._shutdown:
+            registered = self._registered()
+            if self._shutdown or registered is None:
                 return
-            if block_id not in self._registered():
+            if block_id not in registered:
                 if self._failed_start(blocks.failed_start(block_id, code)):
                     return
                 blocks.start()
@@ -305,12 +307,16 @@ class Executor(FrontEnd):
             blocks.start()
 
     def _watch_provider(self, blocks: ProviderBlocks) -> None:
-        if blocks.waiting:
-            for block_id in self._registered() & blocks.waiting:
-                blocks.started(block_id)
-                self._failed_starts = 0
+        if not blocks.waiting:
+            return  # every block's pool registered: their later ends are ManagerLost's
+        registered = self._registered()
+        if registered is None:
+            return
+        for block_id in registered & blocks.waiting:
+            blocks.started(block_id)
+            self._failed_starts = 0
         for block_id in blocks.ended():
-            if block_id in self._registered():  # registered just before its job ended
+            if block_id in registered:  # registered just before its job ended
                 continue
             if self._failed_start(blocks.failed_start(block_id)):
                 blocks.stop()
