@@ -30,16 +30,16 @@ die_once = python_app(t.die_once)
 WIDE = {"num_ranks": 2}
 
 
-@pytest.fixture
-def run(tmp_path: Path) -> Iterator[tuple[Any, list[BaseException], str]]:
-    """A DataFlowKernel over one block of 2 worker ranks at a time, retrying twice: its
-    executor, the errors its retry handler saw, and a directory for mark files."""
+def _retrying_run(tmp_path: Path, ranks_per_node: int,
+                  retries: int) -> Iterator[tuple[Any, list[BaseException], str]]:
+    """A DataFlowKernel over one block at a time that retries ``retries`` times: its executor,
+    the errors its retry handler saw, and a directory for mark files."""
     errors: list[BaseException] = []
-    xs = ExtremeScaleExecutor(label="xs", ranks_per_node=2, heartbeat_period=0.5,
+    xs = ExtremeScaleExecutor(label="xs", ranks_per_node=ranks_per_node, heartbeat_period=0.5,
                               heartbeat_threshold=3.0,
                               provider=local_provider(init_blocks=1, min_blocks=0, max_blocks=1))
     loaded = parsl.load(parsl.Config(executors=[xs], run_dir=str(tmp_path / "runinfo"),
-                                     retries=2, strategy_period=0.5,
+                                     retries=retries, strategy_period=0.5,
                                      retry_handler=lambda e, record: errors.append(e) or 1.0))
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -48,6 +48,13 @@ def run(tmp_path: Path) -> Iterator[tuple[Any, list[BaseException], str]]:
     finally:
         loaded.cleanup()
         parsl.clear()
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[tuple[Any, list[BaseException], str]]:
+    """A DataFlowKernel over one block of 2 worker ranks at a time, retrying twice: its
+    executor, the errors its retry handler saw, and a directory for mark files."""
+    yield from _retrying_run(tmp_path, 2, 2)
 
 
 def _kill_block(ex: Any, block_id: str) -> None:
@@ -90,20 +97,7 @@ def test_worker_rank_exit_every_task_succeeds_on_a_new_block(run: Any) -> None:
 @pytest.fixture
 def wide_run(tmp_path: Path) -> Iterator[tuple[Any, list[BaseException], str]]:
     """As ``run``, with one block of 5 worker ranks and ``retries=1``."""
-    errors: list[BaseException] = []
-    xs = ExtremeScaleExecutor(label="xs", ranks_per_node=5, heartbeat_period=0.5,
-                              heartbeat_threshold=3.0,
-                              provider=local_provider(init_blocks=1, min_blocks=0, max_blocks=1))
-    loaded = parsl.load(parsl.Config(executors=[xs], run_dir=str(tmp_path / "runinfo"),
-                                     retries=1, strategy_period=0.5,
-                                     retry_handler=lambda e, record: errors.append(e) or 1.0))
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    try:
-        yield loaded.executors["xs"], errors, str(marks)
-    finally:
-        loaded.cleanup()
-        parsl.clear()
+    yield from _retrying_run(tmp_path, 5, 1)
 
 
 def test_dead_worker_ranks_are_retried_on_the_same_block(wide_run: Any) -> None:
