@@ -90,6 +90,8 @@ class _SessionWatch:
         self.thread.join(5)
         self.watch.look("(after the last test)")
         procs, files = self.watch.gone(LEFTOVER_GRACE)
+        helpers = _interpreter_helpers()
+        procs = [p for p in procs if p.pid not in helpers]
         seen = self.watch.first_seen
         lines = []
         for proc in procs:
@@ -109,6 +111,17 @@ class _SessionWatch:
             with contextlib.suppress(OSError):
                 os.unlink(f"/dev/shm/{name}")
         return lines
+
+
+def _interpreter_helpers() -> set[int]:
+    """The pids of this interpreter's own multiprocessing helpers (its resource tracker and
+    forkserver, started by a library a test used): they end when pytest exits, so they are not
+    left behind. Only these exact pids are excused, never a process found by name."""
+    import multiprocessing.forkserver as forkserver
+    import multiprocessing.resource_tracker as resource_tracker
+    pids = {getattr(resource_tracker._resource_tracker, "_pid", None),
+            getattr(forkserver._forkserver, "_forkserver_pid", None)}
+    return {pid for pid in pids if pid}
 
 
 _session_watch = _SessionWatch()

@@ -20,6 +20,9 @@ SHM = "/dev/shm/"
 #: the environment variable that marks every process this test session starts
 MARKER_ENV = "RANKPOOL_TEST_SESSION"
 _RUN_PREFIX = re.compile(r"rankpool-[0-9a-f]{8,32}")
+#: multiprocessing's named semaphores: its resource tracker unlinks them once every process that
+#: shares the tracker (pytest itself, for those of a library a test used) has exited
+_TRACKED = "sem.mp-"
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -55,8 +58,9 @@ def shm_names(procs: Iterable[psutil.Process]) -> set[str]:
             with open(f"/proc/{proc.pid}/maps") as f:
                 for line in f:
                     at = line.find(SHM)
-                    if at >= 0:
-                        names.add(line[at + len(SHM):].strip().removesuffix(" (deleted)"))
+                    name = line[at + len(SHM):].strip().removesuffix(" (deleted)")
+                    if at >= 0 and not name.startswith(_TRACKED):
+                        names.add(name)
             for arg in proc.cmdline():
                 names.update(m.group(0) for m in _RUN_PREFIX.finditer(arg))
         except (OSError, psutil.Error):
