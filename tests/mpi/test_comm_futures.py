@@ -263,6 +263,20 @@ def main_reenter() -> None:
         record("left_twice", left)
 
 
+def root_executor() -> Any:
+    """A CommExecutor over the world, never entered on root, which gets it; the other ranks
+    serve in its with block until root's executor stops them, then get None."""
+    from mpi4py import MPI
+
+    from rankpool import CommExecutor
+    ex = CommExecutor(MPI.COMM_WORLD)
+    if ex.is_root:
+        return ex
+    with ex:
+        pass
+    return None
+
+
 def main_dropped() -> None:
     """Root drops its executor without shutdown, a task pending; the other ranks serve."""
     import gc
@@ -270,12 +284,8 @@ def main_dropped() -> None:
 
     from mpi4py import MPI
     from waiting import wait_for
-
-    from rankpool import CommExecutor
-    ex = CommExecutor(MPI.COMM_WORLD)
-    if not ex.is_root:
-        with ex:
-            pass
+    ex = root_executor()
+    if ex is None:
         return
     pool_comm = ex.pool_comm
     future = ex.submit(slow_touch, os.path.join(os.environ["CASE_DIR"], "dropped"), 0.5)
@@ -290,13 +300,8 @@ def main_dropped() -> None:
 
 def main_exit_waits() -> None:
     """Root's program ends with its executor open and a task pending; the others serve."""
-    from mpi4py import MPI
-
-    from rankpool import CommExecutor
-    ex = CommExecutor(MPI.COMM_WORLD)
-    if not ex.is_root:
-        with ex:
-            pass
+    ex = root_executor()
+    if ex is None:
         return
     future = ex.submit(slow_touch, os.path.join(os.environ["CASE_DIR"], "at-exit"), 1.0)
     _open.append((ex, future))                          # referenced until the interpreter exits
