@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import itertools
 import logging
+import pickle
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -216,6 +217,10 @@ def set_outcome(future: Future, value: Any,  # type: ignore[type-arg]
 #: bytes a task's record and header take in a message besides its function and arguments
 _TASK_RECORD = 4096
 
+#: the pickle of a call without arguments
+_NO_ARGUMENTS = pickle.dumps(((), {}), protocol=5)
+
+
 class Engine:
     """The futures of one front-end, and the one path every task takes through them.
 
@@ -270,7 +275,10 @@ class Engine:
         if wrap is not None:
             fn = wrap(fn)
         digest, fn_bytes = self._pickler.dumps(fn)
-        data, buffers = dumps_data((args, kwargs), "the task's arguments")
+        if args or kwargs:
+            data, buffers = dumps_data((args, kwargs), "the task's arguments")
+        else:
+            data, buffers = _NO_ARGUMENTS, ()
         task_id = next(self._ids)
         context: contextvars.Context | None = None
         if carry_context:
