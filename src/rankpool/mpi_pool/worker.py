@@ -40,8 +40,8 @@ from .backoff import Backoff, BackoffConfig, tighten_timer_slack
 from .doorbell import Doorbell
 from .interrupts import Interrupts
 from .keeper import Link
-from .subcomms import (Outbox, Tag, WorkItem, acknowledge, has_ulfm, receive,
-                       task_communicator)
+from .comm_cache import CommCache
+from .subcomms import Outbox, Tag, WorkItem, acknowledge, has_ulfm, receive
 from .task_setting import applied
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class Worker:
         #: from their groups (every member received the LOST before the task: same choice)
         self.regroup: set[int] = set()
         self.ulfm = has_ulfm()
+        self.comms = CommCache()  # communicators kept for the next task on the same ranks
 
     def serve(self) -> None:
         tighten_timer_slack()
@@ -213,6 +214,8 @@ class Worker:
 
     def run_next(self) -> None:
         item, buffers = self.queue.popleft()
+        if item.release:
+            self.comms.release(item.release)
         interrupts = self.interrupts
         if interrupts is not None and interrupts.count and len(item.ranks) == 1 \
                 and interrupts.recent():
@@ -230,8 +233,8 @@ class Worker:
                 regroup = item.task_id in self.regroup
                 if regroup:
                     self.regroup.discard(item.task_id)
-                with task_communicator(self.comm, self.group, item.ranks, item.task_id,
-                                       regroup) as sub:
+                with self.comms.communicator(self.comm, self.group, item.ranks, item.task_id,
+                                             item.comm_id, regroup) as sub:
                     value = self._call(item, buffers, sub)
             if value is None:
                 data, bufs = _NONE, []
