@@ -24,6 +24,9 @@ Peer tests that do not apply, and why:
 from __future__ import annotations
 
 import gc
+import os
+import random
+import tempfile
 import threading
 import time
 import weakref
@@ -33,6 +36,7 @@ from concurrent.futures import (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION,
 from typing import Any
 
 import pytest
+from waiting import wait_for
 
 
 def made_future(state: str, result: Any = None, exception: BaseException | None = None) -> Future:
@@ -300,6 +304,42 @@ def check_running_then_not_cancellable(ex: Any) -> None:
         time.sleep(0.01)
     assert f.running() and not f.cancel() and not f.cancelled()
     assert f.result(timeout=10) is None
+
+
+def mark_and_sleep(directory: str, i: int, seconds: float) -> int:
+    """A task whose running leaves a trace: the file ``directory/i``."""
+    with open(os.path.join(directory, str(i)), "w"):
+        pass
+    time.sleep(seconds)
+    return i
+
+
+def check_cancelled_task_never_runs(ex: Any) -> None:
+    """cancel() returns True only for a task that never runs, however close to its start the
+    cancel comes. Floods of short tasks (a rank starts most of them without a word to rank 0)
+    are cancelled last first while the ranks work through them, so cancels meet tasks about to
+    start, just started and queued; every task whose cancel() said True left no trace, every
+    other one ran."""
+    rng = random.Random(19)
+    said_true = said_false = 0
+    with tempfile.TemporaryDirectory() as directory:
+        for round_ in range(6):
+            here = os.path.join(directory, str(round_))
+            os.mkdir(here)
+            fs = [ex.submit(mark_and_sleep, here, i, rng.choice((0.0, 0.0005, 0.002, 0.004)))
+                  for i in range(60)]
+            wait_for(lambda: os.path.exists(os.path.join(here, "0")), 30, interval=0.0005)
+            time.sleep(rng.uniform(0.0, 0.01))  # the ranks are working through the flood
+            said = [f.cancel() for f in reversed(fs)][::-1]
+            wait(fs, timeout=60)
+            for i, (f, cancelled) in enumerate(zip(fs, said)):
+                ran = os.path.exists(os.path.join(here, str(i)))
+                assert ran != cancelled, (f"round {round_}, task {i}: cancel() returned "
+                                          f"{cancelled}, and the task {'ran' if ran else 'never ran'}")
+                assert f.cancelled() == cancelled and (cancelled or f.result() == i)
+            said_true += sum(said)
+            said_false += len(said) - sum(said)
+    assert said_true and said_false  # both sides of the race were met
 
 
 def quiet(ex: Any, timeout: float = 30) -> None:

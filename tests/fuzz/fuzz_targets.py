@@ -259,6 +259,7 @@ class ClientTarget:
         c.on_lost = lambda msg: self._expect(msg, Lost)  # type: ignore[method-assign]
         c.on_refused = lambda msg: self._expect(msg, Refused)  # type: ignore[method-assign]
         c.on_started = lambda ids: self._expect_ids(ids)
+        c.on_cancelled = lambda ids: self._expect_ids(ids)
         self.corpus = corpus([1, 2, 3])
         self.others = [f for msgs in self.corpus.values() for f in msgs]
 

@@ -152,6 +152,19 @@ def case_generic(ex: Any) -> None:
     record("generic_count", len(CHECKS))
 
 
+def case_cancel_race(ex: Any) -> None:
+    from futures_checks import check_cancelled_task_never_runs
+    check_cancelled_task_never_runs(ex)
+    record("cancel_race", "passed")
+
+
+def test_cancelled_task_never_runs_on_worker_ranks(tmp_path):
+    """cancel() returning True means the function never ran, even for cancels that meet tasks
+    as their ranks start them (the check of futures_checks.py, alone, on two worker ranks)."""
+    got = run_case("cancel_race", 3, tmp_path)
+    assert got["cancel_race"] == "passed"
+
+
 def test_generic_executor_checks(tmp_path):
     got = run_case("generic", 3, tmp_path, timeout=110)
     assert got["generic"] == {} and got["generic_count"] > 25

@@ -244,7 +244,8 @@ def test_error_whose_str_raises_is_still_reported():
 
 def test_plain_values_settle_futures_and_a_bad_one_fails_only_its_own():
     """``settle_value``: the front-ends' path for results that are one value each."""
-    from rankpool.frontends.engine import TaskFuture, settle_value
+    from rankpool.frontends.engine import TaskFuture
+    from rankpool.frontends.settling import settle_value
     ok, whole, bad = TaskFuture(1), TaskFuture(2), TaskFuture(3)
     whole._results_all = True
     settle_value(ok, 1, pickle.dumps({"a": 1}))

@@ -12,6 +12,7 @@ from typing import Any
 from ..protocol.batches import Task
 from ..shm.plane import FrontEndPlane
 from ..task.resources import Spec, parse_spec
+from .cancelling import cancel_all
 from .engine import Engine, TaskFuture
 from .lifetime import check_not_exiting
 from .mapping import map_calls
@@ -136,8 +137,7 @@ class RequirementsView(_Submitter):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if cancel_futures:
-            for f in self._mine:
-                f.cancel()
+            cancel_all(self._mine)
         if wait:
             for f in self._mine:
                 try:

@@ -62,6 +62,8 @@ class InterchangeClient:
         self.on_refused = on_refused
         #: told the ids of tasks that started on their ranks (None: nobody listens)
         self.on_started: Callable[[list[int]], Any] | None = None
+        #: told the ids of tasks the interchange dropped on a cancel (None: nobody listens)
+        self.on_cancelled: Callable[[list[int]], Any] | None = None
         self.cancels: deque[int] = deque()  # tasks to drop, sent by the thread
         self.inbox: deque[Task] = deque()
         self.ports: dict[str, int] = {}
@@ -264,11 +266,16 @@ class InterchangeClient:
             return
         self.sock.send_multipart(frames, copy=False)
 
-    def cancel(self, task_id: int) -> None:
-        """Have the interchange drop this task (its future was cancelled), from the thread,
-        after any batch that carries it."""
-        self.cancels.append(task_id)
+    def cancel(self, task_ids: list[int]) -> None:
+        """Have these tasks dropped wherever they wait (their futures asked to cancel them),
+        from the thread, after any batch that carries them."""
+        self.cancels.extend(task_ids)
         self._wake()
+
+    @property
+    def thread_ident(self) -> int | None:
+        """The client thread's: it settles the futures."""
+        return self._thread.ident
 
     def _send_cancels(self) -> None:
         cancels = self.cancels
@@ -304,6 +311,9 @@ class InterchangeClient:
         elif isinstance(msg, protocol.Started):
             if self.on_started is not None:
                 self.on_started(msg.task_ids)
+        elif isinstance(msg, protocol.Cancelled):
+            if self.on_cancelled is not None:
+                self.on_cancelled(msg.task_ids)
         elif isinstance(msg, protocol.Refused):
             log.error("the interchange refused pool %s of block %s on %s: %s", msg.pool_id,
                       msg.block_id, msg.hosts, msg.reason)

@@ -183,7 +183,7 @@ class CommExecutor(FrontEnd):
         with self._lock:
             self._shutdown = True
         root.interrupted = True
-        self._engine.cancel_pending()  # not started: cancelled, here or on ranks
+        self._engine.cancel_pending(confirm=False)  # not started: cancelled, here or on ranks
         root.stop(cancel_all=True)
         if root.manager is None:  # size 1: root's own thread runs the task; it is abandoned
             return

@@ -55,6 +55,7 @@ class RootThread:
         target = self._run if manager is not None else self._run_solo
         self.thread = threading.Thread(target=target, name="rankpool-manager", daemon=True)
         self.thread.start()
+        engine.settler = self.thread.ident
 
     # -- the executor's side ------------------------------------------------------------------
     def send(self, task: Task) -> None:
@@ -62,9 +63,11 @@ class RootThread:
         if self.idle:
             self.wake.set()
 
-    def cancel(self, task_id: int) -> None:
-        """Have this task dropped where it waits (its future was cancelled)."""
-        self.cancelled.append(task_id)
+    def cancel(self, task_ids: Sequence[int]) -> None:
+        """Have these tasks dropped where they wait (their futures asked to cancel them; the
+        manager answers for each: see :mod:`.cancelling`)."""
+        self.cancelled.extend(task_ids)
+        self.wake.set()
 
     def stop(self, cancel_all: bool = False) -> None:
         """Finish what is pending (or, with ``cancel_all``, have the ranks drop what they
@@ -108,7 +111,7 @@ class RootThread:
                     break
                 if manager.outstanding == 0 and not self.inbox:
                     self.idle = True
-                    if not self.inbox and not self.stopping:
+                    if not self.inbox and not self.stopping and not self.cancelled:
                         self.wake.wait()
                     self.idle = False
                     self.wake.clear()

@@ -1,7 +1,7 @@
 """The one engine behind every front-end: its futures, from submit to their end.
 
 An :class:`Engine` builds each task and registers its :class:`TaskFuture` (:meth:`Engine.task`),
-settles futures from result batches (:meth:`Engine.resolve`, via :func:`settle`), fails them
+settles futures from result batches (:meth:`Engine.resolve`, via :mod:`.settling`), fails them
 (:meth:`Engine.fail`: a lost pool), cancels them, and holds the broken-state latch
 (:meth:`Engine.latch`). ``rankpool.Executor`` and ``rankpool.CommExecutor`` reach it through
 :class:`~rankpool.frontends.base.FrontEnd`; ``ExtremeScaleExecutor`` holds one directly,
@@ -17,25 +17,18 @@ import pickle
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from typing import Any
 
-from ..errors import (BrokenPool, ManagerLost, MessageTooLarge, SerializationError,
-                      SharedMemoryError, TaskCancelled)
+from ..errors import BrokenPool, ManagerLost, MessageTooLarge
 from ..protocol.batches import Result, Task
 from ..protocol.messages import Lost
 from ..protocol.wire import MAX_MESSAGE_SIZE, Buffer, message_size
 from ..shm.plane import FrontEndPlane
-from ..shm.reader import discard
 from ..task.resources import Spec
-from ..task.serialize import (
-    FunctionPickler,
-    add_note,
-    dumps_data,
-    exception_text,
-    loads_data,
-    loads_error,
-)
+from ..task.serialize import FunctionPickler, dumps_data
+from .cancelling import CANCELLED, ask_cancel, confirm_cancel
+from .settling import DONE, fail_all, settle, settle_value, unread
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +64,15 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         self._num_ranks = num_ranks
         self._engine = engine  # told when the future is cancelled
 
+    #: a cancel of its task was asked for (see :mod:`.cancelling`); set on the instance then
+    _cancel_asked = False
+
     def _wait(self, timeout: float | None) -> None:
-        if self._state in _DONE:
+        if self._state in DONE:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._condition:
-            while self._state not in _DONE:
+            while self._state not in DONE:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return
@@ -93,25 +89,33 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         return super().exception(0)
 
     def cancel(self) -> bool:
-        """Cancel the task unless it started (RUNNING) or ended; True when it is cancelled.
+        """Cancel the task unless it started (RUNNING) or ended; True when it is cancelled, and
+        then its function never runs.
 
-        A cancelled future is CANCELLED_AND_NOTIFIED at once, so ``wait`` and ``as_completed``
-        return it, and its engine drops the task wherever it waits (the front-end, the
-        interchange, rank 0, or queued on a worker rank), so that it never runs.
+        Where the task may already be on its way to a pool, the place that holds it decides:
+        this asks it and waits for its answer (see :mod:`.cancelling`); a future whose engine has
+        nobody to ask is cancelled here. A cancelled future is CANCELLED_AND_NOTIFIED at once,
+        so ``wait`` and ``as_completed`` return it.
         """
+        engine = self._engine
+        if engine is not None and engine.on_cancel is not None:
+            return confirm_cancel(engine, self)
+        if not self._set_cancelled():
+            return self._state in CANCELLED
+        if engine is not None:
+            engine.cancelled(self)
+        return True
+
+    def _set_cancelled(self) -> bool:
+        """PENDING → CANCELLED_AND_NOTIFIED, waiters and callbacks told; False if not PENDING."""
         with self._condition:
-            if self._state in ("RUNNING", "FINISHED"):
+            if self._state != "PENDING":
                 return False
-            if self._state in ("CANCELLED", "CANCELLED_AND_NOTIFIED"):
-                return True
             self._state = "CANCELLED_AND_NOTIFIED"
             for waiter in self._waiters:
                 waiter.add_cancelled(self)
             self._condition.notify_all()
         self._invoke_callbacks()  # type: ignore[attr-defined]
-        engine = self._engine
-        if engine is not None:
-            engine.cancelled(self)
         return True
 
     def add_done_callback(self, fn: Callable[[Future], object]) -> None:  # type: ignore[type-arg]
@@ -128,7 +132,6 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         return f"<TaskFuture task_id={self.task_id}{label} state={self._state}>"
 
 
-_DONE = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", "FINISHED"})
 
 
 def _guarded(ctx: contextvars.Context, fn: Callable[[Future], object],  # type: ignore[type-arg]
@@ -143,75 +146,6 @@ def _guarded(ctx: contextvars.Context, fn: Callable[[Future], object],  # type: 
 #: TaskFuture falls back to calling it
 _PLAIN_INIT = set(vars(Future())) == {"_condition", "_state", "_result", "_exception", "_waiters",
                                        "_done_callbacks"}
-
-
-def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
-    """Resolve ``future`` from a finished task's outcomes (value, list of values, or error)."""
-    if future._state in _DONE:  # done() without its lock; a late cancel is caught in _set
-        unread(result)
-        return
-    try:
-        outcomes = result.outcomes
-        if len(outcomes) == 1 and outcomes[0].ok:  # the common case, kept short
-            first_value = loads_data(outcomes[0].data, outcomes[0].buffers)
-            set_outcome(future, [first_value] if getattr(future, "_results_all", False)
-                 else first_value, None)
-            return
-        if result.ok:
-            values = [loads_data(o.data, o.buffers) for o in outcomes]
-            outcome: Any = values if getattr(future, "_results_all", False) else values[0]
-            set_outcome(future, outcome, None)
-            return
-        errors = [loads_error(o.data) for o in result.outcomes if not o.ok]
-    except Exception as exc:  # a value or error that cannot be rebuilt here
-        unread(result)
-        error = exc if isinstance(exc, SharedMemoryError) \
-            else SerializationError(f"the result of task {result.task_id}", exc)
-        log.error("task %d: %s", result.task_id, error)
-        set_outcome(future, None, error)
-        return
-    first = errors[0]
-    if len(errors) == 1 and isinstance(first, TaskCancelled) and future.cancel():
-        return  # dropped unstarted (an interrupted rank); cancel() notified the waiters
-    for other in errors[1:]:
-        cause = other.__cause__
-        where = str(cause).strip().strip('"').strip().splitlines()[0] if cause else "another rank"
-        text = exception_text(other)
-        add_note(first, f"also failed on {where}: {type(other).__name__}: {text}")
-    set_outcome(future, None, first)
-
-
-def settle_value(future: Future, task_id: int, data: Buffer) -> None:  # type: ignore[type-arg]
-    """:func:`settle` for a result that is one successful outcome without buffers."""
-    if future._state in _DONE:
-        return
-    try:
-        value = loads_data(data)
-    except Exception as exc:  # a value that cannot be rebuilt here
-        error = SerializationError(f"the result of task {task_id}", exc)
-        log.error("task %d: %s", task_id, error)
-        set_outcome(future, None, error)
-        return
-    set_outcome(future, [value] if getattr(future, "_results_all", False) else value, None)
-
-
-def unread(result: Result) -> None:
-    """Free the shared-memory segments of a result nobody will read (see :mod:`rankpool.shm.arena`)."""
-    for outcome in result.outcomes:
-        if outcome.buffers:
-            discard(outcome.buffers)
-
-
-def set_outcome(future: Future, value: Any,  # type: ignore[type-arg]
-                exc: BaseException | None) -> None:
-    """Resolve ``future`` with ``value`` or ``exc``, unless it was cancelled meanwhile."""
-    try:
-        if exc is None:
-            future.set_result(value)
-        else:
-            future.set_exception(exc)
-    except InvalidStateError:
-        pass  # cancelled meanwhile
 
 
 #: bytes a task's record and header take in a message besides its function and arguments
@@ -248,8 +182,11 @@ class Engine:
         self._ids = itertools.count(1)
         self._pickler = FunctionPickler()
         self._condition = threading.Condition()  # shared by the futures (see TaskFuture)
-        #: told the id of each task whose future was cancelled, to drop it (None: nobody)
-        self.on_cancel: Callable[[int], None] | None = None
+        #: asked to drop these tasks wherever they wait, each answer coming back as a result, a
+        #: start or a drop (see :mod:`.cancelling`); None: nobody to ask, futures cancel here
+        self.on_cancel: Callable[[list[int]], None] | None = None
+        #: the thread that settles the futures (it cannot wait for an answer it delivers)
+        self.settler: int | None = None
 
     @property
     def ranks(self) -> int:
@@ -340,16 +277,20 @@ class Engine:
 
     def fail(self, task_ids: Iterable[int], error: BaseException) -> None:
         """End these tasks' futures with ``error`` (their pool was lost, their batch refused)."""
+        fail_all(self._take(task_ids), error)
+
+    def _take(self, task_ids: Iterable[int]) -> list[TaskFuture]:
+        """Take these tasks' futures out of the table (they end now); those still there."""
         task_ids = list(task_ids)
         if self.plane is not None:
             self.plane.tasks_ended(task_ids)
-        failed = []
+        taken = []
         for task_id in task_ids:
             future = self.futures.pop(task_id, None)
             if future is not None:
-                failed.append(future)
-        self._widen(-sum(future._num_ranks - 1 for future in failed))
-        fail_all(failed, error)
+                taken.append(future)
+        self._widen(-sum(future._num_ranks - 1 for future in taken))
+        return taken
 
     def lost(self, msg: Lost, label: str = "") -> None:
         """A pool left with tasks in flight: fail them with ``ManagerLost`` (Parsl retries
@@ -371,6 +312,8 @@ class Engine:
                 if future is not None and future._state == "PENDING":
                     future._state = "RUNNING"
                     moved = True
+            if moved:
+                self._condition.notify_all()  # a cancel() waiting for its answer
         return moved
 
     def break_down(self, message: str, cause: BaseException | None = None) -> None:
@@ -392,21 +335,35 @@ class Engine:
             self.broken = error
             return self._take_all()
 
-    def cancel_pending(self) -> list[int]:
-        """Cancel every future not started yet (see :meth:`TaskFuture.cancel`); their task ids."""
+    def cancel_pending(self, *, confirm: bool = True) -> None:
+        """Cancel every future not started yet, without waiting: the owners of their tasks are
+        asked, and each future ends CANCELLED as its task is dropped, or runs (see
+        :mod:`.cancelling`). ``confirm=False`` (an interrupt, which stops every rank too): cancel
+        them here at once and have their tasks dropped where they wait."""
         with self.lock:
-            pending = list(self.futures.items())
-        return [task_id for task_id, future in pending if future.cancel()]
+            pending = list(self.futures.values())
+        if confirm and self.on_cancel is not None:
+            ask_cancel(self, pending)
+            return
+        for future in pending:
+            if future._set_cancelled():
+                self.cancelled(future)
 
     def cancelled(self, future: TaskFuture) -> None:
-        """A future was cancelled: forget it and have its task dropped (``on_cancel``)."""
+        """A future was cancelled here: forget it and have its task dropped (``on_cancel``)."""
         if self.futures.pop(future.task_id, None) is None:
             return
         self._widen(1 - future._num_ranks)
         if self.plane is not None:
             self.plane.tasks_ended([future.task_id])
         if self.on_cancel is not None:
-            self.on_cancel(future.task_id)
+            self.on_cancel([future.task_id])
+
+    def dropped(self, task_ids: Iterable[int]) -> None:
+        """These tasks were dropped before they started (the interchange confirms their
+        cancel): their futures end CANCELLED."""
+        for future in self._take(task_ids):
+            future._set_cancelled()
 
     def fail_remaining(self, error: BaseException) -> None:
         """End every future still pending with ``error`` (the front-end shut down)."""
@@ -424,9 +381,3 @@ class Engine:
                 break
         self._wide = 0
         return pending
-
-
-def fail_all(futures: Iterable[Future], error: BaseException) -> None:  # type: ignore[type-arg]
-    """End each of ``futures`` with ``error`` (those cancelled meanwhile stay cancelled)."""
-    for future in futures:
-        set_outcome(future, None, error)

@@ -148,7 +148,9 @@ class Executor(FrontEnd):
         self.run_dir = session.run_dir
         self.client = session.client
         self.client.on_started = self._engine.mark_running
+        self.client.on_cancelled = self._engine.dropped
         self._engine.on_cancel = self.client.cancel
+        self._engine.settler = self.client.thread_ident
         self._engine.plane = session.plane
         self.pool_config = session.pool_config
         if init_payload:
@@ -222,7 +224,7 @@ class Executor(FrontEnd):
               f"stopping the Executor's pools (running tasks are interrupted; Ctrl-C again "
               f"kills them)", file=sys.stderr, flush=True)
         try:
-            engine.cancel_pending()
+            engine.cancel_pending(confirm=False)
             engine.fail_remaining(ExecutorShutdown("the executor was interrupted (Ctrl-C) "
                                                    "before the task finished"))
             if self._blocks is not None:

@@ -16,6 +16,7 @@ from concurrent.futures import Future, as_completed
 from typing import Any
 
 from ..task.injection import comm_position, inject
+from .cancelling import cancel_all
 
 Submit = Callable[..., Future]  # type: ignore[type-arg]
 
@@ -63,8 +64,7 @@ def _in_order(futures: list[Future], end: float | None,  # type: ignore[type-arg
             else:
                 yield _result(futures.pop(), left)
     finally:
-        for future in futures:
-            future.cancel()
+        cancel_all(futures)
 
 
 def _as_completed(futures: list[Future], timeout: float | None,  # type: ignore[type-arg]
@@ -82,8 +82,7 @@ def _as_completed(futures: list[Future], timeout: float | None,  # type: ignore[
                 yield value
             del value
     finally:
-        for future in pending:
-            future.cancel()
+        cancel_all(pending)
 
 
 def _result(future: Future, timeout: float | None) -> Any:  # type: ignore[type-arg]

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, NamedTuple, TextIO, TypeVar
 
+from .cancelling import cancel_all
+
 __all__ = ["Counts", "Progress", "as_completed", "map", "wait"]
 
 #: a terminal bar is redrawn at most this often (seconds)
@@ -204,5 +206,4 @@ def _ordered(futures: list[Future[Any]], bar: Progress,
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 yield future.result(remaining)
         finally:  # as Executor.map: a loop left early (or a failure) cancels what has not started
-            for future in futures:
-                future.cancel()
+            cancel_all(futures)

@@ -1,10 +1,12 @@
 """Task starts and cancels through the interchange.
 
 ``Started`` (pool → front-end) is passed on for the tasks still in flight on that pool.
-``Cancel`` (front-end → pools) takes the cancelled tasks still queued here out of the queue and
-sends each pool a ``Cancel`` for those it holds; an id the interchange does not know yet (a lone
-task sent on the front-end's submit socket can arrive after the cancel that followed it) is
-remembered, and the task is dropped when it arrives.
+``Cancel`` (front-end → pools) takes the cancelled tasks still queued here out of the queue,
+answers ``Cancelled`` for them, and sends each pool a ``Cancel`` for those it holds (the pool
+answers for each: see :mod:`rankpool.frontends.cancelling`); an id the interchange does not
+know yet (a lone task sent on the front-end's submit socket can arrive after the cancel that
+followed it) is remembered, and the task is dropped, and answered, when it arrives. An id that
+already ended needs no answer: its result went first.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..protocol.batches import Task
-from ..protocol.messages import Cancel, Started
+from ..protocol.messages import Cancel, Cancelled, Started, id_slices
 
 if TYPE_CHECKING:
     from .interchange import Interchange
@@ -33,9 +35,11 @@ def forward_started(ix: Interchange, pool: Pool, msg: Started) -> None:
 def route_cancel(ix: Interchange, msg: Cancel) -> None:
     wanted = set(msg.task_ids)
     unknown = wanted - ix.known
-    for task_id in ix.queue.remove(wanted & ix.known):
+    removed = ix.queue.remove(wanted & ix.known)
+    for task_id in removed:
         ix.known.discard(task_id)
         wanted.discard(task_id)
+    answer_cancelled(ix, removed)
     for pool in ix.pools:
         held = pool.in_flight.keys() & wanted
         if held:
@@ -49,10 +53,18 @@ def route_cancel(ix: Interchange, msg: Cancel) -> None:
 def drop_cancelled(ix: Interchange, tasks: Iterable[Task]) -> list[Task]:
     """The tasks of an arriving batch whose cancel did not come first."""
     early = ix.early_cancels
-    kept = []
+    kept, dropped = [], []
     for task in tasks:
         if task.task_id in early:
             del early[task.task_id]
+            dropped.append(task.task_id)
         else:
             kept.append(task)
+    answer_cancelled(ix, dropped)
     return kept
+
+
+def answer_cancelled(ix: Interchange, task_ids: list[int]) -> None:
+    """Tell the front-end that these tasks were dropped here, unstarted."""
+    for part in id_slices(task_ids):
+        ix.to_client(Cancelled(part).encode())

@@ -17,7 +17,8 @@ A task *starts* when its rank announces it (see :mod:`.worker`) or, for a multi-
 exclusive task, when it is dispatched (its ranks are committed to it); :meth:`Manager.take_started`
 gives the owner those still running after a delay, for their futures to become RUNNING.
 :meth:`Manager.manager_cancel` drops cancelled tasks that have not started: here, or on the
-rank that holds them (``CANCEL``; the rank reports them dropped).
+rank that holds them (``CANCEL``; the rank reports them dropped, or started), and answers for
+each (see :mod:`rankpool.frontends.cancelling`).
 
 A worker rank runs its 1-rank tasks one after another, so a task queued behind a long one
 waits for it. Rank 0 cannot see a task start, but a rank that has reported nothing for
@@ -173,10 +174,14 @@ class Manager:
         return False
 
     def manager_cancel(self, task_ids: Sequence[int]) -> None:
-        """Drop these tasks if they have not started: those queued here at once, 1-rank tasks
-        a rank holds by a ``CANCEL`` to it; the others (started, or unknown) run on. Each
-        dropped task ends with a :class:`~rankpool.errors.TaskCancelled` result."""
+        """Drop these tasks if they have not started, and answer for each: one queued here is
+        dropped at once; a 1-rank task a rank holds gets a ``CANCEL`` to that rank, which drops
+        it unless it started (and announces it then: see :mod:`.worker`); one known to have
+        started (announced, or a multi-rank task, started once dispatched) is reported in
+        ``started`` again. A dropped task ends with a :class:`~rankpool.errors.TaskCancelled`
+        result; an unknown one has ended (its result went first)."""
         per_rank: dict[int, list[int]] = {}
+        now = time.monotonic()
         for task_id in task_ids:
             if self.cancel(task_id):
                 self._dropped(task_id)
@@ -184,6 +189,8 @@ class Manager:
             rank = self.single.get(task_id)
             if rank is not None and task_id not in self.started:
                 per_rank.setdefault(rank, []).append(task_id)
+            elif rank is None and task_id in self.running and task_id not in self.started:
+                self.started[task_id] = now  # its ranks are committed to it: it started
         for rank, ids in per_rank.items():
             self.outbox.send(ids, rank, Tag.CANCEL)
             if rank in self.near:

@@ -81,7 +81,8 @@ class Report(NamedTuple):
     """One DONE message: finished tasks, the one starting now (if announced), dropped ones."""
 
     done: list[Done]
-    starting: tuple[int, ...]     # empty, or the id of the task the rank starts next
+    starting: tuple[int, ...]     # the task it starts next (if announced), and the tasks a
+                                  # CANCEL found started or done
     dropped: tuple[int, ...]      # tasks it held and dropped, unstarted, on a CANCEL
 
 

@@ -3,17 +3,19 @@
 The loop is a short list of non-blocking steps: ``worker_receive`` (``Iprobe`` for work,
 cancel or stop), run one queued task, ``worker_report`` (results go back in batches: when the
 queue empties, or before a task starts ``flush_interval`` or more after the last report, or
-before the last queued task starts; the report also announces that task's start: rank 0 thus
-learns of most tasks that run long without a message per task), and back off when idle (on the rank's doorbell when it
-shares rank 0's node: rank 0 rings it when it sends work to the idle rank, see
-:mod:`.doorbell`). With an ``arena`` (the front-end
-shares this host's ``/dev/shm``) large result buffers go into its segments and only their
-descriptors travel (see :mod:`rankpool.shm.arena`). User code runs inside
+before the last queued task starts, or when a cancel is to be answered; the report also
+announces that task's start: rank 0 thus learns of most tasks that run long without a message
+per task), and back off when idle (on the rank's doorbell when it shares rank 0's node: rank 0
+rings it when it sends work to the idle rank, see :mod:`.doorbell`). With an ``arena`` (the
+front-end shares this host's ``/dev/shm``) large result buffers go into its segments and only
+their descriptors travel (see :mod:`rankpool.shm.arena`). User code runs inside
 ``try/except BaseException``; its outcome, value or error, always becomes a report, so a
-raising rank never leaves rank 0 waiting without word. An interrupt (SIGINT) fails the task
-running, drops the 1-rank tasks about to start (reported as dropped, as a cancel does) and
-fails multi-rank ones as they start, and the rank serves on until rank 0 stops it (see
-:mod:`.interrupts`).
+raising rank never leaves rank 0 waiting without word. A ``CANCEL`` drops the queued tasks it
+names and the next report answers for all of them: dropped, or (found started or done)
+announced as started; only the rank knows which (see :mod:`rankpool.frontends.cancelling`).
+An interrupt (SIGINT) fails the task running, drops the 1-rank tasks about to start (reported
+as dropped, as a cancel does) and fails multi-rank ones as they start, and the rank serves on
+until rank 0 stops it (see :mod:`.interrupts`).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class Worker:
         self.done: list[tuple[Any, ...]] = []  # Done fields, as plain tuples (see comms)
         self.done_buffers: list[Buffer] = []
         self.dropped: list[int] = []  # cancelled before they started, not reported yet
+        self.kept: list[int] = []     # a cancel came after they started, not reported yet
         self.last_report = time.monotonic()
         self.stopping = False
         self.pid = os.getpid()
@@ -116,9 +119,10 @@ class Worker:
                     # probe for more work only between batches: each Iprobe costs a turn of
                     # MPI's progress engine
                     # report first when due, or before the last queued task if others ended
-                    # (it may run long: their results must not wait for it)
+                    # (it may run long: their results must not wait for it), or when a cancel
+                    # waits for its answer
                     if time.monotonic() - self.last_report > self.flush_interval or (
-                            self.done and len(self.queue) == 1):
+                            self.done and len(self.queue) == 1) or self.kept or self.dropped:
                         if not fresh:
                             self.worker_receive(again=True)  # a cancel may drop the head
                         if self.queue:
@@ -133,7 +137,7 @@ class Worker:
                     fresh = True
                     self.backoff.reset()
                 else:
-                    if self.dropped:
+                    if self.dropped or self.kept:
                         self.worker_report()
                     self.outbox.poll()
                     self._sleep(self.backoff.next_delay())
@@ -196,21 +200,26 @@ class Worker:
         """Just interrupted: drop the queued 1-rank tasks before any is announced or started
         (reported as dropped, as a cancel drops them); multi-rank ones stay, to fail as they
         start (their peers build the task's communicator with this rank)."""
-        self.worker_cancel([entry[0].task_id for entry in self.queue])
+        self.worker_cancel([entry[0].task_id for entry in self.queue], answer=False)
 
-    def worker_cancel(self, task_ids: list[int], wide: bool = False) -> None:
+    def worker_cancel(self, task_ids: list[int], wide: bool = False,
+                      answer: bool = True) -> None:
         """Drop the queued 1-rank tasks among ``task_ids`` (and multi-rank ones if ``wide``: a
-        rank of theirs died): they never run (reported as dropped; a task already started or
-        done is not affected)."""
+        rank of theirs died): they never run (reported as dropped). With ``answer`` (a
+        ``CANCEL``), a task found started or done already is announced as started, so that its
+        future's ``cancel()`` fails (see :mod:`rankpool.frontends.cancelling`)."""
         wanted = set(task_ids)
         keep: deque[tuple[WorkItem, list[Buffer]]] = deque()
         for entry in self.queue:
             item = entry[0]
             if item.task_id in wanted and (wide or len(item.ranks) == 1):
                 self.dropped.append(item.task_id)
+                wanted.discard(item.task_id)
             else:
                 keep.append(entry)
         self.queue = keep
+        if answer and not wide:
+            self.kept.extend(wanted)
 
     def run_next(self) -> None:
         item, buffers = self.queue.popleft()
@@ -306,9 +315,9 @@ class Worker:
 
     def worker_report(self, starting: int | None = None) -> None:
         """Send what ended (and was dropped) since the last report; ``starting``: the task
-        about to start, announced with it."""
-        if self.done or self.dropped or starting is not None:
-            announced = () if starting is None else (starting,)
+        about to start, announced with it (and with the started ones a cancel asked for)."""
+        if self.done or self.dropped or self.kept or starting is not None:
+            announced = tuple(self.kept) if starting is None else (*self.kept, starting)
             self.outbox.send((self.done, announced, tuple(self.dropped)), 0, Tag.DONE,
                              self.done_buffers)
             if self.bell is not None and not self.queue:  # about to wait for work
@@ -316,6 +325,7 @@ class Worker:
             self.done = []
             self.done_buffers = []
             self.dropped = []
+            self.kept = []
             if self.arena is not None:  # segments the front-end freed since: keep a few
                 self.arena.trim()
         self.last_report = time.monotonic()

@@ -15,14 +15,14 @@ from typing import Any, ClassVar
 from ..errors import ProtocolError
 from .wire import Frames, encode_header, is_int
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 #: the front-end's send-only socket (lone tasks) has its main socket's identity plus this
 SUBMIT_SUFFIX = "/submit"
 
 __all__ = ["PROTOCOL_VERSION", "PYTHON_VERSION", "SUBMIT_SUFFIX", "Message", "Register",
            "Registered", "Heartbeat", "Capacity", "Drain", "Stop", "Command", "Reply", "Lost",
-           "LostCause", "Refused", "RefusalCause", "Started", "Cancel", "IDS_PER_MESSAGE", "id_slices", "MESSAGES", "decode_message", "version_mismatch", "check_versions"]
+           "LostCause", "Refused", "RefusalCause", "Started", "Cancel", "Cancelled", "IDS_PER_MESSAGE", "id_slices", "MESSAGES", "decode_message", "version_mismatch", "check_versions"]
 
 # ---------------------------------------------------------------------------------------------
 # control messages
@@ -241,13 +241,24 @@ class Started(Message):
 @dataclass(frozen=True)
 class Cancel(Message):
     """Front-end → interchange → pool: drop these tasks if they have not started (their
-    futures were cancelled). A task a worker rank holds but has not started is dropped there."""
+    futures asked to cancel them). A task a worker rank holds but has not started is dropped
+    there. Every task gets an answer: ``Cancelled`` (dropped in the interchange), a
+    ``TaskCancelled`` result (dropped in the pool), ``Started``, or its result."""
 
     KIND: ClassVar[str] = "cancel"
     task_ids: list[int]
 
 
-#: most task ids in one Started or Cancel message (its header stays small)
+@dataclass(frozen=True)
+class Cancelled(Message):
+    """Interchange → front-end: these tasks were dropped from its queue before any pool had
+    them (their cancel succeeded: they never run)."""
+
+    KIND: ClassVar[str] = "cancelled"
+    task_ids: list[int]
+
+
+#: most task ids in one Started, Cancel or Cancelled message (its header stays small)
 IDS_PER_MESSAGE = 4096
 
 
@@ -260,7 +271,7 @@ _ENUM_FIELDS.update({"LostCause": LostCause, "RefusalCause": RefusalCause})
 
 MESSAGES: dict[str, type[Message]] = {
     m.KIND: m for m in (Register, Registered, Heartbeat, Capacity, Drain, Stop, Command, Reply,
-                        Lost, Refused, Started, Cancel)}
+                        Lost, Refused, Started, Cancel, Cancelled)}
 
 
 def decode_message(header: dict[str, Any]) -> Message:

@@ -42,7 +42,8 @@ from ...shm.plane import FrontEndPlane, check_cap, choose_shared_memory
 from ...task.injection import PerFunction
 from ...task.node_resources import block_devices, node_resources, node_workers
 from ...task.resources import check_fits, parse_spec
-from ..engine import Engine, fail_all
+from ..engine import Engine
+from ..settling import fail_all
 from ..session import SessionOptions, start_session
 from .blocks import launch_command
 from .checks import (

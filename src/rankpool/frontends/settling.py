@@ -1,0 +1,100 @@
+"""Settling futures from what came back: a result batch's values and errors, or a failure.
+
+The engine (:mod:`rankpool.frontends.engine`) takes each future out of its table, then calls
+these to set its outcome; a future cancelled meanwhile stays cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from concurrent.futures import Future, InvalidStateError
+from typing import Any
+
+from ..errors import SerializationError, SharedMemoryError, TaskCancelled
+from ..protocol.batches import Result
+from ..protocol.wire import Buffer
+from ..shm.reader import discard
+from ..task.serialize import add_note, exception_text, loads_data, loads_error
+from .cancelling import CANCELLED
+
+log = logging.getLogger(__name__)
+
+#: the states of a future that is done
+DONE = CANCELLED | {"FINISHED"}
+
+
+def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
+    """Resolve ``future`` from a finished task's outcomes (value, list of values, or error)."""
+    if future._state in DONE:  # done() without its lock; a late cancel is caught in _set
+        unread(result)
+        return
+    try:
+        outcomes = result.outcomes
+        if len(outcomes) == 1 and outcomes[0].ok:  # the common case, kept short
+            first_value = loads_data(outcomes[0].data, outcomes[0].buffers)
+            set_outcome(future, [first_value] if getattr(future, "_results_all", False)
+                 else first_value, None)
+            return
+        if result.ok:
+            values = [loads_data(o.data, o.buffers) for o in outcomes]
+            outcome: Any = values if getattr(future, "_results_all", False) else values[0]
+            set_outcome(future, outcome, None)
+            return
+        errors = [loads_error(o.data) for o in result.outcomes if not o.ok]
+    except Exception as exc:  # a value or error that cannot be rebuilt here
+        unread(result)
+        error = exc if isinstance(exc, SharedMemoryError) \
+            else SerializationError(f"the result of task {result.task_id}", exc)
+        log.error("task %d: %s", result.task_id, error)
+        set_outcome(future, None, error)
+        return
+    first = errors[0]
+    if len(errors) == 1 and isinstance(first, TaskCancelled) and \
+            getattr(future, "_set_cancelled", future.cancel)():
+        return  # dropped unstarted (a cancel, an interrupted rank); the waiters were told
+    for other in errors[1:]:
+        cause = other.__cause__
+        where = str(cause).strip().strip('"').strip().splitlines()[0] if cause else "another rank"
+        text = exception_text(other)
+        add_note(first, f"also failed on {where}: {type(other).__name__}: {text}")
+    set_outcome(future, None, first)
+
+
+def settle_value(future: Future, task_id: int, data: Buffer) -> None:  # type: ignore[type-arg]
+    """:func:`settle` for a result that is one successful outcome without buffers."""
+    if future._state in DONE:
+        return
+    try:
+        value = loads_data(data)
+    except Exception as exc:  # a value that cannot be rebuilt here
+        error = SerializationError(f"the result of task {task_id}", exc)
+        log.error("task %d: %s", task_id, error)
+        set_outcome(future, None, error)
+        return
+    set_outcome(future, [value] if getattr(future, "_results_all", False) else value, None)
+
+
+def unread(result: Result) -> None:
+    """Free the shared-memory segments of a result nobody will read (see :mod:`rankpool.shm.arena`)."""
+    for outcome in result.outcomes:
+        if outcome.buffers:
+            discard(outcome.buffers)
+
+
+def set_outcome(future: Future, value: Any,  # type: ignore[type-arg]
+                exc: BaseException | None) -> None:
+    """Resolve ``future`` with ``value`` or ``exc``, unless it was cancelled meanwhile."""
+    try:
+        if exc is None:
+            future.set_result(value)
+        else:
+            future.set_exception(exc)
+    except InvalidStateError:
+        pass  # cancelled meanwhile
+
+
+def fail_all(futures: Iterable[Future], error: BaseException) -> None:  # type: ignore[type-arg]
+    """End each of ``futures`` with ``error`` (those cancelled meanwhile stay cancelled)."""
+    for future in futures:
+        set_outcome(future, None, error)
