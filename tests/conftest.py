@@ -39,7 +39,8 @@ class MpiRun:
 
     def __getitem__(self, key: str) -> Any:
         if key not in self.records:
-            raise AssertionError(f"no result {key!r}; stdout:\n{self.proc.stdout}\nstderr:\n{self.proc.stderr}")
+            raise AssertionError(f"no result {key!r}; stdout:\n{self.proc.stdout}\n"
+                                 f"stderr:\n{self.proc.stderr}")
         return self.records[key]
 
 

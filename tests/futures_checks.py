@@ -28,8 +28,15 @@ import threading
 import time
 import weakref
 from concurrent import futures
-from concurrent.futures import (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, CancelledError,
-                                Future, as_completed, wait)
+from concurrent.futures import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    CancelledError,
+    Future,
+    as_completed,
+    wait,
+)
 from typing import Any
 
 import pytest
@@ -156,7 +163,8 @@ def check_no_stale_references(ex: Any) -> None:
     name; the function-pickle cache used to)."""
     obj = Dummy()
     collected = threading.Event()
-    ref = weakref.ref(obj, lambda _: collected.set())
+    # held in a name: a weak reference's callback runs only while the reference lives
+    _ref = weakref.ref(obj, lambda _: collected.set())
     ex.submit(obj.method).result()
     del obj
     for _ in range(20):
@@ -291,7 +299,7 @@ def check_as_completed_yields_cancelled_future(ex: Any) -> None:
     wait(blockers)
 
 
-# -- ExecutorShutdownTest, the part that needs no fresh interpreter ---------------------------------
+# -- ExecutorShutdownTest, the part that needs no fresh interpreter --------------------------------
 def check_running_then_not_cancellable(ex: Any) -> None:
     """A future is RUNNING once a rank started its task; cancel() fails from then on."""
     f = ex.submit(time.sleep, 1.5)

@@ -4,8 +4,8 @@ and tasks that block for ever on every rank, with and without ``walltime``.
 What the design promises (docs/faults.md): a failed rank's peers get ``grace`` seconds (5 s)
 to come back, then the task fails with the rank's exception and a ``StuckRanksError`` note,
 and the ranks that never came back get no more work: the pool reports them, the interchange
-drains it and its block ends so that a whole one replaces it; a task past its ``walltime`` fails with
-``TaskTimeout`` and its ranks are interrupted and freed. A task without ``walltime`` that
+drains it and its block ends so that a whole one replaces it; a task past its ``walltime``
+fails with ``TaskTimeout`` and its ranks are interrupted and freed. A task without ``walltime`` that
 never returns holds its ranks until it is cancelled with the executor's shutdown or its pool
 is lost: rank 0 keeps heart-beating, so nothing declares the pool lost meanwhile.
 """

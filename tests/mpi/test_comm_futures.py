@@ -151,9 +151,8 @@ def test_generic_executor_checks(tmp_path):
 
 
 def main_initializer() -> None:
-    from mpi4py import MPI
-
     from futures_checks import fail_on_rank_two, read_value, set_value
+    from mpi4py import MPI
 
     from rankpool import CommExecutor
     with CommExecutor(MPI.COMM_WORLD, initializer=set_value, initargs=(42,)) as ex:

@@ -278,7 +278,8 @@ def test_the_interchange_and_the_pool_load_no_front_end_when_imported() -> None:
                "mpi4py.rc.initialize = False\n"
                f"for name in {names!r}:\n"
                "    importlib.import_module(name)\n"
-               f"print(json.dumps(sorted(m for m in sys.modules if m.startswith({FRONT_ENDS!r}))))\n")
+               "print(json.dumps(sorted(m for m in sys.modules\n"
+               f"                       if m.startswith({FRONT_ENDS!r}))))\n")
     proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "PYTHONPATH": str(SRC)})
     assert proc.returncode == 0, proc.stderr

@@ -19,8 +19,14 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from ..errors import (BrokenPool, ManagerLost, MessageTooLarge, SerializationError,
-                      SharedMemoryError, TaskCancelled)
+from ..errors import (
+    BrokenPool,
+    ManagerLost,
+    MessageTooLarge,
+    SerializationError,
+    SharedMemoryError,
+    TaskCancelled,
+)
 from ..protocol.batches import Result, Task
 from ..protocol.messages import Lost
 from ..protocol.wire import MAX_MESSAGE_SIZE, Buffer, message_size
@@ -194,7 +200,8 @@ def settle_value(future: Future, task_id: int, data: Buffer) -> None:  # type: i
 
 
 def unread(result: Result) -> None:
-    """Free the shared-memory segments of a result nobody will read (see :mod:`rankpool.shm.arena`)."""
+    """Free the shared-memory segments of a result nobody will read (see
+    :mod:`rankpool.shm.arena`)."""
     for outcome in result.outcomes:
         if outcome.buffers:
             discard(outcome.buffers)

@@ -4,10 +4,10 @@ The loop is a short list of non-blocking steps: ``worker_receive`` (``Iprobe`` f
 cancel or stop), run one queued task, ``worker_report`` (results go back in batches: when the
 queue empties, or before a task starts ``flush_interval`` or more after the last report, or
 before the last queued task starts; the report also announces that task's start: rank 0 thus
-learns of most tasks that run long without a message per task), and back off when idle (on the rank's doorbell when it
-shares rank 0's node: rank 0 rings it when it sends work to the idle rank, see
-:mod:`.doorbell`). With an ``arena`` (the front-end
-shares this host's ``/dev/shm``) large result buffers go into its segments and only their
+learns of most tasks that run long without a message per task), and back off when idle (on
+the rank's doorbell when it shares rank 0's node: rank 0 rings it when it sends work to the
+idle rank, see :mod:`.doorbell`). With an ``arena`` (the front-end shares this host's
+``/dev/shm``) large result buffers go into its segments and only their
 descriptors travel (see :mod:`rankpool.shm.arena`). User code runs inside
 ``try/except BaseException``; its outcome, value or error, always becomes a report, so a
 raising rank never leaves rank 0 waiting without word. An interrupt (SIGINT) fails the task
@@ -31,17 +31,16 @@ from typing import Any
 from mpi4py import MPI
 
 from ..errors import TaskTimeout
+from ..protocol.wire import Buffer
 from ..shm.arena import Arena
 from ..task.injection import comm_position, inject
-from ..protocol.wire import Buffer
 from ..task.serialize import FunctionLoader, dumps_data, dumps_error, loads_data
 from .applications import Applications, is_application
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
 from .doorbell import Doorbell
 from .interrupts import Interrupts
 from .keeper import Link
-from .subcomms import (Outbox, Tag, WorkItem, acknowledge, has_ulfm, receive,
-                       task_communicator)
+from .subcomms import Outbox, Tag, WorkItem, acknowledge, has_ulfm, receive, task_communicator
 from .task_setting import applied
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,8 @@ RESULT_LINGER = 2.0
 
 
 class _Alarm(BaseException):
-    """Raised inside user code by the walltime alarm (not an Exception: user code rarely catches it)."""
+    """Raised inside user code by the walltime alarm (not an Exception: user code rarely
+    catches it)."""
 
 
 class Worker:
@@ -267,10 +267,14 @@ class Worker:
             if self.apps is None:
                 self.apps = Applications()
             run = self.apps.run
-            call: Any = lambda: run(sub, item.setting, lambda: self._timed(item, fn, args, kwargs))
+
+            def call() -> Any:
+                return run(sub, item.setting, lambda: self._timed(item, fn, args, kwargs))
         else:
             args, kwargs = inject(position, args, kwargs, sub)
-            call = lambda: self._timed(item, fn, args, kwargs)
+
+            def call() -> Any:
+                return self._timed(item, fn, args, kwargs)
         if item.setting is None:
             return call()
         agree = None if sub == MPI.COMM_SELF else lambda ok: bool(sub.allreduce(ok, op=MPI.LAND))

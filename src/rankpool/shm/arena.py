@@ -205,7 +205,8 @@ class Arena:
                  threshold: int = THRESHOLD) -> None:
         check_run_prefix(prefix)
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
-            raise ValueError(f"shared_memory_cap must be a non-negative number of bytes, got {cap!r}")
+            raise ValueError(f"shared_memory_cap must be a non-negative number of bytes, "
+                             f"got {cap!r}")
         self.prefix = prefix
         self.cap = cap
         self.keep = keep
@@ -219,7 +220,8 @@ class Arena:
         self._closed = False
         atexit.register(self.close, 0.0)
 
-    def publish(self, buffers: Sequence[Buffer], reader_frees: bool) -> tuple[list[Buffer], list[Slot]]:
+    def publish(self, buffers: Sequence[Buffer],
+                reader_frees: bool) -> tuple[list[Buffer], list[Slot]]:
         """Place the buffers of at least ``threshold`` bytes in segments.
 
         Returns the frames to send (descriptors in place of the placed buffers, the others

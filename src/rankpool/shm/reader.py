@@ -104,7 +104,8 @@ class Reader:
             size = st.st_size
             if size < HEADER or desc.offset + desc.length > size:
                 raise SharedMemoryError(desc.name, f"the descriptor reaches byte "
-                                                   f"{desc.offset + desc.length} of a {size}-byte segment")
+                                                   f"{desc.offset + desc.length} of a "
+                                                   f"{size}-byte segment")
             m = _Mapping(fd, size)
         except BaseException:
             os.close(fd)

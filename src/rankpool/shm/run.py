@@ -28,7 +28,8 @@ def new_run_prefix() -> str:
 
 
 def check_run_prefix(prefix: str) -> str:
-    """``prefix`` when it is a run prefix :func:`new_run_prefix` could have made; else ValueError."""
+    """``prefix`` when it is a run prefix :func:`new_run_prefix` could have made; else
+    ValueError."""
     if not isinstance(prefix, str) or not _RUN_RE.fullmatch(prefix):
         raise ValueError(f"expected a shared-memory run prefix like 'rankpool-0123abcd4567', "
                          f"got {prefix!r}")
@@ -46,7 +47,8 @@ def probe_path(prefix: str) -> str:
 
 
 def shares_front_end_memory(prefix: str) -> bool:
-    """Whether this process can open the front-end's probe: same host, same ``/dev/shm``, same user."""
+    """Whether this process can open the front-end's probe: same host, same ``/dev/shm``, same
+    user."""
     try:
         fd = os.open(probe_path(prefix), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
