@@ -19,6 +19,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import executor as bench_executor  # noqa: E402  (bench/executor.py)
+from cpu_split import cpu_per_task, executor_processes  # noqa: E402
 from suite_measure import System, mixed, mpi_metrics, one_rank_metrics  # noqa: E402
 from suite_tasks import (  # noqa: E402
     MPI_WORKERS,
@@ -40,7 +41,9 @@ def case_executor(q: argparse.Namespace) -> dict[str, Any]:
         ex.submit(noop).result()
         out["first_result_s"] = time.perf_counter() - t
         one_rank_metrics(System(ex.submit), q, out)
-        out["cpu_us_per_task"] = cpu_per_task(ex, max(out["tasks"], 20_000))
+        out["cpu_us_per_task"] = cpu_per_task(
+            ex, functools.partial(bench_executor.throughput, functools.partial(ex.submit, noop)),
+            max(out["tasks"], 20_000))
         if q.profile:
             out["profile"] = profile_executor(ex, q)
     with Executor(max_ranks=MPI_WORKERS, run_dir=run_dir) as ex:
@@ -51,30 +54,13 @@ def case_executor(q: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def executor_processes(ex: Any) -> dict[str, Any]:
-    """psutil handles of an Executor's processes: front-end, interchange, the pool's ranks."""
-    import psutil
-    ranks = [c for p in ex._blocks.procs.values()
-             for c in psutil.Process(p.pid).children(recursive=True) if "python" in c.name()]
-    procs = {"front-end": psutil.Process(), "interchange": psutil.Process(ex.client.proc.pid)}
-    procs.update({f"pool rank {i}": p for i, p in enumerate(sorted(ranks, key=lambda p: p.pid))})
-    return procs
-
-
-def cpu_per_task(ex: Any, n: int) -> dict[str, float]:
-    """CPU time each process spends per no-op task during one throughput run, in µs."""
-    procs = executor_processes(ex)
-    before = {k: sum(p.cpu_times()[:2]) for k, p in procs.items()}
-    bench_executor.throughput(functools.partial(ex.submit, noop), n)
-    return {k: (sum(p.cpu_times()[:2]) - before[k]) / n * 1e6 for k, p in procs.items()}
-
-
 def profile_executor(ex: Any, q: argparse.Namespace) -> dict[str, Any]:
     """py-spy on the front-end, the interchange and the pool's ranks during a no-op flood."""
     from pyspy import start_pyspy, summarize_raw
     seconds = 6 if not q.quick else 2
     workdir = tempfile.mkdtemp(prefix="bench-profile-")
-    targets = {name: p.pid for name, p in executor_processes(ex).items()}
+    targets = {name: p.pid for name, p in executor_processes(ex).items()
+               if not isinstance(p, list)}
     spies = {name: (start_pyspy(pid, seconds, os.path.join(workdir, f"{i}.txt"), threads=True),
                     os.path.join(workdir, f"{i}.txt"))
                for i, (name, pid) in enumerate(targets.items())}

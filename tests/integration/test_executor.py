@@ -56,6 +56,22 @@ def simulate(n: int, comm: Any = None) -> int:
     return comm.allreduce(n)
 
 
+def rename(name: str, comm: Any = None) -> str:
+    """The name the task's communicator had; it leaves ``name`` on it."""
+    old = comm.Get_name()
+    comm.Set_name(name)
+    return str(old)
+
+
+def free_and_derive(comm: Any = None) -> int:
+    """Free the task's communicator, then derive and free more communicators than MPICH has
+    ids for (2,048): every derived one must really be freed."""
+    comm.Free()
+    for _ in range(2500):
+        comm.Dup().Free()
+    return int(comm.allreduce(1))
+
+
 @pytest.fixture(scope="module")
 def ex4(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One executor of 4 worker ranks shared by the tests that leave it healthy."""
@@ -85,6 +101,25 @@ def test_multi_rank_tasks_get_a_communicator_of_their_width(ex4: Executor, ranks
     assert [f.result(timeout=20) for f in futures] == [sum(range(ranks))] * 3
     # comm passed by keyword, as None, is replaced too
     assert view.submit(simulate, 5, comm=None).result(timeout=20) == 5 * ranks
+
+
+@pytest.mark.timeout(60)
+def test_tasks_on_the_same_ranks_reuse_one_communicator(ex4: Executor) -> None:
+    """The communicator of a rank set is made once and kept (mpi_pool/comm_cache.py): a name
+    one task leaves on it is there for the next task on the same ranks, on every rank."""
+    full = ex4.requirements(num_ranks=4, results="all")
+    token = f"kept-{os.getpid()}-{time.monotonic_ns()}"
+    full.submit(rename, token).result(timeout=30)
+    assert full.submit(rename, token + "-2").result(timeout=30) == [token] * 4
+
+
+@pytest.mark.timeout(90)
+def test_a_task_cannot_free_the_kept_communicator(ex4: Executor) -> None:
+    """``Free`` on the task's communicator leaves it to the pool, while communicators the
+    task derives from it free as usual; the next task on the same ranks runs on it."""
+    full = ex4.requirements(num_ranks=4)
+    assert full.submit(free_and_derive).result(timeout=60) == 4
+    assert full.submit(allreduce_rank).result(timeout=30) == 6
 
 
 @pytest.mark.timeout(60)

@@ -14,6 +14,7 @@ communicator of size 1) and the RUNNING rule checked against real worker ranks.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from concurrent.futures import wait
 from pathlib import Path
@@ -30,6 +31,12 @@ HERE = Path(__file__).resolve()
 # -- cases (run on root inside the with block) ---------------------------------------------------
 def touch(path: str) -> None:
     Path(path).touch()
+
+
+def slow_touch(path: str, delay: float) -> str:
+    time.sleep(delay)
+    Path(path).write_text("done")
+    return "done"
 
 
 def case_running(ex: Any) -> None:
@@ -158,6 +165,24 @@ def test_initializer_runs_once_per_worker_rank_and_a_failure_breaks(tmp_path):
     assert "initializer failed on rank 2" in got["broken"][1] and "no model" in got["broken"][1]
 
 
+def test_dropped_executor_shuts_down_and_finishes_its_work(tmp_path):
+    """CPython's test_del_shutdown for CommExecutor: root's executor, no longer referenced, is
+    collected (its thread does not hold it), its pending task still ends, then its thread
+    stops the worker ranks (which leave their with block) and frees the pool communicator."""
+    got = run_case(HERE, "dropped", 3, tmp_path, timeout=60)
+    assert got["collected"] is True
+    assert got["result"] == "done"
+    assert (tmp_path / "dropped").read_text() == "done"
+
+
+def test_interpreter_exit_waits_for_pending_futures(tmp_path):
+    """A program that ends with its CommExecutor open and a task pending does not exit before
+    the task is done; then the worker ranks are stopped and every rank exits 0."""
+    got = run_case(HERE, "exit_waits", 3, tmp_path, timeout=60)
+    assert got["pending_at_end"] is True
+    assert (tmp_path / "at-exit").read_text() == "done"
+
+
 # -- cases outside a with block -------------------------------------------------------------------
 def main_communicators() -> None:
     from mpi4py import MPI
@@ -177,8 +202,6 @@ def main_communicators() -> None:
 
 
 def main_solo() -> None:
-    import threading
-
     from mpi4py import MPI
 
     from rankpool import CommExecutor
@@ -219,6 +242,54 @@ def main_reenter() -> None:
     left = MPI.COMM_WORLD.gather(ex.pool_comm == MPI.COMM_NULL, root=0)
     if left is not None:
         record("left_twice", left)
+
+
+def root_executor() -> Any:
+    """A CommExecutor over the world, never entered on root, which gets it; the other ranks
+    serve in its with block until root's executor stops them, then get None."""
+    from mpi4py import MPI
+
+    from rankpool import CommExecutor
+    ex = CommExecutor(MPI.COMM_WORLD)
+    if ex.is_root:
+        return ex
+    with ex:
+        pass
+    return None
+
+
+def main_dropped() -> None:
+    """Root drops its executor without shutdown, a task pending; the other ranks serve."""
+    import gc
+    import weakref
+
+    from mpi4py import MPI
+    from waiting import wait_for
+    ex = root_executor()
+    if ex is None:
+        return
+    pool_comm = ex.pool_comm
+    future = ex.submit(slow_touch, os.path.join(os.environ["CASE_DIR"], "dropped"), 0.5)
+    ref = weakref.ref(ex)
+    del ex
+    gc.collect()
+    record("collected", ref() is None)
+    record("result", future.result(timeout=30))       # pending work still ends
+    wait_for(lambda: not any(t.name == "rankpool-manager" for t in threading.enumerate()), 30)
+    wait_for(lambda: pool_comm == MPI.COMM_NULL, 10)  # freed by the closing thread
+
+
+def main_exit_waits() -> None:
+    """Root's program ends with its executor open and a task pending; the others serve."""
+    ex = root_executor()
+    if ex is None:
+        return
+    future = ex.submit(slow_touch, os.path.join(os.environ["CASE_DIR"], "at-exit"), 1.0)
+    _open.append((ex, future))                          # referenced until the interpreter exits
+    record("pending_at_end", not future.done())
+
+
+_open: list[Any] = []
 
 
 if __name__ == "__main__":

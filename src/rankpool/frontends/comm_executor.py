@@ -9,7 +9,9 @@ the others serve tasks inside ``__enter__`` until root leaves the block, then ge
 
 On root, a thread (``rankpool-manager``) runs the pool's manager on the pool's own
 communicator (a reordered copy of ``comm``, so its messages never mix with the user's), while
-the user's code keeps running. No ZeroMQ, no interchange.
+the user's code keeps running (:mod:`.comm_root`). No ZeroMQ, no interchange. A root executor
+nobody references any more shuts down, and one still open when the program ends waits for its
+pending futures and stops the worker ranks before ``MPI_Finalize`` (see :mod:`.lifetime`).
 
 Ctrl-C: ``mpiexec`` sends SIGINT to every rank. Root's ``KeyboardInterrupt`` leaves the ``with``
 block, which prints one line, cancels the tasks not yet handed to a rank, stops the worker ranks
@@ -23,17 +25,16 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-import threading
 import traceback
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from mpi4py import MPI
 
-from ..errors import ExecutorShutdown, ResourceSpecError
+from ..errors import ResourceSpecError
 from ..exit_codes import ExitCode
-from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
+from ..mpi_pool.backoff import BackoffConfig
 from ..mpi_pool.initializer import initialize
 from ..mpi_pool.interrupts import Interrupts
 from ..mpi_pool.manager import Manager, abort_for_stuck
@@ -47,7 +48,9 @@ from ..task.initializer import dump_initializer
 from ..task.node_resources import apply_binding, device_ranks, node_resources
 from ..task.resources import Spec, check_fits
 from .base import FrontEnd
+from .comm_root import RootThread
 from .engine import TaskFuture
+from .lifetime import Closer, close_when_dropped
 
 log = logging.getLogger(__name__)
 
@@ -116,32 +119,27 @@ class CommExecutor(FrontEnd):
         init_error = initialize(self.pool_comm, init_payload,
                                 range(1, size) if size > 1 else [0])
         self._backoff = backoff
-        self._inbox: deque[Task] = deque()
-        self._wake = threading.Event()
-        self._idle = False
-        self._stopping = False
-        self._cancel_all = False
-        self._interrupted = False
-        self._give_up = False
-        self._cancelled: deque[int] = deque()  # futures cancelled: drop their tasks
         self._entered = False
-        self._thread: threading.Thread | None = None
-        self._manager: Manager | None = None
-        self._solo: Solo | None = None
-        if self.is_root and self.pool_comm.Get_size() == 1:
-            self._solo = Solo()
-            self._thread = threading.Thread(target=self._run_solo, name="rankpool-manager",
-                                            daemon=True)
-            self._thread.start()
+        self._root: RootThread | None = None
+        self._closer: Closer | None = None
         if init_error:
             self._set_broken(init_error)
-        if self._solo is None and self.is_root:
-            self._engine.on_cancel = self._cancelled.append  # dropped by the manager thread
-            self._manager = Manager(self.pool_comm, self.topology, depth=depth, lend=lend,
-                                    grace=grace,
-                                    device_ranks=device_ranks(self.topology.nodes, resources))
-            self._thread = threading.Thread(target=self._run, name="rankpool-manager", daemon=True)
-            self._thread.start()
+        if self.is_root:
+            manager = solo = None
+            if size == 1:
+                solo = Solo()
+            else:
+                manager = Manager(self.pool_comm, self.topology, depth=depth, lend=lend,
+                                  grace=grace,
+                                  device_ranks=device_ranks(self.topology.nodes, resources))
+            # the thread holds the root's state, never this executor (see lifetime)
+            root = self._root = RootThread(self._engine, manager, solo, backoff,
+                                           self._user_rank, INTERRUPT_WAIT)
+            if manager is not None:
+                self._engine.on_cancel = root.cancel
+            self._closer = Closer(root.close)
+            close_when_dropped(self, self._closer, before=partial(_owner_gone, root,
+                                                                  self.pool_comm))
 
     # -- context manager ---------------------------------------------------------------------
     def __enter__(self) -> CommExecutor | None:  # type: ignore[override]
@@ -167,7 +165,7 @@ class CommExecutor(FrontEnd):
                 self._interrupt()
             else:
                 self.shutdown(wait=True)
-            stuck = self._manager.stuck if self._manager is not None else {}
+            stuck = self._stuck
             if stuck and self.on_stuck == "abort":
                 if exc is not None:  # what left the user's code, before the abort ends all
                     traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
@@ -178,24 +176,22 @@ class CommExecutor(FrontEnd):
     def _interrupt(self) -> None:
         """Ctrl-C on root: say what stops, cancel what no rank holds yet, stop the ranks and wait
         a bounded time for the tasks they were interrupted in; ranks still in one are stuck."""
-        assert self._thread is not None
+        root = self._root
+        assert root is not None
         print(f"rankpool: interrupted: cancelling queued tasks and stopping the CommExecutor "
               f"({self.num_workers} worker ranks, {self.pending} tasks pending; running tasks "
               f"are interrupted; Ctrl-C again aborts the job)", file=sys.stderr, flush=True)
         with self._lock:
             self._shutdown = True
-        self._interrupted = True
-        # not started: cancelled, here or on ranks
-        self._cancelled.extend(self._engine.cancel_pending())
-        self._cancel_all = True
-        self._stopping = True
-        self._wake.set()
-        if self._manager is None:  # size 1: root's own thread runs the task; it is abandoned
+        root.interrupted = True
+        self._engine.cancel_pending()  # not started: cancelled, here or on ranks
+        root.stop(cancel_all=True)
+        if root.manager is None:  # size 1: root's own thread runs the task; it is abandoned
             return
-        self._thread.join(INTERRUPT_WAIT)
-        if self._thread.is_alive():
-            self._give_up = True  # the thread marks the ranks still in tasks stuck, then ends
-            self._thread.join()
+        root.thread.join(INTERRUPT_WAIT)
+        if root.thread.is_alive():
+            root.give_up = True  # the thread marks the ranks still in tasks stuck, then ends
+            root.thread.join()
 
     def bootup(self, wait: bool = True) -> CommExecutor:
         """Return once the pool is up (as in ``mpi4py.futures``); a ``CommExecutor`` is up as soon
@@ -205,17 +201,22 @@ class CommExecutor(FrontEnd):
         return self
 
     @property
+    def _stuck(self) -> dict[int, int]:
+        manager = self._root.manager if self._root is not None else None
+        return manager.stuck if manager is not None else {}
+
+    @property
     def stuck_ranks(self) -> list[int]:
         """Ranks of ``comm`` that never came back from a task (see ``grace`` and ``walltime``)."""
-        if self._manager is None:
-            return []
-        return sorted(self._user_rank[r] for r in self._manager.stuck)
+        return sorted(self._user_rank[r] for r in self._stuck)
 
     # -- FrontEnd -----------------------------------------------------------------------------
     def _check_spec(self, spec: Spec) -> None:
         if not self.is_root:
             raise RuntimeError("only rank root of a CommExecutor submits tasks")
-        if self._solo is not None:
+        assert self._root is not None
+        manager = self._root.manager
+        if manager is None:
             if spec.num_ranks > 1 or spec.gpus_per_rank:
                 key = "num_ranks" if spec.num_ranks > 1 else "gpus_per_rank"
                 raise ResourceSpecError(key, "this CommExecutor's communicator has one rank: its "
@@ -223,106 +224,27 @@ class CommExecutor(FrontEnd):
                                         f"this task asks for {spec.num_ranks} ranks"
                                         f"{' with accelerators' if spec.gpus_per_rank else ''}")
             return
-        assert self._manager is not None
-        check_fits(spec, self._manager.widest, self._manager.largest_node,
-                   self._manager.devices)
+        check_fits(spec, manager.widest, manager.largest_node, manager.devices)
 
     def _send(self, task: Task, future: TaskFuture) -> None:
-        self._inbox.append(task)
-        if self._idle:
-            self._wake.set()
+        assert self._root is not None
+        self._root.send(task)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if not self.is_root:
             return
+        assert self._root is not None and self._closer is not None
         with self._lock:
             self._shutdown = True
         if cancel_futures:
             self._engine.cancel_pending()
-            self._cancel_all = True
-        self._stopping = True
-        self._wake.set()
-        if wait and self._thread is not None:
-            self._thread.join()
+            self._root.stop(cancel_all=True)
+        self._closer.close(wait)
 
-    # -- the manager thread -------------------------------------------------------------------
-    def _run(self) -> None:
-        tighten_timer_slack()
-        manager = self._manager
-        assert manager is not None
-        backoff = Backoff(self._backoff)
-        try:
-            while True:
-                took = self._take_inbox(manager)
-                active = manager.progress() or took
-                if manager.completed:
-                    done, manager.completed = manager.completed, []
-                    self._engine.resolve((), done)
-                if manager.started:
-                    self._engine.mark_running(manager.take_started(0.0))
-                if self._cancelled:
-                    manager.manager_cancel(_take_all(self._cancelled))
-                if self._stopping and not self._inbox and manager.outstanding == 0:
-                    break
-                if self._give_up:
-                    stuck = manager.abandon()
-                    log.error("ranks %s did not stop within %g s of the interrupt",
-                              sorted(self._user_rank[r] for r in stuck), INTERRUPT_WAIT)
-                    break
-                if manager.outstanding == 0 and not self._inbox:
-                    self._idle = True
-                    if not self._inbox and not self._stopping:
-                        self._wake.wait()
-                    self._idle = False
-                    self._wake.clear()
-                    backoff.reset()
-                elif active:
-                    backoff.reset()
-                else:
-                    backoff.sleep()
-        except BaseException as exc:  # pragma: no cover - a bug; never leave futures hanging
-            log.exception("CommExecutor manager thread failed")
-            self._set_broken(f"the manager thread failed: {exc!r}", exc)
-        finally:
-            manager.manager_stop(finish=not self._cancel_all)
-            self._engine.fail_remaining(ExecutorShutdown(
-                "the CommExecutor was interrupted (Ctrl-C) before the task finished"
-                if self._interrupted else
-                "the CommExecutor was shut down before the task finished"))
 
-    def _run_solo(self) -> None:
-        """The manager thread of a communicator of size 1: run each task here, in turn."""
-        solo = self._solo
-        assert solo is not None
-        inbox = self._inbox
-        try:
-            while inbox or not self._stopping:
-                if not inbox:
-                    self._idle = True
-                    if not inbox and not self._stopping:
-                        self._wake.wait()
-                    self._idle = False
-                    self._wake.clear()
-                    continue
-                task = inbox.popleft()
-                if self._engine.mark_running([task.task_id]):
-                    self._engine.resolve((), [solo.run(task)])
-        except BaseException as exc:  # pragma: no cover - a bug; never leave futures hanging
-            log.exception("CommExecutor thread failed")
-            self._set_broken(f"the manager thread failed: {exc!r}", exc)
-        finally:
-            solo.close()
-            self._engine.fail_remaining(ExecutorShutdown(
-                "the CommExecutor was shut down before the task finished"))
-
-    def _take_inbox(self, manager: Manager) -> bool:
-        inbox = self._inbox
-        if not inbox:
-            return False
-        submit = manager.submit
-        while inbox:
-            submit(inbox.popleft())
-        return True
+def _owner_gone(root: RootThread, pool_comm: MPI.Intracomm) -> None:
+    """A root executor nobody references: its thread frees the pool communicator at its end."""
+    root.release = pool_comm
 
 
 def _intracomm(comm: Any) -> MPI.Intracomm:
@@ -336,6 +258,3 @@ def _intracomm(comm: Any) -> MPI.Intracomm:
                          "(Intercomm.Merge() makes one of its two groups)")
     return comm if isinstance(comm, MPI.Intracomm) else MPI.Intracomm(comm)
 
-
-def _take_all(queue: deque[int]) -> list[int]:
-    return [queue.popleft() for _ in range(len(queue))]

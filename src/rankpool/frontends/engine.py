@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import itertools
 import logging
+import pickle
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -56,7 +57,8 @@ class TaskFuture(Future):  # type: ignore[type-arg]
     """
 
     def __init__(self, task_id: int, context: contextvars.Context | None = None,
-                 condition: threading.Condition | None = None) -> None:
+                 condition: threading.Condition | None = None, engine: Engine | None = None,
+                 num_ranks: int = 1, results_all: bool = False) -> None:
         if condition is None or not _PLAIN_INIT:
             super().__init__()
             if condition is not None:
@@ -71,9 +73,9 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         self.task_id = task_id
         self.label: str | None = None
         self._context = context
-        self._results_all = False
-        self._num_ranks = 1
-        self._engine: Engine | None = None  # told when the future is cancelled
+        self._results_all = results_all
+        self._num_ranks = num_ranks
+        self._engine = engine  # told when the future is cancelled
 
     def _wait(self, timeout: float | None) -> None:
         if self._state in _DONE:
@@ -222,20 +224,29 @@ def set_outcome(future: Future, value: Any,  # type: ignore[type-arg]
 #: bytes a task's record and header take in a message besides its function and arguments
 _TASK_RECORD = 4096
 
+#: the pickle of a call without arguments
+_NO_ARGUMENTS = pickle.dumps(((), {}), protocol=5)
+
+
 class Engine:
     """The futures of one front-end, and the one path every task takes through them.
 
     ``futures`` maps the id of every task not ended yet to its future; ``ranks`` counts the
     worker ranks those tasks asked for (Parsl's scaling unit); ``plane``, when set, carries
-    large arguments through shared memory (see :mod:`rankpool.shm.plane`). ``lock`` guards
-    ``futures``, ``ranks`` and the latch. A task larger than ``max_message_size`` (the run's
-    cap, which every socket enforces) is refused at submit with
-    :class:`~rankpool.errors.MessageTooLarge`.
+    large arguments through shared memory (see :mod:`rankpool.shm.plane`). A task larger than
+    ``max_message_size`` (the run's cap, which every socket enforces) is refused at submit
+    with :class:`~rankpool.errors.MessageTooLarge`.
+
+    The path of a 1-rank task takes no lock: a future enters and leaves ``futures`` by single
+    dictionary operations (atomic under the GIL), and ``ranks`` is ``len(futures)`` plus the
+    extra ranks of the multi-rank tasks pending, which ``lock`` guards with the latch. A
+    submit that races the latch looks at it again after its future entered the table, so no
+    future is left behind by a :meth:`latch` that emptied the table first.
     """
 
     def __init__(self) -> None:
         self.futures: dict[int, TaskFuture] = {}
-        self.ranks = 0
+        self._wide = 0  # ranks beyond the first of the pending tasks (guarded by lock)
         self.max_message_size = MAX_MESSAGE_SIZE
         self.lock = threading.Lock()
         self.plane: FrontEndPlane | None = None
@@ -246,6 +257,18 @@ class Engine:
         self._condition = threading.Condition()  # shared by the futures (see TaskFuture)
         #: told the id of each task whose future was cancelled, to drop it (None: nobody)
         self.on_cancel: Callable[[int], None] | None = None
+
+    @property
+    def ranks(self) -> int:
+        """Worker ranks the pending tasks asked for."""
+        return len(self.futures) + self._wide
+
+    def _widen(self, extra: int) -> None:
+        """Count ``extra`` ranks beyond the first one of each multi-rank task (negative when
+        such tasks ended)."""
+        if extra:
+            with self.lock:
+                self._wide += extra
 
     def task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
              spec: Spec, *, wrap: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
@@ -259,25 +282,28 @@ class Engine:
         if wrap is not None:
             fn = wrap(fn)
         digest, fn_bytes = self._pickler.dumps(fn)
-        data, buffers = dumps_data((args, kwargs), "the task's arguments")
+        if args or kwargs:
+            data, buffers = dumps_data((args, kwargs), "the task's arguments")
+        else:
+            data, buffers = _NO_ARGUMENTS, ()
         task_id = next(self._ids)
         context: contextvars.Context | None = None
         if carry_context:
             context = contextvars.copy_context()
             if not context:  # nothing to carry (the common case): keep no object alive for it
                 context = None
-        future = TaskFuture(task_id, context, self._condition)
-        future._results_all = spec.results_all
-        future._num_ranks = spec.num_ranks
-        future._engine = self
-        with self.lock:
-            if self.broken is not None:
-                raise self.broken
-            self.futures[task_id] = future
-            self.ranks += spec.num_ranks
+        future = TaskFuture(task_id, context, self._condition, self, spec.num_ranks,
+                            spec.results_all)
+        if self.broken is not None:
+            raise self.broken
+        self.futures[task_id] = future
+        self._widen(spec.num_ranks - 1)
+        if self.broken is not None:  # latched meanwhile: it may have emptied the table first
+            self.forget(task_id, spec.num_ranks)
+            raise self.broken
         if buffers and self.plane is not None:
             buffers = self.plane.publish_args(task_id, buffers)
-        size = message_size([fn_bytes, data, *buffers])
+        size = len(fn_bytes) + len(data) + (message_size(buffers) if buffers else 0)
         if size > self.max_message_size - _TASK_RECORD:
             self.forget(task_id, spec.num_ranks)
             raise MessageTooLarge(f"task {task_id} (its function and arguments)", size,
@@ -286,9 +312,8 @@ class Engine:
 
     def forget(self, task_id: int, num_ranks: int) -> None:
         """Drop a task refused after :meth:`task` registered it (its future never ran)."""
-        with self.lock:
-            if self.futures.pop(task_id, None) is not None:
-                self.ranks -= num_ranks
+        if self.futures.pop(task_id, None) is not None:
+            self._widen(1 - num_ranks)
         if self.plane is not None:
             self.plane.task_ended(task_id)
 
@@ -298,19 +323,20 @@ class Engine:
         futures = self.futures
         plain: list[tuple[TaskFuture, int, Buffer]] = []
         whole: list[tuple[TaskFuture, Result]] = []
-        with self.lock:
-            for task_id, data in values:
-                future = futures.pop(task_id, None)
-                if future is not None:
-                    self.ranks -= future._num_ranks
-                    plain.append((future, task_id, data))
-            for result in results:
-                future = futures.pop(result.task_id, None)
-                if future is not None:
-                    self.ranks -= future._num_ranks
-                    whole.append((future, result))
-                else:
-                    unread(result)
+        wide = 0
+        for task_id, data in values:
+            future = futures.pop(task_id, None)
+            if future is not None:
+                wide += future._num_ranks - 1
+                plain.append((future, task_id, data))
+        for result in results:
+            future = futures.pop(result.task_id, None)
+            if future is not None:
+                wide += future._num_ranks - 1
+                whole.append((future, result))
+            else:
+                unread(result)
+        self._widen(-wide)
         if self.plane is not None:
             self.plane.tasks_ended([task_id for task_id, _ in values]
                                    + [r.task_id for r in results])
@@ -325,12 +351,11 @@ class Engine:
         if self.plane is not None:
             self.plane.tasks_ended(task_ids)
         failed = []
-        with self.lock:
-            for task_id in task_ids:
-                future = self.futures.pop(task_id, None)
-                if future is not None:
-                    self.ranks -= future._num_ranks
-                    failed.append(future)
+        for task_id in task_ids:
+            future = self.futures.pop(task_id, None)
+            if future is not None:
+                failed.append(future)
+        self._widen(-sum(future._num_ranks - 1 for future in failed))
         fail_all(failed, error)
 
     def lost(self, msg: Lost, label: str = "") -> None:
@@ -382,10 +407,9 @@ class Engine:
 
     def cancelled(self, future: TaskFuture) -> None:
         """A future was cancelled: forget it and have its task dropped (``on_cancel``)."""
-        with self.lock:
-            if self.futures.pop(future.task_id, None) is None:
-                return
-            self.ranks -= future._num_ranks
+        if self.futures.pop(future.task_id, None) is None:
+            return
+        self._widen(1 - future._num_ranks)
         if self.plane is not None:
             self.plane.tasks_ended([future.task_id])
         if self.on_cancel is not None:
@@ -398,9 +422,14 @@ class Engine:
         fail_all(pending, error)
 
     def _take_all(self) -> list[TaskFuture]:
-        pending = list(self.futures.values())
-        self.futures.clear()
-        self.ranks = 0
+        """Empty the table (the caller holds ``lock``); the futures it held."""
+        futures, pending = self.futures, []
+        while futures:  # one atomic pop at a time: a submit meanwhile is never lost
+            try:
+                pending.append(futures.popitem()[1])
+            except KeyError:
+                break
+        self._wide = 0
         return pending
 
 

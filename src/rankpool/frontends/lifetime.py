@@ -1,12 +1,14 @@
 """How long an executor's pools live: until it is shut down, dropped, or the program ends.
 
-As ``concurrent.futures`` promises for its own executors:
+As ``concurrent.futures`` promises for its own executors (``Executor`` and, on its root,
+``CommExecutor``):
 
 * an executor nobody references any more shuts down as ``shutdown(wait=False)`` would (its
   threads hold it only weakly: see :func:`weak`);
 * when the interpreter exits, every executor not yet closed first waits for its pending
   futures, whatever ``wait`` its ``shutdown`` had, and then stops its pools and its
-  interchange, so that nothing outlives the program. This runs from
+  interchange (a ``CommExecutor``: its worker ranks, before ``MPI_Finalize``), so that
+  nothing outlives the program. This runs from
   ``threading._register_atexit``: before ``atexit`` hooks and while daemon threads (the
   client's) still run;
 * from then on ``submit`` raises ``RuntimeError`` (:func:`check_not_exiting`).
@@ -67,9 +69,17 @@ class Closer:
             self._done.set()
 
 
-def close_when_dropped(owner: object, closer: Closer) -> None:
-    """Close (without waiting) once ``owner`` is garbage-collected."""
-    weakref.finalize(owner, closer.close, False).atexit = False
+def close_when_dropped(owner: object, closer: Closer,
+                       before: Callable[[], None] | None = None) -> None:
+    """Close (without waiting) once ``owner`` is garbage-collected; ``before``, if given, runs
+    first (it must not hold ``owner`` either)."""
+    weakref.finalize(owner, _dropped, closer, before).atexit = False
+
+
+def _dropped(closer: Closer, before: Callable[[], None] | None) -> None:
+    if before is not None:
+        before()
+    closer.close(False)
 
 
 def weak(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -53,6 +53,8 @@ from ..protocol.wire import Buffer
 from ..shm.reader import discard
 from ..task.resources import DeviceCapacity, Spec
 from ..task.serialize import dumps_error, error_summary
+from .comm_cache import DEFAULT_SIZE as COMM_CACHE
+from .comm_cache import CommDirectory
 from .deaths import Death
 from .doorbell import Doorbell
 from .mpich_files import abort
@@ -90,13 +92,15 @@ class Manager:
                  lend: int = DEFAULT_LEND, grace: float = 5.0, trace: bool = False,
                  device_ranks: Sequence[Sequence[int]] = (),
                  slow_after: float = SLOW_AFTER, bell: Doorbell | None = None,
-                 near: Sequence[int] = (), keep_sent: bool = False) -> None:
+                 near: Sequence[int] = (), keep_sent: bool = False,
+                 comm_cache: int = COMM_CACHE) -> None:
         """``device_ranks``: the worker ranks of each node that own an accelerator; ``lend``:
         times a reserved rank may be lent per reservation (see :mod:`.placement.scheduler`);
         ``slow_after``: see the module docstring; ``bell``: rank 0's doorbell, used to ring
         the worker ranks ``near`` (on this node) when they are sent work while idle;
         ``keep_sent``: keep every task sent to ranks until it ends, so that those a dead
-        rank never started can run elsewhere (see :meth:`manager_lost`)."""
+        rank never started can run elsewhere (see :meth:`manager_lost`); ``comm_cache``: rank
+        sets whose communicators the workers keep (see :mod:`.comm_cache`)."""
         if comm.Get_rank() != 0:
             raise ValueError("the manager must be rank 0 of the pool communicator")
         self.comm = comm
@@ -118,6 +122,7 @@ class Manager:
         self.deadlines: list[tuple[float, int]] = []
         self.stuck: dict[int, int] = {}           # rank -> task it never came back from
         self.lost: dict[int, Death] = {}          # worker ranks that died
+        self.comms = CommDirectory(comm_cache)    # kept communicators of multi-rank tasks
         self.sent: dict[int, Task] | None = {} if keep_sent else None  # in the order sent
         self.retired = False  # starts nothing more (see retire)
         #: multi-rank tasks that lost a rank to its death -> that rank's WorkerLost outcome
@@ -270,20 +275,23 @@ class Manager:
             return bool(impossible)
         per_rank: dict[int, tuple[list[tuple[Any, ...]], list[Buffer]]] = {}
         now = time.monotonic()
-        sent = self.sent
+        sent, comms = self.sent, self.comms
         for a in assignments:
             task = self.tasks.pop(a.key)  # type: ignore[call-overload]
             if sent is not None:
                 sent[task.task_id] = task
             spec = task.spec
             # a WorkItem as a plain tuple (see comms): far cheaper to pickle
+            wide = len(a.ranks) > 1
             item = (task.task_id, a.ranks, spec.results_all, spec.walltime, task.fn_digest,
-                    _as_bytes(task.fn), _as_bytes(task.data), len(task.buffers), setting_of(spec))
+                    _as_bytes(task.fn), _as_bytes(task.data), len(task.buffers), setting_of(spec),
+                    comms.id_for(a.ranks) if wide else 0, ())
             for rank in a.ranks:
                 entry = per_rank.get(rank)
                 if entry is None:
                     entry = per_rank[rank] = ([], [])
-                entry[0].append(item)
+                release = comms.releases(rank)
+                entry[0].append(item[:-1] + (release,) if release else item)
                 if task.buffers:
                     entry[1].extend(task.buffers)
             if len(a.ranks) == 1 and not spec.exclusive:
@@ -394,6 +402,7 @@ class Manager:
             return
         self._drain_reports(rank)
         self.lost[rank] = death
+        self.comms.stop()
         self.outbox.forget(rank)
         self.since.pop(rank, None)
         self.stuck.pop(rank, None)

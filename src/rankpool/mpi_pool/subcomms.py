@@ -60,6 +60,8 @@ class WorkItem(NamedTuple):
     data: bytes
     nbuf: int                     # DATA buffers that follow the WORK message, in item order
     setting: TaskSetting | None = None   # env and cwd around the task (resource keys)
+    comm_id: int = 0              # its ranks' kept communicator (0: made for it; comm_cache)
+    release: tuple[int, ...] = () # kept communicators this rank frees first (comm_cache)
 
 
 class Done(NamedTuple):
@@ -261,6 +263,19 @@ def discover_topology(comm: MPI.Intracomm) -> Topology:
     return Topology(nodes, hosts, host_of)
 
 
+def make_communicator(pool: MPI.Intracomm, group: MPI.Group, ranks: Sequence[int], tag: int,
+                      from_group: bool = False) -> MPI.Intracomm:
+    """A communicator of ``ranks`` of the pool (collective over them: ``tag`` and
+    ``from_group`` the same on each); see :func:`task_communicator`."""
+    sub_group = group.Incl(list(ranks))
+    try:
+        if from_group:
+            return MPI.Intracomm.Create_from_group(sub_group, f"rankpool.task.{tag}")
+        return pool.Create_group(sub_group, tag % TAG_LIMIT)
+    finally:
+        sub_group.Free()
+
+
 @contextmanager
 def task_communicator(pool: MPI.Intracomm, group: MPI.Group, ranks: Sequence[int],
                       tag: int, from_group: bool = False) -> Iterator[MPI.Intracomm]:
@@ -273,14 +288,7 @@ def task_communicator(pool: MPI.Intracomm, group: MPI.Group, ranks: Sequence[int
     if len(ranks) == 1:
         yield MPI.COMM_SELF
         return
-    sub_group = group.Incl(list(ranks))
-    try:
-        if from_group:
-            sub = MPI.Intracomm.Create_from_group(sub_group, f"rankpool.task.{tag}")
-        else:
-            sub = pool.Create_group(sub_group, tag % TAG_LIMIT)
-    finally:
-        sub_group.Free()
+    sub = make_communicator(pool, group, ranks, tag, from_group)
     try:
         yield sub
     finally:

@@ -37,10 +37,11 @@ from ..task.injection import comm_position, inject
 from ..task.serialize import FunctionLoader, dumps_data, dumps_error, loads_data
 from .applications import Applications, is_application
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
+from .comm_cache import CommCache
 from .doorbell import Doorbell
 from .interrupts import Interrupts
 from .keeper import Link
-from .subcomms import Outbox, Tag, WorkItem, acknowledge, has_ulfm, receive, task_communicator
+from .subcomms import Outbox, Tag, WorkItem, acknowledge, has_ulfm, receive
 from .task_setting import applied
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class Worker:
         #: from their groups (every member received the LOST before the task: same choice)
         self.regroup: set[int] = set()
         self.ulfm = has_ulfm()
+        self.comms = CommCache()  # communicators kept for the next task on the same ranks
 
     def serve(self) -> None:
         tighten_timer_slack()
@@ -213,6 +215,8 @@ class Worker:
 
     def run_next(self) -> None:
         item, buffers = self.queue.popleft()
+        if item.release:
+            self.comms.release(item.release)
         interrupts = self.interrupts
         if interrupts is not None and interrupts.count and len(item.ranks) == 1 \
                 and interrupts.recent():
@@ -230,8 +234,8 @@ class Worker:
                 regroup = item.task_id in self.regroup
                 if regroup:
                     self.regroup.discard(item.task_id)
-                with task_communicator(self.comm, self.group, item.ranks, item.task_id,
-                                       regroup) as sub:
+                with self.comms.communicator(self.comm, self.group, item.ranks, item.task_id,
+                                             item.comm_id, regroup) as sub:
                     value = self._call(item, buffers, sub)
             if value is None:
                 data, bufs = _NONE, []

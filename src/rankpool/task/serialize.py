@@ -62,9 +62,24 @@ class FunctionPickler:
     def __init__(self, size: int = 1024) -> None:
         self._cache = _LRU(size)
         self._dead: list[tuple[int, ...]] = []  # keys whose objects died (weakref callbacks)
+        #: the last plain callable served (a weak reference) and its entry: floods of one
+        #: function skip the key, the lookup and the LRU bookkeeping
+        self._last: tuple[Any, tuple[bytes, bytes]] | None = None
 
     def dumps(self, fn: Callable[..., Any]) -> tuple[bytes, bytes]:
         """Return ``(digest, payload)`` for ``fn``."""
+        last = self._last
+        if last is not None and last[0]() is fn:
+            return last[1]  # type: ignore[no-any-return]
+        entry = self._dumps(fn)
+        if len(_parts(fn)) == 1:
+            try:
+                self._last = (weakref.ref(fn), entry)
+            except TypeError:  # not weakly referenceable
+                self._last = None
+        return entry
+
+    def _dumps(self, fn: Callable[..., Any]) -> tuple[bytes, bytes]:
         while self._dead:
             self._cache.pop(self._dead.pop(), None)
         parts = _parts(fn)

@@ -1,0 +1,201 @@
+"""Two or more rankpool builds side by side: ``rankpool.Executor``'s no-op throughput and one
+task's round trip, each build in a child process of its own, the builds interleaved round by
+round so that a busy spell of the machine falls on all of them; ``ProcessPoolExecutor``'s round
+trip is measured in every round as the anchor the ratios are given against. Also the CPU time
+each process of the path (front-end, interchange, every rank, the keepers) spends per no-op
+task during one more throughput run.
+
+    python bench/builds.py --build before=/path/to/old/src --build after=src \\
+        [--build plain=src:encrypted=False] [--rounds 3] [--tasks 10000] [--json out.json]
+    python bench/builds.py --wide --build ...      # 1-, 2- and 4-rank Barrier round trips
+
+A build is ``LABEL=SRC`` with optional ``:KEY=VALUE,...`` keyword arguments for ``Executor``
+(values are Python literals). The tables give every round, then the medians and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def noop() -> None:
+    return None
+
+
+def _throughput(ex: Any, n: int) -> float:
+    import time
+    t0 = time.perf_counter()
+    futures = [ex.submit(noop) for _ in range(n)]
+    for f in futures:
+        f.result(timeout=300)
+    return n / (time.perf_counter() - t0)
+
+
+def _round_trip_ms(ex: Any, n: int = 300, fn: Any = noop) -> float:
+    import time
+    trips = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        ex.submit(fn).result(timeout=60)
+        trips.append(time.perf_counter() - t0)
+    return statistics.median(trips) * 1e3
+
+
+def barrier(comm: Any = None) -> int:
+    if comm is not None:
+        comm.Barrier()
+        return int(comm.Get_size())
+    return 1
+
+
+def wide_round_trips(kwargs: dict[str, Any]) -> dict[str, float]:
+    """Median round trips of a ``Barrier`` task on 1, 2 and 4 ranks of a 4-rank pool."""
+    from rankpool import Executor
+    out = {}
+    with Executor(max_ranks=4, **kwargs) as ex:
+        for k in (1, 2, 4):
+            view = ex.requirements(num_ranks=k)
+            assert view.submit(barrier).result(timeout=60) == k
+            out[f"rtt{k}_ms"] = _round_trip_ms(view, 200, barrier)
+    return out
+
+
+def child(tasks: int, kwargs: dict[str, Any]) -> dict[str, float]:
+    if kwargs.pop("wide", False):
+        return wide_round_trips(kwargs)
+    if kwargs.pop("anchor", False):
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(2) as ex:
+            _round_trip_ms(ex, 50)
+            return {"round_trip_ms": _round_trip_ms(ex)}
+    from rankpool import Executor
+    with Executor(max_ranks=2, **kwargs) as ex:
+        _throughput(ex, min(tasks, 2000))  # warm-up
+        rate = statistics.median(_throughput(ex, tasks) for _ in range(3))
+        from cpu_split import cpu_per_task
+        cpu = cpu_per_task(ex, lambda n: _throughput(ex, n), tasks)
+        return {"noop_tasks_per_s": rate, "round_trip_ms": _round_trip_ms(ex), "cpu_us": cpu}
+
+
+def parse_build(text: str) -> tuple[str, Path, dict[str, Any]]:
+    label, _, rest = text.partition("=")
+    src, _, opts = rest.partition(":")
+    if not label or not src:
+        raise argparse.ArgumentTypeError(f"a build is LABEL=SRC[:KEY=VALUE,...], not {text!r}")
+    kwargs = {}
+    for item in filter(None, opts.split(",")):
+        key, _, value = item.partition("=")
+        kwargs[key] = ast.literal_eval(value)
+    return label, Path(src).resolve(), kwargs
+
+
+def run(src: Path | None, kwargs: dict[str, Any], tasks: int) -> dict[str, Any]:
+    paths = [str(HERE)] + ([str(src)] if src else [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    proc = subprocess.run([sys.executable, __file__, "--child", str(tasks), json.dumps(kwargs)],
+                          env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--build", type=parse_build, action="append", default=[])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--tasks", type=int, default=10000, help="no-op tasks per throughput run")
+    p.add_argument("--wide", action="store_true",
+                   help="round trips of 1-, 2- and 4-rank Barrier tasks instead")
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    q = p.parse_args(argv)
+    if q.child:
+        print(json.dumps(child(int(q.child[0]), json.loads(q.child[1]))))
+        return 0
+    if not q.build:
+        p.error("name at least one --build")
+    if q.wide:
+        return report_wide(q)
+    rows = run_rounds(q, {}, anchor=True)
+    anchor = statistics.median(x["round_trip_ms"] for x in rows["ProcessPoolExecutor"])
+    print("| build | tasks/s per round | median | round trip ms per round | median "
+          "| ÷ ProcessPoolExecutor's round trip |")
+    print("|---|---|---:|---|---:|---:|")
+    for label, results in ok_rows(rows, 6):
+        rates = [x.get("noop_tasks_per_s") for x in results]
+        trips = [x["round_trip_ms"] for x in results]
+        rate = statistics.median(rates) if rates[0] is not None else None
+        trip = statistics.median(trips)
+        print(f"| {label} | {', '.join(f'{x:,.0f}' for x in rates if x) or '-'} "
+              f"| {f'{rate:,.0f}' if rate else '-'} | {', '.join(f'{x:.2f}' for x in trips)} "
+              f"| {trip:.2f} | {trip / anchor:.2f} |")
+    print("\nCPU per no-op task by process, µs (median of rounds):\n")
+    names: list[str] = []
+    for results in rows.values():
+        for x in results:
+            names += [k for k in x.get("cpu_us", {}) if k not in names]
+    print("| build | " + " | ".join(names) + " | total |")
+    print("|---|" + "---:|" * (len(names) + 1))
+    for label, results in rows.items():
+        cpus = [x["cpu_us"] for x in results if "cpu_us" in x]
+        if not cpus:
+            continue
+        per = [statistics.median(c.get(k, 0.0) for c in cpus) for k in names]
+        total = statistics.median(sum(c.values()) for c in cpus)
+        print(f"| {label} | " + " | ".join(f"{v:.1f}" for v in per) + f" | {total:.1f} |")
+    if q.json:
+        q.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def run_rounds(q: argparse.Namespace, extra: dict[str, Any],
+               anchor: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """Every build once per round (``extra`` added to its keywords), and the anchor first."""
+    rows: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in q.build}
+    if anchor:
+        rows["ProcessPoolExecutor"] = []
+    for r in range(q.rounds):
+        if anchor:
+            rows["ProcessPoolExecutor"].append(run(None, {"anchor": True}, q.tasks))
+        for label, src, kwargs in q.build:
+            rows[label].append(run(src, {**kwargs, **extra}, q.tasks))
+            print(f"round {r + 1} {label}: {rows[label][-1]}", file=sys.stderr)
+    return rows
+
+
+def ok_rows(rows: dict[str, list[dict[str, Any]]],
+            columns: int) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """The builds whose every round ran; a row naming the error for the others."""
+    for label, results in rows.items():
+        failed = [x["error"] for x in results if "error" in x]
+        if failed:
+            print(f"| {label} | error: {failed[0]} |" + " |" * (columns - 1))
+        else:
+            yield label, results
+
+
+def report_wide(q: argparse.Namespace) -> int:
+    rows = run_rounds(q, {"wide": True})
+    print("| build | 1-rank round trip ms | 2-rank | 4-rank |")
+    print("|---|---:|---:|---:|")
+    for label, results in ok_rows(rows, 4):
+        cells = [statistics.median(x[f"rtt{k}_ms"] for x in results) for k in (1, 2, 4)]
+        print(f"| {label} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    if q.json:
+        q.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
