@@ -1,5 +1,8 @@
 """rankpool.Executor against Parsl HTEX (direct), mpi4py.futures and ProcessPoolExecutor.
 
+HTEX runs twice: with its defaults, and tuned as its experts would run many small tasks
+(``prefetch_capacity=256``, encrypted like rankpool's secured default: ``HTEX_TUNED``).
+
     python bench/executor.py [--workers 2] [--tasks 10000] [--repeat 3] [--json OUT]
 
 Every system gets the same number of worker ranks or processes and runs in this one process,
@@ -60,12 +63,14 @@ def rankpool_executor(workers: int) -> Iterator[Submit]:
 
 
 @contextmanager
-def htex_direct(workers: int) -> Iterator[Submit]:
+def htex_direct(workers: int, **options: Any) -> Iterator[Submit]:
+    """HTEX with its defaults (``encrypted=False``), or with ``options``."""
     from parsl.executors import HighThroughputExecutor
     from parsl.providers import LocalProvider
-    # unencrypted, as rankpool is on loopback (Parsl encrypts by default: 64 MB then takes ~10 s)
-    htex = HighThroughputExecutor(label="htex", max_workers_per_node=workers, encrypted=False,
-                                  provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1))
+    options.setdefault("encrypted", False)
+    htex = HighThroughputExecutor(label="htex", max_workers_per_node=workers,
+                                  provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
+                                  **options)
     htex.run_dir = tempfile.mkdtemp(prefix="bench-htex-")
     htex.run_id = "bench"
     htex.provider.script_dir = htex.run_dir
@@ -75,6 +80,11 @@ def htex_direct(workers: int) -> Iterator[Submit]:
         yield lambda fn, *args: htex.submit(fn, {}, *args)
     finally:
         htex.shutdown()
+
+
+#: HTEX as its experts run many small tasks: a deep prefetch, and encrypted as rankpool's default
+HTEX_TUNED = {"prefetch_capacity": 256, "encrypted": True}
+htex_tuned = functools.partial(htex_direct, **HTEX_TUNED)
 
 
 @contextmanager
@@ -91,7 +101,8 @@ def process_pool(workers: int) -> Iterator[Submit]:
 
 
 SYSTEMS = {"rankpool.Executor": rankpool_executor, "Parsl HTEX direct": htex_direct,
-           "mpi4py.futures": mpi4py_futures, "ProcessPoolExecutor": process_pool}
+           "Parsl HTEX direct (tuned)": htex_tuned, "mpi4py.futures": mpi4py_futures,
+           "ProcessPoolExecutor": process_pool}
 
 
 def measure(name: str, factory: Any, workers: int, tasks: int, repeat: int) -> dict[str, float]:

@@ -20,7 +20,13 @@ if HERE not in sys.path:
 
 import executor as bench_executor  # noqa: E402  (bench/executor.py)
 from cpu_split import cpu_per_task, executor_processes  # noqa: E402
-from suite_measure import System, mixed, mpi_metrics, one_rank_metrics  # noqa: E402
+from suite_measure import (  # noqa: E402
+    System,
+    mixed,
+    mpi_metrics,
+    one_rank_metrics,
+    sized_throughput,
+)
 from suite_tasks import (  # noqa: E402
     MPI_WORKERS,
     WORKERS,
@@ -243,6 +249,20 @@ def case_htex_direct(q: argparse.Namespace) -> dict[str, Any]:
     return _factory_case(bench_executor.htex_direct, q)
 
 
+def case_htex_tuned(q: argparse.Namespace) -> dict[str, Any]:
+    """No-op throughput and round trip only: the NumPy round trips through HTEX's encrypted
+    links take minutes and say nothing the untuned row does not."""
+    out: dict[str, Any] = {}
+    t = time.perf_counter()
+    with bench_executor.htex_tuned(WORKERS) as submit:
+        submit(noop).result()
+        out["first_result_s"] = time.perf_counter() - t
+        submit0 = functools.partial(submit, noop)
+        out.update(sized_throughput(submit0, q))
+        out["rtt_ms"] = bench_executor.round_trip(submit0, q.rtt)
+    return out
+
+
 def case_mpi4py(q: argparse.Namespace) -> dict[str, Any]:
     return _factory_case(bench_executor.mpi4py_futures, q)
 
@@ -281,6 +301,7 @@ def case_executorlib(q: argparse.Namespace) -> dict[str, Any]:
 CASES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "rankpool.Executor": case_executor, "rankpool.CommExecutor": case_comm,
     "ExtremeScaleExecutor (DFK)": case_xs, "Parsl HTEX direct": case_htex_direct,
+    "Parsl HTEX direct (tuned)": case_htex_tuned,
     "Parsl HTEX (DFK)": case_htex_dfk, "Parsl MPIExecutor (DFK)": case_mpiexecutor,
     "mpi4py.futures": case_mpi4py, "executorlib": case_executorlib,
     "ProcessPoolExecutor": case_process_pool,

@@ -37,6 +37,9 @@ class _Submitter(Executor):
         """``fn`` over the items of ``iterables``, every call submitted now, ``chunksize``
         calls per task; results in order, or as they complete with ``unordered``
         (see :mod:`rankpool.frontends.mapping`)."""
+        if len(iterables) == 1:
+            return map_calls(self.submit, fn, iterables[0], timeout, chunksize, unordered,
+                             spread=False)
         return map_calls(self.submit, fn, zip(*iterables), timeout, chunksize, unordered)
 
     def starmap(self, fn: Callable[..., Any], iterable: Iterable[Iterable[Any]],
