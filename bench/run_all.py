@@ -13,7 +13,7 @@ rankpool.Executor            ``Executor(max_ranks=2)``; ``max_ranks=4`` for MPI 
 rankpool.CommExecutor        under ``mpiexec -n 3`` (``-n 5`` for MPI tasks)
 ExtremeScaleExecutor (DFK)   through Parsl's DataFlowKernel, ``ranks_per_node=2`` (4)
 Parsl HTEX direct            ``HighThroughputExecutor.submit``, 2 workers
-Parsl HTEX direct (tuned)    the same with ``prefetch_capacity=256``, encrypted (no NumPy)
+Parsl HTEX direct (tuned)    the same with ``prefetch_capacity=256`` (no NumPy round trips)
 Parsl HTEX (DFK)             through the DataFlowKernel, 2 workers
 Parsl MPIExecutor (DFK)      MPI tasks only: ``mpiexec`` per task (bash apps)
 mpi4py.futures               ``MPIPoolExecutor(max_workers=2)``

@@ -77,7 +77,12 @@ DEATH_CHECK = 0.002
 
 
 class PoolLeaves(Exception):
-    """Rank 0 ends its loop; the message says why."""
+    """Rank 0 ends its loop; the message says why. ``finish``: the workers run what they
+    already hold first (the pool drained, or retires)."""
+
+    def __init__(self, reason: str, finish: bool = False) -> None:
+        super().__init__(reason)
+        self.finish = finish
 
 
 class PoolRefused(PoolLeaves):
@@ -217,8 +222,7 @@ class RankZero:
             reason, status = str(exc), ExitCode.UNREACHABLE
             self.report_unreachable(reason)
         except PoolLeaves as exc:
-            reason = str(exc)
-            finish = reason in ("drained", self.retiring)
+            reason, finish = str(exc), exc.finish
         finally:
             log.info("pool %s leaving: %s", self.cfg.pool_id, reason)
             self.mpi.manager_stop(finish=finish)
@@ -313,7 +317,7 @@ class RankZero:
                 self.pool_capacity()
             self.pool_heartbeat()
             if (self.draining or self.retiring) and manager.outstanding == 0:
-                raise PoolLeaves(self.retiring or "drained")
+                raise PoolLeaves(self.retiring or "drained", finish=True)
 
     def _wait(self, seconds: float) -> None:
         """Sleep between polls while tasks are out: until a near rank rings, a message from the
