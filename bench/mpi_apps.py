@@ -114,8 +114,8 @@ def run_parsl(kind: str, programs: dict[str, list[str]], floors: dict[int, float
     out: dict[str, Any] = {}
     try:
         for name, argv in programs.items():
-            out[f"{name}_4_ms"] = 1e3 * median_of(lambda: submit(kind, argv, 4).result(),
-                                                  args.round_trips)
+            out[f"{name}_4_ms"] = 1e3 * median_of(
+                lambda argv=argv: submit(kind, argv, 4).result(), args.round_trips)
         widths = [WIDTHS[i % len(WIDTHS)] for i in range(args.apps)]
         t = time.perf_counter()
         futures = [submit(kind, programs["c"], w) for w in widths]

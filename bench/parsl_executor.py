@@ -153,7 +153,8 @@ def report(rows: list[dict[str, Any]]) -> str:
             ratio = f"{rate / ref:.2f}x" if ref else "-"
             lines.append(f"{kind:<10} {'on' if logging_on else 'off':<8} "
                          f"{med(kind, logging_on, 'first_result_s') or float('nan'):>11.2f} "
-                         f"{rate:>9.0f} {med(kind, logging_on, 'latency_ms') or float('nan'):>10.2f} "
+                         f"{rate:>9.0f} "
+                         f"{med(kind, logging_on, 'latency_ms') or float('nan'):>10.2f} "
                          f"{ratio:>19}")
     if any("barrier2_ms" in r for r in rows):
         lines += ["", "Barrier tasks, median latency in ms (4 worker ranks)",
@@ -210,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     for repeat in range(args.repeat):
         for logging_on in (True, False):
             for kind in kinds:
-                print(f"run {repeat + 1}/{args.repeat}: {kind}, logging {'on' if logging_on else 'off'}",
+                print(f"run {repeat + 1}/{args.repeat}: {kind}, "
+                      f"logging {'on' if logging_on else 'off'}",
                       file=sys.stderr, flush=True)
                 rows.append(run_in_subprocess(kind, logging_on, args))
     print(report(rows))

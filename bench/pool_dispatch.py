@@ -83,7 +83,8 @@ def run_job(ranks: int, args: argparse.Namespace, workdir: str) -> dict[str, Any
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Every job, interleaved; medians per rank count and the ratio of the largest to the smallest."""
+    """Every job, interleaved; medians per rank count and the ratio of the largest to the
+    smallest."""
     jobs: dict[int, list[dict[str, Any]]] = {n: [] for n in args.ranks}
     with tempfile.TemporaryDirectory(prefix="rankpool-dispatch-") as workdir:
         for _ in range(args.rounds):

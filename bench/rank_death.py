@@ -76,12 +76,12 @@ def measure_death_to_error() -> dict[str, Any]:
     delays = []
     with Executor(max_ranks=8) as ex:
         ex.submit(noop).result(timeout=60)
-        for i in range(3):
+        for _ in range(3):
             with tempfile.TemporaryDirectory() as tmp:
                 stamp = os.path.join(tmp, "died")
                 future = ex.submit(die_at, stamp)
                 seen: list[float] = []
-                future.add_done_callback(lambda f: seen.append(time.time()))
+                future.add_done_callback(lambda f, seen=seen: seen.append(time.time()))
                 exc = future.exception(timeout=60)
                 assert isinstance(exc, WorkerLost), repr(exc)
                 time.sleep(0.05)  # the callback ran in the front-end's thread

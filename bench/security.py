@@ -67,6 +67,7 @@ def hop_cost(size: int, curve: bool, n: int) -> float:
     hops, as a task and its result cross one link. CPU time, not wall time, so that a busy
     machine does not hide the difference."""
     import time
+
     import zmq
     ctx = zmq.Context()
     server, client = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)

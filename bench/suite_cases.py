@@ -54,7 +54,8 @@ def case_executor(q: argparse.Namespace) -> dict[str, Any]:
             out["profile"] = profile_executor(ex, q)
     with Executor(max_ranks=MPI_WORKERS, run_dir=run_dir) as ex:
         ex.submit(noop).result()
-        mpi_metrics(System(ex.submit, lambda k, fn, *a: ex.requirements(num_ranks=k).submit(fn, *a)),
+        mpi_metrics(System(ex.submit,
+                           lambda k, fn, *a: ex.requirements(num_ranks=k).submit(fn, *a)),
                     q, out)
     return out
 
@@ -67,7 +68,8 @@ def profile_executor(ex: Any, q: argparse.Namespace) -> dict[str, Any]:
     targets = {name: p.pid for name, p in executor_processes(ex).items()
                if not isinstance(p, list)}
     spies = {name: (start_pyspy(pid, seconds, os.path.join(workdir, f"{i}.txt"), threads=True),
-                    os.path.join(workdir, f"{i}.txt")) for i, (name, pid) in enumerate(targets.items())}
+                    os.path.join(workdir, f"{i}.txt"))
+               for i, (name, pid) in enumerate(targets.items())}
     end = time.monotonic() + seconds + 0.5
     submit0 = functools.partial(ex.submit, noop)
     while time.monotonic() < end:
@@ -282,7 +284,8 @@ def case_executorlib(q: argparse.Namespace) -> dict[str, Any]:
         with SingleNodeExecutor(max_workers=1, block_allocation=True,
                                 resource_dict={"cores": k}) as ex:
             ex.submit(world_barrier).result()
-            out[f"rtt{k}_ms"] = bench_executor.round_trip(lambda: ex.submit(world_barrier), q.mpi_rtt)
+            out[f"rtt{k}_ms"] = bench_executor.round_trip(lambda: ex.submit(world_barrier),
+                                                          q.mpi_rtt)
     # mixed widths need one mpiexec per task (no block allocation)
     with SingleNodeExecutor(max_cores=MPI_WORKERS) as ex:
         def ranks(k: int, fn: Callable[..., Any], *args: Any) -> Any:
@@ -290,7 +293,7 @@ def case_executorlib(q: argparse.Namespace) -> dict[str, Any]:
                              resource_dict={"cores": k})
         for k in (2, 4):
             out[f"rtt{k}_percall_ms"] = bench_executor.round_trip(
-                lambda: ranks(k, barrier), max(3, q.mpi_rtt // 4))
+                lambda k=k: ranks(k, barrier), max(3, q.mpi_rtt // 4))
         out.update(mixed(System(ex.submit, ranks), q))
     return out
 

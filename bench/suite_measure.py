@@ -28,7 +28,8 @@ class System:
 
     def __init__(self, submit: Callable[..., Any],
                  submit_ranks: Callable[..., Any] | None = None,
-                 nap_fn: Callable[..., Any] = nap, barrier_fn: Callable[..., Any] = barrier) -> None:
+                 nap_fn: Callable[..., Any] = nap,
+                 barrier_fn: Callable[..., Any] = barrier) -> None:
         self.submit = submit
         self.submit_ranks = submit_ranks
         self.nap_fn = nap_fn
@@ -58,7 +59,7 @@ def one_rank_metrics(system: System, q: argparse.Namespace, out: dict[str, Any])
         back = result_of(system.submit(echo, a))  # warm-up, and a check
         if not (isinstance(back, np.ndarray) and back.nbytes == a.nbytes):
             raise RuntimeError(f"echo of {label} came back as {type(back).__name__}")
-        ms = bench_executor.round_trip(lambda: system.submit(echo, a), count)
+        ms = bench_executor.round_trip(lambda a=a: system.submit(echo, a), count)
         out[f"np_{label}_ms"] = ms
         out[f"np_{label}_GBps"] = size / (ms / 1e3) / 1e9
 
@@ -70,7 +71,8 @@ def mpi_metrics(system: System, q: argparse.Namespace, out: dict[str, Any]) -> N
         size = result_of(system.submit_ranks(k, fn))
         if size != k:
             raise RuntimeError(f"a {k}-rank task ran on {size} ranks")
-        out[f"rtt{k}_ms"] = bench_executor.round_trip(lambda: system.submit_ranks(k, fn), q.mpi_rtt)
+        out[f"rtt{k}_ms"] = bench_executor.round_trip(
+            lambda k=k, fn=fn: system.submit_ranks(k, fn), q.mpi_rtt)
     out.update(mixed(system, q))
 
 

@@ -117,7 +117,8 @@ def targets(rows: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None, str
     for ours in OURS:
         gbps = rows.get(ours, {}).get("np_64MB_GBps")
         if gbps is not None:
-            res.append((f"{ours}: 64 MB NumPy round trip ≥ 1 GB/s", gbps >= 1.0, f"{gbps:.2f} GB/s"))
+            res.append((f"{ours}: 64 MB NumPy round trip ≥ 1 GB/s", gbps >= 1.0,
+                        f"{gbps:.2f} GB/s"))
     for ours in OURS:
         util = rows.get(ours, {}).get("mixed_utilisation")
         if util is not None:
@@ -200,7 +201,8 @@ def plots(rows: dict[str, dict[str, Any]], out_dir: str, scale: dict[str, Any] |
             ax.set_yticks(range(MPI_WORKERS + 1))
             ax.tick_params(labelsize=7)
             ax.set_title(f"{n}: {rows[n]['mixed_utilisation'] * 100:.0f} % of {MPI_WORKERS} ranks "
-                         f"busy, makespan {rows[n]['mixed_makespan_s']:.2f} s", fontsize=9, loc="left")
+                         f"busy, makespan {rows[n]['mixed_makespan_s']:.2f} s", fontsize=9,
+                         loc="left")
         axes[-1, 0].set_xlabel("seconds since the first submit (each row its own scale)")
         fig.suptitle("mixed workload: busy ranks over time, measured inside the tasks", fontsize=10)
         fig.tight_layout()
@@ -295,6 +297,7 @@ def report(result: dict[str, Any]) -> str:
             if "own" in summary:
                 top = ", ".join(f"{fn} {p:.0f} %" for fn, p in summary["own"][:6])
                 threads = ", ".join(f"{fn} {p:.0f} %" for fn, p in summary["roots"][:3])
-                lines.append(f"- {proc} ({summary['samples']} samples; by thread: {threads}): {top}")
+                lines.append(f"- {proc} ({summary['samples']} samples; by thread: {threads}): "
+                             f"{top}")
     lines += ["", "Plots: " + ", ".join(f"![{p}]({p})" for p in result.get("plots", []))]
     return "\n".join(lines) + "\n"

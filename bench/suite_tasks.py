@@ -16,8 +16,8 @@ MB = 1 << 20
 
 #: display order; the tables and plots follow it
 SYSTEMS = ["rankpool.Executor", "rankpool.CommExecutor", "ExtremeScaleExecutor (DFK)",
-           "Parsl HTEX direct", "Parsl HTEX direct (tuned)", "Parsl HTEX (DFK)", "Parsl MPIExecutor (DFK)", "mpi4py.futures",
-           "executorlib", "ProcessPoolExecutor"]
+           "Parsl HTEX direct", "Parsl HTEX direct (tuned)", "Parsl HTEX (DFK)",
+           "Parsl MPIExecutor (DFK)", "mpi4py.futures", "executorlib", "ProcessPoolExecutor"]
 OURS = ("rankpool.Executor", "rankpool.CommExecutor", "ExtremeScaleExecutor (DFK)")
 
 

@@ -5,8 +5,8 @@ CI builds it with warnings as errors:
     .venv/bin/python -m sphinx -W -b html docs docs/_build/html -q
 
 The API reference imports rankpool for real (autodoc). The package's top level is lazy, and
-importing ``rankpool.frontends.comm_executor`` initialises MPI as a singleton process, which needs no
-``mpiexec``; nothing is mocked.
+importing ``rankpool.frontends.comm_executor`` initialises MPI as a singleton process, which
+needs no ``mpiexec``; nothing is mocked.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ rank 0, its manager) under the bundled ``mpiexec``. Two kinds of Parsl apps esti
   its own slice, and ``comm.allreduce`` adds the slices. The return value of rank 0 is the
   task's result.
 
-A progress bar (``rankpool.frontends.progress``, on stderr) counts the tasks as they finish. A summary
-ends the run. Logs are in ``runinfo/NNN/``: Parsl's ``parsl.log``, and in ``xs/`` the
+A progress bar (``rankpool.frontends.progress``, on stderr) counts the tasks as they finish. A
+summary ends the run. Logs are in ``runinfo/NNN/``: Parsl's ``parsl.log``, and in ``xs/`` the
 interchange's log and the pool's ``pool-0.log``.
 """
 

@@ -31,8 +31,15 @@ import threading
 import time
 import weakref
 from concurrent import futures
-from concurrent.futures import (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, CancelledError,
-                                Future, as_completed, wait)
+from concurrent.futures import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    CancelledError,
+    Future,
+    as_completed,
+    wait,
+)
 from typing import Any
 
 import pytest
@@ -160,7 +167,8 @@ def check_no_stale_references(ex: Any) -> None:
     name; the function-pickle cache used to)."""
     obj = Dummy()
     collected = threading.Event()
-    ref = weakref.ref(obj, lambda _: collected.set())
+    # held in a name: a weak reference's callback runs only while the reference lives
+    _ref = weakref.ref(obj, lambda _: collected.set())
     ex.submit(obj.method).result()
     del obj
     for _ in range(20):
@@ -295,7 +303,7 @@ def check_as_completed_yields_cancelled_future(ex: Any) -> None:
     wait(blockers)
 
 
-# -- ExecutorShutdownTest, the part that needs no fresh interpreter ---------------------------------
+# -- ExecutorShutdownTest, the part that needs no fresh interpreter --------------------------------
 def check_running_then_not_cancellable(ex: Any) -> None:
     """A future is RUNNING once a rank started its task; cancel() fails from then on."""
     f = ex.submit(time.sleep, 1.5)
@@ -328,14 +336,16 @@ def check_cancelled_task_never_runs(ex: Any) -> None:
             os.mkdir(here)
             fs = [ex.submit(mark_and_sleep, here, i, rng.choice((0.0, 0.0005, 0.002, 0.004)))
                   for i in range(60)]
-            wait_for(lambda: os.path.exists(os.path.join(here, "0")), 30, interval=0.0005)
+            first = os.path.join(here, "0")
+            wait_for(lambda path=first: os.path.exists(path), 30, interval=0.0005)
             time.sleep(rng.uniform(0.0, 0.01))  # the ranks are working through the flood
             said = [f.cancel() for f in reversed(fs)][::-1]
             wait(fs, timeout=60)
             for i, (f, cancelled) in enumerate(zip(fs, said)):
                 ran = os.path.exists(os.path.join(here, str(i)))
+                what = "ran" if ran else "never ran"
                 assert ran != cancelled, (f"round {round_}, task {i}: cancel() returned "
-                                          f"{cancelled}, and the task {'ran' if ran else 'never ran'}")
+                                          f"{cancelled}, and the task {what}")
                 assert f.cancelled() == cancelled and (cancelled or f.result() == i)
             said_true += sum(said)
             said_false += len(said) - sum(said)

@@ -45,9 +45,10 @@ _LAZY = {
 }
 
 __all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "run_mpi", "MpiRun",
-           "ApplicationError", "ApplicationSetupError", "SpawnUnsupported", "BlockStartFailed", "BrokenPool",
-           "EncryptionUnavailable", "ExecutorShutdown", "InsufficientRanks", "KeyFileError", "ManagerLost", "RankPoolError",
-           "RemoteTaskError", "ResourceSpecError", "TaskSetupError", "SerializationError", "SharedMemoryError", "StuckRanksError",
+           "ApplicationError", "ApplicationSetupError", "SpawnUnsupported", "BlockStartFailed",
+           "BrokenPool", "EncryptionUnavailable", "ExecutorShutdown", "InsufficientRanks",
+           "KeyFileError", "ManagerLost", "RankPoolError", "RemoteTaskError", "ResourceSpecError",
+           "TaskSetupError", "SerializationError", "SharedMemoryError", "StuckRanksError",
            "TaskExit", "TaskTimeout", "VersionMismatch", "WorkerLost"]
 
 

@@ -307,7 +307,8 @@ class EncryptionUnavailable(RankPoolError, RuntimeError):
 
 
 class KeyFileError(RankPoolError, ValueError):
-    """A key file or key directory is missing, malformed or readable by others; ``path`` names it."""
+    """A key file or key directory is missing, malformed or readable by others; ``path`` names
+    it."""
 
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}")

@@ -49,7 +49,8 @@ CURVE_DIR = "curve"
 #: where libzmq sends its authentication (ZAP) requests; one handler per context
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 #: the ZAP domain of each interchange socket, and whose key it accepts
-DOMAINS = {"pool": b"rankpool-pool", "front-end": b"rankpool-client", "command": b"rankpool-command"}
+DOMAINS = {"pool": b"rankpool-pool", "front-end": b"rankpool-client",
+           "command": b"rankpool-command"}
 _KEY_OF_DOMAIN = {b"rankpool-pool": "pool", b"rankpool-client": "front",
                   b"rankpool-command": "front"}
 #: the socket events a Gatekeeper logs: failed handshakes, and closed connections (a peer

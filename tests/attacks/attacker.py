@@ -31,14 +31,13 @@ from typing import Any
 import zmq
 
 from rankpool import cli
+from rankpool import security as _security  # noqa: F401
 from rankpool._version import __version__
 from rankpool.frontends import client as _client  # noqa: F401  (the status command needs it)
 from rankpool.launchers import rundir as _rundir  # noqa: F401
 from rankpool.protocol.batches import Outcome, Result, Task, encode_results, encode_tasks
-from rankpool.protocol.messages import (PROTOCOL_VERSION, PYTHON_VERSION, Cancel, Command,
-                                        Register)
+from rankpool.protocol.messages import PROTOCOL_VERSION, PYTHON_VERSION, Cancel, Command, Register
 from rankpool.protocol.wire import decode_header
-from rankpool import security as _security  # noqa: F401
 from rankpool.task.resources import parse_spec
 
 NOBODY = 65534

@@ -14,9 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from attack_plan import (
+    as_root,
+    assert_refusals_logged,
+    assert_refused,
+    attack,
+    slow_square,
+    square,
+    total,
+    wait_logged,
+)
 
-from attack_plan import (as_root, assert_refusals_logged, assert_refused, attack, slow_square,
-                         square, total, wait_logged)
 from rankpool import Executor
 
 pytestmark = [as_root, pytest.mark.timeout(240)]

@@ -14,14 +14,21 @@ from typing import Any
 
 import numpy as np
 import pytest
+from attack_plan import (
+    as_root,
+    assert_refusals_logged,
+    assert_refused,
+    attack,
+    slow_square,
+    square,
+    total,
+    wait_logged,
+)
+from waiting import wait_for
 
-from attack_plan import (as_root, assert_refusals_logged, assert_refused, attack, slow_square,
-                         square, total, wait_logged)
-from dataflow import load  # noqa: F401  (the fixture)
 from rankpool import ExtremeScaleExecutor
 from rankpool.frontends.parsl.executor import local_provider
 from rankpool.launchers.mpiexec import find_mpiexec
-from waiting import wait_for
 
 pytestmark = [as_root, pytest.mark.timeout(300)]
 

@@ -97,5 +97,6 @@ def test_simulation_driver(tmp_path):
         field, mean, var = h5["field"][:], h5["mean"][:], h5["variance"][:]
         assert abs(mean - field.mean(axis=1)).max() < 1e-12       # the 2-rank moments task
         assert abs(var - field.var(axis=1)).max() < 1e-12
-        assert (h5["min"][:] == field.min(axis=1)).all() and (h5["max"][:] == field.max(axis=1)).all()
+        assert (h5["min"][:] == field.min(axis=1)).all() \
+            and (h5["max"][:] == field.max(axis=1)).all()
         assert h5.attrs["simulation_ranks"] == 4

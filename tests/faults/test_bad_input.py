@@ -16,8 +16,7 @@ import psutil
 import pytest
 from helpers import descendants, executor, pool_tree, wait_no_new_children
 
-from rankpool import (Executor, RemoteTaskError, ResourceSpecError, SerializationError,
-                      TaskExit)
+from rankpool import Executor, RemoteTaskError, ResourceSpecError, SerializationError, TaskExit
 from rankpool.errors import RemoteTraceback
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(60)]

@@ -171,7 +171,7 @@ def receivable(frames: list[bytes]) -> str:
     return ""
 
 
-# -- the interchange -----------------------------------------------------------------------------------
+# -- the interchange -------------------------------------------------------------------------------
 def run(target: Any, n: int, report: Report, allowed: tuple[str, ...] = ()) -> Report:
     """Feed ``n`` generated cases to ``target``; log records that count as failures too."""
     start = time.monotonic()

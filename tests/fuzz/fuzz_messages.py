@@ -61,7 +61,7 @@ class Case:
     how: str
 
 
-# -- the corpus -------------------------------------------------------------------------------------
+# -- the corpus ------------------------------------------------------------------------------------
 def task(task_id: int, *, width: int = 1, priority: int = 0, walltime: float | None = None,
          results: str = "root", buffers: int = 0, fn: bytes = b"fn-one") -> Task:
     spec = parse_spec({"num_ranks": width, "priority": priority, "walltime": walltime,
@@ -119,7 +119,7 @@ def corpus(in_flight: list[int], pool_id: str = "p0") -> dict[str, list[Frames]]
     }
 
 
-# -- mutation -----------------------------------------------------------------------------------------
+# -- mutation --------------------------------------------------------------------------------------
 INTERESTING: list[Any] = [
     0, -1, 1, 2, 3, 7, 255, 256, 2**31 - 1, 2**31, 2**63, -2**63, 2**64, 10**30, 10**400,
     0.5, -0.0, 1e308, -1e308, float("nan"), float("inf"), float("-inf"), True, False, None,
@@ -166,7 +166,8 @@ class Mutator:
 
     def noise(self) -> Frames:
         rng = self.rng
-        return [rng.randbytes(rng.choice((0, 1, 3, 16, 100, 700))) for _ in range(rng.randint(1, 4))]
+        return [rng.randbytes(rng.choice((0, 1, 3, 16, 100, 700)))
+                for _ in range(rng.randint(1, 4))]
 
     def random_json(self) -> Frames:
         rng = self.rng
@@ -265,7 +266,8 @@ class Mutator:
         elif op < 0.6:
             parent[key] = _retype(old, rng)
             what = f"retype {key!r}"
-        elif op < 0.7 and isinstance(parent, dict) and key != "k" or op < 0.7 and isinstance(parent, list):
+        elif op < 0.7 and isinstance(parent, dict) and key != "k" \
+                or op < 0.7 and isinstance(parent, list):
             del parent[key]
             what = f"delete {key!r}"
         elif op < 0.78 and isinstance(old, list):
@@ -299,10 +301,12 @@ class Mutator:
         roll = rng.random()
         if depth <= 0 or roll < 0.5:
             return rng.choice(INTERESTING) if rng.random() < 0.6 else rng.choice(
-                (rng.randint(-5, 2**40), rng.random() * 10, rng.randbytes(4).hex(), bool(rng.getrandbits(1))))
+                (rng.randint(-5, 2**40), rng.random() * 10, rng.randbytes(4).hex(),
+                 bool(rng.getrandbits(1))))
         if roll < 0.8:
             return [self.value(depth - 1) for _ in range(rng.randint(0, 5))]
-        return {rng.choice(FIELDS + ["", "?"]): self.value(depth - 1) for _ in range(rng.randint(0, 4))}
+        return {rng.choice(FIELDS + ["", "?"]): self.value(depth - 1)
+                for _ in range(rng.randint(0, 4))}
 
     @staticmethod
     def dumps(value: Any) -> bytes:

@@ -170,7 +170,7 @@ class InterchangeTarget:
         self.command_sock.sent.clear()
 
 
-# -- the pool's manager ----------------------------------------------------------------------------------
+# -- the pool's manager ----------------------------------------------------------------------------
 class FakeManager:
     """Takes tasks as the MPI manager would, checking that each is well-formed."""
 
@@ -245,7 +245,7 @@ class PoolTarget:
             self.pm.draining = False
 
 
-# -- the front-end's client --------------------------------------------------------------------------------
+# -- the front-end's client ------------------------------------------------------------------------
 class ClientTarget:
     """The front-end's receive step (an escaping exception would break the executor)."""
 

@@ -25,13 +25,12 @@ from typing import Any
 
 import pytest
 import zmq
+from fuzz_messages import register
 
 from rankpool.errors import ProtocolError
 from rankpool.interchange import Interchange, InterchangeConfig
 from rankpool.protocol.wire import decode_header
 from rankpool.security import DOMAINS, Gatekeeper, client_curve, load_public, make_keys
-
-from fuzz_messages import register
 
 SLOW = os.environ.get("RANKPOOL_SLOW") == "1"
 SEED = int(os.environ.get("RANKPOOL_FUZZ_SEED", "6"))

@@ -181,6 +181,7 @@ def test_live_interchange_survives_garbage_on_every_port(live: Live) -> None:
     strict = os.environ.get("RANKPOOL_FUZZ_STRICT", "")
     bad = [r for r in records if not r.exc_info or not known_bug(r.exc_info[1])
            or strict == "1" or known_bug(r.exc_info[1]) in strict.split(",")]
-    print(f"\n{sent} messages; {len(records) - len(bad)} known-bug records; warnings {cap.warnings}")
+    print(f"\n{sent} messages; {len(records) - len(bad)} known-bug records; "
+          f"warnings {cap.warnings}")
     assert not bad, "\n".join(f"{r.levelname} {r.getMessage()}: {r.exc_info and r.exc_info[1]!r}"
                               for r in bad[:10])

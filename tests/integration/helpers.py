@@ -105,11 +105,11 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
     """Wait for ``proc`` to exit; kill its session if it does not in time; its exit code."""
     try:
         return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as exc:
         for p in reversed(tree(proc.pid)):
             try:
                 p.kill()
             except psutil.Error:
                 pass
         proc.wait(5)
-        raise AssertionError(f"{proc.args!r} did not exit within {timeout} s; killed")
+        raise AssertionError(f"{proc.args!r} did not exit within {timeout} s; killed") from exc

@@ -58,7 +58,7 @@ def rank_and_size(comm: Any = None) -> tuple[int, int]:
     return comm.Get_rank(), comm.Get_size()
 
 
-# -- raw peers ---------------------------------------------------------------------------------------
+# -- raw peers -------------------------------------------------------------------------------------
 def register(pool_id: str) -> list[bytes]:
     return Register(PROTOCOL_VERSION, __version__, PYTHON_VERSION, "intruder", pool_id, ["evil"],
                     [1], 1, 1).encode()
@@ -98,7 +98,7 @@ def stranger() -> tuple[bytes, bytes]:
     return zmq.curve_keypair()
 
 
-# -- an interchange in a thread ------------------------------------------------------------------------
+# -- an interchange in a thread --------------------------------------------------------------------
 class Running:
     def __init__(self, keys: CurveKeys) -> None:
         self.keys = keys
@@ -193,7 +193,7 @@ def test_the_pool_key_file_is_what_a_pool_uses(running: Running) -> None:
     assert decode_header(sock.recv_multipart()[0])["k"] == "registered"
 
 
-# -- the executors --------------------------------------------------------------------------------------
+# -- the executors ---------------------------------------------------------------------------------
 def test_executor_encrypted_runs_tasks_and_refuses_intruders(tmp_path: Path) -> None:
     with executor(tmp_path, max_ranks=2, encrypted=True) as ex:
         assert ex.encrypted

@@ -136,7 +136,8 @@ def test_the_issue_example_verbatim(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)  # the default run dir, rankpool-runs/NNN, lands here
     before = descendants()
 
-    with Executor(max_ranks=4) as ex:          # local: an interchange and one pool of 4 worker ranks via the bundled mpiexec
+    # local: an interchange and one pool of 4 worker ranks via the bundled mpiexec
+    with Executor(max_ranks=4) as ex:
         print(ex.submit(pow, 2, 10).result())
         with ex.requirements(num_ranks=2) as ex2:
             fut = ex2.submit(simulate, 3)

@@ -289,7 +289,7 @@ def test_bad_headers_on_the_client_port_do_not_divert_results(tmp_path: Path) ->
         ctx.destroy(linger=0)
 
 
-# -- blocks that cannot start -----------------------------------------------------------------------
+# -- blocks that cannot start ----------------------------------------------------------------------
 def test_missing_mpiexec_is_refused_before_anything_starts(tmp_path: Path) -> None:
     from rankpool.launchers.mpiexec import MpiexecNotFound
     before = descendants()

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 from futures_checks import CHECKS, fail_on_rank_two, quiet, read_value, set_value
-from helpers import FAST, alive, executor, pool_tree, wait_gone
+from helpers import FAST, executor, pool_tree, wait_gone
 
 from rankpool import Executor
 from rankpool.errors import BrokenPool

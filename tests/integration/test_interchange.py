@@ -63,10 +63,12 @@ FAST = {"heartbeat_period": 0.1, "heartbeat_threshold": 0.5}
 def make_task(task_id: int, width: int = 1, priority: int = 0, buffers: list[bytes] | None = None,
               data: bytes = b"args") -> Task:
     spec = parse_spec({"num_ranks": width, "priority": priority})
-    return Task(task_id, spec, b"\x01\x02", b"fn-bytes", data + str(task_id).encode(), buffers or [])
+    return Task(task_id, spec, b"\x01\x02", b"fn-bytes", data + str(task_id).encode(),
+                buffers or [])
 
 
-def make_result(task_id: int, value: bytes = b"value", buffers: list[bytes] | None = None) -> Result:
+def make_result(task_id: int, value: bytes = b"value",
+                buffers: list[bytes] | None = None) -> Result:
     return Result(task_id, [Outcome(0, True, value + str(task_id).encode(), buffers or [])])
 
 
@@ -96,7 +98,8 @@ class Peer:
                 peer._last_beat = now
                 peer.send(Heartbeat().encode())
 
-    def recv(self, timeout: float = 5.0, skip_beats: bool = True) -> tuple[dict[str, Any], list[bytes]]:
+    def recv(self, timeout: float = 5.0,
+             skip_beats: bool = True) -> tuple[dict[str, Any], list[bytes]]:
         """The next message as (header, all frames); heartbeats skipped unless asked for."""
         deadline = time.monotonic() + timeout
         while True:
@@ -121,12 +124,14 @@ class Peer:
 
 
 class FakePool(Peer):
-    def __init__(self, ctx: zmq.Context, port: int, pool_id: str, group: list[Peer] | None = None) -> None:
+    def __init__(self, ctx: zmq.Context, port: int, pool_id: str,
+                 group: list[Peer] | None = None) -> None:
         super().__init__(ctx, port, pool_id.encode(), group)
         self.pool_id = pool_id
 
-    def register(self, block_id: str = "b0", node_ranks: tuple[int, ...] = (4,), widest: int | None = None,
-                 rankpool: str = __version__, expect_ok: bool = True) -> Registered:
+    def register(self, block_id: str = "b0", node_ranks: tuple[int, ...] = (4,),
+                 widest: int | None = None, rankpool: str = __version__,
+                 expect_ok: bool = True) -> Registered:
         ranks = sum(node_ranks)
         reg = Register(protocol=PROTOCOL_VERSION, rankpool=rankpool, python=PYTHON_VERSION,
                        block_id=block_id, pool_id=self.pool_id,
@@ -174,7 +179,8 @@ class Harness:
         self.ix = Interchange(self.config)
         self.pool_port, self.client_port, self.command_port = self.ix.bind()
         self.ctx = zmq.Context()
-        self.thread = threading.Thread(target=self.ix.run, name="rankpool-interchange-test", daemon=True)
+        self.thread = threading.Thread(target=self.ix.run, name="rankpool-interchange-test",
+                                       daemon=True)
         self.thread.start()
         self.peers: list[Peer] = []
         self.commander = Peer(self.ctx, self.command_port, group=self.peers)
@@ -791,8 +797,8 @@ def test_help_and_bad_config() -> None:
     out = subprocess.run([sys.executable, "-m", "rankpool.interchange", "--help"], env=env,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "stdin" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "rankpool.interchange"], env=env, input='{"prefetch": 0}',
-                         capture_output=True, text=True, timeout=30)
+    bad = subprocess.run([sys.executable, "-m", "rankpool.interchange"], env=env,
+                         input='{"prefetch": 0}', capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "prefetch" in bad.stderr
 
 
@@ -805,9 +811,9 @@ def test_config_replace_keeps_validation() -> None:
 # matching on its own (no sockets)
 def _pool(name: str, ranks: int, prefetch: int = 1, widest: int | None = None) -> Pool:
     widest = ranks if widest is None else widest
-    return Pool(identity=name.encode(), block_id=name, pool_id=name, hosts=["h"], node_ranks=[ranks],
-                widest=widest, capacity=max(ranks * prefetch, widest), rankpool=__version__,
-                python=PYTHON_VERSION, last_seen=0.0)
+    return Pool(identity=name.encode(), block_id=name, pool_id=name, hosts=["h"],
+                node_ranks=[ranks], widest=widest, capacity=max(ranks * prefetch, widest),
+                rankpool=__version__, python=PYTHON_VERSION, last_seen=0.0)
 
 
 def _ids(batches: list[tuple[Pool, list[Any]]]) -> dict[str, list[int]]:
@@ -899,8 +905,8 @@ for i in range(npools):
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.IDENTITY, f"p{i}".encode())
     s.connect(f"tcp://127.0.0.1:{port}")
-    s.send_multipart(Register(PROTOCOL_VERSION, __version__, PYTHON_VERSION, f"b{i}", f"p{i}", ["h"],
-                              [ranks], ranks, ranks).encode())
+    s.send_multipart(Register(PROTOCOL_VERSION, __version__, PYTHON_VERSION, f"b{i}", f"p{i}",
+                              ["h"], [ranks], ranks, ranks).encode())
     poller.register(s, zmq.POLLIN)
 while True:
     for s, _ in poller.poll(1000):
@@ -953,8 +959,8 @@ def test_throughput(capsys: pytest.CaptureFixture[str]) -> None:
                 done += len(result_ids(header, frames[1:]))
         elapsed = time.perf_counter() - start
         with capsys.disabled():
-            print(f"\ninterchange: {n} no-op tasks, {npools} pools x {ranks} ranks: {elapsed:.2f} s, "
-                  f"{n / elapsed:,.0f} tasks/s")
+            print(f"\ninterchange: {n} no-op tasks, {npools} pools x {ranks} ranks: "
+                  f"{elapsed:.2f} s, {n / elapsed:,.0f} tasks/s")
         cmd.send(Command("stop", "").encode())
         assert ix.wait(10) == 0
     finally:

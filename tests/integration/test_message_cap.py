@@ -20,18 +20,24 @@ from typing import Any
 
 import pytest
 import zmq
+from helpers import executor, wait_for
 
+from rankpool._version import __version__
 from rankpool.errors import MessageTooLarge
 from rankpool.interchange import Interchange, InterchangeConfig
-from rankpool._version import __version__
 from rankpool.protocol.batches import Task, encode_tasks
-from rankpool.protocol.messages import (PROTOCOL_VERSION, PYTHON_VERSION, Command, Heartbeat,
-                                        Register, Registered, decode_message)
+from rankpool.protocol.messages import (
+    PROTOCOL_VERSION,
+    PYTHON_VERSION,
+    Command,
+    Heartbeat,
+    Register,
+    Registered,
+    decode_message,
+)
 from rankpool.protocol.wire import decode_header
 from rankpool.security import CurveKeys, client_curve, make_keys
 from rankpool.task.resources import parse_spec
-
-from helpers import executor, wait_for
 
 pytestmark = [pytest.mark.skipif(not zmq.has("curve"), reason="pyzmq built without CurveZMQ"),
               pytest.mark.timeout(180)]

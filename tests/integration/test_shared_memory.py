@@ -17,9 +17,9 @@ import pytest
 from helpers import executor, wait_for
 
 from rankpool import Executor
+from rankpool.errors import ManagerLost, SharedMemoryError
 from rankpool.shm import arena as shm
 from rankpool.shm import run as shm_run
-from rankpool.errors import ManagerLost, SharedMemoryError
 
 pytestmark = pytest.mark.mpi
 

@@ -94,7 +94,8 @@ def test_tasks_raising_any_base_exception_fail_alone(tmp_path):
                         exc = view.submit(raise_it, kind).exception(timeout=30)
                         show(f"{kind.upper()}_{ranks}", [type(exc).__name__, exc.type_name,
                              exc.code, type(exc.__context__).__name__, str(exc)])
-                    show(f"AFTER_{ranks}", view.submit(lambda comm=None: comm.allreduce(1)).result())
+                    show(f"AFTER_{ranks}",
+                         view.submit(lambda comm=None: comm.allreduce(1)).result())
         show("END", MPI.COMM_WORLD.Get_rank())
         """)
     out, err = finish(proc)

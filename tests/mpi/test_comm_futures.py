@@ -1,8 +1,8 @@
 """CommExecutor against the ``concurrent.futures`` contract, under a real ``mpiexec``.
 
 Each case is a function of this module that rank ``root`` runs inside the executor's ``with``
-block (the others serve); :func:`run_case` starts ``mpiexec -n N python this_file CASE`` and
-returns what the case recorded, and the test asserts on it next to the case.
+block (the others serve); :func:`mpi_cases.run_case` starts ``mpiexec -n N python this_file
+CASE`` and returns what the case recorded, and the test asserts on it next to the case.
 
 Ports of CPython 3.11's ``test_concurrent_futures`` and of mpi4py's ``demo/futures/
 test_futures.py`` that apply to an executor in general run against ``Executor`` in
@@ -13,10 +13,7 @@ communicator of size 1) and the RUNNING rule checked against real worker ranks.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import wait
@@ -24,26 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mpi_cases import record, run_case, serve
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
 
 HERE = Path(__file__).resolve()
-_record: dict[str, Any] = {}
-
-
-def record(key: str, value: Any) -> None:
-    _record[key] = value
-
-
-def run_case(case: str, n: int, tmp_path: Path, timeout: float = 90) -> dict[str, Any]:
-    """Run ``case`` under ``mpiexec -n n``; what root recorded (the run must exit 0)."""
-    from rankpool.launchers.mpiexec import find_mpiexec
-    out = tmp_path / "record.json"
-    env = {**os.environ, "CASE_OUT": str(out), "CASE_DIR": str(tmp_path)}
-    proc = subprocess.run([find_mpiexec(), "-n", str(n), sys.executable, str(HERE), case],
-                          capture_output=True, text=True, timeout=timeout, env=env)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(out.read_text())  # type: ignore[no-any-return]
 
 
 # -- cases (run on root inside the with block) ---------------------------------------------------
@@ -98,7 +80,7 @@ def case_reenter(ex: Any) -> None:
 
 
 def test_task_becomes_running_when_its_rank_starts_it(tmp_path):
-    got = run_case("running", 2, tmp_path)
+    got = run_case(HERE, "running", 2, tmp_path)
     assert got["long_running"] is True and got["long_cancel"] is False
     assert got["behind_running"] is False and got["behind_cancel"] is True
     assert got["wait_cancelled"] == [True, True]
@@ -107,26 +89,26 @@ def test_task_becomes_running_when_its_rank_starts_it(tmp_path):
 
 
 def test_shutdown_cancel_futures_spares_running_tasks(tmp_path):
-    got = run_case("shutdown_cancel", 2, tmp_path)
+    got = run_case(HERE, "shutdown_cancel", 2, tmp_path)
     assert got["running"] == [False, None]
     assert got["queued"] == [True] * 5
 
 
 def test_reentry_refused_and_leaving_twice_is_harmless(tmp_path):
-    got = run_case("reenter", 3, tmp_path)
+    got = run_case(HERE, "reenter", 3, tmp_path)
     assert "entered twice" in got["reenter"]
     assert got["left_twice"] == [True, True, True]
 
 
 def test_wrong_communicators_are_refused(tmp_path):
-    got = run_case("communicators", 2, tmp_path)
+    got = run_case(HERE, "communicators", 2, tmp_path)
     assert got["intercomm"][0] == "ValueError" and "intercommunicator" in got["intercomm"][1]
     assert got["null"][0] == "ValueError" and "COMM_NULL" in got["null"][1]
     assert got["not_comm"][0] == "TypeError" and "str" in got["not_comm"][1]
 
 
 def test_size_one_communicator_runs_tasks_beside_the_driver(tmp_path):
-    got = run_case("solo", 1, tmp_path)
+    got = run_case(HERE, "solo", 1, tmp_path)
     assert got["pow"] == 1024
     assert got["other_thread"] is True
     assert got["comm_size"] == 1
@@ -161,19 +143,18 @@ def case_cancel_race(ex: Any) -> None:
 def test_cancelled_task_never_runs_on_worker_ranks(tmp_path):
     """cancel() returning True means the function never ran, even for cancels that meet tasks
     as their ranks start them (the check of futures_checks.py, alone, on two worker ranks)."""
-    got = run_case("cancel_race", 3, tmp_path)
+    got = run_case(HERE, "cancel_race", 3, tmp_path)
     assert got["cancel_race"] == "passed"
 
 
 def test_generic_executor_checks(tmp_path):
-    got = run_case("generic", 3, tmp_path, timeout=110)
+    got = run_case(HERE, "generic", 3, tmp_path, timeout=110)
     assert got["generic"] == {} and got["generic_count"] > 25
 
 
 def main_initializer() -> None:
-    from mpi4py import MPI
-
     from futures_checks import fail_on_rank_two, read_value, set_value
+    from mpi4py import MPI
 
     from rankpool import CommExecutor
     with CommExecutor(MPI.COMM_WORLD, initializer=set_value, initargs=(42,)) as ex:
@@ -191,7 +172,7 @@ def main_initializer() -> None:
 
 
 def test_initializer_runs_once_per_worker_rank_and_a_failure_breaks(tmp_path):
-    got = run_case("initializer", 3, tmp_path)
+    got = run_case(HERE, "initializer", 3, tmp_path)
     assert got["values"] == [42, 42] and got["num_workers"] == 2
     assert got["broken"][0] == "BrokenPool"
     assert "initializer failed on rank 2" in got["broken"][1] and "no model" in got["broken"][1]
@@ -201,7 +182,7 @@ def test_dropped_executor_shuts_down_and_finishes_its_work(tmp_path):
     """CPython's test_del_shutdown for CommExecutor: root's executor, no longer referenced, is
     collected (its thread does not hold it), its pending task still ends, then its thread
     stops the worker ranks (which leave their with block) and frees the pool communicator."""
-    got = run_case("dropped", 3, tmp_path, timeout=60)
+    got = run_case(HERE, "dropped", 3, tmp_path, timeout=60)
     assert got["collected"] is True
     assert got["result"] == "done"
     assert (tmp_path / "dropped").read_text() == "done"
@@ -210,7 +191,7 @@ def test_dropped_executor_shuts_down_and_finishes_its_work(tmp_path):
 def test_interpreter_exit_waits_for_pending_futures(tmp_path):
     """A program that ends with its CommExecutor open and a task pending does not exit before
     the task is done; then the worker ranks are stopped and every rank exits 0."""
-    got = run_case("exit_waits", 3, tmp_path, timeout=60)
+    got = run_case(HERE, "exit_waits", 3, tmp_path, timeout=60)
     assert got["pending_at_end"] is True
     assert (tmp_path / "at-exit").read_text() == "done"
 
@@ -324,22 +305,5 @@ def main_exit_waits() -> None:
 _open: list[Any] = []
 
 
-def main() -> None:
-    from mpi4py import MPI
-
-    from rankpool import CommExecutor
-    sys.path.insert(0, str(HERE.parent.parent))  # futures_checks, importable on every rank
-    case = sys.argv[1]
-    special = globals().get(f"main_{case}")
-    if special is not None:
-        special()
-    else:
-        with CommExecutor(MPI.COMM_WORLD, root=0) as ex:
-            if ex is not None:
-                globals()[f"case_{case}"](ex)
-    if MPI.COMM_WORLD.Get_rank() == 0:
-        Path(os.environ["CASE_OUT"]).write_text(json.dumps(_record))
-
-
 if __name__ == "__main__":
-    main()
+    serve(globals())

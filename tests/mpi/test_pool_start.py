@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from rankpool.exit_codes import ExitCode
 from rankpool.launchers.failed_starts import diagnose
 from rankpool.launchers.mpiexec import find_mpiexec
-from rankpool.exit_codes import ExitCode
 from rankpool.protocol.starts import StartCause, pool_record_path
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]

@@ -16,7 +16,8 @@ import waiting  # noqa: E402  (tests/, on sys.path through the root conftest)
 from dataflow import load  # noqa: F401  (the shared fixture)
 
 HERE = Path(__file__).resolve().parent
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH"))
+                                           if p)
 
 
 @pytest.fixture

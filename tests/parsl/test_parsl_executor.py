@@ -47,7 +47,8 @@ def test_wrong_types_and_unsupported_options() -> None:
         ExtremeScaleExecutor(managed="yes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="encrypted"):
         ExtremeScaleExecutor(encrypted="yes")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="launcher"):  # one copy per node: never one MPI application
+    # one copy per node: never one MPI application
+    with pytest.raises(ValueError, match="launcher"):
         ExtremeScaleExecutor(provider=LocalProvider(launcher=SingleNodeLauncher()))
     with pytest.raises(ValueError, match="SimpleLauncher"):
         ExtremeScaleExecutor(provider=LocalProvider(launcher=SimpleLauncher()))
@@ -62,7 +63,8 @@ def test_rankpool_launchers_set_the_block_shape() -> None:
 
     from rankpool.launchers import SrunLauncher
     one = SrunLauncher()  # ranks_per_node counts every rank of a node, the manager included
-    ex = ExtremeScaleExecutor(provider=SlurmProvider(nodes_per_block=1, launcher=one), ranks_per_node=4)
+    ex = ExtremeScaleExecutor(provider=SlurmProvider(nodes_per_block=1, launcher=one),
+                              ranks_per_node=4)
     assert one.ranks_per_node == 4 and ex.workers_per_node == 3  # 3 workers and the manager
     assert one("CMD", 1, 1).startswith("srun --ntasks 4 ")
     two = SrunLauncher(ranks_per_node=4)  # the manager takes one slot of the first node
@@ -73,19 +75,21 @@ def test_rankpool_launchers_set_the_block_shape() -> None:
                              ranks_per_node=4)
     with pytest.raises(ValueError, match="allow_per_node_launcher"):  # one pool per node
         ExtremeScaleExecutor(provider=SlurmProvider(launcher=ParslSrunLauncher()), ranks_per_node=4)
-    ex = ExtremeScaleExecutor(provider=SlurmProvider(nodes_per_block=2, launcher=ParslSrunLauncher()),
+    ex = ExtremeScaleExecutor(provider=SlurmProvider(nodes_per_block=2,
+                                                     launcher=ParslSrunLauncher()),
                               ranks_per_node=4, allow_per_node_launcher=True,
                               launch_cmd="mpiexec -n {ranks} {command}")
     assert ex.workers_per_node == 3  # two pools of 4 ranks: 3 workers each
 
 
-# -- tasks --------------------------------------------------------------------------------------------
+# -- tasks -----------------------------------------------------------------------------------------
 def test_issue_example_and_resource_specs(load: Any) -> None:
     load(xs(ranks_per_node=4))
     assert apps.solve(1, parsl_resource_specification={"num_ranks": 4}).result(timeout=60) == 4
     all_ranks = apps.rank_and_size(parsl_resource_specification={"num_ranks": 3, "results": "all"})
     assert all_ranks.result(timeout=30) == [(0, 3), (1, 3), (2, 3)]
-    assert apps.first_arg_comm(None, 5, parsl_resource_specification={"ranks": 2}).result(timeout=30) == 10
+    assert apps.first_arg_comm(None, 5, parsl_resource_specification={"ranks": 2}) \
+        .result(timeout=30) == 10
     assert apps.rank_and_size().result(timeout=30) == (0, 1)  # 1-rank task: a size-1 communicator
     # an exception on a rank other than the root fails the task (Parsl returns it as a value)
     for results in ("root", "all"):

@@ -38,7 +38,8 @@ def test_an_app_that_exits_fails_and_the_workflow_goes_on(load, ranks: int) -> N
     TaskExit; the apps after it run on the same pool."""
     load(xs(ranks_per_node=4))
     spec = {"num_ranks": ranks}
-    for how, type_name, code in (("exit", "SystemExit", 7), ("interrupt", "KeyboardInterrupt", None)):
+    for how, type_name, code in (("exit", "SystemExit", 7),
+                                 ("interrupt", "KeyboardInterrupt", None)):
         exc = leave(how, parsl_resource_specification=spec).exception(timeout=60)
         assert isinstance(exc, TaskExit), repr(exc)
         assert (exc.type_name, exc.code) == (type_name, code)

@@ -32,14 +32,16 @@ def test_monitoring_database_has_this_executors_rows(load: Any, tmp_path: Path) 
         def rows(sql: str) -> list[tuple[Any, ...]]:
             return con.execute(sql, (run_id,)).fetchall()
 
-        blocks = rows("SELECT block_id, status FROM block WHERE run_id = ? AND executor_label = 'xs'")
+        blocks = rows("SELECT block_id, status FROM block "
+                      "WHERE run_id = ? AND executor_label = 'xs'")
         assert ("0", "PENDING") in blocks and ("0", "SCALED_IN") in blocks
         nodes = rows("SELECT block_id, worker_count, active, python_v FROM node WHERE run_id = ?")
         assert ("0", 2, 1) in {n[:3] for n in nodes} and ("0", 2, 0) in {n[:3] for n in nodes}
-        tasks = rows("SELECT task_id, task_func_name, task_time_returned FROM task WHERE run_id = ?")
+        tasks = rows("SELECT task_id, task_func_name, task_time_returned "
+                     "FROM task WHERE run_id = ?")
         assert {t[1] for t in tasks} == {"busy"} and all(t[2] for t in tasks)
-        tries = rows("SELECT task_id, try_id, task_executor, block_id, hostname, task_try_time_running "
-                     "FROM try WHERE run_id = ?")
+        tries = rows("SELECT task_id, try_id, task_executor, block_id, hostname, "
+                     "task_try_time_running FROM try WHERE run_id = ?")
         assert len(tries) == 2
         assert all(t[2] == "xs" and t[3] == "0" and t[4] and t[5] for t in tries)
         statuses = {(task, status) for task, status in

@@ -20,4 +20,5 @@ def xs(*, ranks_per_node: int = 2, init_blocks: int = 1, min_blocks: int = 0, ma
         provider = local_provider(init_blocks=init_blocks, min_blocks=min_blocks,
                                   max_blocks=max_blocks)
     kwargs.setdefault("label", "xs")
-    return ExtremeScaleExecutor(provider=provider, ranks_per_node=ranks_per_node, **{**FAST, **kwargs})
+    return ExtremeScaleExecutor(provider=provider, ranks_per_node=ranks_per_node,
+                                **{**FAST, **kwargs})

@@ -19,7 +19,8 @@ from dataflow import load  # noqa: F401  (the shared fixture)
 from waiting import wait_for
 
 HERE = Path(__file__).resolve().parent
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH"))
+                                           if p)
 _BIN = os.path.dirname(sys.executable)  # jobs must find this Python's mpiexec and rankpool
 if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = os.pathsep.join((_BIN, os.environ.get("PATH", "")))

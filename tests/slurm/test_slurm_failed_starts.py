@@ -68,8 +68,8 @@ def test_block_that_cannot_start_fails_the_app_with_the_cause(
     assert "block 0 (job " in out and cause in out, out
 
 
-def test_pool_that_cannot_reach_the_interchange_is_reported(load: Any, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pool_that_cannot_reach_the_interchange_is_reported(
+        load: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The pools are given a loopback port nobody listens on (as a wrong ``address`` or a
     firewall would leave them): each gives up after the heartbeat threshold (3 s here) and the
     executor fails the app with the address the pool tried."""

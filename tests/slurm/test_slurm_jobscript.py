@@ -44,7 +44,8 @@ def test_job_scripts_attach_pools_to_an_unmanaged_executor(load: Any, tmp_path: 
     script = run_dir / "pool_command.sh"
     assert script.exists() and (run_dir / "interchange.json").exists()
     assert ("--server-key" in ex.pool_command("x")) == zmq.has("curve")
-    assert "srun --ntasks 6 --ntasks-per-node 3 --nodes 2 --kill-on-bad-exit=0 sh " in script.read_text()
+    assert "srun --ntasks 6 --ntasks-per-node 3 --nodes 2 --kill-on-bad-exit=0 sh " \
+        in script.read_text()
     assert ex.blocks_to_job_id == {}
 
     # the fake nodes have fewer cores than 3 ranks: the jobs overcommit, and sbatch then

@@ -41,13 +41,19 @@ PALS_HOSTS = '${PBS_NODEFILE:+--hostfile "$PBS_NODEFILE"}'
 # -- exact command lines ------------------------------------------------------------------------
 LINES = [
     # (launcher, nodes_per_block, expected line)
-    (MpiexecLauncher(ranks_per_node=1), 4, f"mpiexec -n 4 -ppn 1 -disable-auto-cleanup {HOSTS} {CMD}"),
-    (MpiexecLauncher(ranks_per_node=8), 1, f"mpiexec -n 8 -ppn 8 -disable-auto-cleanup {HOSTS} {CMD}"),
-    (MpiexecLauncher(ranks_per_node=8), 4, f"mpiexec -n 32 -ppn 8 -disable-auto-cleanup {HOSTS} {CMD}"),
-    (MpiexecLauncher(ranks_per_node=4), 2, f"mpiexec -n 8 -ppn 4 -disable-auto-cleanup {HOSTS} {CMD}"),
-    (MpiexecLauncher(ranks_per_node=8, hostfile_var=None), 4, f"mpiexec -n 32 -ppn 8 -disable-auto-cleanup {CMD}"),
+    (MpiexecLauncher(ranks_per_node=1), 4,
+     f"mpiexec -n 4 -ppn 1 -disable-auto-cleanup {HOSTS} {CMD}"),
+    (MpiexecLauncher(ranks_per_node=8), 1,
+     f"mpiexec -n 8 -ppn 8 -disable-auto-cleanup {HOSTS} {CMD}"),
+    (MpiexecLauncher(ranks_per_node=8), 4,
+     f"mpiexec -n 32 -ppn 8 -disable-auto-cleanup {HOSTS} {CMD}"),
+    (MpiexecLauncher(ranks_per_node=4), 2,
+     f"mpiexec -n 8 -ppn 4 -disable-auto-cleanup {HOSTS} {CMD}"),
+    (MpiexecLauncher(ranks_per_node=8, hostfile_var=None), 4,
+     f"mpiexec -n 32 -ppn 8 -disable-auto-cleanup {CMD}"),
     (MpiexecLauncher(ranks_per_node=2, hostfile_var="COBALT_NODEFILE"), 2,
-     f'mpiexec -n 4 -ppn 2 -disable-auto-cleanup ${{COBALT_NODEFILE:+-hostfile "$COBALT_NODEFILE"}} {CMD}'),
+     f'mpiexec -n 4 -ppn 2 -disable-auto-cleanup '
+     f'${{COBALT_NODEFILE:+-hostfile "$COBALT_NODEFILE"}} {CMD}'),
     (MpiexecLauncher(ranks_per_node=8, cpu_bind="core", extra="-genv FOO 1"), 4,
      f"mpiexec -n 32 -ppn 8 -disable-auto-cleanup {HOSTS} -bind-to core -genv FOO 1 {CMD}"),
     (MpiexecLauncher(ranks_per_node=8, extra=["-genv", "A", "x y"]), 1,
@@ -60,14 +66,17 @@ LINES = [
      f"mpiexec -n 32 -ppn 8 {HOSTS} -genv I_MPI_PIN_DOMAIN core {CMD}"),
     (MpiexecLauncher(ranks_per_node=3, executable="/opt/my mpi/bin/mpiexec"), 1,
      f"'/opt/my mpi/bin/mpiexec' -n 3 -ppn 3 -disable-auto-cleanup {HOSTS} {CMD}"),
-    (SrunLauncher(ranks_per_node=1), 4, f"srun --ntasks 4 --ntasks-per-node 1 --nodes 4 --kill-on-bad-exit=0 {CMD}"),
-    (SrunLauncher(ranks_per_node=8), 1, f"srun --ntasks 8 --ntasks-per-node 8 --nodes 1 --kill-on-bad-exit=0 {CMD}"),
-    (SrunLauncher(ranks_per_node=4), 2, f"srun --ntasks 8 --ntasks-per-node 4 --nodes 2 --kill-on-bad-exit=0 {CMD}"),
+    (SrunLauncher(ranks_per_node=1), 4,
+     f"srun --ntasks 4 --ntasks-per-node 1 --nodes 4 --kill-on-bad-exit=0 {CMD}"),
+    (SrunLauncher(ranks_per_node=8), 1,
+     f"srun --ntasks 8 --ntasks-per-node 8 --nodes 1 --kill-on-bad-exit=0 {CMD}"),
+    (SrunLauncher(ranks_per_node=4), 2,
+     f"srun --ntasks 8 --ntasks-per-node 4 --nodes 2 --kill-on-bad-exit=0 {CMD}"),
     (SrunLauncher(ranks_per_node=8, mpi="pmi2"), 4,
      f"srun --ntasks 32 --ntasks-per-node 8 --nodes 4 --kill-on-bad-exit=0 --mpi=pmi2 {CMD}"),
     (SrunLauncher(ranks_per_node=8, mpi="pmix", cpus_per_task=4, extra="--cpu-bind=cores"), 4,
-     f"srun --ntasks 32 --ntasks-per-node 8 --nodes 4 --kill-on-bad-exit=0 --mpi=pmix --cpus-per-task 4 "
-     f"--cpu-bind=cores {CMD}"),
+     f"srun --ntasks 32 --ntasks-per-node 8 --nodes 4 --kill-on-bad-exit=0 --mpi=pmix "
+     f"--cpus-per-task 4 --cpu-bind=cores {CMD}"),
     (MpirunLauncher(ranks_per_node=1), 4, f"mpirun -np 4 --map-by ppr:1:node {CMD}"),
     (MpirunLauncher(ranks_per_node=8), 4, f"mpirun -np 32 --map-by ppr:8:node {CMD}"),
     (MpirunLauncher(ranks_per_node=4), 2, f"mpirun -np 8 --map-by ppr:4:node {CMD}"),
@@ -91,7 +100,7 @@ LINES = [
 
 
 @pytest.mark.parametrize("launcher, nodes, expected", LINES,
-                         ids=[f"{type(l).__name__}-{n}" for l, n, _ in LINES])
+                         ids=[f"{type(launcher).__name__}-{n}" for launcher, n, _ in LINES])
 def test_exact_command_line(launcher: RankLauncher, nodes: int, expected: str) -> None:
     assert launcher(CMD, 1, nodes) == expected
     assert launcher(CMD, 1, nodes, "/scripts") == expected     # script_dir changes nothing
@@ -225,7 +234,7 @@ OURS = [MpiexecLauncher(ranks_per_node=2), SrunLauncher(), MpirunLauncher(ranks_
         AprunLauncher(), JsrunLauncher(), FluxLauncher()]
 
 
-@pytest.mark.parametrize("launcher", PARSL_PER_NODE, ids=lambda l: type(l).__name__)
+@pytest.mark.parametrize("launcher", PARSL_PER_NODE, ids=lambda launcher: type(launcher).__name__)
 def test_parsl_launchers_start_a_pool_per_node(launcher: Launcher) -> None:
     assert is_per_node_launcher(launcher)
     assert launch_style(launcher) is LaunchStyle.PER_SLOT
@@ -236,7 +245,7 @@ def test_parsl_launchers_start_a_pool_per_node(launcher: Launcher) -> None:
     assert configure_launcher(launcher, ranks_per_node=4, allow_per_node=True) == 4
 
 
-@pytest.mark.parametrize("launcher", OURS, ids=lambda l: type(l).__name__)
+@pytest.mark.parametrize("launcher", OURS, ids=lambda launcher: type(launcher).__name__)
 def test_ours_start_one_application(launcher: RankLauncher) -> None:
     assert not is_per_node_launcher(launcher)
     assert launch_style(launcher) is LaunchStyle.ONE_APPLICATION

@@ -128,7 +128,8 @@ def test_pool_command_line_round_trip_and_refusals(capsys: pytest.CaptureFixture
                         "--cpu-affinity", "list:0-3:4-7", "--accelerator-env", "intel"])
     assert cfg.resources == node_resources(6, "ZE_AFFINITY_MASK", 2, [[0, 1, 2, 3], [4, 5, 6, 7]])
     assert parse(cfg.to_argv()) == cfg
-    assert PoolConfig("tcp://h:1", "b").to_argv() == ["--interchange", "tcp://h:1", "--block-id", "b"]
+    assert PoolConfig("tcp://h:1", "b").to_argv() \
+        == ["--interchange", "tcp://h:1", "--block-id", "b"]
     for bad, name in ((["--accelerators", "a,a"], "accelerators"),
                       (["--cpu-affinity", "tight"], "cpu_affinity"),
                       (["--ranks-per-accelerator", "0"], "ranks_per_accelerator")):

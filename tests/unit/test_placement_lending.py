@@ -116,7 +116,7 @@ def test_wide_task_waits_at_most_lend_tasks_per_rank(lend: int, seed: int | None
     s.submit("wide", Shape(6))
     loans: dict[int, int] = {}
     ended_on_wide_ranks: list[Hashable] = []
-    for rounds in range(1, 500):
+    for rounds in range(1, 500):  # noqa: B007  (read after the loop: the rounds it took)
         got = _assign(s)
         if "wide" in got:
             break
@@ -151,7 +151,7 @@ def test_stream_of_narrow_exclusive_tasks_cannot_starve_a_wide_one() -> None:
         nxt += 1
     running += list(_assign(s))
     s.submit("wide", Shape(4))
-    for rounds in range(1, 200):
+    for rounds in range(1, 200):  # noqa: B007  (read after the loop: the rounds it took)
         got = _assign(s)
         if "wide" in got:
             break

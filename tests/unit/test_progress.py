@@ -1,4 +1,5 @@
-"""rankpool.frontends.progress: counts, terminal redraws, occasional lines elsewhere, the three waits."""
+"""rankpool.frontends.progress: counts, terminal redraws, occasional lines elsewhere, the three
+waits."""
 
 from __future__ import annotations
 

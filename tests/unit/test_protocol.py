@@ -172,7 +172,8 @@ def test_version_checks_name_both_sides():
 
 
 def test_lost_and_refused_carry_a_typed_cause():
-    lost = protocol.Lost("b1", ["h"], "no heartbeat for 12.0 s", [3, 4], protocol.LostCause.NO_HEARTBEAT)
+    lost = protocol.Lost("b1", ["h"], "no heartbeat for 12.0 s", [3, 4],
+                         protocol.LostCause.NO_HEARTBEAT)
     header = decode_header(lost.encode()[0])
     assert header["cause"] == "no-heartbeat"  # the enum's value on the wire
     back = decode_message(header)

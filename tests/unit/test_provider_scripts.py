@@ -35,7 +35,6 @@ from parsl.providers import (
 )
 from parsl.providers.cluster_provider import ClusterProvider
 
-from rankpool.launchers.shape import block_shape
 from rankpool.launchers import (
     FluxLauncher,
     JsrunLauncher,
@@ -43,6 +42,7 @@ from rankpool.launchers import (
     RankLauncher,
     SrunLauncher,
 )
+from rankpool.launchers.shape import block_shape
 
 CMD = "/opt/py/bin/python3 -m rankpool.mpi_pool --interchange tcp://10.1.2.3:55001 --block-id 0"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -114,7 +114,8 @@ def test_pbspro_with_mpiexec(submitted: Callable[[Any], str]) -> None:
     assert "#PBS -l walltime=01:00:00" in script
     assert "#PBS -l filesystems=home" in script
     assert script.index("source env/bin/activate") < len(script) - 1
-    assert script[-1] == f'mpiexec -n 32 -ppn 8 -disable-auto-cleanup ${{PBS_NODEFILE:+-hostfile "$PBS_NODEFILE"}} {CMD}'
+    assert script[-1] == (f'mpiexec -n 32 -ppn 8 -disable-auto-cleanup '
+                          f'${{PBS_NODEFILE:+-hostfile "$PBS_NODEFILE"}} {CMD}')
     submit_command = submitted.fake.commands[-1]  # type: ignore[attr-defined]
     assert submit_command.startswith("qsub  -q debug -A proj /")
 
@@ -134,7 +135,8 @@ def test_torque_with_mpiexec(submitted: Callable[[Any], str]) -> None:
     script = lines(submitted(provider))
     assert "#PBS -l nodes=2:ppn=4" in script  # the slots -ppn 4 places ranks in
     assert "#PBS -l walltime=00:10:00" in script
-    line = f'mpiexec -n 8 -ppn 4 -disable-auto-cleanup ${{PBS_NODEFILE:+-hostfile "$PBS_NODEFILE"}} {CMD}'
+    line = (f'mpiexec -n 8 -ppn 4 -disable-auto-cleanup '
+            f'${{PBS_NODEFILE:+-hostfile "$PBS_NODEFILE"}} {CMD}')
     assert script[-2:] == [f"echo {shlex.quote('rankpool launch: ' + line)}", line]
 
 
@@ -146,7 +148,8 @@ def test_slurm_with_srun(submitted: Callable[[Any], str]) -> None:
     for header in ("#SBATCH --nodes=2", "#SBATCH --time=30", "#SBATCH --ntasks-per-node=4",
                    "#SBATCH --exclusive", "#SBATCH --partition=debug", "#SBATCH --account=proj"):
         assert header in script
-    assert script[-1] == f"srun --ntasks 8 --ntasks-per-node 4 --nodes 2 --kill-on-bad-exit=0 --mpi=pmix {CMD}"
+    assert script[-1] == (f"srun --ntasks 8 --ntasks-per-node 4 --nodes 2 --kill-on-bad-exit=0 "
+                          f"--mpi=pmix {CMD}")
 
 
 def test_slurm_shared_nodes_hold_the_launch(submitted: Callable[[Any], str]) -> None:
@@ -155,7 +158,8 @@ def test_slurm_shared_nodes_hold_the_launch(submitted: Callable[[Any], str]) -> 
                              launcher=SrunLauncher(ranks_per_node=4))
     script = lines(submitted(provider))
     assert "#SBATCH --exclusive" not in script
-    assert [h for h in script if h.startswith("#SBATCH --ntasks")] == ["#SBATCH --ntasks-per-node=4"]
+    assert [h for h in script if h.startswith("#SBATCH --ntasks")] \
+        == ["#SBATCH --ntasks-per-node=4"]
     assert script[-1] == f"srun --ntasks 8 --ntasks-per-node 4 --nodes 2 --kill-on-bad-exit=0 {CMD}"
 
 
@@ -198,6 +202,7 @@ def test_lsf_by_cores_needs_the_ranks_per_node() -> None:
 
 def test_grid_engine_without_parallel_environment_warns(caplog: pytest.LogCaptureFixture) -> None:
     from parsl.providers import GridEngineProvider
+
     from rankpool.launchers import MpirunLauncher
     with caplog.at_level("WARNING", logger="rankpool.launchers.allocation"):
         block_shape(GridEngineProvider(launcher=MpirunLauncher(ranks_per_node=4)), None, None)
@@ -212,7 +217,8 @@ def test_grid_engine_without_parallel_environment_warns(caplog: pytest.LogCaptur
 def test_slurm_with_mpiexec_has_no_hostfile_at_run_time(submitted: Callable[[Any], str]) -> None:
     script = submitted(SlurmProvider(nodes_per_block=2,
                                      launcher=MpiexecLauncher(ranks_per_node=4)))
-    assert lines(script)[-1].startswith("mpiexec -n 8 -ppn 4 -disable-auto-cleanup ${PBS_NODEFILE:+")
+    assert lines(script)[-1].startswith(
+        "mpiexec -n 8 -ppn 4 -disable-auto-cleanup ${PBS_NODEFILE:+")
 
 
 def test_lsf_with_jsrun(submitted: Callable[[Any], str]) -> None:
@@ -280,7 +286,8 @@ EXAMPLE_LINES = {
     "site_lsf_summit": ("jsrun --nrs 12 --rs_per_host 6 --tasks_per_rs 1 --cpu_per_rs 7 "
                         f"--gpu_per_rs 1 --bind packed:7 {CMD}"),
     "site_flux": f"flux run -n 16 -N 2 --exclusive {CMD}",
-    "site_slurm": f"srun --ntasks 32 --ntasks-per-node 16 --nodes 2 --kill-on-bad-exit=0 --mpi=pmi2 {CMD}",
+    "site_slurm": (f"srun --ntasks 32 --ntasks-per-node 16 --nodes 2 --kill-on-bad-exit=0 "
+                   f"--mpi=pmi2 {CMD}"),
 }
 
 

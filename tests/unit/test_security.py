@@ -96,7 +96,7 @@ def test_interchange_config_checks_curve_dir(tmp_path: Path) -> None:
         InterchangeConfig.from_json('{"heartbeat_period": 1%s}' % ("0" * 400))
 
 
-# -- key files --------------------------------------------------------------------------------------
+# -- key files -------------------------------------------------------------------------------------
 @needs_curve
 def test_keys_are_made_per_run_owner_only(tmp_path: Path) -> None:
     old = os.umask(0)  # a careless umask must not widen the files
@@ -156,7 +156,8 @@ def test_bad_key_files_are_refused_by_name(tmp_path: Path) -> None:
     mixed = tmp_path / "mixed.key_secret"
     pub, _ = load_secret(keys.secret("front"))
     _, sec = load_secret(keys.secret("pool"))
-    mixed.write_text(f'curve\n    public-key = "{pub.decode()}"\n    secret-key = "{sec.decode()}"\n')
+    mixed.write_text(f'curve\n    public-key = "{pub.decode()}"\n'
+                     f'    secret-key = "{sec.decode()}"\n')
     mixed.chmod(0o600)
     with pytest.raises(KeyFileError, match="does not belong"):
         load_secret(str(mixed))
@@ -181,7 +182,7 @@ def test_client_curve_reads_the_pool_keys_beside_the_server_key(tmp_path: Path) 
         ctx.destroy(linger=0)
 
 
-# -- the gatekeeper's decisions ---------------------------------------------------------------------
+# -- the gatekeeper's decisions --------------------------------------------------------------------
 class Recorder:
     """Stands in for the ZAP socket: keeps what would be sent."""
 

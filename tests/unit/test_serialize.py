@@ -186,6 +186,7 @@ def test_task_exit_code_with_parsl_exceptions_pickling() -> None:
     """Parsl installs tblib's exception pickling, which rebuilds a SystemExit without
     running its __init__ (``code`` None): the exit code is read from its args."""
     import copyreg
+
     import tblib.pickling_support
     saved = dict(copyreg.dispatch_table)
     tblib.pickling_support.install(SystemExit)

@@ -243,7 +243,7 @@ def test_shared_memory_error_keeps_its_fields_across_pickle() -> None:
     assert "seg" in str(err) and "gone" in str(err)
 
 
-# -- through serialization --------------------------------------------------------------------------
+# -- through serialization -------------------------------------------------------------------------
 @pytest.mark.parametrize("value", [
     np.arange(MB // 8, dtype=np.float64),
     np.arange(4 * MB // 8, dtype=np.int64).reshape(512, -1)[:, ::2],  # not contiguous
@@ -339,7 +339,7 @@ def test_the_front_end_plane_frees_arguments_and_cleans_up() -> None:
     assert not shm_run.shares_front_end_memory(plane.prefix)
 
 
-# -- switching it on ---------------------------------------------------------------------------------
+# -- switching it on -------------------------------------------------------------------------------
 def test_choose_shared_memory() -> None:
     assert choose_shared_memory(None, local=True) is True
     assert choose_shared_memory(None, local=False) is False

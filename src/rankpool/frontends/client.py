@@ -93,10 +93,11 @@ class InterchangeClient:
         try:
             self.ports = json.loads(line)
             self.ports["pool_port"], self.ports["client_port"], self.ports["command_port"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError) as exc:
             self.proc.kill()
             raise RuntimeError(f"the interchange did not start: {line!r} (exit code "
-                               f"{self.proc.poll()}; see its log in {self.config.run_dir or 'stderr'})")
+                               f"{self.proc.poll()}; see its log in "
+                               f"{self.config.run_dir or 'stderr'})") from exc
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.IDENTITY, self.config.front_identity.encode())
         self.sock.setsockopt(zmq.LINGER, 0)

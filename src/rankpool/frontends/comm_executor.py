@@ -35,16 +35,16 @@ from mpi4py import MPI
 from ..errors import ResourceSpecError
 from ..exit_codes import ExitCode
 from ..mpi_pool.backoff import BackoffConfig
+from ..mpi_pool.initializer import initialize
 from ..mpi_pool.interrupts import Interrupts
 from ..mpi_pool.manager import Manager, abort_for_stuck
 from ..mpi_pool.mpich_files import release
 from ..mpi_pool.placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
-from ..mpi_pool.subcomms import discover_topology
-from ..mpi_pool.initializer import initialize
-from ..task.initializer import dump_initializer
 from ..mpi_pool.solo import Solo
+from ..mpi_pool.subcomms import discover_topology
 from ..mpi_pool.worker import Worker
 from ..protocol.batches import Task
+from ..task.initializer import dump_initializer
 from ..task.node_resources import apply_binding, device_ranks, node_resources
 from ..task.resources import Spec, check_fits
 from .base import FrontEnd
@@ -94,7 +94,8 @@ class CommExecutor(FrontEnd):
                                    cpu_affinity)
         comm = _intracomm(MPI.COMM_WORLD if comm is None else comm)
         if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < comm.Get_size():
-            raise ValueError(f"root must be a rank of comm (0..{comm.Get_size() - 1}), got {root!r}")
+            raise ValueError(f"root must be a rank of comm (0..{comm.Get_size() - 1}), "
+                             f"got {root!r}")
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be a positive integer, got {depth!r}")
         check_lend(lend, "lend")

@@ -1,6 +1,6 @@
 """``rankpool.Executor``: a ``concurrent.futures`` executor over MPI pools, without Parsl.
 
-    with Executor(max_ranks=4) as ex:             # an interchange + one local pool of 4 worker ranks
+    with Executor(max_ranks=4) as ex:     # an interchange + one local pool of 4 worker ranks
         print(ex.submit(pow, 2, 10).result())
         print(ex.requirements(num_ranks=2).submit(simulate, 3).result())
 
@@ -31,14 +31,14 @@ from ..launchers.mpiexec import find_mpiexec
 from ..launchers.provider_blocks import ProviderBlocks
 from ..launchers.shape import block_shape, local_shape
 from ..protocol import messages as protocol
-from ..protocol.messages import RefusalCause
 from ..protocol.batches import Task
+from ..protocol.messages import RefusalCause
 from ..protocol.starts import FailedStart
 from ..protocol.wire import MAX_MESSAGE_SIZE, check_max_message_size
 from ..shm.plane import check_cap, choose_shared_memory
+from ..task.initializer import dump_initializer, write_initializer
 from ..task.node_resources import block_devices, node_resources, node_workers
 from ..task.resources import Spec, check_fits
-from ..task.initializer import dump_initializer, write_initializer
 from .base import FrontEnd
 from .engine import Engine, TaskFuture
 from .lifetime import Closer, close_when_dropped, weak
@@ -120,7 +120,8 @@ class Executor(FrontEnd):
             raise ValueError("heartbeat_threshold must not be shorter than heartbeat_period")
         _positive("max_failed_starts", max_failed_starts, int)
         if provider is not None and not hasattr(provider, "submit"):
-            raise TypeError(f"provider must be a Parsl ExecutionProvider, got {type(provider).__name__}")
+            raise TypeError(f"provider must be a Parsl ExecutionProvider, "
+                            f"got {type(provider).__name__}")
         if provider is None:
             mpiexec = find_mpiexec(mpiexec)  # a missing one is refused before anything starts
         self.max_failed_starts = max_failed_starts
@@ -236,7 +237,7 @@ class Executor(FrontEnd):
             self.client.kill()
             raise
 
-    # -- views of the pools -------------------------------------------------------------------------
+    # -- views of the pools ------------------------------------------------------------------------
     def pools(self) -> list[dict[str, Any]]:
         """The connected pools: block, hosts, usable ranks, ``stuck_ranks`` (see the faults page;
         a pool with any is drained), busy ranks, tasks in flight, versions, and ``devices``:

@@ -187,8 +187,9 @@ def map(executor: concurrent.futures.Executor, fn: Callable[..., Any], *iterable
     tasks as they finish in any order.
 
     Every task is submitted first, as ``Executor.map`` does; the first failed task's exception
-    is raised when its turn comes, and leaving the loop early cancels the tasks not started. Works with any ``concurrent.futures`` executor (for Parsl,
-    wrap the app futures with :func:`as_completed` instead).
+    is raised when its turn comes, and leaving the loop early cancels the tasks not started.
+    Works with any ``concurrent.futures`` executor (for Parsl, wrap the app futures with
+    :func:`as_completed` instead).
     """
     futures = [executor.submit(fn, *args) for args in zip(*iterables)]
     deadline = None if timeout is None else time.monotonic() + timeout

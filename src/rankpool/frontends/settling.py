@@ -76,7 +76,8 @@ def settle_value(future: Future, task_id: int, data: Buffer) -> None:  # type: i
 
 
 def unread(result: Result) -> None:
-    """Free the shared-memory segments of a result nobody will read (see :mod:`rankpool.shm.arena`)."""
+    """Free the shared-memory segments of a result nobody will read (see
+    :mod:`rankpool.shm.arena`)."""
     for outcome in result.outcomes:
         if outcome.buffers:
             discard(outcome.buffers)

@@ -71,7 +71,8 @@ def _release(ix: Interchange, arg: str) -> list[str]:
     pools = _of_block(ix, arg)
     for pool in pools:
         if pool.draining:
-            raise CommandError(f"pool {pool.pool_id!r} of block {arg!r} is draining; it cannot be released")
+            raise CommandError(f"pool {pool.pool_id!r} of block {arg!r} is draining; "
+                               f"it cannot be released")
     for pool in pools:
         ix.hold(pool, False)
     return [p.pool_id for p in pools]

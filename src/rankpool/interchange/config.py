@@ -23,7 +23,8 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 def _check_port(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-        raise ValueError(f"{name}: must be a port number in 0..65535 (0 = any free port), got {value!r}")
+        raise ValueError(f"{name}: must be a port number in 0..65535 (0 = any free port), "
+                         f"got {value!r}")
 
 
 def _check_positive(name: str, value: Any) -> None:
@@ -78,8 +79,10 @@ class InterchangeConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.front_identity, str):
             raise ValueError(f"front_identity: must be a string, got {self.front_identity!r}")
-        if not isinstance(self.address, str) or not self.address or any(c.isspace() for c in self.address):
-            raise ValueError(f"address: must be a host name, an IP address or '*', got {self.address!r}")
+        if not isinstance(self.address, str) or not self.address \
+                or any(c.isspace() for c in self.address):
+            raise ValueError(f"address: must be a host name, an IP address or '*', "
+                             f"got {self.address!r}")
         for name in ("pool_port", "client_port", "command_port"):
             _check_port(name, getattr(self, name))
         if self.port_range is not None:
@@ -96,8 +99,10 @@ class InterchangeConfig:
         _check_positive("heartbeat_threshold", self.heartbeat_threshold)
         if self.heartbeat_threshold < self.heartbeat_period:
             raise ValueError(f"heartbeat_threshold: {self.heartbeat_threshold!r} is shorter than "
-                             f"heartbeat_period {self.heartbeat_period!r}; every peer would look lost")
-        if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int) or self.prefetch < 1:
+                             f"heartbeat_period {self.heartbeat_period!r}; "
+                             f"every peer would look lost")
+        if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int) \
+                or self.prefetch < 1:
             raise ValueError(f"prefetch: must be a positive integer, got {self.prefetch!r}")
         if not isinstance(self.run_dir, str):
             raise ValueError(f"run_dir: must be a path or '', got {self.run_dir!r}")

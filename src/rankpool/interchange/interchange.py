@@ -132,8 +132,8 @@ class Interchange:
             self._pool_sock, pool_port = bind_router(self._ctx, cfg.address, cfg.pool_port, rng,
                                                      gate.setup("pool") if gate else None, cap)
             self._client_sock, client_port = bind_router(
-                self._ctx, LOOPBACK, cfg.client_port, rng, gate.setup("front-end") if gate else None,
-                cap)
+                self._ctx, LOOPBACK, cfg.client_port, rng,
+                gate.setup("front-end") if gate else None, cap)
             self._command_sock, command_port = bind_router(
                 self._ctx, LOOPBACK, cfg.command_port, rng, gate.setup("command") if gate else None,
                 cap)
@@ -269,10 +269,11 @@ class Interchange:
             self.pools.touch(pool, self._now)
             if isinstance(msg, Stop):
                 if pool.draining:
-                    self.lose(pool, f"pool drained: {msg.reason}", LostCause.DRAINED, tell_pool=False,
-                              level=logging.INFO)
+                    self.lose(pool, f"pool drained: {msg.reason}", LostCause.DRAINED,
+                              tell_pool=False, level=logging.INFO)
                 else:
-                    self.lose(pool, f"pool stopped: {msg.reason}", LostCause.STOPPED, tell_pool=False)
+                    self.lose(pool, f"pool stopped: {msg.reason}", LostCause.STOPPED,
+                              tell_pool=False)
             elif isinstance(msg, Capacity):
                 self.on_capacity(pool, msg)
             elif isinstance(msg, Started):
@@ -310,10 +311,11 @@ class Interchange:
         self.registered_blocks.add(pool.block_id)
         self.room.add(pool)
         self._dirty = True
-        self._send_pool(identity, Registered("", cfg.heartbeat_period, cfg.heartbeat_threshold).encode())
-        log.info("registered pool %r of block %r: hosts %s, worker ranks %s, widest %d, rankpool %s, "
-                 "Python %s", pool.pool_id, pool.block_id, ",".join(pool.hosts), pool.node_ranks,
-                 pool.widest, pool.rankpool, pool.python)
+        self._send_pool(identity,
+                        Registered("", cfg.heartbeat_period, cfg.heartbeat_threshold).encode())
+        log.info("registered pool %r of block %r: hosts %s, worker ranks %s, widest %d, "
+                 "rankpool %s, Python %s", pool.pool_id, pool.block_id, ",".join(pool.hosts),
+                 pool.node_ranks, pool.widest, pool.rankpool, pool.python)
 
     def on_capacity(self, pool: Pool, report: Capacity) -> None:
         """A pool's usable ranks changed: fit its record to them; a pool with stuck ranks is
@@ -446,7 +448,8 @@ class Interchange:
         header = decode_header(frames[1].buffer)
         assert self.front is not None
         kind = header["k"]
-        if kind not in ("tasks", "heartbeat", "stop", "cancel") or (submit_only and kind != "tasks"):
+        if kind not in ("tasks", "heartbeat", "stop", "cancel") \
+                or (submit_only and kind != "tasks"):
             raise ProtocolError(f"unexpected {kind!r:.40} message on the client port")
         self.front.heard(identity, self._now)
         if kind == "tasks":
@@ -556,7 +559,8 @@ class Interchange:
         self._beats_left = len(due) == _BEAT_SLICE
         for pool in due:
             self.pools.sent(pool, self._now)
-            if not self._send_pool(pool.identity, self._beat) and pool.identity in self._unreachable:
+            if not self._send_pool(pool.identity, self._beat) \
+                    and pool.identity in self._unreachable:
                 closed.append(pool)
         self._unreachable.clear()
         for pool in closed:  # its process or node is gone: no need to wait out the threshold

@@ -31,15 +31,17 @@ class Pool:
     ``capacity`` is in ranks; ``used`` is the sum of the widths of the tasks in flight there,
     ``in_flight`` maps each such task id to its width.
 
-    The capacity adapts to the pool's pace: twice its ranks (at most ``ranks * prefetch``), plus what it finishes in
-    ``PREFETCH_WINDOW`` seconds, up to ``ranks * prefetch``. A pool running long tasks is thus
-    given little more than it can run (work stays spread over pools), while a pool running a
-    flood of short tasks holds enough that its ranks never wait for the interchange.
+    The capacity adapts to the pool's pace: twice its ranks (at most ``ranks * prefetch``),
+    plus what it finishes in ``PREFETCH_WINDOW`` seconds, up to ``ranks * prefetch``. A pool
+    running long tasks is thus given little more than it can run (work stays spread over
+    pools), while a pool running a flood of short tasks holds enough that its ranks never wait
+    for the interchange.
     ``served`` orders pools for round-robin dispatch; ``in_room`` says whether the pool has an
     entry in the matcher's index of pools with room (see :mod:`.matching`).
 
-    ``node_ranks`` and ``widest`` are what the pool can use: a :class:`~rankpool.protocol.messages.Capacity`
-    report takes the ``stuck`` ranks out of them (``registered`` keeps the shape it registered).
+    ``node_ranks`` and ``widest`` are what the pool can use: a
+    :class:`~rankpool.protocol.messages.Capacity` report takes the ``stuck`` ranks out of them
+    (``registered`` keeps the shape it registered).
     """
 
     identity: bytes

@@ -5,7 +5,8 @@ launch command) ended while no pool of it had registered. The diagnosis reads, i
 the pool's own record (a pool that gave up on the interchange writes one, see
 :func:`rankpool.protocol.starts.pool_record_path`), the tail of the job's stderr and stdout,
 and the tail of the pool's log (unless the pool's record says why). :func:`record` appends
-the result to ``<run dir>/failed_starts.json``, which ``rankpool status`` shows (:func:`read_failures`).
+the result to ``<run dir>/failed_starts.json``, which ``rankpool status`` shows
+(:func:`read_failures`).
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def _launch_example(launcher: Any, nodes: int, path: str) -> str:
         return ""
 
 
-# -- the batch environment ---------------------------------------------------------------------------
+# -- the batch environment -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BatchEnvironment:
     """The batch system and launcher the environment points to, for ``rankpool info``."""

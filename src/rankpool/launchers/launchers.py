@@ -20,7 +20,7 @@ name or path, replacing the default), ``debug`` (echo the launch line in the job
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .template import Kind, Option, RankLauncher, Syntax, check_hostfile_var
 

@@ -71,7 +71,8 @@ class LocalBlocks:
             out = os.fdopen(open_private(os.path.join(self.run_dir, f"block-{block_id}.out")),
                             "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.procs[block_id] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT if out else None,
+        self.procs[block_id] = subprocess.Popen(argv, stdout=out,
+                                                stderr=subprocess.STDOUT if out else None,
                                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                                 env=env)
         if out is not None:

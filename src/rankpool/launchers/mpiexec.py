@@ -26,7 +26,8 @@ def find_mpiexec(explicit: str | os.PathLike[str] | None = None) -> str:
         path = shutil.which(str(chosen))
         if path is None:
             source = "argument" if explicit is not None else f"${ENV_VAR}"
-            raise MpiexecNotFound(f"mpiexec given by {source} not found or not executable: {chosen}")
+            raise MpiexecNotFound(f"mpiexec given by {source} not found or not executable: "
+                                  f"{chosen}")
         return path
     beside = Path(sys.executable).parent / "mpiexec"
     if beside.is_file() and os.access(beside, os.X_OK):

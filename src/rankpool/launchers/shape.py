@@ -37,7 +37,8 @@ def block_shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | Non
     """Configure the provider's launcher, fit its jobs to the block, and say what a block holds.
 
     The provider is asked for the shape's ``tasks_per_node`` through its own options where
-    ``provider.submit``'s argument is not enough (:func:`rankpool.launchers.allocation.fit_provider`).
+    ``provider.submit``'s argument is not enough
+    (:func:`rankpool.launchers.allocation.fit_provider`).
 
     The executor's ``ranks_per_node`` goes to the launcher unchanged
     (:func:`rankpool.launchers.configure_launcher`), and means what the launcher counts:

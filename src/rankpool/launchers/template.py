@@ -21,9 +21,10 @@ from __future__ import annotations
 import logging
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Sequence
+from typing import Any
 
 from parsl.launchers.base import Launcher
 

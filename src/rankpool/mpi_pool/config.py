@@ -9,8 +9,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..shm.arena import DEFAULT_CAP
 from ..protocol.wire import MAX_MESSAGE_SIZE, check_max_message_size
+from ..shm.arena import DEFAULT_CAP
 from ..shm.run import check_run_prefix
 from ..task.node_resources import NodeResources, node_resources
 from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
@@ -52,7 +52,8 @@ class PoolConfig:
         for name in ("heartbeat_period", "heartbeat_threshold", "grace"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"--{name.replace('_', '-')}: must be a positive number, got {value!r}")
+                raise ValueError(f"--{name.replace('_', '-')}: must be a positive number, "
+                                 f"got {value!r}")
         if self.heartbeat_threshold < self.heartbeat_period:
             raise ValueError("--heartbeat-threshold: must not be shorter than --heartbeat-period")
         if self.depth < 1:

@@ -7,7 +7,8 @@ named after the pool's random token and the rank. After rank 0 sends work to a r
 none, it rings that rank's bell; a worker that reports with nothing left to run rings rank
 0's. A waiting rank sleeps in ``select`` on its bell (rank 0: and on its ZeroMQ socket) for as
 long as its back-off would have slept, so a ring ends the wait at once and a lost or missing
-ring costs nothing but the old polling delay. A ring carries no data: the message itself travels over MPI.
+ring costs nothing but the old polling delay. A ring carries no data: the message itself
+travels over MPI.
 
 Abstract names are visible to every user of the host (``/proc/net/unix``), so a bell takes
 the sender's credentials with each ring (``SO_PASSCRED``) and ignores, and logs, rings from

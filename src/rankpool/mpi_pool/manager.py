@@ -39,14 +39,23 @@ from typing import Any
 
 from mpi4py import MPI
 
-from ..errors import (InsufficientRanks, ResourceSpecError, StuckRanksError, TaskCancelled,
-                      TaskTimeout, WorkerLost, counted, describe_exit)
+from ..errors import (
+    InsufficientRanks,
+    ResourceSpecError,
+    StuckRanksError,
+    TaskCancelled,
+    TaskTimeout,
+    WorkerLost,
+    counted,
+    describe_exit,
+)
 from ..protocol.batches import Outcome, Result, Task
+from ..protocol.wire import Buffer
 from ..shm.reader import discard
 from ..task.resources import DeviceCapacity, Spec
-from ..protocol.wire import Buffer
 from ..task.serialize import dumps_error, error_summary
-from .comm_cache import DEFAULT_SIZE as COMM_CACHE, CommDirectory
+from .comm_cache import DEFAULT_SIZE as COMM_CACHE
+from .comm_cache import CommDirectory
 from .deaths import Death
 from .doorbell import Doorbell
 from .mpich_files import abort

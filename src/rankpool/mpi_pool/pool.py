@@ -48,17 +48,17 @@ from ..protocol import messages as protocol
 from ..protocol.starts import FailedStart, StartCause, pool_record_path
 from ..shm import arena as shm
 from ..shm import run as shm_run
+from ..task.initializer import read_initializer
 from ..task.node_resources import apply_binding, device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
 from .config import PoolConfig
 from .deaths import DeathWatch, Identity, note_dir
 from .doorbell import Doorbell, new_token
-from .keeper import Link
-from ..task.initializer import read_initializer
 from .initializer import initialize
 from .interrupts import Interrupts
-from .mpich_files import abort, release
+from .keeper import Link
 from .manager import Manager, abort_for_stuck
+from .mpich_files import abort, release
 from .result_sizes import fit_results
 from .subcomms import Topology, discover_topology
 from .worker import Worker

@@ -7,10 +7,10 @@ nor how (MPICH's ``MPI_Comm_disconnect`` returns at once), so a program run this
 it is done: a barrier on its parent intercommunicator (``MPI_Comm_get_parent``) before it
 finishes. The parent waits in a blocking ``MPI_Barrier`` (MPICH 5.0's ``MPI_Ibarrier`` on an
 intercommunicator never completes), which spins the task's first rank and which no walltime
-interrupts: launcher mode has neither limit. What the children print goes to the pool's output, not to the task; ``returncode`` is 0 once
-they reached the barrier. An MPI library or process manager that refuses to spawn fails the
-task with :class:`~rankpool.errors.SpawnUnsupported`, which names launcher mode as the
-alternative.
+interrupts: launcher mode has neither limit. What the children print goes to the pool's
+output, not to the task; ``returncode`` is 0 once they reached the barrier. An MPI library or
+process manager that refuses to spawn fails the task with
+:class:`~rankpool.errors.SpawnUnsupported`, which names launcher mode as the alternative.
 """
 
 from __future__ import annotations

@@ -35,7 +35,6 @@ from mpi4py import MPI
 from ..protocol.wire import Buffer
 from .task_setting import TaskSetting
 
-
 #: MPI's guaranteed minimum for the tag upper bound
 TAG_LIMIT = 32767
 

@@ -46,6 +46,7 @@ class TraceRecorder:
         with os.fdopen(open_private(path, append=False), "wb") as fh:  # 0600, no link followed
             np.savez(fh, task=np.asarray(self.task), rank=np.asarray(self.rank),
                      width=np.asarray(self.width), start=np.asarray(self.start),
-                     end=np.asarray(self.end), block=np.asarray(block_id), host_ranks=np.asarray(ranks),
+                     end=np.asarray(self.end), block=np.asarray(block_id),
+                     host_ranks=np.asarray(ranks),
                      hosts=np.asarray([self.hosts_of_ranks[r] for r in ranks]))
         return path

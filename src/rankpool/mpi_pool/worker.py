@@ -33,16 +33,16 @@ from typing import Any
 from mpi4py import MPI
 
 from ..errors import TaskTimeout
+from ..protocol.wire import Buffer
 from ..shm.arena import Arena
 from ..task.injection import comm_position, inject
-from ..protocol.wire import Buffer
 from ..task.serialize import FunctionLoader, dumps_data, dumps_error, loads_data
 from .applications import Applications, is_application
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
+from .comm_cache import CommCache
 from .doorbell import Doorbell
 from .interrupts import Interrupts
 from .keeper import Link
-from .comm_cache import CommCache
 from .subcomms import Outbox, Tag, WorkItem, acknowledge, has_ulfm, receive
 from .task_setting import applied
 
@@ -55,7 +55,8 @@ RESULT_LINGER = 2.0
 
 
 class _Alarm(BaseException):
-    """Raised inside user code by the walltime alarm (not an Exception: user code rarely catches it)."""
+    """Raised inside user code by the walltime alarm (not an Exception: user code rarely
+    catches it)."""
 
 
 class Worker:
@@ -279,10 +280,14 @@ class Worker:
             if self.apps is None:
                 self.apps = Applications()
             run = self.apps.run
-            call: Any = lambda: run(sub, item.setting, lambda: self._timed(item, fn, args, kwargs))
+
+            def call() -> Any:
+                return run(sub, item.setting, lambda: self._timed(item, fn, args, kwargs))
         else:
             args, kwargs = inject(position, args, kwargs, sub)
-            call = lambda: self._timed(item, fn, args, kwargs)
+
+            def call() -> Any:
+                return self._timed(item, fn, args, kwargs)
         if item.setting is None:
             return call()
         agree = None if sub == MPI.COMM_SELF else lambda ok: bool(sub.allreduce(ok, op=MPI.LAND))

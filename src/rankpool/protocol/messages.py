@@ -22,7 +22,9 @@ SUBMIT_SUFFIX = "/submit"
 
 __all__ = ["PROTOCOL_VERSION", "PYTHON_VERSION", "SUBMIT_SUFFIX", "Message", "Register",
            "Registered", "Heartbeat", "Capacity", "Drain", "Stop", "Command", "Reply", "Lost",
-           "LostCause", "Refused", "RefusalCause", "Started", "Cancel", "Cancelled", "IDS_PER_MESSAGE", "id_slices", "MESSAGES", "decode_message", "version_mismatch", "check_versions"]
+           "LostCause", "Refused", "RefusalCause", "Started", "Cancel", "Cancelled",
+           "IDS_PER_MESSAGE", "id_slices", "MESSAGES", "decode_message", "version_mismatch",
+           "check_versions"]
 
 # ---------------------------------------------------------------------------------------------
 # control messages

@@ -82,7 +82,8 @@ def unpack_ints(frame: Buffer, count: int) -> list[int]:
     """The first ``count`` integers of a record table at the start of ``frame``."""
     size = count * INT_SIZE
     if count < 0 or size > len(frame):
-        raise ProtocolError(f"record table of {count} integers runs past its {len(frame)}-byte frame")
+        raise ProtocolError(f"record table of {count} integers runs past its "
+                            f"{len(frame)}-byte frame")
     view = memoryview(frame)[:size]
     if not _SWAP and view.format in ("B", "b", "c") and view.contiguous:
         return view.cast("B").cast("q").tolist()

@@ -53,13 +53,13 @@ import numpy as np
 from ..errors import SharedMemoryError
 from ..protocol.wire import Buffer
 from .run import (
-    _CAPACITY,
-    _GENERATION,
-    _STATE,
+    CAPACITY_AT,
     FREE,
+    GENERATION_AT,
     HEADER,
     IN_USE,
     SHM_DIR,
+    STATE_AT,
     check_run_prefix,
 )
 
@@ -167,14 +167,14 @@ class _Segment:
             raise
         os.close(fd)
         self.map[:len(SEGMENT_MAGIC)] = SEGMENT_MAGIC
-        struct.pack_into("<Q", self.map, _CAPACITY, capacity)
+        struct.pack_into("<Q", self.map, CAPACITY_AT, capacity)
         self.data = np.frombuffer(self.map, np.uint8, capacity, HEADER)
         self.generation = 0
         self.used = 0          # when it last took a buffer, in the arena's count of uses
 
     @property
     def free(self) -> bool:
-        return self.map[_STATE] == FREE
+        return self.map[STATE_AT] == FREE
 
     def unlink(self) -> None:
         try:
@@ -205,7 +205,8 @@ class Arena:
                  threshold: int = THRESHOLD) -> None:
         check_run_prefix(prefix)
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
-            raise ValueError(f"shared_memory_cap must be a non-negative number of bytes, got {cap!r}")
+            raise ValueError(f"shared_memory_cap must be a non-negative number of bytes, "
+                             f"got {cap!r}")
         self.prefix = prefix
         self.cap = cap
         self.keep = keep
@@ -219,7 +220,8 @@ class Arena:
         self._closed = False
         atexit.register(self.close, 0.0)
 
-    def publish(self, buffers: Sequence[Buffer], reader_frees: bool) -> tuple[list[Buffer], list[Slot]]:
+    def publish(self, buffers: Sequence[Buffer],
+                reader_frees: bool) -> tuple[list[Buffer], list[Slot]]:
         """Place the buffers of at least ``threshold`` bytes in segments.
 
         Returns the frames to send (descriptors in place of the placed buffers, the others
@@ -240,8 +242,8 @@ class Arena:
                 seg.generation += 1
                 self.uses += 1
                 seg.used = self.uses
-                struct.pack_into("<Q", seg.map, _GENERATION, seg.generation)
-                seg.map[_STATE] = IN_USE
+                struct.pack_into("<Q", seg.map, GENERATION_AT, seg.generation)
+                seg.map[STATE_AT] = IN_USE
             seg.data[:n] = np.frombuffer(buf, np.uint8)
             frames[i] = Descriptor(HOST, seg.name, HEADER, n, seg.generation, flags).encode()
             slots.append((seg, seg.generation))
@@ -253,7 +255,7 @@ class Arena:
         """Free slots this process owns the freeing of (buffers sent without ``reader_frees``)."""
         for seg, generation in slots:
             if seg.generation == generation and seg.data is not None:
-                seg.map[_STATE] = FREE
+                seg.map[STATE_AT] = FREE
         self.trim()
 
     def trim(self) -> None:

@@ -27,7 +27,7 @@ from .arena import (
     is_descriptor,
     parse_descriptor,
 )
-from .run import _GENERATION, _STATE, FREE, HEADER, IN_USE, SHM_DIR
+from .run import FREE, GENERATION_AT, HEADER, IN_USE, SHM_DIR, STATE_AT
 
 
 class _Mapping:
@@ -66,7 +66,7 @@ class Reader:
             out = np.empty(desc.length, np.uint8)
             out[:] = m.data[desc.offset:desc.offset + desc.length]
             if desc.flags & READER_FREES:
-                m.map[_STATE] = FREE
+                m.map[STATE_AT] = FREE
         return memoryview(out)
 
     def discard(self, desc: Descriptor) -> None:
@@ -79,7 +79,7 @@ class Reader:
                 _check_current(desc, m)
             except SharedMemoryError:
                 return
-            m.map[_STATE] = FREE
+            m.map[STATE_AT] = FREE
 
     def _open(self, desc: Descriptor) -> _Mapping:
         self._prune()
@@ -104,7 +104,8 @@ class Reader:
             size = st.st_size
             if size < HEADER or desc.offset + desc.length > size:
                 raise SharedMemoryError(desc.name, f"the descriptor reaches byte "
-                                                   f"{desc.offset + desc.length} of a {size}-byte segment")
+                                                   f"{desc.offset + desc.length} of a "
+                                                   f"{size}-byte segment")
             m = _Mapping(fd, size)
         except BaseException:
             os.close(fd)
@@ -133,8 +134,8 @@ class Reader:
 
 
 def _check_current(desc: Descriptor, m: _Mapping) -> None:
-    state = m.map[_STATE]
-    generation = struct.unpack_from("<Q", m.map, _GENERATION)[0]
+    state = m.map[STATE_AT]
+    generation = struct.unpack_from("<Q", m.map, GENERATION_AT)[0]
     if state != IN_USE or generation != desc.generation:
         raise SharedMemoryError(desc.name, f"the buffer was already freed or reused (generation "
                                            f"{generation}, expected {desc.generation})")

@@ -14,10 +14,11 @@ import secrets
 SHM_DIR = "/dev/shm"
 #: every segment and probe name starts with this (a receiver opens nothing else)
 NAME_PREFIX = "rankpool-"
-#: a segment's header (see :mod:`.arena`): its size, the states and the offsets of its fields
+#: a segment's header (see :mod:`.arena`): its size, the states, and where its fields are (byte
+#: offsets: the state, then the generation and the capacity as 64-bit little-endian integers)
 HEADER = 64
 FREE, IN_USE = 0, 1
-_STATE, _GENERATION, _CAPACITY = 8, 16, 24
+STATE_AT, GENERATION_AT, CAPACITY_AT = 8, 16, 24
 _RUN_RE = re.compile(r"rankpool-[0-9a-f]{8,32}")
 
 
@@ -27,7 +28,8 @@ def new_run_prefix() -> str:
 
 
 def check_run_prefix(prefix: str) -> str:
-    """``prefix`` when it is a run prefix :func:`new_run_prefix` could have made; else ValueError."""
+    """``prefix`` when it is a run prefix :func:`new_run_prefix` could have made; else
+    ValueError."""
     if not isinstance(prefix, str) or not _RUN_RE.fullmatch(prefix):
         raise ValueError(f"expected a shared-memory run prefix like 'rankpool-0123abcd4567', "
                          f"got {prefix!r}")
@@ -45,7 +47,8 @@ def probe_path(prefix: str) -> str:
 
 
 def shares_front_end_memory(prefix: str) -> bool:
-    """Whether this process can open the front-end's probe: same host, same ``/dev/shm``, same user."""
+    """Whether this process can open the front-end's probe: same host, same ``/dev/shm``, same
+    user."""
     try:
         fd = os.open(probe_path(prefix), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
@@ -99,4 +102,4 @@ def _dead_and_free(name: str, path: str) -> bool:
             head = f.read(HEADER)
     except OSError:
         return False
-    return len(head) > _STATE and head[_STATE] == FREE
+    return len(head) > STATE_AT and head[STATE_AT] == FREE

@@ -13,7 +13,6 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-
 #: positional index of ``comm`` (-1: keyword-only), or None when there is no such parameter
 _NO_COMM = None
 

@@ -165,8 +165,8 @@ def _affinity(value: Any) -> str | CpuSets:
             raise ValueError(f"cpu_affinity: must be one of {AFFINITY_MODES}, 'list:CPUS:CPUS:...'"
                              f" or a list of CPUs per local worker rank, got {value!r:.60}")
     if not isinstance(value, Sequence) or not value:
-        raise ValueError(f"cpu_affinity: a list of CPUs per local worker rank must not be empty, got "
-                         f"{value!r:.60}")
+        raise ValueError(f"cpu_affinity: a list of CPUs per local worker rank must not be "
+                         f"empty, got {value!r:.60}")
     return tuple(_cpu_list(entry, i) for i, entry in enumerate(value))
 
 

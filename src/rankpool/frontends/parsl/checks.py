@@ -1,4 +1,5 @@
-"""Checks for :class:`~rankpool.frontends.parsl.executor.ExtremeScaleExecutor`: its arguments, its apps.
+"""Checks for :class:`~rankpool.frontends.parsl.executor.ExtremeScaleExecutor`: its arguments,
+its apps.
 
 Every constructor argument is checked at once, and a refusal names the argument (the
 interchange's own configuration checks are reused for ports and heartbeats). For apps,
@@ -40,7 +41,8 @@ def check_arguments(*, label: Any, provider: Any, ranks_per_node: Any, address: 
     if not isinstance(label, str) or not label.strip():
         raise ValueError(f"label must be a non-empty string, got {label!r}")
     if provider is not None and not isinstance(provider, ExecutionProvider):
-        raise TypeError(f"provider must be a Parsl ExecutionProvider, got {type(provider).__name__}")
+        raise TypeError(f"provider must be a Parsl ExecutionProvider, "
+                        f"got {type(provider).__name__}")
     if ranks_per_node is not None and not _positive_int(ranks_per_node):
         raise ValueError(f"ranks_per_node must be a positive integer, got {ranks_per_node!r}")
     if address is not None and (not isinstance(address, str) or not address.strip()):
@@ -49,8 +51,10 @@ def check_arguments(*, label: Any, provider: Any, ranks_per_node: Any, address: 
     InterchangeConfig(address=address or "127.0.0.1", pool_port=pool_port, port_range=port_range,
                       heartbeat_period=heartbeat_period, heartbeat_threshold=heartbeat_threshold)
     if drain_period is not None and (isinstance(drain_period, bool)
-                                     or not isinstance(drain_period, (int, float)) or drain_period <= 0):
-        raise ValueError(f"drain_period must be a positive number of seconds or None, got {drain_period!r}")
+                                     or not isinstance(drain_period, (int, float))
+                                     or drain_period <= 0):
+        raise ValueError(f"drain_period must be a positive number of seconds or None, "
+                         f"got {drain_period!r}")
     if encrypted is not None and not isinstance(encrypted, bool):
         raise TypeError(f"encrypted must be True, False or None (the default: on), got "
                         f"{encrypted!r}")

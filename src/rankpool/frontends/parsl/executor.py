@@ -43,8 +43,8 @@ from ...task.injection import PerFunction
 from ...task.node_resources import block_devices, node_resources, node_workers
 from ...task.resources import check_fits, parse_spec
 from ..engine import Engine
-from ..settling import fail_all
 from ..session import SessionOptions, start_session
+from ..settling import fail_all
 from .blocks import launch_command
 from .checks import (
     SPEC_KWARG,
@@ -151,7 +151,8 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
                         log_level=log_level, remote_monitoring_radio=remote_monitoring_radio)
         if provider is None:
             provider = local_provider()
-        self._use_shm = choose_shared_memory(shared_memory, local=managed and _blocks_here(provider))
+        self._use_shm = choose_shared_memory(shared_memory,
+                                             local=managed and _blocks_here(provider))
         self._shm_cap = check_cap(shared_memory_cap)
         self.max_message_size = check_max_message_size(max_message_size)
         self.shared_memory = shared_memory
@@ -162,7 +163,8 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         devices = block_devices(resources, node_workers(shape.worker_ranks, shape.nodes,
                                                         shape.widest_task))
 
-        BlockProviderExecutor.__init__(self, provider=provider, block_error_handler=block_error_handler)
+        BlockProviderExecutor.__init__(self, provider=provider,
+                                       block_error_handler=block_error_handler)
         self.accelerators = accelerators
         self.accelerator_env = accelerator_env
         self.ranks_per_accelerator = ranks_per_accelerator
@@ -242,7 +244,8 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         self._control.start_watcher(monitoring=self.submit_monitoring_radio is not None)
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop the interchange (its pools stop), end leftover blocks, fail what is left; idempotent."""
+        """Stop the interchange (its pools stop), end leftover blocks, fail what is left;
+        idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -300,7 +303,8 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         return True
 
     def scale_out_facade(self, n: int) -> list[str]:
-        """Launch ``n`` blocks, except the strategy's first call, for blocks :meth:`start` launched."""
+        """Launch ``n`` blocks, except the strategy's first call, for blocks :meth:`start`
+        launched."""
         skip = self._skip_init
         if skip is not None:
             self._skip_init = None
@@ -326,10 +330,12 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         if self._pool_base is None:
             raise RuntimeError("the executor must be started before blocks can be launched")
         cfg = replace(self._pool_base, block_id=block_id, pool_id="")
-        return launch_command(cfg, self._shape, working_dir=self.working_dir, launch_cmd=self.launch_cmd)
+        return launch_command(cfg, self._shape, working_dir=self.working_dir,
+                              launch_cmd=self.launch_cmd)
 
     def block_command(self, block_id: str) -> str:
-        """The command to start block ``block_id`` by hand (``managed=False``), launcher not included."""
+        """The command to start block ``block_id`` by hand (``managed=False``), launcher not
+        included."""
         return self._get_launch_command(block_id)
 
     def pool_command(self, block_id: str = "manual") -> str:
@@ -364,13 +370,15 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         self._control.starts.judge(status)
 
     def set_bad_state_and_fail_all(self, exception: Exception) -> None:
-        """The broken-state latch: record the cause once, fail every pending future, refuse submit."""
+        """The broken-state latch: record the cause once, fail every pending future, refuse
+        submit."""
         pending = self._engine.latch(exception)
         if pending is None:
             return
         self._executor_exception = exception
         self._executor_bad_state.set()
-        log.error("%s: bad state, failing %d pending tasks: %s", self.label, len(pending), exception)
+        log.error("%s: bad state, failing %d pending tasks: %s", self.label, len(pending),
+                  exception)
         fail_all(pending, BadStateException(self, exception))
 
     # -- callbacks from the client thread -------------------------------------------------------

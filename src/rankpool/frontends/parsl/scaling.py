@@ -1,4 +1,5 @@
-"""Blocks of :class:`~rankpool.frontends.parsl.executor.ExtremeScaleExecutor` seen from the interchange.
+"""Blocks of :class:`~rankpool.frontends.parsl.executor.ExtremeScaleExecutor` seen from the
+interchange.
 
 The provider knows which jobs exist; only the interchange knows which of them run a pool and
 which pools are busy. :class:`BlockControl` joins the two for the executor:
@@ -131,11 +132,13 @@ class BlockControl:
         self.drained.add(block_id)
         return pool_ids
 
-    # -- scale in --------------------------------------------------------------------------------------
+    # -- scale in ----------------------------------------------------------------------------------
     def scale_in(self, blocks: int, force: bool = False) -> list[str]:
-        """End up to ``blocks`` blocks: idle ones first, then unconnected ones, busy ones if forced."""
+        """End up to ``blocks`` blocks: idle ones first, then unconnected ones, busy ones if
+        forced."""
         ex = self.ex
-        live = [b for b, s in list(ex.status_facade.items()) if not s.terminal and b in ex.blocks_to_job_id]
+        live = [b for b, s in list(ex.status_facade.items())
+                if not s.terminal and b in ex.blocks_to_job_id]
         if blocks <= 0 or not live:
             return []
         connected = {p["block_id"] for p in self.pools()}
@@ -156,7 +159,8 @@ class BlockControl:
             for block_id in (b for b in live if b in connected and b not in chosen):
                 if len(chosen) >= blocks:
                     break
-                log.warning("%s: scaling in block %s with tasks running (forced)", ex.label, block_id)
+                log.warning("%s: scaling in block %s with tasks running (forced)", ex.label,
+                            block_id)
                 chosen.append(block_id)
         if len(chosen) < blocks:
             log.debug("%s: scale in of %d blocks found %d that can go without cutting off tasks",
@@ -193,7 +197,8 @@ class BlockControl:
                  self.ex.label, sorted(waiting), timeout)
 
     def cancel(self, block_ids: list[str]) -> list[str]:
-        """Have the provider cancel the jobs of ``block_ids`` that have not ended; return those ended."""
+        """Have the provider cancel the jobs of ``block_ids`` that have not ended; return those
+        ended."""
         ex = self.ex
         self.starts.cancelled.update(block_ids)  # ended by us: not a failed start
         provider = ex.provider
@@ -207,7 +212,8 @@ class BlockControl:
             log.warning("%s: provider status failed before cancel", ex.label, exc_info=True)
             states = [None] * len(jobs)
         ended = [b for b, s in zip(block_ids, states) if s is not None and s.terminal]
-        to_cancel = [(b, j) for b, j, s in zip(block_ids, jobs, states) if s is None or not s.terminal]
+        to_cancel = [(b, j) for b, j, s in zip(block_ids, jobs, states)
+                     if s is None or not s.terminal]
         if to_cancel:
             log.info("%s: cancelling jobs %s of blocks %s", ex.label, [j for _, j in to_cancel],
                      [b for b, _ in to_cancel])
@@ -221,7 +227,8 @@ class BlockControl:
         ex = self.ex
         if not ex.managed or ex.provider is None:
             return
-        blocks = [b for b, s in list(ex.status_facade.items()) if not s.terminal and b in ex.blocks_to_job_id]
+        blocks = [b for b, s in list(ex.status_facade.items())
+                  if not s.terminal and b in ex.blocks_to_job_id]
         if not blocks:
             return
         self._wait_jobs_end(blocks, timeout)
@@ -251,7 +258,7 @@ class BlockControl:
             log.warning("%s: the jobs of blocks %s did not end within %g s after their pools "
                         "stopped; cancelling them", ex.label, left, timeout)
 
-    # -- the watcher -------------------------------------------------------------------------------------
+    # -- the watcher -------------------------------------------------------------------------------
     def start_watcher(self, monitoring: bool) -> None:
         """Start the watcher thread when monitoring or ``drain_period`` needs it."""
         if not (monitoring or self.ex.drain_period):

@@ -38,8 +38,10 @@ class PoolViews:
     def connected_managers(self) -> list[dict[str, Any]]:
         """One dict per connected pool: ``block_id``, ``pool_id``, ``hosts``, ``ranks``,
         ``node_ranks``, ``widest`` (of the usable ranks: stuck and dead ones left out),
-        ``stuck_ranks``, ``lost_ranks`` (worker ranks that died), ``busy_ranks``, ``tasks``, ``held``, ``draining``, ``rankpool`` and ``python`` versions, ``last_seen_s``, ``devices`` (``{rank: device
-        id}`` for the ranks that own an accelerator); plus HTEX's ``manager``,
+        ``stuck_ranks``, ``lost_ranks`` (worker ranks that died), ``busy_ranks``, ``tasks``,
+        ``held``, ``draining``, ``rankpool`` and ``python`` versions, ``last_seen_s``,
+        ``devices`` (``{rank: device id}`` for the ranks that own an accelerator); plus HTEX's
+        ``manager``,
         ``worker_count`` and ``active`` keys for tools written for it."""
         pools = self._control.pools()
         for pool in pools:
