@@ -249,9 +249,22 @@ def check_wait_timeout(ex: Any) -> None:
     assert done == {f1} and not_done == {f2}
 
 
+def hold(seconds: float, comm: Any = None) -> None:
+    time.sleep(seconds)
+
+
+def busy(ex: Any, seconds: float = 1.0) -> list[Future]:
+    """Hold every worker rank of ``ex`` in one task for ``seconds`` (a task over all of them:
+    1-rank tasks could share a rank and leave another idle); its future, once it runs, so that
+    a task submitted next cannot start before it ends."""
+    blocker = ex.requirements(num_ranks=ex.num_workers).submit(hold, seconds)
+    wait_for(blocker.running, 10, interval=0.005)
+    return [blocker]
+
+
 def check_wait_returns_cancelled_future(ex: Any) -> None:
     """A future cancelled with cancel() is CANCELLED_AND_NOTIFIED: wait() returns it at once."""
-    blockers = [ex.submit(time.sleep, 1.0) for _ in range(ex.num_workers)]
+    blockers = busy(ex)
     f = ex.submit(time.sleep, 0.5)
     assert f.cancel()
     t = time.monotonic()
@@ -296,7 +309,7 @@ def check_as_completed_free_reference(ex: Any) -> None:
 
 
 def check_as_completed_yields_cancelled_future(ex: Any) -> None:
-    blockers = [ex.submit(time.sleep, 1.0) for _ in range(ex.num_workers)]
+    blockers = busy(ex)
     f = ex.submit(time.sleep, 0.5)
     assert f.cancel()
     assert list(as_completed([f], timeout=5)) == [f]
