@@ -28,7 +28,7 @@ from ..shm.plane import FrontEndPlane
 from ..task.resources import Spec
 from ..task.serialize import FunctionPickler, dumps_data
 from .cancelling import CANCELLED, ask_cancel, confirm_cancel
-from .settling import DONE, fail_all, settle, settle_value, unread
+from .settling import DONE, PLAIN_INIT, fail_all, settle, settle_values, unread
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class TaskFuture(Future):  # type: ignore[type-arg]
     def __init__(self, task_id: int, context: contextvars.Context | None = None,
                  condition: threading.Condition | None = None, engine: Engine | None = None,
                  num_ranks: int = 1, results_all: bool = False) -> None:
-        if condition is None or not _PLAIN_INIT:
+        if condition is None or not PLAIN_INIT:
             super().__init__()
             if condition is not None:
                 self._condition = condition
@@ -142,10 +142,6 @@ def _guarded(ctx: contextvars.Context, fn: Callable[[Future], object],  # type: 
     except BaseException:  # SystemExit or KeyboardInterrupt would end that thread
         log.exception("done-callback %r of %r raised; ignored", fn, future)
 
-#: Future.__init__ sets exactly these attributes (CPython 3.8-3.13); if a Python adds more,
-#: TaskFuture falls back to calling it
-_PLAIN_INIT = set(vars(Future())) == {"_condition", "_state", "_result", "_exception", "_waiters",
-                                       "_done_callbacks"}
 
 
 #: bytes a task's record and header take in a message besides its function and arguments
@@ -270,8 +266,7 @@ class Engine:
         if self.plane is not None:
             self.plane.tasks_ended([task_id for task_id, _ in values]
                                    + [r.task_id for r in results])
-        for future, task_id, data in plain:
-            settle_value(future, task_id, data)
+        settle_values(self._condition, plain)
         for future, result in whole:
             settle(future, result)
 

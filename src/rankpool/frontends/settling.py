@@ -7,9 +7,10 @@ these to set its outcome; a future cancelled meanwhile stays cancelled.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, InvalidStateError
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SerializationError, SharedMemoryError, TaskCancelled
 from ..protocol.batches import Result
@@ -18,10 +19,17 @@ from ..shm.reader import discard
 from ..task.serialize import add_note, exception_text, loads_data, loads_error
 from .cancelling import CANCELLED
 
+if TYPE_CHECKING:
+    from .engine import TaskFuture
+
 log = logging.getLogger(__name__)
 
 #: the states of a future that is done
 DONE = CANCELLED | {"FINISHED"}
+#: Future.__init__ sets exactly these attributes (CPython 3.8-3.13); if a Python adds more,
+#: TaskFuture falls back to calling it, and its futures have a Condition each
+PLAIN_INIT = set(vars(Future())) == {"_condition", "_state", "_result", "_exception", "_waiters",
+                                      "_done_callbacks"}
 
 
 def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
@@ -61,18 +69,42 @@ def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
     set_outcome(future, None, first)
 
 
-def settle_value(future: Future, task_id: int, data: Buffer) -> None:  # type: ignore[type-arg]
-    """:func:`settle` for a result that is one successful outcome without buffers."""
-    if future._state in DONE:
+def settle_values(condition: threading.Condition,
+                  plain: Sequence[tuple[TaskFuture, int, Buffer]]) -> None:
+    """:func:`settle` for results that are one successful outcome without buffers each, all
+    futures sharing ``condition``: the values are read first, then every future is finished
+    under one acquisition of the lock and the waiters are woken once (not once per future:
+    a thread waiting for one result would wake for each), then the done-callbacks run."""
+    ready: list[tuple[TaskFuture, Any]] = []
+    for future, task_id, data in plain:
+        if future._state in DONE:
+            continue
+        try:
+            value = loads_data(data)
+        except Exception as exc:  # a value that cannot be rebuilt here
+            error = SerializationError(f"the result of task {task_id}", exc)
+            log.error("task %d: %s", task_id, error)
+            set_outcome(future, None, error)
+            continue
+        ready.append((future, [value] if future._results_all else value))
+    if not PLAIN_INIT:  # the futures have a Condition each
+        for future, value in ready:
+            set_outcome(future, value, None)
         return
-    try:
-        value = loads_data(data)
-    except Exception as exc:  # a value that cannot be rebuilt here
-        error = SerializationError(f"the result of task {task_id}", exc)
-        log.error("task %d: %s", task_id, error)
-        set_outcome(future, None, error)
-        return
-    set_outcome(future, [value] if getattr(future, "_results_all", False) else value, None)
+    done = []
+    with condition:  # what Future.set_result does, for the whole batch
+        for future, value in ready:
+            if future._state in DONE:  # cancelled meanwhile
+                continue
+            future._result = value  # before the state: result() reads it without the lock
+            future._state = "FINISHED"
+            for waiter in future._waiters:
+                waiter.add_result(future)
+            done.append(future)
+        condition.notify_all()
+    for future in done:
+        if future._done_callbacks:
+            future._invoke_callbacks()  # type: ignore[attr-defined]
 
 
 def unread(result: Result) -> None:
