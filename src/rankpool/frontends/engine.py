@@ -46,7 +46,7 @@ from ..task.serialize import (
 log = logging.getLogger(__name__)
 
 
-class TaskFuture(Future):  # type: ignore[type-arg]
+class TaskFuture(Future[Any]):
     """A ``concurrent.futures.Future`` with the task's id and a writable ``label``.
 
     Done-callbacks run in the ``contextvars`` context of the ``submit`` call. The futures of one
@@ -69,7 +69,7 @@ class TaskFuture(Future):  # type: ignore[type-arg]
             self._result = None
             self._exception = None
             self._waiters = []
-            self._done_callbacks = []
+            self._done_callbacks: list[Callable[[Future[Any]], object]] = []
         self.task_id = task_id
         self.label: str | None = None
         self._context = context
@@ -114,13 +114,14 @@ class TaskFuture(Future):  # type: ignore[type-arg]
             for waiter in self._waiters:
                 waiter.add_cancelled(self)
             self._condition.notify_all()
+        # Future's own helper (the stubs leave its private methods out)
         self._invoke_callbacks()  # type: ignore[attr-defined]
         engine = self._engine
         if engine is not None:
             engine.cancelled(self)
         return True
 
-    def add_done_callback(self, fn: Callable[[Future], object]) -> None:  # type: ignore[type-arg]
+    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
         """Run ``fn(future)`` once it is done; whatever it raises (``SystemExit`` included) is
         logged and dropped: it runs on the thread that settles every future."""
         ctx = self._context
@@ -137,8 +138,8 @@ class TaskFuture(Future):  # type: ignore[type-arg]
 _DONE = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", "FINISHED"})
 
 
-def _guarded(ctx: contextvars.Context, fn: Callable[[Future], object],  # type: ignore[type-arg]
-             future: Future) -> None:  # type: ignore[type-arg]
+def _guarded(ctx: contextvars.Context, fn: Callable[[Future[Any]], object],
+             future: Future[Any]) -> None:
     """A done-callback, run so that nothing it raises reaches the settling thread."""
     try:
         ctx.run(fn, future)
@@ -151,7 +152,7 @@ _PLAIN_INIT = set(vars(Future())) == {"_condition", "_state", "_result", "_excep
                                        "_done_callbacks"}
 
 
-def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
+def settle(future: Future[Any], result: Result) -> None:
     """Resolve ``future`` from a finished task's outcomes (value, list of values, or error)."""
     if future._state in _DONE:  # done() without its lock; a late cancel is caught in _set
         unread(result)
@@ -187,7 +188,7 @@ def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
     set_outcome(future, None, first)
 
 
-def settle_value(future: Future, task_id: int, data: Buffer) -> None:  # type: ignore[type-arg]
+def settle_value(future: Future[Any], task_id: int, data: Buffer) -> None:
     """:func:`settle` for a result that is one successful outcome without buffers."""
     if future._state in _DONE:
         return
@@ -209,7 +210,7 @@ def unread(result: Result) -> None:
             discard(outcome.buffers)
 
 
-def set_outcome(future: Future, value: Any,  # type: ignore[type-arg]
+def set_outcome(future: Future[Any], value: Any,
                 exc: BaseException | None) -> None:
     """Resolve ``future`` with ``value`` or ``exc``, unless it was cancelled meanwhile."""
     try:
@@ -433,7 +434,7 @@ class Engine:
         return pending
 
 
-def fail_all(futures: Iterable[Future], error: BaseException) -> None:  # type: ignore[type-arg]
+def fail_all(futures: Iterable[Future[Any]], error: BaseException) -> None:
     """End each of ``futures`` with ``error`` (those cancelled meanwhile stay cancelled)."""
     for future in futures:
         set_outcome(future, None, error)
