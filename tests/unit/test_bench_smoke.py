@@ -48,13 +48,20 @@ def test_run_all_arguments_and_report() -> None:
                                "rtt2_ms": 3.0, "rtt4_ms": 4.0, "mixed_utilisation": 0.95},
                               {"tasks_per_s": 300.0, "rtt_ms": 3.0}],
         "Parsl HTEX direct": [{"tasks_per_s": 1.0}],
+        "Parsl HTEX direct (tuned)": [{"tasks_per_s": 3.0}],
+        "ProcessPoolExecutor": [{"tasks_per_s": 50.0, "rtt_ms": 0.5}],
         "executorlib": [{"error": "not installed"}]})
     assert rows["rankpool.Executor"]["tasks_per_s"] == 200.0
     assert rows["executorlib"]["error"] == "not installed"
     text = report.tables(rows)
     assert "| rankpool.Executor | 200 | 1.0 |" in text and "executorlib: not installed" in text
     verdicts = {what: ok for what, ok, _ in report.targets(rows)}
-    assert verdicts["rankpool.Executor throughput ≥ 50× Parsl HTEX direct"] is True
+    # against each peer's best configuration: 200 is 200× untuned HTEX but only 66.7× tuned
+    assert verdicts["rankpool.Executor throughput ≥ 50× Parsl HTEX direct (tuned) "
+                    "(its best configuration)"] is True
+    assert not any("≥ 50× Parsl HTEX direct (its" in what for what in verdicts)
+    assert verdicts["rankpool.Executor round trip, ÷ ProcessPoolExecutor's in this run "
+                    "(≤ 1 ms where that is 0.4 ms: ≤ 2.5×)"] is False  # 2.0 ms ÷ 0.5 ms: 4×
     assert verdicts["rankpool.Executor: mixed-workload utilisation ≥ 90 %"] is True
 
 

@@ -244,15 +244,30 @@ def test_error_whose_str_raises_is_still_reported():
 
 
 def test_plain_values_settle_futures_and_a_bad_one_fails_only_its_own():
-    """``settle_value``: the front-ends' path for results that are one value each."""
-    from rankpool.frontends.engine import TaskFuture, settle_value
-    ok, whole, bad = TaskFuture(1), TaskFuture(2), TaskFuture(3)
+    """``settle_values``: the front-ends' path for results that are one value each, a batch
+    of futures that share one Condition: each gets its own value (a list with
+    ``results_all``), a bad pickle fails only its future, a cancelled one stays cancelled,
+    ``wait`` and done-callbacks hear of each."""
+    import threading
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from rankpool.frontends.engine import TaskFuture, settle_values
+    cond = threading.Condition()
+    ok, whole, bad, gone = (TaskFuture(i, None, cond) for i in (1, 2, 3, 4))
     whole._results_all = True
-    settle_value(ok, 1, pickle.dumps({"a": 1}))
-    settle_value(whole, 2, pickle.dumps(5))
-    settle_value(bad, 3, b"not a pickle")
+    gone.cancel()
+    called = []
+    ok.add_done_callback(lambda f: called.append(f.task_id))
+    waiter = threading.Thread(target=lambda: called.append(
+        len(wait([whole], timeout=10, return_when=FIRST_COMPLETED).done)))
+    waiter.start()
+    settle_values(cond, [(ok, 1, pickle.dumps({"a": 1})), (whole, 2, pickle.dumps(5)),
+                         (bad, 3, b"not a pickle"), (gone, 4, pickle.dumps(6))])
+    waiter.join(10)
     assert ok.result(0) == {"a": 1} and whole.result(0) == [5]
     exc = bad.exception(0)
     assert isinstance(exc, SerializationError) and "result of task 3" in str(exc)
-    settle_value(ok, 1, pickle.dumps("late"))  # a settled future stays as it was
+    assert gone.cancelled()
+    assert sorted(called) == [1, 1]  # ok's callback ran; the waiter saw whole done
+    settle_values(cond, [(ok, 1, pickle.dumps("late"))])  # a settled future stays as it was
     assert ok.result(0) == {"a": 1}

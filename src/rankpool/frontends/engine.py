@@ -188,18 +188,43 @@ def settle(future: Future[Any], result: Result) -> None:
     set_outcome(future, None, first)
 
 
-def settle_value(future: Future[Any], task_id: int, data: Buffer) -> None:
-    """:func:`settle` for a result that is one successful outcome without buffers."""
-    if future._state in _DONE:
+def settle_values(condition: threading.Condition,
+                  plain: Sequence[tuple[TaskFuture, int, Buffer]]) -> None:
+    """:func:`settle` for results that are one successful outcome without buffers each, all
+    futures sharing ``condition``: the values are read first, then every future is finished
+    under one acquisition of the lock and the waiters are woken once (not once per future:
+    a thread waiting for one result would wake for each), then the done-callbacks run."""
+    ready: list[tuple[TaskFuture, Any]] = []
+    for future, task_id, data in plain:
+        if future._state in _DONE:
+            continue
+        try:
+            value = loads_data(data)
+        except Exception as exc:  # a value that cannot be rebuilt here
+            error = SerializationError(f"the result of task {task_id}", exc)
+            log.error("task %d: %s", task_id, error)
+            set_outcome(future, None, error)
+            continue
+        ready.append((future, [value] if future._results_all else value))
+    if not _PLAIN_INIT:  # the futures have a Condition each
+        for future, value in ready:
+            set_outcome(future, value, None)
         return
-    try:
-        value = loads_data(data)
-    except Exception as exc:  # a value that cannot be rebuilt here
-        error = SerializationError(f"the result of task {task_id}", exc)
-        log.error("task %d: %s", task_id, error)
-        set_outcome(future, None, error)
-        return
-    set_outcome(future, [value] if getattr(future, "_results_all", False) else value, None)
+    done = []
+    with condition:  # what Future.set_result does, for the whole batch
+        for future, value in ready:
+            if future._state in _DONE:  # cancelled meanwhile
+                continue
+            future._result = value  # before the state: result() reads it without the lock
+            future._state = "FINISHED"
+            for waiter in future._waiters:
+                waiter.add_result(future)
+            done.append(future)
+        condition.notify_all()
+    for future in done:
+        if future._done_callbacks:
+            # Future's own helper (the stubs leave its private methods out)
+            future._invoke_callbacks()  # type: ignore[attr-defined]
 
 
 def unread(result: Result) -> None:
@@ -341,8 +366,7 @@ class Engine:
         if self.plane is not None:
             self.plane.tasks_ended([task_id for task_id, _ in values]
                                    + [r.task_id for r in results])
-        for future, task_id, data in plain:
-            settle_value(future, task_id, data)
+        settle_values(self._condition, plain)
         for future, result in whole:
             settle(future, result)
 
