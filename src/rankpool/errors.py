@@ -8,6 +8,7 @@ can branch on the kind of failure instead of parsing messages.
 from __future__ import annotations
 
 from concurrent.futures import BrokenExecutor
+from typing import Any
 
 
 class RankPoolError(Exception):
@@ -22,7 +23,7 @@ class ResourceSpecError(RankPoolError, ValueError):
         self.key = key
         self.detail = message
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         # a pool fails a task it can no longer hold with this error: it must unpickle as itself
         return type(self), (self.key, self.detail)
 
@@ -47,7 +48,7 @@ class SerializationError(RankPoolError):
         self.culprit = culprit
         self.cause_text = f"{type(cause).__name__}: {cause}"
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_serialization_error, (self.what, self.cause_text, self.culprit))
 
 
@@ -61,7 +62,7 @@ class SharedMemoryError(RankPoolError):
         self.segment = segment
         self.reason = reason
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         # raised on a worker rank while loading a task's arguments: it must unpickle as itself
         return type(self), (self.segment, self.reason)
 
@@ -92,7 +93,7 @@ class RemoteTaskError(RankPoolError):
         self.size = size
         self.host = host
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.type_name, self.remote_message, self.rank, self.size, self.host))
 
 
@@ -116,7 +117,7 @@ class TaskExit(RankPoolError):
         self.code = code
         self.detail = message
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.type_name, self.code, self.detail))
 
 
@@ -128,7 +129,7 @@ class TaskTimeout(RankPoolError, TimeoutError):
         self.task_id = task_id
         self.walltime = walltime
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.task_id, self.walltime))
 
 
@@ -143,7 +144,7 @@ class StuckRanksError(RankPoolError):
         self.stuck = stuck
         self.grace = grace
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.task_id, self.stuck, self.grace))
 
 
@@ -156,7 +157,7 @@ class ManagerLost(RankPoolError):
         self.hosts = list(hosts)
         self.reason = reason
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.block_id, self.hosts, self.reason))
 
 
@@ -202,7 +203,7 @@ class WorkerLost(RankPoolError):
         """The rank's exit status when it exited by itself, or None."""
         return self.status if self.status is not None and self.status >= 0 else None
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.task_id, self.rank, self.host, self.pid, self.status, self.what))
 
 
@@ -228,7 +229,7 @@ class BlockStartFailed(RankPoolError):
         self.detail = detail
         self.failures = failures
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.block_id, self.job_id, self.cause, self.detail, self.failures))
 
 
@@ -241,7 +242,7 @@ class VersionMismatch(RankPoolError):
         self.ours = ours
         self.theirs = theirs
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.what, self.ours, self.theirs))
 
 
@@ -261,7 +262,7 @@ class TaskCancelled(RankPoolError):
         super().__init__(f"task {task_id} was cancelled before it started")
         self.task_id = task_id
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.task_id,))
 
 
@@ -272,7 +273,7 @@ class BrokenPool(RankPoolError, BrokenExecutor):
         super().__init__(message)
         self.cause = cause
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (str(self), self.cause))
 
 
@@ -287,7 +288,7 @@ class InsufficientRanks(RankPoolError):
         self.needed = needed
         self.usable = usable
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.task_id, self.needed, self.usable))
 
 
@@ -315,7 +316,7 @@ class KeyFileError(RankPoolError, ValueError):
         self.path = path
         self.message = message
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.path, self.message))
 
 
@@ -334,7 +335,7 @@ class ApplicationError(RankPoolError):
         self.stdout = stdout
         self.stderr = stderr
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.returncode, self.command, self.stdout, self.stderr))
 
 
@@ -347,7 +348,7 @@ class SpawnUnsupported(RankPoolError):
                          "application with mode='launcher' (the default) instead")
         self.reason = reason
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.reason,))
 
 
@@ -370,7 +371,7 @@ class RunDirError(RankPoolError, PermissionError):
         self.path = path
         self.reason = reason
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.path, self.reason))
 
 
@@ -387,7 +388,7 @@ class MessageTooLarge(RankPoolError, ValueError):
         self.size = size
         self.limit = limit
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.what, self.size, self.limit))
 
 

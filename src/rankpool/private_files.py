@@ -127,5 +127,6 @@ def open_private_text(path: str, *, append: bool = True) -> IO[str]:
 class PrivateFileHandler(logging.FileHandler):
     """A log file created 0600 (and never through a link), appended to."""
 
+    # FileHandler's stub says TextIOWrapper; any text stream does
     def _open(self) -> IO[str]:  # type: ignore[override]
         return open_private_text(self.baseFilename)

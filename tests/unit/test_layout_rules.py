@@ -15,18 +15,24 @@
   and of its subpackages may import it (``rankpool._version`` serves the whole package), no
   other module may. A name that two modules share is public in the module that defines it.
 
+* **Every ``# type: ignore[code]`` says why**, in a comment after it on the same line or on
+  the line above: mypy checks ``src/`` (``pyproject.toml``), and a silenced error whose reason
+  nobody wrote down cannot be judged later.
+
 Each rule is first checked on a small package written to a temporary directory, with one bad
-import, so the checker is shown to catch what it is meant to catch.
+line, so the checker is shown to catch what it is meant to catch.
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import tokenize
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -182,6 +188,25 @@ def front_end_imports(known: dict[str, Module]) -> list[str]:
     return found
 
 
+def unexplained_ignores(known: dict[str, Module]) -> list[str]:
+    """``# type: ignore`` comments with no reason beside them or on the line above."""
+    found = []
+    for module in known.values():
+        text = module.path.read_text()
+        lines = text.split("\n")
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type != tokenize.COMMENT or not token.string.startswith("# type: ignore"):
+                continue
+            row = token.start[0]
+            after = token.string.partition("]")[2].strip() if "[" in token.string else ""
+            above = lines[row - 2].strip() if row > 1 else ""
+            if not token.string.startswith("# type: ignore["):
+                found.append(f"{module.where}:{row}: a bare type: ignore (name the error code)")
+            elif not after.startswith("#") and not above.startswith("#"):
+                found.append(f"{module.where}:{row}: {token.string} says not why")
+    return found
+
+
 # -- the checker, on a package written for it ------------------------------------------------------
 
 def write_package(root: Path, files: dict[str, str]) -> dict[str, Module]:
@@ -213,9 +238,31 @@ SOUND = {
 
 
 def test_the_checker_passes_a_sound_package(tmp_path: Path) -> None:
-    known = write_package(tmp_path, SOUND)
+    known = write_package(tmp_path, {
+        **SOUND,
+        "rankpool/typed.py": """\
+            X: int = "a"  # type: ignore[assignment]  # the reason
+            # the reason, on the line above
+            Y: int = "b"  # type: ignore[assignment]
+            """,
+    })
     assert privacy_violations(known) == []
     assert front_end_imports(known) == []
+    assert unexplained_ignores(known) == []
+
+
+def test_the_checker_finds_type_ignores_without_a_reason(tmp_path: Path) -> None:
+    known = write_package(tmp_path, {
+        **SOUND,
+        "rankpool/typed.py": """\
+            X: int = "a"  # type: ignore[assignment]
+            Y: int = "b"  # type: ignore
+            """,
+    })
+    assert unexplained_ignores(known) == [
+        "rankpool/typed.py:1: # type: ignore[assignment] says not why",
+        "rankpool/typed.py:2: a bare type: ignore (name the error code)",
+    ]
 
 
 def test_the_checker_finds_a_front_end_import_through_another_module(tmp_path: Path) -> None:
@@ -284,3 +331,7 @@ def test_the_interchange_and_the_pool_load_no_front_end_when_imported() -> None:
                           timeout=60, env={**os.environ, "PYTHONPATH": str(SRC)})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1]) == []
+
+
+def test_every_type_ignore_says_why() -> None:
+    assert unexplained_ignores(modules(SRC)) == []

@@ -37,7 +37,7 @@ def adopt_orphans() -> bool:
     """Make this process adopt the orphaned processes below it; False where it cannot."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
 
@@ -56,7 +56,8 @@ def reap() -> None:
 def descendants(pid: int) -> list[psutil.Process]:
     """Every living process below ``pid`` (children, their children, ...)."""
     try:
-        return psutil.Process(pid).children(recursive=True)
+        children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
+        return children
     except psutil.Error:
         return []
 

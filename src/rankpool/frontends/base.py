@@ -32,7 +32,7 @@ class _Submitter(Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
         return self._front()._submit(fn, args, kwargs, self._default)
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],  # type: ignore[override]
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int = 1,
             unordered: bool = False) -> Iterator[Any]:
         """``fn`` over the items of ``iterables``, every call submitted now, ``chunksize``

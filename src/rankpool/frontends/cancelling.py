@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .engine import Engine, TaskFuture
@@ -63,15 +63,15 @@ def ask_cancel(engine: Engine, futures: Iterable[TaskFuture]) -> None:
         engine.on_cancel(ids)
 
 
-def cancel_all(futures: Iterable[Future]) -> None:  # type: ignore[type-arg]
+def cancel_all(futures: Iterable[Future[Any]]) -> None:
     """Cancel these futures without waiting for the answers: each ends CANCELLED if its task
     is dropped before it starts, and runs otherwise (other futures: ``cancel()``)."""
     from .engine import TaskFuture
     asked: dict[int, tuple[Engine, list[TaskFuture]]] = {}
     for future in futures:
         engine = future._engine if isinstance(future, TaskFuture) else None
-        if engine is not None and engine.on_cancel is not None:
-            asked.setdefault(id(engine), (engine, []))[1].append(future)  # type: ignore[arg-type]
+        if isinstance(future, TaskFuture) and engine is not None and engine.on_cancel is not None:
+            asked.setdefault(id(engine), (engine, []))[1].append(future)
         else:
             future.cancel()
     for engine, batch in asked.values():

@@ -298,7 +298,8 @@ class InterchangeClient:
                 log.warning("dropped a malformed message from the interchange: %s", exc)
             except BaseException:  # settling futures raised: this thread must carry on
                 log.exception("handling a message from the interchange failed; carrying on")
-            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            # EVENTS is an int option; pyzmq types getsockopt's value int | bytes
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[arg-type, operator]
                 return  # drained (asking is far cheaper than a zmq.Again raised)
 
     def _handle(self, frames: list[Any]) -> None:
@@ -327,7 +328,9 @@ class InterchangeClient:
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
     """Read the first line the process prints, or give up after ``timeout``."""
     box: list[str] = []
-    reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()),  # type: ignore[union-attr]
+    stdout = proc.stdout
+    assert stdout is not None  # started with stdout=PIPE
+    reader = threading.Thread(target=lambda: box.append(stdout.readline()),
                               daemon=True)
     reader.start()
     reader.join(timeout)

@@ -28,7 +28,7 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from mpi4py import MPI
 
@@ -106,8 +106,10 @@ class CommExecutor(FrontEnd):
         self.on_stuck = on_stuck
         self.root = root
         self.is_root = comm.Get_rank() == root
-        # root becomes rank 0 of the pool's communicator; everyone else keeps their order
-        self.pool_comm = comm.Split(0, 0 if self.is_root else comm.Get_rank() + 1)
+        # root becomes rank 0 of the pool's communicator; everyone else keeps their order (an
+        # intracommunicator's Split makes one, which mpi4py's stubs type as a plain Comm)
+        self.pool_comm = cast(MPI.Intracomm,
+                              comm.Split(0, 0 if self.is_root else comm.Get_rank() + 1))
         self.topology = discover_topology(self.pool_comm)
         self.device = apply_binding(self.pool_comm.Get_rank(), self.topology.nodes, resources)
         self.pool_comm_rank = self.pool_comm.Get_rank()
@@ -133,12 +135,12 @@ class CommExecutor(FrontEnd):
                                   grace=grace,
                                   device_ranks=device_ranks(self.topology.nodes, resources))
             # the thread holds the root's state, never this executor (see lifetime)
-            root = self._root = RootThread(self._engine, manager, solo, backoff,
-                                           self._user_rank, INTERRUPT_WAIT)
+            thread = self._root = RootThread(self._engine, manager, solo, backoff,
+                                             self._user_rank, INTERRUPT_WAIT)
             if manager is not None:
-                self._engine.on_cancel = root.cancel
-            self._closer = Closer(root.close)
-            close_when_dropped(self, self._closer, before=partial(_owner_gone, root,
+                self._engine.on_cancel = thread.cancel
+            self._closer = Closer(thread.close)
+            close_when_dropped(self, self._closer, before=partial(_owner_gone, thread,
                                                                   self.pool_comm))
 
     # -- context manager ---------------------------------------------------------------------

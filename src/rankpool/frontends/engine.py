@@ -33,7 +33,7 @@ from .settling import DONE, PLAIN_INIT, fail_all, settle, settle_values, unread
 log = logging.getLogger(__name__)
 
 
-class TaskFuture(Future):  # type: ignore[type-arg]
+class TaskFuture(Future[Any]):
     """A ``concurrent.futures.Future`` with the task's id and a writable ``label``.
 
     Done-callbacks run in the ``contextvars`` context of the ``submit`` call. The futures of one
@@ -56,7 +56,7 @@ class TaskFuture(Future):  # type: ignore[type-arg]
             self._result = None
             self._exception = None
             self._waiters = []
-            self._done_callbacks = []
+            self._done_callbacks: list[Callable[[Future[Any]], object]] = []
         self.task_id = task_id
         self.label: str | None = None
         self._context = context
@@ -115,10 +115,11 @@ class TaskFuture(Future):  # type: ignore[type-arg]
             for waiter in self._waiters:
                 waiter.add_cancelled(self)
             self._condition.notify_all()
+        # Future's own helper (the stubs leave its private methods out)
         self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
-    def add_done_callback(self, fn: Callable[[Future], object]) -> None:  # type: ignore[type-arg]
+    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
         """Run ``fn(future)`` once it is done; whatever it raises (``SystemExit`` included) is
         logged and dropped: it runs on the thread that settles every future."""
         ctx = self._context
@@ -134,8 +135,8 @@ class TaskFuture(Future):  # type: ignore[type-arg]
 
 
 
-def _guarded(ctx: contextvars.Context, fn: Callable[[Future], object],  # type: ignore[type-arg]
-             future: Future) -> None:  # type: ignore[type-arg]
+def _guarded(ctx: contextvars.Context, fn: Callable[[Future[Any]], object],
+             future: Future[Any]) -> None:
     """A done-callback, run so that nothing it raises reaches the settling thread."""
     try:
         ctx.run(fn, future)

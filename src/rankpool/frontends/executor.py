@@ -169,7 +169,9 @@ class Executor(FrontEnd):
         self._closer = Closer(partial(_close, self._engine, self.client, self._blocks,
                                       self._provider_blocks))
         close_when_dropped(self, self._closer)
-        (self._blocks or self._provider_blocks).start()  # type: ignore[union-attr]
+        blocks = self._blocks or self._provider_blocks
+        assert blocks is not None  # a local block or a provider's: one of them was made above
+        blocks.start()
         self._watch = threading.Thread(target=_watch_blocks, args=(weakref.ref(self),),
                                        name="rankpool-blocks", daemon=True)
         self._watch.start()

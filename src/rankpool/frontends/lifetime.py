@@ -84,7 +84,7 @@ def _dropped(closer: Closer, before: Callable[[], None] | None) -> None:
 
 def weak(method: Callable[..., Any]) -> Callable[..., Any]:
     """A bound method that does not keep its object alive (a no-op once it is gone)."""
-    ref = weakref.WeakMethod(method)  # type: ignore[arg-type]
+    ref = weakref.WeakMethod(method)
 
     def call(*args: Any) -> Any:
         target = ref()
@@ -101,4 +101,5 @@ def _at_exit() -> None:
         closer.close(wait=True)
 
 
+# CPython's hook that runs before non-daemon threads are joined (private, not in the stubs)
 threading._register_atexit(_at_exit)  # type: ignore[attr-defined]

@@ -19,7 +19,7 @@ from typing import Any
 from ..task.injection import comm_position, inject
 from .cancelling import cancel_all
 
-Submit = Callable[..., Future]  # type: ignore[type-arg]
+Submit = Callable[..., Future[Any]]
 
 
 def check_chunksize(chunksize: Any) -> int:
@@ -57,7 +57,7 @@ def map_calls(submit: Submit, fn: Callable[..., Any], calls: Iterable[Any],
     return _in_order(futures, end, chunked)
 
 
-def _in_order(futures: list[Future], end: float | None,  # type: ignore[type-arg]
+def _in_order(futures: list[Future[Any]], end: float | None,
               chunked: bool) -> Iterator[Any]:
     futures.reverse()  # popped from the end: a read future is dropped at once
     try:
@@ -71,7 +71,7 @@ def _in_order(futures: list[Future], end: float | None,  # type: ignore[type-arg
         cancel_all(futures)
 
 
-def _as_completed(futures: list[Future], timeout: float | None,  # type: ignore[type-arg]
+def _as_completed(futures: list[Future[Any]], timeout: float | None,
                   chunked: bool) -> Iterator[Any]:
     pending = set(futures)
     del futures
@@ -89,7 +89,7 @@ def _as_completed(futures: list[Future], timeout: float | None,  # type: ignore[
         cancel_all(pending)
 
 
-def _result(future: Future, timeout: float | None) -> Any:  # type: ignore[type-arg]
+def _result(future: Future[Any], timeout: float | None) -> Any:
     """The future's result; the caller keeps no reference to the future itself."""
     try:
         return future.result(timeout)

@@ -32,7 +32,7 @@ PLAIN_INIT = set(vars(Future())) == {"_condition", "_state", "_result", "_except
                                       "_done_callbacks"}
 
 
-def settle(future: Future, result: Result) -> None:  # type: ignore[type-arg]
+def settle(future: Future[Any], result: Result) -> None:
     """Resolve ``future`` from a finished task's outcomes (value, list of values, or error)."""
     if future._state in DONE:  # done() without its lock; a late cancel is caught in _set
         unread(result)
@@ -104,6 +104,7 @@ def settle_values(condition: threading.Condition,
         condition.notify_all()
     for future in done:
         if future._done_callbacks:
+            # Future's own helper (the stubs leave its private methods out)
             future._invoke_callbacks()  # type: ignore[attr-defined]
 
 
@@ -115,7 +116,7 @@ def unread(result: Result) -> None:
             discard(outcome.buffers)
 
 
-def set_outcome(future: Future, value: Any,  # type: ignore[type-arg]
+def set_outcome(future: Future[Any], value: Any,
                 exc: BaseException | None) -> None:
     """Resolve ``future`` with ``value`` or ``exc``, unless it was cancelled meanwhile."""
     try:
@@ -127,7 +128,7 @@ def set_outcome(future: Future, value: Any,  # type: ignore[type-arg]
         pass  # cancelled meanwhile
 
 
-def fail_all(futures: Iterable[Future], error: BaseException) -> None:  # type: ignore[type-arg]
+def fail_all(futures: Iterable[Future[Any]], error: BaseException) -> None:
     """End each of ``futures`` with ``error`` (those cancelled meanwhile stay cancelled)."""
     for future in futures:
         set_outcome(future, None, error)

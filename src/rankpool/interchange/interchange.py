@@ -51,7 +51,7 @@ from ..protocol.messages import (
     decode_message,
     version_mismatch,
 )
-from ..protocol.wire import decode_header
+from ..protocol.wire import Buffer, decode_header
 from ..security import Gatekeeper, open_gate
 from ..shm.run import sweep
 from .cancels import drop_cancelled, forward_started, route_cancel
@@ -239,7 +239,8 @@ class Interchange:
                 self._throttle.warn("dropped a message on the %s socket: %s", name, exc)
             except Exception:
                 log.exception("error handling a message on the %s socket; dropped", name)
-            if self._done or not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            # EVENTS is an int option; pyzmq types getsockopt's value int | bytes
+            if self._done or not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[arg-type, operator]
                 return  # drained (asking is far cheaper than a zmq.Again raised)
 
     # ------------------------------------------------------------------ pools
@@ -352,7 +353,7 @@ class Interchange:
         """Account for a result batch and pass it on unchanged (or only its known tasks).
 
         The front-end forwards what one drain of the pool socket took as one message."""
-        body = [f.buffer for f in frames[1:]]
+        body: list[Buffer] = [f.buffer for f in frames[1:]]
         try:
             ids = check_results(header, body)
         except ProtocolError as exc:

@@ -63,6 +63,7 @@ class TaskQueue:
             if spec is not last:
                 dq, last = self._queue(spec.priority, spec.num_ranks), spec
             seq += 1
+            # dq is set by the first task: its spec is never `last`, None at first
             dq.append((seq, task))  # type: ignore[union-attr]
         self._count += seq - self._seq
         self._seq = seq

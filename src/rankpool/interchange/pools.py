@@ -253,7 +253,7 @@ class PoolTable:
 
     def unsent_since(self, deadline: float, limit: int) -> list[Pool]:
         """At most ``limit`` pools last sent anything before ``deadline``, longest first."""
-        due = []
+        due: list[Pool] = []
         for pool in self._sent.values():
             if pool.last_sent >= deadline or len(due) >= limit:
                 break

@@ -62,14 +62,14 @@ class DeathWatch:
         self.ranks = {r: ident for r, ident in ranks.items() if ident.keeper}
         self.by_fd: dict[int, int] = {}
         self.polled: set[int] = set()
-        self.epoll: select.epoll | None = select.epoll() if hasattr(select, "epoll") else None
+        epoll = self.epoll = select.epoll() if hasattr(select, "epoll") else None
         for rank, ident in self.ranks.items():
             fd = self._pidfd(ident.keeper)
-            if fd is None:
+            if fd is None or epoll is None:  # (no pidfd without epoll)
                 self.polled.add(rank)
             else:
                 self.by_fd[fd] = rank
-                self.epoll.register(fd, select.EPOLLIN)  # type: ignore[union-attr]
+                epoll.register(fd, select.EPOLLIN)
 
     def _pidfd(self, pid: int) -> int | None:
         if self.epoll is None or not hasattr(os, "pidfd_open"):
@@ -90,10 +90,11 @@ class DeathWatch:
     def deaths(self) -> list[Death]:
         """The watched ranks that died since the last call (non-blocking)."""
         dead: list[int] = []
-        if self.by_fd:
-            for fd, _ in self.epoll.poll(0):  # type: ignore[union-attr]
+        epoll = self.epoll
+        if self.by_fd and epoll is not None:  # (descriptors are watched only with epoll)
+            for fd, _ in epoll.poll(0):
                 rank = self.by_fd.pop(fd)
-                self.epoll.unregister(fd)  # type: ignore[union-attr]
+                epoll.unregister(fd)
                 os.close(fd)
                 dead.append(rank)
         for rank in list(self.polled):

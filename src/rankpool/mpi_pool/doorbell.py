@@ -124,7 +124,7 @@ class Doorbell:
         """Sleep until rung by this user, ``seconds`` passed, or file descriptor ``also`` is
         readable; clears the rings. (``select``, not ``poll``: its timeout is not rounded up
         to 1 ms.)"""
-        fds = [self.sock] if also is None else [self.sock, also]
+        fds: list[socket.socket | int] = [self.sock] if also is None else [self.sock, also]
         deadline = time.monotonic() + seconds
         while True:
             ready, _, _ = select.select(fds, [], [], seconds)

@@ -153,12 +153,13 @@ class Manager:
         if last is not None and last[0] is spec:  # a batch's tasks share one Spec: no hash
             shape = last[1]
         else:
-            shape = self._shapes.get(spec)
-            if shape is None:
-                shape = Shape(spec.num_ranks, spec.ranks_per_node, spec.num_nodes,
+            found = self._shapes.get(spec)
+            if found is None:
+                found = Shape(spec.num_ranks, spec.ranks_per_node, spec.num_nodes,
                               spec.exclusive, spec.gpus_per_rank)
                 if len(self._shapes) < 1024:
-                    self._shapes[spec] = shape
+                    self._shapes[spec] = found
+            shape = found
             self._last_shape = (spec, shape)
         if (shape.width > 1 or shape.gpus) and not self.scheduler.fits_ever(shape):
             gpu = "GPU " if shape.gpus else ""
@@ -203,6 +204,7 @@ class Manager:
         for rank, ids in per_rank.items():
             self.outbox.send(ids, rank, Tag.CANCEL)
             if rank in self.near:
+                # a rank is near only when rank 0 has a bell
                 self.bell.ring(rank)  # type: ignore[union-attr]
 
     def take_started(self, delay: float) -> list[int]:
@@ -253,6 +255,7 @@ class Manager:
                 continue
             self.outbox.send(finish, rank, Tag.STOP)
             if rank in self.near:
+                # a rank is near only when rank 0 has a bell
                 self.bell.ring(rank)  # type: ignore[union-attr]
         if not self.outbox.flush(timeout):
             log.warning("stop did not reach every worker rank within %.1f s", timeout)
@@ -275,6 +278,7 @@ class Manager:
             return False
         assignments, impossible = self.scheduler.assign()
         for key in impossible:
+            # the scheduler's keys are the task ids it was given (it types them Hashable)
             task = self.tasks.pop(key)  # type: ignore[call-overload]
             self._fail(task.task_id, InsufficientRanks(task.task_id, task.spec.num_ranks,
                                                        self.scheduler.usable_ranks))
@@ -284,6 +288,7 @@ class Manager:
         now = time.monotonic()
         sent, comms = self.sent, self.comms
         for a in assignments:
+            # the scheduler's keys are the task ids it was given (it types them Hashable)
             task = self.tasks.pop(a.key)  # type: ignore[call-overload]
             if sent is not None:
                 sent[task.task_id] = task
@@ -317,6 +322,7 @@ class Manager:
             if held == len(items):  # it held nothing: its first task starts now
                 since[rank] = now
             if (held == len(items) or not held) and rank in near:  # idle: maybe on its bell
+                # a rank is near only when rank 0 has a bell
                 self.bell.ring(rank)  # type: ignore[union-attr]
         return True
 
@@ -433,6 +439,7 @@ class Manager:
             del self.single[task_id]
             self.started.pop(task_id, None)
             self.scheduler.finish(task_id)
+            # kept (not None) wherever a rank can die and the pool serve on: here
             task = self.sent.pop(task_id)  # type: ignore[union-attr]
             if pos >= began:
                 again.append(task)
@@ -451,6 +458,7 @@ class Manager:
             if peer not in self.lost:
                 self.outbox.send(([rank], wide), peer, Tag.LOST)
                 if peer in self.near:
+                    # a rank is near only when rank 0 has a bell
                     self.bell.ring(peer)  # type: ignore[union-attr]
 
     def retire(self) -> None:

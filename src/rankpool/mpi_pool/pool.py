@@ -34,6 +34,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import zmq
@@ -120,6 +121,7 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
         init_error = initialize(comm, read_initializer(cfg.initializer),
                                 [r for node in topology.nodes for r in node])
         if rank == 0:
+            assert identities is not None  # gathered on rank 0
             watch = DeathWatch({r: identities[r] for r in near}, notes, topology.hosts[0])
             pool = RankZero(cfg, comm, topology, bell, near, init_error, watch)
             try:
@@ -191,7 +193,7 @@ class RankZero:
         self.draining = False
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock_fd = self.sock.getsockopt(zmq.FD)  # what _wait selects on beside the bell
+        self.sock_fd = self.sock.fileno()  # zmq.FD: what _wait selects on beside the bell
         # a random name for the connection, shown to no one, so that no one can claim it: the
         # interchange ignores a second connection under a name already connected
         self.sock.setsockopt(zmq.IDENTITY, secrets.token_hex(16).encode())
@@ -202,7 +204,7 @@ class RankZero:
             client_curve(self.sock, cfg.server_key)
         self.last_heard = self.last_sent = time.monotonic()
         self.first_done = 0.0
-        self.reported: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())
+        self.reported: tuple[AbstractSet[int], AbstractSet[int]] = (frozenset(), frozenset())
         self.interrupted = ""      # the signal that stops the pool, by name
         self._in_poll = False      # blocked in the idle ZeroMQ poll: an interrupt raises there
 
@@ -324,7 +326,9 @@ class RankZero:
         interchange arrives, or ``seconds`` passed (without a bell: just sleep)."""
         if self.bell is None:
             time.sleep(seconds)
-        elif not self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # also re-arms ZMQ_FD
+        # asking also re-arms ZMQ_FD; EVENTS is an int option (pyzmq types getsockopt's value
+        # int | bytes)
+        elif not self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[arg-type, operator]
             self.bell.wait(seconds, self.sock_fd)
 
     # -- steps ---------------------------------------------------------------------------------
@@ -357,7 +361,9 @@ class RankZero:
                 self._handle(frames)
             except ProtocolError as exc:
                 log.warning("dropped a malformed message from the interchange: %s", exc)
-            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # drained: no zmq.Again to raise
+            # drained: no zmq.Again to raise; EVENTS is an int option (pyzmq types getsockopt's
+            # value int | bytes)
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[arg-type, operator]
                 return True
 
     def _poll(self, timeout_ms: int) -> bool:

@@ -21,6 +21,7 @@ _HEADER = 4096
 
 
 def _nbytes(buffer: object) -> int:
+    # any object with the buffer protocol (collections.abc.Buffer is Python 3.12's)
     return memoryview(buffer).nbytes  # type: ignore[arg-type]
 
 

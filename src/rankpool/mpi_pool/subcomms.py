@@ -213,7 +213,7 @@ def _receive_buffers(comm: MPI.Comm, source: int, items: Sequence[Any],
             request = msg.Irecv([buf, MPI.BYTE])
             while not request.Test():
                 _pause_until(deadline)
-        buffers.append(memoryview(buf))
+        buffers.append(buf.data)  # the array's memoryview
     return buffers
 
 

@@ -27,6 +27,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -246,6 +247,7 @@ class Worker:
                 with self.comms.communicator(self.comm, self.group, item.ranks, item.task_id,
                                              item.comm_id, regroup) as sub:
                     value = self._call(item, buffers, sub)
+            bufs: Sequence[Buffer]
             if value is None:
                 data, bufs = _NONE, []
             elif sub_rank == 0 or item.results_all:
@@ -300,10 +302,10 @@ class Worker:
         if interrupts is not None and interrupts.count and interrupts.recent():
             raise KeyboardInterrupt(f"the task was interrupted ({interrupts.name}) before it "
                                     f"started")
-        alarm = self.use_alarm and item.walltime is not None
-        if alarm:
+        walltime = item.walltime if self.use_alarm else None
+        if walltime is not None:
             previous = signal.signal(signal.SIGALRM, _raise_alarm)
-            signal.setitimer(signal.ITIMER_REAL, item.walltime)
+            signal.setitimer(signal.ITIMER_REAL, walltime)
         try:
             if interrupts is not None:
                 interrupts.in_task = True
@@ -311,7 +313,7 @@ class Worker:
         finally:
             if interrupts is not None:
                 interrupts.in_task = False
-            if alarm:
+            if walltime is not None:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
             if os.getpid() != self.pid:

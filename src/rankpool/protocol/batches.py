@@ -123,11 +123,12 @@ def encode_tasks(tasks: Sequence[Task], kind: str = "tasks") -> Frames:
         if spec is last_spec:  # a batch's tasks mostly share one Spec: no hash
             si = last_si
         else:
-            si = spec_index.get(spec)
-            if si is None:
-                si = spec_index[spec] = len(spec_table)
+            found = spec_index.get(spec)
+            if found is None:
+                found = spec_index[spec] = len(spec_table)
                 spec_table.append(spec.to_wire())
-            last_spec, last_si = spec, si
+            si = last_si = found
+            last_spec = spec
         records += (t.task_id, fi, si, len(t.data), len(t.buffers))
         data.append(t.data)
         if t.buffers:
@@ -218,7 +219,9 @@ def encode_results(results: Sequence[Result]) -> Frames:
 def join_results(parts: Sequence[tuple[int, Sequence[Buffer]]]) -> Frames:
     """One result batch from several checked ones, each given as ``(rows, frames after the
     header)``: their row tables, then their data, then their buffer frames, in order."""
-    tables, data, big = [], [], []
+    tables: list[memoryview] = []
+    data: list[memoryview] = []
+    big: list[Buffer] = []
     for rows, frames in parts:
         blob = memoryview(frames[0])
         tables.append(blob[:WIDTH * INT_SIZE * rows])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from ..errors import ProtocolError
 from .wire import Frames, encode_header, is_int
@@ -28,6 +28,9 @@ __all__ = ["PROTOCOL_VERSION", "PYTHON_VERSION", "SUBMIT_SUFFIX", "Message", "Re
 
 # ---------------------------------------------------------------------------------------------
 # control messages
+M = TypeVar("M", bound="Message")
+
+
 @dataclass(frozen=True)
 class Message:
     """A control message: a header with a kind and typed fields, no payload."""
@@ -40,7 +43,7 @@ class Message:
         return [encode_header(body)]
 
     @classmethod
-    def from_header(cls, header: dict[str, Any]) -> Message:
+    def from_header(cls: type[M], header: dict[str, Any]) -> M:
         kwargs = {}
         for f in fields(cls):
             if f.name not in header and f.default_factory is not MISSING:

@@ -9,7 +9,7 @@ import json
 import sys
 from array import array
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..errors import ProtocolError
 
@@ -60,7 +60,7 @@ def decode_header(frame: Buffer) -> dict[str, Any]:
     return body
 
 
-def is_int(v: Any) -> bool:
+def is_int(v: Any) -> TypeGuard[int]:
     """An int that is not a bool (JSON booleans decode as Python bools)."""
     return isinstance(v, int) and not isinstance(v, bool)
 

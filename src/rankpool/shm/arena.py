@@ -181,6 +181,7 @@ class _Segment:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+        # the view goes before the map can close; nothing reads it after
         self.data = None  # type: ignore[assignment]
         try:
             self.map.close()

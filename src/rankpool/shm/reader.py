@@ -18,11 +18,11 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ..errors import SharedMemoryError
+from ..protocol.wire import Buffer
 from .arena import (
     HOST,
     READER_FREES,
     SEGMENT_MAGIC,
-    Buffer,
     Descriptor,
     is_descriptor,
     parse_descriptor,
@@ -40,6 +40,7 @@ class _Mapping:
         self.data = np.frombuffer(self.map, np.uint8)
 
     def close(self) -> None:
+        # the view goes before the map can close; nothing reads it after
         self.data = None  # type: ignore[assignment]
         try:
             self.map.close()
@@ -67,7 +68,7 @@ class Reader:
             out[:] = m.data[desc.offset:desc.offset + desc.length]
             if desc.flags & READER_FREES:
                 m.map[STATE_AT] = FREE
-        return memoryview(out)
+        return out.data  # the array's memoryview
 
     def discard(self, desc: Descriptor) -> None:
         """Free a buffer nobody will read (its task was cancelled or failed); never raises."""

@@ -67,7 +67,7 @@ def sweep(prefix: str, only_dead: bool = False) -> list[str]:
     Returns the names removed.
     """
     check_run_prefix(prefix)
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(SHM_DIR)
     except OSError:

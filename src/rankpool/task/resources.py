@@ -64,7 +64,7 @@ class Spec:
         keys two more, so the common case costs no extra bytes."""
         if self == DEFAULT_SPEC:
             return None
-        base = [self.num_ranks, self.ranks_per_node, self.num_nodes, self.results_all,
+        base: list[Any] = [self.num_ranks, self.ranks_per_node, self.num_nodes, self.results_all,
                 self.priority, self.walltime]
         if self.gpus_per_rank or self.has_setting:
             base += [self.gpus_per_rank, self.threads_per_rank,

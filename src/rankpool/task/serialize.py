@@ -38,7 +38,7 @@ OOB_THRESHOLD = 64 * 1024
 
 
 
-class _LRU(OrderedDict):  # type: ignore[type-arg]
+class _LRU(OrderedDict[Any, Any]):
     def __init__(self, size: int) -> None:
         super().__init__()
         self.size = size
@@ -70,7 +70,7 @@ class FunctionPickler:
         """Return ``(digest, payload)`` for ``fn``."""
         last = self._last
         if last is not None and last[0]() is fn:
-            return last[1]  # type: ignore[no-any-return]
+            return last[1]
         entry = self._dumps(fn)
         if len(_parts(fn)) == 1:
             try:
@@ -87,7 +87,8 @@ class FunctionPickler:
         hit = self._cache.get(key)
         if hit is not None and all(ref() is part for ref, part in zip(hit[0], parts)):
             self._cache.move_to_end(key)
-            return hit[1]  # type: ignore[no-any-return]
+            entry: tuple[bytes, bytes] = hit[1]
+            return entry
         try:
             payload = dill.dumps(fn, protocol=5, recurse=True)
         except Exception as exc:
@@ -101,8 +102,11 @@ class FunctionPickler:
 
     def _refs(self, key: tuple[int, ...], parts: tuple[Any, ...]) -> tuple[Any, ...] | None:
         dead = self._dead
+
+        def forget(_: Any) -> None:
+            dead.append(key)
         try:
-            return tuple(weakref.ref(p, lambda _, k=key: dead.append(k)) for p in parts)
+            return tuple(weakref.ref(p, forget) for p in parts)
         except TypeError:  # not weakly referenceable
             fn = parts[0]
             if isinstance(fn, BuiltinFunctionType) and isinstance(
@@ -127,13 +131,13 @@ class FunctionLoader:
         self._cache = _LRU(size)
 
     def loads(self, digest: bytes, payload: Buffer) -> Callable[..., Any]:
-        fn = self._cache.get(digest)
+        fn: Callable[..., Any] | None = self._cache.get(digest)
         if fn is None:
             fn = pickle.loads(payload)
             self._cache.put(digest, fn)
         else:
             self._cache.move_to_end(digest)
-        return fn  # type: ignore[no-any-return]
+        return fn
 
 
 class _BigBuffers(threading.local):
@@ -280,8 +284,9 @@ def dumps_error(exc: BaseException, rank: int = 0, size: int = 1) -> bytes:
     except BaseException as bad:  # a traceback that cannot be formatted still says what failed
         tb = (f"{exception_text(exc)}\n"
               f"(the traceback could not be formatted: {exception_text(bad)})\n")
+    exc_pickle: bytes | None
     try:
-        exc_pickle: bytes | None = pickle.dumps(exc, protocol=5)
+        exc_pickle = pickle.dumps(exc, protocol=5)
         pickle.loads(exc_pickle)  # an exception that pickles but cannot be rebuilt is text only
     except BaseException:
         try:
@@ -355,5 +360,6 @@ def add_note(exc: BaseException, note: str) -> None:
         notes = getattr(exc, "__notes__", None)
         if notes is None:
             notes = []
+            # BaseException.__notes__ is Python 3.11's; on 3.10 it is set by hand
             exc.__notes__ = notes  # type: ignore[attr-defined]
         notes.append(note)

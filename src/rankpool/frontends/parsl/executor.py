@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from parsl.executors.errors import BadStateException, ScalingFailed
 from parsl.executors.status_handling import BlockProviderExecutor
@@ -193,7 +193,9 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         self._pool_base: PoolConfig | None = None
         self._engine = Engine()
         self._engine.max_message_size = self.max_message_size
-        self._tasks = self._engine.futures  # Parsl's table of the executor's futures: the same
+        # Parsl's table of the executor's futures: the engine's own (Parsl types it
+        # dict[object, Future] and only reads it)
+        self._tasks = cast(dict[object, Future[Any]], self._engine.futures)
         # Parsl apps return a RemoteExceptionWrapper instead of raising; on a rank other than the
         # task's root that value would be dropped and the task reported a success, so multi-rank
         # functions are wrapped to raise it (one wrapper per function: serialized once)
@@ -213,7 +215,7 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
     # -- life cycle -------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the interchange, then the provider's ``init_blocks`` (without waiting for them)."""
-        super().start()
+        super().start()  # type: ignore[no-untyped-call]  # Parsl's start is unannotated
         address = self.address or ("127.0.0.1" if isinstance(self.provider, _local_provider_type())
                                    else "*")
         session = start_session(
@@ -263,7 +265,7 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
 
     # -- Parsl's executor interface ---------------------------------------------------------------
     def submit(self, func: Callable[..., Any], resource_specification: dict[str, Any],
-               *args: Any, **kwargs: Any) -> Future:  # type: ignore[type-arg]
+               *args: Any, **kwargs: Any) -> Future[Any]:
         """Send one task to the interchange; return its future (``parsl_executor_task_id`` set)."""
         if self.bad_state_is_set:
             raise self.executor_exception
@@ -275,6 +277,7 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
             kwargs = {k: v for k, v in kwargs.items() if k != SPEC_KWARG}
         task, future = self._engine.task(func, args, kwargs, spec, carry_context=False,
                                          wrap=self._reraising if spec.num_ranks > 1 else None)
+        # the attribute Parsl's DataFlowKernel reads off an executor's futures
         future.parsl_executor_task_id = task.task_id  # type: ignore[attr-defined]
         self._client.submit(task)
         return future

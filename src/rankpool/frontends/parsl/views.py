@@ -20,7 +20,7 @@ class PoolViews:
     """Pool listings, hold/release/drain by block, and monitoring ``node`` rows."""
 
     _control: BlockControl
-    run_id: str
+    run_id: str | None
     submit_monitoring_radio: Any
 
     def hold_block(self, block_id: str) -> list[str]:
