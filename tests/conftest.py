@@ -26,7 +26,7 @@ if _TESTS not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
 # tests run. When the session ends, any of them still running, or any of those files still in
 # /dev/shm, fails the session, named with the test that was running when it was first seen.
 # Nothing else on the machine (another test session's processes and files) is ever counted.
-from leftovers import MARKER_ENV, Watch  # noqa: E402
+from leftovers import MARKER_ENV, Watch, own_mpi_segments  # noqa: E402
 
 #: seconds the session's processes get to exit, and their files to go, once the last test ended
 LEFTOVER_GRACE = 15.0
@@ -96,6 +96,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
     _session_watch.test = nodeid
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Open MPI leaves the shared-memory segment of a singleton (this process, where a test
+    initialised MPI through mpi4py) in /dev/shm at ``MPI_Finalize``: remove this process's
+    own, once no test runs."""
+    for name in own_mpi_segments():
+        with contextlib.suppress(OSError):
+            os.unlink(f"/dev/shm/{name}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -23,6 +23,9 @@ _RUN_PREFIX = re.compile(r"rankpool-[0-9a-f]{8,32}")
 #: multiprocessing's named semaphores: its resource tracker unlinks them once every process that
 #: shares the tracker (pytest itself, for those of a library a test used) has exited
 _TRACKED = "sem.mp-"
+#: the files MPI libraries make for a process that initialised MPI: MPICH's, Open MPI 5's
+#: (btl/sm) and 4's (btl/vader) shared-memory segments
+_OWN_MPI = ("mpich_", "sm_segment.", "vader_segment.")
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -68,6 +71,12 @@ def shm_names(procs: Iterable[psutil.Process]) -> set[str]:
     return names
 
 
+def own_mpi_segments() -> list[str]:
+    """Open MPI's segments in ``/dev/shm`` that this process maps."""
+    return sorted(n for n in shm_names([psutil.Process()])
+                  if n.startswith(_OWN_MPI) and not n.startswith("mpich_"))
+
+
 def existing(names: Iterable[str]) -> list[str]:
     """Those of ``names`` still in ``/dev/shm``: exact names, and every file of a run prefix."""
     names = set(names)
@@ -102,8 +111,10 @@ class Watch:
             if proc.pid not in self.procs:
                 self.procs[proc.pid] = proc
                 self.first_seen[f"process {proc.pid}"] = label
-        try:  # the watched process's own MPICH file (mpi4py imported in it) goes at its exit
-            own = {n for n in shm_names([psutil.Process(self.pid)]) if not n.startswith("mpich_")}
+        try:  # the watched process's own MPI files (MPICH's, Open MPI's segment: mpi4py
+            # initialised MPI in it) go at its exit, with its MPI_Finalize
+            own = {n for n in shm_names([psutil.Process(self.pid)])
+                   if not n.startswith(_OWN_MPI)}
         except psutil.NoSuchProcess:
             own = set()
         for name in (shm_names(procs) | own) - self.shm:
