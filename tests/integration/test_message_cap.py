@@ -25,7 +25,7 @@ from helpers import executor, wait_for
 from rankpool._version import __version__
 from rankpool.errors import MessageTooLarge
 from rankpool.interchange import Interchange, InterchangeConfig
-from rankpool.protocol.batches import Task, encode_tasks
+from rankpool.protocol.batches import Task, decode_tasks, encode_tasks
 from rankpool.protocol.messages import (
     PROTOCOL_VERSION,
     PYTHON_VERSION,
@@ -135,6 +135,28 @@ def test_a_second_registration_of_a_pool_id_is_refused_and_logged(
     front.send_multipart(encode_tasks([task(1)]))
     assert first(real, "tasks") is not None
     assert first(thief, "tasks", timeout=1.0) is None and first(twin, "tasks", 0.5) is None
+
+
+def test_tasks_of_several_batches_reach_a_pool_in_messages_under_the_cap(live: Live) -> None:
+    """Batches that each fit, queued before any pool registered, then taken by one pool in one
+    pass: they travel to it in messages under the cap (one message would be over it)."""
+    front = live.dealer(live.client_port, "front")
+    for b in range(3):  # 3 batches of 3 tasks of 0.3 MB: 0.9 MB each, 2.7 MB together
+        front.send_multipart(encode_tasks([Task(10 * b + i, parse_spec({}), b"d", b"f",
+                                                bytes(300_000)) for i in range(3)]))
+    wait_for(lambda: len(live.ix.queue) == 9, timeout=10)
+    pool = live.dealer(live.pool_port, "pool")
+    pool.send_multipart(register("p1", "b0", (16,)))
+    assert first(pool, "registered").error == ""
+    ids: list[int] = []
+    sizes: list[int] = []
+    while len(ids) < 9:
+        frames = first(pool, "tasks")
+        assert frames is not None, f"only tasks {sorted(ids)} arrived"
+        sizes.append(sum(map(len, frames)))
+        ids += [t.task_id for t in decode_tasks(decode_header(frames[0]), frames[1:])]
+    assert sorted(ids) == [0, 1, 2, 10, 11, 12, 20, 21, 22]
+    assert max(sizes) <= 2 * MB and len(sizes) >= 2, sizes
 
 
 def test_a_message_over_the_cap_is_dropped_and_logged(live: Live,

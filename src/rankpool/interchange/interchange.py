@@ -51,14 +51,14 @@ from ..protocol.messages import (
     decode_message,
     version_mismatch,
 )
-from ..protocol.wire import Buffer, decode_header
+from ..protocol.wire import Buffer, decode_header, message_size
 from ..security import Gatekeeper, open_gate
 from ..shm.run import sweep
 from .cancels import drop_cancelled, forward_started, route_cancel
 from .client_link import ClientLink
 from .commands import answer
 from .config import InterchangeConfig
-from .matching import RoomIndex, TaskQueue, match
+from .matching import Entry, RoomIndex, TaskQueue, match
 from .plumbing import LINGER_MS, LOOPBACK, Throttle, bind_router, process_alive
 from .pools import Pool, PoolTable, check_capacity, check_shape
 
@@ -406,21 +406,40 @@ class Interchange:
         self.to_client(Lost(pool.block_id, list(pool.hosts), reason, ids, cause).encode())
 
     def dispatch(self) -> None:
-        """Send queued tasks to pools with room: one batch per pool per pass."""
+        """Send queued tasks to pools with room: one batch per pool per pass (in messages
+        under the run's cap: tasks of several front-end batches may go in one)."""
         self._dirty = False
         whole, self._whole = self._whole, None
         for pool, entries in match(self.queue, self.room):
+            sent = 0
             if not pool.gone:
                 tasks: list[Task] = [t for _, t in entries]
-                if self._send_pool(pool.identity, _forwarded(whole, tasks) or encode_tasks(tasks)):
+                forwarded = _forwarded(whole, tasks)
+                parts: list[tuple[list[Entry], Sequence[Any]]] = (
+                    [(entries, forwarded)] if forwarded is not None else self._capped(entries))
+                for part, frames in parts:
+                    if not self._send_pool(pool.identity, frames):
+                        break
+                    sent += len(part)
+                if sent == len(entries):
                     self.pools.sent(pool, self._now)
                     continue
-            pool.finish_many([task.task_id for _, task in entries])
-            self.queue.push_back(entries)
+            unsent = entries[sent:]
+            pool.finish_many([task.task_id for _, task in unsent])
+            self.queue.push_back(unsent)
             self._dirty = True
             if not pool.gone:
                 self.lose(pool, "connection to the pool lost", LostCause.CONNECTION_LOST,
                           tell_pool=False)
+
+    def _capped(self, entries: list[Entry]) -> list[tuple[list[Entry], Sequence[Any]]]:
+        """``entries`` encoded as one message, or halves of them while that is over the cap
+        (each task fits: the front-end refused larger ones)."""
+        frames = encode_tasks([t for _, t in entries])
+        if len(entries) == 1 or message_size(frames) <= self.config.max_message_size:
+            return [(entries, frames)]
+        half = len(entries) // 2
+        return self._capped(entries[:half]) + self._capped(entries[half:])
 
     def send_pool(self, identity: bytes, frames: Sequence[Any]) -> bool:
         """Send to a pool without blocking; False (and a throttled warning) if it failed."""
