@@ -118,3 +118,38 @@ def test_ctrl_c_with_work_queued_returns_within_seconds(tmp_path: Path) -> None:
     assert procs == [], [p.cmdline() for p in procs]
     assert files == []
     assert any(n.startswith("rankpool-") for n in watch.shm)  # the check saw the run's files
+
+
+OTHER_THREAD = """\
+import os, signal, sys, threading, time
+from rankpool import Executor
+
+if __name__ == "__main__":
+    with Executor(max_ranks=1, run_dir=sys.argv[1]) as ex:
+        future = ex.submit(time.sleep, 60)
+        while not future.running():
+            time.sleep(0.05)
+        # the kernel may hand a process's SIGINT to any of its threads: here, the client's
+        threading.Timer(0.5, signal.pthread_kill, (ex.client._thread.ident, signal.SIGINT)).start()
+        t0 = time.monotonic()
+        try:
+            future.result()
+        except KeyboardInterrupt:
+            print(f"INTERRUPTED after {time.monotonic() - t0:.2f} s", flush=True)
+            raise
+"""
+
+
+def test_ctrl_c_taken_by_another_thread_still_interrupts_a_waiting_result(
+        tmp_path: Path) -> None:
+    """Python runs signal handlers in the main thread only once it wakes: a main thread asleep
+    in ``result()`` wakes in slices, so a SIGINT delivered to another of the program's threads
+    still interrupts it within a second."""
+    program = tmp_path / "program.py"
+    program.write_text(textwrap.dedent(OTHER_THREAD))
+    proc = subprocess.run([sys.executable, str(program), str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
+    assert "INTERRUPTED after" in proc.stdout, (proc.stdout, proc.stderr)
+    waited = float(proc.stdout.split("INTERRUPTED after ", 1)[1].split()[0])
+    assert waited < 1.5, waited  # 0.5 s to the signal, then at most one slice
+    assert proc.stderr.count("rankpool: interrupted") == 1, proc.stderr

@@ -33,6 +33,10 @@ from .settling import DONE, PLAIN_INIT, fail_all, settle, settle_values, unread
 log = logging.getLogger(__name__)
 
 
+#: longest a thread waiting for a result sleeps before it looks for pending signals
+_WAKE = 0.25
+
+
 class TaskFuture(Future[Any]):
     """A ``concurrent.futures.Future`` with the task's id and a writable ``label``.
 
@@ -73,10 +77,12 @@ class TaskFuture(Future[Any]):
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._condition:
             while self._state not in DONE:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                remaining = _WAKE if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
                     return
-                self._condition.wait(remaining)
+                # in slices: a Ctrl-C that another thread of the process took is acted on
+                # (Python runs signal handlers in the main thread once it wakes)
+                self._condition.wait(min(remaining, _WAKE))
 
     def result(self, timeout: float | None = None) -> Any:
         if self._state == "FINISHED" and self._exception is None:
