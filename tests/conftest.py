@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -18,6 +19,12 @@ _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_TESTS, os.environ.get("PYTHONPATH"))
                                                if p)
+
+# Ctrl-C as a terminal gives it: a run started in the background of a non-interactive shell
+# (`cmd &`, as some CI runners do) inherits SIGINT ignored, and every program the tests start
+# (the Ctrl-C tests' programs, the pools they interrupt) would inherit that too
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # -- what the session leaves behind ------------------------------------------------------------
