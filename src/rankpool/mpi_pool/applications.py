@@ -26,7 +26,7 @@ from typing import Any
 from mpi4py import MPI
 
 from ..apps.prefix import compose, detect_family, hosts_with_counts, pool_launch_variables
-from ..apps.process_tree import adopt_orphans, descendants, end_processes, reap
+from ..apps.process_tree import adopt_orphans, descendants, end_processes, reap, sweep_mpi_files
 from .backoff import Backoff, BackoffConfig
 from .task_setting import TaskSetting, environment
 
@@ -86,12 +86,15 @@ class Applications:
                 sub.Ibarrier().Wait()  # the held ranks wait in it already: no spin here
 
     def _run_here(self, variables: dict[str, str], call: Callable[[], Any]) -> Any:
+        start = time.time()
         try:
             with environment(variables.items(), remove=pool_launch_variables(os.environ)):
                 return call()
         finally:
             end_processes(descendants(os.getpid()))
             reap()
+            for path in sweep_mpi_files(start):
+                log.info("removed %s: the application's ranks ended without MPI_Finalize", path)
 
 
 def _hold(sub: MPI.Intracomm) -> None:
