@@ -35,7 +35,7 @@ from ..protocol import batches, wire
 from ..protocol import messages as protocol
 from ..protocol.batches import Result, Task
 from ..protocol.messages import SUBMIT_SUFFIX
-from ..protocol.wire import Buffer, message_size
+from ..protocol.wire import Buffer, under_cap
 
 log = logging.getLogger(__name__)
 
@@ -259,13 +259,8 @@ class InterchangeClient:
     def _send_batch(self, batch: list[Task]) -> None:
         """One message, or halves of it while it is over the run's message cap (each task
         fits: the engine refused larger ones at submit)."""
-        frames = batches.encode_tasks(batch)
-        if len(batch) > 1 and message_size(frames) > self.config.max_message_size:
-            half = len(batch) // 2
-            self._send_batch(batch[:half])
-            self._send_batch(batch[half:])
-            return
-        self.sock.send_multipart(frames, copy=False)
+        for _, frames in under_cap(batch, batches.encode_tasks, self.config.max_message_size):
+            self.sock.send_multipart(frames, copy=False)
 
     def cancel(self, task_ids: list[int]) -> None:
         """Have these tasks dropped wherever they wait (their futures asked to cancel them),

@@ -51,7 +51,7 @@ from ..protocol.messages import (
     decode_message,
     version_mismatch,
 )
-from ..protocol.wire import Buffer, decode_header, message_size
+from ..protocol.wire import Buffer, decode_header, under_cap
 from ..security import Gatekeeper, open_gate
 from ..shm.run import sweep
 from .cancels import drop_cancelled, forward_started, route_cancel
@@ -416,7 +416,8 @@ class Interchange:
                 tasks: list[Task] = [t for _, t in entries]
                 forwarded = _forwarded(whole, tasks)
                 parts: list[tuple[list[Entry], Sequence[Any]]] = (
-                    [(entries, forwarded)] if forwarded is not None else self._capped(entries))
+                    [(entries, forwarded)] if forwarded is not None
+                    else under_cap(entries, _encode_entries, self.config.max_message_size))
                 for part, frames in parts:
                     if not self._send_pool(pool.identity, frames):
                         break
@@ -431,15 +432,6 @@ class Interchange:
             if not pool.gone:
                 self.lose(pool, "connection to the pool lost", LostCause.CONNECTION_LOST,
                           tell_pool=False)
-
-    def _capped(self, entries: list[Entry]) -> list[tuple[list[Entry], Sequence[Any]]]:
-        """``entries`` encoded as one message, or halves of them while that is over the cap
-        (each task fits: the front-end refused larger ones)."""
-        frames = encode_tasks([t for _, t in entries])
-        if len(entries) == 1 or message_size(frames) <= self.config.max_message_size:
-            return [(entries, frames)]
-        half = len(entries) // 2
-        return self._capped(entries[:half]) + self._capped(entries[half:])
 
     def send_pool(self, identity: bytes, frames: Sequence[Any]) -> bool:
         """Send to a pool without blocking; False (and a throttled warning) if it failed."""
@@ -616,6 +608,10 @@ class Interchange:
             self._send_pool(pool.identity, stop)
         log.info("stopping (%s); told %d pools to stop; %d tasks queued, %d outstanding", reason,
                  len(self.pools), len(self.queue), len(self.known))
+
+
+def _encode_entries(entries: list[Entry]) -> Sequence[Any]:
+    return encode_tasks([t for _, t in entries])
 
 
 def _forwarded(whole: tuple[list[Task], Frames] | None, tasks: list[Task]) -> Frames | None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import sys
 from array import array
-from collections.abc import Sequence
-from typing import Any, TypeGuard
+from collections.abc import Callable, Sequence
+from typing import Any, TypeGuard, TypeVar
 
 from ..errors import ProtocolError
+
+T = TypeVar("T")
 
 Buffer = bytes | bytearray | memoryview
 Frames = list[Buffer]
@@ -43,6 +45,18 @@ def message_size(frames: Sequence[Any]) -> int:
     """Bytes in a message's frames (bytes, or anything with the buffer protocol)."""
     return sum(len(f) if isinstance(f, (bytes, bytearray)) else memoryview(f).nbytes
                for f in frames)
+
+
+def under_cap(items: list[T], encode: Callable[[list[T]], Sequence[Any]],
+              cap: int) -> list[tuple[list[T], Sequence[Any]]]:
+    """``items`` encoded as one message, or halves of them while that is over ``cap`` bytes
+    (a single item is sent as it is: the sender refused larger ones before); each part with
+    its items."""
+    frames = encode(items)
+    if len(items) == 1 or message_size(frames) <= cap:
+        return [(items, frames)]
+    half = len(items) // 2
+    return under_cap(items[:half], encode, cap) + under_cap(items[half:], encode, cap)
 
 
 def decode_header(frame: Buffer) -> dict[str, Any]:
