@@ -42,6 +42,17 @@ def answer(ids: list[int]) -> list[bytes]:
     return [encode_header({"k": "results", "n": len(ids)}), pack_ints(rows) + RESULT * len(ids)]
 
 
+def listen_overflows() -> int:
+    """Connections this host's kernel dropped because a listen queue was full (Linux; -1
+    elsewhere): each costs its pool a TCP retransmission, 1 s or more."""
+    try:
+        with open("/proc/net/netstat") as fh:
+            rows = [line.split() for line in fh if line.startswith("TcpExt:")]
+        return int(rows[1][rows[0].index("ListenOverflows")])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
 def raise_fd_limit() -> int:
     """Raise the soft descriptor limit to the hard one; return it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -60,14 +71,20 @@ def interchange_main(stats_path: str) -> int:
     from rankpool.interchange.interchange import Interchange
 
     beats: list[tuple[float, float, float, int]] = []
-    original = Interchange.heartbeat
+    registered: list[float] = []  # when each registration was taken (time.time())
+    original, on_register = Interchange.heartbeat, Interchange.on_register
 
     def timed(self: Interchange) -> None:
         t, c = time.monotonic(), time.thread_time()
         original(self)
         beats.append((t, time.monotonic() - t, time.thread_time() - c, len(self.pools)))
 
+    def noted(self: Interchange, identity: bytes, reg: Register) -> None:
+        on_register(self, identity, reg)
+        registered.append(time.time())
+
     Interchange.heartbeat = timed  # type: ignore[method-assign]
+    Interchange.on_register = noted  # type: ignore[method-assign]
     baseline = os.environ.get("RANKPOOL_BENCH_MATCH")
     if baseline:  # before/after comparisons of a matching change: match() from another file
         import importlib.util
@@ -83,7 +100,7 @@ def interchange_main(stats_path: str) -> int:
         return process.serve(config, sys.stdout)
     finally:
         with open(stats_path, "w") as fh:
-            json.dump({"beats": beats}, fh)
+            json.dump({"beats": beats, "registered": registered}, fh)
 
 
 # =============================================================================================

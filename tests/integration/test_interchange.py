@@ -25,6 +25,7 @@ from waiting import wait_for
 from rankpool._version import __version__
 from rankpool.interchange import Interchange, InterchangeConfig
 from rankpool.interchange.matching import RoomIndex, TaskQueue, match
+from rankpool.interchange.plumbing import BACKLOG
 from rankpool.interchange.pools import Pool, PoolTable, check_capacity
 from rankpool.protocol.batches import (
     Outcome,
@@ -261,6 +262,18 @@ def test_registration_accepted(harness: Callable[..., Harness]) -> None:
     assert (info["ranks"], info["node_ranks"], info["widest"]) == (5, [2, 3], 5)
     assert info["rankpool"] == __version__ and info["python"] == PYTHON_VERSION
     assert not info["held"] and not info["draining"] and info["tasks"] == 0
+
+
+def test_pool_port_queues_thousands_of_connections(harness: Callable[..., Harness]) -> None:
+    """Pools that start together all get in at once: the pool port's listen queue (as the
+    kernel reports it) is ``BACKLOG`` long, not ZeroMQ's 100, past which the kernel drops
+    handshakes that TCP retries only 1, 3, 7, 15 s later."""
+    h = harness()
+    with open("/proc/sys/net/core/somaxconn") as fh:
+        expected = min(BACKLOG, int(fh.read()))
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{h.pool_port}"], capture_output=True,
+                         text=True, timeout=10, check=True).stdout.split()
+    assert expected > 100 and int(out[2]) == expected, out  # State Recv-Q Send-Q(= the queue) ...
 
 
 def test_version_mismatch_refused(harness: Callable[..., Harness]) -> None:

@@ -59,7 +59,7 @@ from .client_link import ClientLink
 from .commands import answer
 from .config import InterchangeConfig
 from .matching import Entry, RoomIndex, TaskQueue, match
-from .plumbing import LINGER_MS, LOOPBACK, Throttle, bind_router, process_alive
+from .plumbing import LINGER_MS, LOOPBACK, Throttle, bind_router, process_alive, send_routed
 from .pools import Pool, PoolTable, check_capacity, check_shape
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,10 @@ class Interchange:
         self._throttle = Throttle(log)
         self._unreachable: set[bytes] = set()  # identities a send found no connection for
         self._beat = Heartbeat().encode()
+        # the answer to every accepted registration, encoded once (10,000 pools may register
+        # within seconds)
+        self._welcome = Registered("", config.heartbeat_period,
+                                   config.heartbeat_threshold).encode()
         self._beats_left = False  # pools were due a heartbeat past the last pass's slice
         # the last batch queued whole since the last dispatch, with its frames
         self._whole: tuple[list[Task], Frames] | None = None
@@ -312,8 +316,7 @@ class Interchange:
         self.registered_blocks.add(pool.block_id)
         self.room.add(pool)
         self._dirty = True
-        self._send_pool(identity,
-                        Registered("", cfg.heartbeat_period, cfg.heartbeat_threshold).encode())
+        self._send_pool(identity, self._welcome)
         log.info("registered pool %r of block %r: hosts %s, worker ranks %s, widest %d, "
                  "rankpool %s, Python %s", pool.pool_id, pool.block_id, ",".join(pool.hosts),
                  pool.node_ranks, pool.widest, pool.rankpool, pool.python)
@@ -440,7 +443,7 @@ class Interchange:
     def _send_pool(self, identity: bytes, frames: Sequence[Any]) -> bool:
         assert self._pool_sock is not None
         try:
-            self._pool_sock.send_multipart([identity, *frames], zmq.NOBLOCK, copy=False)
+            send_routed(self._pool_sock, identity, frames)
             return True
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
