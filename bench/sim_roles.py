@@ -30,6 +30,8 @@ from rankpool.protocol.wire import encode_header, pack_ints
 
 #: sockets one pool-host process opens at most (2 descriptors each; the limit here is 20,000)
 POOLS_PER_HOST = 2500
+#: pools a pool host connects per pass of its loop (all of them within about a second)
+_CONNECT_SLICE = 100
 FRONT_IDENTITY = "bench-front"
 RESULT = pickle.dumps(None, protocol=5)  # what a no-op task returns
 FN_DIGEST, FN_BYTES = b"\x01" * 16, b"no-op function"
@@ -120,30 +122,37 @@ class PoolHost:
         self.ctx.MAX_SOCKETS = count + 64
         self.period = period
         self.beat = Heartbeat().encode()
+        self.address = f"tcp://127.0.0.1:{port}"
+        self.first, self.count, self.ranks = first, count, ranks
         self.socks: list[zmq.Socket[bytes]] = []
         self.by_fd: dict[int, int] = {}
         self.epoll = select.epoll()
         self.last_sent: list[float] = []
         self.registered = self.stopped = self.rescued = self.answered = 0
-        now = time.monotonic()
         self.rng = random.Random(first)
         self.due: list[tuple[float, int]] = []  # a heap of (next heartbeat, pool)
-        for i in range(count):
+
+    def connect_some(self, most: int) -> None:
+        """Connect and register up to ``most`` more pools. The host connects its pools a slice
+        per loop pass, as fast as it can, so the pools registered first beat from the start
+        (as real pools do) while the rest are still connecting."""
+        for i in range(len(self.socks), min(self.count, len(self.socks) + most)):
+            name = f"sim{self.first + i}"
             sock = self.ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.IDENTITY, f"sim{first + i}".encode())
+            sock.setsockopt(zmq.IDENTITY, name.encode())
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 0)
             sock.setsockopt(zmq.RCVHWM, 0)
-            sock.connect(f"tcp://127.0.0.1:{port}")
+            sock.connect(self.address)
             sock.send_multipart(Register(
                 protocol=PROTOCOL_VERSION, rankpool=__version__, python=PYTHON_VERSION,
-                block_id=f"b{first + i}", pool_id=f"sim{first + i}", hosts=["simhost"],
-                node_ranks=[ranks], widest=ranks, ranks_per_node=ranks).encode())
+                block_id=f"b{self.first + i}", pool_id=name, hosts=["simhost"],
+                node_ranks=[self.ranks], widest=self.ranks, ranks_per_node=self.ranks).encode())
             fd = sock.getsockopt(zmq.FD)
             self.by_fd[fd] = i
             self.epoll.register(fd, select.EPOLLIN)
             self.socks.append(sock)
-            self.last_sent.append(now)
+            self.last_sent.append(time.monotonic())
 
     def drain(self, i: int) -> None:
         sock = self.socks[i]
@@ -188,13 +197,17 @@ class PoolHost:
                 self.drain(i)
 
     def run(self, deadline: float) -> None:
-        count = len(self.socks)
+        count = self.count
         ready_said = False
         next_sweep = time.monotonic() + self.period
         parent = os.getppid()
         while self.stopped < count and time.monotonic() < deadline:
+            if len(self.socks) < count:
+                self.connect_some(_CONNECT_SLICE)
             now = time.monotonic()
             wait = 0.05 if not self.due else min(0.05, max(0.0, self.due[0][0] - now))
+            if len(self.socks) < count:
+                wait = 0.0
             for fd, _ in self.epoll.poll(wait):
                 self.drain(self.by_fd[fd])
             now = time.monotonic()

@@ -59,7 +59,16 @@ from .client_link import ClientLink
 from .commands import answer
 from .config import InterchangeConfig
 from .matching import Entry, RoomIndex, TaskQueue, match
-from .plumbing import LINGER_MS, LOOPBACK, Throttle, bind_router, process_alive, send_routed
+from .plumbing import (
+    LINGER_MS,
+    LOOPBACK,
+    Throttle,
+    bind_router,
+    process_alive,
+    readable,
+    recv_frames,
+    send_routed,
+)
 from .pools import Pool, PoolTable, check_capacity, check_shape
 
 log = logging.getLogger(__name__)
@@ -228,7 +237,7 @@ class Interchange:
             if self._done:
                 return
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return
             try:
@@ -243,9 +252,8 @@ class Interchange:
                 self._throttle.warn("dropped a message on the %s socket: %s", name, exc)
             except Exception:
                 log.exception("error handling a message on the %s socket; dropped", name)
-            # EVENTS is an int option; pyzmq types getsockopt's value int | bytes
-            if self._done or not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[arg-type, operator]
-                return  # drained (asking is far cheaper than a zmq.Again raised)
+            if self._done or not readable(sock):
+                return  # drained
 
     # ------------------------------------------------------------------ pools
     def on_pool_message(self, frames: Frames) -> None:

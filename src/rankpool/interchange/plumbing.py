@@ -26,6 +26,24 @@ BACKLOG = 4096
 #: flags per frame, which costs more than the send of a heartbeat itself
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+
+
+def recv_frames(sock: zmq.Socket[bytes]) -> list[zmq.Frame]:
+    """The next message's frames without copying, or ``zmq.Again`` when none waits (what
+    ``recv_multipart(NOBLOCK, copy=False)`` does at a third of its cost: a frame says
+    whether more follow, so no ``RCVMORE`` option is asked per frame)."""
+    frame = sock.recv(_LAST, copy=False)
+    frames = [frame]
+    while frame.more:  # the rest of a message arrives with its first frame
+        frame = sock.recv(0, copy=False)
+        frames.append(frame)
+    return frames
+
+
+def readable(sock: zmq.Socket[bytes]) -> bool:
+    """Whether a message waits on the socket (far cheaper than a ``zmq.Again`` raised)."""
+    return bool(sock.getsockopt(_EVENTS) & _POLLIN)  # type: ignore[operator]
 
 
 def send_routed(sock: zmq.Socket[bytes], identity: bytes, frames: Sequence[Any]) -> None:
