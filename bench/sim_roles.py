@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import os
 import pickle
 import random
@@ -115,6 +116,10 @@ class PoolHost:
     A zmq socket's descriptor only says "look at me": after it fires, and after every send,
     the socket is drained until ``Again`` so no message is left unnoticed; a sweep once per
     heartbeat period checks every socket anyway and counts what it finds (``rescued``).
+
+    Each simulated pool heart-beats as ``RankZero.beat_due`` does: a period after its last
+    message once the interchange spoke since then (answering its heartbeat at once), else a
+    third of the threshold after it.
     """
 
     def __init__(self, port: int, first: int, count: int, ranks: int, period: float) -> None:
@@ -128,9 +133,12 @@ class PoolHost:
         self.by_fd: dict[int, int] = {}
         self.epoll = select.epoll()
         self.last_sent: list[float] = []
+        self.heard: list[float] = []  # when each pool last heard from the interchange
+        self.fallback = period  # max(period, threshold / 3), once registered
         self.registered = self.stopped = self.rescued = self.answered = 0
         self.rng = random.Random(first)
         self.due: list[tuple[float, int]] = []  # a heap of (next heartbeat, pool)
+        self.scheduled: list[float] = []  # each pool's entry in the heap (others are stale)
 
     def connect_some(self, most: int) -> None:
         """Connect and register up to ``most`` more pools. The host connects its pools a slice
@@ -153,6 +161,9 @@ class PoolHost:
             self.epoll.register(fd, select.EPOLLIN)
             self.socks.append(sock)
             self.last_sent.append(time.monotonic())
+            self.heard.append(0.0)
+            self.scheduled.append(math.inf)
+            self.drain(i)  # re-arms the descriptor's edge (and the answer may be there)
 
     def drain(self, i: int) -> None:
         sock = self.socks[i]
@@ -163,31 +174,51 @@ class PoolHost:
                 return
             header = json.loads(frames[0])
             kind = header["k"]
+            now = self.heard[i] = time.monotonic()
             if kind == "tasks":
                 ids = task_ids(header, frames[1:])
                 sock.send_multipart(answer(ids))
-                self.last_sent[i] = time.monotonic()
+                self.last_sent[i] = now
                 self.answered += len(ids)
+            elif kind == "heartbeat":
+                if now - self.last_sent[i] >= self.period:  # answered at once
+                    sock.send_multipart(self.beat)
+                    self.last_sent[i] = now
+                self.schedule(i)
             elif kind == "registered":
                 if header["error"]:
                     raise SystemExit(f"pool sim{i} refused: {header['error']}")
                 self.registered += 1
+                self.fallback = max(self.period, header["heartbeat_threshold"] / 3)
                 # its first heartbeat at a random point of the period, as independent pools
-                heapq.heappush(self.due, (time.monotonic() + self.rng.uniform(0, self.period), i))
+                self.schedule(i, now + self.rng.uniform(0, self.period))
             elif kind in ("stop", "drain"):
                 self.stopped += 1
+
+    def due_at(self, i: int) -> float:
+        quiet = self.period if self.heard[i] > self.last_sent[i] else self.fallback
+        return self.last_sent[i] + quiet
+
+    def schedule(self, i: int, at: float | None = None) -> None:
+        """(Re)place pool ``i``'s one live entry in the heap, at ``at`` or when it is due."""
+        at = self.due_at(i) if at is None else at
+        if at != self.scheduled[i]:
+            self.scheduled[i] = at
+            heapq.heappush(self.due, (at, i))
 
     def beat_due(self, now: float) -> None:
         due = self.due
         while due and due[0][0] <= now:
-            _, i = heapq.heappop(due)
-            nxt = self.last_sent[i] + self.period
-            if nxt > now:  # it sent results lately: no heartbeat needed yet
-                heapq.heappush(due, (nxt, i))
+            at, i = heapq.heappop(due)
+            if at != self.scheduled[i]:
+                continue  # replaced by a later schedule()
+            self.scheduled[i] = math.inf
+            if self.due_at(i) > now:  # it sent results lately: no heartbeat needed yet
+                self.schedule(i)
                 continue
             self.socks[i].send_multipart(self.beat)
             self.last_sent[i] = now
-            heapq.heappush(due, (now + self.period, i))
+            self.schedule(i)
             self.drain(i)
 
     def sweep(self) -> None:

@@ -69,7 +69,7 @@ from .plumbing import (
     recv_frames,
     send_routed,
 )
-from .pools import Pool, PoolTable, check_capacity, check_shape
+from .pools import Pool, PoolTable, beat_interval, check_capacity, check_shape
 
 log = logging.getLogger(__name__)
 
@@ -575,10 +575,13 @@ class Interchange:
             self.front_end_gone("front-end lost")
 
     def beat_pools(self) -> None:
-        """A heartbeat to the pools sent nothing for a period (at most ``_BEAT_SLICE`` per
-        pass): a pool being sent tasks needs none."""
+        """A heartbeat to the pools sent nothing for a beat interval (at most ``_BEAT_SLICE``
+        per pass): a pool being sent tasks needs none. The interval is the period, or longer
+        with many pools (:func:`.pools.beat_interval`)."""
+        cfg = self.config
+        interval = beat_interval(len(self.pools), cfg.heartbeat_period, cfg.heartbeat_threshold)
         closed = []
-        due = self.pools.unsent_since(self._now - self.config.heartbeat_period, _BEAT_SLICE)
+        due = self.pools.unsent_since(self._now - interval, _BEAT_SLICE)
         self._beats_left = len(due) == _BEAT_SLICE
         for pool in due:
             self.pools.sent(pool, self._now)
