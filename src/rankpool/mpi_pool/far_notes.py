@@ -149,7 +149,7 @@ class NoteBox:
         except (ValueError, TypeError, KeyError):
             log.warning("dropped a malformed death note from %s", peer)
             return None
-        if not isinstance(rank, int) or self.ranks.get(rank) != pid:
+        if type(rank) is not int or type(pid) is not int or self.ranks.get(rank) != pid:
             log.warning("dropped a death note for rank %r pid %r from %s: not a rank this "
                         "pool watches on another node", rank, pid, peer)
             return None
