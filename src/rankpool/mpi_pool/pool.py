@@ -7,8 +7,9 @@ Rank 0's loop is a short list of non-blocking steps::
     manager.progress MPI: dispatch to worker ranks, gather their outcomes
     pool_report      ZeroMQ: finished results, in one batch per loop turn, and the tasks that
                      started (still running ``START_DELAY`` after they started), in another
-    pool_deaths      worker ranks of its node that died (their keepers exited, see
-                     :mod:`.deaths`): their tasks fail or run elsewhere; past ``max_lost``
+    pool_deaths      worker ranks that died (their keepers exited on its node, or sent
+                     a note from another, see :mod:`.deaths`): their tasks fail or run
+                     elsewhere; past ``max_lost``
                      the pool retires (finishes what started, then leaves)
     pool_capacity    ZeroMQ: when ranks got stuck (or came back) or died, what the pool can
                      still hold
@@ -52,6 +53,7 @@ from ..shm import arena as shm
 from ..shm import run as shm_run
 from ..task.initializer import read_initializer
 from ..task.node_resources import apply_binding, device_ranks, devices_list
+from .applications import node_name
 from .backoff import Backoff, tighten_timer_slack
 from .config import PoolConfig
 from .deaths import DeathWatch, Identity, note_dir
@@ -109,11 +111,18 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
     identities = comm.gather(Identity(os.getpid(), link.keeper_pid if link else 0), root=0)
     release(comm)  # MPICH's file in /dev/shm: nothing left however the job ends
     near = topology.nodes[0] if topology.nodes else []  # worker ranks on rank 0's node
+    far = [r for node in topology.nodes[1:] for r in node]  # and on the other nodes
     _setup_logging(cfg, rank)
     notes = note_dir(token)
+    watch = None
+    if rank == 0:
+        assert identities is not None  # gathered on rank 0
+        watch = DeathWatch({r: identities[r] for r in near}, notes, topology.hosts[0],
+                           far={r: identities[r] for r in far})
+    box = comm.bcast(watch.box_address if watch is not None else "", root=0)
     if link is not None:
         os.makedirs(notes, mode=0o700, exist_ok=True)
-        link.serving(rank, notes)
+        link.serving(rank, notes, box if rank in far else "", node_name())
     status = 0
     lost = False  # whether some rank of the pool died: no MPI_Finalize then
     bell = Doorbell.open(token, rank) if rank == 0 or rank in near else None
@@ -121,9 +130,7 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
         apply_binding(rank, topology.nodes, cfg.resources)  # before any user code runs
         init_error = initialize(comm, read_initializer(cfg.initializer),
                                 [r for node in topology.nodes for r in node])
-        if rank == 0:
-            assert identities is not None  # gathered on rank 0
-            watch = DeathWatch({r: identities[r] for r in near}, notes, topology.hosts[0])
+        if watch is not None:  # rank 0
             pool = RankZero(cfg, comm, topology, bell, near, init_error, watch)
             try:
                 with Interrupts(STOP_SIGNALS, comm, on_first=pool.interrupt):
