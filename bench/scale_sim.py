@@ -17,7 +17,10 @@ of no-op tasks) measures, per pool count:
 * dispatch latency: ``--latency`` single tasks one after another (median, p99, max);
 * the interchange's RSS (resident now, and its peak ``VmHWM``);
 * heartbeats: the time the interchange spends in one heartbeat pass (one send per pool), and
-  its CPU while idle with every pool heart-beating (the whole keep-alive cost).
+  its CPU while idle with every pool heart-beating (the whole keep-alive cost);
+* registration: seconds from starting the pool hosts (which connect all their pools at once)
+  until the front-end sees every pool registered, and the kernel's listen-queue overflows
+  meanwhile (each a handshake TCP retries a second or more later).
 
 ``--profile`` also samples the interchange with py-spy at the smallest and the largest pool
 count, idle and during an extra flood, and prints the functions that dominate.

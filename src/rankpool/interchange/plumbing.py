@@ -43,6 +43,7 @@ def recv_frames(sock: zmq.Socket[bytes]) -> list[zmq.Frame]:
 
 def readable(sock: zmq.Socket[bytes]) -> bool:
     """Whether a message waits on the socket (far cheaper than a ``zmq.Again`` raised)."""
+    # EVENTS is an int option; pyzmq types getsockopt's value int | bytes
     return bool(sock.getsockopt(_EVENTS) & _POLLIN)  # type: ignore[operator]
 
 
