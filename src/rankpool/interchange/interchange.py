@@ -233,7 +233,11 @@ class Interchange:
 
     def _drain_messages(self, name: str, sock: zmq.Socket[bytes],
                         handler: Callable[[Frames], None]) -> None:
-        for _ in range(_DRAIN):
+        """Handle up to ``_DRAIN`` messages. After the first, ask whether another waits (a
+        lone message is the common case); once there were two, read until ``zmq.Again``: one
+        raised per drain costs less than asking ``EVENTS`` per message, which at 10,000 pools
+        took an eighth of the interchange's time in a flood."""
+        for n in range(_DRAIN):
             if self._done:
                 return
             try:
@@ -252,7 +256,7 @@ class Interchange:
                 self._throttle.warn("dropped a message on the %s socket: %s", name, exc)
             except Exception:
                 log.exception("error handling a message on the %s socket; dropped", name)
-            if self._done or not readable(sock):
+            if n == 0 and not readable(sock):
                 return  # drained
 
     # ------------------------------------------------------------------ pools
