@@ -11,7 +11,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m rankpool.mpi_pool
     cfg = parse(argv, prog)  # before MPI starts, so --help and bad options need no MPI
     from .keeper import keep
     link = keep() if cfg.keeper else None  # before MPI starts: the keeper never uses it
-    from .pool import run_pool
+    from .program import run_pool
     return run_pool(cfg, link)
 
 
