@@ -14,7 +14,8 @@ Rank 0's loop is a short list of non-blocking steps::
                      the pool retires (finishes what started, then leaves)
     pool_capacity    ZeroMQ: when ranks got stuck (or came back) or died, what the pool can
                      still hold
-    pool_heartbeat   send ours; leave when the interchange has been silent too long
+    pool_heartbeat   send ours (an answer to the interchange's, or after a third of the
+                     threshold without one); leave when the interchange has been silent too long
 
 While nothing is outstanding rank 0 blocks in the ZeroMQ poll (no CPU, instant wake); while
 tasks are out it polls ZeroMQ without blocking and backs off over MPI, sleeping on its
@@ -212,7 +213,7 @@ class RankZero:
                 else:
                     self._wait(backoff.next_delay())
             else:
-                wait = max(0.0, self.last_sent + self.period - time.monotonic())
+                wait = max(0.0, self.beat_due() - time.monotonic())
                 self.pool_receive(int(wait * 1000) + 1)
                 manager.progress()
                 self.next_death_check = 0.0
@@ -378,9 +379,21 @@ class RankZero:
         log.warning("pool %s: stuck ranks %s, lost ranks %s; usable worker ranks %s reported to "
                     "the interchange", self.cfg.pool_id, sorted(stuck), sorted(lost), nodes)
 
+    def beat_due(self) -> float:
+        """When the pool's next heartbeat is due, unless it sends something else first.
+
+        A period after its last message once the interchange spoke since then (its heartbeat,
+        answered, or tasks); otherwise a third of the threshold after it: an interchange with
+        many pools beats each less often than every period (``interchange.pools.beat_interval``)
+        and its pools answer, so the idle traffic follows the interchange's pace both ways.
+        """
+        if self.last_heard > self.last_sent:
+            return self.last_sent + self.period
+        return self.last_sent + max(self.period, self.threshold / 3)
+
     def pool_heartbeat(self) -> None:
         now = time.monotonic()
-        if now - self.last_sent >= self.period:
+        if now >= self.beat_due():
             self.sock.send_multipart(protocol.Heartbeat().encode())
             self.last_sent = now
         if now - self.last_heard > self.threshold:
