@@ -17,7 +17,10 @@ of no-op tasks) measures, per pool count:
 * dispatch latency: ``--latency`` single tasks one after another (median, p99, max);
 * the interchange's RSS (resident now, and its peak ``VmHWM``);
 * heartbeats: the time the interchange spends in one heartbeat pass (one send per pool), and
-  its CPU while idle with every pool heart-beating (the whole keep-alive cost).
+  its CPU while idle with every pool heart-beating (the whole keep-alive cost);
+* registration: seconds from starting the pool hosts (which connect all their pools at once)
+  until the front-end sees every pool registered, and the kernel's listen-queue overflows
+  meanwhile (each a handshake TCP retries a second or more later).
 
 ``--profile`` also samples the interchange with py-spy at the smallest and the largest pool
 count, idle and during an extra flood, and prints the functions that dominate.
@@ -57,6 +60,7 @@ from sim_roles import (  # noqa: E402
     FRONT_IDENTITY,
     POOLS_PER_HOST,
     interchange_main,
+    listen_overflows,
     pools_main,
     raise_fd_limit,
 )
@@ -106,7 +110,8 @@ def simulation(npools: int, ranks: int, period: float, threshold: float,
         ix.stdin.close()
         ports = json.loads(ix.stdout.readline())
         nhosts = max(1, math.ceil(npools / POOLS_PER_HOST))
-        t = time.perf_counter()
+        overflows = listen_overflows()
+        t, t_wall = time.perf_counter(), time.time()
         for h in range(nhosts):
             first = h * npools // nhosts
             count = (h + 1) * npools // nhosts - first
@@ -124,6 +129,8 @@ def simulation(npools: int, ranks: int, period: float, threshold: float,
         if registered != npools:
             raise RuntimeError(f"{registered} of {npools} pools registered")
         front.register_s = time.perf_counter() - t  # type: ignore[attr-defined]
+        front.register_start = t_wall  # type: ignore[attr-defined]
+        front.listen_overflows = listen_overflows() - overflows  # type: ignore[attr-defined]
         front.send(Heartbeat().encode())
         yield ix, front, hosts
         front.send(Stop("benchmark done").encode())
@@ -143,6 +150,8 @@ def measure_size(npools: int, args: argparse.Namespace, workdir: str) -> dict[st
     out: dict[str, Any] = {"pools": npools, "ranks": npools * args.ranks}
     with simulation(npools, args.ranks, args.period, args.threshold, workdir) as (ix, front, hosts):
         out["register_s"] = front.register_s  # type: ignore[attr-defined]
+        out["listen_overflows"] = front.listen_overflows  # type: ignore[attr-defined]
+        register_start = front.register_start  # type: ignore[attr-defined]
         proc = psutil.Process(ix.pid)
         host_procs = [psutil.Process(h.pid) for h in hosts]
         out["rss_idle_mb"] = proc.memory_info().rss / 2**20
@@ -187,7 +196,12 @@ def measure_size(npools: int, args: argparse.Namespace, workdir: str) -> dict[st
         if profiling:
             out["profile"] = profile_flood(front, ix.pid, args, workdir, f"interchange-{npools}")
     with open(os.path.join(workdir, f"ix-{npools}.json")) as fh:
-        beats = [b for b in json.load(fh)["beats"] if b[3] == npools]
+        stats = json.load(fh)
+    beats = [b for b in stats["beats"] if b[3] == npools]
+    taken = sorted(stats["registered"])[:npools]
+    if taken:  # as the interchange saw it, from the start of the pool hosts
+        out["registered_s"] = {"half": taken[len(taken) // 2] - register_start,
+                               "all": taken[-1] - register_start}
     if beats:
         wall = [b[1] * 1e3 for b in beats]
         cpu = [b[2] * 1e3 for b in beats]
@@ -199,7 +213,9 @@ def measure_size(npools: int, args: argparse.Namespace, workdir: str) -> dict[st
           f"{out['latency_ms']['median']:.2f} ms p99 {out['latency_ms']['p99']:.2f} ms, RSS "
           f"{out['rss_mb']:.0f} MB (peak {out['rss_peak_mb']:.0f}), heartbeat pass "
           f"{out.get('heartbeat_pass_ms', {}).get('median', float('nan')):.1f} ms, idle "
-          f"{out['idle_cores'] * 100:.1f} % of a core", file=sys.stderr, flush=True)
+          f"{out['idle_cores'] * 100:.1f} % of a core; registered in {out['register_s']:.1f} s "
+          f"({out['listen_overflows']} listen-queue overflows), load average "
+          f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
     return out
 
 
@@ -224,8 +240,8 @@ def profile_flood(front: Front, pid: int, args: argparse.Namespace, workdir: str
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| pools | ranks | tasks/s | vs 1 pool | interchange CPU µs/task (cores busy) | "
              "latency ms: median / p99 / max | RSS MB (peak) | heartbeat pass ms: wall (CPU) | "
-             "idle CPU % |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "idle CPU % | registration s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     base = next((r["tasks_per_s"] for r in rows if r["pools"] == 1), None)
     for r in rows:
         rel = f"{r['tasks_per_s'] / base:.2f}" if base else "–"
@@ -237,7 +253,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['pools']:,} | {r['ranks']:,} | {r['tasks_per_s']:,.0f} | {rel} | "
             f"{r['ix_cpu_us_per_task']:.1f}{busy} | {lat['median']:.2f} / {lat['p99']:.2f} / "
             f"{lat.get('max', float('nan')):.0f} | {r['rss_mb']:.0f} ({r['rss_peak_mb']:.0f}) | "
-            f"{beat} | {r['idle_cores'] * 100:.1f} |")
+            f"{beat} | {r['idle_cores'] * 100:.1f} | {r.get('register_s', float('nan')):.1f} |")
     return "\n".join(lines)
 
 
@@ -252,9 +268,12 @@ def targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
                     f"{big['tasks_per_s']:,.0f} tasks/s"))
         if one is not None:
             ratio = big["tasks_per_s"] / one["tasks_per_s"]
-            out.append(("≥ half the 1-pool rate at 10,000 pools", ratio >= 0.5, f"{ratio:.2f}×"))
+            out.append(("≥ 0.8× the 1-pool rate at 10,000 pools", ratio >= 0.8, f"{ratio:.2f}×"))
         out.append(("RSS < 1 GB at 10,000 pools", big["rss_peak_mb"] < 1024,
                     f"{big['rss_peak_mb']:.0f} MB peak"))
+        if "register_s" in big:
+            out.append(("10,000 pools registered in < 5 s", big["register_s"] < 5,
+                        f"{big['register_s']:.1f} s"))
     return out
 
 

@@ -24,8 +24,10 @@ from waiting import wait_for
 
 from rankpool._version import __version__
 from rankpool.interchange import Interchange, InterchangeConfig
+from rankpool.interchange import pools as pools_module
 from rankpool.interchange.matching import RoomIndex, TaskQueue, match
-from rankpool.interchange.pools import Pool, PoolTable, check_capacity
+from rankpool.interchange.plumbing import BACKLOG
+from rankpool.interchange.pools import BEATS_PER_S, Pool, PoolTable, beat_interval, check_capacity
 from rankpool.protocol.batches import (
     Outcome,
     Result,
@@ -261,6 +263,18 @@ def test_registration_accepted(harness: Callable[..., Harness]) -> None:
     assert (info["ranks"], info["node_ranks"], info["widest"]) == (5, [2, 3], 5)
     assert info["rankpool"] == __version__ and info["python"] == PYTHON_VERSION
     assert not info["held"] and not info["draining"] and info["tasks"] == 0
+
+
+def test_pool_port_queues_thousands_of_connections(harness: Callable[..., Harness]) -> None:
+    """Pools that start together all get in at once: the pool port's listen queue (as the
+    kernel reports it) is ``BACKLOG`` long, not ZeroMQ's 100, past which the kernel drops
+    handshakes that TCP retries only 1, 3, 7, 15 s later."""
+    h = harness()
+    with open("/proc/sys/net/core/somaxconn") as fh:
+        expected = min(BACKLOG, int(fh.read()))
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{h.pool_port}"], capture_output=True,
+                         text=True, timeout=10, check=True).stdout.split()
+    assert expected > 100 and int(out[2]) == expected, out  # State Recv-Q Send-Q(= the queue) ...
 
 
 def test_version_mismatch_refused(harness: Callable[..., Harness]) -> None:
@@ -617,6 +631,41 @@ def test_only_pools_sent_nothing_for_a_period_are_pinged(harness: Callable[..., 
             beats["idle"] += header["k"] == "heartbeat"
         time.sleep(0.03)
     assert task_id > 10 and beats["busy"] == 0 and beats["idle"] >= 4, (task_id, beats)
+
+
+def test_idle_pools_are_beaten_less_often_when_there_are_many(
+        harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``BEATS_PER_S`` pools per period the interchange beats each idle pool less often
+    (here 2 pools at 5 beats a second: every third of the threshold, not every period), and
+    the pools it lost sight of are still lost at the threshold."""
+    monkeypatch.setattr(pools_module, "BEATS_PER_S", 5)
+    h = harness(**FAST)  # period 0.1 s, threshold 0.5 s: beaten every 0.167 s
+    front = h.front()
+    front.beat_every = 0.05
+    quiet = h.pool("quiet", block_id="b1")
+    h.pool("silent", block_id="b2")
+    quiet.beat_every = 0.05
+    beats, start = [], time.monotonic()
+    while time.monotonic() - start < 1.2:
+        try:
+            header, _ = quiet.recv(timeout=0.3, skip_beats=False)
+        except AssertionError:
+            continue
+        if header["k"] == "heartbeat":
+            beats.append(time.monotonic())
+    gaps = [b - a for a, b in zip(beats, beats[1:])]
+    assert 4 <= len(beats) <= 8 and min(gaps) > 0.12, gaps  # every period: 12, 0.1 s apart
+    lost = front.lost(timeout=1.0)  # the pool that never beat, after the 0.5 s threshold
+    assert lost.block_id == "b2" and "no heartbeat" in lost.reason
+    assert [p["pool_id"] for p in h.value("pools")] == ["quiet"]
+
+
+def test_beat_interval_grows_with_the_pools_up_to_a_third_of_the_threshold() -> None:
+    assert beat_interval(1, 2.0, 10.0) == 2.0
+    assert beat_interval(BEATS_PER_S * 2, 2.0, 10.0) == 2.0  # the period, up to its budget
+    assert beat_interval(BEATS_PER_S * 3, 2.0, 10.0) == 3.0
+    assert beat_interval(BEATS_PER_S * 100, 2.0, 10.0) == pytest.approx(10.0 / 3)
+    assert beat_interval(BEATS_PER_S * 100, 2.0, 4.0) == 2.0  # never under the period
 
 
 def test_pool_stop_and_reregistration_lose_tasks(harness: Callable[..., Harness]) -> None:

@@ -49,6 +49,15 @@ def where_together(started: str, others: list[str], comm: Any = None) -> dict[st
 
 
 @python_app
+def second_rank_killed(comm: Any = None) -> dict[str, Any]:
+    """A 2-rank task whose second rank is killed (SIGKILL); the first returns."""
+    import signal
+    if comm.Get_rank() == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return here(comm)
+
+
+@python_app
 def hold_until(started: str, go: str) -> dict[str, Any]:
     """Write the block it runs on to ``started``, then wait for ``go``."""
     with open(started + ".tmp", "w") as fh:

@@ -89,9 +89,14 @@ def test_scale_sim_arguments_and_table(tmp_path: Path) -> None:
     row = {"pools": 1, "ranks": 128, "tasks_per_s": 100_000.0, "ix_cpu_us_per_task": 5.0,
            "latency_ms": {"median": 0.5, "p99": 1.0}, "rss_mb": 30.0, "rss_peak_mb": 31.0,
            "idle_cores": 0.01, "heartbeat_pass_ms": {"median": 0.1}}
-    big = dict(row, pools=10_000, ranks=1_280_000, tasks_per_s=60_000.0, rss_peak_mb=400.0)
-    assert "| 10,000 | 1,280,000 | 60,000 | 0.60 | 5.0 |" in scale_sim.table([row, big])
+    big = dict(row, pools=10_000, ranks=1_280_000, tasks_per_s=85_000.0, rss_peak_mb=400.0,
+               register_s=4.5)
+    assert "| 10,000 | 1,280,000 | 85,000 | 0.85 | 5.0 |" in scale_sim.table([row, big])
+    assert scale_sim.table([row, big]).endswith("| 1.0 | 4.5 |")  # idle CPU %, registration s
     assert all(ok for _, ok, _ in scale_sim.targets([row, big]))
+    slow = dict(big, tasks_per_s=60_000.0, register_s=6.0)
+    assert [what for what, ok, _ in scale_sim.targets([row, slow]) if not ok] == [
+        "≥ 0.8× the 1-pool rate at 10,000 pools", "10,000 pools registered in < 5 s"]
     assert scale_sim.percentile([1, 2, 3, 4], 50) == 2 and scale_sim.percentile([5], 99) == 5
     raw = tmp_path / "raw.txt"
     raw.write_text("main (a.py:1);loop (b/c.py:2);send (zmq/s.py:3) 3\n"

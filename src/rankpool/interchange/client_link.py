@@ -18,7 +18,7 @@ import zmq
 
 from ..protocol.batches import join_results
 from ..protocol.wire import MAX_MESSAGE_SIZE, message_size
-from .plumbing import Throttle
+from .plumbing import Throttle, send_routed
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class ClientLink:
         if self.identity is None:
             return False
         try:
-            self.sock.send_multipart([self.identity, *frames], zmq.NOBLOCK, copy=False)
+            send_routed(self.sock, self.identity, frames)
             return True
         except zmq.ZMQError as exc:
             self._throttle.warn("could not send to the front-end: %s; keeping the message", exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -16,6 +16,46 @@ from ..protocol.wire import MAX_MESSAGE_SIZE
 LOOPBACK = "127.0.0.1"
 #: how long closing a socket may wait for its last messages (the pools' Stop) to leave
 LINGER_MS = 1000
+#: connections a listening socket lets wait to be accepted (ZeroMQ's default is 100; Linux caps
+#: it at ``net.core.somaxconn``, 4096 by default): when thousands of pools connect at once, an
+#: overflowing queue drops their handshakes, and TCP retries them only after 1, 3, 7, 15 s ...
+BACKLOG = 4096
+
+
+#: the flags of a routed message's frames, as plain ints: pyzmq's ``send_multipart`` ORs enum
+#: flags per frame, which costs more than the send of a heartbeat itself
+_MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
+_LAST = int(zmq.NOBLOCK)
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+
+
+def recv_frames(sock: zmq.Socket[bytes]) -> list[zmq.Frame]:
+    """The next message's frames without copying, or ``zmq.Again`` when none waits (what
+    ``recv_multipart(NOBLOCK, copy=False)`` does at a third of its cost: a frame says
+    whether more follow, so no ``RCVMORE`` option is asked per frame)."""
+    frame = sock.recv(_LAST, copy=False)
+    frames = [frame]
+    while frame.more:  # the rest of a message arrives with its first frame
+        frame = sock.recv(0, copy=False)
+        frames.append(frame)
+    return frames
+
+
+def readable(sock: zmq.Socket[bytes]) -> bool:
+    """Whether a message waits on the socket (far cheaper than a ``zmq.Again`` raised)."""
+    # EVENTS is an int option; pyzmq types getsockopt's value int | bytes
+    return bool(sock.getsockopt(_EVENTS) & _POLLIN)  # type: ignore[operator]
+
+
+def send_routed(sock: zmq.Socket[bytes], identity: bytes, frames: Sequence[Any]) -> None:
+    """Send ``frames`` to the peer ``identity`` of a ROUTER without blocking (what
+    ``send_multipart([identity, *frames], NOBLOCK, copy=False)`` does, cheaper); raises
+    ``ZMQError`` as it would (an unknown peer fails at the identity frame)."""
+    send = sock.send
+    send(identity, _MORE, copy=False)
+    for frame in frames[:-1]:
+        send(frame, _MORE, copy=False)
+    send(frames[-1], _LAST, copy=False)
 
 
 def bind_router(ctx: zmq.Context[zmq.Socket[bytes]], address: str, port: int,
@@ -32,9 +72,11 @@ def bind_router(ctx: zmq.Context[zmq.Socket[bytes]], address: str, port: int,
     first one's route (no ``ROUTER_HANDOVER``; a peer that reconnects after its connection
     closed gets its identity back); no message part over ``max_message_size`` is taken (ZeroMQ
     closes the connection that sends one); no high-water mark, because what is queued is
-    already bounded by the pools' capacity and dropping a task or result would lose it.
+    already bounded by the pools' capacity and dropping a task or result would lose it; a
+    listen queue of ``BACKLOG`` connections, so pools that all start at once all get in.
     """
     sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.BACKLOG, BACKLOG)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
     sock.setsockopt(zmq.SNDHWM, 0)

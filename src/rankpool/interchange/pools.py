@@ -22,6 +22,21 @@ from ..protocol.messages import Capacity, Register
 
 #: seconds of a pool's recent throughput it may hold queued beyond its ranks
 PREFETCH_WINDOW = 0.1
+#: heartbeats a second the interchange aims to send its idle pools, at most: with more pools
+#: than that per period, each is beaten less often (see :func:`beat_interval`)
+BEATS_PER_S = 2000
+
+
+def beat_interval(pools: int, period: float, threshold: float) -> float:
+    """How long a pool may be sent nothing before the interchange beats it.
+
+    The period, until the pools outnumber ``BEATS_PER_S`` per period; then longer, in step
+    with their number, up to a third of the threshold (three beats before a pool could be
+    thought lost). A pool answers each beat after a period of its own silence (see
+    :mod:`rankpool.mpi_pool.pool`), so this sets the idle traffic both ways; the threshold,
+    and thus how soon a silent pool is lost, does not change.
+    """
+    return max(period, min(threshold / 3, pools / BEATS_PER_S))
 
 
 @dataclass(eq=False, slots=True)

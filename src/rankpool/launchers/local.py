@@ -17,11 +17,13 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from typing import Any
 
 from parsl.launchers.base import Launcher
 
+from ..apps.process_tree import sweep_mpi_files
 from ..exit_codes import ExitCode
 from ..mpi_pool.config import PoolConfig
 from ..mpi_pool.hydra_notice import blocked
@@ -61,6 +63,7 @@ class LocalBlocks:
         self.run_dir = run_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.started: set[str] = set()
+        self.since = 0.0  # when the first block started (``time.time``): see :meth:`sweep`
         self._next = 0
 
     def start(self) -> str:
@@ -68,6 +71,7 @@ class LocalBlocks:
         block_id = str(self._next)
         self._next += 1
         self.started.add(block_id)
+        self.since = self.since or time.time()
         cfg = replace(self.base, block_id=block_id, pool_id="")
         argv = [*local_launch(self.mpiexec), "-n", str(self.ranks + 1),
                 *shlex.split(pool_command(cfg))]
@@ -90,7 +94,18 @@ class LocalBlocks:
         gone = {b: p.returncode for b, p in self.procs.items() if p.poll() is not None}
         for b in gone:
             del self.procs[b]
+        if any(gone.values()):
+            self.sweep()
         return gone
+
+    def sweep(self) -> None:
+        """Remove the MPICH files in ``/dev/shm`` that ranks of these blocks or of the MPI
+        applications they ran made and left: a block killed, or an application whose launcher
+        killed its ranks, ends without ``MPI_Finalize``. Only this user's files made since the
+        first block started that no process maps any more (a running job's stay)."""
+        if self.since:
+            for path in sweep_mpi_files(self.since):
+                log.info("removed %s, left by an MPI job that did not finalize", path)
 
     def failed_start(self, block_id: str, code: int) -> FailedStart:
         """Why block ``block_id``, whose ``mpiexec`` exited with ``code`` before its pool
@@ -130,6 +145,7 @@ class LocalBlocks:
             else:
                 proc.wait()
         self.procs.clear()
+        self.sweep()
 
 
 def exit_meaning(code: int) -> str:

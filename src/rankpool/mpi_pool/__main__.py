@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m rankpool.mpi_pool
     unblock()  # the pool's processes take Hydra's notices as MPICH expects (see hydra_notice)
     from .keeper import keep
     link = keep() if cfg.keeper else None  # before MPI starts: the keeper never uses it
-    from .pool import run_pool
+    from .program import run_pool
     return run_pool(cfg, link)
 
 

@@ -4,7 +4,9 @@ Each pool rank runs under a keeper (:mod:`.keeper`) that outlives it just long e
 a death note. :class:`DeathWatch` holds a pidfd per watched keeper in one ``epoll`` set, whose
 single descriptor becomes readable when any of them exits, so the owner can sleep on it beside
 its other descriptors and learn of a death at once; :meth:`DeathWatch.deaths` then reads the
-notes. Without pidfds (an old kernel) the keepers are polled with ``kill(pid, 0)``.
+notes. Without pidfds (an old kernel) the keepers are polled with ``kill(pid, 0)``. Keepers
+on other nodes send their notes to rank 0 instead (:mod:`.far_notes`), through a socket in the
+same ``epoll`` set.
 
 A keeper that exits without a note (it was killed itself, which kills its rank too) still
 counts as its rank's death, with an unknown status.
@@ -20,7 +22,9 @@ import signal
 import tempfile
 import time
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from .far_notes import NoteBox
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +58,11 @@ def note_dir(token: str) -> str:
 
 
 class DeathWatch:
-    """Watches the keepers of ``ranks`` (rank -> identity) on this host."""
+    """Watches the keepers of ``ranks`` (rank -> identity) on this host, and takes the notes
+    of the keepers of ``far`` ranks, on other nodes (see :mod:`.far_notes`)."""
 
-    def __init__(self, ranks: Mapping[int, Identity], directory: str, host: str) -> None:
+    def __init__(self, ranks: Mapping[int, Identity], directory: str, host: str,
+                 far: Mapping[int, Identity] | None = None) -> None:
         self.directory = directory
         self.host = host
         self.ranks = {r: ident for r, ident in ranks.items() if ident.keeper}
@@ -70,6 +76,19 @@ class DeathWatch:
             else:
                 self.by_fd[fd] = rank
                 epoll.register(fd, select.EPOLLIN)
+        self.box: NoteBox | None = None
+        far_pids = {r: ident.pid for r, ident in (far or {}).items() if ident.keeper}
+        if far_pids and epoll is not None:
+            try:
+                self.box = NoteBox(epoll, far_pids)
+            except OSError as exc:
+                log.warning("cannot open the port for the death notes of ranks on other "
+                            "nodes (%s): their deaths will not be seen", exc)
+
+    @property
+    def box_address(self) -> str:
+        """Where the keepers of ranks on other nodes send their notes ("": nowhere)."""
+        return self.box.address if self.box is not None else ""
 
     def _pidfd(self, pid: int) -> int | None:
         if self.epoll is None or not hasattr(os, "pidfd_open"):
@@ -81,22 +100,29 @@ class DeathWatch:
 
     def fileno(self) -> int | None:
         """A descriptor that is readable when a watched keeper exited (None: poll instead)."""
-        return self.epoll.fileno() if self.epoll is not None and self.by_fd else None
+        watched = self.by_fd or self.box is not None
+        return self.epoll.fileno() if self.epoll is not None and watched else None
 
     @property
     def watching(self) -> int:
-        return len(self.by_fd) + len(self.polled)
+        return len(self.by_fd) + len(self.polled) + (len(self.box.ranks) if self.box else 0)
 
     def deaths(self) -> list[Death]:
         """The watched ranks that died since the last call (non-blocking)."""
         dead: list[int] = []
-        epoll = self.epoll
-        if self.by_fd and epoll is not None:  # (descriptors are watched only with epoll)
+        far: list[Death] = []
+        epoll, box = self.epoll, self.box
+        if (self.by_fd or box) and epoll is not None:  # (descriptors are watched with epoll)
             for fd, _ in epoll.poll(0):
+                if box is not None and box.owns(fd):
+                    far.extend(_far_death(note) for note in box.ready(fd))
+                    continue
                 rank = self.by_fd.pop(fd)
                 epoll.unregister(fd)
                 os.close(fd)
                 dead.append(rank)
+            if box is not None:
+                box.expire()
         for rank in list(self.polled):
             try:
                 os.kill(self.ranks[rank].keeper, 0)
@@ -105,7 +131,7 @@ class DeathWatch:
                 dead.append(rank)
             except PermissionError:
                 pass
-        return [self._death(rank) for rank in sorted(dead)]
+        return [self._death(rank) for rank in sorted(dead)] + far
 
     def _death(self, rank: int) -> Death:
         pid = self.ranks[rank].pid
@@ -122,9 +148,7 @@ class DeathWatch:
                     log.warning("rank %d (pid %d) died without a note from its keeper", rank, pid)
                     return Death(rank, self.host, pid, None, None)
                 time.sleep(0.005)
-        status, task = note.get("status"), note.get("task")
-        return Death(rank, self.host, pid, status if isinstance(status, int) else None,
-                     task if isinstance(task, int) else None, note.get("running") is True)
+        return _from_note(note, rank, self.host, pid)
 
     def end(self, rank: int) -> bool:
         """Kill a watched rank's process (its keeper then reports its death); True if sent."""
@@ -138,6 +162,8 @@ class DeathWatch:
         return True
 
     def close(self) -> None:
+        if self.box is not None:
+            self.box.close()
         for fd in self.by_fd:
             os.close(fd)
         self.by_fd.clear()
@@ -149,3 +175,16 @@ class DeathWatch:
             os.rmdir(self.directory)
         except OSError:
             pass
+
+
+def _far_death(note: Mapping[str, Any]) -> Death:
+    """The death a checked note from another node tells of (it names its node)."""
+    host = note.get("host")
+    return _from_note(note, note["rank"], host if isinstance(host, str) else "another node",
+                      note["pid"])
+
+
+def _from_note(note: Mapping[str, Any], rank: int, host: str, pid: int) -> Death:
+    status, task = note.get("status"), note.get("task")
+    return Death(rank, host, pid, status if isinstance(status, int) else None,
+                 task if isinstance(task, int) else None, note.get("running") is True)

@@ -7,12 +7,13 @@ launcher's signals to the child, waits for it, and is the only process that lear
 so it never outlives its keeper.
 
 When a worker rank dies while it serves, its keeper writes a *death note* (JSON: pid, how it
-ended, the task it was running) into the pool's note directory on that node, then exits 0.
+ended, the task it was running) into the pool's note directory on that node, or sends it to
+rank 0 from another node (:mod:`.far_notes`), then exits 0.
 Exiting 0 matters: Hydra ends the whole job when a process dies of a signal, even under
 ``-disable-auto-cleanup``, and ``srun --kill-on-bad-exit`` on a non-zero status; a keeper that
-exits 0 leaves the job running and tells rank 0, which watches the keepers of its node
-(:mod:`.deaths`), what happened. Rank 0's own keeper, and a rank that ended its serving
-cleanly, pass the child's status on unchanged (a signal is raised again on the keeper).
+exits 0 leaves the job running and tells rank 0 what happened (:mod:`.deaths`). Rank 0's own
+keeper, and a rank that ended its serving cleanly, pass the child's status on unchanged (a
+signal is raised again on the keeper).
 
 The child shares one page of memory with its keeper (:class:`Link`): the task it is running,
 written before each task starts, so the keeper can name it (a few nanoseconds per task, no
@@ -28,6 +29,8 @@ import signal
 import struct
 import sys
 from typing import Any
+
+from .far_notes import send_note
 
 #: set to 1 to start pools without keepers (no rank death is then survived)
 ENV_OFF = "RANKPOOL_NO_KEEPER"
@@ -52,11 +55,13 @@ class Link:
         self.pipe = pipe
         self.keeper_pid = keeper_pid
 
-    def serving(self, rank: int, note_dir: str) -> None:
+    def serving(self, rank: int, note_dir: str, far: str = "", host: str = "") -> None:
         """This rank serves: should it die from now on, its keeper leaves a note in
-        ``note_dir`` (rank 0 passes its death on instead)."""
+        ``note_dir`` or, given rank 0's ``far`` address (this rank is on another node), sends
+        it there, naming this rank's ``host`` (rank 0 passes its own death on instead)."""
         _PAGE.pack_into(self.page, 0, FRESH, 0, rank)
-        os.write(self.pipe, f"{note_dir}\n".encode())
+        line = json.dumps({"notes": note_dir, "far": far, "host": host})
+        os.write(self.pipe, f"{line}\n".encode())
 
     def task(self, task_id: int) -> None:
         _PAGE.pack_into(self.page, 0, IN_TASK, task_id, _PAGE.unpack_from(self.page)[2])
@@ -107,15 +112,19 @@ def _serve_as_keeper(child: int, page: mmap.mmap, pipe: int) -> None:
             os._exit(1)
     code = os.waitstatus_to_exitcode(status)
     state, task_id, rank = _PAGE.unpack_from(page)
-    note_dir = _read_all(pipe).strip().splitlines()
+    serving = _serving(_read_all(pipe))
+    note_dir = serving.get("notes", "")
     if note_dir and state != FINISHED and rank > 0:
-        write_note(note_dir[-1], child, {
-            "pid": child, "rank": rank, "status": code, "running": state == IN_TASK,
-            "task": task_id if state in (IN_TASK, BETWEEN) else None})
+        note = {"pid": child, "rank": rank, "status": code, "running": state == IN_TASK,
+                "task": task_id if state in (IN_TASK, BETWEEN) else None,
+                "host": serving.get("host", "")}
+        far = serving.get("far", "")
+        if not far or not send_note(far, note):
+            write_note(note_dir, child, note)
         os._exit(0)
     if note_dir:  # the pool's end: its note directory goes with its last process
         try:
-            os.rmdir(note_dir[-1])
+            os.rmdir(note_dir)
         except OSError:
             pass
     if code < 0:  # died of a signal: die of it too, so the launcher sees the same
@@ -136,6 +145,16 @@ def write_note(note_dir: str, pid: int, note: dict[str, Any]) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         os.write(2, f"rankpool keeper: cannot write {path}: {exc}\n".encode())
+
+
+def _serving(text: str) -> dict[str, str]:
+    """The last of what :meth:`Link.serving` wrote ({}: nothing, the rank never served)."""
+    lines = text.strip().splitlines()
+    try:
+        told = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        return {}
+    return {k: v for k, v in told.items() if isinstance(v, str)} if isinstance(told, dict) else {}
 
 
 def _forward(child: int, signum: int) -> None:
