@@ -221,7 +221,7 @@ class PoolTarget:
         return Case("to_pool", b"", frames, how)
 
     def feed(self, case: Case, report: Report) -> None:
-        from rankpool.mpi_pool.pool import PoolLeaves
+        from rankpool.mpi_pool.leaving import PoolLeaves
         report.cases["pool/to_pool"] += 1
         self.sock.inbox.append(case.frames)
         try:

@@ -284,7 +284,8 @@ def test_bad_headers_on_the_client_port_do_not_divert_results(tmp_path: Path) ->
                 stolen += raw.received(0.01)
             assert stolen == [], [m[0][:80] for m in stolen[:5]]
             assert ex._broken is None
-            assert all(f.done() and f.exception() is None for f in futures)
+            # each task returns its rank's pid (the flood may end first on a busy machine)
+            assert all(isinstance(f.result(timeout=60), int) for f in futures)
     finally:
         ctx.destroy(linger=0)
 

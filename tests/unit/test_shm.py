@@ -366,7 +366,7 @@ def test_pool_options_carry_the_plane() -> None:
 
 
 def test_a_rank_that_cannot_see_the_probe_sends_results_as_messages() -> None:
-    from rankpool.mpi_pool.pool import result_arena
+    from rankpool.mpi_pool.program import result_arena
     prefix = shm_run.new_run_prefix()
     assert result_arena(PoolConfig("tcp://h:1", "0", shared_memory=prefix)) is None
     assert result_arena(PoolConfig("tcp://h:1", "0")) is None

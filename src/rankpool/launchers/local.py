@@ -26,6 +26,7 @@ from parsl.launchers.base import Launcher
 from ..apps.process_tree import sweep_mpi_files
 from ..exit_codes import ExitCode
 from ..mpi_pool.config import PoolConfig
+from ..mpi_pool.hydra_notice import blocked
 from ..private_files import open_private
 from ..protocol.starts import FailedStart
 from .failed_starts import diagnose
@@ -34,11 +35,15 @@ from .mpiexec import find_mpiexec, mpiexec_flavor, survival_options
 log = logging.getLogger(__name__)
 
 
-def local_options(mpiexec: str) -> list[str]:
-    """Options for a local block's ``mpiexec``: those that keep the job alive when a rank
-    dies, and, for Open MPI, more ranks than cores (MPICH allows it by itself)."""
-    extra = ["--oversubscribe"] if mpiexec_flavor(mpiexec) == "openmpi" else []
-    return [*survival_options(mpiexec), *extra]
+def local_launch(mpiexec: str) -> list[str]:
+    """A local block's ``mpiexec`` with its options: those that keep the job alive when a
+    rank dies, and, for Open MPI, more ranks than cores (MPICH allows it by itself). Hydra's
+    runs with its process-end notice blocked, which its spawned processes inherit (see
+    :mod:`rankpool.mpi_pool.hydra_notice`)."""
+    flavor = mpiexec_flavor(mpiexec)
+    extra = ["--oversubscribe"] if flavor == "openmpi" else []
+    line = [mpiexec, *survival_options(mpiexec), *extra]
+    return blocked(line) if flavor == "hydra" else line
 
 
 def pool_command(cfg: PoolConfig, python: str | None = None) -> str:
@@ -68,7 +73,7 @@ class LocalBlocks:
         self.started.add(block_id)
         self.since = self.since or time.time()
         cfg = replace(self.base, block_id=block_id, pool_id="")
-        argv = [self.mpiexec, *local_options(self.mpiexec), "-n", str(self.ranks + 1),
+        argv = [*local_launch(self.mpiexec), "-n", str(self.ranks + 1),
                 *shlex.split(pool_command(cfg))]
         out = None
         if self.run_dir:
@@ -198,8 +203,7 @@ class LocalMpiexecLauncher(Launcher):
                              "launcher or to the executor")
         ranks = self.ranks_per_node * nodes_per_block + 1
         mpiexec = find_mpiexec(self.mpiexec)
-        line = " ".join([shlex.quote(mpiexec), *map(shlex.quote, local_options(mpiexec)),
-                         f"-n {ranks}", command])
+        line = " ".join([*map(shlex.quote, local_launch(mpiexec)), f"-n {ranks}", command])
         echo = f"echo {shlex.quote('rankpool launch: ' + line)}\n" if self.debug else ""
         return (f"{echo}{line} &\n"
                 "_rankpool_pid=$!\n"

@@ -1,4 +1,5 @@
-"""The pool program: rank 0 connects to the interchange, every other rank is a worker.
+"""Rank 0 of a pool: its one connection to the interchange, around the worker ranks it holds
+over MPI (how every rank starts and ends: :mod:`.program`).
 
 Rank 0's loop is a short list of non-blocking steps::
 
@@ -16,9 +17,6 @@ Rank 0's loop is a short list of non-blocking steps::
     pool_heartbeat   send ours (an answer to the interchange's, or after a third of the
                      threshold without one); leave when the interchange has been silent too long
 
-A pool that lost ranks ends without ``MPI_Finalize`` on every rank (MPICH's would wait for
-the dead ones forever): it flushes its logs and exits with its status.
-
 While nothing is outstanding rank 0 blocks in the ZeroMQ poll (no CPU, instant wake); while
 tasks are out it polls ZeroMQ without blocking and backs off over MPI, sleeping on its
 doorbell and its ZeroMQ socket, so that a worker rank of its node that reports, or a message
@@ -28,9 +26,7 @@ data path: ``docs/internals.md``.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import secrets
 import signal
 import sys
@@ -45,27 +41,18 @@ from mpi4py import MPI
 from .._version import __version__
 from ..errors import ProtocolError
 from ..exit_codes import ExitCode
-from ..private_files import PrivateFileHandler, private_dir, write_private
 from ..protocol import batches, wire
 from ..protocol import messages as protocol
-from ..protocol.starts import FailedStart, StartCause, pool_record_path
-from ..shm import arena as shm
-from ..shm import run as shm_run
-from ..task.initializer import read_initializer
-from ..task.node_resources import apply_binding, device_ranks, devices_list
-from .applications import node_name
+from ..protocol.starts import StartCause
+from ..task.node_resources import device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
 from .config import PoolConfig
-from .deaths import DeathWatch, Identity, note_dir
-from .doorbell import Doorbell, new_token
-from .initializer import initialize
-from .interrupts import Interrupts
-from .keeper import Link
-from .manager import Manager, abort_for_stuck
-from .mpich_files import abort, release
+from .deaths import DeathWatch
+from .doorbell import Doorbell
+from .leaving import PoolLeaves, PoolRefused, PoolUnreachable, write_start_record
+from .manager import Manager
 from .result_sizes import fit_results
-from .subcomms import Topology, discover_topology
-from .worker import Worker
+from .subcomms import Topology
 
 log = logging.getLogger(__name__)
 
@@ -78,98 +65,6 @@ REPORT_BATCH = 512
 START_DELAY = 0.002
 #: seconds between two looks for dead ranks while tasks are out (while idle: at once)
 DEATH_CHECK = 0.002
-
-
-class PoolLeaves(Exception):
-    """Rank 0 ends its loop; the message says why. ``finish``: the workers run what they
-    already hold first (the pool drained, or retires)."""
-
-    def __init__(self, reason: str, finish: bool = False) -> None:
-        super().__init__(reason)
-        self.finish = finish
-
-
-class PoolRefused(PoolLeaves):
-    """The interchange refused the pool's registration: the pool exits with an error."""
-
-
-class PoolUnreachable(PoolLeaves):
-    """The interchange never answered the pool's registration: the pool exits with an error."""
-
-
-#: signals that stop a pool cleanly (Ctrl-C forwarded by mpiexec; a job's cancel)
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
-    """Run the pool on ``COMM_WORLD``; every rank calls this and returns 0 on a clean end.
-    ``link``: this rank's keeper (see :mod:`.keeper`)."""
-    comm = MPI.COMM_WORLD.Dup()
-    topology = discover_topology(comm)
-    rank = comm.Get_rank()
-    token = comm.bcast(new_token() if rank == 0 else None, root=0)
-    identities = comm.gather(Identity(os.getpid(), link.keeper_pid if link else 0), root=0)
-    release(comm)  # MPICH's file in /dev/shm: nothing left however the job ends
-    near = topology.nodes[0] if topology.nodes else []  # worker ranks on rank 0's node
-    far = [r for node in topology.nodes[1:] for r in node]  # and on the other nodes
-    _setup_logging(cfg, rank)
-    notes = note_dir(token)
-    watch = None
-    if rank == 0:
-        assert identities is not None  # gathered on rank 0
-        watch = DeathWatch({r: identities[r] for r in near}, notes, topology.hosts[0],
-                           far={r: identities[r] for r in far})
-    box = comm.bcast(watch.box_address if watch is not None else "", root=0)
-    if link is not None:
-        os.makedirs(notes, mode=0o700, exist_ok=True)
-        link.serving(rank, notes, box if rank in far else "", node_name())
-    status = 0
-    lost = False  # whether some rank of the pool died: no MPI_Finalize then
-    bell = Doorbell.open(token, rank) if rank == 0 or rank in near else None
-    try:
-        apply_binding(rank, topology.nodes, cfg.resources)  # before any user code runs
-        init_error = initialize(comm, read_initializer(cfg.initializer),
-                                [r for node in topology.nodes for r in node])
-        if watch is not None:  # rank 0
-            pool = RankZero(cfg, comm, topology, bell, near, init_error, watch)
-            try:
-                with Interrupts(STOP_SIGNALS, comm, on_first=pool.interrupt):
-                    status = pool.run()
-            finally:
-                watch.close()
-            if pool.mpi.stuck:
-                abort_for_stuck(comm, pool.mpi.stuck, ExitCode.STUCK)
-            lost = bool(pool.mpi.lost)
-        else:
-            worker = Worker(comm, arena=result_arena(cfg), bell=bell, link=link,
-                            interrupts=Interrupts(STOP_SIGNALS, comm))
-            worker.serve()
-            lost = bool(worker.lost_peers)
-    except BaseException:
-        log.critical("rank %d failed; aborting the pool", rank, exc_info=True)
-        sys.stderr.flush()
-        abort(comm, 1)
-    if bell is not None:
-        bell.close()
-    if link is not None:
-        link.finished()
-    if lost:
-        _exit_without_finalize(notes, status)
-    comm.Free()
-    return status
-
-
-def _exit_without_finalize(notes: str, status: int) -> None:
-    """End this rank of a pool that lost ranks: ``MPI_Finalize`` would wait for them."""
-    log.info("ending without MPI_Finalize: ranks of this pool died")
-    try:
-        os.rmdir(notes)
-    except OSError:
-        pass
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
 
 
 class RankZero:
@@ -504,43 +399,3 @@ class RankZero:
         if now - self.last_heard > self.threshold:
             raise PoolLeaves(f"the interchange has been silent for {now - self.last_heard:.1f} s "
                              f"(threshold {self.threshold:g} s)")
-
-
-def write_start_record(cfg: PoolConfig, cause: StartCause, detail: str) -> None:
-    """Leave ``<run dir>/start-<block>.json`` for the executor: why this pool never served."""
-    path = pool_record_path(cfg.run_dir, cfg.block_id)
-    record = FailedStart(cfg.block_id, "", cause, detail=f"pool {cfg.pool_id}: {detail}")
-    try:
-        write_private(path, json.dumps(record.to_json()))
-    except OSError as exc:  # RunDirError included
-        log.warning("could not write %s: %s", path, exc)
-
-
-def result_arena(cfg: PoolConfig) -> shm.Arena | None:
-    """A worker rank's shared-memory arena for its results, when the front-end offered the
-    plane (``--shared-memory``) and this rank sees its probe (same host and ``/dev/shm``)."""
-    if not cfg.shared_memory:
-        return None
-    if not shm_run.shares_front_end_memory(cfg.shared_memory):
-        log.info("shared memory: the front-end's %s is not visible here; results travel as "
-                 "messages", shm_run.probe_path(cfg.shared_memory))
-        return None
-    return shm.Arena(cfg.shared_memory, cap=cfg.shared_memory_cap)
-
-
-def _setup_logging(cfg: PoolConfig, rank: int) -> None:
-    level = getattr(logging, cfg.log_level.upper())
-    fmt = f"%(asctime)s rank {rank} %(name)s %(levelname)s %(message)s"
-    root = logging.getLogger("rankpool")
-    root.setLevel(level)
-    if cfg.run_dir and (rank == 0 or cfg.worker_debug):
-        private_dir(cfg.run_dir)
-        name = f"pool-{cfg.block_id}.log" if rank == 0 else f"pool-{cfg.block_id}-rank{rank}.log"
-        handler: logging.Handler = PrivateFileHandler(os.path.join(cfg.run_dir, name))
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        if rank != 0 and not cfg.worker_debug:
-            level = max(level, logging.WARNING)
-    handler.setLevel(level)
-    handler.setFormatter(logging.Formatter(fmt))
-    root.addHandler(handler)

@@ -10,7 +10,10 @@ intercommunicator never completes), which spins the task's first rank and which 
 interrupts: launcher mode has neither limit. What the children print goes to the pool's
 output, not to the task; ``returncode`` is 0 once they reached the barrier. An MPI library or
 process manager that refuses to spawn fails the task with
-:class:`~rankpool.errors.SpawnUnsupported`, which names launcher mode as the alternative.
+:class:`~rankpool.errors.SpawnUnsupported`, which names launcher mode as the alternative; so
+does a Hydra pool where the children would be exposed to Hydra's process-end notice
+(:mod:`.hydra_notice`): they would die of it before ``MPI_Init`` and leave the parent waiting
+in ``MPI_Comm_spawn`` for ever.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from mpi4py import MPI
 
 from ..apps.run import MpiRun
 from ..errors import SpawnUnsupported
+from .applications import node_name
+from .hydra_notice import spawn_refusal
 
 #: what the command line of a spawned application is reported as
 SPAWN = "MPI_Comm_spawn"
@@ -34,6 +39,9 @@ def spawn(words: list[str], environ: Mapping[str, str]) -> MpiRun:
     count = int(os.environ.get("RANKPOOL_NUM_RANKS", "1"))
     nodes = [n for n in os.environ.get("RANKPOOL_MPI_NODELIST", "").split(",") if n]
     per_node = os.environ.get("RANKPOOL_RANKS_PER_NODE", "")
+    refusal = spawn_refusal(nodes, node_name())
+    if refusal is not None:
+        raise SpawnUnsupported(refusal)
     info = MPI.Info.Create()
     hostfile = None
     start = time.monotonic()

@@ -1,0 +1,88 @@
+"""Hydra's process-end notice (SIGUSR1): a local block's mpiexec starts with it blocked, and
+spawn mode is refused where its children would be exposed to it (no MPI here: a stand-in
+named like Hydra's proxy plays the rank's ancestor)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rankpool.launchers.local import local_launch
+from rankpool.mpi_pool.hydra_notice import PROXY, blocked, notice_blocked, spawn_refusal
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+#: prints whether SIGUSR1 is blocked in the process that runs it
+SAY_BLOCKED = ("from rankpool.mpi_pool.hydra_notice import notice_blocked; import os; "
+               "print(notice_blocked(os.getpid()))")
+#: prints why spawn mode would be refused onto the hosts in argv[1] from node 'here'
+SAY_REFUSAL = ("import sys; from rankpool.mpi_pool.hydra_notice import spawn_refusal; "
+               "print(spawn_refusal(sys.argv[1].split(','), 'here'))")
+
+
+def run(argv: list[str]) -> str:
+    env = {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.run(argv, capture_output=True, text=True, check=True, env=env,
+                          timeout=60).stdout.strip()
+
+
+def test_blocked_runs_the_program_with_sigusr1_blocked_and_unblock_undoes_it() -> None:
+    assert run([sys.executable, "-c", SAY_BLOCKED]) == "False"
+    assert run(blocked([sys.executable, "-c", SAY_BLOCKED])) == "True"
+    unblocking = ("from rankpool.mpi_pool.hydra_notice import unblock; unblock(); " + SAY_BLOCKED)
+    assert run(blocked([sys.executable, "-c", unblocking])) == "False"
+    assert not notice_blocked(2 ** 22 + 12345)  # no such process: not blocked
+
+
+def test_a_local_hydra_mpiexec_is_started_with_the_notice_blocked(tmp_path: Path) -> None:
+    hydra = tmp_path / "hydra"
+    hydra.mkdir()
+    for name in ("mpiexec", "hydra_pmi_proxy"):
+        (hydra / name).write_text("#!/bin/sh\n")
+        (hydra / name).chmod(0o755)
+    line = local_launch(str(hydra / "mpiexec"))
+    assert line[:2] == [sys.executable, "-c"] and line[3:] == [str(hydra / "mpiexec"),
+                                                               "-disable-auto-cleanup"]
+    other = tmp_path / "other" / "mpiexec"  # not Hydra: no notice, nothing blocked
+    other.parent.mkdir()
+    other.write_text("#!/bin/sh\n")
+    other.chmod(0o755)
+    assert local_launch(str(other)) == [str(other)]
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> str:
+    """A Python that runs under the name of Hydra's proxy."""
+    link = tmp_path / PROXY
+    link.symlink_to(sys.executable)
+    return str(link)
+
+
+def under_proxy(proxy: str, hosts: str, block: bool) -> str:
+    """spawn_refusal as a rank below a stand-in proxy (started with SIGUSR1 blocked or not)."""
+    child = f"import subprocess, sys; sys.exit(subprocess.call([{sys.executable!r}, '-c', " \
+            f"{SAY_REFUSAL!r}, {hosts!r}]))"
+    argv = [proxy, "-c", child]
+    return run(blocked(argv) if block else argv)
+
+
+def test_spawn_is_refused_below_a_proxy_whose_mpiexec_left_the_notice_unblocked(
+        proxy: str) -> None:
+    said = under_proxy(proxy, "here", block=False)
+    assert "not started with SIGUSR1 blocked" in said and "MPI_Comm_spawn" in said, said
+
+
+def test_spawn_onto_other_nodes_is_refused_under_hydra(proxy: str) -> None:
+    said = under_proxy(proxy, "here,node7", block=True)
+    assert "other nodes (node7)" in said and "(here) only" in said, said
+
+
+def test_spawn_is_allowed_onto_this_node_when_the_notice_is_blocked(proxy: str) -> None:
+    assert under_proxy(proxy, "here", block=True) == "None"
+
+
+def test_spawn_outside_hydra_is_left_to_the_mpi_library() -> None:
+    assert spawn_refusal(["elsewhere"], "here") is None  # pytest runs under no Hydra proxy
