@@ -163,7 +163,8 @@ class PoolHost:
             self.last_sent.append(time.monotonic())
             self.heard.append(0.0)
             self.scheduled.append(math.inf)
-            self.drain(i)  # re-arms the descriptor's edge (and the answer may be there)
+            if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # asking re-arms the descriptor
+                self.drain(i)
 
     def drain(self, i: int) -> None:
         sock = self.socks[i]
@@ -228,6 +229,7 @@ class PoolHost:
                 self.drain(i)
 
     def run(self, deadline: float) -> None:
+        print(f"CONNECTING {time.time()}", flush=True)
         count = self.count
         ready_said = False
         next_sweep = time.monotonic() + self.period
