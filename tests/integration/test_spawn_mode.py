@@ -54,7 +54,7 @@ def test_concurrent_spawns_all_finish(tmp_path: Path) -> None:
 
 
 def test_short_spawned_applications_ending_together_leave_the_pool_alive(
-        tmp_path: Path, c_world: str) -> None:
+        tmp_path: Path, c_world: str) -> None:  # noqa: F811 (the fixture imported above)
     """Short C applications spawned side by side end within moments of each other: Hydra's
     notice of one's end, written to another whose group has just closed, fails, and mpiexec
     then ends the whole pool unless spawned applications end one at a time."""
