@@ -35,13 +35,41 @@ from rankpool.protocol.wire import decode_header
 from rankpool.task.resources import Spec
 
 
+class FakeFrame(zmq.Frame):
+    """A received frame that says whether more of its message follow, as libzmq's do."""
+
+    more = False
+
+
 class FakeSocket:
-    """A ZeroMQ socket's receive queue and send side; sends fail now and then when asked."""
+    """A ZeroMQ socket's receive queue and send side; sends fail now and then when asked.
+
+    Messages are taken whole (``recv_multipart``) or frame by frame (``recv``, ``send`` with
+    ``SNDMORE``), as the interchange's ``plumbing.recv_frames`` and ``send_routed`` do."""
 
     def __init__(self, rng: random.Random | None = None, fail: float = 0.0) -> None:
         self.inbox: deque[list[bytes]] = deque()
         self.sent: list[list[bytes]] = []
         self.rng, self.fail = rng, fail
+        self._reading: deque[bytes] = deque()  # the rest of a message being read by frames
+        self._sending: list[Any] | None = None  # the frames of a message being sent
+
+    def recv(self, flags: int = 0, copy: bool = True) -> Any:
+        if not self._reading:
+            if not self.inbox:
+                raise zmq.Again()
+            self._reading.extend(self.inbox.popleft())
+        frame = FakeFrame(self._reading.popleft())
+        frame.more = bool(self._reading)
+        return frame if not copy else frame.bytes
+
+    def send(self, data: Any, flags: int = 0, copy: bool = True) -> None:
+        if self._sending is None:
+            self._sending = []
+        self._sending.append(data)
+        if not flags & zmq.SNDMORE:
+            frames, self._sending = self._sending, None
+            self.send_multipart(frames)
 
     def recv_multipart(self, flags: int = 0, copy: bool = True) -> list[Any]:
         if not self.inbox:
