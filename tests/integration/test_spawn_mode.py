@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 from helpers import executor, pool_tree, wait_for
-from test_mpi_applications import PY_WORLD
+from test_mpi_applications import PY_WORLD, c_world  # noqa: F401 (a fixture)
 
 from rankpool import SpawnUnsupported, run_mpi
 from rankpool.launchers.mpiexec import find_mpiexec
@@ -50,6 +50,20 @@ def test_concurrent_spawns_all_finish(tmp_path: Path) -> None:
                    for i in range(16)]
         done, stalled = wait(futures, timeout=80)
         assert not stalled, f"{len(stalled)} of 16 spawned applications never finished"
+        assert all(f.result().returncode == 0 for f in done)
+
+
+def test_short_spawned_applications_ending_together_leave_the_pool_alive(
+        tmp_path: Path, c_world: str) -> None:  # noqa: F811 (the fixture imported above)
+    """Short C applications spawned side by side end within moments of each other: Hydra's
+    notice of one's end, written to another whose group has just closed, fails, and mpiexec
+    then ends the whole pool unless spawned applications end one at a time."""
+    with executor(tmp_path, max_ranks=8) as ex:
+        futures = [ex.requirements(num_ranks=(1, 2, 4)[i % 3]).submit(run_mpi, [c_world],
+                                                                      mode="spawn")
+                   for i in range(180)]
+        done, stalled = wait(futures, timeout=100)
+        assert not stalled, f"{len(stalled)} of 180 spawned applications never finished"
         assert all(f.result().returncode == 0 for f in done)
 
 

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
+from waiting import wait_for
 
 from rankpool.launchers.local import local_launch
 from rankpool.mpi_pool.hydra_notice import PROXY, blocked, notice_blocked, spawn_refusal
@@ -86,3 +88,59 @@ def test_spawn_is_allowed_onto_this_node_when_the_notice_is_blocked(proxy: str) 
 
 def test_spawn_outside_hydra_is_left_to_the_mpi_library() -> None:
     assert spawn_refusal(["elsewhere"], "here") is None  # pytest runs under no Hydra proxy
+
+
+# -- spawned applications end one at a time --------------------------------------------------
+HOLD_TURN = ("import sys, time; from rankpool.mpi_pool.spawn_endings import ending_turn\n"
+             "with ending_turn(int(sys.argv[1])):\n"
+             "    print('holding', flush=True); time.sleep(float(sys.argv[2]))\n")
+
+
+def test_one_process_at_a_time_holds_the_ending_turn_and_dying_releases_it() -> None:
+    from rankpool.mpi_pool.spawn_endings import ending_turn
+    key = os.getpid() * 1000 + 7
+    env = {**os.environ, "PYTHONPATH": SRC}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_TURN, str(key), "60"],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        waiter = subprocess.Popen([sys.executable, "-c", HOLD_TURN, str(key), "0"],
+                                  stdout=subprocess.PIPE, text=True, env=env)
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiter.wait(1.0)  # the turn is taken: it waits
+        holder.kill()  # a holder that dies gives the turn back
+        assert waiter.communicate(timeout=30)[0].strip() == "holding"
+    finally:
+        holder.kill()
+        holder.wait()
+    with ending_turn(key):  # free again, and taken here
+        pass
+
+
+def test_spawned_below_finds_the_spawned_processes_of_the_job(proxy: str) -> None:
+    """A stand-in mpiexec (this test's child) with a stand-in proxy below it; two programs
+    marked as spawned (one below the proxy, one below a second proxy) and one not."""
+    from rankpool.mpi_pool.spawn_endings import spawned_below
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    tree = ("import os, subprocess, sys, time\n"
+            f"sleeper = {sleeper!r}\n"
+            "spawned = {**os.environ, 'PMI_SPAWNED': '1'}\n"
+            f"proxy = subprocess.Popen([{proxy!r}, '-c', 'import subprocess, os, sys; "
+            "subprocess.Popen(sys.argv[1:], env={**os.environ, \"PMI_SPAWNED\": \"1\"}); "
+            "subprocess.Popen(sys.argv[1:]); import time; time.sleep(60)', *sleeper])\n"
+            "other = subprocess.Popen(sleeper, env=spawned)\n"
+            "print(proxy.pid, other.pid, flush=True); time.sleep(60)\n")
+    job = subprocess.Popen([sys.executable, "-c", tree], stdout=subprocess.PIPE, text=True)
+    try:
+        assert job.stdout is not None
+        proxy_pid, other = map(int, job.stdout.readline().split())
+        below = psutil.Process(proxy_pid)
+        marked = wait_for(lambda: [p.pid for p in below.children()
+                                   if p.environ().get("PMI_SPAWNED") == "1"], timeout=30)
+        wait_for(lambda: len(below.children()) == 2, timeout=30)
+        assert spawned_below(proxy_pid) == {*marked, other}
+    finally:
+        for p in psutil.Process(job.pid).children(recursive=True):
+            p.kill()
+        job.kill()
+        job.wait()

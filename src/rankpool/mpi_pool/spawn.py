@@ -13,7 +13,8 @@ process manager that refuses to spawn fails the task with
 :class:`~rankpool.errors.SpawnUnsupported`, which names launcher mode as the alternative; so
 does a Hydra pool where the children would be exposed to Hydra's process-end notice
 (:mod:`.hydra_notice`): they would die of it before ``MPI_Init`` and leave the parent waiting
-in ``MPI_Comm_spawn`` for ever.
+in ``MPI_Comm_spawn`` for ever. Under Hydra, spawned applications end one at a time on a
+node (:mod:`.spawn_endings`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from mpi4py import MPI
 from ..apps.run import MpiRun
 from ..errors import SpawnUnsupported
 from .applications import node_name
-from .hydra_notice import spawn_refusal
+from .hydra_notice import hydra_proxy, spawn_refusal
+from .spawn_endings import ending_turn, spawned_below, wait_gone
 
 #: what the command line of a spawned application is reported as
 SPAWN = "MPI_Comm_spawn"
@@ -60,13 +62,28 @@ def spawn(words: list[str], environ: Mapping[str, str]) -> MpiRun:
         except MPI.Exception as exc:
             library = MPI.Get_library_version().splitlines()[0].strip()
             raise SpawnUnsupported(f"{exc.Get_error_string()}; {library}") from None
-        try:
-            children.Barrier()
-        finally:
-            children.Disconnect()
+        _end(children, hydra_proxy(), count)
     finally:
         info.Free()
         if hostfile is not None:
             os.unlink(hostfile)
     return MpiRun([SPAWN, *words], 0, "", "", time.monotonic() - start)
 
+
+
+def _end(children: MPI.Intercomm, proxy: int | None, count: int) -> None:
+    """Join the children's final barrier and disconnect; under Hydra in the node's ending
+    turn, kept until they are gone (see :mod:`.spawn_endings`)."""
+    if proxy is None:
+        try:
+            children.Barrier()
+        finally:
+            children.Disconnect()
+        return
+    with ending_turn(proxy):
+        before = spawned_below(proxy)
+        try:
+            children.Barrier()
+        finally:
+            children.Disconnect()
+        wait_gone(proxy, before, count)
