@@ -8,10 +8,8 @@ Rank 0's loop is a short list of non-blocking steps::
     manager.progress MPI: dispatch to worker ranks, gather their outcomes
     pool_report      ZeroMQ: finished results, in one batch per loop turn, and the tasks that
                      started (still running ``START_DELAY`` after they started), in another
-    pool_deaths      worker ranks that died (their keepers exited on its node, or sent
-                     a note from another, see :mod:`.deaths`): their tasks fail or run
-                     elsewhere; past ``max_lost``
-                     the pool retires (finishes what started, then leaves)
+    pool_deaths      worker ranks that died (see :mod:`.deaths`): their tasks fail or run
+                     elsewhere; past ``max_lost`` the pool retires (finishes what started)
     pool_capacity    ZeroMQ: when ranks got stuck (or came back) or died, what the pool can
                      still hold
     pool_heartbeat   send ours (an answer to the interchange's, or after a third of the
