@@ -117,6 +117,26 @@ def test_one_process_at_a_time_holds_the_ending_turn_and_dying_releases_it() -> 
         pass
 
 
+def test_a_turn_held_too_long_is_given_up_with_a_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The turn's name is public: a process that holds it for ever (another user's) delays a
+    spawned application's end by ``TURN_WITHIN`` at most."""
+    import socket
+    import time
+
+    from rankpool.mpi_pool import spawn_endings
+    monkeypatch.setattr(spawn_endings, "TURN_WITHIN", 0.3)
+    key = os.getpid() * 1000 + 9
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as squatter:
+        squatter.bind(f"\0rankpool-spawn-ending-{key}")
+        start = time.monotonic()
+        with caplog.at_level("WARNING", logger=spawn_endings.__name__), \
+                spawn_endings.ending_turn(key):
+            waited = time.monotonic() - start
+    assert 0.3 <= waited < 5.0
+    assert "was held for 0 s" in caplog.text and "ending without it" in caplog.text
+
+
 def test_spawned_below_finds_the_spawned_processes_of_the_job(proxy: str) -> None:
     """A stand-in mpiexec (this test's child) with a stand-in proxy below it; two programs
     marked as spawned (one below the proxy, one below a second proxy) and one not."""

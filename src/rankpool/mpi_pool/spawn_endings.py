@@ -36,6 +36,9 @@ WAIT = BackoffConfig(base=1e-3, hot_cap=0.02, idle_cap=0.02, hot_window=1e-6)
 GONE_WITHIN = 30.0
 #: seconds left after they are gone for mpiexec to read their group's exit status
 SETTLE = 0.05
+#: seconds a parent waits for the turn before it ends without it (the name is public: another
+#: user's process could hold it for ever)
+TURN_WITHIN = 2 * GONE_WITHIN
 
 
 @contextmanager
@@ -43,14 +46,21 @@ def ending_turn(proxy: int) -> Iterator[None]:
     """Hold the turn of the node served by Hydra's proxy ``proxy``."""
     holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     backoff = Backoff(WAIT)
+    name = f"rankpool-spawn-ending-{proxy}"
+    deadline = time.monotonic() + TURN_WITHIN
     try:
         while True:
             try:
-                holder.bind(f"\0rankpool-spawn-ending-{proxy}")
+                holder.bind(f"\0{name}")
                 break
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE:
                     raise
+                if time.monotonic() > deadline:
+                    log.warning("the turn to end a spawned application (%s) was held for %.0f "
+                                "s, longer than any application of this pool holds it: "
+                                "ending without it", name, TURN_WITHIN)
+                    break
                 backoff.sleep()
         yield
     finally:
