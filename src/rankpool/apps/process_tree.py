@@ -42,6 +42,19 @@ def adopt_orphans() -> bool:
         return False
 
 
+def _has_children() -> bool:
+    """Whether this process has a child (Linux lists each thread's children in ``/proc``);
+    True where that cannot be read."""
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as f:
+                if f.read().strip():
+                    return True
+    except OSError:
+        return True
+    return False
+
+
 def reap() -> None:
     """Collect the exit status of this process's ended children (adopted orphans included)."""
     while True:
@@ -54,7 +67,10 @@ def reap() -> None:
 
 
 def descendants(pid: int) -> list[psutil.Process]:
-    """Every living process below ``pid`` (children, their children, ...)."""
+    """Every living process below ``pid`` (children, their children, ...). For this process
+    with no child, none, at once (psutil's walk reads every process of the machine)."""
+    if pid == os.getpid() and not _has_children():
+        return []
     try:
         children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
         return children

@@ -33,7 +33,7 @@ from .task_setting import TaskSetting, environment
 log = logging.getLogger(__name__)
 
 #: how held ranks sleep between tests of the barrier: 0.1 ms growing to 5 ms
-HOLD_BACKOFF = BackoffConfig(base=100e-6, hot_cap=5e-3, idle_cap=5e-3, hot_window=1e-6)
+HOLD_BACKOFF = BackoffConfig(base=100e-6, hot_cap=2e-3, idle_cap=2e-3, hot_window=1e-6)
 
 
 def is_application(fn: Callable[..., Any], position: int | None, args: Sequence[Any],
@@ -61,18 +61,27 @@ def node_name() -> str:
 class Applications:
     """A worker rank's side of application tasks."""
 
-    def __init__(self) -> None:
+    def __init__(self, node_names: Sequence[str] | None = None) -> None:
+        """``node_names``: the node of every rank of the pool (None: each task asks its
+        ranks, a collective at its start)."""
+        self.node_names = node_names
         self.family = detect_family(os.environ)
         if not adopt_orphans():
             log.warning("cannot adopt orphaned processes: a process an application task "
                         "leaves behind after its parent ended may outlive the task")
 
     def run(self, sub: MPI.Intracomm, setting: TaskSetting | None,
-            call: Callable[[], Any]) -> Any:
+            call: Callable[[], Any], ranks: Sequence[int] = ()) -> Any:
         """Run ``call`` on rank 0 of ``sub`` in the application's environment, hold the
-        others; every rank returns when ``call`` is over (None on the held ranks)."""
+        others; every rank returns when ``call`` is over (None on the held ranks). ``ranks``:
+        the pool ranks ``sub`` is made of, in its order."""
         size = sub.Get_size()
-        names = sub.allgather(node_name()) if size > 1 else [node_name()]
+        if size == 1:
+            names = [node_name()]
+        elif self.node_names is not None and len(ranks) == size:
+            names = [self.node_names[r] for r in ranks]  # no collective (which spins) at start
+        else:
+            names = sub.allgather(node_name())
         if sub.Get_rank() != 0:
             _hold(sub)
             return None

@@ -61,9 +61,10 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
         watch = DeathWatch({r: identities[r] for r in near}, notes, topology.hosts[0],
                            far={r: identities[r] for r in far})
     box = comm.bcast(watch.box_address if watch is not None else "", root=0)
+    names = comm.allgather(node_name())  # every rank's node, as the batch system names it
     if link is not None:
         os.makedirs(notes, mode=0o700, exist_ok=True)
-        link.serving(rank, notes, box if rank in far else "", node_name())
+        link.serving(rank, notes, box if rank in far else "", names[rank])
     status = 0
     lost = False  # whether some rank of the pool died: no MPI_Finalize then
     bell = Doorbell.open(token, rank) if rank == 0 or rank in near else None
@@ -82,7 +83,7 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
                 abort_for_stuck(comm, pool.mpi.stuck, ExitCode.STUCK)
             lost = bool(pool.mpi.lost)
         else:
-            worker = Worker(comm, arena=result_arena(cfg), bell=bell, link=link,
+            worker = Worker(comm, arena=result_arena(cfg), bell=bell, link=link, node_names=names,
                             interrupts=Interrupts(STOP_SIGNALS, comm))
             worker.serve()
             lost = bool(worker.lost_peers)

@@ -66,11 +66,14 @@ class Worker:
     def __init__(self, comm: MPI.Intracomm, backoff: BackoffConfig | None = None,
                  flush_interval: float = 0.002, arena: Arena | None = None,
                  bell: Doorbell | None = None, link: Link | None = None,
-                 interrupts: Interrupts | None = None) -> None:
+                 interrupts: Interrupts | None = None,
+                 node_names: Sequence[str] | None = None) -> None:
         """``bell``: this rank's doorbell when it shares rank 0's node (see :mod:`.doorbell`):
         it waits on it between polls and rings rank 0's after each report; ``link``: its
         keeper's (see :mod:`.keeper`), told of each task before it starts; ``interrupts``:
-        the signals that interrupt the rank's tasks while it serves (see :mod:`.interrupts`)."""
+        the signals that interrupt the rank's tasks while it serves (see :mod:`.interrupts`);
+        ``node_names``: the node of every rank of ``comm``, for application tasks (None: they
+        ask their ranks)."""
         self.comm = comm
         self.arena = arena
         self.bell = bell
@@ -94,6 +97,7 @@ class Worker:
         self.use_alarm = threading.current_thread() is threading.main_thread()
         self.interrupts = interrupts
         self.apps: Applications | None = None  # made by the first application task
+        self.node_names = node_names
         self.link = link
         self.lost_peers: set[int] = set()  # pool ranks that died (rank 0 said so)
         #: multi-rank tasks received after a death, under ULFM: their communicators are made
@@ -280,11 +284,12 @@ class Worker:
         args, kwargs = loads_data(item.data, buffers)
         if is_application(fn, position, args, len(item.ranks), item.setting):
             if self.apps is None:
-                self.apps = Applications()
+                self.apps = Applications(self.node_names)
             run = self.apps.run
 
             def call() -> Any:
-                return run(sub, item.setting, lambda: self._timed(item, fn, args, kwargs))
+                return run(sub, item.setting, lambda: self._timed(item, fn, args, kwargs),
+                           item.ranks)
         else:
             args, kwargs = inject(position, args, kwargs, sub)
 
