@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import psutil
 import pytest
 
 from rankpool.apps import process_tree
@@ -21,12 +20,19 @@ PARENT = ("import subprocess, sys, time\n"
           "print(g.pid, flush=True); time.sleep(60)\n")
 
 
-def test_without_a_child_no_process_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    def walk(*args: object, **kwargs: object) -> None:
-        raise AssertionError("walked the process table")
-    monkeypatch.setattr(psutil.Process, "children", walk)
-    assert descendants(os.getpid()) == []
-    assert not process_tree._has_children()
+#: a fresh interpreter (no child of its own) in which psutil's walk of the processes fails
+NO_WALK = ("import os, psutil\n"
+           "from rankpool.apps import process_tree\n"
+           "def walk(*args, **kwargs): raise AssertionError('walked the process table')\n"
+           "psutil.Process.children = walk\n"
+           "print(process_tree.descendants(os.getpid()), process_tree._has_children())\n")
+
+
+def test_without_a_child_no_process_is_read() -> None:
+    out = subprocess.run([sys.executable, "-c", NO_WALK], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "False"]
 
 
 def test_children_and_grandchildren_are_found() -> None:
