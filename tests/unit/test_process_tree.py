@@ -37,12 +37,15 @@ def test_without_a_child_no_process_is_read() -> None:
 
 def test_children_and_grandchildren_are_found() -> None:
     child = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    grandchild = int(child.stdout.readline())
     try:
-        assert child.stdout is not None
-        grandchild = int(child.stdout.readline())
         assert process_tree._has_children()
         assert {p.pid for p in descendants(os.getpid())} >= {child.pid, grandchild}
-    finally:
-        for p in descendants(os.getpid()):
-            p.kill()
+    finally:  # only the two this test started (the test process may have others)
+        for pid in (child.pid, grandchild):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
         child.wait()
