@@ -27,6 +27,7 @@ from .errors import (
     ResourceSpecError,
     SerializationError,
     SharedMemoryError,
+    SpawnedProgramLost,
     SpawnUnsupported,
     StuckRanksError,
     TaskExit,
@@ -45,7 +46,8 @@ _LAZY = {
 }
 
 __all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "run_mpi", "MpiRun",
-           "ApplicationError", "ApplicationSetupError", "SpawnUnsupported", "BlockStartFailed",
+           "ApplicationError", "ApplicationSetupError", "SpawnUnsupported", "SpawnedProgramLost",
+           "BlockStartFailed",
            "BrokenPool", "EncryptionUnavailable", "ExecutorShutdown", "InsufficientRanks",
            "KeyFileError", "ManagerLost", "RankPoolError", "RemoteTaskError", "ResourceSpecError",
            "TaskSetupError", "SerializationError", "SharedMemoryError", "StuckRanksError",

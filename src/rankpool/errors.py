@@ -339,6 +339,35 @@ class ApplicationError(RankPoolError):
         return (type(self), (self.returncode, self.command, self.stdout, self.stderr))
 
 
+class SpawnedProgramLost(WorkerLost):
+    """``run_mpi(mode="spawn")``: the spawned program ended before ``MPI_Init`` (an exit at
+    its top, an import error), which ``MPI_Comm_spawn`` never notices, so its parent, the
+    task's first rank, was ended: nothing else ends that call. ``program`` is what was
+    spawned, ``count`` how many processes; ``exit_codes`` the exit statuses that could be read
+    (negative: a signal; empty when they were collected before rankpool saw them). The pool
+    serves on without the rank; launcher mode loses no rank for a program that fails to
+    start."""
+
+    def __init__(self, task_id: int, rank: int, host: str, pid: int, status: int | None,
+                 program: str, count: int, exit_codes: tuple[int, ...] = ()) -> None:
+        super().__init__(task_id, rank, host, pid, status, "")
+        codes = sorted(set(exit_codes))
+        how = ("exited" if not codes else describe_exit(codes[0]) if len(codes) == 1 else
+               "ended (" + ", ".join(describe_exit(c) for c in codes) + ")")
+        self.args = (f"task {task_id} lost: the spawned program {program} ({count} "
+                     f"process{'es' if count != 1 else ''}) {how} before MPI_Init; its parent, "
+                     f"worker rank {rank} (pid {pid} on {host}), was ended, as MPI_Comm_spawn "
+                     f"cannot be interrupted: run programs that may fail to start with "
+                     f"mode='launcher' (the default)",)
+        self.program = program
+        self.count = count
+        self.exit_codes = tuple(exit_codes)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.task_id, self.rank, self.host, self.pid, self.status,
+                             self.program, self.count, self.exit_codes))
+
+
 class SpawnUnsupported(RankPoolError):
     """``run_mpi(mode="spawn")`` was refused by the MPI library; launcher mode is the
     alternative."""

@@ -20,6 +20,9 @@ class ExitCode(IntEnum):
     STUCK = 4
     #: the pool never got an answer from the interchange (address, firewall, keys)
     UNREACHABLE = 5
+    #: a worker rank ended itself: the program it spawned ended before ``MPI_Init``, and
+    #: ``MPI_Comm_spawn`` would have waited for it for ever
+    SPAWN_LOST = 6
     #: ``MPI_Abort`` code of a ``CommExecutor`` left with ranks stuck (``on_stuck="abort"``)
     COMM_STUCK = 70
     #: ``MPI_Abort`` code of a job aborted by a second interrupt (128 + SIGINT, as a shell says)

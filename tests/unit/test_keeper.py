@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rankpool.errors import WorkerLost, describe_exit
-from rankpool.mpi_pool.deaths import DeathWatch, Identity
+from rankpool.errors import SpawnedProgramLost, WorkerLost, describe_exit
+from rankpool.mpi_pool.deaths import Death, DeathWatch, Identity, lost_error
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,6 +34,10 @@ if how == "clean":
     sys.exit(3)
 if how.startswith("exit"):
     os._exit(int(how[4:]))
+if how == "spawnlost":  # as spawn mode's watch ends a rank whose spawned program never started
+    from rankpool.mpi_pool.keeper import last_words
+    last_words({"spawn": {"program": "./x", "count": 2, "seen": 2, "statuses": [3, 3]}})
+    os._exit(6)
 os.kill(os.getpid(), getattr(signal, how))
 """
 
@@ -65,10 +69,36 @@ def test_a_dead_worker_rank_leaves_a_note_and_its_keeper_exits_0(tmp_path: Path,
     while not deaths and time.monotonic() < deadline:
         deaths = watch.deaths()
         time.sleep(0.01)
-    assert deaths == [(3, "here", child, status, 42, True)]
+    assert deaths == [Death(3, "here", child, status, 42, True)]
     assert not list(tmp_path.iterdir())  # the note was read and removed
     watch.close()
     assert not tmp_path.exists()
+
+
+def test_a_rank_that_ends_itself_leaves_its_reason_in_the_note(tmp_path: Path) -> None:
+    proc, child = _start(tmp_path, rank=2)
+    watch = DeathWatch({2: Identity(child, proc.pid)}, str(tmp_path), "here")
+    assert _end(proc, "spawnlost") == 0
+    deadline = time.monotonic() + 10
+    deaths = []
+    while not deaths and time.monotonic() < deadline:
+        deaths = watch.deaths()
+        time.sleep(0.01)
+    [death] = deaths
+    assert (death.rank, death.status, death.task, death.running) == (2, 6, 42, True)
+    exc = lost_error(42, death, "while running it")
+    assert isinstance(exc, SpawnedProgramLost) and isinstance(exc, WorkerLost)
+    assert (exc.program, exc.count, exc.exit_codes, exc.rank, exc.pid) == \
+        ("./x", 2, (3, 3), 2, child)
+    assert str(exc) == (f"task 42 lost: the spawned program ./x (2 processes) exited with status "
+                        f"3 before MPI_Init; its parent, worker rank 2 (pid {child} on here), was "
+                        f"ended, as MPI_Comm_spawn cannot be interrupted: run programs that may "
+                        f"fail to start with mode='launcher' (the default)")
+    import pickle
+    assert str(pickle.loads(pickle.dumps(exc))) == str(exc)
+    other = lost_error(41, death, "before sending its result")  # another task of that rank
+    assert type(other) is WorkerLost and "before sending its result" in str(other)
+    watch.close()
 
 
 def test_rank_0_death_and_a_clean_end_pass_the_status_on(tmp_path: Path) -> None:

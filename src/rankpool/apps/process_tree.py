@@ -42,17 +42,40 @@ def adopt_orphans() -> bool:
         return False
 
 
-def _has_children() -> bool:
-    """Whether this process has a child (Linux lists each thread's children in ``/proc``);
-    True where that cannot be read."""
+def child_pids(pid: int) -> set[int] | None:
+    """The children of process ``pid``, zombies included (Linux lists each thread's children
+    in ``/proc``); None where that cannot be read."""
+    found: set[int] = set()
     try:
-        for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/children") as f:
-                if f.read().strip():
-                    return True
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found.update(int(word) for word in f.read().split())
+    except (OSError, ValueError):
+        return None
+    return found
+
+
+def _has_children() -> bool:
+    """Whether this process has a child; True where that cannot be read."""
+    found = child_pids(os.getpid())
+    return found is None or bool(found)
+
+
+def exit_status(pid: int) -> tuple[bool, int | None]:
+    """Whether process ``pid`` has ended, and, while it is a zombie its parent has not
+    collected yet, its exit status (negative: a signal)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
     except OSError:
-        return True
-    return False
+        return True, None
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] not in ("Z", "X"):
+        return False, None
+    try:
+        return True, os.waitstatus_to_exitcode(int(fields[-1]))  # exit_code (Linux >= 3.5)
+    except (ValueError, IndexError):
+        return True, None
 
 
 def reap() -> None:

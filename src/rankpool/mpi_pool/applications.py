@@ -11,7 +11,9 @@ begins a job of its own. Every process the function left behind is ended when it
 is interrupted (walltime). A rank that dies while an application runs takes the application
 with it through its launcher: Hydra's proxy ends the dead rank's process group (the ranks are
 session leaders), with or without ``-disable-auto-cleanup``, and Slurm ends every process of a
-step.
+step. Held ranks on the first rank's node watch its process and come back when it dies (the
+barrier they wait in would never complete; the pool counts the task as lost with the rank);
+held ranks elsewhere are ended by rank 0 after its grace period.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ from typing import Any
 from mpi4py import MPI
 
 from ..apps.prefix import compose, detect_family, hosts_with_counts, pool_launch_variables
-from ..apps.process_tree import adopt_orphans, descendants, end_processes, reap, sweep_mpi_files
+from ..apps.process_tree import (
+    adopt_orphans,
+    descendants,
+    end_processes,
+    exit_status,
+    reap,
+    sweep_mpi_files,
+)
 from .backoff import Backoff, BackoffConfig
 from .task_setting import TaskSetting, environment
 
@@ -34,6 +43,11 @@ log = logging.getLogger(__name__)
 
 #: how held ranks sleep between tests of the barrier: 0.1 ms growing to 5 ms
 HOLD_BACKOFF = BackoffConfig(base=100e-6, hot_cap=2e-3, idle_cap=2e-3, hot_window=1e-6)
+#: seconds between looks of a held rank at its first rank's process
+FIRST_RANK_LOOK = 0.05
+#: barriers of held ranks whose first rank died: never complete, never freed (an active
+#: request must not be freed)
+_abandoned: list[MPI.Request] = []
 
 
 def is_application(fn: Callable[..., Any], position: int | None, args: Sequence[Any],
@@ -61,10 +75,12 @@ def node_name() -> str:
 class Applications:
     """A worker rank's side of application tasks."""
 
-    def __init__(self, node_names: Sequence[str] | None = None) -> None:
+    def __init__(self, node_names: Sequence[str] | None = None,
+                 pids: Sequence[int] | None = None) -> None:
         """``node_names``: the node of every rank of the pool (None: each task asks its
-        ranks, a collective at its start)."""
+        ranks, a collective at its start); ``pids``: every rank's process id."""
         self.node_names = node_names
+        self.pids = pids
         self.family = detect_family(os.environ)
         if not adopt_orphans():
             log.warning("cannot adopt orphaned processes: a process an application task "
@@ -83,7 +99,8 @@ class Applications:
         else:
             names = sub.allgather(node_name())
         if sub.Get_rank() != 0:
-            _hold(sub)
+            near = self.pids is not None and len(ranks) == size and names[0] == node_name()
+            _hold(sub, self.pids[ranks[0]] if near and self.pids is not None else None)
             return None
         try:
             family = (setting.mpi_launcher if setting else None) or self.family
@@ -106,10 +123,18 @@ class Applications:
                 log.info("removed %s: the application's ranks ended without MPI_Finalize", path)
 
 
-def _hold(sub: MPI.Intracomm) -> None:
+def _hold(sub: MPI.Intracomm, first: int | None) -> None:
     """Wait for rank 0 of ``sub`` to finish, sleeping between tests (MPICH's blocking waits
-    spin at full CPU)."""
+    spin at full CPU), or for its process ``first`` (on this node; None: elsewhere) to end."""
     request = sub.Ibarrier()
     backoff = Backoff(HOLD_BACKOFF)
+    look = time.monotonic() + FIRST_RANK_LOOK
     while not request.Test():
         time.sleep(backoff.next_delay())
+        if first is not None and time.monotonic() > look:
+            look = time.monotonic() + FIRST_RANK_LOOK
+            if exit_status(first)[0]:
+                log.warning("the first rank of this application task (pid %d) died: this "
+                            "held rank leaves the task", first)
+                _abandoned.append(request)
+                return

@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from ..errors import SpawnedProgramLost, WorkerLost
 from .far_notes import NoteBox
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,9 @@ NOTE_WAIT = 0.2
 
 class Death(NamedTuple):
     """A worker rank that died: how (``status``: exit status, negative for a signal, None when
-    unknown), the last task it started (None: none, or unknown) and whether it was still
-    running it."""
+    unknown), the last task it started (None: none, or unknown), whether it was still
+    running it, and why, when the rank ended itself and told its keeper (``cause``: see
+    :func:`lost_error`)."""
 
     rank: int
     host: str
@@ -43,6 +45,21 @@ class Death(NamedTuple):
     status: int | None
     task: int | None
     running: bool = False
+    cause: Mapping[str, Any] | None = None
+
+
+def lost_error(task_id: int, death: Death, what: str) -> WorkerLost:
+    """The error of task ``task_id`` that lost its rank to ``death`` (``what``: when, as
+    :class:`~rankpool.errors.WorkerLost` says it): the rank's own account when it ended itself
+    while running that task (a spawn whose program ended before ``MPI_Init``)."""
+    spawn = death.cause.get("spawn") if death.cause and death.task == task_id else None
+    if isinstance(spawn, dict):
+        program, count, codes = spawn.get("program"), spawn.get("count"), spawn.get("statuses")
+        if isinstance(program, str) and isinstance(count, int) and isinstance(codes, list):
+            return SpawnedProgramLost(task_id, death.rank, death.host, death.pid, death.status,
+                                      program, count,
+                                      tuple(c for c in codes if isinstance(c, int)))
+    return WorkerLost(task_id, death.rank, death.host, death.pid, death.status, what)
 
 
 class Identity(NamedTuple):
@@ -185,6 +202,7 @@ def _far_death(note: Mapping[str, Any]) -> Death:
 
 
 def _from_note(note: Mapping[str, Any], rank: int, host: str, pid: int) -> Death:
-    status, task = note.get("status"), note.get("task")
+    status, task, cause = note.get("status"), note.get("task"), note.get("cause")
     return Death(rank, host, pid, status if isinstance(status, int) else None,
-                 task if isinstance(task, int) else None, note.get("running") is True)
+                 task if isinstance(task, int) else None, note.get("running") is True,
+                 cause if isinstance(cause, dict) else None)

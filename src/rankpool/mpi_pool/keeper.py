@@ -17,7 +17,9 @@ signal is raised again on the keeper).
 
 The child shares one page of memory with its keeper (:class:`Link`): the task it is running,
 written before each task starts, so the keeper can name it (a few nanoseconds per task, no
-system call).
+system call). A rank that ends itself on purpose first tells its keeper why
+(:func:`last_words`, a line on the pipe the keeper reads once the rank is gone), and the note
+carries it as its ``cause``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, sign
 _IGNORED = (signal.SIGUSR1, signal.SIGUSR2)
 _PR_SET_PDEATHSIG = 1
 _BETWEEN = struct.pack("<q", BETWEEN)
+#: this process's link to its keeper, once :func:`keep` returned it (None: no keeper)
+_link: Link | None = None
 
 
 class Link:
@@ -70,6 +74,10 @@ class Link:
         """Between tasks (the page keeps the last task's id)."""
         self.page[0:8] = _BETWEEN
 
+    def last_words(self, cause: dict[str, Any]) -> None:
+        """Why this rank is about to end itself: the death note carries ``cause``."""
+        os.write(self.pipe, f"{json.dumps({'cause': cause})}\n".encode())
+
     def finished(self) -> None:
         """The rank ended its serving cleanly: its exit status is the pool's own."""
         self.page[0:8] = struct.pack("<q", FINISHED)
@@ -90,13 +98,24 @@ def keep() -> Link | None:
         _die_with_parent()
         if os.getppid() != keeper_pid:  # the keeper died before the flag was set
             os._exit(1)
-        return Link(page, write_end, keeper_pid)
+        global _link
+        _link = Link(page, write_end, keeper_pid)
+        return _link
     os.close(write_end)
     os.set_blocking(read_end, False)  # a grandchild may hold the write end: never wait for it
     os.closerange(3, read_end)  # the keeper keeps no copy of the launcher's sockets (PMI)
     os.closerange(read_end + 1, 1 << 16)
     _serve_as_keeper(child, page, read_end)
     raise AssertionError("unreachable")
+
+
+def last_words(cause: dict[str, Any]) -> bool:
+    """Tell this rank's keeper why it is about to end itself (see :meth:`Link.last_words`);
+    False where it has no keeper."""
+    if _link is None:
+        return False
+    _link.last_words(cause)
+    return True
 
 
 def _serve_as_keeper(child: int, page: mmap.mmap, pipe: int) -> None:
@@ -112,12 +131,15 @@ def _serve_as_keeper(child: int, page: mmap.mmap, pipe: int) -> None:
             os._exit(1)
     code = os.waitstatus_to_exitcode(status)
     state, task_id, rank = _PAGE.unpack_from(page)
-    serving = _serving(_read_all(pipe))
+    told = _told(_read_all(pipe))
+    serving = {k: v for k, v in told.items() if isinstance(v, str)}
     note_dir = serving.get("notes", "")
     if note_dir and state != FINISHED and rank > 0:
         note = {"pid": child, "rank": rank, "status": code, "running": state == IN_TASK,
                 "task": task_id if state in (IN_TASK, BETWEEN) else None,
                 "host": serving.get("host", "")}
+        if isinstance(told.get("cause"), dict):
+            note["cause"] = told["cause"]
         far = serving.get("far", "")
         if not far or not send_note(far, note):
             write_note(note_dir, child, note)
@@ -147,14 +169,18 @@ def write_note(note_dir: str, pid: int, note: dict[str, Any]) -> None:
         os.write(2, f"rankpool keeper: cannot write {path}: {exc}\n".encode())
 
 
-def _serving(text: str) -> dict[str, str]:
-    """The last of what :meth:`Link.serving` wrote ({}: nothing, the rank never served)."""
-    lines = text.strip().splitlines()
-    try:
-        told = json.loads(lines[-1]) if lines else {}
-    except ValueError:
-        return {}
-    return {k: v for k, v in told.items() if isinstance(v, str)} if isinstance(told, dict) else {}
+def _told(text: str) -> dict[str, Any]:
+    """What the rank told its keeper, later lines over earlier ones ({}: nothing, the rank
+    never served)."""
+    told: dict[str, Any] = {}
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict):
+            told.update(item)
+    return told
 
 
 def _forward(child: int, signum: int) -> None:

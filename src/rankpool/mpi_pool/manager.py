@@ -45,7 +45,6 @@ from ..errors import (
     StuckRanksError,
     TaskCancelled,
     TaskTimeout,
-    WorkerLost,
     counted,
     describe_exit,
 )
@@ -56,7 +55,7 @@ from ..task.resources import DeviceCapacity, Spec
 from ..task.serialize import dumps_error, error_summary
 from .comm_cache import DEFAULT_SIZE as COMM_CACHE
 from .comm_cache import CommDirectory
-from .deaths import Death
+from .deaths import Death, lost_error
 from .doorbell import Doorbell
 from .mpich_files import abort
 from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
@@ -431,7 +430,7 @@ class Manager:
                 wide.append(task_id)
                 sub = run.ranks.index(rank)
                 what = "while running it" if pos < began else "before it started"
-                error = WorkerLost(task_id, rank, death.host, death.pid, death.status, what)
+                error = lost_error(task_id, death, what)
                 outcome = self.orphaned[task_id] = Outcome(
                     sub, False, dumps_error(error, sub, len(run.ranks)))
                 self._settle(run, rank, outcome)
@@ -446,8 +445,7 @@ class Manager:
                 continue
             what = "while running it" if pos == began - 1 and death.running \
                 else "before sending its result"
-            self._fail(task_id, WorkerLost(task_id, rank, death.host, death.pid, death.status,
-                                           what))
+            self._fail(task_id, lost_error(task_id, death, what))
         for task in again:  # never started: run them elsewhere
             self.submit(task)
         log.error("worker rank %d (pid %d on %s) %s; %d of its tasks failed, %d run elsewhere; "

@@ -62,6 +62,7 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
                            far={r: identities[r] for r in far})
     box = comm.bcast(watch.box_address if watch is not None else "", root=0)
     names = comm.allgather(node_name())  # every rank's node, as the batch system names it
+    pids = comm.allgather(os.getpid())
     if link is not None:
         os.makedirs(notes, mode=0o700, exist_ok=True)
         link.serving(rank, notes, box if rank in far else "", names[rank])
@@ -83,7 +84,7 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
                 abort_for_stuck(comm, pool.mpi.stuck, ExitCode.STUCK)
             lost = bool(pool.mpi.lost)
         else:
-            worker = Worker(comm, arena=result_arena(cfg), bell=bell, link=link, node_names=names,
+            worker = Worker(comm, arena=result_arena(cfg), bell=bell, link=link, node_names=names, pids=pids,
                             interrupts=Interrupts(STOP_SIGNALS, comm))
             worker.serve()
             lost = bool(worker.lost_peers)

@@ -13,24 +13,35 @@ process manager that refuses to spawn fails the task with
 :class:`~rankpool.errors.SpawnUnsupported`, which names launcher mode as the alternative; so
 does a Hydra pool where the children would be exposed to Hydra's process-end notice
 (:mod:`.hydra_notice`): they would die of it before ``MPI_Init`` and leave the parent waiting
-in ``MPI_Comm_spawn`` for ever. Under Hydra, spawned applications end one at a time on a
-node (:mod:`.spawn_endings`).
+in ``MPI_Comm_spawn`` for ever. Under Hydra, a program that ends before ``MPI_Init`` on its
+own (an exit, an import error) is seen by a watching thread (:mod:`.spawn_watch`), and the
+parent rank, which nothing else can free from the call, ends itself after telling its keeper
+why: the task fails with :class:`~rankpool.errors.SpawnedProgramLost` and the pool serves on
+without the rank. Under Hydra, spawned applications end one at a time on a node
+(:mod:`.spawn_endings`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from mpi4py import MPI
 
 from ..apps.run import MpiRun
-from ..errors import SpawnUnsupported
+from ..errors import SpawnUnsupported, describe_exit
+from ..exit_codes import ExitCode
 from .applications import node_name
 from .hydra_notice import hydra_proxy, spawn_refusal
+from .keeper import last_words
 from .spawn_endings import ending_turn, spawned_below, wait_gone
+from .spawn_watch import Ending, SpawnWatch
+
+log = logging.getLogger(__name__)
 
 #: what the command line of a spawned application is reported as
 SPAWN = "MPI_Comm_spawn"
@@ -57,18 +68,41 @@ def spawn(words: list[str], environ: Mapping[str, str]) -> MpiRun:
                 f.writelines(f"{node}:{n}\n" for node, n in zip(nodes, counts))
             hostfile = f.name
             info.Set("hostfile", hostfile)
+        proxy = hydra_proxy()
         try:
-            children = MPI.COMM_SELF.Spawn(words[0], words[1:], maxprocs=count, info=info)
+            if proxy is None:
+                children = MPI.COMM_SELF.Spawn(words[0], words[1:], maxprocs=count, info=info)
+            else:
+                with SpawnWatch(proxy, count, _end_this_rank(words[0])):
+                    children = MPI.COMM_SELF.Spawn(words[0], words[1:], maxprocs=count,
+                                                   info=info)
         except MPI.Exception as exc:
             library = MPI.Get_library_version().splitlines()[0].strip()
             raise SpawnUnsupported(f"{exc.Get_error_string()}; {library}") from None
-        _end(children, hydra_proxy(), count)
+        _end(children, proxy, count)
     finally:
         info.Free()
         if hostfile is not None:
             os.unlink(hostfile)
     return MpiRun([SPAWN, *words], 0, "", "", time.monotonic() - start)
 
+
+def _end_this_rank(program: str) -> Callable[[Ending], None]:
+    """What a watch does when the spawned processes of ``program`` all ended before
+    ``MPI_Init``: the parent rank waits in ``MPI_Comm_spawn`` for ever, so it tells its keeper
+    why (the task's error names the program) and ends, as a rank's death costs its task only."""
+    def end(ending: Ending) -> None:
+        how = ", ".join(describe_exit(s) for s in ending.statuses) or "ended"
+        log.error("the %d processes of %s spawned by this rank (%d of them seen) %s before "
+                  "MPI_Init, and MPI_Comm_spawn cannot be interrupted: ending this rank",
+                  ending.count, program, ending.seen, how)
+        if not last_words({"spawn": {"program": program, "count": ending.count,
+                                     "seen": ending.seen, "statuses": list(ending.statuses)}}):
+            log.critical("this rank has no keeper: its end ends the pool")
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(ExitCode.SPAWN_LOST)
+    return end
 
 
 def _end(children: MPI.Intercomm, proxy: int | None, count: int) -> None:

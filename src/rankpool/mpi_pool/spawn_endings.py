@@ -41,30 +41,51 @@ SETTLE = 0.05
 TURN_WITHIN = 2 * GONE_WITHIN
 
 
-@contextmanager
-def ending_turn(proxy: int) -> Iterator[None]:
-    """Hold the turn of the node served by Hydra's proxy ``proxy``."""
-    holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    backoff = Backoff(WAIT)
-    name = f"rankpool-spawn-ending-{proxy}"
-    deadline = time.monotonic() + TURN_WITHIN
-    try:
+class Turn:
+    """A node-wide turn, one process at a time: an abstract Unix socket name bound by its
+    holder (released even if the holder dies)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.holder: socket.socket | None = None
+
+    def take(self) -> None:
+        """Wait for the turn (at most :data:`TURN_WITHIN` seconds: then go on without it)."""
+        holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        backoff = Backoff(WAIT)
+        deadline = time.monotonic() + TURN_WITHIN
         while True:
             try:
-                holder.bind(f"\0{name}")
+                holder.bind(f"\0{self.name}")
                 break
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE:
+                    holder.close()
                     raise
                 if time.monotonic() > deadline:
-                    log.warning("the turn to end a spawned application (%s) was held for %.0f "
-                                "s, longer than any application of this pool holds it: "
-                                "ending without it", name, TURN_WITHIN)
+                    log.warning("the turn %s was held for %.0f s, longer than any spawned "
+                                "application of this pool holds it: going on without it",
+                                self.name, TURN_WITHIN)
                     break
                 backoff.sleep()
+        self.holder = holder
+
+    def give_back(self) -> None:
+        """Release the turn (nothing if not held)."""
+        holder, self.holder = self.holder, None
+        if holder is not None:
+            holder.close()
+
+
+@contextmanager
+def ending_turn(proxy: int) -> Iterator[None]:
+    """Hold the ending turn of the node served by Hydra's proxy ``proxy``."""
+    turn = Turn(f"rankpool-spawn-ending-{proxy}")
+    turn.take()
+    try:
         yield
     finally:
-        holder.close()
+        turn.give_back()
 
 
 def spawned_below(proxy: int) -> set[int]:

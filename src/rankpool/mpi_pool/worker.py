@@ -67,13 +67,15 @@ class Worker:
                  flush_interval: float = 0.002, arena: Arena | None = None,
                  bell: Doorbell | None = None, link: Link | None = None,
                  interrupts: Interrupts | None = None,
-                 node_names: Sequence[str] | None = None) -> None:
+                 node_names: Sequence[str] | None = None,
+                 pids: Sequence[int] | None = None) -> None:
         """``bell``: this rank's doorbell when it shares rank 0's node (see :mod:`.doorbell`):
         it waits on it between polls and rings rank 0's after each report; ``link``: its
         keeper's (see :mod:`.keeper`), told of each task before it starts; ``interrupts``:
         the signals that interrupt the rank's tasks while it serves (see :mod:`.interrupts`);
         ``node_names``: the node of every rank of ``comm``, for application tasks (None: they
-        ask their ranks)."""
+        ask their ranks); ``pids``: every rank's process id, so that the held ranks of an
+        application task see its first rank die on their node."""
         self.comm = comm
         self.arena = arena
         self.bell = bell
@@ -98,6 +100,7 @@ class Worker:
         self.interrupts = interrupts
         self.apps: Applications | None = None  # made by the first application task
         self.node_names = node_names
+        self.pids = pids
         self.link = link
         self.lost_peers: set[int] = set()  # pool ranks that died (rank 0 said so)
         #: multi-rank tasks received after a death, under ULFM: their communicators are made
@@ -284,7 +287,7 @@ class Worker:
         args, kwargs = loads_data(item.data, buffers)
         if is_application(fn, position, args, len(item.ranks), item.setting):
             if self.apps is None:
-                self.apps = Applications(self.node_names)
+                self.apps = Applications(self.node_names, self.pids)
             run = self.apps.run
 
             def call() -> Any:

@@ -1,0 +1,65 @@
+"""Spawn mode under Hydra when the spawned program never reaches ``MPI_Init`` (it exits at its
+top, or fails to import): MPICH's ``MPI_Comm_spawn`` would wait for it for ever. The task fails
+with :class:`~rankpool.SpawnedProgramLost` (a :class:`~rankpool.WorkerLost`: its parent rank
+is ended, the only way out of the call), within seconds, and the pool serves on with its other
+ranks; nothing of the dead spawn is left."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import executor, pool_tree, wait_for
+from test_mpi_applications import PY_WORLD
+
+from rankpool import SpawnedProgramLost, WorkerLost, run_mpi
+
+pytestmark = [pytest.mark.mpi, pytest.mark.timeout(150)]
+
+#: seconds within which a spawn whose program ended before MPI_Init must fail
+WITHIN = 30
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def _left(ex: Any, script: Path) -> list[Any]:
+    """Processes of the pool still running ``script``."""
+    found = []
+    for proc in pool_tree(ex):
+        try:
+            if str(script) in proc.cmdline():
+                found.append(proc)
+        except Exception:  # gone while looked at
+            continue
+    return found
+
+
+def test_spawned_programs_that_end_before_mpi_init_fail_their_task_only(tmp_path: Path) -> None:
+    exits = tmp_path / "exits.py"
+    exits.write_text("import sys\nsys.exit(3)\n")
+    imports = tmp_path / "imports.py"
+    imports.write_text("import rankpool_test_no_such_module  # noqa\n")
+    with executor(tmp_path / "run", max_ranks=4) as ex:
+        lost = []
+        for script, code in ((exits, 3), (imports, 1)):
+            future = ex.requirements(num_ranks=2).submit(
+                run_mpi, [sys.executable, str(script)], mode="spawn")
+            exc = future.exception(timeout=WITHIN)
+            assert isinstance(exc, SpawnedProgramLost), repr(exc)
+            assert isinstance(exc, WorkerLost)
+            assert exc.program == sys.executable and exc.count == 2
+            assert set(exc.exit_codes) <= {code}, exc.exit_codes  # those seen before reaped
+            text = str(exc)
+            assert sys.executable in text and "before MPI_Init" in text, text
+            assert f"worker rank {exc.rank}" in text and "mode='launcher'" in text, text
+            lost.append(exc.rank)
+            wait_for(lambda s=script: not _left(ex, s), timeout=10)
+        assert ex.submit(square, 4).result(timeout=60) == 16
+        run = ex.requirements(num_ranks=2).submit(run_mpi, PY_WORLD).result(timeout=120)
+        assert run.returncode == 0 and run.stdout.count("size 2") == 2, run.stdout
+        [pool] = ex.pools()
+        assert sorted(pool["lost_ranks"]) == sorted(lost), pool
