@@ -66,7 +66,7 @@ def test_processes_never_seen_count_as_ended_after_a_quiet_while(
         _start("pass", 1)[0].wait(10)
         assert told.called.wait(20)
     [ending] = told.endings
-    assert ending.count == 3 and ending.seen <= 1 and set(ending.statuses) <= {0}
+    assert ending.asked == 3 and ending.seen <= 1 and set(ending.statuses) <= {0}
 
 
 def test_spawns_start_one_at_a_time_on_a_node(tmp_path: Path) -> None:
@@ -113,4 +113,4 @@ def test_a_new_proxy_that_ended_ends_the_spawn_even_unseen_processes() -> None:
         old_proxy.kill()
         old_proxy.wait(10)
     [ending] = told.endings
-    assert ending.count == 2 and set(ending.statuses) <= {1}
+    assert ending.asked == 2 and set(ending.statuses) <= {1}

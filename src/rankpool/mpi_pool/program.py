@@ -84,8 +84,8 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
                 abort_for_stuck(comm, pool.mpi.stuck, ExitCode.STUCK)
             lost = bool(pool.mpi.lost)
         else:
-            worker = Worker(comm, arena=result_arena(cfg), bell=bell, link=link, node_names=names, pids=pids,
-                            interrupts=Interrupts(STOP_SIGNALS, comm))
+            worker = Worker(comm, arena=result_arena(cfg), bell=bell, link=link, node_names=names,
+                            pids=pids, interrupts=Interrupts(STOP_SIGNALS, comm))
             worker.serve()
             lost = bool(worker.lost_peers)
     except BaseException:

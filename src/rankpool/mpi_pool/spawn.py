@@ -95,8 +95,8 @@ def _end_this_rank(program: str) -> Callable[[Ending], None]:
         how = ", ".join(describe_exit(s) for s in ending.statuses) or "ended"
         log.error("the %d processes of %s spawned by this rank (%d of them seen) %s before "
                   "MPI_Init, and MPI_Comm_spawn cannot be interrupted: ending this rank",
-                  ending.count, program, ending.seen, how)
-        if not last_words({"spawn": {"program": program, "count": ending.count,
+                  ending.asked, program, ending.seen, how)
+        if not last_words({"spawn": {"program": program, "count": ending.asked,
                                      "seen": ending.seen, "statuses": list(ending.statuses)}}):
             log.critical("this rank has no keeper: its end ends the pool")
         logging.shutdown()

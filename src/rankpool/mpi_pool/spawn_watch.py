@@ -61,7 +61,7 @@ class Ending(NamedTuple):
     many were seen, and the exit statuses read (negative: a signal; those reaped before they
     could be read are missing)."""
 
-    count: int
+    asked: int
     seen: int
     statuses: tuple[int, ...]
 
