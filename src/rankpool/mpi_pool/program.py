@@ -30,8 +30,8 @@ from .doorbell import Doorbell, new_token
 from .initializer import initialize
 from .interrupts import Interrupts
 from .keeper import Link
-from .manager import abort_for_stuck
 from .mpich_files import abort, release
+from .outcomes import abort_for_stuck
 from .pool import RankZero
 from .subcomms import discover_topology
 from .worker import Worker
