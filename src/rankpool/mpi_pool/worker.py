@@ -54,9 +54,10 @@ _NONE = pickle.dumps(None, protocol=5)
 #: seconds a leaving rank waits for the front-end to copy out results still in its segments
 RESULT_LINGER = 2.0
 #: seconds an idle rank with a doorbell sleeps on it, once idle past its back-off's hot window
-#: with nothing in flight: rank 0 rings it with every message it sends it then, so a longer
+#: with nothing in flight: rank 0 rings it with every message it sends it then (a ring missed
+#: in a race costs at most this), so a longer
 #: sleep only spares the node's cores (an application's processes among them) its wake-ups
-BELL_IDLE = 0.25
+BELL_IDLE = 0.1
 
 
 class _Alarm(BaseException):
