@@ -55,8 +55,8 @@ _NONE = pickle.dumps(None, protocol=5)
 RESULT_LINGER = 2.0
 #: seconds an idle rank with a doorbell sleeps on it, once idle past its back-off's hot window
 #: with nothing in flight: rank 0 rings it with every message it sends it then (a ring missed
-#: in a race costs at most this), so a longer
-#: sleep only spares the node's cores (an application's processes among them) its wake-ups
+#: in a race costs at most this), so a longer sleep only spares the node's cores (an
+#: application's processes among them) its wake-ups
 BELL_IDLE = 0.1
 
 
