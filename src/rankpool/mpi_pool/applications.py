@@ -4,14 +4,17 @@ A task on N ranks whose function cannot take a communicator (no ``comm`` paramet
 ``None`` first argument: a Parsl bash app, :func:`rankpool.run_mpi`, any plain function) is an
 *application task*: its ranks are placed as for a ``comm`` task, the function runs once on
 the task's rank 0 with a launch prefix naming exactly the held ranks' hosts (see
-:mod:`rankpool.apps.prefix`), and the other ranks wait in a non-blocking barrier polled with
-a growing sleep (no MPI busy wait) until it returns. While the function runs, the pool's own
-launcher variables (PMI, Slurm step, ...) are out of the environment, so a launcher it starts
-begins a job of its own. Every process the function left behind is ended when it returns or
-is interrupted (walltime). A rank that dies while an application runs takes the application
-with it through its launcher: Hydra's proxy ends the dead rank's process group (the ranks are
-session leaders), with or without ``-disable-auto-cleanup``, and Slurm ends every process of a
-step.
+:mod:`rankpool.apps.prefix`), and the other ranks wait in a non-blocking barrier until it
+returns, with no MPI busy wait: a held rank with a doorbell (see :mod:`.doorbell`) sleeps on
+it until the task's rank 0 rings it, when the function is over, and only then polls the
+barrier; one without sleeps a growing time between tests. Waking a held rank hundreds of times
+a second would take that time from the application's own processes. While the function runs,
+the pool's own launcher variables (PMI, Slurm step, ...) are out of the environment, so a
+launcher it starts begins a job of its own. Every process the function left behind is ended
+when it returns or is interrupted (walltime). A rank that dies while an application runs takes
+the application with it through its launcher: Hydra's proxy ends the dead rank's process group
+(the ranks are session leaders), with or without ``-disable-auto-cleanup``, and Slurm ends
+every process of a step.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from mpi4py import MPI
@@ -28,12 +31,16 @@ from mpi4py import MPI
 from ..apps.prefix import compose, detect_family, hosts_with_counts, pool_launch_variables
 from ..apps.process_tree import adopt_orphans, descendants, end_processes, reap, sweep_mpi_files
 from .backoff import Backoff, BackoffConfig
+from .doorbell import Doorbell
 from .task_setting import TaskSetting, environment
 
 log = logging.getLogger(__name__)
 
-#: how held ranks sleep between tests of the barrier: 0.1 ms growing to 5 ms
+#: how held ranks sleep between tests of the barrier: 0.1 ms growing to 2 ms
 HOLD_BACKOFF = BackoffConfig(base=100e-6, hot_cap=2e-3, idle_cap=2e-3, hot_window=1e-6)
+#: seconds a held rank with a doorbell sleeps on it before it tests the barrier anyway (a ring
+#: that never comes, from a task rank 0 without a bell, costs at most this)
+HOLD_ON_BELL = 0.1
 
 
 def is_application(fn: Callable[..., Any], position: int | None, args: Sequence[Any],
@@ -61,10 +68,14 @@ def node_name() -> str:
 class Applications:
     """A worker rank's side of application tasks."""
 
-    def __init__(self, node_names: Sequence[str] | None = None) -> None:
+    def __init__(self, node_names: Sequence[str] | None = None, bell: Doorbell | None = None,
+                 belled: Collection[int] = ()) -> None:
         """``node_names``: the node of every rank of the pool (None: each task asks its
-        ranks, a collective at its start)."""
+        ranks, a collective at its start); ``bell``: this rank's doorbell, ``belled``: the pool
+        ranks that have one (all on one host)."""
         self.node_names = node_names
+        self.bell = bell
+        self.belled = belled if bell is not None else ()
         self.family = detect_family(os.environ)
         if not adopt_orphans():
             log.warning("cannot adopt orphaned processes: a process an application task "
@@ -82,8 +93,9 @@ class Applications:
             names = [self.node_names[r] for r in ranks]  # no collective (which spins) at start
         else:
             names = sub.allgather(node_name())
+        belled = self.belled
         if sub.Get_rank() != 0:
-            _hold(sub)
+            _hold(sub, self.bell if ranks and ranks[0] in belled else None)
             return None
         try:
             family = (setting.mpi_launcher if setting else None) or self.family
@@ -92,7 +104,12 @@ class Applications:
             return self._run_here(variables, call)
         finally:
             if size > 1:
-                sub.Ibarrier().Wait()  # the held ranks wait in it already: no spin here
+                request = sub.Ibarrier()
+                if belled:
+                    for rank in ranks[1:]:
+                        if rank in belled:
+                            self.bell.ring(rank)  # type: ignore[union-attr]
+                request.Wait()  # the held ranks wait in it already: no spin here
 
     def _run_here(self, variables: dict[str, str], call: Callable[[], Any]) -> Any:
         start = time.time()
@@ -106,10 +123,16 @@ class Applications:
                 log.info("removed %s: the application's ranks ended without MPI_Finalize", path)
 
 
-def _hold(sub: MPI.Intracomm) -> None:
+def _hold(sub: MPI.Intracomm, bell: Doorbell | None) -> None:
     """Wait for rank 0 of ``sub`` to finish, sleeping between tests (MPICH's blocking waits
-    spin at full CPU)."""
+    spin at full CPU); on ``bell`` until rank 0 rings it, when there is one."""
+    if bell is not None:
+        bell.clear()  # rings from before the task (rank 0 of the pool sent it work)
     request = sub.Ibarrier()
+    if bell is not None:
+        while not request.Test():
+            if bell.wait(HOLD_ON_BELL):
+                break  # over: the barrier completes after a few tests
     backoff = Backoff(HOLD_BACKOFF)
     while not request.Test():
         time.sleep(backoff.next_delay())

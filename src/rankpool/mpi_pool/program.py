@@ -84,7 +84,7 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
             lost = bool(pool.mpi.lost)
         else:
             worker = Worker(comm, arena=result_arena(cfg), bell=bell, link=link, node_names=names,
-                            interrupts=Interrupts(STOP_SIGNALS, comm))
+                            interrupts=Interrupts(STOP_SIGNALS, comm), belled=near)
             worker.serve()
             lost = bool(worker.lost_peers)
     except BaseException:
