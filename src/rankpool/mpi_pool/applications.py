@@ -82,10 +82,11 @@ class Applications:
                         "leaves behind after its parent ended may outlive the task")
 
     def run(self, sub: MPI.Intracomm, setting: TaskSetting | None,
-            call: Callable[[], Any], ranks: Sequence[int] = ()) -> Any:
+            call: Callable[[], Any], ranks: Sequence[int] = (), task_id: int = 0) -> Any:
         """Run ``call`` on rank 0 of ``sub`` in the application's environment, hold the
         others; every rank returns when ``call`` is over (None on the held ranks). ``ranks``:
-        the pool ranks ``sub`` is made of, in its order."""
+        the pool ranks ``sub`` is made of, in its order; ``task_id``: the task's, which the
+        rings that end the hold say."""
         size = sub.Get_size()
         if size == 1:
             names = [node_name()]
@@ -94,8 +95,9 @@ class Applications:
         else:
             names = sub.allgather(node_name())
         belled = self.belled
+        note = b"over %d" % task_id
         if sub.Get_rank() != 0:
-            _hold(sub, self.bell if ranks and ranks[0] in belled else None)
+            _hold(sub, self.bell if ranks and ranks[0] in belled else None, note)
             return None
         try:
             family = (setting.mpi_launcher if setting else None) or self.family
@@ -108,7 +110,7 @@ class Applications:
                 if belled:
                     for rank in ranks[1:]:
                         if rank in belled:
-                            self.bell.ring(rank)  # type: ignore[union-attr]
+                            self.bell.ring(rank, note)  # type: ignore[union-attr]
                 request.Wait()  # the held ranks wait in it already: no spin here
 
     def _run_here(self, variables: dict[str, str], call: Callable[[], Any]) -> Any:
@@ -123,15 +125,13 @@ class Applications:
                 log.info("removed %s: the application's ranks ended without MPI_Finalize", path)
 
 
-def _hold(sub: MPI.Intracomm, bell: Doorbell | None) -> None:
+def _hold(sub: MPI.Intracomm, bell: Doorbell | None, note: bytes) -> None:
     """Wait for rank 0 of ``sub`` to finish, sleeping between tests (MPICH's blocking waits
-    spin at full CPU); on ``bell`` until rank 0 rings it, when there is one."""
-    if bell is not None:
-        bell.clear()  # rings from before the task (rank 0 of the pool sent it work)
+    spin at full CPU); on ``bell`` until rank 0 rings it with ``note``, when there is one."""
     request = sub.Ibarrier()
     if bell is not None:
         while not request.Test():
-            if bell.wait(HOLD_ON_BELL):
+            if bell.wait_for(note, HOLD_ON_BELL):
                 break  # over: the barrier completes after a few tests
     backoff = Backoff(HOLD_BACKOFF)
     while not request.Test():

@@ -88,32 +88,51 @@ class Doorbell:
             log.info("rank %d: no doorbell (%s); polling instead", rank, exc)
             return None
 
-    def ring(self, rank: int) -> None:
-        """Wake ``rank`` if it waits on its bell (a full or missing bell is not an error)."""
+    def ring(self, rank: int, note: bytes = b"!") -> None:
+        """Wake ``rank`` if it waits on its bell (a full or missing bell is not an error);
+        ``note``: what the ring says, for :meth:`wait_for`."""
         try:
-            self.sock.sendto(b"!", bell_name(self.token, rank))
+            self.sock.sendto(note, bell_name(self.token, rank))
         except OSError:
             pass
 
     def clear(self) -> bool:
         """Forget the rings so far (call after waking, before looking for messages); whether
         any came from this user (others' are counted in ``ignored`` and logged)."""
-        ours = False
+        return self._read(None)[0]
+
+    def wait_for(self, note: bytes, seconds: float) -> bool:
+        """Sleep until this user rings with ``note``, or ``seconds`` passed; other rings are
+        read and forgotten on the way. Whether the note came (it may have come before)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            ready, _, _ = select.select([self.sock], [], [], seconds)
+            if ready and self._read(note)[1]:
+                return True
+            seconds = deadline - time.monotonic()
+            if seconds <= 0:
+                return False
+
+    def _read(self, note: bytes | None) -> tuple[bool, bool]:
+        """Read every ring waiting: whether any came from this user, and whether one of
+        those said ``note``."""
+        ours = found = False
         foreign: set[int] = set()
         while True:
             try:
-                _, ancillary, _, _ = self.sock.recvmsg(64, _CREDENTIALS)
+                said, ancillary, _, _ = self.sock.recvmsg(64, _CREDENTIALS)
             except OSError:
                 break
             uid = _sender_uid(ancillary)
             if uid == self._uid:
                 ours = True
+                found = found or said == note
             else:
                 foreign.add(uid)
                 self.ignored += 1
         if foreign:
             self._log_ignored(foreign)
-        return ours
+        return ours, found
 
     def _log_ignored(self, uids: set[int]) -> None:
         now = time.monotonic()

@@ -301,7 +301,7 @@ class Worker:
 
             def call() -> Any:
                 return run(sub, item.setting, lambda: self._timed(item, fn, args, kwargs),
-                           item.ranks)
+                           item.ranks, item.task_id)
         else:
             args, kwargs = inject(position, args, kwargs, sub)
 
