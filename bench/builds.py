@@ -8,6 +8,7 @@ task during one more throughput run.
     python bench/builds.py --build before=/path/to/old/src --build after=src \\
         [--build plain=src:encrypted=False] [--rounds 3] [--tasks 10000] [--json out.json]
     python bench/builds.py --wide --build ...      # 1-, 2- and 4-rank Barrier round trips
+    python bench/builds.py --apps --build ...      # a 4-rank C run_mpi task against the floor
 
 A build is ``LABEL=SRC`` with optional ``:KEY=VALUE,...`` keyword arguments for ``Executor``
 (values are Python literals). The tables give every round, then the medians and the ratios.
@@ -71,9 +72,50 @@ def wide_round_trips(kwargs: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+#: how many 4-rank applications ``--apps`` runs each way per round
+APP_TRIPS = 10
+
+
+def app_round_trips(kwargs: dict[str, Any]) -> dict[str, float]:
+    """A 4-rank C ``run_mpi`` task on a pool of 8 worker ranks against a bare ``mpiexec -n 4``
+    of the same program from here, interleaved (medians); and the wake-ups a second of all the
+    pool's ranks together (voluntary context switches) while a 4-rank application runs."""
+    import subprocess
+    import time
+
+    from cpu_split import executor_processes
+
+    from rankpool import Executor, run_mpi
+    program = os.environ["RANKPOOL_BENCH_APP"]
+    line = [os.path.join(os.path.dirname(sys.executable), "mpiexec"), "-n", "4", program]
+    floor, task = [], []
+    with Executor(max_ranks=8, **kwargs) as ex:
+        view = ex.requirements(num_ranks=4)
+        view.submit(run_mpi, [program]).result(timeout=120)
+        for _ in range(APP_TRIPS):
+            t0 = time.perf_counter()
+            subprocess.run(line, check=True, capture_output=True, timeout=120)
+            floor.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            view.submit(run_mpi, [program]).result(timeout=120)
+            task.append(time.perf_counter() - t0)
+        ranks = [p for name, p in executor_processes(ex).items() if name.startswith("pool rank")]
+        future = view.submit(run_mpi, ["sleep", "2.5"])
+        time.sleep(0.5)
+        before, t0 = [p.num_ctx_switches().voluntary for p in ranks], time.monotonic()
+        time.sleep(1.5)
+        wakes = sum(p.num_ctx_switches().voluntary - b for p, b in zip(ranks, before))
+        wall = time.monotonic() - t0
+        future.result(timeout=60)
+    return {"floor_ms": 1e3 * statistics.median(floor), "task_ms": 1e3 * statistics.median(task),
+            "wakes_per_s": wakes / wall}
+
+
 def child(tasks: int, kwargs: dict[str, Any]) -> dict[str, float]:
     if kwargs.pop("wide", False):
         return wide_round_trips(kwargs)
+    if kwargs.pop("apps", False):
+        return app_round_trips(kwargs)
     if kwargs.pop("anchor", False):
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(2) as ex:
@@ -117,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", type=int, default=10000, help="no-op tasks per throughput run")
     p.add_argument("--wide", action="store_true",
                    help="round trips of 1-, 2- and 4-rank Barrier tasks instead")
+    p.add_argument("--apps", action="store_true",
+                   help="a 4-rank C run_mpi task against a bare mpiexec instead")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     q = p.parse_args(argv)
@@ -127,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("name at least one --build")
     if q.wide:
         return report_wide(q)
+    if q.apps:
+        return report_apps(q)
     rows = run_rounds(q, {}, anchor=True)
     anchor = statistics.median(x["round_trip_ms"] for x in rows["ProcessPoolExecutor"])
     print("| build | tasks/s per round | median | round trip ms per round | median "
@@ -192,6 +238,29 @@ def report_wide(q: argparse.Namespace) -> int:
     for label, results in ok_rows(rows, 4):
         cells = [statistics.median(x[f"rtt{k}_ms"] for x in results) for k in (1, 2, 4)]
         print(f"| {label} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    if q.json:
+        q.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def report_apps(q: argparse.Namespace) -> int:
+    import tempfile
+    with tempfile.TemporaryDirectory() as workdir:
+        program = os.path.join(workdir, "world")
+        source = HERE.parent / "tests" / "integration" / "mpi_programs" / "world.c"
+        subprocess.run([os.path.join(os.path.dirname(sys.executable), "mpicc"), "-o", program,
+                        str(source)], check=True, timeout=120)
+        os.environ["RANKPOOL_BENCH_APP"] = program
+        rows = run_rounds(q, {"apps": True})
+    print("| build | bare mpiexec -n 4 ms | 4-rank run_mpi task ms | task ÷ floor "
+          "| pool's wake-ups/s during an application |")
+    print("|---|---:|---:|---:|---:|")
+    for label, results in ok_rows(rows, 5):
+        floor = statistics.median(x["floor_ms"] for x in results)
+        task = statistics.median(x["task_ms"] for x in results)
+        ratio = statistics.median(x["task_ms"] / x["floor_ms"] for x in results)
+        wakes = statistics.median(x["wakes_per_s"] for x in results)
+        print(f"| {label} | {floor:.0f} | {task:.0f} | {ratio:.2f} | {wakes:,.0f} |")
     if q.json:
         q.json.write_text(json.dumps(rows, indent=1))
     return 0

@@ -92,7 +92,7 @@ def interchange_main(stats_path: str) -> int:
     if baseline:  # before/after comparisons of a matching change: match() from another file
         import importlib.util
 
-        from rankpool.interchange import interchange as ix_module
+        from rankpool.interchange import routing as ix_module
         spec = importlib.util.spec_from_file_location("rankpool.interchange._baseline", baseline)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)

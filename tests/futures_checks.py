@@ -135,6 +135,23 @@ def check_map_chunksize(ex: Any) -> None:
     with pytest.raises(TypeError, match="chunksize"):
         ex.map(pow, items, items, chunksize=1.5)
     assert list(ex.map(pow, [], [], chunksize=4)) == []
+    # one iterable: ranges, lists and tuples are sliced, anything else read into lists
+    def square(x: int) -> int:
+        return x * x
+
+    for seq in (range(5, 100, 7), list(range(23)), tuple(range(23)), (i for i in range(23)),
+                range(0)):
+        expected = [x * x for x in seq] if not hasattr(seq, "send") else \
+            [x * x for x in range(23)]
+        assert list(ex.map(square, seq, chunksize=4)) == expected
+    items = list(range(10))
+    results = ex.map(square, items, chunksize=3)
+    items[:] = [-1] * 10  # the calls were taken when map was called
+    assert list(results) == [x * x for x in range(10)]
+    it = ex.map(lambda x: 1 // (x - 7), range(10), chunksize=4)
+    assert [next(it) for _ in range(4)] == [1 // (x - 7) for x in range(4)]
+    with pytest.raises(ZeroDivisionError):
+        list(it)  # the chunk holding 7 raises where its results would have come
 
 
 def check_map_chunks_are_tasks(ex: Any) -> None:

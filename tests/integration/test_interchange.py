@@ -327,7 +327,7 @@ def test_batch_taken_whole_is_forwarded_as_it_came(harness: Callable[..., Harnes
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch that one pool takes whole leaves in the front-end's own frames, not encoded
     anew; one that is cut (a repeated id dropped, or room for part of it) is encoded anew."""
-    import rankpool.interchange.interchange as ix_module
+    import rankpool.interchange.routing as ix_module
     encoded: list[list[int]] = []
 
     def counting(tasks: list[Task], kind: str = "tasks") -> list[bytes]:

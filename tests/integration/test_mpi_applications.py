@@ -197,6 +197,28 @@ def test_held_ranks_use_no_cpu_worth_measuring(ex: Any) -> None:
     assert max(used) / wall < 0.10, used  # a spinning rank would use ~100 %
 
 
+def test_held_and_idle_ranks_sleep_until_rung(ex: Any) -> None:
+    """While an application runs, its held ranks sleep on their doorbells and idle ranks on
+    theirs: a few wake-ups a second each, not hundreds (each would take a core from the
+    application's processes); the held rank is released when the application ends."""
+    ex.bootup()
+    ranks = [p for p in pool_tree(ex) if p.name().startswith("python")
+             and "rankpool.mpi_pool" in p.cmdline() and p.environ().get("PMI_RANK") != "0"]
+    assert len(ranks) >= 4  # the worker ranks (and their keepers, which block)
+    future = ex.requirements(num_ranks=2).submit(run_mpi, ["sleep", "3"])
+    wait_for(lambda: ex.pools()[0]["busy_ranks"] == 2, timeout=30)
+    time.sleep(0.3)  # past the idle ranks' hot window
+    before = [p.num_ctx_switches().voluntary for p in ranks]
+    start = time.monotonic()
+    time.sleep(2.0)
+    wakes = [(p.num_ctx_switches().voluntary - b) / (time.monotonic() - start)
+             for p, b in zip(ranks, before)]
+    assert max(wakes) < 30, wakes  # a rank polling every few ms wakes 100-500 times a second
+    assert future.result(timeout=60).returncode == 0
+    assert ex.requirements(num_ranks=4).submit(run_mpi, ["true"]).result(timeout=60) \
+        .returncode == 0  # every rank free again
+
+
 def test_comm_task_and_application_on_the_same_ranks_leave_no_state(ex: Any) -> None:
     for _ in range(3):
         assert ex.requirements(num_ranks=4).submit(total, None).result(timeout=60) == 4

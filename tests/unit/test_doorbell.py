@@ -119,3 +119,37 @@ def test_rings_from_another_user_are_ignored_and_logged(caplog: pytest.LogCaptur
         ours.close()
     finally:
         bell.close()
+
+
+def test_wait_for_ends_only_on_its_note_from_this_user() -> None:
+    """The held ranks of an application task wait for their task's note: a ring for anything
+    else (work, an earlier task) does not end the wait, nor does the note from another user;
+    the note still counts when it came before the wait began."""
+    token = new_token()
+    zero, one = Doorbell(token, 0), Doorbell(token, 1)
+    try:
+        zero.ring(1)
+        zero.ring(1, b"over 6")
+        t = time.monotonic()
+        assert not one.wait_for(b"over 7", 0.2)
+        assert time.monotonic() - t >= 0.15
+        pid = os.fork()
+        if pid == 0:  # the note from nobody
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                sock.sendto(b"over 7", socket.MSG_DONTWAIT, f"\0rankpool-{token}-1")
+            finally:
+                os._exit(0)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        assert not one.wait_for(b"over 7", 0.2)
+        assert one.ignored == 1
+        zero.ring(1, b"over 7")  # before the wait
+        t = time.monotonic()
+        assert one.wait_for(b"over 7", 5.0)
+        assert time.monotonic() - t < 1.0
+    finally:
+        zero.close()
+        one.close()

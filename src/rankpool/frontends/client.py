@@ -36,6 +36,7 @@ from ..protocol import messages as protocol
 from ..protocol.batches import Result, Task
 from ..protocol.messages import SUBMIT_SUFFIX
 from ..protocol.wire import Buffer, under_cap
+from ..sockets import readable
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +294,7 @@ class InterchangeClient:
                 log.warning("dropped a malformed message from the interchange: %s", exc)
             except BaseException:  # settling futures raised: this thread must carry on
                 log.exception("handling a message from the interchange failed; carrying on")
-            # EVENTS is an int option; pyzmq types getsockopt's value int | bytes
-            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[arg-type, operator]
+            if not readable(sock):
                 return  # drained (asking is far cheaper than a zmq.Again raised)
 
     def _handle(self, frames: list[Any]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, as_completed
-from itertools import islice, starmap
+from itertools import chain, islice, starmap
 from typing import Any
 
 from ..task.injection import comm_position, inject
@@ -48,31 +48,34 @@ def map_calls(submit: Submit, fn: Callable[..., Any], calls: Iterable[Any],
             futures = [submit(fn, x) for x in calls]
         chunked = False
     else:
-        it = iter(calls)
-        futures = [submit(run_chunk, fn, chunk, spread)
-                   for chunk in iter(lambda: list(islice(it, chunksize)), [])]
+        futures = [submit(run_chunk, fn, chunk, spread) for chunk in _chunks(calls, chunksize)]
         chunked = True
-    if unordered:
-        return _as_completed(futures, timeout, chunked)
-    return _in_order(futures, end, chunked)
+    values = _as_completed(futures, timeout) if unordered else _in_order(futures, end)
+    # a chunk's results are read straight from its list, without a generator step per call
+    return chain.from_iterable(values) if chunked else values
 
 
-def _in_order(futures: list[Future[Any]], end: float | None,
-              chunked: bool) -> Iterator[Any]:
+def _chunks(calls: Iterable[Any], size: int) -> Iterator[Any]:
+    """``calls`` in slices of ``size``: a ``range``, ``list`` or ``tuple`` is sliced (a range's
+    slice is a range, a few bytes to send however many calls it holds; a list's is a copy taken
+    now), anything else is read ``size`` items at a time into lists."""
+    if isinstance(calls, (range, list, tuple)):
+        return (calls[i:i + size] for i in range(0, len(calls), size))
+    it = iter(calls)
+    return iter(lambda: list(islice(it, size)), [])
+
+
+def _in_order(futures: list[Future[Any]], end: float | None) -> Iterator[Any]:
     futures.reverse()  # popped from the end: a read future is dropped at once
     try:
         while futures:
             left = None if end is None else end - time.monotonic()
-            if chunked:
-                yield from _result(futures.pop(), left)
-            else:
-                yield _result(futures.pop(), left)
+            yield _result(futures.pop(), left)
     finally:
         cancel_all(futures)
 
 
-def _as_completed(futures: list[Future[Any]], timeout: float | None,
-                  chunked: bool) -> Iterator[Any]:
+def _as_completed(futures: list[Future[Any]], timeout: float | None) -> Iterator[Any]:
     pending = set(futures)
     del futures
     try:
@@ -80,10 +83,7 @@ def _as_completed(futures: list[Future[Any]], timeout: float | None,
             pending.discard(future)
             value = _result(future, None)
             del future
-            if chunked:
-                yield from value
-            else:
-                yield value
+            yield value
             del value
     finally:
         cancel_all(pending)

@@ -18,7 +18,7 @@ from ..protocol.batches import Task
 from ..protocol.messages import Cancel, Cancelled, Started, id_slices
 
 if TYPE_CHECKING:
-    from .interchange import Interchange
+    from .endpoints import Endpoints
     from .pools import Pool
 
 #: ids of cancels that came before their task, at most (the oldest are forgotten: a task that
@@ -26,13 +26,13 @@ if TYPE_CHECKING:
 EARLY_LIMIT = 65536
 
 
-def forward_started(ix: Interchange, pool: Pool, msg: Started) -> None:
+def forward_started(ix: Endpoints, pool: Pool, msg: Started) -> None:
     ids = [i for i in msg.task_ids if i in pool.in_flight]
     if ids:
         ix.to_client(Started(ids).encode())
 
 
-def route_cancel(ix: Interchange, msg: Cancel) -> None:
+def route_cancel(ix: Endpoints, msg: Cancel) -> None:
     wanted = set(msg.task_ids)
     unknown = wanted - ix.known
     removed = ix.queue.remove(wanted & ix.known)
@@ -50,7 +50,7 @@ def route_cancel(ix: Interchange, msg: Cancel) -> None:
         del early[next(iter(early))]
 
 
-def drop_cancelled(ix: Interchange, tasks: Iterable[Task]) -> list[Task]:
+def drop_cancelled(ix: Endpoints, tasks: Iterable[Task]) -> list[Task]:
     """The tasks of an arriving batch whose cancel did not come first."""
     early = ix.early_cancels
     kept, dropped = [], []
@@ -64,7 +64,7 @@ def drop_cancelled(ix: Interchange, tasks: Iterable[Task]) -> list[Task]:
     return kept
 
 
-def answer_cancelled(ix: Interchange, task_ids: list[int]) -> None:
+def answer_cancelled(ix: Endpoints, task_ids: list[int]) -> None:
     """Tell the front-end that these tasks were dropped here, unstarted."""
     for part in id_slices(task_ids):
         ix.to_client(Cancelled(part).encode())

@@ -26,7 +26,6 @@ BACKLOG = 4096
 #: flags per frame, which costs more than the send of a heartbeat itself
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 def recv_frames(sock: zmq.Socket[bytes]) -> list[zmq.Frame]:
@@ -39,12 +38,6 @@ def recv_frames(sock: zmq.Socket[bytes]) -> list[zmq.Frame]:
         frame = sock.recv(0, copy=False)
         frames.append(frame)
     return frames
-
-
-def readable(sock: zmq.Socket[bytes]) -> bool:
-    """Whether a message waits on the socket (far cheaper than a ``zmq.Again`` raised)."""
-    # EVENTS is an int option; pyzmq types getsockopt's value int | bytes
-    return bool(sock.getsockopt(_EVENTS) & _POLLIN)  # type: ignore[operator]
 
 
 def send_routed(sock: zmq.Socket[bytes], identity: bytes, frames: Sequence[Any]) -> None:

@@ -7,8 +7,11 @@ named after the pool's random token and the rank. After rank 0 sends work to a r
 none, it rings that rank's bell; a worker that reports with nothing left to run rings rank
 0's. A waiting rank sleeps in ``select`` on its bell (rank 0: and on its ZeroMQ socket) for as
 long as its back-off would have slept, so a ring ends the wait at once and a lost or missing
-ring costs nothing but the old polling delay. A ring carries no data: the message itself
-travels over MPI.
+ring costs nothing but the old polling delay. A worker idle past its back-off's hot window,
+with nothing in flight, sleeps longer (``worker.BELL_IDLE``): every message rank 0 sends it
+then rings. The held ranks of an application task sleep on their bells until the task's first
+rank rings them (:mod:`.applications`). A ring carries no data: the message itself travels
+over MPI.
 
 Abstract names are visible to every user of the host (``/proc/net/unix``), so a bell takes
 the sender's credentials with each ring (``SO_PASSCRED``) and ignores, and logs, rings from
@@ -85,32 +88,51 @@ class Doorbell:
             log.info("rank %d: no doorbell (%s); polling instead", rank, exc)
             return None
 
-    def ring(self, rank: int) -> None:
-        """Wake ``rank`` if it waits on its bell (a full or missing bell is not an error)."""
+    def ring(self, rank: int, note: bytes = b"!") -> None:
+        """Wake ``rank`` if it waits on its bell (a full or missing bell is not an error);
+        ``note``: what the ring says, for :meth:`wait_for`."""
         try:
-            self.sock.sendto(b"!", bell_name(self.token, rank))
+            self.sock.sendto(note, bell_name(self.token, rank))
         except OSError:
             pass
 
     def clear(self) -> bool:
         """Forget the rings so far (call after waking, before looking for messages); whether
         any came from this user (others' are counted in ``ignored`` and logged)."""
-        ours = False
+        return self._read(None)[0]
+
+    def wait_for(self, note: bytes, seconds: float) -> bool:
+        """Sleep until this user rings with ``note``, or ``seconds`` passed; other rings are
+        read and forgotten on the way. Whether the note came (it may have come before)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            ready, _, _ = select.select([self.sock], [], [], seconds)
+            if ready and self._read(note)[1]:
+                return True
+            seconds = deadline - time.monotonic()
+            if seconds <= 0:
+                return False
+
+    def _read(self, note: bytes | None) -> tuple[bool, bool]:
+        """Read every ring waiting: whether any came from this user, and whether one of
+        those said ``note``."""
+        ours = found = False
         foreign: set[int] = set()
         while True:
             try:
-                _, ancillary, _, _ = self.sock.recvmsg(64, _CREDENTIALS)
+                said, ancillary, _, _ = self.sock.recvmsg(64, _CREDENTIALS)
             except OSError:
                 break
             uid = _sender_uid(ancillary)
             if uid == self._uid:
                 ours = True
+                found = found or said == note
             else:
                 foreign.add(uid)
                 self.ignored += 1
         if foreign:
             self._log_ignored(foreign)
-        return ours
+        return ours, found
 
     def _log_ignored(self, uids: set[int]) -> None:
         now = time.monotonic()
@@ -120,19 +142,23 @@ class Doorbell:
                         "(%d so far); another user of this host is knocking", self.rank,
                         ",".join(map(str, sorted(uids))), self.ignored)
 
-    def wait(self, seconds: float, also: int | None = None) -> None:
+    def wait(self, seconds: float, also: int | None = None) -> bool:
         """Sleep until rung by this user, ``seconds`` passed, or file descriptor ``also`` is
-        readable; clears the rings. (``select``, not ``poll``: its timeout is not rounded up
-        to 1 ms.)"""
+        readable; clears the rings; whether this user rang. (``select``, not ``poll``: its
+        timeout is not rounded up to 1 ms.)"""
         fds: list[socket.socket | int] = [self.sock] if also is None else [self.sock, also]
         deadline = time.monotonic() + seconds
         while True:
             ready, _, _ = select.select(fds, [], [], seconds)
-            if self.sock not in ready or self.clear() or len(ready) > 1:
-                return
+            if self.sock not in ready:
+                return False
+            if self.clear():
+                return True
+            if len(ready) > 1:
+                return False
             seconds = deadline - time.monotonic()  # only others rang: sleep on
             if seconds <= 0:
-                return
+                return False
 
     def close(self) -> None:
         self.sock.close()

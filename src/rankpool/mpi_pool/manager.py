@@ -11,7 +11,9 @@ One ``progress`` call is four non-blocking steps, then a poll of the outbox::
     manager_dispatch  ask the scheduler what can start, send each rank its items in one message
     outbox.poll       complete the non-blocking sends that finished
 
-Where this sits on the data path: ``docs/internals.md``.
+Where this sits on the data path: ``docs/internals.md``. How a task's ranks bring it to an
+end (their reports combined, deadlines, a rank that died) is :mod:`.outcomes`, whose
+:class:`~.outcomes.TaskOutcomes` the manager is built on.
 
 A task *starts* when its rank announces it (see :mod:`.worker`) or, for a multi-rank or
 exclusive task, when it is dispatched (its ranks are committed to it); :meth:`Manager.take_started`
@@ -31,35 +33,23 @@ from __future__ import annotations
 
 import heapq
 import logging
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mpi4py import MPI
 
-from ..errors import (
-    InsufficientRanks,
-    ResourceSpecError,
-    StuckRanksError,
-    TaskCancelled,
-    TaskTimeout,
-    counted,
-    describe_exit,
-)
+from ..errors import InsufficientRanks, ResourceSpecError, counted
 from ..protocol.batches import Outcome, Result, Task
 from ..protocol.wire import Buffer
-from ..shm.reader import discard
 from ..task.resources import DeviceCapacity, Spec
-from ..task.serialize import dumps_error, error_summary
 from .comm_cache import DEFAULT_SIZE as COMM_CACHE
 from .comm_cache import CommDirectory
-from .deaths import Death, lost_error
+from .deaths import Death
 from .doorbell import Doorbell
-from .mpich_files import abort
+from .outcomes import Running, TaskOutcomes
 from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
-from .subcomms import Done, Outbox, Report, Tag, Topology, acknowledge_failures, receive_report
+from .subcomms import Outbox, Tag, Topology, acknowledge_failures, receive_report
 from .task_setting import setting_of
 from .trace import TraceRecorder
 
@@ -73,19 +63,7 @@ SLOW_AFTER = 0.5
 _SLOW_CHECK = 0.1
 
 
-@dataclass(slots=True)
-class _Running:
-    task: Task
-    ranks: tuple[int, ...]
-    start: float
-    remaining: set[int] | tuple[int, ...]   # a set once a multi-rank task starts reporting
-    values: list[Outcome] | None = None
-    errors: list[Outcome] | None = None
-    first_start: float = 0.0
-    last_end: float = 0.0
-
-
-class Manager:
+class Manager(TaskOutcomes):
     """Places tasks on the worker ranks of ``comm`` (this process is its rank 0)."""
 
     def __init__(self, comm: MPI.Intracomm, topology: Topology, *, depth: int = DEFAULT_DEPTH,
@@ -116,7 +94,7 @@ class Manager:
         self.largest_node = max((len(n) for n in topology.nodes), default=0)
         self.outbox = Outbox(comm)
         self.tasks: dict[int, Task] = {}          # queued here, not yet on ranks
-        self.running: dict[int, _Running] = {}
+        self.running: dict[int, Running] = {}
         self.single: dict[int, int] = {}          # 1-rank shared tasks on ranks: task -> rank
         self.trace = TraceRecorder(topology.host_of) if trace else None
         self.deadlines: list[tuple[float, int]] = []
@@ -310,7 +288,7 @@ class Manager:
                 # objects for the garbage collector to walk in a flood of small tasks)
                 self.single[task.task_id] = a.ranks[0]
             else:
-                self.running[task.task_id] = _Running(task, a.ranks, now, a.ranks)
+                self.running[task.task_id] = Running(task, a.ranks, now, a.ranks)
                 self.started[task.task_id] = now  # its ranks are committed to it
             if spec.walltime is not None:
                 heapq.heappush(self.deadlines, (now + spec.walltime + self.grace, task.task_id))
@@ -344,49 +322,6 @@ class Manager:
             self._take_report(status.Get_source(), receive_report(comm, status.Get_source()))
         return True
 
-    def _take_report(self, source: int, received: tuple[Report, list[Buffer]]) -> None:
-        report, buffers = received
-        now = self.since[source] = time.monotonic()
-        if source in self.scheduler.held_back_ranks:
-            self.scheduler.hold_back(source, False)
-        pos = 0
-        ended: list[int] = []
-        for done in report.done:
-            self._record(source, done, buffers[pos:pos + done.nbuf] if done.nbuf else [], ended)
-            pos += done.nbuf
-        for task_id in report.starting:
-            if self.single.get(task_id) == source:
-                self.started[task_id] = now
-        for task_id in report.dropped:
-            if self.single.get(task_id) == source:
-                del self.single[task_id]
-                ended.append(task_id)
-                self._dropped(task_id)
-            else:
-                self._left(task_id, source)
-        if ended:
-            self.scheduler.finish_many(ended)
-            if self.sent:
-                for task_id in ended:
-                    self.sent.pop(task_id, None)
-
-    def check_deadlines(self) -> bool:
-        now = time.monotonic()
-        fired = False
-        while self.deadlines and self.deadlines[0][0] <= now:
-            _, task_id = heapq.heappop(self.deadlines)
-            run = self.running.get(task_id)
-            if run is None:
-                continue
-            fired = True
-            spec = run.task.spec
-            if run.errors:
-                cause: Exception = StuckRanksError(task_id, self._sub_ranks(run), self.grace)
-            else:
-                cause = TaskTimeout(task_id, spec.walltime or 0.0)
-            self._give_up(run, cause)
-        return fired
-
     def check_slow(self) -> None:
         """Hold back the ranks that have been inside one task for ``slow_after`` seconds."""
         now = time.monotonic()
@@ -401,64 +336,6 @@ class Manager:
                 log.debug("rank %d has been in one task for %.1f s: no more tasks are queued "
                           "behind it until it reports", rank, now - since)
 
-    # -- rank deaths --------------------------------------------------------------------------
-    def manager_lost(self, death: Death) -> None:
-        """A worker rank died. Take the reports it sent before; of the tasks it was sent, those
-        it had started fail with :class:`~rankpool.errors.WorkerLost` (the one it ran, and
-        any whose result had not left it yet), its other 1-rank tasks run elsewhere, and every
-        multi-rank task it belonged to fails; the rank is never used again. The other ranks
-        hear of it (``LOST``) and drop those multi-rank tasks unless started; peers that did
-        start one come back if the MPI tells them, or are stuck after the grace period."""
-        rank = death.rank
-        if rank in self.lost or rank not in self.worker_set:
-            return
-        self._drain_reports(rank)
-        self.lost[rank] = death
-        self.comms.stop()
-        self.outbox.forget(rank)
-        self.since.pop(rank, None)
-        self.stuck.pop(rank, None)
-        self.scheduler.mark_stuck([rank])
-        order = [t for t in (self.sent or ()) if self.single.get(t) == rank
-                 or (t in self.running and rank in self.running[t].remaining)]
-        began = order.index(death.task) + 1 if death.task in order else 0
-        again: list[Task] = []
-        wide: list[int] = []
-        for pos, task_id in enumerate(order):
-            run = self.running.get(task_id)
-            if run is not None:
-                wide.append(task_id)
-                sub = run.ranks.index(rank)
-                what = "while running it" if pos < began else "before it started"
-                error = lost_error(task_id, death, what)
-                outcome = self.orphaned[task_id] = Outcome(
-                    sub, False, dumps_error(error, sub, len(run.ranks)))
-                self._settle(run, rank, outcome)
-                continue
-            del self.single[task_id]
-            self.started.pop(task_id, None)
-            self.scheduler.finish(task_id)
-            # kept (not None) wherever a rank can die and the pool serve on: here
-            task = self.sent.pop(task_id)  # type: ignore[union-attr]
-            if pos >= began:
-                again.append(task)
-                continue
-            what = "while running it" if pos == began - 1 and death.running \
-                else "before sending its result"
-            self._fail(task_id, lost_error(task_id, death, what))
-        for task in again:  # never started: run them elsewhere
-            self.submit(task)
-        log.error("worker rank %d (pid %d on %s) %s; %d of its tasks failed, %d run elsewhere; "
-                  "worker ranks lost so far: %s", rank, death.pid, death.host,
-                  describe_exit(death.status), len(order) - len(again), len(again),
-                  sorted(self.lost))
-        for peer in self.worker_ranks:
-            if peer not in self.lost:
-                self.outbox.send(([rank], wide), peer, Tag.LOST)
-                if peer in self.near:
-                    # a rank is near only when rank 0 has a bell
-                    self.bell.ring(peer)  # type: ignore[union-attr]
-
     def retire(self) -> None:
         """Start nothing more: the tasks queued here are forgotten (they end with the pool,
         whose owner leaves once the rest ended), 1-rank tasks queued on ranks are dropped there
@@ -468,177 +345,6 @@ class Manager:
             self.scheduler.cancel(task_id)
         self.tasks.clear()
         self.manager_cancel(list(self.single))
-
-    def end_orphans(self) -> None:
-        """End the ranks still inside a multi-rank task that lost a rank (the owner leaves:
-        they would wait for the dead one for ever, and keep the MPI job from ending)."""
-        for task_id in self.orphaned:
-            run = self.running.get(task_id)
-            if run is not None and self.end_rank is not None:
-                for rank in run.remaining:
-                    self.end_rank(rank)
-
-    def _drain_reports(self, rank: int) -> None:
-        """Take every report ``rank`` sent before it died (one whose buffers never come whole
-        within a second is dropped: its tasks count as not reported)."""
-        status = MPI.Status()
-        try:
-            while self.comm.Iprobe(source=rank, tag=Tag.DONE, status=status) or \
-                    self.comm.Iprobe(source=rank, tag=Tag.DONE, status=status):
-                received = receive_report(self.comm, rank, time.monotonic() + 1.0)
-                self._take_report(rank, received)
-        except TimeoutError:
-            log.warning("a report of rank %d did not arrive whole before it died", rank)
-        except MPI.Exception as exc:  # ULFM: nothing more comes from a dead rank
-            if not acknowledge_failures(self.comm, exc):
-                raise
-
-    def _left(self, task_id: int, source: int) -> None:
-        """``source`` dropped a multi-rank task that lost a rank before it started there."""
-        run = self.running.get(task_id)
-        if run is not None and source in run.remaining:
-            self._settle(run, source, None)
-
-    def _settle(self, run: _Running, rank: int, error: Outcome | None) -> None:
-        """``rank`` will never report on ``run``: count its ``error`` (if any) instead."""
-        if isinstance(run.remaining, tuple):
-            run.remaining, run.values, run.errors = set(run.remaining), [], []
-        assert isinstance(run.remaining, set) and run.errors is not None
-        run.remaining.discard(rank)
-        if error is not None:
-            run.errors.append(error)
-            if run.remaining and len(run.errors) == 1:
-                heapq.heappush(self.deadlines, (time.monotonic() + self.grace, run.task.task_id))
-        if not run.remaining:
-            self._finish(run, [])
-
-    # -- bookkeeping --------------------------------------------------------------------------
-    def _record(self, source: int, done: Done, buffers: list[Buffer], ended: list[int]) -> None:
-        """Take one rank's report; a 1-rank task that ended goes on ``ended`` (its ranks are
-        freed by the caller, for all of one message's reports at once)."""
-        if not done.ok:
-            log.warning("task %d raised on rank %d (rank %d of the task): %s", done.task_id,
-                        source, done.rank, error_summary(done.data))
-        if self.single.get(done.task_id) == source:  # the common case, kept short
-            del self.single[done.task_id]
-            if self.started:
-                self.started.pop(done.task_id, None)
-            if self.trace is not None:
-                self.trace.add(done.task_id, (source,), done.start, done.end)
-            ended.append(done.task_id)
-            self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)]))
-            return
-        run = self.running.get(done.task_id)
-        if run is None or source not in run.remaining:
-            discard(buffers)  # a late rank's value: nobody reads it
-            if self.stuck.get(source) == done.task_id:
-                del self.stuck[source]
-                self.scheduler.unstick([source])
-                log.warning("rank %d came back from task %d after it was given up", source,
-                            done.task_id)
-            return
-        if len(run.ranks) == 1:
-            del self.running[done.task_id]
-            self.started.pop(done.task_id, None)
-            if self.trace is not None:
-                self.trace.add(done.task_id, run.ranks, done.start, done.end)
-            ended.append(done.task_id)
-            self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)]))
-            return
-        if isinstance(run.remaining, tuple):
-            run.remaining, run.values, run.errors = set(run.remaining), [], []
-        assert isinstance(run.remaining, set) and run.values is not None and run.errors is not None
-        run.remaining.discard(source)
-        if not run.first_start or done.start < run.first_start:
-            run.first_start = done.start
-        run.last_end = max(run.last_end, done.end)
-        if not done.ok:
-            run.errors.append(Outcome(done.rank, False, done.data, buffers))
-            if run.remaining and len(run.errors) == 1:
-                heapq.heappush(self.deadlines, (time.monotonic() + self.grace, done.task_id))
-        elif done.rank == 0 or run.task.spec.results_all:
-            run.values.append(Outcome(done.rank, True, done.data, buffers))
-        if not run.remaining:
-            self._finish(run, [])
-
-    def _finish(self, run: _Running, extra: list[Outcome]) -> None:
-        task_id = run.task.task_id
-        del self.running[task_id]
-        self.started.pop(task_id, None)
-        if self.sent:
-            self.sent.pop(task_id, None)
-        lost = self.orphaned.pop(task_id, None) if self.orphaned else None
-        if self.trace is not None and run.first_start:
-            self.trace.add(task_id, run.ranks, run.first_start, run.last_end)
-        self.scheduler.finish(task_id)
-        if run.errors or extra:
-            outcomes = sorted(run.errors or [], key=lambda o: o.rank) + extra
-            if lost is not None:  # the death first: the others' errors follow from it
-                outcomes.remove(lost)
-                outcomes.insert(0, lost)
-            for dropped in run.values or ():  # the values of ranks that succeeded go unread
-                discard(dropped.buffers)
-        else:
-            outcomes = sorted(run.values or [], key=lambda o: o.rank)
-        self.completed.append(Result(task_id, outcomes))
-
-    def _give_up(self, run: _Running, cause: Exception) -> None:
-        """Fail a task whose ranks did not all come back; those ranks are stuck (or, when the
-        task lost a rank to its death, ended where the owner can: they would wait for it
-        forever, and come back as deaths)."""
-        missing = sorted(run.remaining)
-        if run.task.task_id in self.orphaned and self.end_rank is not None:
-            ended = [r for r in missing if self.end_rank(r)]
-            if ended:
-                log.error("task %d lost a rank; its ranks %s still waited for it after %g s: "
-                          "ended", run.task.task_id, ended, self.grace)
-                self.scheduler.mark_stuck(ended)  # until their deaths are seen
-                run.remaining = set(missing) - set(ended)
-                missing = sorted(run.remaining)
-                if not missing:
-                    self._finish(run, [])
-                    return
-        log.error("%s; stuck ranks %s", cause, missing)
-        sub = [run.ranks.index(r) for r in missing]
-        first = sub[0] if sub else 0
-        self._finish(run, [Outcome(first, False, dumps_error(cause, first, len(run.ranks)))])
-        for rank in missing:
-            self.stuck[rank] = run.task.task_id
-        self.scheduler.mark_stuck(missing)
-
-    def _sub_ranks(self, run: _Running) -> list[int]:
-        return [run.ranks.index(r) for r in sorted(run.remaining)]
-
-    def _dropped(self, task_id: int) -> None:
-        """A cancelled task that never started ends (its future is already cancelled); one
-        dropped by a retiring pool ends with the pool."""
-        if self.retired:
-            return
-        log.debug("task %d cancelled before it started", task_id)
-        self.completed.append(Result(task_id, [Outcome(0, False,
-                                                       dumps_error(TaskCancelled(task_id)))]))
-
-    def _fail(self, task_id: int, exc: Exception) -> None:
-        log.error("task %d failed: %s", task_id, exc)
-        self.completed.append(Result(task_id, [Outcome(0, False, dumps_error(exc))]))
-
-
-def abort_for_stuck(comm: MPI.Comm, stuck: Mapping[int, int], code: int,
-                    names: Sequence[int] | None = None) -> None:
-    """End the MPI job: the ``stuck`` ranks (rank -> the task it never came back from) could
-    never reach ``MPI_Finalize``, so the job would never exit. ``names``: how the message
-    numbers each rank of ``comm`` (the user's ranks, for a ``CommExecutor``)."""
-    by_task: dict[int, list[int]] = {}
-    for rank, task_id in sorted(stuck.items()):
-        by_task.setdefault(task_id, []).append(names[rank] if names is not None else rank)
-    ranks = sorted(r for rs in by_task.values() for r in rs)
-    where = ", ".join(f"{'rank' if len(rs) == 1 else 'ranks'} {rs if len(rs) > 1 else rs[0]} "
-                      f"in task {task_id}" for task_id, rs in sorted(by_task.items()))
-    text = (f"ranks {ranks} are stuck in tasks that never ended; aborting the MPI job, which "
-            f"could not finish otherwise ({where})")
-    log.critical("%s", text)
-    print(f"rankpool: {text}", file=sys.stderr, flush=True)
-    abort(comm, code)
 
 
 def _as_bytes(buf: Buffer) -> bytes:

@@ -42,6 +42,7 @@ from ..exit_codes import ExitCode
 from ..protocol import batches, wire
 from ..protocol import messages as protocol
 from ..protocol.starts import StartCause
+from ..sockets import readable
 from ..task.node_resources import device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
 from .config import PoolConfig
@@ -227,9 +228,7 @@ class RankZero:
         interchange arrives, or ``seconds`` passed (without a bell: just sleep)."""
         if self.bell is None:
             time.sleep(seconds)
-        # asking also re-arms ZMQ_FD; EVENTS is an int option (pyzmq types getsockopt's value
-        # int | bytes)
-        elif not self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[arg-type, operator]
+        elif not readable(self.sock):  # asking also re-arms ZMQ_FD
             self.bell.wait(seconds, self.sock_fd)
 
     # -- steps ---------------------------------------------------------------------------------
@@ -262,9 +261,7 @@ class RankZero:
                 self._handle(frames)
             except ProtocolError as exc:
                 log.warning("dropped a malformed message from the interchange: %s", exc)
-            # drained: no zmq.Again to raise; EVENTS is an int option (pyzmq types getsockopt's
-            # value int | bytes)
-            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[arg-type, operator]
+            if not readable(sock):  # drained: no zmq.Again to raise
                 return True
 
     def _poll(self, timeout_ms: int) -> bool:

@@ -30,8 +30,8 @@ from .doorbell import Doorbell, new_token
 from .initializer import initialize
 from .interrupts import Interrupts
 from .keeper import Link
-from .manager import abort_for_stuck
 from .mpich_files import abort, release
+from .outcomes import abort_for_stuck
 from .pool import RankZero
 from .subcomms import discover_topology
 from .worker import Worker
@@ -85,7 +85,8 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
             lost = bool(pool.mpi.lost)
         else:
             worker = Worker(comm, arena=result_arena(cfg), bell=bell, link=link, node_names=names,
-                            pids=pids, interrupts=Interrupts(STOP_SIGNALS, comm))
+                            interrupts=Interrupts(STOP_SIGNALS, comm), belled=near,
+                            pids=pids)
             worker.serve()
             lost = bool(worker.lost_peers)
     except BaseException:

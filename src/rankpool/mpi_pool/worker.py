@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -53,6 +53,11 @@ _NONE = pickle.dumps(None, protocol=5)
 
 #: seconds a leaving rank waits for the front-end to copy out results still in its segments
 RESULT_LINGER = 2.0
+#: seconds an idle rank with a doorbell sleeps on it, once idle past its back-off's hot window
+#: with nothing in flight: rank 0 rings it with every message it sends it then (a ring missed
+#: in a race costs at most this), so a longer sleep only spares the node's cores (an
+#: application's processes among them) its wake-ups
+BELL_IDLE = 0.1
 
 
 class _Alarm(BaseException):
@@ -67,15 +72,16 @@ class Worker:
                  flush_interval: float = 0.002, arena: Arena | None = None,
                  bell: Doorbell | None = None, link: Link | None = None,
                  interrupts: Interrupts | None = None,
-                 node_names: Sequence[str] | None = None,
+                 node_names: Sequence[str] | None = None, belled: Collection[int] = (),
                  pids: Sequence[int] | None = None) -> None:
         """``bell``: this rank's doorbell when it shares rank 0's node (see :mod:`.doorbell`):
         it waits on it between polls and rings rank 0's after each report; ``link``: its
         keeper's (see :mod:`.keeper`), told of each task before it starts; ``interrupts``:
         the signals that interrupt the rank's tasks while it serves (see :mod:`.interrupts`);
         ``node_names``: the node of every rank of ``comm``, for application tasks (None: they
-        ask their ranks); ``pids``: every rank's process id, so that the held ranks of an
-        application task see its first rank die on their node."""
+        ask their ranks); ``belled``: the worker ranks with a doorbell (rank 0's node);
+        ``pids``: every rank's process id, so that the held ranks of an application task see
+        its first rank die on their node."""
         self.comm = comm
         self.arena = arena
         self.bell = bell
@@ -100,6 +106,7 @@ class Worker:
         self.interrupts = interrupts
         self.apps: Applications | None = None  # made by the first application task
         self.node_names = node_names
+        self.belled = frozenset(belled)
         self.pids = pids
         self.link = link
         self.lost_peers: set[int] = set()  # pool ranks that died (rank 0 said so)
@@ -121,6 +128,7 @@ class Worker:
         try:
             fresh = False  # work was received just now
             interrupts = self.interrupts
+            idle_cap, hot_window = self.backoff.cfg.idle_cap, self.backoff.cfg.hot_window
             while not (self.stopping and not self.queue):
                 if self.queue:
                     if interrupts is not None and interrupts.count and interrupts.recent():
@@ -149,7 +157,12 @@ class Worker:
                     if self.dropped or self.kept:
                         self.worker_report()
                     self.outbox.poll()
-                    self._sleep(self.backoff.next_delay())
+                    delay = self.backoff.next_delay()
+                    if delay >= idle_cap and self.bell is not None and not self.outbox.pending \
+                            and time.monotonic() - self.backoff.last_active > hot_window:
+                        # idle, nothing in flight: every message rank 0 sends now rings
+                        delay = BELL_IDLE
+                    self._sleep(delay)
             self.worker_report()
             self.outbox.flush(timeout=10.0)
         finally:
@@ -287,12 +300,12 @@ class Worker:
         args, kwargs = loads_data(item.data, buffers)
         if is_application(fn, position, args, len(item.ranks), item.setting):
             if self.apps is None:
-                self.apps = Applications(self.node_names, self.pids)
+                self.apps = Applications(self.node_names, self.bell, self.belled, self.pids)
             run = self.apps.run
 
             def call() -> Any:
                 return run(sub, item.setting, lambda: self._timed(item, fn, args, kwargs),
-                           item.ranks)
+                           item.ranks, item.task_id)
         else:
             args, kwargs = inject(position, args, kwargs, sub)
 

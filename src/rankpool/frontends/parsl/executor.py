@@ -9,7 +9,9 @@ which settles the futures. Blocks come and go through Parsl's provider and scali
 with capacity counted in worker ranks. The monitoring database gets ``block`` rows from the
 scaling calls, ``node`` rows (one per pool host) from a watcher thread, and ``try``/``status``/
 ``resource`` rows from Parsl's monitoring wrapper inside the worker ranks, which reports
-through :attr:`remote_monitoring_radio` (Parsl's filesystem radio by default).
+through :attr:`remote_monitoring_radio` (Parsl's filesystem radio by default). How it answers
+Parsl's block machinery (launch, scale out and in, failed starts) is :mod:`.block_hooks`; its
+views of the pools, :mod:`.views`.
 """
 
 from __future__ import annotations
@@ -18,19 +20,16 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import replace
 from typing import Any, cast
 
-from parsl.executors.errors import BadStateException, ScalingFailed
+from parsl.executors.errors import BadStateException
 from parsl.executors.status_handling import BlockProviderExecutor
-from parsl.jobs.states import JobStatus
 from parsl.monitoring.radios.base import RadioConfig
 from parsl.monitoring.radios.filesystem import FilesystemRadio
 from parsl.providers.base import ExecutionProvider
 from parsl.utils import RepresentationMixin
 
 from ...errors import BrokenPool, ExecutorShutdown, VersionMismatch
-from ...launchers import jobscript
 from ...launchers.jobscript import write_pool_script
 from ...launchers.local import LocalMpiexecLauncher, local_provider
 from ...launchers.shape import block_shape
@@ -45,7 +44,7 @@ from ...task.resources import check_fits, parse_spec
 from ..engine import Engine
 from ..session import SessionOptions, start_session
 from ..settling import fail_all
-from .blocks import launch_command
+from .block_hooks import BlockHooks
 from .checks import (
     SPEC_KWARG,
     ReraiseWrapped,
@@ -60,7 +59,7 @@ __all__ = ["ExtremeScaleExecutor", "LocalMpiexecLauncher", "local_provider"]
 log = logging.getLogger(__name__)
 
 
-class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin):
+class ExtremeScaleExecutor(PoolViews, BlockHooks, RepresentationMixin):
     """Parsl executor running tasks on MPI pools, one pool per block; tasks may span ranks.
 
     A task's ``parsl_resource_specification`` may hold ``num_ranks`` (or ``ranks_per_node`` and
@@ -291,86 +290,9 @@ class ExtremeScaleExecutor(PoolViews, BlockProviderExecutor, RepresentationMixin
         """
         return self._engine.ranks
 
-    @property
-    def workers_per_node(self) -> int | float:
-        """Worker ranks per node of a block: the strategy's slots per node, in ranks."""
-        return self._shape.workers_per_node
-
-    @property
-    def status_polling_interval(self) -> int | float:
-        """The provider's polling interval; 0 (never polled nor scaled) when not ``managed``."""
-        return super().status_polling_interval if self.managed else 0
-
     def monitor_resources(self) -> bool:
         """Resource monitoring runs in every worker rank of a task (psutil, one process each)."""
         return True
-
-    def scale_out_facade(self, n: int) -> list[str]:
-        """Launch ``n`` blocks, except the strategy's first call, for blocks :meth:`start`
-        launched."""
-        skip = self._skip_init
-        if skip is not None:
-            self._skip_init = None
-            if n == skip:
-                log.debug("%s: init_blocks=%d already launched at start", self.label, n)
-                return []
-        return super().scale_out_facade(n)
-
-    def _launch_block(self, block_id: str) -> Any:
-        """Submit one block with the tasks per node its launch uses: Parsl submits 1, which on
-        nodes shared with other jobs leaves the block's ``srun`` without slots (see
-        :mod:`rankpool.launchers.allocation`)."""
-        if self.provider is None:
-            raise ScalingFailed(self, "no provider to launch blocks with")
-        job_id = self.provider.submit(self._get_launch_command(block_id),
-                                      self._shape.tasks_per_node,
-                                      f"parsl.{self.label}.block-{block_id}")
-        if not job_id:
-            raise ScalingFailed(self, "the provider returned no job id for the block")
-        return job_id
-
-    def _get_launch_command(self, block_id: str) -> str:
-        if self._pool_base is None:
-            raise RuntimeError("the executor must be started before blocks can be launched")
-        cfg = replace(self._pool_base, block_id=block_id, pool_id="")
-        return launch_command(cfg, self._shape, working_dir=self.working_dir,
-                              launch_cmd=self.launch_cmd)
-
-    def block_command(self, block_id: str) -> str:
-        """The command to start block ``block_id`` by hand (``managed=False``), launcher not
-        included."""
-        return self._get_launch_command(block_id)
-
-    def pool_command(self, block_id: str = "manual") -> str:
-        """The pool command line for a job script (job-script mode): run it on every rank of
-        one ``srun``/``mpiexec`` launch. It names the interchange's address and pool port (and
-        its key file when connections are encrypted); ``pool_command.sh`` in the run directory
-        runs the same, with the block id taken from the batch job."""
-        if self._pool_base is None:
-            raise RuntimeError("the executor must be started before pools can attach")
-        return jobscript.pool_command(self._pool_base, block_id)
-
-    def scale_in(self, blocks: int, max_idletime: float | None = None, *,
-                 force: bool = False) -> list[str]:
-        """End up to ``blocks`` blocks without cutting off tasks; return the block ids ended.
-
-        Idle blocks go first: each is held, checked idle again, drained (its pool leaves
-        cleanly), then its job is cancelled; blocks whose pool never connected come next.
-        A block with tasks running goes only when ``force`` (its tasks then fail with
-        ``ManagerLost`` and Parsl's retries run them elsewhere). ``max_idletime`` is accepted
-        for Parsl's HTEX-style strategy; only idle blocks are ever chosen without ``force``.
-        """
-        return self._control.scale_in(blocks, force=force)
-
-    def handle_errors(self, status: dict[str, JobStatus]) -> None:
-        """Apply ``block_error_handler`` to the blocks that failed to start.
-
-        A block whose pool registered did start; its later end (killed, walltime, crashed
-        with a task) costs its tasks a retry, not the executor its life. A block whose job
-        ended before any pool of it registered is diagnosed, logged and recorded, and counts
-        as a failed start (:mod:`rankpool.frontends.parsl.starts`).
-        """
-        self._control.starts.judge(status)
 
     def set_bad_state_and_fail_all(self, exception: Exception) -> None:
         """The broken-state latch: record the cause once, fail every pending future, refuse

@@ -1,0 +1,158 @@
+"""The interchange's data path: task batches queued and dispatched to pools with room, result
+batches accounted for and passed on to the front-end (see ``docs/internals.md``).
+
+Payloads move as bytes: a batch one pool takes whole is sent on in the front-end's own frames,
+other tasks are sliced out of their batches and joined into one batch per pool (in messages
+under the run's cap); result batches are forwarded as they came, or only their known tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import ProtocolError
+from ..protocol.batches import (
+    Task,
+    check_results,
+    decode_results,
+    decode_tasks,
+    encode_results,
+    encode_tasks,
+    result_ids,
+    task_ids,
+)
+from ..protocol.messages import Lost, LostCause
+from ..protocol.wire import Buffer, decode_header, under_cap
+from .cancels import drop_cancelled
+from .endpoints import Frames
+from .matching import Entry, match
+from .membership import PoolMembership
+from .pools import Pool
+
+log = logging.getLogger(__name__)
+
+
+class Routing(PoolMembership):
+    """Tasks in, to pools, results out (the loop that calls these:
+    :class:`~.interchange.Interchange`)."""
+
+    def on_tasks(self, header: dict[str, Any], frames: Frames) -> None:
+        """Queue a task batch (``frames``: its header frame and body)."""
+        body = [f.buffer for f in frames[1:]]
+        try:
+            tasks = decode_tasks(header, body)
+        except ProtocolError as exc:
+            self._refuse_batch(task_ids(header, body), str(exc))
+            raise
+        whole = True  # the batch's frames still carry exactly its tasks
+        if self.early_cancels:
+            count = len(tasks)
+            tasks = drop_cancelled(self, tasks)
+            whole = len(tasks) == count
+        known, ids = self.known, [task.task_id for task in tasks]
+        if known.isdisjoint(ids):
+            size = len(known)
+            known.update(ids)
+            if len(known) - size == len(ids):  # no id seen twice (the rule): queued at once
+                self.queue.push_many(tasks)
+                self._dirty = True
+                self._whole = (tasks, frames) if whole else None
+                return
+            known.difference_update(ids)  # a batch that repeats an id: one at a time
+        for task in tasks:
+            if task.task_id in known:
+                self._throttle.warn("task id %d is already queued or running; duplicate dropped",
+                                    task.task_id)
+                continue
+            known.add(task.task_id)
+            self.queue.push(task)
+        self._dirty = True
+
+    def _refuse_batch(self, ids: list[int], why: str) -> None:
+        """Fail the tasks of a batch that cannot be read, when their ids can be, so none hangs."""
+        ids = [i for i in ids if i not in self.known]
+        if ids:
+            self.finished += len(ids)
+            self.to_client(Lost("", [], f"interchange refused a malformed task batch: {why}",
+                                ids, LostCause.MALFORMED_TASKS).encode())
+
+    def dispatch(self) -> None:
+        """Send queued tasks to pools with room: one batch per pool per pass (in messages
+        under the run's cap: tasks of several front-end batches may go in one)."""
+        self._dirty = False
+        whole, self._whole = self._whole, None
+        for pool, entries in match(self.queue, self.room):
+            sent = 0
+            if not pool.gone:
+                tasks: list[Task] = [t for _, t in entries]
+                forwarded = _forwarded(whole, tasks)
+                parts: list[tuple[list[Entry], Sequence[Any]]] = (
+                    [(entries, forwarded)] if forwarded is not None
+                    else under_cap(entries, _encode_entries, self.config.max_message_size))
+                for part, frames in parts:
+                    if not self._send_pool(pool.identity, frames):
+                        break
+                    sent += len(part)
+                if sent == len(entries):
+                    self.pools.sent(pool, self._now)
+                    continue
+            unsent = entries[sent:]
+            pool.finish_many([task.task_id for _, task in unsent])
+            self.queue.push_back(unsent)
+            self._dirty = True
+            if not pool.gone:
+                self.lose(pool, "connection to the pool lost", LostCause.CONNECTION_LOST,
+                          tell_pool=False)
+
+    def on_results(self, pool: Pool, header: dict[str, Any], frames: Frames) -> None:
+        """Account for a result batch and pass it on unchanged (or only its known tasks).
+
+        The front-end forwards what one drain of the pool socket took as one message."""
+        body: list[Buffer] = [f.buffer for f in frames[1:]]
+        try:
+            ids = check_results(header, body)
+        except ProtocolError as exc:
+            # the tasks ended but their results cannot be delivered: fail them rather than hang
+            done = self._ended(pool, result_ids(header, body))
+            if done:
+                self.to_client(Lost(pool.block_id, pool.hosts, f"malformed result batch: {exc}",
+                                    done, LostCause.MALFORMED_RESULTS).encode())
+            raise
+        done = self._ended(pool, ids)
+        out: Sequence[Any] = frames
+        rows = header["n"]
+        if len(done) < len(ids):
+            self._throttle.warn("pool %r returned %d results of tasks not in flight there; "
+                                "dropped", pool.pool_id, len(ids) - len(done))
+            if not done:
+                return
+            keep = set(done)
+            out = encode_results([r for r in decode_results(header, body) if r.task_id in keep])
+            rows, body = decode_header(out[0])["n"], out[1:]
+        assert self.front is not None
+        self.front.forward_results(rows, out, body)
+
+    def _ended(self, pool: Pool, ids: list[int]) -> list[int]:
+        """Account for tasks a pool says ended; return those that were in flight there."""
+        done = pool.finish_many(ids)
+        self.known.difference_update(done)
+        self.finished += len(done)
+        self.room.offer(pool)
+        self._dirty = True
+        return done
+
+
+def _encode_entries(entries: list[Entry]) -> Sequence[Any]:
+    return encode_tasks([t for _, t in entries])
+
+
+def _forwarded(whole: tuple[list[Task], Frames] | None, tasks: list[Task]) -> Frames | None:
+    """The front-end's own frames when ``tasks`` are exactly the batch they carried, in order
+    (a lone task, or a batch one pool takes whole): checked once already, sent as they came."""
+    if whole is None or len(whole[0]) != len(tasks):
+        return None
+    if any(a is not b for a, b in zip(whole[0], tasks)):
+        return None
+    return whole[1]

@@ -1,0 +1,351 @@
+"""How each task on the worker ranks ends, seen from rank 0 (the :class:`~.manager.Manager`'s
+receiving side; where this sits on the data path: ``docs/internals.md``).
+
+A rank's report (``_take_report``) ends its 1-rank tasks at once and adds to a multi-rank task's
+outcomes until every rank of it reported (``_record``, ``_finish``); a task whose grace period
+after a failed rank, or whose walltime, has passed is given up and its missing ranks marked
+stuck (``check_deadlines``, ``_give_up``). A worker rank that died (``manager_lost``) fails
+what it had started, sends the rest of its 1-rank tasks elsewhere and ends the multi-rank
+tasks it belonged to. :func:`abort_for_stuck` ends an MPI job whose stuck ranks could never
+finish it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from mpi4py import MPI
+
+from ..errors import StuckRanksError, TaskCancelled, TaskTimeout, describe_exit
+from ..protocol.batches import Outcome, Result, Task
+from ..protocol.wire import Buffer
+from ..shm.reader import discard
+from ..task.serialize import dumps_error, error_summary
+from .comm_cache import CommDirectory
+from .deaths import Death, lost_error
+from .doorbell import Doorbell
+from .mpich_files import abort
+from .placement.scheduler import Scheduler
+from .subcomms import Done, Outbox, Report, Tag, acknowledge_failures, receive_report
+from .trace import TraceRecorder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Running:
+    """A task on its ranks: a 1-rank exclusive task, or a multi-rank one."""
+
+    task: Task
+    ranks: tuple[int, ...]
+    start: float
+    remaining: set[int] | tuple[int, ...]   # a set once a multi-rank task starts reporting
+    values: list[Outcome] | None = None
+    errors: list[Outcome] | None = None
+    first_start: float = 0.0
+    last_end: float = 0.0
+
+
+class TaskOutcomes:
+    """The manager's records of tasks on ranks, brought to their ends (the state is set up,
+    and tasks placed, by :class:`~.manager.Manager`)."""
+
+    comm: MPI.Intracomm
+    grace: float
+    scheduler: Scheduler
+    worker_ranks: list[int]
+    worker_set: frozenset[int]
+    outbox: Outbox
+    running: dict[int, Running]
+    single: dict[int, int]
+    trace: TraceRecorder | None
+    deadlines: list[tuple[float, int]]
+    stuck: dict[int, int]
+    lost: dict[int, Death]
+    comms: CommDirectory
+    sent: dict[int, Task] | None
+    retired: bool
+    orphaned: dict[int, Outcome]
+    end_rank: Callable[[int], bool] | None
+    completed: list[Result]
+    bell: Doorbell | None
+    near: frozenset[int]
+    since: dict[int, float]
+    started: dict[int, float]
+    #: queue a task here (again): :meth:`.manager.Manager.submit`
+    submit: Callable[[Task], None]
+
+    def _take_report(self, source: int, received: tuple[Report, list[Buffer]]) -> None:
+        report, buffers = received
+        now = self.since[source] = time.monotonic()
+        if source in self.scheduler.held_back_ranks:
+            self.scheduler.hold_back(source, False)
+        pos = 0
+        ended: list[int] = []
+        for done in report.done:
+            self._record(source, done, buffers[pos:pos + done.nbuf] if done.nbuf else [], ended)
+            pos += done.nbuf
+        for task_id in report.starting:
+            if self.single.get(task_id) == source:
+                self.started[task_id] = now
+        for task_id in report.dropped:
+            if self.single.get(task_id) == source:
+                del self.single[task_id]
+                ended.append(task_id)
+                self._dropped(task_id)
+            else:
+                self._left(task_id, source)
+        if ended:
+            self.scheduler.finish_many(ended)
+            if self.sent:
+                for task_id in ended:
+                    self.sent.pop(task_id, None)
+
+    def check_deadlines(self) -> bool:
+        now = time.monotonic()
+        fired = False
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, task_id = heapq.heappop(self.deadlines)
+            run = self.running.get(task_id)
+            if run is None:
+                continue
+            fired = True
+            spec = run.task.spec
+            if run.errors:
+                cause: Exception = StuckRanksError(task_id, self._sub_ranks(run), self.grace)
+            else:
+                cause = TaskTimeout(task_id, spec.walltime or 0.0)
+            self._give_up(run, cause)
+        return fired
+
+    def manager_lost(self, death: Death) -> None:
+        """A worker rank died. Take the reports it sent before; of the tasks it was sent, those
+        it had started fail with :class:`~rankpool.errors.WorkerLost` (the one it ran, and
+        any whose result had not left it yet), its other 1-rank tasks run elsewhere, and every
+        multi-rank task it belonged to fails; the rank is never used again. The other ranks
+        hear of it (``LOST``) and drop those multi-rank tasks unless started; peers that did
+        start one come back if the MPI tells them, or are stuck after the grace period."""
+        rank = death.rank
+        if rank in self.lost or rank not in self.worker_set:
+            return
+        self._drain_reports(rank)
+        self.lost[rank] = death
+        self.comms.stop()
+        self.outbox.forget(rank)
+        self.since.pop(rank, None)
+        self.stuck.pop(rank, None)
+        self.scheduler.mark_stuck([rank])
+        order = [t for t in (self.sent or ()) if self.single.get(t) == rank
+                 or (t in self.running and rank in self.running[t].remaining)]
+        began = order.index(death.task) + 1 if death.task in order else 0
+        again: list[Task] = []
+        wide: list[int] = []
+        for pos, task_id in enumerate(order):
+            run = self.running.get(task_id)
+            if run is not None:
+                wide.append(task_id)
+                sub = run.ranks.index(rank)
+                what = "while running it" if pos < began else "before it started"
+                error = lost_error(task_id, death, what)
+                outcome = self.orphaned[task_id] = Outcome(
+                    sub, False, dumps_error(error, sub, len(run.ranks)))
+                self._settle(run, rank, outcome)
+                continue
+            del self.single[task_id]
+            self.started.pop(task_id, None)
+            self.scheduler.finish(task_id)
+            # kept (not None) wherever a rank can die and the pool serve on: here
+            task = self.sent.pop(task_id)  # type: ignore[union-attr]
+            if pos >= began:
+                again.append(task)
+                continue
+            what = "while running it" if pos == began - 1 and death.running \
+                else "before sending its result"
+            self._fail(task_id, lost_error(task_id, death, what))
+        for task in again:  # never started: run them elsewhere
+            self.submit(task)
+        log.error("worker rank %d (pid %d on %s) %s; %d of its tasks failed, %d run elsewhere; "
+                  "worker ranks lost so far: %s", rank, death.pid, death.host,
+                  describe_exit(death.status), len(order) - len(again), len(again),
+                  sorted(self.lost))
+        for peer in self.worker_ranks:
+            if peer not in self.lost:
+                self.outbox.send(([rank], wide), peer, Tag.LOST)
+                if peer in self.near:
+                    # a rank is near only when rank 0 has a bell
+                    self.bell.ring(peer)  # type: ignore[union-attr]
+
+    def end_orphans(self) -> None:
+        """End the ranks still inside a multi-rank task that lost a rank (the owner leaves:
+        they would wait for the dead one for ever, and keep the MPI job from ending)."""
+        for task_id in self.orphaned:
+            run = self.running.get(task_id)
+            if run is not None and self.end_rank is not None:
+                for rank in run.remaining:
+                    self.end_rank(rank)
+
+    def _drain_reports(self, rank: int) -> None:
+        """Take every report ``rank`` sent before it died (one whose buffers never come whole
+        within a second is dropped: its tasks count as not reported)."""
+        status = MPI.Status()
+        try:
+            while self.comm.Iprobe(source=rank, tag=Tag.DONE, status=status) or \
+                    self.comm.Iprobe(source=rank, tag=Tag.DONE, status=status):
+                received = receive_report(self.comm, rank, time.monotonic() + 1.0)
+                self._take_report(rank, received)
+        except TimeoutError:
+            log.warning("a report of rank %d did not arrive whole before it died", rank)
+        except MPI.Exception as exc:  # ULFM: nothing more comes from a dead rank
+            if not acknowledge_failures(self.comm, exc):
+                raise
+
+    def _left(self, task_id: int, source: int) -> None:
+        """``source`` dropped a multi-rank task that lost a rank before it started there."""
+        run = self.running.get(task_id)
+        if run is not None and source in run.remaining:
+            self._settle(run, source, None)
+
+    def _settle(self, run: Running, rank: int, error: Outcome | None) -> None:
+        """``rank`` will never report on ``run``: count its ``error`` (if any) instead."""
+        if isinstance(run.remaining, tuple):
+            run.remaining, run.values, run.errors = set(run.remaining), [], []
+        assert isinstance(run.remaining, set) and run.errors is not None
+        run.remaining.discard(rank)
+        if error is not None:
+            run.errors.append(error)
+            if run.remaining and len(run.errors) == 1:
+                heapq.heappush(self.deadlines, (time.monotonic() + self.grace, run.task.task_id))
+        if not run.remaining:
+            self._finish(run, [])
+
+    def _record(self, source: int, done: Done, buffers: list[Buffer], ended: list[int]) -> None:
+        """Take one rank's report; a 1-rank task that ended goes on ``ended`` (its ranks are
+        freed by the caller, for all of one message's reports at once)."""
+        if not done.ok:
+            log.warning("task %d raised on rank %d (rank %d of the task): %s", done.task_id,
+                        source, done.rank, error_summary(done.data))
+        if self.single.get(done.task_id) == source:  # the common case, kept short
+            del self.single[done.task_id]
+            if self.started:
+                self.started.pop(done.task_id, None)
+            if self.trace is not None:
+                self.trace.add(done.task_id, (source,), done.start, done.end)
+            ended.append(done.task_id)
+            self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)]))
+            return
+        run = self.running.get(done.task_id)
+        if run is None or source not in run.remaining:
+            discard(buffers)  # a late rank's value: nobody reads it
+            if self.stuck.get(source) == done.task_id:
+                del self.stuck[source]
+                self.scheduler.unstick([source])
+                log.warning("rank %d came back from task %d after it was given up", source,
+                            done.task_id)
+            return
+        if len(run.ranks) == 1:
+            del self.running[done.task_id]
+            self.started.pop(done.task_id, None)
+            if self.trace is not None:
+                self.trace.add(done.task_id, run.ranks, done.start, done.end)
+            ended.append(done.task_id)
+            self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)]))
+            return
+        if isinstance(run.remaining, tuple):
+            run.remaining, run.values, run.errors = set(run.remaining), [], []
+        assert isinstance(run.remaining, set) and run.values is not None and run.errors is not None
+        run.remaining.discard(source)
+        if not run.first_start or done.start < run.first_start:
+            run.first_start = done.start
+        run.last_end = max(run.last_end, done.end)
+        if not done.ok:
+            run.errors.append(Outcome(done.rank, False, done.data, buffers))
+            if run.remaining and len(run.errors) == 1:
+                heapq.heappush(self.deadlines, (time.monotonic() + self.grace, done.task_id))
+        elif done.rank == 0 or run.task.spec.results_all:
+            run.values.append(Outcome(done.rank, True, done.data, buffers))
+        if not run.remaining:
+            self._finish(run, [])
+
+    def _finish(self, run: Running, extra: list[Outcome]) -> None:
+        task_id = run.task.task_id
+        del self.running[task_id]
+        self.started.pop(task_id, None)
+        if self.sent:
+            self.sent.pop(task_id, None)
+        lost = self.orphaned.pop(task_id, None) if self.orphaned else None
+        if self.trace is not None and run.first_start:
+            self.trace.add(task_id, run.ranks, run.first_start, run.last_end)
+        self.scheduler.finish(task_id)
+        if run.errors or extra:
+            outcomes = sorted(run.errors or [], key=lambda o: o.rank) + extra
+            if lost is not None:  # the death first: the others' errors follow from it
+                outcomes.remove(lost)
+                outcomes.insert(0, lost)
+            for dropped in run.values or ():  # the values of ranks that succeeded go unread
+                discard(dropped.buffers)
+        else:
+            outcomes = sorted(run.values or [], key=lambda o: o.rank)
+        self.completed.append(Result(task_id, outcomes))
+
+    def _give_up(self, run: Running, cause: Exception) -> None:
+        """Fail a task whose ranks did not all come back; those ranks are stuck (or, when the
+        task lost a rank to its death, ended where the owner can: they would wait for it
+        forever, and come back as deaths)."""
+        missing = sorted(run.remaining)
+        if run.task.task_id in self.orphaned and self.end_rank is not None:
+            ended = [r for r in missing if self.end_rank(r)]
+            if ended:
+                log.error("task %d lost a rank; its ranks %s still waited for it after %g s: "
+                          "ended", run.task.task_id, ended, self.grace)
+                self.scheduler.mark_stuck(ended)  # until their deaths are seen
+                run.remaining = set(missing) - set(ended)
+                missing = sorted(run.remaining)
+                if not missing:
+                    self._finish(run, [])
+                    return
+        log.error("%s; stuck ranks %s", cause, missing)
+        sub = [run.ranks.index(r) for r in missing]
+        first = sub[0] if sub else 0
+        self._finish(run, [Outcome(first, False, dumps_error(cause, first, len(run.ranks)))])
+        for rank in missing:
+            self.stuck[rank] = run.task.task_id
+        self.scheduler.mark_stuck(missing)
+
+    def _sub_ranks(self, run: Running) -> list[int]:
+        return [run.ranks.index(r) for r in sorted(run.remaining)]
+
+    def _dropped(self, task_id: int) -> None:
+        """A cancelled task that never started ends (its future is already cancelled); one
+        dropped by a retiring pool ends with the pool."""
+        if self.retired:
+            return
+        log.debug("task %d cancelled before it started", task_id)
+        self.completed.append(Result(task_id, [Outcome(0, False,
+                                                       dumps_error(TaskCancelled(task_id)))]))
+
+    def _fail(self, task_id: int, exc: Exception) -> None:
+        log.error("task %d failed: %s", task_id, exc)
+        self.completed.append(Result(task_id, [Outcome(0, False, dumps_error(exc))]))
+
+
+def abort_for_stuck(comm: MPI.Comm, stuck: Mapping[int, int], code: int,
+                    names: Sequence[int] | None = None) -> None:
+    """End the MPI job: the ``stuck`` ranks (rank -> the task it never came back from) could
+    never reach ``MPI_Finalize``, so the job would never exit. ``names``: how the message
+    numbers each rank of ``comm`` (the user's ranks, for a ``CommExecutor``)."""
+    by_task: dict[int, list[int]] = {}
+    for rank, task_id in sorted(stuck.items()):
+        by_task.setdefault(task_id, []).append(names[rank] if names is not None else rank)
+    ranks = sorted(r for rs in by_task.values() for r in rs)
+    where = ", ".join(f"{'rank' if len(rs) == 1 else 'ranks'} {rs if len(rs) > 1 else rs[0]} "
+                      f"in task {task_id}" for task_id, rs in sorted(by_task.items()))
+    text = (f"ranks {ranks} are stuck in tasks that never ended; aborting the MPI job, which "
+            f"could not finish otherwise ({where})")
+    log.critical("%s", text)
+    print(f"rankpool: {text}", file=sys.stderr, flush=True)
+    abort(comm, code)
