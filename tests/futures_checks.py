@@ -152,6 +152,10 @@ def check_map_chunksize(ex: Any) -> None:
     assert [next(it) for _ in range(4)] == [1 // (x - 7) for x in range(4)]
     with pytest.raises(ZeroDivisionError):
         list(it)  # the chunk holding 7 raises where its results would have come
+    it = ex.map(square, range(100), chunksize=4)
+    assert next(it) == 0
+    it.close()  # as a generator's: the chunks not read are dropped (their tasks cancelled)
+    assert len(list(it)) < 4  # at most the rest of the chunk being read
 
 
 def check_map_chunks_are_tasks(ex: Any) -> None:

@@ -11,10 +11,10 @@ drops each future once it has read it, so results it yielded are not kept alive.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, as_completed
 from itertools import chain, islice, starmap
-from typing import Any
+from typing import Any, cast
 
 from ..task.injection import comm_position, inject
 from .cancelling import cancel_all
@@ -51,8 +51,21 @@ def map_calls(submit: Submit, fn: Callable[..., Any], calls: Iterable[Any],
         futures = [submit(run_chunk, fn, chunk, spread) for chunk in _chunks(calls, chunksize)]
         chunked = True
     values = _as_completed(futures, timeout) if unordered else _in_order(futures, end)
-    # a chunk's results are read straight from its list, without a generator step per call
-    return chain.from_iterable(values) if chunked else values
+    if not chunked:
+        return values
+    results = cast(_ChunkResults, _ChunkResults.from_iterable(values))  # chain's, typed as chain
+    results.chunks = values
+    return results
+
+
+class _ChunkResults(chain):  # type: ignore[type-arg]  # chain's item type is its iterables'
+    """The results of a chunked map, read straight from each chunk's list (no generator step
+    per call); ``close()`` ends it as a generator's would, cancelling what was not read."""
+
+    chunks: Generator[Any, None, None]
+
+    def close(self) -> None:
+        self.chunks.close()
 
 
 def _chunks(calls: Iterable[Any], size: int) -> Iterator[Any]:
@@ -65,7 +78,7 @@ def _chunks(calls: Iterable[Any], size: int) -> Iterator[Any]:
     return iter(lambda: list(islice(it, size)), [])
 
 
-def _in_order(futures: list[Future[Any]], end: float | None) -> Iterator[Any]:
+def _in_order(futures: list[Future[Any]], end: float | None) -> Generator[Any, None, None]:
     futures.reverse()  # popped from the end: a read future is dropped at once
     try:
         while futures:
@@ -75,7 +88,8 @@ def _in_order(futures: list[Future[Any]], end: float | None) -> Iterator[Any]:
         cancel_all(futures)
 
 
-def _as_completed(futures: list[Future[Any]], timeout: float | None) -> Iterator[Any]:
+def _as_completed(futures: list[Future[Any]],
+                  timeout: float | None) -> Generator[Any, None, None]:
     pending = set(futures)
     del futures
     try:

@@ -125,10 +125,11 @@ class Applications:
         finally:
             if size > 1:
                 request = sub.Ibarrier()
-                if belled:
+                bell = self.bell
+                if bell is not None:  # (belled is empty without it)
                     for rank in ranks[1:]:
                         if rank in belled:
-                            self.bell.ring(rank, note)  # type: ignore[union-attr]
+                            bell.ring(rank, note)
                 request.Wait()  # the held ranks wait in it already: no spin here
 
     def _run_here(self, variables: dict[str, str], call: Callable[[], Any]) -> Any:
