@@ -38,7 +38,7 @@ from ..exit_codes import ExitCode
 from .applications import node_name
 from .hydra_notice import hydra_proxy, spawn_refusal
 from .keeper import last_words
-from .spawn_endings import ending_turn, spawned_below, wait_gone
+from .spawn_endings import ending_turn, spawned_below, take_ending_turn, wait_gone
 from .spawn_watch import Ending, SpawnWatch
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def spawn(words: list[str], environ: Mapping[str, str]) -> MpiRun:
             if proxy is None:
                 children = MPI.COMM_SELF.Spawn(words[0], words[1:], maxprocs=count, info=info)
             else:
-                with SpawnWatch(proxy, count, _end_this_rank(words[0])):
+                with SpawnWatch(proxy, count, _end_this_rank(words[0], proxy)):
                     children = MPI.COMM_SELF.Spawn(words[0], words[1:], maxprocs=count,
                                                    info=info)
         except MPI.Exception as exc:
@@ -87,10 +87,12 @@ def spawn(words: list[str], environ: Mapping[str, str]) -> MpiRun:
     return MpiRun([SPAWN, *words], 0, "", "", time.monotonic() - start)
 
 
-def _end_this_rank(program: str) -> Callable[[Ending], None]:
+def _end_this_rank(program: str, proxy: int) -> Callable[[Ending], None]:
     """What a watch does when the spawned processes of ``program`` all ended before
     ``MPI_Init``: the parent rank waits in ``MPI_Comm_spawn`` for ever, so it tells its keeper
-    why (the task's error names the program) and ends, as a rank's death costs its task only."""
+    why (the task's error names the program) and ends, as a rank's death costs its task only;
+    in the node's ending turn (its end, released with it, is one Hydra tells every group of:
+    see :mod:`.spawn_endings`)."""
     def end(ending: Ending) -> None:
         how = ", ".join(describe_exit(s) for s in ending.statuses) or "ended"
         log.error("the %d processes of %s spawned by this rank (%d of them seen) %s before "
@@ -99,6 +101,7 @@ def _end_this_rank(program: str) -> Callable[[Ending], None]:
         if not last_words({"spawn": {"program": program, "count": ending.asked,
                                      "seen": ending.seen, "statuses": list(ending.statuses)}}):
             log.critical("this rank has no keeper: its end ends the pool")
+        take_ending_turn(proxy)
         logging.shutdown()
         sys.stderr.flush()
         os._exit(ExitCode.SPAWN_LOST)

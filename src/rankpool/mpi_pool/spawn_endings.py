@@ -77,11 +77,18 @@ class Turn:
             holder.close()
 
 
+def take_ending_turn(proxy: int) -> Turn:
+    """Take the ending turn of the node served by Hydra's proxy ``proxy`` (a rank about to end
+    itself takes it too: its end is a process end Hydra tells every group of)."""
+    turn = Turn(f"rankpool-spawn-ending-{proxy}")
+    turn.take()
+    return turn
+
+
 @contextmanager
 def ending_turn(proxy: int) -> Iterator[None]:
     """Hold the ending turn of the node served by Hydra's proxy ``proxy``."""
-    turn = Turn(f"rankpool-spawn-ending-{proxy}")
-    turn.take()
+    turn = take_ending_turn(proxy)
     try:
         yield
     finally:
