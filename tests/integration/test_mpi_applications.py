@@ -219,6 +219,24 @@ def test_held_and_idle_ranks_sleep_until_rung(ex: Any) -> None:
         .returncode == 0  # every rank free again
 
 
+def test_rank_zero_waits_for_the_ring_of_ranks_that_hold_one_task(ex: Any) -> None:
+    """While each busy rank holds one task (applications, here), rank 0 sleeps until a rank
+    rings it with its report instead of looking every 0.1 ms for the first 50 ms after each
+    start: tens of wake-ups per application, not hundreds."""
+    ex.bootup()
+    zero = [p for p in pool_tree(ex) if p.name().startswith("python")
+            and "rankpool.mpi_pool" in p.cmdline() and p.environ().get("PMI_RANK") == "0"
+            and not any("rankpool.mpi_pool" in c.cmdline() for c in p.children())]
+    assert len(zero) == 1  # rank 0 itself, not its keeper
+    view = ex.requirements(num_ranks=2)
+    view.submit(run_mpi, ["true"]).result(timeout=60)
+    before = zero[0].num_ctx_switches().voluntary
+    for _ in range(8):
+        assert view.submit(run_mpi, ["sleep", "0.2"]).result(timeout=60).returncode == 0
+    wakes = (zero[0].num_ctx_switches().voluntary - before) / 8
+    assert wakes < 100, wakes  # polling through each start's hot window: about 500
+
+
 def test_comm_task_and_application_on_the_same_ranks_leave_no_state(ex: Any) -> None:
     for _ in range(3):
         assert ex.requirements(num_ranks=4).submit(total, None).result(timeout=60) == 4

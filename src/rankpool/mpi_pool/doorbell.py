@@ -10,7 +10,9 @@ long as its back-off would have slept, so a ring ends the wait at once and a los
 ring costs nothing but the old polling delay. A worker idle past its back-off's hot window,
 with nothing in flight, sleeps longer (``worker.BELL_IDLE``): every message rank 0 sends it
 then rings. The held ranks of an application task sleep on their bells until the task's first
-rank rings them (:mod:`.applications`). A ring carries no data: the message itself travels
+rank rings them (:mod:`.applications`). Rank 0 sleeps as an idle rank does while every busy
+rank holds one task and all are near (``Manager.rung_when_done``): each will ring it with its
+report. A ring carries no data: the message itself travels
 over MPI.
 
 Abstract names are visible to every user of the host (``/proc/net/unix``), so a bell takes

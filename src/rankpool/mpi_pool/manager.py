@@ -61,6 +61,8 @@ RECEIVE_BURST = 64
 SLOW_AFTER = 0.5
 #: seconds between two looks for such ranks
 _SLOW_CHECK = 0.1
+#: most 1-rank tasks out for which :meth:`Manager.rung_when_done` looks at their ranks
+_FEW = 64
 
 
 class Manager(TaskOutcomes):
@@ -123,6 +125,15 @@ class Manager(TaskOutcomes):
     @property
     def outstanding(self) -> int:
         return len(self.tasks) + len(self.running) + len(self.single)
+
+    def rung_when_done(self) -> bool:
+        """Whether every rank with work out rings rank 0's bell when it reports it done: all
+        worker ranks are near, and each holds one task (a worker rings when it reports with
+        nothing left to run; one with tasks queued reports those done without a ring)."""
+        if len(self.near) != self.widest:
+            return False
+        single = self.single
+        return not single or (len(single) <= _FEW and len(set(single.values())) == len(single))
 
     def submit(self, task: Task) -> None:
         spec = task.spec

@@ -209,6 +209,8 @@ class RankZero:
                 self.pool_capacity()
                 if active:
                     backoff.reset()
+                elif manager.rung_when_done():  # no need to look before a ring or a message
+                    self._wait(max(backoff.next_delay(), backoff.cfg.idle_cap))
                 else:
                     self._wait(backoff.next_delay())
             else:
