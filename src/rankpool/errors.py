@@ -352,7 +352,7 @@ class SpawnedProgramLost(WorkerLost):
                  program: str, count: int, exit_codes: tuple[int, ...] = ()) -> None:
         super().__init__(task_id, rank, host, pid, status, "")
         codes = sorted(set(exit_codes))
-        how = ("exited" if not codes else describe_exit(codes[0]) if len(codes) == 1 else
+        how = ("ended" if not codes else describe_exit(codes[0]) if len(codes) == 1 else
                "ended (" + ", ".join(describe_exit(c) for c in codes) + ")")
         self.args = (f"task {task_id} lost: the spawned program {program} ({count} "
                      f"process{'es' if count != 1 else ''}) {how} before MPI_Init; its parent, "

@@ -1,5 +1,6 @@
-"""The watch over a spawn's processes, without MPI: this process stands for Hydra's proxy (the
-spawned processes are its children), and the "spawn call" is the ``with`` block."""
+"""The watch over a spawn's processes, without MPI: this process stands for the launcher
+(Open MPI's daemon, whose children the spawned processes are, or Hydra's mpiexec, with proxies
+between), and the "spawn call" is the ``with`` block."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def _start(code: str, n: int) -> list[subprocess.Popen[bytes]]:
 def test_processes_that_all_end_before_the_call_returns_are_reported_with_their_statuses(
         ) -> None:
     told = Told()
-    with SpawnWatch(os.getpid(), 2, told):
+    with SpawnWatch(os.getpid(), 2, told, flat=True):
         procs = _start("import sys; sys.exit(3)", 2)  # zombies until waited for: readable
         assert told.called.wait(20)
     assert [p.wait(10) for p in procs] == [3, 3]
@@ -48,7 +49,7 @@ def test_processes_that_all_end_before_the_call_returns_are_reported_with_their_
 
 def test_nothing_is_reported_while_a_process_lives_or_once_the_call_returned() -> None:
     told = Told()
-    with SpawnWatch(os.getpid(), 2, told):
+    with SpawnWatch(os.getpid(), 2, told, flat=True):
         procs = _start("import time; time.sleep(0.5)", 1) + _start("import time; time.sleep(30)",
                                                                   1)
         procs[0].wait(10)
@@ -62,7 +63,7 @@ def test_processes_never_seen_count_as_ended_after_a_quiet_while(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(spawn_watch, "UNSEEN_AFTER", 1.0)
     told = Told()
-    with SpawnWatch(os.getpid(), 3, told):  # 3 asked for, 1 ever starts
+    with SpawnWatch(os.getpid(), 3, told, flat=True):  # 3 asked for, 1 ever starts
         _start("pass", 1)[0].wait(10)
         assert told.called.wait(20)
     [ending] = told.endings
@@ -71,12 +72,12 @@ def test_processes_never_seen_count_as_ended_after_a_quiet_while(
 
 def test_spawns_start_one_at_a_time_on_a_node(tmp_path: Path) -> None:
     """A second watch on the same proxy waits until the first saw all its processes."""
-    first = SpawnWatch(os.getpid(), 1, Told())
+    first = SpawnWatch(os.getpid(), 1, Told(), flat=True)
     first.__enter__()
     entered = threading.Event()
 
     def second() -> None:
-        with SpawnWatch(os.getpid(), 1, Told()):
+        with SpawnWatch(os.getpid(), 1, Told(), flat=True):
             entered.set()
 
     thread = threading.Thread(target=second)
@@ -105,7 +106,7 @@ def test_a_new_proxy_that_ended_ends_the_spawn_even_unseen_processes() -> None:
     old_proxy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     told = Told()
     try:
-        with SpawnWatch(old_proxy.pid, 2, told):
+        with SpawnWatch(os.getpid(), 2, told):
             new_proxy = subprocess.Popen([sys.executable, "-c", NEW_PROXY])
             assert told.called.wait(4)  # well before UNSEEN_AFTER: the proxy said it
             assert new_proxy.wait(10) == 0

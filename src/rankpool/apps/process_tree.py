@@ -61,6 +61,23 @@ def _has_children() -> bool:
     return found is None or bool(found)
 
 
+def ancestor_named(names: tuple[str, ...], pid: int | None = None) -> int | None:
+    """The nearest ancestor of ``pid`` (default: this process) named one of ``names`` (the
+    kernel keeps a name's first 15 characters)."""
+    pid = os.getpid() if pid is None else pid
+    short = {name[:15] for name in names}
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            return None
+        if stat[stat.index("(") + 1:stat.rindex(")")] in short:
+            return pid
+        pid = int(stat[stat.rindex(")") + 2:].split()[1])
+    return None
+
+
 def exit_status(pid: int) -> tuple[bool, int | None]:
     """Whether process ``pid`` has ended, and, while it is a zombie its parent has not
     collected yet, its exit status (negative: a signal)."""

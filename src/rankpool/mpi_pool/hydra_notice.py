@@ -21,10 +21,11 @@ notice blocked (:func:`spawn_refusal`).
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from collections.abc import Iterable
+
+from ..apps.process_tree import ancestor_named
 
 #: the signal Hydra sends when a process of the job ends (auto-cleanup disabled)
 NOTICE = signal.SIGUSR1
@@ -60,19 +61,7 @@ def notice_blocked(pid: int) -> bool:
 
 def hydra_proxy(pid: int | None = None) -> int | None:
     """The nearest ancestor of ``pid`` (default: this process) that is Hydra's proxy."""
-    pid = os.getpid() if pid is None else pid
-    while pid > 1:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            return None
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        if name == PROXY[:15]:  # the kernel keeps 15 characters of a name
-            return pid
-        pid = ppid
-    return None
+    return ancestor_named((PROXY,), pid)
 
 
 def spawn_refusal(hosts: Iterable[str], here: str) -> str | None:

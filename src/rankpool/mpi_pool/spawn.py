@@ -17,7 +17,8 @@ in ``MPI_Comm_spawn`` for ever. Under Hydra, a program that ends before ``MPI_In
 own (an exit, an import error) is seen by a watching thread (:mod:`.spawn_watch`), and the
 parent rank, which nothing else can free from the call, ends itself after telling its keeper
 why: the task fails with :class:`~rankpool.errors.SpawnedProgramLost` and the pool serves on
-without the rank. Under Hydra, spawned applications end one at a time on a node
+without the rank. The same holds under Open MPI for a spawn onto the rank's own node (the
+processes are children of its ``prterun`` or ``prted``). Under Hydra, spawned applications end one at a time on a node
 (:mod:`.spawn_endings`).
 """
 
@@ -29,9 +30,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 
 from mpi4py import MPI
 
+from ..apps.process_tree import ancestor_named
 from ..apps.run import MpiRun
 from ..errors import SpawnUnsupported, describe_exit
 from ..exit_codes import ExitCode
@@ -39,12 +42,14 @@ from .applications import node_name
 from .hydra_notice import hydra_proxy, spawn_refusal
 from .keeper import last_words
 from .spawn_endings import ending_turn, spawned_below, take_ending_turn, wait_gone
-from .spawn_watch import Ending, SpawnWatch
+from .spawn_watch import Ending, SpawnWatch, parent_of
 
 log = logging.getLogger(__name__)
 
 #: what the command line of a spawned application is reported as
 SPAWN = "MPI_Comm_spawn"
+#: Open MPI's processes that start a job's processes on a node, spawned ones included
+OPEN_MPI_DAEMONS = ("prterun", "prted")
 
 
 def spawn(words: list[str], environ: Mapping[str, str]) -> MpiRun:
@@ -69,13 +74,10 @@ def spawn(words: list[str], environ: Mapping[str, str]) -> MpiRun:
             hostfile = f.name
             info.Set("hostfile", hostfile)
         proxy = hydra_proxy()
+        watch = _watch(words[0], count, proxy, nodes)
         try:
-            if proxy is None:
+            with watch if watch is not None else nullcontext():
                 children = MPI.COMM_SELF.Spawn(words[0], words[1:], maxprocs=count, info=info)
-            else:
-                with SpawnWatch(proxy, count, _end_this_rank(words[0], proxy)):
-                    children = MPI.COMM_SELF.Spawn(words[0], words[1:], maxprocs=count,
-                                                   info=info)
         except MPI.Exception as exc:
             library = MPI.Get_library_version().splitlines()[0].strip()
             raise SpawnUnsupported(f"{exc.Get_error_string()}; {library}") from None
@@ -87,21 +89,34 @@ def spawn(words: list[str], environ: Mapping[str, str]) -> MpiRun:
     return MpiRun([SPAWN, *words], 0, "", "", time.monotonic() - start)
 
 
-def _end_this_rank(program: str, proxy: int) -> Callable[[Ending], None]:
+def _watch(program: str, count: int, proxy: int | None, nodes: list[str]) -> SpawnWatch | None:
+    """The watch over a spawn of ``count`` processes of ``program``: below Hydra's
+    ``mpiexec`` (its ``proxy``'s parent), or below Open MPI's daemon on this node when the
+    processes all start here; None where they cannot be watched (other nodes, another MPI)."""
+    if proxy is not None:
+        return SpawnWatch(parent_of(proxy) or proxy, count, _end_this_rank(program, proxy))
+    daemon = ancestor_named(OPEN_MPI_DAEMONS)
+    if daemon is None or any(node != node_name() for node in nodes):
+        return None
+    return SpawnWatch(daemon, count, _end_this_rank(program, None), flat=True)
+
+
+def _end_this_rank(program: str, proxy: int | None) -> Callable[[Ending], None]:
     """What a watch does when the spawned processes of ``program`` all ended before
     ``MPI_Init``: the parent rank waits in ``MPI_Comm_spawn`` for ever, so it tells its keeper
     why (the task's error names the program) and ends, as a rank's death costs its task only;
-    in the node's ending turn (its end, released with it, is one Hydra tells every group of:
-    see :mod:`.spawn_endings`)."""
+    under Hydra, in the node's ending turn (its end, released with it, is one Hydra tells
+    every group of: see :mod:`.spawn_endings`)."""
     def end(ending: Ending) -> None:
-        how = ", ".join(describe_exit(s) for s in ending.statuses) or "ended"
+        how = ", ".join(describe_exit(s) for s in sorted(set(ending.statuses))) or "ended"
         log.error("the %d processes of %s spawned by this rank (%d of them seen) %s before "
                   "MPI_Init, and MPI_Comm_spawn cannot be interrupted: ending this rank",
                   ending.asked, program, ending.seen, how)
         if not last_words({"spawn": {"program": program, "count": ending.asked,
                                      "seen": ending.seen, "statuses": list(ending.statuses)}}):
             log.critical("this rank has no keeper: its end ends the pool")
-        take_ending_turn(proxy)
+        if proxy is not None:
+            take_ending_turn(proxy)
         logging.shutdown()
         sys.stderr.flush()
         os._exit(ExitCode.SPAWN_LOST)

@@ -86,16 +86,20 @@ def _name(pid: int) -> str:
 
 
 class SpawnWatch:
-    """Watch the ``count`` processes that ``MPI_Comm_spawn`` starts below the ``mpiexec``
-    whose proxy is ``proxy``, while the call runs (``with SpawnWatch(...): comm.Spawn(...)``);
-    ``on_ended`` is called from the watching thread when everything that appeared ended
-    before the call returned."""
+    """Watch the ``count`` processes that ``MPI_Comm_spawn`` starts below process ``top``
+    while the call runs (``with SpawnWatch(...): comm.Spawn(...)``); ``on_ended`` is called
+    from the watching thread when everything that appeared ended before the call returned.
+    ``top`` is Hydra's ``mpiexec``, whose children are proxies and theirs the spawned
+    processes, or, ``flat``, a launcher daemon whose children are the spawned processes
+    (Open MPI's ``prterun`` or ``prted``)."""
 
-    def __init__(self, proxy: int, count: int, on_ended: Callable[[Ending], None]) -> None:
-        self.top = parent_of(proxy) or proxy
+    def __init__(self, top: int, count: int, on_ended: Callable[[Ending], None], *,
+                 flat: bool = False) -> None:
+        self.top = top
+        self.flat = flat
         self.count = count
         self.on_ended = on_ended
-        self.turn = Turn(f"rankpool-spawn-start-{proxy}")
+        self.turn = Turn(f"rankpool-spawn-start-{top}")
         self.before: set[int] = set()
         self.seen: dict[int, int | None] = {}  # pid -> pidfd (None: none could be opened)
         self.started: set[int] = set()  # of the seen: started by mpiexec (the rest: spawned)
@@ -133,11 +137,11 @@ class SpawnWatch:
         return len(self.seen) - len(self.started)
 
     def _below(self) -> dict[int, int]:
-        """The processes one and two levels below ``mpiexec`` -> their parents."""
+        """The processes one and two levels below ``top`` (one: ``flat``) -> their parents."""
         found: dict[int, int] = {}
         for proxy in child_pids(self.top) or ():
             found[proxy] = self.top
-            for pid in child_pids(proxy) or ():
+            for pid in () if self.flat else child_pids(proxy) or ():
                 found[pid] = proxy
         return found
 
@@ -176,7 +180,7 @@ class SpawnWatch:
             except (OSError, AttributeError):
                 fd = None
             self.seen[pid] = fd
-            if parent == self.top:
+            if parent == self.top and not self.flat:
                 self.started.add(pid)
             if fd is not None:
                 self.epoll.register(fd, select.EPOLLIN)
