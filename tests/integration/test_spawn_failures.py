@@ -71,14 +71,15 @@ def test_spawned_programs_that_end_before_mpi_init_fail_their_task_only(tmp_path
 
 
 def test_a_failing_spawn_among_spawns_side_by_side_costs_only_its_task(tmp_path: Path) -> None:
-    """Healthy applications spawned while one fails to start: spawns start one at a time on a
-    node, so each one's watch knows its own processes; the failed one's parent ends in the
-    node's ending turn, so no notice of its end reaches a group that has just ended."""
-    exits = tmp_path / "exits.py"
-    exits.write_text("import sys\nsys.exit(3)\n")
+    """Healthy applications spawned while one crashes before MPI_Init (SIGSEGV): spawns start
+    one at a time on a node, so each one's watch knows its own processes; the failed one's
+    parent ends in the node's ending turn, so no notice of its end reaches a group that has
+    just ended."""
+    crashes = tmp_path / "crashes.py"
+    crashes.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
     with executor(tmp_path / "run", max_ranks=4) as ex:
         healthy = [ex.submit(run_mpi, PY_WORLD, mode="spawn") for _ in range(3)]
-        bad = ex.requirements(num_ranks=2).submit(run_mpi, [sys.executable, str(exits)],
+        bad = ex.requirements(num_ranks=2).submit(run_mpi, [sys.executable, str(crashes)],
                                                   mode="spawn")
         healthy += [ex.submit(run_mpi, PY_WORLD, mode="spawn") for _ in range(5)]
         assert isinstance(bad.exception(timeout=WITHIN + 60), SpawnedProgramLost)
