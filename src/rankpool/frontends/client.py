@@ -178,7 +178,8 @@ class InterchangeClient:
         if lone and not self.inbox and self._send_now(task):
             return
         self.inbox.append(task)
-        if self._idle:
+        if self._idle:  # asleep in its poll: wake it once (it takes the whole inbox)
+            self._idle = False
             self._wake()
 
     def _send_now(self, task: Task) -> bool:
