@@ -18,8 +18,8 @@ own (an exit, an import error) is seen by a watching thread (:mod:`.spawn_watch`
 parent rank, which nothing else can free from the call, ends itself after telling its keeper
 why: the task fails with :class:`~rankpool.errors.SpawnedProgramLost` and the pool serves on
 without the rank. The same holds under Open MPI for a spawn onto the rank's own node (the
-processes are children of its ``prterun`` or ``prted``). Under Hydra, spawned applications end one at a time on a node
-(:mod:`.spawn_endings`).
+processes are children of its ``prterun`` or ``prted``). Under Hydra, spawned applications
+end one at a time on a node (:mod:`.spawn_endings`).
 """
 
 from __future__ import annotations
