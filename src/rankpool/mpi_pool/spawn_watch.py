@@ -171,7 +171,7 @@ class SpawnWatch:
         return quiet > (UNSEEN_AFTER if self.seen else NOTHING_AFTER)
 
     def _look(self) -> bool:
-        """Take the new processes below ``mpiexec``; True if there were any."""
+        """Take the new processes below ``top``; True if there were any."""
         new = {pid: parent for pid, parent in self._below().items()
                if pid not in self.before and pid not in self.seen}
         for pid, parent in new.items():
