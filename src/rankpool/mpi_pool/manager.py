@@ -129,8 +129,9 @@ class Manager(TaskOutcomes):
     def rung_when_done(self) -> bool:
         """Whether every rank with work out rings rank 0's bell when it reports it done: all
         worker ranks are near, and each holds one task (a worker rings when it reports with
-        nothing left to run; one with tasks queued reports those done without a ring)."""
-        if len(self.near) != self.widest:
+        nothing left to run; one with tasks queued reports those done without a ring), and
+        no send of rank 0's is in flight (a large one moves only while both sides poll)."""
+        if len(self.near) != self.widest or self.outbox.pending:
             return False
         single = self.single
         return not single or (len(single) <= _FEW and len(set(single.values())) == len(single))
