@@ -10,6 +10,8 @@ from __future__ import annotations
 from concurrent.futures import BrokenExecutor
 from typing import Any
 
+from .wording import counted, describe_exit, describe_exits
+
 
 class RankPoolError(Exception):
     """Base class of every rankpool error."""
@@ -159,20 +161,6 @@ class ManagerLost(RankPoolError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.block_id, self.hosts, self.reason))
-
-
-def describe_exit(status: int | None) -> str:
-    """How a process ended, from ``os.waitstatus_to_exitcode``'s value (negative: a signal)."""
-    if status is None:
-        return "ended in a way nobody saw"
-    if status < 0:
-        import signal
-        try:
-            name = signal.Signals(-status).name
-        except ValueError:
-            name = "an unknown signal"
-        return f"was killed by signal {-status} ({name})"
-    return f"exited with status {status}"
 
 
 class WorkerLost(RankPoolError):
@@ -351,11 +339,9 @@ class SpawnedProgramLost(WorkerLost):
     def __init__(self, task_id: int, rank: int, host: str, pid: int, status: int | None,
                  program: str, count: int, exit_codes: tuple[int, ...] = ()) -> None:
         super().__init__(task_id, rank, host, pid, status, "")
-        codes = sorted(set(exit_codes))
-        how = ("ended" if not codes else describe_exit(codes[0]) if len(codes) == 1 else
-               "ended (" + ", ".join(describe_exit(c) for c in codes) + ")")
         self.args = (f"task {task_id} lost: the spawned program {program} ({count} "
-                     f"process{'es' if count != 1 else ''}) {how} before MPI_Init; its parent, "
+                     f"process{'es' if count != 1 else ''}) {describe_exits(exit_codes)} "
+                     f"before MPI_Init; its parent, "
                      f"worker rank {rank} (pid {pid} on {host}), was ended, as MPI_Comm_spawn "
                      f"cannot be interrupted: run programs that may fail to start with "
                      f"mode='launcher' (the default)",)
@@ -419,8 +405,3 @@ class MessageTooLarge(RankPoolError, ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.what, self.size, self.limit))
-
-
-def counted(n: int, noun: str) -> str:
-    """``n`` and ``noun``, plural unless ``n`` is 1 (``1 usable worker rank``, ``3 ranks``)."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

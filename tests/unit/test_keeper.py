@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from rankpool.errors import SpawnedProgramLost, WorkerLost, describe_exit
+from rankpool.errors import SpawnedProgramLost, WorkerLost
 from rankpool.mpi_pool.deaths import Death, DeathWatch, Identity, lost_error
+from rankpool.wording import describe_exit
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -61,32 +61,51 @@ def _has_children() -> bool:
     return found is None or bool(found)
 
 
+def _stat(pid: int) -> tuple[str, list[str]] | None:
+    """Process ``pid``'s name (the kernel keeps its first 15 characters) and the fields of
+    ``/proc/<pid>/stat`` after it (state, parent, ...); None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+
+
+def process_name(pid: int) -> str:
+    """The kernel's name of process ``pid`` ("" when gone)."""
+    stat = _stat(pid)
+    return stat[0] if stat else ""
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent of process ``pid`` (None: gone)."""
+    stat = _stat(pid)
+    return int(stat[1][1]) if stat else None
+
+
 def ancestor_named(names: tuple[str, ...], pid: int | None = None) -> int | None:
     """The nearest ancestor of ``pid`` (default: this process) named one of ``names`` (the
     kernel keeps a name's first 15 characters)."""
     pid = os.getpid() if pid is None else pid
     short = {name[:15] for name in names}
     while pid > 1:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
+        stat = _stat(pid)
+        if stat is None:
             return None
-        if stat[stat.index("(") + 1:stat.rindex(")")] in short:
+        if stat[0] in short:
             return pid
-        pid = int(stat[stat.rindex(")") + 2:].split()[1])
+        pid = int(stat[1][1])
     return None
 
 
 def exit_status(pid: int) -> tuple[bool, int | None]:
     """Whether process ``pid`` has ended, and, while it is a zombie its parent has not
     collected yet, its exit status (negative: a signal)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
+    stat = _stat(pid)
+    if stat is None:
         return True, None
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[1]
     if fields[0] not in ("Z", "X"):
         return False, None
     try:

@@ -39,10 +39,11 @@ from typing import Any
 
 from mpi4py import MPI
 
-from ..errors import InsufficientRanks, ResourceSpecError, counted
+from ..errors import InsufficientRanks, ResourceSpecError
 from ..protocol.batches import Outcome, Result, Task
 from ..protocol.wire import Buffer
 from ..task.resources import DeviceCapacity, Spec
+from ..wording import counted
 from .comm_cache import DEFAULT_SIZE as COMM_CACHE
 from .comm_cache import CommDirectory
 from .deaths import Death

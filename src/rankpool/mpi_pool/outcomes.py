@@ -21,11 +21,12 @@ from dataclasses import dataclass
 
 from mpi4py import MPI
 
-from ..errors import StuckRanksError, TaskCancelled, TaskTimeout, describe_exit
+from ..errors import StuckRanksError, TaskCancelled, TaskTimeout
 from ..protocol.batches import Outcome, Result, Task
 from ..protocol.wire import Buffer
 from ..shm.reader import discard
 from ..task.serialize import dumps_error, error_summary
+from ..wording import describe_exit
 from .comm_cache import CommDirectory
 from .deaths import Death, lost_error
 from .doorbell import Doorbell

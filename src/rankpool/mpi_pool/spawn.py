@@ -34,15 +34,16 @@ from contextlib import nullcontext
 
 from mpi4py import MPI
 
-from ..apps.process_tree import ancestor_named
+from ..apps.process_tree import ancestor_named, parent_of
 from ..apps.run import MpiRun
-from ..errors import SpawnUnsupported, describe_exit
+from ..errors import SpawnUnsupported
 from ..exit_codes import ExitCode
+from ..wording import describe_exits
 from .applications import node_name
 from .hydra_notice import hydra_proxy, spawn_refusal
 from .keeper import last_words
 from .spawn_endings import ending_turn, spawned_below, take_ending_turn, wait_gone
-from .spawn_watch import Ending, SpawnWatch, parent_of
+from .spawn_watch import Ending, SpawnWatch
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,9 @@ def _end_this_rank(program: str, proxy: int | None) -> Callable[[Ending], None]:
     under Hydra, in the node's ending turn (its end, released with it, is one Hydra tells
     every group of: see :mod:`.spawn_endings`)."""
     def end(ending: Ending) -> None:
-        how = ", ".join(describe_exit(s) for s in sorted(set(ending.statuses))) or "ended"
         log.error("the %d processes of %s spawned by this rank (%d of them seen) %s before "
                   "MPI_Init, and MPI_Comm_spawn cannot be interrupted: ending this rank",
-                  ending.asked, program, ending.seen, how)
+                  ending.asked, program, ending.seen, describe_exits(ending.statuses))
         if not last_words({"spawn": {"program": program, "count": ending.asked,
                                      "seen": ending.seen, "statuses": list(ending.statuses)}}):
             log.critical("this rank has no keeper: its end ends the pool")

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from ..apps.process_tree import child_pids, exit_status
+from ..apps.process_tree import child_pids, exit_status, process_name
 from .hydra_notice import PROXY
 from .spawn_endings import Turn
 
@@ -64,25 +64,6 @@ class Ending(NamedTuple):
     asked: int
     seen: int
     statuses: tuple[int, ...]
-
-
-def parent_of(pid: int) -> int | None:
-    """The parent of process ``pid`` (None: gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-        return int(stat[stat.rindex(")") + 2:].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _name(pid: int) -> str:
-    """The kernel's name of process ``pid`` (its first 15 characters; "" when gone)."""
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 class SpawnWatch:
@@ -185,7 +166,7 @@ class SpawnWatch:
             if fd is not None:
                 self.epoll.register(fd, select.EPOLLIN)
         for pid in self.started - self.proxies - self.gone:
-            if _name(pid) == PROXY[:15]:  # (once it has exec'd: a fork is named mpiexec)
+            if process_name(pid) == PROXY[:15]:  # (once it has exec'd: a fork is named mpiexec)
                 self.proxies.add(pid)
         return bool(new)
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..apps.prefix import check_family, check_options
-from ..errors import ResourceSpecError, counted
+from ..errors import ResourceSpecError
+from ..wording import counted
 
 RESULTS_MODES = ("root", "all")
 
