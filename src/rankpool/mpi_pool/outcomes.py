@@ -212,9 +212,9 @@ class TaskOutcomes:
             self._settle(run, source, None)
 
     def _settle(self, run: Running, rank: int, error: Outcome | None) -> None:
-        """``rank`` will never report on ``run``: count its ``error`` (if any) instead."""
-        if isinstance(run.remaining, tuple):
-            run.remaining, run.values, run.errors = set(run.remaining), [], []
+        """``rank`` is done with ``run`` (or will never report on it), with ``error`` if it
+        failed; the task finishes with its last rank."""
+        _tracked(run)
         assert isinstance(run.remaining, set) and run.errors is not None
         run.remaining.discard(rank)
         if error is not None:
@@ -256,21 +256,13 @@ class TaskOutcomes:
             ended.append(done.task_id)
             self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)]))
             return
-        if isinstance(run.remaining, tuple):
-            run.remaining, run.values, run.errors = set(run.remaining), [], []
-        assert isinstance(run.remaining, set) and run.values is not None and run.errors is not None
-        run.remaining.discard(source)
         if not run.first_start or done.start < run.first_start:
             run.first_start = done.start
         run.last_end = max(run.last_end, done.end)
-        if not done.ok:
-            run.errors.append(Outcome(done.rank, False, done.data, buffers))
-            if run.remaining and len(run.errors) == 1:
-                heapq.heappush(self.deadlines, (time.monotonic() + self.grace, done.task_id))
-        elif done.rank == 0 or run.task.spec.results_all:
-            run.values.append(Outcome(done.rank, True, done.data, buffers))
-        if not run.remaining:
-            self._finish(run, [])
+        if done.ok and (done.rank == 0 or run.task.spec.results_all):
+            _tracked(run).append(Outcome(done.rank, True, done.data, buffers))
+        self._settle(run, source, None if done.ok else Outcome(done.rank, False, done.data,
+                                                              buffers))
 
     def _finish(self, run: Running, extra: list[Outcome]) -> None:
         task_id = run.task.task_id
@@ -350,3 +342,12 @@ def abort_for_stuck(comm: MPI.Comm, stuck: Mapping[int, int], code: int,
     log.critical("%s", text)
     print(f"rankpool: {text}", file=sys.stderr, flush=True)
     abort(comm, code)
+
+
+def _tracked(run: Running) -> list[Outcome]:
+    """``run``'s values, after its ranks' first report made its bookkeeping mutable (a
+    multi-rank task is dispatched with a tuple of ranks and no lists)."""
+    if isinstance(run.remaining, tuple):
+        run.remaining, run.values, run.errors = set(run.remaining), [], []
+    assert run.values is not None
+    return run.values
