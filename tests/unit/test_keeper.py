@@ -4,11 +4,14 @@ and the keeper's exit status and death note say what the pool needs to know."""
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -129,3 +132,53 @@ def test_worker_lost_names_rank_host_pid_and_how() -> None:
         (3, "node7", 4711, -11, str(exc))
     assert WorkerLost(1, 2, "h", 5, 3).exit_code == 3
     assert describe_exit(None) == "ended in a way nobody saw"
+
+
+# the child maps a file named as MPICH names its node's file, as MPI_Init does, then waits
+STARTING = """
+import mmap, os, sys, time
+from rankpool.mpi_pool.keeper import keep
+link = keep()
+with open(sys.argv[1], "w+b") as f:
+    f.truncate(4096)
+    view = mmap.mmap(f.fileno(), 4096)
+print(os.getpid(), flush=True)
+time.sleep(60)
+"""
+
+
+@contextlib.contextmanager
+def _starting_rank(path: str) -> Iterator[subprocess.Popen[str]]:
+    """A keeper whose rank has mapped ``path`` and has not served yet; ``path`` goes after."""
+    proc = subprocess.Popen([sys.executable, "-c", STARTING, path], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        int(proc.stdout.readline())
+        assert os.path.exists(path)
+        yield proc
+    finally:
+        proc.kill()
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_rank_stopped_before_it_served_leaves_no_mpich_file(sig: int) -> None:
+    """A block cancelled while MPI starts (Slurm signals the processes it started: the
+    keepers) ends its ranks before the pool unlinked MPICH's file: the keeper removes it."""
+    path = f"/dev/shm/mpich_shm_keeper{os.getpid():x}{sig}_0"
+    with _starting_rank(path) as proc:
+        proc.send_signal(sig)  # to the keeper, which passes it on
+        assert proc.wait(30) == -sig  # and ends as its rank did
+        assert not os.path.exists(path)
+
+
+def test_a_file_another_process_maps_stays() -> None:
+    """The keeper removes only what no process maps: another job's file (here this test's)
+    stays, even when made since the rank started."""
+    path = f"/dev/shm/mpich_shm_kept{os.getpid():x}_0"
+    with _starting_rank(path) as proc, open(path, "r+b") as f, mmap.mmap(f.fileno(), 4096):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == -signal.SIGTERM
+        assert os.path.exists(path)

@@ -1,4 +1,4 @@
-"""``apps.process_tree.sweep_mpi_files``: after an application task, the MPICH files of
+"""``mpi_pool.mpich_files.sweep``: after an application task, the MPICH files of
 ``/dev/shm`` made since it started that no process maps (its ranks ended without
 ``MPI_Finalize``) are removed; a file a process still maps, or one older than the task, stays.
 Local blocks do the same when a block's job fails and when they stop."""
@@ -13,9 +13,9 @@ from pathlib import Path
 
 from waiting import wait_for
 
-from rankpool.apps.process_tree import sweep_mpi_files
 from rankpool.launchers.local import LocalBlocks
 from rankpool.mpi_pool.config import PoolConfig
+from rankpool.mpi_pool.mpich_files import sweep
 
 
 def _make(name: str) -> str:
@@ -35,7 +35,7 @@ def test_only_fresh_unmapped_mpich_files_are_swept() -> None:
     other = _make(f"rankpool-test-{token}")
     try:
         with open(held, "r+b") as f, mmap.mmap(f.fileno(), 4096):  # a rank still maps it
-            removed = sweep_mpi_files(since)
+            removed = sweep(since)
             assert gone in removed and not os.path.exists(gone)
             assert os.path.exists(held) and os.path.exists(old) and os.path.exists(other)
             assert held not in removed and old not in removed

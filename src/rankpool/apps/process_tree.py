@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 import psutil
 
-from ..mpi_pool.mpich_files import MPICH_PREFIX, SHM_DIR, mapped
+from ..mpi_pool.mpich_files import mapped
 
 log = logging.getLogger(__name__)
 
@@ -163,43 +163,6 @@ def end_processes(procs: Iterable[psutil.Process], grace: float = GRACE) -> int:
         except OSError:
             pass  # finalized after all, or never ours
     return len(alive)
-
-
-def sweep_mpi_files(since: float) -> list[str]:
-    """Unlink the MPICH files in ``/dev/shm`` of this user made since ``since`` (``time.time``)
-    that no process maps any more: those of an application whose ranks ended without
-    ``MPI_Finalize`` (a rank exited with an error, and its launcher killed the others). A
-    file of an application still running is mapped by its ranks, and stays. The paths
-    removed."""
-    uid = os.getuid()
-    fresh = []
-    try:
-        with os.scandir(SHM_DIR) as entries:
-            for entry in entries:
-                if entry.name.startswith(MPICH_PREFIX):
-                    st = entry.stat(follow_symlinks=False)
-                    if st.st_uid == uid and st.st_ctime >= since:
-                        fresh.append(entry.path)
-    except OSError:
-        return []
-    if not fresh:
-        return []
-    in_use: set[str] = set()
-    for proc in psutil.process_iter():
-        try:
-            if proc.uids().real == uid:
-                in_use.update(mapped(f"/proc/{proc.pid}/maps"))
-        except (psutil.Error, OSError):
-            continue
-    removed = []
-    for path in fresh:
-        if path not in in_use:
-            try:
-                os.unlink(path)
-                removed.append(path)
-            except OSError:
-                pass
-    return removed
 
 
 def _signal(proc: psutil.Process, sig: int) -> None:

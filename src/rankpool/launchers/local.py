@@ -23,10 +23,10 @@ from typing import Any
 
 from parsl.launchers.base import Launcher
 
-from ..apps.process_tree import sweep_mpi_files
 from ..exit_codes import ExitCode
 from ..mpi_pool.config import PoolConfig
 from ..mpi_pool.hydra_notice import blocked
+from ..mpi_pool.mpich_files import sweep as sweep_mpich_files
 from ..private_files import open_private
 from ..protocol.starts import FailedStart
 from .failed_starts import diagnose
@@ -104,7 +104,7 @@ class LocalBlocks:
         killed its ranks, ends without ``MPI_Finalize``. Only this user's files made since the
         first block started that no process maps any more (a running job's stay)."""
         if self.since:
-            for path in sweep_mpi_files(self.since):
+            for path in sweep_mpich_files(self.since):
                 log.info("removed %s, left by an MPI job that did not finalize", path)
 
     def failed_start(self, block_id: str, code: int) -> FailedStart:

@@ -32,16 +32,10 @@ from typing import Any
 from mpi4py import MPI
 
 from ..apps.prefix import compose, detect_family, hosts_with_counts, pool_launch_variables
-from ..apps.process_tree import (
-    adopt_orphans,
-    descendants,
-    end_processes,
-    exit_status,
-    reap,
-    sweep_mpi_files,
-)
+from ..apps.process_tree import adopt_orphans, descendants, end_processes, exit_status, reap
 from .backoff import Backoff, BackoffConfig
 from .doorbell import Doorbell
+from .mpich_files import sweep as sweep_mpich_files
 from .task_setting import TaskSetting, environment
 
 log = logging.getLogger(__name__)
@@ -140,7 +134,7 @@ class Applications:
         finally:
             end_processes(descendants(os.getpid()))
             reap()
-            for path in sweep_mpi_files(start):
+            for path in sweep_mpich_files(start):
                 log.info("removed %s: the application's ranks ended without MPI_Finalize", path)
 
 

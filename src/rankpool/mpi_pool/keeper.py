@@ -20,6 +20,13 @@ written before each task starts, so the keeper can name it (a few nanoseconds pe
 system call). A rank that ends itself on purpose first tells its keeper why
 (:func:`last_words`, a line on the pipe the keeper reads once the rank is gone), and the note
 carries it as its ``cause``.
+
+A rank that dies before it serves (its block was cancelled or killed at a signal while MPI
+started, or a rank of it failed there) may leave MPICH's file of its node in ``/dev/shm``: the
+pool unlinks it only once every rank is past ``MPI_Init``. Its keeper then removes what no
+process maps any more (:func:`.mpich_files.sweep`), so a block cancelled as it starts leaves
+nothing on its nodes, as long as the batch system signals before it kills (Slurm: SIGTERM,
+then SIGKILL after ``KillWait``).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import os
 import signal
 import struct
 import sys
+import time
 from typing import Any
 
 from .far_notes import send_note
@@ -92,6 +100,7 @@ def keep() -> Link | None:
     page = mmap.mmap(-1, mmap.PAGESIZE)
     read_end, write_end = os.pipe()
     keeper_pid = os.getpid()
+    started = time.time()
     child = os.fork()
     if child == 0:
         os.close(read_end)
@@ -105,7 +114,7 @@ def keep() -> Link | None:
     os.set_blocking(read_end, False)  # a grandchild may hold the write end: never wait for it
     os.closerange(3, read_end)  # the keeper keeps no copy of the launcher's sockets (PMI)
     os.closerange(read_end + 1, 1 << 16)
-    _serve_as_keeper(child, page, read_end)
+    _serve_as_keeper(child, page, read_end, started)
     raise AssertionError("unreachable")
 
 
@@ -118,7 +127,7 @@ def last_words(cause: dict[str, Any]) -> bool:
     return True
 
 
-def _serve_as_keeper(child: int, page: mmap.mmap, pipe: int) -> None:
+def _serve_as_keeper(child: int, page: mmap.mmap, pipe: int, started: float) -> None:
     for sig in _FORWARDED:
         signal.signal(sig, lambda signum, frame: _forward(child, signum))
     for sig in _IGNORED:
@@ -134,6 +143,8 @@ def _serve_as_keeper(child: int, page: mmap.mmap, pipe: int) -> None:
     told = _told(_read_all(pipe))
     serving = {k: v for k, v in told.items() if isinstance(v, str)}
     note_dir = serving.get("notes", "")
+    if not note_dir and code != 0:  # died before it served: MPICH's file may be left
+        _sweep_since(started)
     if note_dir and state != FINISHED and rank > 0:
         note = {"pid": child, "rank": rank, "status": code, "running": state == IN_TASK,
                 "task": task_id if state in (IN_TASK, BETWEEN) else None,
@@ -181,6 +192,16 @@ def _told(text: str) -> dict[str, Any]:
         if isinstance(item, dict):
             told.update(item)
     return told
+
+
+def _sweep_since(started: float) -> None:
+    try:
+        from .mpich_files import sweep
+        for path in sweep(started):
+            os.write(2, f"rankpool keeper: removed {path}, left by a rank that died as MPI "
+                        f"started\n".encode())
+    except Exception as exc:  # the keeper must still exit with its rank's status
+        os.write(2, f"rankpool keeper: could not sweep /dev/shm: {exc}\n".encode())
 
 
 def _forward(child: int, signum: int) -> None:

@@ -7,12 +7,19 @@ and run. Once every rank has passed ``MPI_Init`` the name is no longer needed: t
 stay valid until the processes end, so a pool unlinks it at once (:func:`release`) and nothing
 is left whatever way the job ends. :func:`abort` unlinks what is still there before
 ``MPI_Abort``.
+
+A job killed before every rank got that far (a block cancelled while it starts), and an MPI
+application whose ranks ended without ``MPI_Finalize``, leave their files: :func:`sweep`
+removes this user's that nobody maps any more, made since a given time. Each rank's keeper
+sweeps when its rank died before serving; an application task's rank after the application;
+local blocks when a block's job fails.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 SHM_DIR = "/dev/shm/"
@@ -60,3 +67,48 @@ def abort(comm: Any, code: int) -> None:
     unlink_mapped()
     sys.stderr.flush()
     comm.Abort(code)
+
+
+def sweep(since: float, settle: float = 0.1) -> list[str]:
+    """Unlink the MPICH files in ``/dev/shm`` of this user made since ``since``
+    (``time.time``) that no process maps, and return their paths. A file of a job still
+    running is mapped by its ranks and stays; one found unmapped is looked at again after
+    ``settle`` seconds, so that a file another job has just created and not yet mapped (the
+    moment between MPICH's ``open`` and ``mmap``) is never taken from it."""
+    import psutil  # here, not at import: a rank's keeper imports this module only to sweep
+
+    uid = os.getuid()
+
+    def unmapped() -> list[str]:
+        fresh = []
+        try:
+            with os.scandir(SHM_DIR) as entries:
+                for entry in entries:
+                    if entry.name.startswith(MPICH_PREFIX):
+                        st = entry.stat(follow_symlinks=False)
+                        if st.st_uid == uid and st.st_ctime >= since:
+                            fresh.append(entry.path)
+        except OSError:
+            return []
+        if not fresh:
+            return []
+        in_use: set[str] = set()
+        for proc in psutil.process_iter():
+            try:
+                if proc.uids().real == uid:
+                    in_use.update(mapped(f"/proc/{proc.pid}/maps"))
+            except (psutil.Error, OSError):
+                continue
+        return [path for path in fresh if path not in in_use]
+
+    if not unmapped():
+        return []
+    time.sleep(settle)
+    removed = []
+    for path in unmapped():
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
