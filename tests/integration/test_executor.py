@@ -20,6 +20,7 @@ import pytest
 from helpers import (
     descendants,
     executor,
+    pool_tree,
     start_pool,
     stop_process,
     tree,
@@ -120,6 +121,32 @@ def test_a_task_cannot_free_the_kept_communicator(ex4: Executor) -> None:
     full = ex4.requirements(num_ranks=4)
     assert full.submit(free_and_derive).result(timeout=60) == 4
     assert full.submit(allreduce_rank).result(timeout=30) == 6
+
+
+def barrier(comm: Any = None) -> int:
+    comm.Barrier()
+    return int(comm.Get_size())
+
+
+@pytest.mark.timeout(60)
+def test_worker_ranks_sleep_between_tasks_until_rank_0_rings(ex4: Executor) -> None:
+    """Worker ranks on rank 0's node wait for work on their doorbells, which rank 0 rings with
+    every message it sends them, instead of polling MPI every 0.1 ms: a stream of 2-rank round
+    trips wakes the pool's worker ranks a few times a task, not the tens of times such polls
+    would (on a node with fewer cores than ranks they took the cores the tasks' ranks need)."""
+    ex4.bootup()
+    workers = [p for p in pool_tree(ex4) if p.name().startswith("python")
+               and "rankpool.mpi_pool" in " ".join(p.cmdline())
+               and p.environ().get("PMI_RANK") != "0"]
+    assert len(workers) >= 4  # the worker ranks (and their keepers, which block)
+    view = ex4.requirements(num_ranks=2)
+    assert view.submit(barrier).result(timeout=30) == 2
+    before = sum(p.num_ctx_switches().voluntary for p in workers)
+    trips = 100
+    for _ in range(trips):
+        assert view.submit(barrier).result(timeout=30) == 2
+    wakes = (sum(p.num_ctx_switches().voluntary for p in workers) - before) / trips
+    assert wakes < 15, wakes  # 2 here; polling between tasks: 37
 
 
 @pytest.mark.timeout(60)

@@ -3,17 +3,16 @@
 MPICH ranks blocked in an MPI wait spin at 100 % CPU, so idle ranks probe and sleep instead
 (:mod:`.backoff`), and a message waits on average half a sleep before it is seen. Ranks that
 share rank 0's host also get a *doorbell*: a datagram socket in Linux's abstract namespace,
-named after the pool's random token and the rank. After rank 0 sends work to a rank that held
-none, it rings that rank's bell; a worker that reports with nothing left to run rings rank
-0's. A waiting rank sleeps in ``select`` on its bell (rank 0: and on its ZeroMQ socket) for as
-long as its back-off would have slept, so a ring ends the wait at once and a lost or missing
-ring costs nothing but the old polling delay. A worker idle past its back-off's hot window,
-with nothing in flight, sleeps longer (``worker.BELL_IDLE``): every message rank 0 sends it
-then rings. The held ranks of an application task sleep on their bells until the task's first
-rank rings them (:mod:`.applications`). Rank 0 sleeps as an idle rank does while every busy
-rank holds one task and all are near (``Manager.rung_when_done``): each will ring it with its
-report. A ring carries no data: the message itself travels
-over MPI.
+named after the pool's random token and the rank. Rank 0 rings a worker's bell with every
+message it sends it; a worker that reports with nothing left to run rings rank 0's. A worker
+with nothing to run and nothing in flight sleeps in ``select`` on its bell
+(``worker.BELL_IDLE`` at a time) instead of polling MPI: a ring ends the sleep at once, and
+one that came while it was busy ends the next sleep at once, so no message waits for a
+sleep to end. Rank 0, while tasks are out, sleeps on its bell and its ZeroMQ socket for as
+long as its back-off says, and as long as an idle rank does while every busy rank holds one
+task and all are near (``Manager.rung_when_done``): each will ring it with its report. The
+held ranks of an application task sleep on their bells until the task's first rank rings
+them (:mod:`.applications`). A ring carries no data: the message itself travels over MPI.
 
 Abstract names are visible to every user of the host (``/proc/net/unix``), so a bell takes
 the sender's credentials with each ring (``SO_PASSCRED``) and ignores, and logs, rings from

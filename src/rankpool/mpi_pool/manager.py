@@ -311,7 +311,8 @@ class Manager(TaskOutcomes):
             held = holding(rank)  # 1-rank shared tasks, these included; an exclusive task: 0
             if held == len(items):  # it held nothing: its first task starts now
                 since[rank] = now
-            if (held == len(items) or not held) and rank in near:  # idle: maybe on its bell
+            if rank in near:  # it sleeps on its bell whenever it holds nothing (and it may
+                # have ended what it held since its last report came): ring every time
                 # a rank is near only when rank 0 has a bell
                 self.bell.ring(rank)  # type: ignore[union-attr]
         return True

@@ -1,21 +1,21 @@
 """A worker rank: receive tasks from rank 0, run them, report outcomes.
 
-The loop is a short list of non-blocking steps: ``worker_receive`` (``Iprobe`` for work,
-cancel or stop), run one queued task, ``worker_report`` (results go back in batches: when the
-queue empties, or before a task starts ``flush_interval`` or more after the last report, or
-before the last queued task starts, or when a cancel is to be answered; the report also
-announces that task's start: rank 0 thus learns of most tasks that run long without a message
-per task), and back off when idle (on the rank's doorbell when it shares rank 0's node: rank 0
-rings it when it sends work to the idle rank, see :mod:`.doorbell`). With an ``arena`` (the
+The loop is a short list of non-blocking steps: ``worker_receive`` (``Iprobe`` for work, cancel
+or stop), run one queued task, ``worker_report`` (results go back in batches: when the queue
+empties, or before a task starts ``flush_interval`` or more after the last report, or before
+the last queued task starts, or when a cancel is to be answered; the report also announces that
+1-rank task's start: rank 0 thus learns of most tasks that run long without a message per
+task), and wait when idle: on the rank's doorbell when it shares rank 0's node (rank 0 rings it
+with every message, see :mod:`.doorbell`), else polling with a back-off. With an ``arena`` (the
 front-end shares this host's ``/dev/shm``) large result buffers go into its segments and only
-their descriptors travel (see :mod:`rankpool.shm.arena`). User code runs inside
-``try/except BaseException``; its outcome, value or error, always becomes a report, so a
-raising rank never leaves rank 0 waiting without word. A ``CANCEL`` drops the queued tasks it
-names and the next report answers for all of them: dropped, or (found started or done)
-announced as started; only the rank knows which (see :mod:`rankpool.frontends.cancelling`).
-An interrupt (SIGINT) fails the task running, drops the 1-rank tasks about to start (reported
-as dropped, as a cancel does) and fails multi-rank ones as they start, and the rank serves on
-until rank 0 stops it (see :mod:`.interrupts`).
+their descriptors travel (see :mod:`rankpool.shm.arena`). User code runs inside ``try/except
+BaseException``; its outcome, value or error, always becomes a report, so a raising rank never
+leaves rank 0 waiting without word. A ``CANCEL`` drops the queued tasks it names and the next
+report answers for all of them: dropped, or (found started or done) announced as started; only
+the rank knows which (see :mod:`rankpool.frontends.cancelling`). An interrupt (SIGINT) fails
+the task running, drops the 1-rank tasks about to start (reported as dropped, as a cancel does)
+and fails multi-rank ones as they start, and the rank serves on until rank 0 stops it (see
+:mod:`.interrupts`).
 """
 
 from __future__ import annotations
@@ -53,10 +53,9 @@ _NONE = pickle.dumps(None, protocol=5)
 
 #: seconds a leaving rank waits for the front-end to copy out results still in its segments
 RESULT_LINGER = 2.0
-#: seconds an idle rank with a doorbell sleeps on it, once idle past its back-off's hot window
-#: with nothing in flight: rank 0 rings it with every message it sends it then (a ring missed
-#: in a race costs at most this), so a longer sleep only spares the node's cores (an
-#: application's processes among them) its wake-ups
+#: seconds an idle rank with a doorbell sleeps on it at a time, with nothing in flight: rank 0
+#: rings it with every message it sends it, so it need not poll MPI; a longer sleep would only
+#: spare the node's cores (an application's processes among them) its wake-ups
 BELL_IDLE = 0.1
 
 
@@ -128,7 +127,6 @@ class Worker:
         try:
             fresh = False  # work was received just now
             interrupts = self.interrupts
-            idle_cap, hot_window = self.backoff.cfg.idle_cap, self.backoff.cfg.hot_window
             while not (self.stopping and not self.queue):
                 if self.queue:
                     if interrupts is not None and interrupts.count and interrupts.recent():
@@ -143,7 +141,10 @@ class Worker:
                         if not fresh:
                             self.worker_receive(again=True)  # a cancel may drop the head
                         if self.queue:
-                            self.worker_report(starting=self.queue[0][0].task_id)
+                            head = self.queue[0][0]
+                            # a multi-rank task started when rank 0 sent it: no announcement
+                            self.worker_report(
+                                starting=head.task_id if len(head.ranks) == 1 else None)
                     fresh = False
                     if self.queue:
                         self.run_next()
@@ -157,12 +158,11 @@ class Worker:
                     if self.dropped or self.kept:
                         self.worker_report()
                     self.outbox.poll()
-                    delay = self.backoff.next_delay()
-                    if delay >= idle_cap and self.bell is not None and not self.outbox.pending \
-                            and time.monotonic() - self.backoff.last_active > hot_window:
-                        # idle, nothing in flight: every message rank 0 sends now rings
-                        delay = BELL_IDLE
-                    self._sleep(delay)
+                    if self.bell is not None and not self.outbox.pending:
+                        # idle, nothing in flight: every message rank 0 sends rings
+                        self.bell.wait(BELL_IDLE)
+                    else:  # far from rank 0, or a report still moving: poll
+                        self._sleep(self.backoff.next_delay())
             self.worker_report()
             self.outbox.flush(timeout=10.0)
         finally:
