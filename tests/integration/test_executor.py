@@ -149,6 +149,29 @@ def test_worker_ranks_sleep_between_tasks_until_rank_0_rings(ex4: Executor) -> N
     assert wakes < 15, wakes  # 2 here; polling between tasks: 37
 
 
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.timeout(60)
+def test_rank_0_sleeps_while_its_ranks_run_queued_tasks_that_take_a_while(ex4: Executor) -> None:
+    """Ranks that each hold several tasks of a few ms (a chunked ``map``) ring rank 0 with
+    every report once a task ran 1 ms or more, so rank 0 sleeps until rung instead of polling
+    MPI every 10-100 µs until they are all done: a few wake-ups a task, not hundreds."""
+    ex4.bootup()
+    [zero] = [p for p in pool_tree(ex4) if p.name().startswith("python")
+              and "rankpool.mpi_pool" in " ".join(p.cmdline())
+              and p.environ().get("PMI_RANK") == "0"
+              and not any("rankpool.mpi_pool" in " ".join(c.cmdline()) for c in p.children())]
+    assert list(ex4.map(nap, [0.001] * 8)) == [0.001] * 8
+    before = zero.num_ctx_switches().voluntary
+    tasks = 40  # 10 queued on each worker rank, 20 ms each
+    assert list(ex4.map(nap, [0.02] * tasks)) == [0.02] * tasks
+    wakes = (zero.num_ctx_switches().voluntary - before) / tasks
+    assert wakes < 15, wakes  # 7 here; polling while they run: 29
+
+
 @pytest.mark.timeout(60)
 def test_results_all_returns_every_rank_in_rank_order(ex4: Executor) -> None:
     fut = ex4.requirements(num_ranks=3, results="all").submit(where)

@@ -117,6 +117,7 @@ class Manager(TaskOutcomes):
         self.bell = bell
         self.near = frozenset(near) if bell is not None else frozenset()
         self.since: dict[int, float] = {}  # rank -> when it was last known between tasks
+        self.ringing: set[int] = set()  # ranks whose last report said they ring each report
         self.started: dict[int, float] = {}  # running task -> when it started, until taken
         self._next_slow_check = 0.0
         self._shapes: dict[Spec, Shape] = {}
@@ -129,13 +130,23 @@ class Manager(TaskOutcomes):
 
     def rung_when_done(self) -> bool:
         """Whether every rank with work out rings rank 0's bell when it reports it done: all
-        worker ranks are near, and each holds one task (a worker rings when it reports with
-        nothing left to run; one with tasks queued reports those done without a ring), and
-        no send of rank 0's is in flight (a large one moves only while both sides poll)."""
+        worker ranks are near, each holds one task or said it rings with each report (a worker
+        rings when it reports with nothing left to run, and with every report once a task of
+        it ran long, until it runs dry; see :mod:`.worker`), and no send of rank 0's is in
+        flight (a large one moves only while both sides poll)."""
         if len(self.near) != self.widest or self.outbox.pending:
             return False
-        single = self.single
-        return not single or (len(single) <= _FEW and len(set(single.values())) == len(single))
+        single, ringing = self.single, self.ringing
+        if not single:
+            return True
+        if len(single) > _FEW:
+            return len(ringing) == self.widest
+        seen: set[int] = set()
+        for rank in single.values():
+            if rank in seen and rank not in ringing:
+                return False
+            seen.add(rank)
+        return True
 
     def submit(self, task: Task) -> None:
         spec = task.spec

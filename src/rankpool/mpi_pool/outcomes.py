@@ -77,6 +77,7 @@ class TaskOutcomes:
     bell: Doorbell | None
     near: frozenset[int]
     since: dict[int, float]
+    ringing: set[int]
     started: dict[int, float]
     #: queue a task here (again): :meth:`.manager.Manager.submit`
     submit: Callable[[Task], None]
@@ -84,6 +85,10 @@ class TaskOutcomes:
     def _take_report(self, source: int, received: tuple[Report, list[Buffer]]) -> None:
         report, buffers = received
         now = self.since[source] = time.monotonic()
+        if report.rings:
+            self.ringing.add(source)
+        else:
+            self.ringing.discard(source)
         if source in self.scheduler.held_back_ranks:
             self.scheduler.hold_back(source, False)
         pos = 0
@@ -139,6 +144,7 @@ class TaskOutcomes:
         self.comms.stop()
         self.outbox.forget(rank)
         self.since.pop(rank, None)
+        self.ringing.discard(rank)
         self.stuck.pop(rank, None)
         self.scheduler.mark_stuck([rank])
         order = [t for t in (self.sent or ()) if self.single.get(t) == rank

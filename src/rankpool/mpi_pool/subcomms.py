@@ -14,7 +14,8 @@ travel as plain tuples in :class:`WorkItem` / :class:`Done` field order (a named
 
 A DONE message is a :class:`Report`: the rank's finished tasks, the task it is about to start
 (announced when the rank had not reported for a while, so rank 0 learns that a long task
-started without a message per task), and the queued tasks it dropped on a CANCEL.
+started without a message per task), the queued tasks it dropped on a CANCEL, and whether the
+rank rings rank 0's doorbell with each report from now on (see :mod:`.worker`).
 
 Every send is non-blocking and kept in an :class:`Outbox` until MPI has taken it, so neither
 side ever blocks on a peer that is busy running user code. Where these hops sit on the whole
@@ -83,6 +84,7 @@ class Report(NamedTuple):
     starting: tuple[int, ...]     # the task it starts next (if announced), and the tasks a
                                   # CANCEL found started or done
     dropped: tuple[int, ...]      # tasks it held and dropped, unstarted, on a CANCEL
+    rings: bool = False           # it rings rank 0 with each report until it runs dry
 
 
 class Outbox:
@@ -192,9 +194,10 @@ def receive_report(comm: MPI.Comm, source: int,
 
     ``deadline`` (``time.monotonic``): ``source`` died, so its buffers may never come whole;
     raise ``TimeoutError`` when they have not by then."""
-    done, starting, dropped = comm.recv(source=source, tag=Tag.DONE)
+    done, starting, dropped, rings = comm.recv(source=source, tag=Tag.DONE)
     items = list(map(Done._make, done))
-    return Report(items, starting, dropped), _receive_buffers(comm, source, items, deadline)
+    return (Report(items, starting, dropped, rings),
+            _receive_buffers(comm, source, items, deadline))
 
 
 def _receive_buffers(comm: MPI.Comm, source: int, items: Sequence[Any],

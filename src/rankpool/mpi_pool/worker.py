@@ -53,6 +53,10 @@ _NONE = pickle.dumps(None, protocol=5)
 
 #: seconds a leaving rank waits for the front-end to copy out results still in its segments
 RESULT_LINGER = 2.0
+#: seconds a task must have run for its rank, with more queued, to ring rank 0 with each report
+#: until it runs dry: its reports then come seldom, and rank 0 sleeps until rung instead of
+#: polling for them (a flood of short tasks reports every ``flush_interval``, unrung)
+RING_AFTER = 1e-3
 #: seconds an idle rank with a doorbell sleeps on it at a time, with nothing in flight: rank 0
 #: rings it with every message it sends it, so it need not poll MPI; a longer sleep would only
 #: spare the node's cores (an application's processes among them) its wake-ups
@@ -99,6 +103,7 @@ class Worker:
         self.dropped: list[int] = []  # cancelled before they started, not reported yet
         self.kept: list[int] = []     # a cancel came after they started, not reported yet
         self.last_report = time.monotonic()
+        self.ringing = False  # rings rank 0 with each report until its queue runs dry
         self.stopping = False
         self.pid = os.getpid()
         self.use_alarm = threading.current_thread() is threading.main_thread()
@@ -288,6 +293,8 @@ class Worker:
                     start, time.time())
         if self.link is not None:
             self.link.idle()
+        if done[6] - start >= RING_AFTER and self.bell is not None:
+            self.ringing = True
         self.done.append(done)
         if bufs:
             self.done_buffers.extend(bufs)
@@ -346,9 +353,11 @@ class Worker:
         about to start, announced with it (and with the started ones a cancel asked for)."""
         if self.done or self.dropped or self.kept or starting is not None:
             announced = tuple(self.kept) if starting is None else (*self.kept, starting)
-            self.outbox.send((self.done, announced, tuple(self.dropped)), 0, Tag.DONE,
-                             self.done_buffers)
-            if self.bell is not None and not self.queue:  # about to wait for work
+            if not self.queue:  # about to wait for work: this report rings, the next may not
+                self.ringing = False
+            self.outbox.send((self.done, announced, tuple(self.dropped), self.ringing), 0,
+                             Tag.DONE, self.done_buffers)
+            if self.bell is not None and (self.ringing or not self.queue):
                 self.bell.ring(0)
             self.done = []
             self.done_buffers = []
