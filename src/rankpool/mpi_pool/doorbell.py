@@ -4,18 +4,19 @@ MPICH ranks blocked in an MPI wait spin at 100 % CPU, so idle ranks probe and sl
 (:mod:`.backoff`), and a message waits on average half a sleep before it is seen. Ranks that
 share rank 0's host also get a *doorbell*: a datagram socket in Linux's abstract namespace,
 named after the pool's random token and the rank. Rank 0 rings a worker's bell with every
-message it sends it; a worker rings rank 0's when it reports with nothing left to run, and
-with every report, until it runs dry, once one of its tasks ran 1 ms or more (its reports
-then come seldom, and rank 0 would poll for them in vain; its report says so). A worker
-with nothing to run and nothing in flight sleeps in ``select`` on its bell
-(``worker.BELL_IDLE`` at a time) instead of polling MPI: a ring ends the sleep at once, and
-one that came while it was busy ends the next sleep at once, so no message waits for a
-sleep to end. Rank 0, while tasks are out, sleeps on its bell and its ZeroMQ socket for as
-long as its back-off says, and as long as an idle rank does while all ranks are near and
-every busy rank holds one task or rings each report (``Manager.rung_when_done``): each will
-ring it with its report. The held ranks of an application task sleep on their bells until
-the task's first rank rings them (:mod:`.applications`). A ring carries no data: the message
-itself travels over MPI.
+message it sends it; a worker rings rank 0's when it reports with nothing left to run, and with
+every report, until it runs dry, once one of its tasks ran 1 ms or more (its reports then come
+seldom, and rank 0 would poll for them in vain; its report says so). A worker with nothing to
+run and nothing in flight sleeps in ``select`` on its bell (``worker.BELL_IDLE`` at a time)
+instead of polling MPI: a ring ends the sleep at once, and one that came while it was busy ends
+the next sleep at once, so no message waits for a sleep to end. A ring can come before MPICH
+shows its message (a peer's message of the same next task may be pulled in first): a ring that
+brought nothing makes the worker poll for ``worker.RING_GRACE`` before it sleeps again. Rank 0,
+while tasks are out, sleeps on its bell and its ZeroMQ socket for as long as its back-off says,
+and as long as an idle rank does while all ranks are near and every busy rank holds one task or
+rings each report (``Manager.rung_when_done``): each will ring it with its report. The held
+ranks of an application task sleep on their bells until the task's first rank rings them
+(:mod:`.applications`). A ring carries no data: the message itself travels over MPI.
 
 Abstract names are visible to every user of the host (``/proc/net/unix``), so a bell takes
 the sender's credentials with each ring (``SO_PASSCRED``) and ignores, and logs, rings from

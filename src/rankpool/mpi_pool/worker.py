@@ -57,6 +57,10 @@ RESULT_LINGER = 2.0
 #: until it runs dry: its reports then come seldom, and rank 0 sleeps until rung instead of
 #: polling for them (a flood of short tasks reports every ``flush_interval``, unrung)
 RING_AFTER = 1e-3
+#: seconds a worker polls MPI (its back-off) after a ring that brought nothing it could see:
+#: the message may sit behind another in MPICH's queue (a peer's, of the same next task), and
+#: each probe pulls in only so much
+RING_GRACE = 2e-3
 #: seconds an idle rank with a doorbell sleeps on it at a time, with nothing in flight: rank 0
 #: rings it with every message it sends it, so it need not poll MPI; a longer sleep would only
 #: spare the node's cores (an application's processes among them) its wake-ups
@@ -104,6 +108,7 @@ class Worker:
         self.kept: list[int] = []     # a cancel came after they started, not reported yet
         self.last_report = time.monotonic()
         self.ringing = False  # rings rank 0 with each report until its queue runs dry
+        self.poll_until = 0.0  # a ring that brought nothing yet: poll until then
         self.stopping = False
         self.pid = os.getpid()
         self.use_alarm = threading.current_thread() is threading.main_thread()
@@ -158,15 +163,19 @@ class Worker:
                         self.worker_receive(again=True)
                 elif self.worker_receive(again=True):
                     fresh = True
+                    self.poll_until = 0.0
                     self.backoff.reset()
                 else:
                     if self.dropped or self.kept:
                         self.worker_report()
                     self.outbox.poll()
-                    if self.bell is not None and not self.outbox.pending:
+                    if self.bell is not None and not self.outbox.pending \
+                            and time.monotonic() >= self.poll_until:
                         # idle, nothing in flight: every message rank 0 sends rings
-                        self.bell.wait(BELL_IDLE)
-                    else:  # far from rank 0, or a report still moving: poll
+                        if self.bell.wait(BELL_IDLE):
+                            self.poll_until = time.monotonic() + RING_GRACE
+                            self.backoff.reset()
+                    else:  # far from rank 0, a report still moving, or just rung: poll
                         self._sleep(self.backoff.next_delay())
             self.worker_report()
             self.outbox.flush(timeout=10.0)
