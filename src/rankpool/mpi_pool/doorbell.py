@@ -11,12 +11,12 @@ run and nothing in flight sleeps in ``select`` on its bell (``worker.BELL_IDLE``
 instead of polling MPI: a ring ends the sleep at once, and one that came while it was busy ends
 the next sleep at once, so no message waits for a sleep to end. A ring can come before MPICH
 shows its message (a peer's message of the same next task may be pulled in first): a ring that
-brought nothing makes the worker poll for ``worker.RING_GRACE`` before it sleeps again. Rank 0,
-while tasks are out, sleeps on its bell and its ZeroMQ socket for as long as its back-off says,
-and as long as an idle rank does while all ranks are near and every busy rank holds one task or
-rings each report (``Manager.rung_when_done``): each will ring it with its report. The held
-ranks of an application task sleep on their bells until the task's first rank rings them
-(:mod:`.applications`). A ring carries no data: the message itself travels over MPI.
+brought nothing makes the rank (a worker, or rank 0) poll for ``RING_GRACE`` before it sleeps
+again. Rank 0, while tasks are out, sleeps on its bell and its ZeroMQ socket for as long as its
+back-off says, and as long as an idle rank does while all ranks are near and every busy rank
+holds one task or rings each report (``Manager.rung_when_done``): each will ring it with its
+report. The held ranks of an application task sleep on their bells until the task's first rank
+rings them (:mod:`.applications`). A ring carries no data: the message itself travels over MPI.
 
 Abstract names are visible to every user of the host (``/proc/net/unix``), so a bell takes
 the sender's credentials with each ring (``SO_PASSCRED``) and ignores, and logs, rings from
@@ -38,6 +38,12 @@ import sys
 import time
 
 log = logging.getLogger(__name__)
+
+
+#: seconds a rank polls MPI (its back-off) after a ring that brought nothing it could see: the
+#: message may sit behind another in MPICH's queue (a peer's, of the same next task), and each
+#: probe pulls in only so much
+RING_GRACE = 2e-3
 
 
 def new_token() -> str:

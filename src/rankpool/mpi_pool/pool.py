@@ -47,7 +47,7 @@ from ..task.node_resources import device_ranks, devices_list
 from .backoff import Backoff, tighten_timer_slack
 from .config import PoolConfig
 from .deaths import DeathWatch
-from .doorbell import Doorbell
+from .doorbell import RING_GRACE, Doorbell
 from .leaving import PoolLeaves, PoolRefused, PoolUnreachable, write_start_record
 from .manager import Manager
 from .result_sizes import fit_results
@@ -198,6 +198,7 @@ class RankZero:
     def loop(self) -> None:
         manager = self.mpi
         backoff = Backoff()
+        poll_until = 0.0  # a ring brought nothing rank 0 could see yet: poll until then
         while True:
             if self.interrupted:
                 raise PoolLeaves(f"interrupted by {self.interrupted}")
@@ -209,8 +210,11 @@ class RankZero:
                 self.pool_capacity()
                 if active:
                     backoff.reset()
-                elif manager.rung_when_done():  # no need to look before a ring or a message
-                    self._wait(max(backoff.next_delay(), backoff.cfg.idle_cap))
+                    poll_until = 0.0
+                elif manager.rung_when_done() and time.monotonic() >= poll_until:
+                    # no need to look before a ring or a message
+                    if self._wait(max(backoff.next_delay(), backoff.cfg.idle_cap)):
+                        poll_until = time.monotonic() + RING_GRACE
                 else:
                     self._wait(backoff.next_delay())
             else:
@@ -225,13 +229,16 @@ class RankZero:
             if (self.draining or self.retiring) and manager.outstanding == 0:
                 raise PoolLeaves(self.retiring or "drained", finish=True)
 
-    def _wait(self, seconds: float) -> None:
+    def _wait(self, seconds: float) -> bool:
         """Sleep between polls while tasks are out: until a near rank rings, a message from the
-        interchange arrives, or ``seconds`` passed (without a bell: just sleep)."""
+        interchange arrives, or ``seconds`` passed (without a bell: just sleep); whether a
+        rank rang."""
         if self.bell is None:
             time.sleep(seconds)
-        elif not readable(self.sock):  # asking also re-arms ZMQ_FD
-            self.bell.wait(seconds, self.sock_fd)
+            return False
+        if readable(self.sock):  # asking also re-arms ZMQ_FD
+            return False
+        return self.bell.wait(seconds, self.sock_fd)
 
     # -- steps ---------------------------------------------------------------------------------
     def interrupt(self, signum: int) -> None:

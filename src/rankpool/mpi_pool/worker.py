@@ -41,7 +41,7 @@ from ..task.serialize import FunctionLoader, dumps_data, dumps_error, loads_data
 from .applications import Applications, is_application
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
 from .comm_cache import CommCache
-from .doorbell import Doorbell
+from .doorbell import RING_GRACE, Doorbell
 from .interrupts import Interrupts
 from .keeper import Link
 from .subcomms import Outbox, Tag, WorkItem, acknowledge, has_ulfm, receive
@@ -57,10 +57,6 @@ RESULT_LINGER = 2.0
 #: until it runs dry: its reports then come seldom, and rank 0 sleeps until rung instead of
 #: polling for them (a flood of short tasks reports every ``flush_interval``, unrung)
 RING_AFTER = 1e-3
-#: seconds a worker polls MPI (its back-off) after a ring that brought nothing it could see:
-#: the message may sit behind another in MPICH's queue (a peer's, of the same next task), and
-#: each probe pulls in only so much
-RING_GRACE = 2e-3
 #: seconds an idle rank with a doorbell sleeps on it at a time, with nothing in flight: rank 0
 #: rings it with every message it sends it, so it need not poll MPI; a longer sleep would only
 #: spare the node's cores (an application's processes among them) its wake-ups
