@@ -48,8 +48,8 @@ def simulate(n: int, comm: Any = None) -> int:
 # -- a pool of the wrong version ------------------------------------------------------------------
 _BAD_POOL = (
     "import sys\n"
-    "import rankpool._version, rankpool.mpi_pool.pool as pool\n"
-    f"rankpool._version.__version__ = pool.__version__ = {BAD_VERSION!r}\n"
+    "import rankpool._version, rankpool.mpi_pool.joining as joining\n"
+    f"rankpool._version.__version__ = joining.__version__ = {BAD_VERSION!r}\n"
     "from rankpool.mpi_pool.__main__ import main\n"
     "sys.exit(main(sys.argv[1:]))\n")
 

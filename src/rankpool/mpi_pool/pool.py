@@ -1,5 +1,6 @@
 """Rank 0 of a pool: its one connection to the interchange, around the worker ranks it holds
-over MPI (how every rank starts and ends: :mod:`.program`).
+over MPI (how every rank starts and ends: :mod:`.program`; how rank 0 connects and registers:
+:mod:`.joining`).
 
 Rank 0's loop is a short list of non-blocking steps::
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 import logging
 import secrets
 import signal
-import sys
 import time
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
@@ -36,19 +36,18 @@ from typing import Any
 import zmq
 from mpi4py import MPI
 
-from .._version import __version__
 from ..errors import ProtocolError
 from ..exit_codes import ExitCode
 from ..protocol import batches, wire
 from ..protocol import messages as protocol
-from ..protocol.starts import StartCause
 from ..sockets import readable
-from ..task.node_resources import device_ranks, devices_list
+from ..task.node_resources import device_ranks
 from .backoff import Backoff, tighten_timer_slack
 from .config import PoolConfig
 from .deaths import DeathWatch
 from .doorbell import RING_GRACE, Doorbell
-from .leaving import PoolLeaves, PoolRefused, PoolUnreachable, write_start_record
+from .joining import connect, register, report_unreachable
+from .leaving import PoolLeaves, PoolRefused, PoolUnreachable
 from .manager import Manager
 from .result_sizes import fit_results
 from .subcomms import Topology
@@ -117,14 +116,17 @@ class RankZero:
         status = 0
         finish = False  # whether workers run what they already hold
         try:
-            self.connect()
-            self.register()
+            connect(self.sock, self.cfg)
+            self.period, self.threshold = register(
+                self.sock, self.cfg, self.topology, self.mpi.widest, self.mpi.largest_node,
+                self.init_error, lambda: self.interrupted)
+            self.last_heard = time.monotonic()
             self.loop()
         except PoolRefused as exc:
             reason, status = str(exc), ExitCode.REFUSED
         except PoolUnreachable as exc:
             reason, status = str(exc), ExitCode.UNREACHABLE
-            self.report_unreachable(reason)
+            report_unreachable(self.cfg, reason)
         except PoolLeaves as exc:
             reason, finish = str(exc), exc.finish
         finally:
@@ -141,59 +143,6 @@ class RankZero:
             self.sock.close()
             self.ctx.term()
         return status
-
-    def connect(self) -> None:
-        try:
-            self.sock.connect(self.cfg.interchange)
-        except zmq.ZMQError as exc:
-            raise PoolUnreachable(f"cannot connect to the interchange at "
-                                  f"{self.cfg.interchange}: {exc}") from None
-
-    def report_unreachable(self, reason: str) -> None:
-        """Say why the pool gives up: in its log, on stderr (the job's error file), and in
-        its start record, which the executor reads when the block's job ends."""
-        log.error("pool %s: %s", self.cfg.pool_id, reason)
-        print(f"rankpool pool {self.cfg.pool_id}: {reason}", file=sys.stderr, flush=True)
-        if self.cfg.run_dir:
-            write_start_record(self.cfg, StartCause.UNREACHABLE, reason)
-
-    def register(self) -> None:
-        m = self.mpi
-        reg = protocol.Register(
-            protocol.PROTOCOL_VERSION, __version__, protocol.PYTHON_VERSION, self.cfg.block_id,
-            self.cfg.pool_id, self.topology.hosts, [len(n) for n in self.topology.nodes],
-            m.widest, m.largest_node, devices_list(self.topology.nodes, self.cfg.resources),
-            self.init_error)
-        self.sock.send_multipart(reg.encode())
-        log.info("pool %s: %d worker ranks on %s; registering with %s", self.cfg.pool_id,
-                 m.widest, self.topology.hosts, self.cfg.interchange)
-        if reg.devices or self.cfg.resources.cpu_affinity != "none":
-            log.info("node resources %s; devices by rank %s", self.cfg.resources.describe(),
-                     {r: d for r, d in enumerate(reg.devices) if d})
-        deadline = time.monotonic() + self.threshold
-        while time.monotonic() < deadline:
-            if self.interrupted:
-                raise PoolLeaves(f"interrupted by {self.interrupted} before it registered")
-            if not self.sock.poll(100):
-                continue
-            frames = self.sock.recv_multipart()
-            msg = protocol.decode_message(wire.decode_header(frames[0]))
-            if isinstance(msg, protocol.Registered):
-                if msg.error:
-                    print(f"rankpool pool {self.cfg.pool_id}: refused by the interchange: "
-                          f"{msg.error}", file=sys.stderr, flush=True)
-                    raise PoolRefused(f"refused: {msg.error}")
-                self.period, self.threshold = msg.heartbeat_period, msg.heartbeat_threshold
-                self.last_heard = time.monotonic()
-                return
-        hint = "" if self.cfg.server_key else (
-            " (interchanges admit only pools with the run's keys unless started with "
-            "encrypted=False: pass --server-key <run dir>/curve/server.key)")
-        raise PoolUnreachable(
-            f"no answer from the interchange at {self.cfg.interchange} for {self.threshold:g} s "
-            f"(the heartbeat threshold); giving up. Check that this node reaches that address "
-            f"and port (the executor's address, a firewall), that the executor is running, and "
-            f"that the pool uses the run's keys{hint}")
 
     def loop(self) -> None:
         manager = self.mpi
