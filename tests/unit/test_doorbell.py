@@ -153,3 +153,28 @@ def test_wait_for_ends_only_on_its_note_from_this_user() -> None:
     finally:
         zero.close()
         one.close()
+
+
+def test_a_note_read_by_the_wake_for_the_task_still_ends_the_hold() -> None:
+    """A short application task's first rank rings its note before a held rank has woken for
+    the task: the held rank's wake (``wait``, then ``clear``) reads the note with the work's
+    ring, and its hold must still end at once (it slept the full HOLD_ON_BELL, 0.1 s, per
+    missed note: 4-rank no-op application tasks took 100-300 ms)."""
+    token = new_token()
+    zero, first, one = Doorbell(token, 0), Doorbell(token, 1), Doorbell(token, 2)
+    try:
+        zero.ring(2)  # the work
+        first.ring(2, b"over 9")  # the task is over already
+        assert one.wait(5.0)  # the held rank wakes for the work
+        one.clear()
+        t = time.monotonic()
+        assert one.wait_for(b"over 9", 5.0)
+        assert time.monotonic() - t < 0.05
+        assert not one.wait_for(b"over 9", 0.05)  # a note counts once
+        for task in range(1000):  # notes nobody asks for are kept only so far
+            first.ring(2, b"over %d" % task)
+            one.clear()
+        assert len(one._notes) <= 64 and one.wait_for(b"over 999", 0.0)
+    finally:
+        for bell in (zero, first, one):
+            bell.close()

@@ -16,7 +16,10 @@ again. Rank 0, while tasks are out, sleeps on its bell and its ZeroMQ socket for
 back-off says, and as long as an idle rank does while all ranks are near and every busy rank
 holds one task or rings each report (``Manager.rung_when_done``): each will ring it with its
 report. The held ranks of an application task sleep on their bells until the task's first rank
-rings them (:mod:`.applications`). A ring carries no data: the message itself travels over MPI.
+rings them with the task's note (:mod:`.applications`); a short task's first rank may ring
+before a held rank has even woken for the task, so a note read by any wait is kept for the
+:meth:`Doorbell.wait_for` that asks for it. A ring carries no data beyond its note: the message
+itself travels over MPI.
 
 Abstract names are visible to every user of the host (``/proc/net/unix``), so a bell takes
 the sender's credentials with each ring (``SO_PASSCRED``) and ignores, and logs, rings from
@@ -36,6 +39,7 @@ import socket
 import struct
 import sys
 import time
+from collections import deque
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,12 @@ def new_token() -> str:
     """The pool's part of every bell name (rank 0 makes it and broadcasts it)."""
     return secrets.token_hex(8)
 
+
+#: the plain ring, which says nothing more
+RING = b"!"
+#: notes read before anyone waited for them, kept at most (a note nobody asks for is one whose
+#: wait ended otherwise; task ids do not repeat)
+_KEPT_NOTES = 64
 
 #: ancillary buffer for one ring's sender credentials (pid, uid, gid)
 _CREDENTIALS = socket.CMSG_SPACE(struct.calcsize("3i")) if hasattr(socket, "CMSG_SPACE") else 0
@@ -85,6 +95,7 @@ class Doorbell:
             raise
         self.sock.setblocking(False)
         self._uid = os.getuid()
+        self._notes: deque[bytes] = deque(maxlen=_KEPT_NOTES)  # read, not yet waited for
         self.ignored = 0  # rings from other users, so far
         self._logged_at = -_LOG_EVERY
 
@@ -99,7 +110,7 @@ class Doorbell:
             log.info("rank %d: no doorbell (%s); polling instead", rank, exc)
             return None
 
-    def ring(self, rank: int, note: bytes = b"!") -> None:
+    def ring(self, rank: int, note: bytes = RING) -> None:
         """Wake ``rank`` if it waits on its bell (a full or missing bell is not an error);
         ``note``: what the ring says, for :meth:`wait_for`."""
         try:
@@ -108,13 +119,18 @@ class Doorbell:
             pass
 
     def clear(self) -> bool:
-        """Forget the rings so far (call after waking, before looking for messages); whether
-        any came from this user (others' are counted in ``ignored`` and logged)."""
+        """Forget the rings so far (call after waking, before looking for messages), but keep
+        their notes for :meth:`wait_for`; whether any came from this user (others' are counted
+        in ``ignored`` and logged)."""
         return self._read(None)[0]
 
     def wait_for(self, note: bytes, seconds: float) -> bool:
         """Sleep until this user rings with ``note``, or ``seconds`` passed; other rings are
-        read and forgotten on the way. Whether the note came (it may have come before)."""
+        read on the way. Whether the note came (it may have come before, and been read by an
+        earlier wait)."""
+        if note in self._notes:
+            self._notes.remove(note)
+            return True
         deadline = time.monotonic() + seconds
         while True:
             ready, _, _ = select.select([self.sock], [], [], seconds)
@@ -126,7 +142,7 @@ class Doorbell:
 
     def _read(self, note: bytes | None) -> tuple[bool, bool]:
         """Read every ring waiting: whether any came from this user, and whether one of
-        those said ``note``."""
+        those said ``note``; this user's other notes are kept."""
         ours = found = False
         foreign: set[int] = set()
         while True:
@@ -137,7 +153,10 @@ class Doorbell:
             uid = _sender_uid(ancillary)
             if uid == self._uid:
                 ours = True
-                found = found or said == note
+                if said == note:
+                    found = True
+                elif said != RING:
+                    self._notes.append(said)
             else:
                 foreign.add(uid)
                 self.ignored += 1
