@@ -26,17 +26,17 @@ def world_of(path: Path) -> list[tuple[int, int]]:
     return sorted((int(r), int(s)) for r, s, _ in SAID.findall(path.read_text()))
 
 
-#: the specifications of Parsl's MPI mode (whole nodes), which rankpool reads the same way
-PARSL_SPECS = [{"num_nodes": 1, "ranks_per_node": n} for n in (2, 4, 3)]
+def parsl_specs() -> list[dict[str, Any]]:
+    """The specifications of Parsl's MPI mode (whole nodes), which rankpool reads the same way."""
+    return [{"num_nodes": 1, "ranks_per_node": n} for n in (2, 4, 3)]
 
 
-def run_apps(tmp_path: Path, tag: str, specs: list[dict[str, int]]) -> list[list[tuple[int, int]]]:
+def run_apps(tmp_path: Path, tag: str, specs: list[dict[str, Any]]) -> list[list[tuple[int, int]]]:
     """The same apps, whatever the loaded executor, on 2, 4 and 3 ranks."""
     futures = []
     for i, spec in enumerate(specs):
         out = tmp_path / f"{tag}-{i}.out"
-        # a copy each time: Parsl's MPIExecutor writes into the mapping it is given
-        futures.append((out, apps.world(parsl_resource_specification=dict(spec), stdout=str(out),
+        futures.append((out, apps.world(parsl_resource_specification=spec, stdout=str(out),
                                         stderr=str(tmp_path / f"{tag}-{i}.err"))))
     for _, f in futures:
         assert f.result(timeout=120) == 0
@@ -79,7 +79,10 @@ def test_an_mpi_executor_config_swapped_for_extreme_scale(load: Any, tmp_path: P
                                              max_blocks=1,
                                              worker_init=f"export PBS_NODEFILE={nodefile}"))
     dfk = load(mpi)
-    assert run_apps(tmp_path, "mpi", PARSL_SPECS) == expected()
+    specs = parsl_specs()
+    assert run_apps(tmp_path, "mpi", specs) == expected()
     dfk.cleanup()
+    # Parsl's MPI mode wrote its counts into the mappings, as strings: the same mappings serve
+    assert [s["num_ranks"] for s in specs] == ["2", "4", "3"]
     load(xs(ranks_per_node=5))  # the only change: the executor
-    assert run_apps(tmp_path, "xs", PARSL_SPECS) == expected()
+    assert run_apps(tmp_path, "xs", specs) == expected()

@@ -75,3 +75,28 @@ def test_counts_in_refusals_agree_in_number() -> None:
         check_fits(parse_spec({"num_ranks": 4}), 3, 3)
     assert "(3 worker ranks)" in str(three.value)
     assert "only 1 usable rank left" in str(InsufficientRanks(7, 2, 1))
+
+
+def test_the_counts_parsls_mpi_mode_writes_into_a_specification_are_read_as_numbers():
+    from parsl.executors.high_throughput.mpi_prefix_composer import validate_resource_spec
+
+    from rankpool.frontends.parsl.checks import parsl_counts
+
+    shared = {"num_nodes": 2, "ranks_per_node": 3}
+    validate_resource_spec(shared)  # what Parsl's MPI mode does to an app's specification
+    assert shared["num_ranks"] == "6"
+    with pytest.raises(ResourceSpecError, match="'num_ranks'"):
+        parse_spec(shared)  # the front-ends without Parsl want numbers
+    spec = parse_spec(parsl_counts(shared))
+    assert (spec.num_ranks, spec.num_nodes, spec.ranks_per_node) == (6, 2, 3)
+    assert shared["num_ranks"] == "6"  # read in a copy: the app's mapping is left as it was
+    quotient = {"num_nodes": 2, "num_ranks": 4}
+    validate_resource_spec(quotient)
+    assert quotient["ranks_per_node"] == "2.0"
+    assert parse_spec(parsl_counts(quotient)).ranks_per_node == 2
+    plain = {"num_ranks": 2}
+    assert parsl_counts(plain) is plain
+    for bad, key in (({"num_ranks": "four"}, "num_ranks"), ({"ranks_per_node": "1.5"},
+                                                            "ranks_per_node")):
+        with pytest.raises(ResourceSpecError, match=f"'{key}'"):
+            parse_spec(parsl_counts(bad))

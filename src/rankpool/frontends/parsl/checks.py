@@ -4,7 +4,8 @@ its apps.
 Every constructor argument is checked at once, and a refusal names the argument (the
 interchange's own configuration checks are reused for ports and heartbeats). For apps,
 :func:`declares_spec` decides whether Parsl's ``parsl_resource_specification`` keyword is
-passed on to the function or dropped.
+passed on to the function or dropped, and :func:`parsl_counts` reads the counts Parsl's MPI
+mode writes into a specification.
 """
 
 from __future__ import annotations
@@ -24,6 +25,33 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 #: the keyword Parsl passes on to app functions
 SPEC_KWARG = "parsl_resource_specification"
+#: the counts Parsl's MPI mode may write into an app's specification, as strings
+_COUNT_KEYS = ("num_ranks", "ranks_per_node", "num_nodes")
+
+
+def parsl_counts(spec: Any) -> Any:
+    """``spec`` with the counts Parsl's MPI mode wrote into it as strings read as integers.
+
+    Parsl's MPI mode completes the mapping an app was given in place: ``num_ranks`` becomes
+    ``str(num_nodes * ranks_per_node)`` ("4"), ``ranks_per_node`` a quotient ("2.0"). An app
+    whose specification is shared between an ``MPIExecutor`` and this executor (a module-level
+    dict, or one executor swapped for the other in a run) then carries those strings. A
+    string that stands for a whole number is read as that number, in a copy; anything else is
+    left for :func:`~rankpool.task.resources.parse_spec` to refuse by its key.
+    """
+    if not isinstance(spec, dict) or not any(isinstance(spec.get(k), str) for k in _COUNT_KEYS):
+        return spec
+    read = dict(spec)
+    for key in _COUNT_KEYS:
+        value = spec.get(key)
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                continue
+            if number.is_integer():
+                read[key] = int(number)
+    return read
 
 
 

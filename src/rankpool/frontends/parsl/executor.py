@@ -50,6 +50,7 @@ from .checks import (
     ReraiseWrapped,
     check_arguments,
     declares_spec,
+    parsl_counts,
 )
 from .scaling import BlockControl
 from .views import PoolViews
@@ -270,7 +271,7 @@ class ExtremeScaleExecutor(PoolViews, BlockHooks, RepresentationMixin):
             raise self.executor_exception
         if self._closed or self._client is None:
             raise ExecutorShutdown(f"executor {self.label!r} is not running")
-        spec = parse_spec(resource_specification)
+        spec = parse_spec(parsl_counts(resource_specification))
         check_fits(spec, self._shape.widest_task, self._shape.largest_node_task, self._devices)
         if SPEC_KWARG in kwargs and not self._keeps_spec(func):
             kwargs = {k: v for k, v in kwargs.items() if k != SPEC_KWARG}
