@@ -1,7 +1,7 @@
 """MPI applications as tasks: the same programs started four ways, in one run.
 
-    python bench/mpi_apps.py [--round-trips 10] [--apps 200] [--only floor xs spawn mpi]
-                             [--json OUT]
+    python bench/mpi_apps.py [--round-trips 10] [--apps 200] [--app-seconds 0]
+                             [--only floor xs spawn mpi] [--json OUT]
 
 Programs: ``world.c`` (compiled here with the bundled MPICH's ``mpicc``) and ``world.py``
 (``python -m mpi4py``), both from ``tests/integration/mpi_programs``: every rank prints a line,
@@ -15,10 +15,19 @@ joins a barrier and exits. Ways to start them:
   ``PBS_NODEFILE`` of two 4-rank "nodes" naming this host (8 ranks, as the pool).
 
 Figures: the median round trip of ``--round-trips`` 4-rank applications run one after another
-(C, then Python), and for ``--apps`` short C applications of mixed widths (1, 2 and 4 ranks, in
-turn) submitted at once: tasks/s and *utilisation*, the rank-seconds the applications needed
-(each width's floor time times its width) over 8 ranks times the wall time. Absolute figures
-are noisy on a shared machine; compare within one run.
+(C, then Python), of as many 4-rank Python apps in Parsl's MPI mode that start no program
+(``xs`` and ``mpi``: what the executor itself costs an application task), and for ``--apps``
+short C applications of mixed widths (1, 2 and 4 ranks, in turn) submitted at once: tasks/s
+and *utilisation*, the rank-seconds the applications needed (each width's floor time times its
+width) over 8 ranks times the wall time. Absolute figures are noisy on a shared machine;
+compare within one run.
+
+``--app-seconds S`` makes each mixed-width application sleep ``S`` seconds after ``MPI_Init``
+(the floors are taken with the same argument). Every MPICH process spins in ``MPI_Init``,
+its barriers and ``MPI_Finalize``, so on a machine with fewer cores than the pool's 8 ranks
+short applications run into each other's spinning and the way that runs the fewest at once
+wins; applications that mostly wait stand for applications whose ranks each have a core,
+and the mixed figure then shows how each way packs applications onto its ranks.
 """
 
 from __future__ import annotations
@@ -55,6 +64,12 @@ POOL_RANKS = 8
 @parsl.bash_app
 def prefixed(argv: str, parsl_resource_specification: dict = {}) -> str:  # noqa: B006
     return f"$PARSL_MPI_PREFIX {argv} > /dev/null"
+
+
+@parsl.python_app
+def nothing(parsl_resource_specification: dict = {}) -> str:  # noqa: B006
+    import os
+    return os.environ["PARSL_NUM_RANKS"]
 
 
 @parsl.python_app
@@ -106,8 +121,9 @@ def submit(kind: str, argv: list[str], width: int) -> Any:
     return prefixed(shlex.join(argv), parsl_resource_specification=spec)
 
 
-def run_parsl(kind: str, programs: dict[str, list[str]], floors: dict[int, float],
-              args: argparse.Namespace, workdir: str) -> dict[str, Any]:
+def run_parsl(kind: str, programs: dict[str, list[str]], mixed: list[str],
+              floors: dict[int, float], args: argparse.Namespace, workdir: str) -> dict[str, Any]:
+    """Round trips of ``programs``, then the mixed-width run of ``mixed``."""
     config = parsl.Config(executors=[executor(kind, workdir)], initialize_logging=False,
                           run_dir=os.path.join(workdir, kind), strategy_period=0.5)
     dfk = parsl.load(config)
@@ -116,9 +132,14 @@ def run_parsl(kind: str, programs: dict[str, list[str]], floors: dict[int, float
         for name, argv in programs.items():
             out[f"{name}_4_ms"] = 1e3 * median_of(
                 lambda argv=argv: submit(kind, argv, 4).result(), args.round_trips)
+        if kind != "spawn":  # a python app on 4 ranks that starts nothing: the executor's part
+            out["noop_4_ms"] = 1e3 * median_of(
+                lambda: nothing(parsl_resource_specification={"num_nodes": 1,
+                                                              "ranks_per_node": 4}).result(),
+                args.round_trips)
         widths = [WIDTHS[i % len(WIDTHS)] for i in range(args.apps)]
         t = time.perf_counter()
-        futures = [submit(kind, programs["c"], w) for w in widths]
+        futures = [submit(kind, mixed, w) for w in widths]
         for f in futures:
             f.result()
         wall = time.perf_counter() - t
@@ -134,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--round-trips", type=int, default=10)
     p.add_argument("--apps", type=int, default=200)
+    p.add_argument("--app-seconds", type=float, default=0.0,
+                   help="seconds each mixed-width application sleeps after MPI_Init")
     p.add_argument("--only", nargs="*", default=["floor", "xs", "spawn", "mpi"])
     p.add_argument("--json")
     args = p.parse_args(argv)
@@ -144,20 +167,23 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as workdir:
         programs = {"c": [compile_c(workdir)],
                     "py": [sys.executable, "-m", "mpi4py", str(PROGRAMS / "world.py")]}
-        floors = {w: floor_time(programs["c"], w, args.round_trips) for w in WIDTHS}
-        results["floor"] = {"c_4_ms": 1e3 * floors[4],
+        mixed = [*programs["c"], "0", str(args.app_seconds)] if args.app_seconds else programs["c"]
+        floors = {w: floor_time(mixed, w, args.round_trips) for w in WIDTHS}
+        results["floor"] = {"c_4_ms": 1e3 * floor_time(programs["c"], 4, args.round_trips),
                             "py_4_ms": 1e3 * floor_time(programs["py"], 4, args.round_trips)}
         print(f"floor: {results['floor']}", file=sys.stderr, flush=True)
         for kind in ("xs", "spawn", "mpi"):
             if kind in args.only:
-                results[kind] = run_parsl(kind, programs, floors, args, workdir)
+                results[kind] = run_parsl(kind, programs, mixed, floors, args, workdir)
                 print(f"{kind}: {results[kind]}", file=sys.stderr, flush=True)
-    print(f"{'way':<8} {'C 4-rank ms':>12} {'Py 4-rank ms':>13} {'mixed tasks/s':>14} "
-          f"{'utilisation':>12}")
+    print(f"{'way':<8} {'C 4-rank ms':>12} {'Py 4-rank ms':>13} {'no-op 4-rank ms':>16} "
+          f"{'mixed tasks/s':>14} {'utilisation':>12}")
     for kind, r in results.items():
         mixed = f"{r['mixed_tasks_per_s']:.1f}" if "mixed_tasks_per_s" in r else "-"
         util = f"{100 * r['mixed_utilisation']:.0f} %" if "mixed_utilisation" in r else "-"
-        print(f"{kind:<8} {r['c_4_ms']:>12.0f} {r['py_4_ms']:>13.0f} {mixed:>14} {util:>12}")
+        noop = f"{r['noop_4_ms']:.1f}" if "noop_4_ms" in r else "-"
+        print(f"{kind:<8} {r['c_4_ms']:>12.0f} {r['py_4_ms']:>13.0f} {noop:>16} {mixed:>14} "
+              f"{util:>12}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
