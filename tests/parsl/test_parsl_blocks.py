@@ -115,7 +115,7 @@ def test_blocks_are_submitted_with_their_launchs_tasks_per_node(load: Any) -> No
     uses: the local block's 2 workers and its manager, 3 processes on its one node."""
     from parsl.providers import LocalProvider
 
-    from rankpool.launchers.local import LocalMpiexecLauncher
+    from rankpool.launchers.local_launcher import LocalMpiexecLauncher
 
     seen: list[int] = []
 
@@ -136,7 +136,7 @@ def test_block_that_cannot_start_fails_the_tasks_with_its_cause(load: Any, tmp_p
     the waiting task with its words, and no further block is submitted (HTEX's default
     handler: one failed start of init_blocks=1 is enough)."""
     from rankpool.cli import main as rankpool_main
-    from rankpool.launchers.local import local_provider
+    from rankpool.launchers.local_launcher import local_provider
     fake = tmp_path / "mpiexec"
     fake.write_text("#!/bin/sh\necho 'mpiexec: hydra_pmi_proxy: not found' >&2\nexit 7\n")
     fake.chmod(0o755)

@@ -19,6 +19,10 @@
   the line above: mypy checks ``src/`` (``pyproject.toml``), and a silenced error whose reason
   nobody wrote down cannot be judged later.
 
+* **Only the Parsl front-end loads Parsl.** ``Executor``, ``CommExecutor``, the interchange and
+  the pool, imported in a fresh interpreter, load no ``parsl`` module (looked at in
+  ``sys.modules``, as above).
+
 Each rule is first checked on a small package written to a temporary directory, with one bad
 line, so the checker is shown to catch what it is meant to catch.
 """
@@ -331,6 +335,27 @@ def test_the_interchange_and_the_pool_load_no_front_end_when_imported() -> None:
                           timeout=60, env={**os.environ, "PYTHONPATH": str(SRC)})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1]) == []
+
+
+def test_the_front_ends_without_parsl_load_no_parsl() -> None:
+    """``Executor`` and ``CommExecutor``, and the interchange and the pool, run without Parsl:
+    importing them in a fresh interpreter loads no ``parsl`` module (Parsl's import takes a
+    second and more, in every script that uses them). ``ExtremeScaleExecutor`` and a Parsl
+    provider given to ``Executor`` load it."""
+    program = ("import json, sys\n"
+               "import mpi4py\n"
+               "mpi4py.rc.initialize = False\n"
+               "from rankpool import CommExecutor, Executor\n"
+               "import rankpool.interchange.process, rankpool.mpi_pool.program\n"
+               "import rankpool.launchers.shape, rankpool.launchers.local\n"
+               "import rankpool.launchers.provider_blocks, rankpool.cli\n"
+               "before = sorted(m for m in sys.modules if m.split('.')[0] == 'parsl')\n"
+               "from rankpool import ExtremeScaleExecutor\n"
+               "print(json.dumps([before, 'parsl' in sys.modules]))\n")
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == [[], True]
 
 
 def test_every_type_ignore_says_why() -> None:

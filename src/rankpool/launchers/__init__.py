@@ -18,8 +18,8 @@ executors submit a block with ``tasks_per_node=ranks_per_node``, so that its job
 slots its launch line uses (:mod:`rankpool.launchers.allocation`).
 :meth:`RankLauncher.block_shape` gives the worker count and the widest one-node task;
 :func:`rankpool.launchers.shape.block_shape` is the one rule every front-end asks, for any
-launcher (rankpool's, the local default :class:`~rankpool.launchers.local.LocalMpiexecLauncher`,
-Parsl's own).
+launcher (rankpool's, the local default
+:class:`~rankpool.launchers.local_launcher.LocalMpiexecLauncher`, Parsl's own).
 
     from parsl.providers import SlurmProvider
     from rankpool.launchers import SrunLauncher
@@ -31,25 +31,33 @@ Parsl's own).
 
 from __future__ import annotations
 
-from .detect import (
-                        LaunchStyle,
-                        configure_launcher,
-                        describe,
-                        is_per_node_launcher,
-                        launch_style,
-)
-from .launchers import (
-                        MPIEXEC_FLAVORS,
-                        AprunLauncher,
-                        FluxLauncher,
-                        JsrunLauncher,
-                        MpiexecLauncher,
-                        MpirunLauncher,
-                        SrunLauncher,
-)
-from .template import BlockShape, RankLauncher, Syntax, wrap_command
+import importlib
+from typing import Any
 
-__all__ = ["AprunLauncher", "BlockShape", "FluxLauncher", "JsrunLauncher", "LaunchStyle",
-           "MPIEXEC_FLAVORS", "MpiexecLauncher", "MpirunLauncher", "RankLauncher",
-           "SrunLauncher", "Syntax", "configure_launcher", "describe", "is_per_node_launcher",
-           "launch_style", "wrap_command"]
+#: each public name and the module that defines it, loaded when first asked for: the names
+#: here are Parsl launchers, and a module of this package that needs no Parsl (local blocks,
+#: block shapes, failed starts) is imported without it
+_WHERE = {
+    "LaunchStyle": "detect", "configure_launcher": "detect", "describe": "detect",
+    "is_per_node_launcher": "detect", "launch_style": "detect",
+    "MPIEXEC_FLAVORS": "launchers", "AprunLauncher": "launchers", "FluxLauncher": "launchers",
+    "JsrunLauncher": "launchers", "MpiexecLauncher": "launchers",
+    "MpirunLauncher": "launchers", "SrunLauncher": "launchers",
+    "RankLauncher": "template", "Syntax": "template", "wrap_command": "template",
+    "BlockShape": "shape",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

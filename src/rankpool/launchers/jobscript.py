@@ -87,7 +87,7 @@ def write_pool_script(run_dir: str, base: PoolConfig, launcher: Any = None,
 
 
 def _launch_example(launcher: Any, nodes: int, path: str) -> str:
-    from . import RankLauncher
+    from .template import RankLauncher
     if not isinstance(launcher, RankLauncher) or launcher.ranks_per_node is None:
         return ""
     try:

@@ -2,11 +2,9 @@
 
 A block is one MPI application: ``ranks + 1`` processes (rank 0 is the manager) running
 ``python -m rankpool.mpi_pool``. With a Parsl provider the provider's launcher wraps
-:func:`pool_command`; without one, :class:`LocalBlocks` runs ``mpiexec -n N`` itself.
-:class:`LocalMpiexecLauncher` is the default Parsl provider's launcher (see
-:func:`local_provider`): the bundled ``mpiexec`` on this machine, with a job script that
-forwards the provider's ``cancel`` to ``mpiexec`` (Hydra puts ``mpiexec`` in a session of its
-own, out of reach of the provider's kill).
+:func:`pool_command`; without one, :class:`LocalBlocks` runs ``mpiexec -n N`` itself. The
+default Parsl provider's launcher is :mod:`.local_launcher`'s; this module imports nothing of
+Parsl, so ``rankpool.Executor`` without a provider never loads it.
 """
 
 from __future__ import annotations
@@ -20,8 +18,6 @@ import sys
 import time
 from dataclasses import replace
 from typing import Any
-
-from parsl.launchers.base import Launcher
 
 from ..exit_codes import ExitCode
 from ..mpi_pool.config import PoolConfig
@@ -174,63 +170,6 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass
-
-
-class LocalMpiexecLauncher(Launcher):
-    """Start the pool with ``mpiexec -n WORKERS+1`` on this machine (the default provider's).
-
-    The executor sets ``ranks_per_node`` (worker ranks per node) before the first block; the
-    ``tasks_per_node`` a provider passes is not a shape this launcher follows. The job script
-    runs ``mpiexec`` in the background and forwards SIGTERM/SIGINT/SIGHUP to it, then exits
-    with its status, so ``LocalProvider.cancel`` stops the MPI job and a killed ``mpiexec``
-    shows as a failed job in the provider's status.
-    """
-
-    def __init__(self, *, ranks_per_node: int | None = None, mpiexec: str | None = None,
-                 debug: bool = False) -> None:
-        super().__init__(debug=debug)
-        if ranks_per_node is not None:
-            positive_int("ranks_per_node", ranks_per_node)
-        if mpiexec is not None and (not isinstance(mpiexec, str) or not mpiexec.strip()):
-            raise ValueError(f"mpiexec must be a program name or path, got {mpiexec!r}")
-        self.ranks_per_node = ranks_per_node
-        self.mpiexec = mpiexec
-
-    def __call__(self, command: str, tasks_per_node: int, nodes_per_block: int,
-                 script_dir: str = "") -> str:
-        if self.ranks_per_node is None:
-            raise ValueError("LocalMpiexecLauncher.ranks_per_node is not set: give it to the "
-                             "launcher or to the executor")
-        ranks = self.ranks_per_node * nodes_per_block + 1
-        mpiexec = find_mpiexec(self.mpiexec)
-        line = " ".join([*map(shlex.quote, local_launch(mpiexec)), f"-n {ranks}", command])
-        echo = f"echo {shlex.quote('rankpool launch: ' + line)}\n" if self.debug else ""
-        return (f"{echo}{line} &\n"
-                "_rankpool_pid=$!\n"
-                "trap 'kill -TERM \"$_rankpool_pid\" 2>/dev/null' TERM INT HUP\n"
-                "wait \"$_rankpool_pid\"\n"
-                "_rankpool_ec=$?\n"
-                "if kill -0 \"$_rankpool_pid\" 2>/dev/null; then\n"
-                "    wait \"$_rankpool_pid\"\n"
-                "    _rankpool_ec=$?\n"
-                "fi\n"
-                "exit \"$_rankpool_ec\"\n")
-
-
-def local_provider(*, ranks_per_node: int | None = None, mpiexec: str | None = None,
-                   **provider_kwargs: Any) -> Any:
-    """A ``LocalProvider`` whose blocks are pools under the bundled ``mpiexec``.
-
-    ``provider_kwargs`` go to ``LocalProvider`` (``init_blocks``, ``min_blocks``,
-    ``max_blocks``, ``worker_init``, ...); ``nodes_per_block`` must stay 1.
-    """
-    from parsl.providers import LocalProvider
-    if "launcher" in provider_kwargs:
-        raise TypeError("local_provider sets its own launcher; build a LocalProvider instead")
-    if provider_kwargs.get("nodes_per_block", 1) != 1:
-        raise ValueError("nodes_per_block: a local provider has one node per block")
-    return LocalProvider(launcher=LocalMpiexecLauncher(ranks_per_node=ranks_per_node,
-                                                       mpiexec=mpiexec), **provider_kwargs)
 
 
 def positive_int(name: str, value: Any) -> int:

@@ -2,24 +2,60 @@
 
 A front-end with a Parsl provider asks :func:`block_shape`; a rankpool launcher's own
 arithmetic is :meth:`~rankpool.launchers.template.RankLauncher.block_shape`; a local block of
-``N`` worker ranks is :func:`local_shape`. All three give a
-:class:`~rankpool.launchers.template.BlockShape`.
+``N`` worker ranks is :func:`local_shape`. All three give a :class:`BlockShape`. Parsl's
+launcher classes are loaded by :func:`block_shape` only: a front-end without a provider
+(``rankpool.Executor``'s local blocks) never imports Parsl.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
-from parsl.launchers import SimpleLauncher
-
 from .allocation import fit_provider
-from .detect import configure_launcher, is_per_node_launcher
-from .local import LocalMpiexecLauncher, positive_int
-from .template import BlockShape, RankLauncher
+from .local import positive_int
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BlockShape:
+    """What one block holds: for submit's checks, Parsl's scaling and ``launch_cmd``'s fields.
+
+    Every front-end and launcher gets it from one rule, :func:`block_shape` (a rankpool
+    launcher's own arithmetic is :meth:`~rankpool.launchers.template.RankLauncher.block_shape`).
+    """
+
+    nodes: int
+    #: the executor's ``ranks_per_node``, as the block's launcher counts it
+    ranks_per_node: int
+    #: the ranks one pool launch starts (``launch_cmd``'s ``{ranks}``)
+    total_ranks: int
+    #: the worker ranks of the whole block (every rank but the managers)
+    worker_ranks: int
+    #: the widest task that fits on one node: the first node also holds the manager
+    largest_node_task: int
+    #: the widest task one pool can run: ``worker_ranks`` (0 says so), unless a per-node
+    #: launcher starts one pool per node
+    widest_task: int = 0
+    #: what the block's job asks the provider for per node (``provider.submit``'s argument):
+    #: the slots one launch of the whole block uses per node (0: ``ranks_per_node``, as a
+    #: rankpool launcher's), or 1 for launchers that start that many copies of the command
+    tasks_per_node: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.widest_task:
+            object.__setattr__(self, "widest_task", self.worker_ranks)
+        if not self.tasks_per_node:
+            object.__setattr__(self, "tasks_per_node", self.ranks_per_node)
+
+    @property
+    def workers_per_node(self) -> int | float:
+        """Worker ranks per node, the unit of Parsl's scaling arithmetic (slots per node)."""
+        per = self.worker_ranks / self.nodes
+        return int(per) if per == int(per) else per
 
 
 def local_shape(workers_per_node: int, nodes: int = 1, *, one_launch: bool = True) -> BlockShape:
@@ -62,6 +98,11 @@ def block_shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | Non
 
 def _shape(provider: Any, ranks_per_node: int | None, launch_cmd: str | None,
            allow_per_node: bool) -> BlockShape:
+    from parsl.launchers import SimpleLauncher
+
+    from .detect import configure_launcher, is_per_node_launcher
+    from .local_launcher import LocalMpiexecLauncher
+    from .template import RankLauncher
     nodes = getattr(provider, "nodes_per_block", 1)
     positive_int("provider.nodes_per_block", nodes)
     launcher = getattr(provider, "launcher", None)

@@ -28,6 +28,8 @@ from typing import Any
 
 from parsl.launchers.base import Launcher
 
+from .shape import BlockShape
+
 log = logging.getLogger(__name__)
 
 #: shell that runs a pool command which is not one plain simple command
@@ -79,44 +81,6 @@ class Syntax:
     def option(self, name: str) -> Option | None:
         """The option called ``name``, or ``None`` when this program has no such option."""
         return next((o for o in self.options if o.name == name), None)
-
-
-@dataclass(frozen=True)
-class BlockShape:
-    """What one block holds: for submit's checks, Parsl's scaling and ``launch_cmd``'s fields.
-
-    Every front-end and launcher gets it from one rule, :func:`rankpool.launchers.shape.block_shape`
-    (a rankpool launcher's own arithmetic is :meth:`RankLauncher.block_shape`).
-    """
-
-    nodes: int
-    #: the executor's ``ranks_per_node``, as the block's launcher counts it
-    ranks_per_node: int
-    #: the ranks one pool launch starts (``launch_cmd``'s ``{ranks}``)
-    total_ranks: int
-    #: the worker ranks of the whole block (every rank but the managers)
-    worker_ranks: int
-    #: the widest task that fits on one node: the first node also holds the manager
-    largest_node_task: int
-    #: the widest task one pool can run: ``worker_ranks`` (0 says so), unless a per-node
-    #: launcher starts one pool per node
-    widest_task: int = 0
-    #: what the block's job asks the provider for per node (``provider.submit``'s argument):
-    #: the slots one launch of the whole block uses per node (0: ``ranks_per_node``, as a
-    #: rankpool launcher's), or 1 for launchers that start that many copies of the command
-    tasks_per_node: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.widest_task:
-            object.__setattr__(self, "widest_task", self.worker_ranks)
-        if not self.tasks_per_node:
-            object.__setattr__(self, "tasks_per_node", self.ranks_per_node)
-
-    @property
-    def workers_per_node(self) -> int | float:
-        """Worker ranks per node, the unit of Parsl's scaling arithmetic (slots per node)."""
-        per = self.worker_ranks / self.nodes
-        return int(per) if per == int(per) else per
 
 
 def check_positive(name: str, value: Any) -> int:

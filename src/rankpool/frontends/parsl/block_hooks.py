@@ -16,7 +16,7 @@ from parsl.executors.status_handling import BlockProviderExecutor
 from parsl.jobs.states import JobStatus
 
 from ...launchers import jobscript
-from ...launchers.template import BlockShape
+from ...launchers.shape import BlockShape
 from ...mpi_pool.config import PoolConfig
 from .blocks import launch_command
 from .scaling import BlockControl

@@ -3,7 +3,7 @@ and the monitoring rows.
 
 A block is one MPI application running ``python -m rankpool.mpi_pool`` (rank 0 is the pool's
 manager); what it holds comes from :func:`rankpool.launchers.shape.block_shape`, its default
-launcher is :class:`rankpool.launchers.local.LocalMpiexecLauncher`. This module holds:
+launcher is :class:`rankpool.launchers.local_launcher.LocalMpiexecLauncher`. This module holds:
 
 * :func:`launch_command`, the pool command line (and the ``launch_cmd`` override);
 * :func:`node_info`, the monitoring database's ``node`` rows for one pool.
@@ -23,7 +23,7 @@ import sys
 from typing import Any
 
 from ...launchers.mpiexec import find_mpiexec
-from ...launchers.template import BlockShape
+from ...launchers.shape import BlockShape
 from ...mpi_pool.config import PoolConfig
 
 log = logging.getLogger(__name__)

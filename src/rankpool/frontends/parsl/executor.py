@@ -31,7 +31,7 @@ from parsl.utils import RepresentationMixin
 
 from ...errors import BrokenPool, ExecutorShutdown, VersionMismatch
 from ...launchers.jobscript import write_pool_script
-from ...launchers.local import LocalMpiexecLauncher, local_provider
+from ...launchers.local_launcher import LocalMpiexecLauncher, local_provider
 from ...launchers.shape import block_shape
 from ...mpi_pool.config import PoolConfig
 from ...protocol import messages as protocol
