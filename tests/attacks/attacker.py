@@ -22,6 +22,7 @@ import json
 import os
 import pickle
 import pwd  # noqa: F401  (the status command names the run's owner with it)
+import shutil  # noqa: F401  (argparse's help formatter imports it as the CLI's parser is built)
 import socket
 import sys
 import time
