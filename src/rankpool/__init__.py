@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._lazy import load
 from ._version import __version__
 from .errors import (
     ApplicationError,
@@ -55,10 +56,4 @@ __all__ = ["CommExecutor", "Executor", "ExtremeScaleExecutor", "__version__", "r
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rankpool' has no attribute {name!r}")
-    import importlib
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return load(__name__, _LAZY, name)

@@ -31,32 +31,28 @@ launcher (rankpool's, the local default
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from .._lazy import load
 
 #: each public name and the module that defines it, loaded when first asked for: the names
 #: here are Parsl launchers, and a module of this package that needs no Parsl (local blocks,
 #: block shapes, failed starts) is imported without it
 _WHERE = {
-    "LaunchStyle": "detect", "configure_launcher": "detect", "describe": "detect",
-    "is_per_node_launcher": "detect", "launch_style": "detect",
-    "MPIEXEC_FLAVORS": "launchers", "AprunLauncher": "launchers", "FluxLauncher": "launchers",
-    "JsrunLauncher": "launchers", "MpiexecLauncher": "launchers",
-    "MpirunLauncher": "launchers", "SrunLauncher": "launchers",
-    "RankLauncher": "template", "Syntax": "template", "wrap_command": "template",
-    "BlockShape": "shape",
+    "LaunchStyle": ".detect", "configure_launcher": ".detect", "describe": ".detect",
+    "is_per_node_launcher": ".detect", "launch_style": ".detect",
+    "MPIEXEC_FLAVORS": ".launchers", "AprunLauncher": ".launchers", "FluxLauncher": ".launchers",
+    "JsrunLauncher": ".launchers", "MpiexecLauncher": ".launchers",
+    "MpirunLauncher": ".launchers", "SrunLauncher": ".launchers",
+    "RankLauncher": ".template", "Syntax": ".template", "wrap_command": ".template",
+    "BlockShape": ".shape",
 }
 
 __all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    return load(__name__, _WHERE, name)
 
 
 def __dir__() -> list[str]:
