@@ -114,7 +114,7 @@ start_munge() {
   if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then return 0; fi
   [ -s /etc/munge/munge.key ] || { mungekey --create --force 2>/dev/null || dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none; chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key; }
   mkdir -p /run/munge && chown munge:munge /run/munge && chmod 755 /run/munge
-  runuser -u munge -- /usr/sbin/munged
+  runuser -u munge -- /usr/sbin/munged </dev/null
   echo started > "$DIR/munged.started"
   for _ in $(seq 50); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && return 0; sleep 0.1; done
   log "munged did not come up"; return 1
@@ -126,16 +126,20 @@ node_names() {
 
 start() {
   local t0=$SECONDS
+  # The daemons get /dev/null as standard input. Started with it closed (CI runs this script
+  # with no standard input), slurmctld holds a socket on descriptor 0, and then every
+  # srun --mpi=pmi2 step across two nodes failed at MPI_Init: the steps' PMI2 servers read
+  # garbled requests ("mpi/pmi2: value not properly terminated").
   install_pkgs
   write_conf
   start_munge
   if ! alive "$DIR/slurmctld.pid"; then
-    slurmctld -f "$CONF"   # daemonizes; -c would clear saved state
+    slurmctld -f "$CONF" </dev/null   # daemonizes; -c would clear saved state
   fi
   for n in $(node_names); do
     if ! alive "$DIR/slurmd.$n.pid"; then
       mkdir -p "$DIR/spool/$n"
-      if [ "$NODES" -gt 1 ]; then slurmd -f "$CONF" -N "$n"; else slurmd -f "$CONF"; fi
+      if [ "$NODES" -gt 1 ]; then slurmd -f "$CONF" -N "$n" </dev/null; else slurmd -f "$CONF" </dev/null; fi
     fi
   done
   # wait until every node is idle/mixed/alloc
