@@ -322,6 +322,37 @@ def test_block_whose_mpiexec_fails_fails_the_futures_with_its_words(tmp_path: Pa
     assert "block 0 could not start" in str(broken.value)
 
 
+#: a sitecustomize that makes one pool rank die as the pool starts (see its docstring)
+START_FAULT = Path(__file__).resolve().parent.parent / "rank_start_fault"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("how", "said"), [("exit3", "exited with status 3"),
+                                           ("SIGSEGV", "was killed by signal 11 (SIGSEGV)")])
+def test_a_rank_that_dies_as_the_pool_starts_fails_the_futures_with_how(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, said: str) -> None:
+    """Rank 1 dies before MPI_Init. The launch options that let a pool outlive a rank's death
+    (``-disable-auto-cleanup``) would leave rank 0 waiting for it in ``MPI_Init`` for ever: the
+    dead rank's keeper ends the launch, and the futures fail within seconds with its words."""
+    from rankpool import BlockStartFailed
+    from rankpool.protocol.starts import StartCause
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(START_FAULT), os.environ.get("PYTHONPATH")) if p))
+    monkeypatch.setenv("RANKPOOL_TEST_DIE_AT_START", f"1:{how}")
+    before = descendants()
+    with executor(tmp_path / "run") as ex:
+        future = ex.submit(pow, 2, 3)
+        with pytest.raises(BrokenPool) as broken:
+            future.result(timeout=30)
+    cause = broken.value.cause
+    assert isinstance(cause, BlockStartFailed) and cause.cause is StartCause.JOB_ENDED
+    text = str(broken.value)
+    assert "block 0 could not start" in text, text
+    assert f"{said} before the pool started; the other ranks would wait for it for ever" \
+        in text, text
+    wait_no_new_children(before)
+
+
 def test_pool_that_cannot_reach_the_interchange_fails_the_futures(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The pool is given an address nobody answers on (a wrong address or a firewall): it

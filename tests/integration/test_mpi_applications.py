@@ -21,7 +21,7 @@ import pytest
 from helpers import alive, descendants, executor, pool_tree, wait_for, wait_gone
 
 from rankpool import ApplicationError, ApplicationSetupError, TaskTimeout, run_mpi
-from rankpool.mpi_pool.applications import node_name
+from rankpool.mpi_pool.node_names import node_name
 
 pytestmark = pytest.mark.mpi
 

@@ -1,7 +1,8 @@
 """Blocks that cannot start say so: on the one-machine Slurm, with nodes shared between jobs.
 
 Each case makes block 0 fail on purpose before its pool registers: a launcher option Slurm
-refuses, a ``worker_init`` that exits 1, a Python whose rankpool has no pool program. The
+refuses, a ``worker_init`` that exits 1, a Python whose rankpool has no pool program, a rank
+that dies before ``MPI_Init`` while the others wait there. The
 app must fail within a bounded time with an error that quotes the cause, no job may be left
 in ``squeue`` (the executor submits no replacement and cancels what it has), and
 ``rankpool status`` must show the failed start.
@@ -27,6 +28,9 @@ pytestmark = pytest.mark.timeout(150)
 BOUND = 60.0
 
 SHADOW = ("mkdir -p {d}/rankpool && : > {d}/rankpool/__init__.py && export PYTHONPATH={d}")
+DIE_AT_START = ("export RANKPOOL_TEST_DIE_AT_START=2:exit3 "
+                f"PYTHONPATH={Path(__file__).resolve().parent.parent / 'rank_start_fault'}"
+                ":$PYTHONPATH")
 
 CASES = {
     # srun itself refuses the option: the job ends at once, srun's message in its stderr
@@ -37,6 +41,10 @@ CASES = {
                     "worker_init: module rankpool-env not found"),
     # a rankpool package without the pool program shadows the real one (an old or foreign one)
     "python": ({}, {"worker_init": SHADOW}, "No module named rankpool.mpi_pool"),
+    # a rank on n2 dies before MPI_Init (see tests/rank_start_fault): srun's step would go on
+    # (--kill-on-bad-exit=0) with the others in MPI_Init; the dead rank's keeper cancels it
+    "rank_dies": ({}, {"worker_init": DIE_AT_START},
+                  "exited with status 3 before the pool started; the other ranks would wait"),
 }
 
 

@@ -182,3 +182,18 @@ def test_a_file_another_process_maps_stays() -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == -signal.SIGTERM
         assert os.path.exists(path)
+
+
+@pytest.mark.parametrize(("how", "said"), [("os._exit(3)", "exited with status 3"),
+                                           ("os.abort()", "was killed by signal 6 (SIGABRT)")])
+def test_a_rank_that_dies_by_itself_before_it_served_ends_the_launch(how: str,
+                                                                     said: str) -> None:
+    """No srun step above it: the keeper says why on standard error and dies of a signal (the
+    rank's own, or SIGTERM), which ends a Hydra job whose other ranks wait in MPI_Init."""
+    code = f"import os\nfrom rankpool.mpi_pool.keeper import keep\nkeep()\n{how}\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=30)
+    assert out.returncode == (-signal.SIGABRT if "abort" in how else -signal.SIGTERM)
+    assert f"{said} before the pool started; the other ranks would wait for it for ever: " \
+           f"ending the launch" in out.stderr, out.stderr

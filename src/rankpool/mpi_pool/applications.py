@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -36,6 +35,7 @@ from ..apps.process_tree import adopt_orphans, descendants, end_processes, exit_
 from .backoff import Backoff, BackoffConfig
 from .doorbell import Doorbell
 from .mpich_files import sweep as sweep_mpich_files
+from .node_names import node_name
 from .task_setting import TaskSetting, environment
 
 log = logging.getLogger(__name__)
@@ -67,11 +67,6 @@ def is_application(fn: Callable[..., Any], position: int | None, args: Sequence[
         return False
     return size > 1 or (setting is not None and bool(
         setting.shaped or setting.launcher_options or setting.mpi_launcher))
-
-
-def node_name() -> str:
-    """This rank's node as the batch system names it (Slurm's name for a fake node)."""
-    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
 class Applications:

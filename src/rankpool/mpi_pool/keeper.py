@@ -27,6 +27,15 @@ pool unlinks it only once every rank is past ``MPI_Init``. Its keeper then remov
 process maps any more (:func:`.mpich_files.sweep`), so a block cancelled as it starts leaves
 nothing on its nodes, as long as the batch system signals before it kills (Slurm: SIGTERM,
 then SIGKILL after ``KillWait``).
+
+A rank that dies *by itself* before it serves (no signal came through its keeper: it crashed
+or failed in ``MPI_Init``) leaves the pool unable to start: the other ranks would wait for it
+in ``MPI_Init`` or the start's collectives until the job's walltime, as the launch options that
+let a pool survive a rank's death (``--kill-on-bad-exit=0``, ``-disable-auto-cleanup``) keep
+the launcher from ending them. Its keeper says so on standard error and ends the launch
+(:func:`_end_launch`): in an ``srun`` step, by cancelling the step; under other launchers, by
+dying of a signal, which ends a Hydra or Open MPI job. The block's job then ends, and the
+executor reports a failed start that quotes the keeper's line.
 """
 
 from __future__ import annotations
@@ -53,6 +62,8 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, sign
 _IGNORED = (signal.SIGUSR1, signal.SIGUSR2)
 _PR_SET_PDEATHSIG = 1
 _BETWEEN = struct.pack("<q", BETWEEN)
+#: whether the launcher signalled this keeper to end (it forwarded such a signal to its rank)
+_signalled = False
 #: this process's link to its keeper, once :func:`keep` returned it (None: no keeper)
 _link: Link | None = None
 
@@ -145,6 +156,8 @@ def _serve_as_keeper(child: int, page: mmap.mmap, pipe: int, started: float) -> 
     note_dir = serving.get("notes", "")
     if not note_dir and code != 0:  # died before it served: MPICH's file may be left
         _sweep_since(started)
+        if not _signalled:  # by itself: the other ranks cannot start without it
+            code = _end_launch(child, code)
     if note_dir and state != FINISHED and rank > 0:
         note = {"pid": child, "rank": rank, "status": code, "running": state == IN_TASK,
                 "task": task_id if state in (IN_TASK, BETWEEN) else None,
@@ -204,7 +217,40 @@ def _sweep_since(started: float) -> None:
         os.write(2, f"rankpool keeper: could not sweep /dev/shm: {exc}\n".encode())
 
 
+def _end_launch(child: int, code: int) -> int:
+    """End the launch of a pool whose rank ``child`` died by itself before the pool started
+    (``code``: how); the status the keeper is then to end with."""
+    from ..wording import describe_exit
+    from .node_names import node_name
+    what = (f"rankpool keeper: pool rank process {child} on {node_name()} {describe_exit(code)} "
+            f"before the pool started; the other ranks would wait for it for ever")
+    step = _own_slurm_step()
+    if step:
+        os.write(2, f"{what}: cancelling job step {step}\n".encode())
+        import subprocess
+        try:
+            subprocess.run(["scancel", "--quiet", step], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError) as exc:
+            os.write(2, f"rankpool keeper: scancel {step} failed: {exc}\n".encode())
+        return code
+    os.write(2, f"{what}: ending the launch\n".encode())
+    return code if code < 0 else -signal.SIGTERM  # a signal ends a Hydra or Open MPI job
+
+
+def _own_slurm_step() -> str:
+    """``JOB.STEP`` when ``srun`` started this keeper as a task of that step ("" otherwise: a
+    rank under an ``mpiexec`` inherits the variables of a step it is not a task of)."""
+    job, step = os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_STEP_ID")
+    if not job or not step:
+        return ""
+    from ..apps.process_tree import process_name
+    return f"{job}.{step}" if process_name(os.getppid()) == "slurmstepd" else ""
+
+
 def _forward(child: int, signum: int) -> None:
+    global _signalled
+    _signalled = _signalled or signum not in (signal.SIGCONT, signal.SIGTSTP)
     try:
         os.kill(child, signum)
     except ProcessLookupError:

@@ -23,7 +23,6 @@ from ..shm import arena as shm
 from ..shm import run as shm_run
 from ..task.initializer import read_initializer
 from ..task.node_resources import apply_binding
-from .applications import node_name
 from .config import PoolConfig
 from .deaths import DeathWatch, Identity, note_dir
 from .doorbell import Doorbell, new_token
@@ -31,6 +30,7 @@ from .initializer import initialize
 from .interrupts import Interrupts
 from .keeper import Link
 from .mpich_files import abort, release
+from .node_names import node_name
 from .outcomes import abort_for_stuck
 from .pool import RankZero
 from .subcomms import discover_topology

@@ -39,9 +39,9 @@ from ..apps.run import MpiRun
 from ..errors import SpawnUnsupported
 from ..exit_codes import ExitCode
 from ..wording import describe_exits
-from .applications import node_name
 from .hydra_notice import hydra_proxy, spawn_refusal
 from .keeper import last_words
+from .node_names import node_name
 from .spawn_endings import ending_turn, spawned_below, take_ending_turn, wait_gone
 from .spawn_watch import Ending, SpawnWatch
 
