@@ -197,3 +197,14 @@ def test_a_rank_that_dies_by_itself_before_it_served_ends_the_launch(how: str,
     assert out.returncode == (-signal.SIGABRT if "abort" in how else -signal.SIGTERM)
     assert f"{said} before the pool started; the other ranks would wait for it for ever: " \
            f"ending the launch" in out.stderr, out.stderr
+
+
+def test_a_rank_stopped_by_a_signal_sent_to_it_ends_nothing_further() -> None:
+    """A batch system that cancels a job signals every process of it, a rank perhaps before its
+    keeper: a rank ended by SIGTERM did not die by itself, and its keeper only passes it on."""
+    code = ("import os, signal\nfrom rankpool.mpi_pool.keeper import keep\nkeep()\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == -signal.SIGTERM
+    assert "before the pool started" not in out.stderr, out.stderr

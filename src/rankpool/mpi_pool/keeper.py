@@ -28,14 +28,15 @@ process maps any more (:func:`.mpich_files.sweep`), so a block cancelled as it s
 nothing on its nodes, as long as the batch system signals before it kills (Slurm: SIGTERM,
 then SIGKILL after ``KillWait``).
 
-A rank that dies *by itself* before it serves (no signal came through its keeper: it crashed
-or failed in ``MPI_Init``) leaves the pool unable to start: the other ranks would wait for it
-in ``MPI_Init`` or the start's collectives until the job's walltime, as the launch options that
-let a pool survive a rank's death (``--kill-on-bad-exit=0``, ``-disable-auto-cleanup``) keep
-the launcher from ending them. Its keeper says so on standard error and ends the launch
-(:func:`_end_launch`): in an ``srun`` step, by cancelling the step; under other launchers, by
-dying of a signal, which ends a Hydra or Open MPI job. The block's job then ends, and the
-executor reports a failed start that quotes the keeper's line.
+A rank that dies *by itself* before it serves (it crashed or failed in ``MPI_Init``: no
+signal that stops a job came through its keeper or ended it) leaves the pool unable to
+start: the other ranks would wait for it in ``MPI_Init`` or the start's collectives until the
+job's walltime, as the launch options that let a pool survive a rank's death
+(``--kill-on-bad-exit=0``, ``-disable-auto-cleanup``) keep the launcher from ending them. Its
+keeper says so on standard error and ends the launch (:func:`_end_launch`): in an ``srun``
+step, by cancelling the step; under other launchers, by dying of a signal, which ends a Hydra
+or Open MPI job. The block's job then ends, and the executor reports a failed start that
+quotes the keeper's line.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ _PR_SET_PDEATHSIG = 1
 _BETWEEN = struct.pack("<q", BETWEEN)
 #: whether the launcher signalled this keeper to end (it forwarded such a signal to its rank)
 _signalled = False
+#: the signals that stop a job (a batch system may send them to the rank itself, before or
+#: without its keeper): a rank ended by one of them did not die by itself
+_STOPS = frozenset((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGKILL))
 #: this process's link to its keeper, once :func:`keep` returned it (None: no keeper)
 _link: Link | None = None
 
@@ -156,7 +160,7 @@ def _serve_as_keeper(child: int, page: mmap.mmap, pipe: int, started: float) -> 
     note_dir = serving.get("notes", "")
     if not note_dir and code != 0:  # died before it served: MPICH's file may be left
         _sweep_since(started)
-        if not _signalled:  # by itself: the other ranks cannot start without it
+        if not _signalled and -code not in _STOPS:  # by itself: the others cannot start
             code = _end_launch(child, code)
     if note_dir and state != FINISHED and rank > 0:
         note = {"pid": child, "rank": rank, "status": code, "running": state == IN_TASK,
@@ -250,7 +254,7 @@ def _own_slurm_step() -> str:
 
 def _forward(child: int, signum: int) -> None:
     global _signalled
-    _signalled = _signalled or signum not in (signal.SIGCONT, signal.SIGTSTP)
+    _signalled = _signalled or signum in _STOPS
     try:
         os.kill(child, signum)
     except ProcessLookupError:
