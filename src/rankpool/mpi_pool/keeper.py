@@ -34,7 +34,7 @@ start: the other ranks would wait for it in ``MPI_Init`` or the start's collecti
 job's walltime, as the launch options that let a pool survive a rank's death
 (``--kill-on-bad-exit=0``, ``-disable-auto-cleanup``) keep the launcher from ending them. Its
 keeper says so on standard error and ends the launch (:func:`_end_launch`): in an ``srun``
-step, by cancelling the step; under other launchers, by dying of a signal, which ends a Hydra
+step, by sending the step SIGTERM; under other launchers, by dying of a signal, which ends a Hydra
 or Open MPI job. The block's job then ends, and the executor reports a failed start that
 quotes the keeper's line.
 """
@@ -230,10 +230,12 @@ def _end_launch(child: int, code: int) -> int:
             f"before the pool started; the other ranks would wait for it for ever")
     step = _own_slurm_step()
     if step:
-        os.write(2, f"{what}: cancelling job step {step}\n".encode())
+        os.write(2, f"{what}: ending job step {step}\n".encode())
         import subprocess
         try:
-            subprocess.run(["scancel", "--quiet", step], stdin=subprocess.DEVNULL,
+            # SIGTERM, not the cancel's SIGKILL: each keeper passes it on, and sweeps MPICH's
+            # files that its rank leaves
+            subprocess.run(["scancel", "--quiet", "--signal=TERM", step], stdin=subprocess.DEVNULL,
                            capture_output=True, timeout=30)
         except (OSError, subprocess.SubprocessError) as exc:
             os.write(2, f"rankpool keeper: scancel {step} failed: {exc}\n".encode())
