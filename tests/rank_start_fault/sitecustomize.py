@@ -16,7 +16,7 @@ if _SETTING and _SETTING.split(":")[0] == _RANK:
     _keep = keeper.keep
     _how = _SETTING.split(":")[1]
 
-    def _keep_then_die():  # type: ignore[no-untyped-def]
+    def _keep_then_die() -> object:
         link = _keep()  # the keeper never returns from it: this is the rank
         if link is not None:
             if _how.startswith("exit"):
