@@ -199,8 +199,9 @@ class BlockStartFailed(RankPoolError):
     """A block ended before its pool registered, as many times in a row as the executor allows.
 
     ``block_id`` and ``job_id`` name the last such block, ``cause`` says how it failed (a
-    :class:`rankpool.protocol.starts.StartCause`: the job or launch ended, the pool could not
-    reach the interchange, the provider could not submit), ``detail`` quotes what it left (the
+    :class:`rankpool.protocol.starts.StartCause`: the job or launch ended, a rank died as the
+    pool started, the pool could not reach the interchange, the provider could not submit),
+    ``detail`` quotes what it left (the
     tail of its output and of its pool's log), ``failures`` counts the failed starts in a row.
     """
 

@@ -345,7 +345,7 @@ def test_a_rank_that_dies_as_the_pool_starts_fails_the_futures_with_how(
         with pytest.raises(BrokenPool) as broken:
             future.result(timeout=30)
     cause = broken.value.cause
-    assert isinstance(cause, BlockStartFailed) and cause.cause is StartCause.JOB_ENDED
+    assert isinstance(cause, BlockStartFailed) and cause.cause is StartCause.RANK_DIED
     text = str(broken.value)
     assert "block 0 could not start" in text, text
     assert f"{said} before the pool started; the other ranks would wait for it for ever" \

@@ -11,6 +11,7 @@ import pytest
 from rankpool.launchers.failed_starts import diagnose, read_failures, record, tail
 from rankpool.protocol.starts import (
     FAILED_STARTS,
+    RANK_DIED_WORDS,
     FailedStart,
     StartCause,
     pool_record_path,
@@ -60,6 +61,23 @@ def test_diagnosis_of_a_job_that_left_nothing(tmp_path: Path) -> None:
                        outputs=[("stderr", str(tmp_path / "none"))])
     assert failure.detail == "(the job left no output)"
     assert "exit code 127" in failure.summary()
+
+
+def test_a_keepers_word_of_a_rank_dead_at_the_start_is_the_cause_and_said_last(
+        tmp_path: Path) -> None:
+    """Other ranks' and srun's lines follow the keeper's in the job's stderr: the diagnosis
+    names the death as the cause and repeats the keeper's line last, where `rankpool status`
+    (the last lines) shows it."""
+    said = (f"rankpool keeper: pool rank process 4711 on n2 exited with status 3 "
+            f"{RANK_DIED_WORDS}: ending job step 7.0")
+    err = tmp_path / "job.stderr"
+    err.write_text(f"{said}\n" + "srun: error: n1: task 0: Terminated\n" * 8)
+    failure = diagnose("3", "7", run_dir=str(tmp_path), state="COMPLETED",
+                       outputs=[("stderr", str(err))])
+    assert failure.cause is StartCause.RANK_DIED
+    assert failure.summary() == ("block 3 (job 7): a rank died before its pool registered "
+                                 "(state COMPLETED)")
+    assert failure.detail.splitlines()[-2:] == ["why:", f"  {said}"]
 
 
 def test_the_pools_own_record_gives_the_cause(tmp_path: Path) -> None:

@@ -4,9 +4,11 @@ The front-end that launched a block calls :func:`diagnose` when the block's job 
 launch command) ended while no pool of it had registered. The diagnosis reads, in order:
 the pool's own record (a pool that gave up on the interchange writes one, see
 :func:`rankpool.protocol.starts.pool_record_path`), the tail of the job's stderr and stdout,
-and the tail of the pool's log (unless the pool's record says why). :func:`record` appends
-the result to ``<run dir>/failed_starts.json``, which ``rankpool status`` shows
-(:func:`read_failures`).
+and the tail of the pool's log (unless the pool's record says why). A keeper's line in the
+output that its rank died before the pool started makes that the cause
+(:attr:`~rankpool.protocol.starts.StartCause.RANK_DIED`), and is repeated last.
+:func:`record` appends the result to ``<run dir>/failed_starts.json``, which ``rankpool
+status`` shows (:func:`read_failures`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ import os
 from collections.abc import Sequence
 
 from ..private_files import write_private
-from ..protocol.starts import FAILED_STARTS, FailedStart, StartCause, pool_record_path
+from ..protocol.starts import (
+    FAILED_STARTS,
+    RANK_DIED_WORDS,
+    FailedStart,
+    StartCause,
+    pool_record_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +67,23 @@ def diagnose(block_id: str, job_id: str, *, run_dir: str = "", state: str = "",
     if own is not None:  # the pool said why itself: its log would only repeat it
         cause = own.cause
         parts.append(own.detail)
+    deaths: list[str] = []  # what keepers said of ranks that died as the pool started
     for name, path in outputs:
         text = tail(path)
         if text:
             parts.append(f"{name}:\n{_indent(text)}")
+            deaths += [line.strip() for line in text.splitlines() if RANK_DIED_WORDS in line]
     if run_dir and own is None:
         text = tail(os.path.join(run_dir, f"pool-{block_id}.log"))
         if text:
             parts.append(f"pool log:\n{_indent(text)}")
     if len(parts) == (1 if message.strip() else 0):
         parts.append("(the job left no output)")
+    if deaths and own is None:
+        # named again last: other ranks' and the launcher's lines follow the keeper's in the
+        # output, and `rankpool status` shows the last lines of a diagnosis
+        cause = StartCause.RANK_DIED
+        parts.append("why:\n" + _indent("\n".join(dict.fromkeys(deaths))))
     return FailedStart(block_id, str(job_id), cause, state, exit_code, "\n".join(parts))
 
 

@@ -224,10 +224,11 @@ def _sweep_since(started: float) -> None:
 def _end_launch(child: int, code: int) -> int:
     """End the launch of a pool whose rank ``child`` died by itself before the pool started
     (``code``: how); the status the keeper is then to end with."""
+    from ..protocol.starts import RANK_DIED_WORDS
     from ..wording import describe_exit
     from .node_names import node_name
     what = (f"rankpool keeper: pool rank process {child} on {node_name()} {describe_exit(code)} "
-            f"before the pool started; the other ranks would wait for it for ever")
+            f"{RANK_DIED_WORDS}")
     step = _own_slurm_step()
     if step:
         os.write(2, f"{what}: ending job step {step}\n".encode())

@@ -2,7 +2,8 @@
 
 A block can fail before its pool ever registers: the provider cannot submit its job, the job
 ends (a launcher option the scheduler refuses, a ``worker_init`` that fails, a Python that
-cannot import rankpool), or the pool starts but never reaches the interchange. The front-end
+cannot import rankpool, a rank that dies as MPI starts), or the pool starts but never reaches
+the interchange. The front-end
 that launched the block diagnoses it (:func:`rankpool.launchers.failed_starts.diagnose`) from
 what the provider and the job left; a pool that gave up on the interchange says so itself, in
 ``<run dir>/start-<block>.json`` (:func:`pool_record_path`). The front-end appends every failed
@@ -28,6 +29,13 @@ class StartCause(Enum):
     SUBMIT_FAILED = "the provider could not submit the block's job"
     JOB_ENDED = "the block's job ended before its pool registered"
     UNREACHABLE = "the pool could not reach the interchange"
+    RANK_DIED = "a rank died before its pool registered"
+
+
+#: what a pool rank's keeper writes (after how the rank ended) when its rank died by itself
+#: before the pool started (:mod:`rankpool.mpi_pool.keeper`): a diagnosis that finds it in
+#: the job's output gives :attr:`StartCause.RANK_DIED`
+RANK_DIED_WORDS = "before the pool started; the other ranks would wait for it for ever"
 
 
 @dataclass(frozen=True)
