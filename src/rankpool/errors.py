@@ -201,8 +201,8 @@ class BlockStartFailed(RankPoolError):
     ``block_id`` and ``job_id`` name the last such block, ``cause`` says how it failed (a
     :class:`rankpool.protocol.starts.StartCause`: the job or launch ended, a rank died as the
     pool started, the pool could not reach the interchange, the provider could not submit),
-    ``detail`` quotes what it left (the
-    tail of its output and of its pool's log), ``failures`` counts the failed starts in a row.
+    ``detail`` quotes what it left (the tail of its output and of its pool's log),
+    ``failures`` counts the failed starts in a row.
     """
 
     def __init__(self, block_id: str, job_id: str, cause: object, detail: str,
