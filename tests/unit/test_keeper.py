@@ -208,33 +208,3 @@ def test_a_rank_stopped_by_a_signal_sent_to_it_ends_nothing_further() -> None:
                          timeout=30)
     assert out.returncode == -signal.SIGTERM
     assert "before the pool started" not in out.stderr, out.stderr
-
-
-# the child serves, maps a file named as MPICH names its node's file, unmaps it, and ends
-SERVED = """
-import mmap, os, sys
-from rankpool.mpi_pool.keeper import keep
-link = keep()
-link.serving(int(sys.argv[2]), sys.argv[3])
-with open(sys.argv[1], "w+b") as f:
-    f.truncate(4096)
-    mmap.mmap(f.fileno(), 4096).close()
-link.finished()
-"""
-
-
-@pytest.mark.parametrize("rank", [0, 2])
-def test_a_file_left_by_a_rank_that_served_goes_with_its_keeper(tmp_path: Path,
-                                                                rank: int) -> None:
-    """The last guard: once its rank ended, a keeper removes a fresh MPICH file that no
-    process maps, whatever the rank did."""
-    path = f"/dev/shm/mpich_shm_served{os.getpid():x}{rank}_0"
-    try:
-        out = subprocess.run([sys.executable, "-c", SERVED, path, str(rank), str(tmp_path)],
-                             capture_output=True, text=True, timeout=30)
-        assert out.returncode == 0, out.stderr
-        assert not os.path.exists(path)
-        assert f"removed {path}, left by a pool rank that has ended" in out.stderr
-    finally:
-        if os.path.exists(path):
-            os.unlink(path)

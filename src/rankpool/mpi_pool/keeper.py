@@ -26,10 +26,7 @@ started, or a rank of it failed there) may leave MPICH's file of its node in ``/
 pool unlinks it only once every rank is past ``MPI_Init``. Its keeper then removes what no
 process maps any more (:func:`.mpich_files.sweep`), so a block cancelled as it starts leaves
 nothing on its nodes, as long as the batch system signals before it kills (Slurm: SIGTERM,
-then SIGKILL after ``KillWait``). A keeper whose rank served sweeps too once its rank ended,
-as a last guard: a clean-clone test run once found a node's MPICH file of a 2-node Slurm pool
-left in ``/dev/shm`` after the pool had served and ended, by a way not found. Where the pool
-released its files, as it does, the sweep finds no file and reads no other process.
+then SIGKILL after ``KillWait``).
 
 A rank that dies *by itself* before it serves (it crashed or failed in ``MPI_Init``: no
 signal that stops a job came through its keeper or ended it) leaves the pool unable to
@@ -162,11 +159,9 @@ def _serve_as_keeper(child: int, page: mmap.mmap, pipe: int, started: float) -> 
     serving = {k: v for k, v in told.items() if isinstance(v, str)}
     note_dir = serving.get("notes", "")
     if not note_dir and code != 0:  # died before it served: MPICH's file may be left
-        _sweep_since(started, "left by a rank that died as MPI started")
+        _sweep_since(started)
         if not _signalled and -code not in _STOPS:  # by itself: the others cannot start
             code = _end_launch(child, code)
-    elif note_dir:  # a last guard (see the module docstring)
-        _sweep_since(started, "left by a pool rank that has ended")
     if note_dir and state != FINISHED and rank > 0:
         note = {"pid": child, "rank": rank, "status": code, "running": state == IN_TASK,
                 "task": task_id if state in (IN_TASK, BETWEEN) else None,
@@ -216,11 +211,12 @@ def _told(text: str) -> dict[str, Any]:
     return told
 
 
-def _sweep_since(started: float, how: str) -> None:
+def _sweep_since(started: float) -> None:
     try:
         from .mpich_files import sweep
         for path in sweep(started):
-            os.write(2, f"rankpool keeper: removed {path}, {how}\n".encode())
+            os.write(2, f"rankpool keeper: removed {path}, left by a rank that died as MPI "
+                        f"started\n".encode())
     except Exception as exc:  # the keeper must still exit with its rank's status
         os.write(2, f"rankpool keeper: could not sweep /dev/shm: {exc}\n".encode())
 
