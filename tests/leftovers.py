@@ -111,12 +111,7 @@ class Watch:
             if proc.pid not in self.procs:
                 self.procs[proc.pid] = proc
                 self.first_seen[f"process {proc.pid}"] = label
-        try:  # the watched process's own MPI files (MPICH's, Open MPI's segment: mpi4py
-            # initialised MPI in it) go at its exit, with its MPI_Finalize
-            own = {n for n in shm_names([psutil.Process(self.pid)])
-                   if not n.startswith(_OWN_MPI)}
-        except psutil.NoSuchProcess:
-            own = set()
+        own = {n for n in self._own() if not n.startswith(_OWN_MPI)}  # its MPI files: gone()
         for name in (shm_names(procs) | own) - self.shm:
             self.shm.add(name)
             self.first_seen[name] = label
@@ -138,7 +133,19 @@ class Watch:
         what is left of each."""
         deadline = time.monotonic() + timeout
         while True:
-            procs, files = self.alive(), existing(self.shm)
+            # the watched process's own MPI files (mpi4py initialised MPI in it; MPICH names a
+            # singleton's file after its pid) go at its exit, with its MPI_Finalize. A child
+            # it forked maps them too until it execs or exits, where a look may have seen them
+            own = {n for n in self._own() if n.startswith(_OWN_MPI)}
+            procs = self.alive()
+            files = [name for name in existing(self.shm) if name not in own]
             if (not procs and not files) or time.monotonic() > deadline:
                 return procs, files
             time.sleep(0.05)
+
+    def _own(self) -> set[str]:
+        """The ``/dev/shm`` names the watched process itself maps."""
+        try:
+            return shm_names([psutil.Process(self.pid)])
+        except psutil.NoSuchProcess:
+            return set()
