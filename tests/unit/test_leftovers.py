@@ -52,7 +52,8 @@ def test_the_watched_process_own_mpi_file_seen_in_its_forked_child_is_not_left_b
     with _mapped(name):
         watch = Watch(os.getpid())
         _forked_child_seen(watch, name)
-        assert watch.gone(timeout=1.0) == ([], [])
+        # (other tests' processes, and what they map, may still be there: only ours counts)
+        assert name not in watch.gone(timeout=1.0)[1]
 
 
 def test_a_file_the_watched_process_no_longer_maps_is_left_behind() -> None:
@@ -63,6 +64,6 @@ def test_a_file_the_watched_process_no_longer_maps_is_left_behind() -> None:
     with open(path, "wb"):  # made again, and mapped by nobody
         pass
     try:
-        assert watch.gone(timeout=0.5) == ([], [name])
+        assert name in watch.gone(timeout=0.5)[1]
     finally:
         os.unlink(path)
