@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..collector import settle_for_service
 from .process import read_config, serve
 
 
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"rankpool.interchange: bad configuration: {exc}", file=sys.stderr)
         return 2
+    settle_for_service()  # a process of its own: its collector is rankpool's to set
     return serve(config, sys.stdout)
 
 

@@ -17,6 +17,7 @@ import sys
 
 from mpi4py import MPI
 
+from ..collector import settle_for_service
 from ..exit_codes import ExitCode
 from ..private_files import PrivateFileHandler, private_dir
 from ..shm import arena as shm
@@ -75,6 +76,7 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
                                 [r for node in topology.nodes for r in node])
         if watch is not None:  # rank 0
             pool = RankZero(cfg, comm, topology, bell, near, init_error, watch)
+            settle_for_service()
             try:
                 with Interrupts(STOP_SIGNALS, comm, on_first=pool.interrupt):
                     status = pool.run()
