@@ -27,7 +27,9 @@ from helpers import FAST, executor, pool_tree, wait_gone
 
 from rankpool import Executor
 from rankpool.errors import BrokenPool
-from rankpool.frontends.engine import TaskFuture
+from rankpool.frontends.engine import Engine, TaskFuture
+from rankpool.task.resources import parse_spec
+from rankpool.task.serialize import dumps_data
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -225,6 +227,24 @@ def test_future_done_callbacks():
     done = made("FINISHED", result=1)
     done.add_done_callback(lambda fut: seen.append("already"))
     assert seen[-1] == "already"
+
+
+def test_engine_futures_hold_no_callback_list_until_one_is_added():
+    engine = Engine()
+    _, f = engine.task(pow, (2, 3), {}, parse_spec(None))
+    _, g = engine.task(pow, (2, 4), {}, parse_spec(None))
+    assert f._done_callbacks == () and g._done_callbacks == ()  # the class's shared tuple
+    seen = []
+    f.add_done_callback(lambda fut: seen.append(("first", fut.result())))
+    f.add_done_callback(lambda fut: seen.append(("second", fut.result())))
+    assert g._done_callbacks == ()                             # f's list is f's own
+    engine.resolve([(f.task_id, dumps_data(8)[0]), (g.task_id, dumps_data(16)[0])], ())
+    assert seen == [("first", 8), ("second", 8)]
+    g.add_done_callback(lambda fut: seen.append(("done already", fut.result())))
+    assert seen[-1] == ("done already", 16)
+    _, h = engine.task(pow, (2, 5), {}, parse_spec(None))
+    h.add_done_callback(lambda fut: seen.append(("cancelled", fut.cancelled())))
+    assert h.cancel() and seen[-1] == ("cancelled", True)
 
 
 def test_future_callback_that_raises_is_logged(caplog):

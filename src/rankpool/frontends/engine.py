@@ -60,7 +60,7 @@ class TaskFuture(Future[Any]):
             self._result = None
             self._exception = None
             self._waiters = []
-            self._done_callbacks: list[Callable[[Future[Any]], object]] = []
+            # _done_callbacks: the class's empty tuple until add_done_callback makes a list
         self.task_id = task_id
         self.label: str | None = None
         self._context = context
@@ -70,6 +70,9 @@ class TaskFuture(Future[Any]):
 
     #: a cancel of its task was asked for (see :mod:`.cancelling`); set on the instance then
     _cancel_asked = False
+    #: most futures never get a done-callback: they share this empty tuple instead of holding
+    #: a list each, one object less for the garbage collector to walk (see add_done_callback)
+    _done_callbacks: list[Callable[[Future[Any]], object]] | tuple[()] = ()
 
     def _wait(self, timeout: float | None) -> None:
         if self._state in DONE:
@@ -129,6 +132,10 @@ class TaskFuture(Future[Any]):
         """Run ``fn(future)`` once it is done; whatever it raises (``SystemExit`` included) is
         logged and dropped: it runs on the thread that settles every future."""
         ctx = self._context
+        if not isinstance(self._done_callbacks, list):
+            with self._condition:
+                if not isinstance(self._done_callbacks, list):
+                    self._done_callbacks = []
         if ctx is None:  # the submitter's context was empty: run in an empty one
             super().add_done_callback(lambda f: _guarded(contextvars.Context(), fn, f))
         else:
