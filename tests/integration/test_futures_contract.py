@@ -229,11 +229,12 @@ def test_future_done_callbacks():
     assert seen[-1] == "already"
 
 
-def test_engine_futures_hold_no_callback_list_until_one_is_added():
+def test_engine_futures_hold_no_callback_or_waiter_list_until_one_is_needed():
     engine = Engine()
     _, f = engine.task(pow, (2, 3), {}, parse_spec(None))
     _, g = engine.task(pow, (2, 4), {}, parse_spec(None))
     assert f._done_callbacks == () and g._done_callbacks == ()  # the class's shared tuple
+    assert f._waiter_list is None and g._waiter_list is None
     seen = []
     f.add_done_callback(lambda fut: seen.append(("first", fut.result())))
     f.add_done_callback(lambda fut: seen.append(("second", fut.result())))
@@ -245,6 +246,10 @@ def test_engine_futures_hold_no_callback_list_until_one_is_added():
     _, h = engine.task(pow, (2, 5), {}, parse_spec(None))
     h.add_done_callback(lambda fut: seen.append(("cancelled", fut.cancelled())))
     assert h.cancel() and seen[-1] == ("cancelled", True)
+    _, waited = engine.task(pow, (2, 6), {}, parse_spec(None))
+    threading.Timer(0.2, engine.resolve, ([(waited.task_id, dumps_data(64)[0])], ())).start()
+    done, _ = wait([waited], timeout=10)   # installs a waiter, which the settling tells
+    assert done == {waited} and waited.result() == 64 and waited._waiter_list == []
 
 
 def test_future_callback_that_raises_is_logged(caplog):

@@ -59,8 +59,7 @@ class TaskFuture(Future[Any]):
             self._state = "PENDING"
             self._result = None
             self._exception = None
-            self._waiters = []
-            # _done_callbacks: the class's empty tuple until add_done_callback makes a list
+            # _waiters and _done_callbacks: made when first needed (see below)
         self.task_id = task_id
         self.label: str | None = None
         self._context = context
@@ -73,6 +72,20 @@ class TaskFuture(Future[Any]):
     #: most futures never get a done-callback: they share this empty tuple instead of holding
     #: a list each, one object less for the garbage collector to walk (see add_done_callback)
     _done_callbacks: list[Callable[[Future[Any]], object]] | tuple[()] = ()
+    #: nor a waiter (``concurrent.futures.wait``, ``as_completed``): their list is made when
+    #: first asked for (see ``_waiters``); None until then
+    _waiter_list: list[Any] | None = None
+
+    @property
+    def _waiters(self) -> list[Any]:
+        waiters = self._waiter_list
+        if waiters is None:
+            waiters = self._waiter_list = []
+        return waiters
+
+    @_waiters.setter
+    def _waiters(self, waiters: list[Any]) -> None:  # Future.__init__ sets it
+        self._waiter_list = waiters
 
     def _wait(self, timeout: float | None) -> None:
         if self._state in DONE:
@@ -121,7 +134,7 @@ class TaskFuture(Future[Any]):
             if self._state != "PENDING":
                 return False
             self._state = "CANCELLED_AND_NOTIFIED"
-            for waiter in self._waiters:
+            for waiter in self._waiter_list or ():
                 waiter.add_cancelled(self)
             self._condition.notify_all()
         # Future's own helper (the stubs leave its private methods out)

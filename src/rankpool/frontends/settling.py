@@ -98,7 +98,7 @@ def settle_values(condition: threading.Condition,
                 continue
             future._result = value  # before the state: result() reads it without the lock
             future._state = "FINISHED"
-            for waiter in future._waiters:
+            for waiter in future._waiter_list or ():  # made only for a future waited on
                 waiter.add_result(future)
             done.append(future)
         condition.notify_all()
