@@ -19,13 +19,27 @@ def executor_processes(ex: Any) -> dict[str, Any]:
               for c in psutil.Process(p.pid).children(recursive=True) if "python" in c.name()]
     parents = {c.ppid() for c in python}
     keepers = sorted((c for c in python if c.pid in parents), key=lambda p: p.pid)
-    ranks = sorted((c for c in python if c.pid not in parents), key=lambda p: p.pid)
+    ranks = sorted((c for c in python if c.pid not in parents), key=_rank_of)
     procs: dict[str, Any] = {"front-end": psutil.Process(),
                              "interchange": psutil.Process(ex.client.proc.pid)}
     procs.update({f"pool rank {i}": p for i, p in enumerate(ranks)})
     if keepers:
         procs["keepers"] = keepers
     return procs
+
+
+def _rank_of(p: Any) -> tuple[int, int]:
+    """A pool process's MPI rank as its launcher numbered it (MPICH's ``PMI_RANK``, Open
+    MPI's ``OMPI_COMM_WORLD_RANK``, Slurm's ``SLURM_PROCID``), then its pid: ranks do not start
+    in pid order."""
+    try:
+        env = p.environ()
+    except psutil.Error:
+        env = {}
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
+        if env.get(name, "").isdigit():
+            return int(env[name]), p.pid
+    return 1 << 30, p.pid
 
 
 def _cpu(p: Any) -> float:
