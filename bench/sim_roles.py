@@ -72,6 +72,11 @@ def interchange_main(stats_path: str) -> int:
     raise_fd_limit()
     from rankpool.interchange import process
     from rankpool.interchange.interchange import Interchange
+    try:
+        from rankpool.collector import settle_for_service
+    except ImportError:  # a build from before it
+        def settle_for_service() -> None:
+            pass
 
     beats: list[tuple[float, float, float, int]] = []
     registered: list[float] = []  # when each registration was taken (time.time())
@@ -100,6 +105,7 @@ def interchange_main(stats_path: str) -> int:
         ix_module.match = module.match  # type: ignore[attr-defined]
     config = process.read_config(sys.stdin)
     try:
+        settle_for_service()  # as the interchange's own entry point does
         return process.serve(config, sys.stdout)
     finally:
         with open(stats_path, "w") as fh:

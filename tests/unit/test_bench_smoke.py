@@ -162,3 +162,31 @@ def test_load_arguments_stream_and_report() -> None:
         "free_communicators_before": [2044, 2044], "free_communicators_after": [2044, 2044]})
     assert "| rank 0 | 50.0 | 50.0 | 51.5 | +1.5 |" in text
     assert "under 50 MB" in text and "none leaked" in text
+
+
+def test_gc_time_and_wakeups_import_and_refuse_bad_arguments(capsys: pytest.CaptureFixture[str]
+                                                              ) -> None:
+    gc_time, wakeups = load("gc_time"), load("wakeups")
+    for bad in ([], ["--build", "nosource"], ["--build", "x=/no/such/folder"]):
+        with pytest.raises(SystemExit):
+            gc_time.main(bad)
+    assert "LABEL=SRC" in capsys.readouterr().err
+    assert gc_time.PROBE.joinpath("sitecustomize.py").is_file()  # the probe the tests use
+    assert set(wakeups.PLACEMENTS) == {"free", "one core", "two cores"}
+    with pytest.raises(SystemExit):
+        wakeups.main(["--trips", "many"])
+
+
+def test_cpu_split_names_ranks_by_their_launchers_numbers() -> None:
+    cpu_split = load("cpu_split")
+
+    class Proc:
+        def __init__(self, pid: int, env: dict[str, str]) -> None:
+            self.pid, self._env = pid, env
+
+        def environ(self) -> dict[str, str]:
+            return self._env
+
+    procs = [Proc(10, {"PMI_RANK": "2"}), Proc(11, {"OMPI_COMM_WORLD_RANK": "0"}),
+             Proc(12, {"SLURM_PROCID": "1"}), Proc(9, {})]
+    assert [p.pid for p in sorted(procs, key=cpu_split._rank_of)] == [11, 12, 10, 9]
