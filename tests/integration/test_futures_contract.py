@@ -27,7 +27,8 @@ from helpers import FAST, executor, pool_tree, wait_gone
 
 from rankpool import Executor
 from rankpool.errors import BrokenPool
-from rankpool.frontends.engine import Engine, TaskFuture
+from rankpool.frontends.engine import Engine
+from rankpool.frontends.task_future import TaskFuture
 from rankpool.task.resources import parse_spec
 from rankpool.task.serialize import dumps_data
 

@@ -251,8 +251,8 @@ def test_plain_values_settle_futures_and_a_bad_one_fails_only_its_own():
     import threading
     from concurrent.futures import FIRST_COMPLETED, wait
 
-    from rankpool.frontends.engine import TaskFuture
     from rankpool.frontends.settling import settle_values
+    from rankpool.frontends.task_future import TaskFuture
     cond = threading.Condition()
     ok, whole, bad, gone = (TaskFuture(i, None, cond) for i in (1, 2, 3, 4))
     whole._results_all = True

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from rankpool.errors import SharedMemoryError
-from rankpool.frontends.engine import TaskFuture
 from rankpool.frontends.settling import settle
+from rankpool.frontends.task_future import TaskFuture
 from rankpool.mpi_pool.config import PoolConfig, parse
 from rankpool.protocol.batches import Outcome, Result
 from rankpool.shm import arena as shm

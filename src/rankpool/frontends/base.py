@@ -13,9 +13,10 @@ from ..protocol.batches import Task
 from ..shm.plane import FrontEndPlane
 from ..task.resources import Spec, parse_spec
 from .cancelling import cancel_all
-from .engine import Engine, TaskFuture
+from .engine import Engine
 from .lifetime import check_not_exiting
 from .mapping import map_calls
+from .task_future import TaskFuture
 
 log = logging.getLogger(__name__)
 

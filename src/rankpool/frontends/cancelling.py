@@ -30,7 +30,8 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .engine import Engine, TaskFuture
+    from .engine import Engine
+    from .task_future import TaskFuture
 
 #: the states of a cancelled future
 CANCELLED = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED"})
@@ -66,7 +67,7 @@ def ask_cancel(engine: Engine, futures: Iterable[TaskFuture]) -> None:
 def cancel_all(futures: Iterable[Future[Any]]) -> None:
     """Cancel these futures without waiting for the answers: each ends CANCELLED if its task
     is dropped before it starts, and runs otherwise (other futures: ``cancel()``)."""
-    from .engine import TaskFuture
+    from .task_future import TaskFuture
     asked: dict[int, tuple[Engine, list[TaskFuture]]] = {}
     for future in futures:
         engine = future._engine if isinstance(future, TaskFuture) else None

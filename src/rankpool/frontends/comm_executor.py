@@ -50,8 +50,8 @@ from ..task.node_resources import apply_binding, device_ranks, node_resources
 from ..task.resources import Spec, check_fits
 from .base import FrontEnd
 from .comm_root import RootThread
-from .engine import TaskFuture
 from .lifetime import Closer, close_when_dropped
+from .task_future import TaskFuture
 
 log = logging.getLogger(__name__)
 

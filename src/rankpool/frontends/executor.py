@@ -40,9 +40,10 @@ from ..task.initializer import dump_initializer, write_initializer
 from ..task.node_resources import block_devices, node_resources, node_workers
 from ..task.resources import Spec, check_fits
 from .base import FrontEnd
-from .engine import Engine, TaskFuture
+from .engine import Engine
 from .lifetime import Closer, close_when_dropped, weak
 from .session import SessionOptions, start_session
+from .task_future import TaskFuture
 
 if TYPE_CHECKING:
     from .client import InterchangeClient

@@ -20,7 +20,7 @@ from ..task.serialize import add_note, exception_text, loads_data, loads_error
 from .cancelling import CANCELLED
 
 if TYPE_CHECKING:
-    from .engine import TaskFuture
+    from .task_future import TaskFuture
 
 log = logging.getLogger(__name__)
 
