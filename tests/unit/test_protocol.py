@@ -102,6 +102,11 @@ def _split(frames):
     raw_tasks([[1, 0, 0, 0, 1]]),                                     # a missing buffer frame
     raw_tasks([[1, 0, 0, 0, 0]], extra=[b"extra"]),                   # a frame nobody names
     raw_tasks([], specs=[[0, 1, 1, False, 0, None]]),                 # bad spec
+    # one bad value in a column that is not one value throughout
+    raw_tasks([[1, 0, 0, 0, 0], [2, 1, 0, 0, 0]]),                    # no such function
+    raw_tasks([[1, 0, 0, 0, 0], [2, 0, 1, 0, 0]]),                    # no such spec
+    raw_tasks([[1, 0, 0, 1, 0], [2, 0, 0, -1, 0]]),                   # negative length
+    raw_tasks([[1, 0, 0, 0, 1], [2, 0, 0, 0, -1]]),                   # negative buffer count
 ])
 def test_malformed_task_batches_are_protocol_errors(frames):
     with pytest.raises(ProtocolError):
@@ -119,6 +124,8 @@ def test_malformed_task_batches_are_protocol_errors(frames):
     raw_results([[1, 0, 1, 1, 0]], b"x", extra=[b"extra"]),           # a frame nobody names
     raw_results([[1, 0, 1, 1, 0]], b"xy"),                            # blob bytes nobody names
     [b'{"k":"results","n":"1"}', b""],                                # count not an integer
+    raw_results([[1, 0, 1, 1, 0], [2, -1, 1, 0, 0]], b"x"),           # a negative rank
+    raw_results([[1, 0, 1, 2, 0], [2, 0, 1, -1, 0]], b"x"),           # a negative length
 ])
 def test_malformed_result_batches_are_protocol_errors(frames):
     header, rest = _split(frames)
