@@ -323,18 +323,25 @@ def test_task_round_trip_unchanged(harness: Callable[..., Harness]) -> None:
     assert h.value("outstanding") == 0 and h.value("finished") == 1
 
 
-def test_batch_taken_whole_is_forwarded_as_it_came(harness: Callable[..., Harness],
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """A batch that one pool takes whole leaves in the front-end's own frames, not encoded
-    anew; one that is cut (a repeated id dropped, or room for part of it) is encoded anew."""
+@pytest.fixture
+def encoded(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The ids of every task batch the interchange encodes anew, one list per batch."""
     import rankpool.interchange.routing as ix_module
-    encoded: list[list[int]] = []
+    batches: list[list[int]] = []
 
     def counting(tasks: list[Task], kind: str = "tasks") -> list[bytes]:
-        encoded.append([t.task_id for t in tasks])
+        batches.append([t.task_id for t in tasks])
         return encode_tasks(tasks, kind)
 
     monkeypatch.setattr(ix_module, "encode_tasks", counting)
+    return batches
+
+
+def test_batch_taken_whole_is_forwarded_as_it_came(harness: Callable[..., Harness],
+                                                   encoded: list[list[int]]) -> None:
+    """A batch that one pool takes whole leaves in the front-end's own frames; one that is cut
+    (a repeated id dropped, or room for part of it) leaves as a slice of it; neither is
+    encoded anew. Tasks of more batches than ``MOST_SLICES`` are encoded anew, as one."""
     h = harness(prefetch=1)
     front = h.front()
     pool = h.pool("p1", node_ranks=(4,))
@@ -342,15 +349,42 @@ def test_batch_taken_whole_is_forwarded_as_it_came(harness: Callable[..., Harnes
     front.send(sent)
     header, frames = pool.recv()
     assert header["k"] == "tasks" and frames == sent and encoded == []
-    front.send(encode_tasks([make_task(i) for i in (2, 3)]))  # 2 is in flight: dropped
+    cut = encode_tasks([make_task(i, buffers=[bytes([i]) * 9]) for i in (2, 3)])
+    front.send(cut)  # 2 is in flight: dropped
     header, frames = pool.recv()
-    assert [t.task_id for t in decode_tasks(header, frames[1:])] == [3] and encoded == [[3]]
+    [task] = decode_tasks(header, frames[1:])
+    assert task.task_id == 3 and bytes(task.data) == b"args3" and frames[2] == bytes([3]) * 9
+    assert len(frames) == 3 and len(frames[1]) < len(cut[1]) and encoded == []
     pool.answer(decode_tasks(header, frames[1:]))
     front.message()
     front.send(encode_tasks([make_task(i) for i in (10, 11)]))  # room for one of them
     header, frames = pool.recv()
-    assert [t.task_id for t in decode_tasks(header, frames[1:])] == [10]
-    assert encoded == [[3], [10]]
+    assert [t.task_id for t in decode_tasks(header, frames[1:])] == [10] and encoded == []
+    pool.answer(decode_tasks(header, frames[1:]))
+    front.message()
+    header, frames = pool.recv()  # 11, the rest of its batch, once there is room
+    assert [t.task_id for t in decode_tasks(header, frames[1:])] == [11] and encoded == []
+
+
+def test_tasks_of_many_batches_for_one_pool_are_encoded_anew_as_one_batch(
+        harness: Callable[..., Harness], encoded: list[list[int]]) -> None:
+    from rankpool.interchange.routing import MOST_SLICES
+    h = harness(prefetch=1)
+    front = h.front()
+    pool = h.pool("p1", node_ranks=(8,))
+    front.submit([make_task(i) for i in range(8)])  # fills the pool
+    first = pool.tasks()
+    singles = list(range(20, 20 + MOST_SLICES + 1))
+    for i in singles:  # one batch each, queued: no room
+        front.submit([make_task(i)])
+    deadline = time.monotonic() + 5
+    while h.value("queued") < len(singles) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert h.value("queued") == len(singles)
+    pool.answer(first)
+    header, frames = pool.recv()
+    assert [t.task_id for t in decode_tasks(header, frames[1:])] == singles
+    assert encoded == [singles]
 
 
 def test_submit_socket_sends_tasks_only_and_results_go_to_the_main_socket(

@@ -17,7 +17,6 @@ from typing import Any
 import zmq
 
 from .._version import __version__
-from ..protocol.batches import Task
 from ..protocol.messages import SUBMIT_SUFFIX, Heartbeat, Registered
 from ..security import Gatekeeper, open_gate
 from .client_link import ClientLink
@@ -68,8 +67,6 @@ class Endpoints:
         self._welcome = Registered("", config.heartbeat_period,
                                    config.heartbeat_threshold).encode()
         self._beats_left = False  # pools were due a heartbeat past the last pass's slice
-        # the last batch queued whole since the last dispatch, with its frames
-        self._whole: tuple[list[Task], Frames] | None = None
 
     def bind(self) -> tuple[int, int, int]:
         """Bind the three sockets; return ``(pool_port, client_port, command_port)``.

@@ -2,8 +2,9 @@
 batches accounted for and passed on to the front-end (see ``docs/internals.md``).
 
 Payloads move as bytes: a batch one pool takes whole is sent on in the front-end's own frames,
-other tasks are sliced out of their batches and joined into one batch per pool (in messages
-under the run's cap); result batches are forwarded as they came, or only their known tasks.
+runs of a batch split over pools as slices of it (:mod:`rankpool.protocol.task_slices`), and
+tasks scattered over many batches are encoded anew as one batch per pool (in messages under
+the run's cap); result batches are forwarded as they came, or only their known tasks.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 
 from ..errors import ProtocolError
 from ..protocol.batches import (
-    Task,
     check_results,
     decode_results,
     decode_tasks,
@@ -24,6 +24,7 @@ from ..protocol.batches import (
     task_ids,
 )
 from ..protocol.messages import Lost, LostCause
+from ..protocol.task_slices import sliced
 from ..protocol.wire import Buffer, decode_header, under_cap
 from .cancels import drop_cancelled
 from .endpoints import Frames
@@ -32,6 +33,10 @@ from .membership import PoolMembership
 from .pools import Pool
 
 log = logging.getLogger(__name__)
+
+#: most slices of received batches one pool's tasks of a pass are sent in; tasks from more
+#: runs than this are encoded anew as one batch
+MOST_SLICES = 4
 
 
 class Routing(PoolMembership):
@@ -42,15 +47,12 @@ class Routing(PoolMembership):
         """Queue a task batch (``frames``: its header frame and body)."""
         body = [f.buffer for f in frames[1:]]
         try:
-            tasks = decode_tasks(header, body)
+            tasks = decode_tasks(header, body, message=frames)
         except ProtocolError as exc:
             self._refuse_batch(task_ids(header, body), str(exc))
             raise
-        whole = True  # the batch's frames still carry exactly its tasks
         if self.early_cancels:
-            count = len(tasks)
             tasks = drop_cancelled(self, tasks)
-            whole = len(tasks) == count
         known, ids = self.known, [task.task_id for task in tasks]
         if known.isdisjoint(ids):
             size = len(known)
@@ -58,7 +60,6 @@ class Routing(PoolMembership):
             if len(known) - size == len(ids):  # no id seen twice (the rule): queued at once
                 self.queue.push_many(tasks)
                 self._dirty = True
-                self._whole = (tasks, frames) if whole else None
                 return
             known.difference_update(ids)  # a batch that repeats an id: one at a time
         for task in tasks:
@@ -82,19 +83,13 @@ class Routing(PoolMembership):
         """Send queued tasks to pools with room: one batch per pool per pass (in messages
         under the run's cap: tasks of several front-end batches may go in one)."""
         self._dirty = False
-        whole, self._whole = self._whole, None
         for pool, entries in match(self.queue, self.room):
             sent = 0
             if not pool.gone:
-                tasks: list[Task] = [t for _, t in entries]
-                forwarded = _forwarded(whole, tasks)
-                parts: list[tuple[list[Entry], Sequence[Any]]] = (
-                    [(entries, forwarded)] if forwarded is not None
-                    else under_cap(entries, _encode_entries, self.config.max_message_size))
-                for part, frames in parts:
+                for count, frames in self._messages(entries):
                     if not self._send_pool(pool.identity, frames):
                         break
-                    sent += len(part)
+                    sent += count
                 if sent == len(entries):
                     self.pools.sent(pool, self._now)
                     continue
@@ -105,6 +100,17 @@ class Routing(PoolMembership):
             if not pool.gone:
                 self.lose(pool, "connection to the pool lost", LostCause.CONNECTION_LOST,
                           tell_pool=False)
+
+    def _messages(self, entries: list[Entry]) -> list[tuple[int, Sequence[Any]]]:
+        """One pool's tasks of a pass as messages: ``(tasks, frames)`` each.
+
+        Slices of the batches they came in (each no larger than a batch this interchange
+        took), or one batch encoded anew, halved while it is over the run's cap."""
+        slices = sliced([t for _, t in entries], MOST_SLICES)
+        if slices is not None:
+            return slices
+        return [(len(part), frames) for part, frames in
+                under_cap(entries, _encode_entries, self.config.max_message_size)]
 
     def on_results(self, pool: Pool, header: dict[str, Any], frames: Frames) -> None:
         """Account for a result batch and pass it on unchanged (or only its known tasks).
@@ -147,12 +153,3 @@ class Routing(PoolMembership):
 def _encode_entries(entries: list[Entry]) -> Sequence[Any]:
     return encode_tasks([t for _, t in entries])
 
-
-def _forwarded(whole: tuple[list[Task], Frames] | None, tasks: list[Task]) -> Frames | None:
-    """The front-end's own frames when ``tasks`` are exactly the batch they carried, in order
-    (a lone task, or a batch one pool takes whole): checked once already, sent as they came."""
-    if whole is None or len(whole[0]) != len(tasks):
-        return None
-    if any(a is not b for a, b in zip(whole[0], tasks)):
-        return None
-    return whole[1]

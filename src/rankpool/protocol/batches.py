@@ -12,8 +12,9 @@ their own, in record order. Nothing here unpickles: payloads are bytes routed by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import accumulate, repeat
 from typing import Any
 
 from ..errors import ProtocolError, ResourceSpecError
@@ -39,6 +40,40 @@ class Task:
     fn: Buffer
     data: Buffer
     buffers: Sequence[Buffer] = ()
+    #: the received batch it was decoded from (kept by :func:`decode_tasks` when asked), and
+    #: its place there: a run of one batch's tasks can be sent on as a slice of it
+    source: Received | None = field(default=None, compare=False, repr=False)
+    index: int = field(default=0, compare=False, repr=False)
+
+
+class Received:
+    """A decoded task batch's message (``message``, header frame included), kept for
+    :func:`rankpool.protocol.task_slices.sliced`: a run of every task of the batch is sent on
+    in it, a shorter run as a slice of ``body`` (the frames after the header)."""
+
+    __slots__ = ("kind", "fns", "specs", "body", "n", "heads", "_data_at", "_nbufs",
+                 "_frame_at", "message")
+
+    def __init__(self, kind: str, fns: list[Any], specs: list[Any], body: Sequence[Buffer],
+                 heads: memoryview, data_at: list[int], nbufs: list[int],
+                 message: Sequence[Any]) -> None:
+        self.kind, self.fns, self.specs, self.body = kind, fns, specs, body
+        self.n = len(nbufs)
+        self.heads = heads  # the function payloads, between the record table and the data
+        self._data_at = data_at  # where each record's data starts in the blob, and the end
+        self._nbufs = nbufs
+        self._frame_at: list[int] | None = None
+        self.message = message
+
+    def data_span(self, i: int, j: int) -> tuple[int, int]:
+        """Where the data of records ``i`` to ``j`` (exclusive) lies in the blob."""
+        return self._data_at[i], self._data_at[j]
+
+    def frame_span(self, i: int, j: int) -> tuple[int, int]:
+        """Which body frames hold the buffers of records ``i`` to ``j`` (exclusive)."""
+        if self._frame_at is None:
+            self._frame_at = list(accumulate(self._nbufs, initial=1))
+        return self._frame_at[i], self._frame_at[j]
 
 
 @dataclass(slots=True)
@@ -148,11 +183,12 @@ def encode_tasks(tasks: Sequence[Task], kind: str = "tasks") -> Frames:
 
 
 def decode_tasks(header: dict[str, Any], frames: Sequence[Buffer],
-                 copy: bool = False) -> list[Task]:
+                 copy: bool = False, message: Sequence[Any] | None = None) -> list[Task]:
     """Rebuild tasks from a ``tasks`` header and its frames (``frames[0]`` is the blob).
 
     Payloads are memoryview slices of the blob unless ``copy`` (then ``bytes``; tasks of one
-    function share one object).
+    function share one object). With ``message`` (the batch's frames as they came, header
+    frame first), every task names the batch (a :class:`Received`) and its index there.
     """
     n = _count(header, frames, "task")
     fn_table, spec_table = header.get("f"), header.get("s")
@@ -182,21 +218,35 @@ def decode_tasks(header: dict[str, Any], frames: Sequence[Buffer],
     _column_check(sis, 0, len(specs), "spec index")
     _column_check(lens, 0, len(blob) + 1, "data length")
     _column_check(nbufs, 0, len(frames), "buffer count")
-    if pos + sum(lens) != len(blob):
-        raise ProtocolError(f"task data of {sum(lens)} bytes does not fill the "
+    data_at = list(accumulate(lens, initial=pos))  # where each task's data starts, and the end
+    if data_at[-1] != len(blob):
+        raise ProtocolError(f"task data of {data_at[-1] - pos} bytes does not fill the "
                             f"{len(blob) - pos} bytes of blob left")
     if 1 + sum(nbufs) != len(frames):
         raise ProtocolError(f"task batch names {sum(nbufs)} buffers; {len(frames) - 1} came")
-    tasks = []
-    nxt = 1
-    for tid, fi, si, data_len, nbuf in zip(ids, fis, sis, lens, nbufs):
-        digest, fn = fns[fi]
-        data = blob[pos:pos + data_len]
-        pos += data_len
-        tasks.append(Task(tid, specs[si], digest, fn, bytes(data) if copy else data,
-                          _take(frames, nxt, nbuf) if nbuf else ()))
-        nxt += nbuf
-    return tasks
+    source = None if message is None else Received(
+        header["k"], fn_table, spec_table, frames, blob[WIDTH * INT_SIZE * n:pos], data_at,
+        nbufs, message)
+    # one pass of Task() calls, every column fed in C: a flood's batch has one function and
+    # one spec, and no buffers
+    cut = (bytes(blob) if copy else blob).__getitem__
+    datas = map(cut, map(slice, data_at, data_at[1:]))
+    digests: Iterable[bytes]
+    payloads: Iterable[Buffer]
+    if len(fns) == 1:
+        digests, payloads = repeat(fns[0][0], n), repeat(fns[0][1], n)
+    else:
+        digests = (fns[fi][0] for fi in fis)
+        payloads = (fns[fi][1] for fi in fis)
+    spec_of = repeat(specs[0], n) if len(specs) == 1 else map(specs.__getitem__, sis)
+    if sum(nbufs):
+        frame_at = list(accumulate(nbufs, initial=1))
+        bufs: Iterable[Sequence[Buffer]] = [
+            _take(frames, a, b - a) for a, b in zip(frame_at, frame_at[1:])]
+    else:
+        bufs = repeat((), n)
+    return list(map(Task, ids, spec_of, digests, payloads, datas, bufs, repeat(source, n),
+                    range(n)))
 
 
 def task_ids(header: dict[str, Any], frames: Sequence[Buffer]) -> list[int]:
