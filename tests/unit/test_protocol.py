@@ -85,6 +85,20 @@ def test_split_results_gives_plain_values_only_when_every_result_is_one(odd):
         assert full == decode_results(header, rest)
 
 
+def test_values_encode_as_results_of_one_successful_outcome_each():
+    """Rank 0 keeps a flood's results as (task id, value): they are rows like any result's."""
+    values = [(5, b"v5"), (6, b"")]
+    as_results = [Result(t, [Outcome(0, True, d)]) for t, d in values]
+    odd = Result(9, [Outcome(0, False, b"err")])
+    header, rest = _split(_frames(encode_results([odd], values)))
+    assert header == {"k": "results", "n": 3} and check_results(header, rest) == [5, 6, 9]
+    assert decode_results(header, rest) == as_results + [odd]
+    header, rest = _split(_frames(encode_results([], values)))
+    plain, full = split_results(header, rest)
+    assert full == [] and [(t, bytes(d)) for t, d in plain] == values
+    assert _frames(encode_results([], values)) == _frames(encode_results(as_results))
+
+
 def _split(frames):
     return decode_header(frames[0]), frames[1:]
 

@@ -95,9 +95,8 @@ class RootThread:
             while True:
                 took = self._take_inbox(manager)
                 active = manager.progress() or took
-                if manager.completed:
-                    done, manager.completed = manager.completed, []
-                    engine.resolve((), done)
+                if manager.completed_count:
+                    engine.resolve(*manager.take_completed())
                 if manager.started:
                     engine.mark_running(manager.take_started(0.0))
                 if self.cancelled:

@@ -74,6 +74,7 @@ class TaskOutcomes:
     orphaned: dict[int, Outcome]
     end_rank: Callable[[int], bool] | None
     completed: list[Result]
+    completed_values: list[tuple[int, Buffer]]
     bell: Doorbell | None
     near: frozenset[int]
     since: dict[int, float]
@@ -243,7 +244,7 @@ class TaskOutcomes:
             if self.trace is not None:
                 self.trace.add(done.task_id, (source,), done.start, done.end)
             ended.append(done.task_id)
-            self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)]))
+            self._complete(done, buffers)
             return
         run = self.running.get(done.task_id)
         if run is None or source not in run.remaining:
@@ -260,7 +261,7 @@ class TaskOutcomes:
             if self.trace is not None:
                 self.trace.add(done.task_id, run.ranks, done.start, done.end)
             ended.append(done.task_id)
-            self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)]))
+            self._complete(done, buffers)
             return
         if not run.first_start or done.start < run.first_start:
             run.first_start = done.start
@@ -269,6 +270,13 @@ class TaskOutcomes:
             _tracked(run).append(Outcome(done.rank, True, done.data, buffers))
         self._settle(run, source, None if done.ok else Outcome(done.rank, False, done.data,
                                                               buffers))
+
+    def _complete(self, done: Done, buffers: list[Buffer]) -> None:
+        """A 1-rank task's result: its value alone where it has no buffers."""
+        if done.ok and not buffers:
+            self.completed_values.append((done.task_id, done.data))
+        else:
+            self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)]))
 
     def _finish(self, run: Running, extra: list[Outcome]) -> None:
         task_id = run.task.task_id

@@ -270,24 +270,26 @@ class RankZero:
             started = manager.take_started(START_DELAY)
             for ids in protocol.id_slices(started):
                 self.sock.send_multipart(protocol.Started(ids).encode())
-        done = manager.completed
+        done = manager.completed_count
         if not done:
             return
         now = time.monotonic()
         if not self.first_done:
             self.first_done = now
-        if manager.outstanding and len(done) < REPORT_BATCH \
+        if manager.outstanding and done < REPORT_BATCH \
                 and now - self.first_done < REPORT_DELAY:
             return
         self._send_results(now)
 
     def _send_results(self, now: float) -> None:
-        done, self.mpi.completed = self.mpi.completed, []
+        values, done = self.mpi.take_completed()
         self.first_done = 0.0
-        frames = batches.encode_results(done)
+        frames = batches.encode_results(done, values)
         if wire.message_size(frames) <= self.cfg.max_message_size:
             self.sock.send_multipart(frames, copy=False)
         else:  # rare: never send what the interchange's socket would refuse
+            done += [batches.Result(task_id, [batches.Outcome(0, True, data)])
+                     for task_id, data in values]
             for group in fit_results(done, self.cfg.max_message_size):
                 self.sock.send_multipart(batches.encode_results(group), copy=False)
         self.last_sent = now
@@ -322,7 +324,7 @@ class RankZero:
         stuck, lost = self.mpi.stuck, self.mpi.lost
         if (stuck.keys(), lost.keys()) == self.reported:
             return
-        if self.mpi.completed:
+        if self.mpi.completed_count:
             self._send_results(time.monotonic())
         self.reported = (frozenset(stuck), frozenset(lost))
         nodes = self.mpi.usable_node_ranks()

@@ -258,12 +258,18 @@ def task_ids(header: dict[str, Any], frames: Sequence[Buffer]) -> list[int]:
         return []
 
 
-def encode_results(results: Sequence[Result]) -> Frames:
+def encode_results(results: Sequence[Result],
+                   values: Sequence[tuple[int, Buffer]] = ()) -> Frames:
     """One message for many results: a row ``task_id, rank, flags, length, buffers`` per
-    outcome; rows after a task's first carry the ``MORE`` flag."""
+    outcome; rows after a task's first carry the ``MORE`` flag. ``values`` are more results,
+    each one successful outcome of rank 0 without buffers, as ``(task_id, data)`` (what
+    :func:`split_results` gives back); their rows come first."""
     rows: list[int] = []
     blob: list[Buffer] = []
     big: list[Buffer] = []
+    for task_id, data in values:
+        rows += (task_id, 0, OK, len(data), 0)
+        blob.append(data)
     for r in results:
         more = 0
         for o in r.outcomes:
