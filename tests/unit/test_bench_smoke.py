@@ -177,6 +177,17 @@ def test_gc_time_and_wakeups_import_and_refuse_bad_arguments(capsys: pytest.Capt
         wakeups.main(["--trips", "many"])
 
 
+def test_split_batches_measures_a_build_and_refuses_bad_arguments(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    split_batches = load("split_batches")
+    for bad in ([], ["--build", "x=/no/such/folder"]):
+        with pytest.raises(SystemExit):
+            split_batches.main(bad)
+    assert "LABEL=SRC" in capsys.readouterr().err
+    figures = split_batches.measure(64, 16)
+    assert set(figures) == {"decode", "split", "whole"} and all(v > 0 for v in figures.values())
+
+
 def test_cpu_split_names_ranks_by_their_launchers_numbers() -> None:
     cpu_split = load("cpu_split")
 
