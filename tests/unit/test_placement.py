@@ -498,3 +498,19 @@ def test_randomized_invariants(seed: int, lend: int) -> None:
     assert assigned | impossible | cancelled == set(shape_of)
     assert not assigned & impossible and not assigned & cancelled
     assert s.free_ranks == s.usable_ranks == sum(map(len, nodes))
+
+
+def test_a_shape_queue_that_emptied_is_not_reused_by_the_next_task_of_its_shape() -> None:
+    """The queue of the last add is remembered; once its tasks all started it is gone, and
+    the next task of the same Shape object and priority gets a live queue."""
+    from rankpool.mpi_pool.placement.queues import PendingTasks
+    pending, shape = PendingTasks(), Shape(1)
+    first = pending.add("a", shape, 0)
+    assert pending.add("b", shape, 0) is first
+    pending.take("a")
+    pending.take("b")  # emptied: dropped
+    again = pending.add("c", shape, 0)
+    assert again is not first and pending.queues[again.qid] is again
+    assert pending.index[(0, shape)] is again and list(again.items) == [(2, "c")]
+    assert pending.add("d", shape, 1) is not again  # another priority, another queue
+    assert pending.add("e", Shape(1), 0) is again  # an equal Shape finds it by its hash

@@ -41,15 +41,24 @@ class PendingTasks:
         self.pending: dict[Hashable, tuple[int, int]] = {}  # key -> (queue id, seq)
         self.seq = 0
         self.n_exclusive = 0
+        # the queue of the last add: a batch's tasks share one Shape object, and this spares
+        # hashing it (five fields) for each
+        self._last: tuple[Shape, int, ShapeQueue] | None = None
 
     def add(self, key: Hashable, shape: Shape, priority: int) -> ShapeQueue:
-        q = self.index.get((priority, shape))
+        last = self._last
+        if last is not None and last[0] is shape and last[1] == priority \
+                and self.queues.get(last[2].qid) is last[2]:  # still live
+            q: ShapeQueue | None = last[2]
+        else:
+            q = self.index.get((priority, shape))
         seq = self.seq
         self.seq += 1
         if q is None:
             q = ShapeQueue(seq, priority, shape)  # seq doubles as a unique queue id
             self.queues[q.qid] = self.index[(priority, shape)] = q
             heapq.heappush(self.heap, (-priority, seq, q.qid))
+        self._last = (shape, priority, q)
         q.items.append((seq, key))
         q.live += 1
         self.pending[key] = (q.qid, seq)  # ints only: nothing for the GC to walk
