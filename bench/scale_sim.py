@@ -1,6 +1,7 @@
 """Scale by simulation: one interchange, up to 10,000 simulated pools of 128 ranks each.
 
     python bench/scale_sim.py [--pools 1 100 1000 10000] [--tasks 200000] [--repeat 3]
+                              [--rounds 1]
                               [--latency 1000] [--profile] [--quick] [--json OUT]
 
 For every pool count a fresh interchange process (``rankpool.interchange.process.serve``,
@@ -254,9 +255,10 @@ def table(rows: list[dict[str, Any]]) -> str:
              "latency ms: median / p99 / max | RSS MB (peak) | heartbeat pass ms: wall (CPU) | "
              "idle CPU % | registration s |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    base = next((r["tasks_per_s"] for r in rows if r["pools"] == 1), None)
+    base = {r.get("round", 1): r["tasks_per_s"] for r in rows if r["pools"] == 1}
     for r in rows:
-        rel = f"{r['tasks_per_s'] / base:.2f}" if base else "–"
+        one = base.get(r.get("round", 1))
+        rel = f"{r['tasks_per_s'] / one:.2f}" if one else "–"
         hb = r.get("heartbeat_pass_ms", {})
         beat = f"{hb['median']:.1f} ({hb.get('cpu_median', float('nan')):.1f})" if hb else "–"
         lat = r["latency_ms"]
@@ -270,22 +272,34 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
-    """The issue's scale targets, each with whether it is met and the figure."""
-    by = {r["pools"]: r for r in rows}
-    big = by.get(max(by)) if by else None
-    one = by.get(1)
-    out = []
-    if big is not None and big["pools"] >= 10_000:
-        out.append(("≥ 50,000 tasks/s at 10,000 pools", big["tasks_per_s"] >= 50_000,
-                    f"{big['tasks_per_s']:,.0f} tasks/s"))
-        if one is not None:
-            ratio = big["tasks_per_s"] / one["tasks_per_s"]
-            out.append(("≥ 0.8× the 1-pool rate at 10,000 pools", ratio >= 0.8, f"{ratio:.2f}×"))
-        out.append(("RSS < 1 GB at 10,000 pools", big["rss_peak_mb"] < 1024,
-                    f"{big['rss_peak_mb']:.0f} MB peak"))
-        if "register_s" in big:
-            out.append(("10,000 pools registered in < 5 s", big["register_s"] < 5,
-                        f"{big['register_s']:.1f} s"))
+    """The issue's scale targets, each with whether it is met and the figure.
+
+    Over several rounds (``--rounds``): the median rate and the median of each round's ratio
+    to its own 1-pool rate; the largest RSS and registration time (every time)."""
+    rounds: dict[int, dict[int, dict[str, Any]]] = {}
+    for r in rows:
+        rounds.setdefault(r.get("round", 1), {})[r["pools"]] = r
+    bigs = [by[max(by)] for by in rounds.values() if by and max(by) >= 10_000]
+    out: list[tuple[str, bool, str]] = []
+    if not bigs:
+        return out
+    several = " (median of rounds)" if len(bigs) > 1 else ""
+    rate = statistics.median(b["tasks_per_s"] for b in bigs)
+    out.append(("≥ 50,000 tasks/s at 10,000 pools", rate >= 50_000,
+                f"{rate:,.0f} tasks/s{several}"))
+    ratios = [by[max(by)]["tasks_per_s"] / by[1]["tasks_per_s"]
+              for by in rounds.values() if 1 in by and max(by) >= 10_000]
+    if ratios:
+        ratio = statistics.median(ratios)
+        each = f"; each round: {', '.join(f'{x:.2f}' for x in ratios)}" if len(ratios) > 1 else ""
+        out.append(("≥ 0.8× the 1-pool rate at 10,000 pools", ratio >= 0.8,
+                    f"{ratio:.2f}×{several}{each}"))
+    rss = max(b["rss_peak_mb"] for b in bigs)
+    out.append(("RSS < 1 GB at 10,000 pools", rss < 1024, f"{rss:.0f} MB peak"))
+    registered = [b["register_s"] for b in bigs if "register_s" in b]
+    if registered:
+        out.append(("10,000 pools registered in < 5 s", max(registered) < 5,
+                    f"{max(registered):.1f} s" + (" at most" if len(registered) > 1 else "")))
     return out
 
 
@@ -297,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1024, help="tasks per front-end message")
     p.add_argument("--window", type=int, default=32_768, help="most tasks outstanding")
     p.add_argument("--repeat", type=int, default=3, help="throughput runs per pool count")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="the whole sequence of pool counts this many times (ratios per round)")
     p.add_argument("--latency", type=int, default=1000, help="single tasks for the latency")
     p.add_argument("--idle", type=float, default=6.0, help="seconds of idle CPU measurement")
     p.add_argument("--period", type=float, default=2.0, help="heartbeat period (the default)")
@@ -340,15 +356,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every pool count, smallest first, each in a fresh simulation."""
+    """Every pool count, smallest first, each in a fresh simulation; ``--rounds`` times, so
+    that each ratio to the 1-pool rate is taken minutes apart, not a whole run apart."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="rankpool-scale-") as workdir:
         keep = os.environ.get("RANKPOOL_BENCH_KEEP")
         if keep:
             workdir = keep
             os.makedirs(workdir, exist_ok=True)
-        for n in sorted(args.pools):
-            rows.append(measure_size(n, args, workdir))
+        for round_ in range(1, max(1, args.rounds) + 1):
+            for n in sorted(args.pools):
+                rows.append(dict(measure_size(n, args, workdir), round=round_))
     return rows
 
 
