@@ -51,7 +51,7 @@ from .doorbell import Doorbell
 from .outcomes import Running, TaskOutcomes
 from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
 from .subcomms import Outbox, Tag, Topology, acknowledge_failures, receive_report
-from .task_setting import setting_of
+from .task_setting import TaskSetting, setting_of
 from .trace import TraceRecorder
 
 log = logging.getLogger(__name__)
@@ -303,16 +303,21 @@ class Manager(TaskOutcomes):
         per_rank: dict[int, tuple[list[tuple[Any, ...]], list[Buffer]]] = {}
         now = time.monotonic()
         sent, comms = self.sent, self.comms
+        last_spec: Spec | None = None
+        setting: TaskSetting | None = None
         for a in assignments:
             # the scheduler's keys are the task ids it was given (it types them Hashable)
             task = self.tasks.pop(a.key)  # type: ignore[call-overload]
             if sent is not None:
                 sent[task.task_id] = task
             spec = task.spec
+            if spec is not last_spec:  # a batch's tasks share one Spec, and one setting (a
+                # NamedTuple: the ranks only read it)
+                last_spec, setting = spec, setting_of(spec)
             # a WorkItem as a plain tuple (see comms): far cheaper to pickle
             wide = len(a.ranks) > 1
             item = (task.task_id, a.ranks, spec.results_all, spec.walltime, task.fn_digest,
-                    _as_bytes(task.fn), _as_bytes(task.data), len(task.buffers), setting_of(spec),
+                    _as_bytes(task.fn), _as_bytes(task.data), len(task.buffers), setting,
                     comms.id_for(a.ranks) if wide else 0, ())
             for rank in a.ranks:
                 entry = per_rank.get(rank)
