@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -70,25 +69,42 @@ def test_processes_never_seen_count_as_ended_after_a_quiet_while(
     assert ending.asked == 3 and ending.seen <= 1 and set(ending.statuses) <= {0}
 
 
-def test_spawns_start_one_at_a_time_on_a_node(tmp_path: Path) -> None:
-    """A second watch on the same proxy waits until the first saw all its processes."""
-    first = SpawnWatch(os.getpid(), 1, Told(), flat=True)
-    first.__enter__()
-    entered = threading.Event()
+# a launcher of its own for a test that must see no other process start below it: the suite's
+# process may start children of its own meanwhile (a thread an earlier test left running)
+LAUNCHER = """
+import subprocess, sys
+children = [subprocess.Popen([sys.executable, "-c", line]) for line in sys.stdin]
+for child in children:
+    child.kill()
+    child.wait()
+"""
 
-    def second() -> None:
-        with SpawnWatch(os.getpid(), 1, Told(), flat=True):
-            entered.set()
 
-    thread = threading.Thread(target=second)
-    thread.start()
-    assert not entered.wait(0.5)
-    proc = _start("import time; time.sleep(30)", 1)[0]
-    assert entered.wait(10)  # the first one saw its process: the turn passed
-    thread.join(10)
-    first.__exit__(None, None, None)
-    proc.kill()
-    proc.wait(10)
+def test_spawns_start_one_at_a_time_on_a_node() -> None:
+    """A second watch on the same launcher waits until the first saw all its processes."""
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE,
+                                text=True)
+    assert launcher.stdin is not None
+    try:
+        first = SpawnWatch(launcher.pid, 1, Told(), flat=True)
+        first.__enter__()
+        entered = threading.Event()
+
+        def second() -> None:
+            with SpawnWatch(launcher.pid, 1, Told(), flat=True):
+                entered.set()
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not entered.wait(0.5)
+        launcher.stdin.write("import time; time.sleep(30)\n")
+        launcher.stdin.flush()
+        assert entered.wait(10)  # the first one saw its process: the turn passed
+        thread.join(10)
+        first.__exit__(None, None, None)
+    finally:
+        launcher.stdin.close()
+        assert launcher.wait(20) == 0
 
 
 # a stand-in for the proxy Hydra starts for a spawned group: named as Hydra's, it starts two
