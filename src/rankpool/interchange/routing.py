@@ -102,7 +102,7 @@ class Routing(PoolMembership):
                           tell_pool=False)
 
     def _messages(self, entries: list[Entry]) -> list[tuple[int, Sequence[Any]]]:
-        """One pool's tasks of a pass as messages: ``(tasks, frames)`` each.
+        """One pool's tasks of a pass as messages: ``(how many tasks, frames)`` each.
 
         Slices of the batches they came in (each no larger than a batch this interchange
         took), or one batch encoded anew, halved while it is over the run's cap."""
