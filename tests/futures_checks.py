@@ -26,10 +26,12 @@ from __future__ import annotations
 import gc
 import os
 import random
+import shutil
 import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from concurrent import futures
 from concurrent.futures import (
     ALL_COMPLETED,
@@ -40,6 +42,7 @@ from concurrent.futures import (
     as_completed,
     wait,
 )
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -270,31 +273,41 @@ def check_wait_timeout(ex: Any) -> None:
     assert done == {f1} and not_done == {f2}
 
 
-def hold(seconds: float, comm: Any = None) -> None:
-    time.sleep(seconds)
+def hold(gate: str, limit: float, comm: Any = None) -> None:
+    """Wait until the file ``gate`` exists, ``limit`` seconds at most."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
-def busy(ex: Any, seconds: float = 1.0) -> list[Future]:
-    """Hold every worker rank of ``ex`` in one task for ``seconds`` (a task over all of them:
-    1-rank tasks could share a rank and leave another idle); its future, once it runs, so that
-    a task submitted next cannot start before it ends."""
-    blocker = ex.requirements(num_ranks=ex.num_workers).submit(hold, seconds)
-    wait_for(blocker.running, 10, interval=0.005)
-    return [blocker]
+@contextmanager
+def busy(ex: Any, limit: float = 30.0) -> Iterator[None]:
+    """Hold every worker rank of ``ex`` in one task (a task over all of them: 1-rank tasks
+    could share a rank and leave another idle) until the block ends, so that a task
+    submitted inside cannot start meanwhile however slow the machine is; then wait for it."""
+    folder = tempfile.mkdtemp(prefix="futures-checks-")
+    gate = os.path.join(folder, "open")
+    blocker = ex.requirements(num_ranks=ex.num_workers).submit(hold, gate, limit)
+    try:
+        wait_for(blocker.running, 10, interval=0.005)
+        yield
+    finally:
+        open(gate, "w").close()
+        wait([blocker], timeout=limit)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_wait_returns_cancelled_future(ex: Any) -> None:
     """A future cancelled with cancel() is CANCELLED_AND_NOTIFIED: wait() returns it at once."""
-    blockers = busy(ex)
-    f = ex.submit(time.sleep, 0.5)
-    assert f.cancel()
-    t = time.monotonic()
-    done, not_done = wait([f], timeout=10)
-    assert done == {f} and time.monotonic() - t < 1.0
-    assert f._state == "CANCELLED_AND_NOTIFIED"
-    with pytest.raises(CancelledError):
-        f.result()
-    wait(blockers)
+    with busy(ex):
+        f = ex.submit(time.sleep, 0.5)
+        assert f.cancel()
+        t = time.monotonic()
+        done, not_done = wait([f], timeout=10)
+        assert done == {f} and time.monotonic() - t < 1.0
+        assert f._state == "CANCELLED_AND_NOTIFIED"
+        with pytest.raises(CancelledError):
+            f.result()
 
 
 # -- AsCompletedTests -----------------------------------------------------------------------------
@@ -330,11 +343,10 @@ def check_as_completed_free_reference(ex: Any) -> None:
 
 
 def check_as_completed_yields_cancelled_future(ex: Any) -> None:
-    blockers = busy(ex)
-    f = ex.submit(time.sleep, 0.5)
-    assert f.cancel()
-    assert list(as_completed([f], timeout=5)) == [f]
-    wait(blockers)
+    with busy(ex):
+        f = ex.submit(time.sleep, 0.5)
+        assert f.cancel()
+        assert list(as_completed([f], timeout=5)) == [f]
 
 
 # -- ExecutorShutdownTest, the part that needs no fresh interpreter --------------------------------
