@@ -2,7 +2,8 @@
 
 The manager is a progress engine with no thread of its own: its owner (the pool program's
 loop, or the ``CommExecutor`` thread on root) calls :meth:`Manager.submit` and
-:meth:`Manager.progress` and takes what finished with :meth:`Manager.take_completed`.
+:meth:`Manager.progress` and takes what finished with ``take_completed`` (of
+:class:`~.outcomes.TaskOutcomes`).
 One ``progress`` call is four non-blocking steps, then a poll of the outbox::
 
     manager_receive   Iprobe for DONE reports, combine each task's ranks into one Result
@@ -210,18 +211,6 @@ class Manager(TaskOutcomes):
             if rank in self.near:
                 # a rank is near only when rank 0 has a bell
                 self.bell.ring(rank)  # type: ignore[union-attr]
-
-    @property
-    def completed_count(self) -> int:
-        """Results that :meth:`take_completed` would give."""
-        return len(self.completed) + len(self.completed_values)
-
-    def take_completed(self) -> tuple[list[tuple[int, Buffer]], list[Result]]:
-        """What finished since the last call: ``(values, results)``, as
-        :func:`~rankpool.protocol.batches.encode_results` and ``Engine.resolve`` take them."""
-        values, results = self.completed_values, self.completed
-        self.completed_values, self.completed = [], []
-        return values, results
 
     def take_started(self, delay: float) -> list[int]:
         """Tasks that started at least ``delay`` seconds ago and are still running, each once."""

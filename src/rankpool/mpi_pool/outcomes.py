@@ -271,6 +271,18 @@ class TaskOutcomes:
         self._settle(run, source, None if done.ok else Outcome(done.rank, False, done.data,
                                                               buffers))
 
+    @property
+    def completed_count(self) -> int:
+        """Results that :meth:`take_completed` would give."""
+        return len(self.completed) + len(self.completed_values)
+
+    def take_completed(self) -> tuple[list[tuple[int, Buffer]], list[Result]]:
+        """What finished since the last call: ``(values, results)``, as
+        :func:`~rankpool.protocol.batches.encode_results` and ``Engine.resolve`` take them."""
+        values, results = self.completed_values, self.completed
+        self.completed_values, self.completed = [], []
+        return values, results
+
     def _complete(self, done: Done, buffers: list[Buffer]) -> None:
         """A 1-rank task's result: its value alone where it has no buffers."""
         if done.ok and not buffers:
