@@ -51,18 +51,17 @@ class Received:
     :func:`rankpool.protocol.task_slices.sliced`: a run of every task of the batch is sent on
     in it, a shorter run as a slice of ``body`` (the frames after the header)."""
 
-    __slots__ = ("kind", "fns", "specs", "body", "n", "heads", "_data_at", "_nbufs",
-                 "_frame_at", "message")
+    __slots__ = ("kind", "fns", "specs", "body", "n", "heads", "_data_at", "_frame_at",
+                 "message")
 
     def __init__(self, kind: str, fns: list[Any], specs: list[Any], body: Sequence[Buffer],
-                 heads: memoryview, data_at: list[int], nbufs: list[int],
+                 heads: memoryview, data_at: list[int], frame_at: list[int] | None,
                  message: Sequence[Any]) -> None:
         self.kind, self.fns, self.specs, self.body = kind, fns, specs, body
-        self.n = len(nbufs)
+        self.n = len(data_at) - 1
         self.heads = heads  # the function payloads, between the record table and the data
         self._data_at = data_at  # where each record's data starts in the blob, and the end
-        self._nbufs = nbufs
-        self._frame_at: list[int] | None = None
+        self._frame_at = frame_at  # where each record's buffer frames start; None: no buffers
         self.message = message
 
     def data_span(self, i: int, j: int) -> tuple[int, int]:
@@ -72,7 +71,7 @@ class Received:
     def frame_span(self, i: int, j: int) -> tuple[int, int]:
         """Which body frames hold the buffers of records ``i`` to ``j`` (exclusive)."""
         if self._frame_at is None:
-            self._frame_at = list(accumulate(self._nbufs, initial=1))
+            return 1, 1
         return self._frame_at[i], self._frame_at[j]
 
 
@@ -224,9 +223,11 @@ def decode_tasks(header: dict[str, Any], frames: Sequence[Buffer],
                             f"{len(blob) - pos} bytes of blob left")
     if 1 + sum(nbufs) != len(frames):
         raise ProtocolError(f"task batch names {sum(nbufs)} buffers; {len(frames) - 1} came")
+    # where each task's buffer frames start, where there are any
+    frame_at = list(accumulate(nbufs, initial=1)) if sum(nbufs) else None
     source = None if message is None else Received(
         header["k"], fn_table, spec_table, frames, blob[WIDTH * INT_SIZE * n:pos], data_at,
-        nbufs, message)
+        frame_at, message)
     # one pass of Task() calls, every column fed in C: a flood's batch has one function and
     # one spec, and no buffers
     cut = (bytes(blob) if copy else blob).__getitem__
@@ -239,12 +240,8 @@ def decode_tasks(header: dict[str, Any], frames: Sequence[Buffer],
         digests = (fns[fi][0] for fi in fis)
         payloads = (fns[fi][1] for fi in fis)
     spec_of = repeat(specs[0], n) if len(specs) == 1 else map(specs.__getitem__, sis)
-    if sum(nbufs):
-        frame_at = list(accumulate(nbufs, initial=1))
-        bufs: Iterable[Sequence[Buffer]] = [
-            _take(frames, a, b - a) for a, b in zip(frame_at, frame_at[1:])]
-    else:
-        bufs = repeat((), n)
+    bufs: Iterable[Sequence[Buffer]] = repeat((), n) if frame_at is None else [
+        _take(frames, a, b - a) for a, b in zip(frame_at, frame_at[1:])]
     return list(map(Task, ids, spec_of, digests, payloads, datas, bufs, repeat(source, n),
                     range(n)))
 
