@@ -15,7 +15,7 @@ from waiting import wait_for
 
 from rankpool.launchers.local import LocalBlocks
 from rankpool.mpi_pool.config import PoolConfig
-from rankpool.mpi_pool.mpich_files import sweep
+from rankpool.mpi_pool.mpich_files import STAMP_LAG, sweep
 
 
 def _make(name: str) -> str:
@@ -26,11 +26,14 @@ def _make(name: str) -> str:
 
 
 def test_only_fresh_unmapped_mpich_files_are_swept() -> None:
+    """Files made since ``since`` and mapped by no process go; the file made at once after
+    ``since`` too, although the kernel stamps it up to a tick earlier (``STAMP_LAG``)."""
     token = secrets.token_hex(4)
     old = _make(f"mpich_shm_old{token}_0")
+    time.sleep(STAMP_LAG + 0.05)
     since = time.time()
-    time.sleep(0.05)
-    gone = _make(f"mpich_shm_gone{token}_0")
+    gone = f"/dev/shm/mpich_shm_gone{token}_0"
+    os.close(os.open(gone, os.O_CREAT | os.O_WRONLY, 0o600))  # stamped a tick's lag early
     held = _make(f"mpich_shm_held{token}_0")
     other = _make(f"rankpool-test-{token}")
     try:

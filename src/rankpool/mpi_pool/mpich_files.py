@@ -69,6 +69,11 @@ def abort(comm: Any, code: int) -> None:
     comm.Abort(code)
 
 
+#: seconds a file's timestamp may lag ``time.time``: the kernel stamps files from a clock read
+#: once a tick (up to 10 ms behind), so a file made just after ``since`` may read as older
+STAMP_LAG = 0.05
+
+
 def sweep(since: float, settle: float = 0.1) -> list[str]:
     """Unlink the MPICH files in ``/dev/shm`` of this user made since ``since``
     (``time.time``) that no process maps, and return their paths. A file of a job still
@@ -86,7 +91,7 @@ def sweep(since: float, settle: float = 0.1) -> list[str]:
                 for entry in entries:
                     if entry.name.startswith(MPICH_PREFIX):
                         st = entry.stat(follow_symlinks=False)
-                        if st.st_uid == uid and st.st_ctime >= since:
+                        if st.st_uid == uid and st.st_ctime >= since - STAMP_LAG:
                             fresh.append(entry.path)
         except OSError:
             return []
