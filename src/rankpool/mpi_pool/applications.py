@@ -52,16 +52,23 @@ FIRST_RANK_LOOK = 0.05
 _abandoned: list[MPI.Request] = []
 
 
-def is_application(fn: Callable[..., Any], position: int | None, args: Sequence[Any],
+def marked_application(fn: Callable[..., Any]) -> bool:
+    """Whether a function always runs as an application task (``run_mpi``, or a function
+    wrapping it)."""
+    return bool(getattr(fn, "rankpool_application", False) or
+                getattr(getattr(fn, "__wrapped__", None), "rankpool_application", False))
+
+
+def is_application(marked: bool, position: int | None, args: Sequence[Any],
                    size: int, setting: TaskSetting | None) -> bool:
-    """Whether a task runs as an application task (``position``: where ``comm`` goes).
+    """Whether a task runs as an application task (``marked``: its function is one, see
+    :func:`marked_application`; ``position``: where ``comm`` goes).
 
     A 1-rank task is one when its function is ``run_mpi``, or when it cannot take a
     communicator and its specification names an MPI shape or launch key (``num_nodes``,
     ``ranks_per_node``, ``launcher_options``, ``mpi_launcher``), as Parsl's MPI mode gives a
     1-rank bash app its prefix."""
-    if getattr(fn, "rankpool_application", False) or \
-            getattr(getattr(fn, "__wrapped__", None), "rankpool_application", False):
+    if marked:
         return True
     if position is not None or (args and args[0] is None):
         return False

@@ -55,6 +55,7 @@ from .far_notes import send_note
 #: set to 1 to start pools without keepers (no rank death is then survived)
 ENV_OFF = "RANKPOOL_NO_KEEPER"
 _PAGE = struct.Struct("<qqq")   # state, task id, rank
+_TASK = struct.Struct("<qq")    # the page's first two fields: state, task id
 FRESH, IN_TASK, FINISHED, BETWEEN = 0, 1, 2, 3  # states of the shared page
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCONT,
               signal.SIGTSTP)
@@ -91,7 +92,7 @@ class Link:
         os.write(self.pipe, f"{line}\n".encode())
 
     def task(self, task_id: int) -> None:
-        _PAGE.pack_into(self.page, 0, IN_TASK, task_id, _PAGE.unpack_from(self.page)[2])
+        _TASK.pack_into(self.page, 0, IN_TASK, task_id)
 
     def idle(self) -> None:
         """Between tasks (the page keeps the last task's id)."""

@@ -27,9 +27,9 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from mpi4py import MPI
 
@@ -38,7 +38,7 @@ from ..protocol.wire import Buffer
 from ..shm.arena import Arena
 from ..task.injection import comm_position, inject
 from ..task.serialize import FunctionLoader, dumps_data, dumps_error, loads_data
-from .applications import Applications, is_application
+from .applications import Applications, is_application, marked_application
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
 from .comm_cache import CommCache
 from .doorbell import RING_GRACE, Doorbell
@@ -61,6 +61,18 @@ RING_AFTER = 1e-3
 #: rings it with every message it sends it, so it need not poll MPI; a longer sleep would only
 #: spare the node's cores (an application's processes among them) its wake-ups
 BELL_IDLE = 0.1
+
+
+class _Callee(NamedTuple):
+    """A task function as a worker loaded it, with what running it needs to know of it."""
+
+    fn: Callable[..., Any]
+    position: int | None  # where ``comm`` goes (see :mod:`rankpool.task.injection`)
+    marked: bool          # always an application task (:func:`.applications.marked_application`)
+
+
+def _callee(fn: Callable[..., Any]) -> _Callee:
+    return _Callee(fn, comm_position(fn), marked_application(fn))
 
 
 class _Alarm(BaseException):
@@ -96,8 +108,7 @@ class Worker:
         self.flush_interval = flush_interval
         self.queue: deque[tuple[WorkItem, list[Buffer]]] = deque()
         self.outbox = Outbox(comm)
-        self.functions = FunctionLoader()
-        self.positions: dict[bytes, int | None] = {}
+        self.functions = FunctionLoader(prepare=_callee)
         self.done: list[tuple[Any, ...]] = []  # Done fields, as plain tuples (see comms)
         self.done_buffers: list[Buffer] = []
         self.dropped: list[int] = []  # cancelled before they started, not reported yet
@@ -305,12 +316,14 @@ class Worker:
             self.done_buffers.extend(bufs)
 
     def _call(self, item: WorkItem, buffers: list[Buffer], sub: MPI.Intracomm) -> Any:
-        fn = self.functions.loads(item.fn_digest, item.fn)
-        position = self.positions.get(item.fn_digest, -2)
-        if position == -2:
-            position = self.positions[item.fn_digest] = comm_position(fn)
+        callee: _Callee = self.functions.loads(item.fn_digest, item.fn)
+        fn, position = callee.fn, callee.position
         args, kwargs = loads_data(item.data, buffers)
-        if is_application(fn, position, args, len(item.ranks), item.setting):
+        if item.setting is None and sub is MPI.COMM_SELF and not callee.marked:
+            # a plain 1-rank task, the common case: never an application task
+            args, kwargs = inject(position, args, kwargs, sub)
+            return self._timed(item, fn, args, kwargs)
+        if is_application(callee.marked, position, args, len(item.ranks), item.setting):
             if self.apps is None:
                 self.apps = Applications(self.node_names, self.bell, self.belled, self.pids)
             run = self.apps.run

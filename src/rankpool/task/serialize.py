@@ -125,19 +125,24 @@ def _parts(fn: Callable[..., Any]) -> tuple[Any, ...]:
 
 
 class FunctionLoader:
-    """Run side: load each function once per digest."""
+    """Run side: load each function once per digest, and keep it as ``prepare`` makes it
+    (the function itself by default; a worker keeps what it learnt of it beside it)."""
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 256,
+                 prepare: Callable[[Callable[..., Any]], Any] | None = None) -> None:
         self._cache = _LRU(size)
+        self._prepare = prepare
 
-    def loads(self, digest: bytes, payload: Buffer) -> Callable[..., Any]:
-        fn: Callable[..., Any] | None = self._cache.get(digest)
-        if fn is None:
-            fn = pickle.loads(payload)
-            self._cache.put(digest, fn)
+    def loads(self, digest: bytes, payload: Buffer) -> Any:
+        entry = self._cache.get(digest)
+        if entry is None:
+            entry = pickle.loads(payload)
+            if self._prepare is not None:
+                entry = self._prepare(entry)
+            self._cache.put(digest, entry)
         else:
             self._cache.move_to_end(digest)
-        return fn
+        return entry
 
 
 class _BigBuffers(threading.local):
