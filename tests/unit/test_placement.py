@@ -349,6 +349,26 @@ def test_fits_ever() -> None:
     assert not g.fits_ever(Shape(1, exclusive=True, gpus=2))  # one device per rank
 
 
+def test_a_run_of_keys_is_queued_in_order_or_not_at_all() -> None:
+    s = Scheduler([[1]], depth=1)
+    s.submit_many(["a", "b"], ONE)
+    s.submit("c", ONE)
+    s.submit_many([], ONE)
+    with pytest.raises(ValueError, match="'b' is already live"):
+        s.submit_many(["x", "b"], ONE)
+    with pytest.raises(ValueError, match="repeats"):
+        s.submit_many(["y", "z", "y"], ONE)
+    assert s.pending == 3  # neither failed run left a key behind
+    order = []
+    for _ in range(3):
+        got = _assign(s)
+        order += list(got)
+        s.finish_many(list(got))
+    assert order == ["a", "b", "c"]
+    s.submit_many(["y", "z"], ONE)  # the keys of the refused runs are free
+    assert s.pending == 2
+
+
 def test_errors_and_node_of() -> None:
     s = Scheduler([[1, 2], [3]], depth=2)
     assert [s.node_of(r) for r in (1, 2, 3)] == [0, 0, 1]
@@ -438,8 +458,14 @@ def test_randomized_invariants(seed: int, lend: int) -> None:
     for key in range(3000):
         op = rng.random()
         if op < 0.5:
-            shape_of[key] = rng.choice(shapes)
-            s.submit(key, shape_of[key], priority=rng.choice((0, 0, 0, 1, 2)))
+            shape, priority = rng.choice(shapes), rng.choice((0, 0, 0, 1, 2))
+            if rng.random() < 0.7:
+                shape_of[key] = shape
+                s.submit(key, shape, priority=priority)
+            else:  # a batch's run of tasks, queued at once
+                run = [key, *(f"{key}.{i}" for i in range(rng.randint(0, 7)))]
+                shape_of.update(dict.fromkeys(run, shape))
+                s.submit_many(run, shape, priority=priority)
         elif op < 0.85 and running:
             # one task ends, or several reported together (finish_many frees each rank's
             # shared tasks at once)
@@ -501,16 +527,23 @@ def test_randomized_invariants(seed: int, lend: int) -> None:
 
 
 def test_a_shape_queue_that_emptied_is_not_reused_by_the_next_task_of_its_shape() -> None:
-    """The queue of the last add is remembered; once its tasks all started it is gone, and
-    the next task of the same Shape object and priority gets a live queue."""
+    """Once a queue's tasks all started it is gone, and the next task of the same Shape and
+    priority gets a live queue; a run of tasks joins the live queue of its shape."""
     from rankpool.mpi_pool.placement.queues import PendingTasks
     pending, shape = PendingTasks(), Shape(1)
-    first = pending.add("a", shape, 0)
-    assert pending.add("b", shape, 0) is first
+    pending.add(["a"], shape, 0)
+    first = pending.index[(0, shape)]
+    pending.add(["b"], shape, 0)
+    assert pending.index[(0, shape)] is first and first.live == 2
     pending.take("a")
     pending.take("b")  # emptied: dropped
-    again = pending.add("c", shape, 0)
+    assert (0, shape) not in pending.index and first.qid not in pending.queues
+    pending.add(["c"], shape, 0)
+    again = pending.index[(0, shape)]
     assert again is not first and pending.queues[again.qid] is again
-    assert pending.index[(0, shape)] is again and list(again.items) == [(2, "c")]
-    assert pending.add("d", shape, 1) is not again  # another priority, another queue
-    assert pending.add("e", Shape(1), 0) is again  # an equal Shape finds it by its hash
+    assert list(again.items) == [(2, "c")]
+    pending.add(["d"], shape, 1)
+    assert pending.index[(1, shape)] is not again  # another priority, another queue
+    pending.add(["e", "f"], Shape(1), 0)  # an equal Shape finds it by its hash
+    assert list(again.items) == [(2, "c"), (4, "e"), (5, "f")] and again.live == 3
+    assert pending.pending["f"] == (again.qid, 5)

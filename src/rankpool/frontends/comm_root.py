@@ -13,6 +13,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Sequence
+from typing import TypeVar
 
 from mpi4py import MPI
 
@@ -24,6 +25,7 @@ from ..protocol.batches import Task
 from .engine import Engine
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class RootThread:
@@ -157,11 +159,9 @@ class RootThread:
         inbox = self.inbox
         if not inbox:
             return False
-        submit = manager.submit
-        while inbox:
-            submit(inbox.popleft())
+        manager.submit_many(_take_all(inbox))
         return True
 
 
-def _take_all(queue: deque[int]) -> list[int]:
+def _take_all(queue: deque[T]) -> list[T]:
     return [queue.popleft() for _ in range(len(queue))]

@@ -125,7 +125,6 @@ class Manager(TaskOutcomes):
         self.started: dict[int, float] = {}  # running task -> when it started, until taken
         self._next_slow_check = 0.0
         self._shapes: dict[Spec, Shape] = {}
-        self._last_shape: tuple[Spec, Shape] | None = None
 
     # -- the owner's interface ---------------------------------------------------------------
     @property
@@ -152,34 +151,41 @@ class Manager(TaskOutcomes):
             seen.add(rank)
         return True
 
-    def submit(self, task: Task) -> None:
-        spec = task.spec
-        last = self._last_shape
-        if last is not None and last[0] is spec:  # a batch's tasks share one Spec: no hash
-            shape = last[1]
-        else:
-            found = self._shapes.get(spec)
-            if found is None:
-                found = Shape(spec.num_ranks, spec.ranks_per_node, spec.num_nodes,
-                              spec.exclusive, spec.gpus_per_rank)
-                if len(self._shapes) < 1024:
-                    self._shapes[spec] = found
-            shape = found
-            self._last_shape = (spec, shape)
+    def submit_many(self, tasks: Sequence[Task]) -> None:
+        """Queue tasks, in order: each run of them that shares one Spec (a batch's tasks do)
+        is checked and queued at once."""
+        start, n = 0, len(tasks)
+        while start < n:
+            spec = tasks[start].spec
+            end = start + 1
+            while end < n and tasks[end].spec is spec:
+                end += 1
+            self._queue_run(tasks[start:end] if start or end < n else tasks, spec)
+            start = end
+
+    def _queue_run(self, run: Sequence[Task], spec: Spec) -> None:
+        shape = self._shapes.get(spec)
+        if shape is None:
+            shape = Shape(spec.num_ranks, spec.ranks_per_node, spec.num_nodes, spec.exclusive,
+                          spec.gpus_per_rank)
+            if len(self._shapes) < 1024:
+                self._shapes[spec] = shape
         if (shape.width > 1 or shape.gpus) and not self.scheduler.fits_ever(shape):
             gpu = "GPU " if shape.gpus else ""
             usable = self.scheduler.usable_device_ranks if shape.gpus \
                 else self.scheduler.usable_ranks
-            self._fail(task.task_id, ResourceSpecError(
-                "gpus_per_rank" if shape.gpus else "num_ranks",
-                f"task {task.task_id} needs {counted(spec.num_ranks, gpu + 'rank')}"
-                f"{_shape_text(spec.ranks_per_node, spec.num_nodes)}; this pool has "
-                f"{counted(usable, 'usable worker rank')}"
-                f"{' that own an accelerator' if gpu else ''} "
-                f"on nodes of {[len(n) for n in self.topology.nodes]} worker ranks"))
+            for task in run:
+                self._fail(task.task_id, ResourceSpecError(
+                    "gpus_per_rank" if shape.gpus else "num_ranks",
+                    f"task {task.task_id} needs {counted(spec.num_ranks, gpu + 'rank')}"
+                    f"{_shape_text(spec.ranks_per_node, spec.num_nodes)}; this pool has "
+                    f"{counted(usable, 'usable worker rank')}"
+                    f"{' that own an accelerator' if gpu else ''} "
+                    f"on nodes of {[len(n) for n in self.topology.nodes]} worker ranks"))
             return
-        self.tasks[task.task_id] = task
-        self.scheduler.submit(task.task_id, shape, spec.priority)
+        ids = [task.task_id for task in run]
+        self.scheduler.submit_many(ids, shape, spec.priority)
+        self.tasks.update(zip(ids, run))
 
     def cancel(self, task_id: int) -> bool:
         """Drop a task that has not reached any rank yet."""
@@ -292,39 +298,51 @@ class Manager(TaskOutcomes):
         per_rank: dict[int, tuple[list[tuple[Any, ...]], list[Buffer]]] = {}
         now = time.monotonic()
         sent, comms = self.sent, self.comms
+        tasks, single, running, started = self.tasks, self.single, self.running, self.started
+        # a batch's tasks share one Spec, one setting (a NamedTuple: the ranks only read it)
+        # and one function: each is looked at once per run of tasks that share it
         last_spec: Spec | None = None
         setting: TaskSetting | None = None
-        for a in assignments:
+        shared, results_all, walltime = False, False, None
+        last_fn: Buffer | None = None
+        fn = b""
+        for key, ranks in assignments:
             # the scheduler's keys are the task ids it was given (it types them Hashable)
-            task = self.tasks.pop(a.key)  # type: ignore[call-overload]
+            task = tasks.pop(key)  # type: ignore[call-overload]
+            task_id = task.task_id
             if sent is not None:
-                sent[task.task_id] = task
+                sent[task_id] = task
             spec = task.spec
-            if spec is not last_spec:  # a batch's tasks share one Spec, and one setting (a
-                # NamedTuple: the ranks only read it)
+            if spec is not last_spec:
                 last_spec, setting = spec, setting_of(spec)
+                # not exclusive: one rank, no walltime, no accelerator
+                shared, results_all, walltime = not spec.exclusive, spec.results_all, \
+                    spec.walltime
+            if task.fn is not last_fn:
+                last_fn = task.fn
+                fn = _as_bytes(last_fn)
+            data, buffers = task.data, task.buffers
             # a WorkItem as a plain tuple (see comms): far cheaper to pickle
-            wide = len(a.ranks) > 1
-            item = (task.task_id, a.ranks, spec.results_all, spec.walltime, task.fn_digest,
-                    _as_bytes(task.fn), _as_bytes(task.data), len(task.buffers), setting,
-                    comms.id_for(a.ranks) if wide else 0, ())
-            for rank in a.ranks:
+            item = (task_id, ranks, results_all, walltime, task.fn_digest, fn,
+                    data if type(data) is bytes else bytes(data), len(buffers), setting,
+                    comms.id_for(ranks) if len(ranks) > 1 else 0, ())
+            for rank in ranks:
                 entry = per_rank.get(rank)
                 if entry is None:
                     entry = per_rank[rank] = ([], [])
                 release = comms.releases(rank)
                 entry[0].append(item[:-1] + (release,) if release else item)
-                if task.buffers:
-                    entry[1].extend(task.buffers)
-            if len(a.ranks) == 1 and not spec.exclusive:
+                if buffers:
+                    entry[1].extend(buffers)
+            if shared:
                 # nothing of the task is kept: no deadline, no peers (and far fewer live
                 # objects for the garbage collector to walk in a flood of small tasks)
-                self.single[task.task_id] = a.ranks[0]
+                single[task_id] = ranks[0]
             else:
-                self.running[task.task_id] = Running(task, a.ranks, now, a.ranks)
-                self.started[task.task_id] = now  # its ranks are committed to it
-            if spec.walltime is not None:
-                heapq.heappush(self.deadlines, (now + spec.walltime + self.grace, task.task_id))
+                running[task_id] = Running(task, ranks, now, ranks)
+                started[task_id] = now  # its ranks are committed to it
+                if walltime is not None:
+                    heapq.heappush(self.deadlines, (now + walltime + self.grace, task_id))
         holding, since, near = self.scheduler.holding, self.since, self.near
         for rank, (items, bufs) in per_rank.items():
             self.outbox.send(items, rank, Tag.WORK, bufs)

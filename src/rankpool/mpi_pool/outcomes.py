@@ -80,8 +80,8 @@ class TaskOutcomes:
     since: dict[int, float]
     ringing: set[int]
     started: dict[int, float]
-    #: queue a task here (again): :meth:`.manager.Manager.submit`
-    submit: Callable[[Task], None]
+    #: queue tasks here (again): :meth:`.manager.Manager.submit_many`
+    submit_many: Callable[[Sequence[Task]], None]
 
     def _take_report(self, source: int, received: tuple[Report, list[Buffer]]) -> None:
         report, buffers = received
@@ -94,9 +94,21 @@ class TaskOutcomes:
             self.scheduler.hold_back(source, False)
         pos = 0
         ended: list[int] = []
+        single, started, values = self.single, self.started, self.completed_values
+        plain = self.trace is None
         for done in report.done:
-            self._record(source, done, buffers[pos:pos + done.nbuf] if done.nbuf else [], ended)
-            pos += done.nbuf
+            task_id, _, ok, data, nbuf, _, _ = done
+            if ok and not nbuf and plain and single.get(task_id) == source:
+                # the common case, a flood's: a 1-rank task's value, nothing more to keep
+                del single[task_id]
+                if started:
+                    started.pop(task_id, None)
+                ended.append(task_id)
+                values.append((task_id, data))
+                continue
+            self._record(source, Done._make(done), buffers[pos:pos + nbuf] if nbuf else [],
+                         ended)
+            pos += nbuf
         for task_id in report.starting:
             if self.single.get(task_id) == source:
                 self.started[task_id] = now
@@ -175,8 +187,7 @@ class TaskOutcomes:
             what = "while running it" if pos == began - 1 and death.running \
                 else "before sending its result"
             self._fail(task_id, lost_error(task_id, death, what))
-        for task in again:  # never started: run them elsewhere
-            self.submit(task)
+        self.submit_many(again)  # never started: run them elsewhere
         log.error("worker rank %d (pid %d on %s) %s; %d of its tasks failed, %d run elsewhere; "
                   "worker ranks lost so far: %s", rank, death.pid, death.host,
                   describe_exit(death.status), len(order) - len(again), len(again),
@@ -237,7 +248,8 @@ class TaskOutcomes:
         if not done.ok:
             log.warning("task %d raised on rank %d (rank %d of the task): %s", done.task_id,
                         source, done.rank, error_summary(done.data))
-        if self.single.get(done.task_id) == source:  # the common case, kept short
+        if self.single.get(done.task_id) == source:  # a 1-rank shared task (one that raised,
+            # returned buffers or is traced: :meth:`_take_report` takes the others)
             del self.single[done.task_id]
             if self.started:
                 self.started.pop(done.task_id, None)

@@ -246,8 +246,7 @@ class RankZero:
             if self.retiring:  # they end with the pool (ManagerLost), to run on another
                 log.warning("retiring: %d tasks arrived anyway; not run", len(tasks))
                 return
-            for task in tasks:
-                self.mpi.submit(task)
+            self.mpi.submit_many(tasks)
             self.mpi.manager_dispatch()  # on their way to the ranks before anything else
             return
         msg = protocol.decode_message(header)

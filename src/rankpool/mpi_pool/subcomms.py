@@ -28,6 +28,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import IntEnum
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -77,10 +78,14 @@ class Done(NamedTuple):
     end: float
 
 
+_nbuf_of = itemgetter(Done._fields.index("nbuf"))  # of a Done as a plain tuple
+
+
 class Report(NamedTuple):
     """One DONE message: finished tasks, the one starting now (if announced), dropped ones."""
 
-    done: list[Done]
+    done: list[tuple[Any, ...]]   # Done fields, as the plain tuples that travelled (rank 0
+                                  # names only those off its common path: ``Done._make``)
     starting: tuple[int, ...]     # the task it starts next (if announced), and the tasks a
                                   # CANCEL found started or done
     dropped: tuple[int, ...]      # tasks it held and dropped, unstarted, on a CANCEL
@@ -185,7 +190,7 @@ def receive(comm: MPI.Comm, source: int, tag: int) -> tuple[list[WorkItem], list
     """Receive a probed WORK message from ``source`` and the DATA buffers its items announce
     (items travel as plain tuples and come back as :class:`WorkItem`)."""
     items = list(map(WorkItem._make, comm.recv(source=source, tag=tag)))
-    return items, _receive_buffers(comm, source, items)
+    return items, _receive_buffers(comm, source, sum(item.nbuf for item in items))
 
 
 def receive_report(comm: MPI.Comm, source: int,
@@ -195,16 +200,15 @@ def receive_report(comm: MPI.Comm, source: int,
     ``deadline`` (``time.monotonic``): ``source`` died, so its buffers may never come whole;
     raise ``TimeoutError`` when they have not by then."""
     done, starting, dropped, rings = comm.recv(source=source, tag=Tag.DONE)
-    items = list(map(Done._make, done))
-    return (Report(items, starting, dropped, rings),
-            _receive_buffers(comm, source, items, deadline))
+    return (Report(done, starting, dropped, rings),
+            _receive_buffers(comm, source, sum(map(_nbuf_of, done)), deadline))
 
 
-def _receive_buffers(comm: MPI.Comm, source: int, items: Sequence[Any],
+def _receive_buffers(comm: MPI.Comm, source: int, count: int,
                      deadline: float | None = None) -> list[Buffer]:
     buffers: list[Buffer] = []
     status = MPI.Status()
-    for _ in range(sum(item.nbuf for item in items)):
+    for _ in range(count):
         if deadline is None:
             msg = comm.Mprobe(source=source, tag=Tag.DATA, status=status)
         else:

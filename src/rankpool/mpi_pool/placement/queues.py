@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
+from itertools import repeat
 
 from .shapes import Shape
 from .shapes import layout as layout_of
@@ -41,30 +42,33 @@ class PendingTasks:
         self.pending: dict[Hashable, tuple[int, int]] = {}  # key -> (queue id, seq)
         self.seq = 0
         self.n_exclusive = 0
-        # the queue of the last add: a batch's tasks share one Shape object, and this spares
-        # hashing it (five fields) for each
-        self._last: tuple[Shape, int, ShapeQueue] | None = None
 
-    def add(self, key: Hashable, shape: Shape, priority: int) -> ShapeQueue:
-        last = self._last
-        if last is not None and last[0] is shape and last[1] == priority \
-                and self.queues.get(last[2].qid) is last[2]:  # still live
-            q: ShapeQueue | None = last[2]
-        else:
-            q = self.index.get((priority, shape))
-        seq = self.seq
-        self.seq += 1
+    def add(self, keys: Sequence[Hashable], shape: Shape, priority: int) -> None:
+        """Queue ``keys``, in order, as tasks of one shape and priority (a batch's tasks are
+        queued at once: one queue lookup, the rest in bulk). ValueError, and nothing queued,
+        when a key repeats."""
+        if not keys:
+            return
+        q = self.index.get((priority, shape))
+        seq, n = self.seq, len(keys)
+        seqs = range(seq, seq + n)
+        before = len(self.pending)
+        qid = seq if q is None else q.qid  # a new queue's id is its first task's seq
+        self.pending.update(zip(keys, zip(repeat(qid), seqs)))  # ints only: nothing for the
+        # GC to walk
+        if len(self.pending) != before + n:
+            for key in keys:
+                self.pending.pop(key, None)
+            raise ValueError(f"a task key repeats among {n} queued at once")
+        self.seq += n
         if q is None:
-            q = ShapeQueue(seq, priority, shape)  # seq doubles as a unique queue id
-            self.queues[q.qid] = self.index[(priority, shape)] = q
-            heapq.heappush(self.heap, (-priority, seq, q.qid))
-        self._last = (shape, priority, q)
-        q.items.append((seq, key))
-        q.live += 1
-        self.pending[key] = (q.qid, seq)  # ints only: nothing for the GC to walk
+            q = ShapeQueue(qid, priority, shape)
+            self.queues[qid] = self.index[(priority, shape)] = q
+            heapq.heappush(self.heap, (-priority, seq, qid))
+        q.items.extend(zip(seqs, keys))
+        q.live += n
         if not q.shared:
-            self.n_exclusive += 1
-        return q
+            self.n_exclusive += n
 
     def head(self, q: ShapeQueue) -> tuple[int, Hashable]:
         """The first live entry of q (stale entries in front are dropped)."""

@@ -167,11 +167,18 @@ class Scheduler:
 
     def submit(self, key: Hashable, shape: Shape, priority: int = 0) -> None:
         """Queue a task; raises ValueError if ``key`` is already pending or running."""
-        if key in self._q.pending or key in self._running:
-            raise ValueError(f"task key {key!r} is already live")
+        self.submit_many((key,), shape, priority)
+
+    def submit_many(self, keys: Sequence[Hashable], shape: Shape, priority: int = 0) -> None:
+        """Queue tasks of one shape and priority, in order; raises ValueError, and queues
+        none of them, if a key is already pending or running, or repeats."""
+        if not self._q.pending.keys().isdisjoint(keys) or \
+                not self._running.keys().isdisjoint(keys):
+            live = [k for k in keys if k in self._q.pending or k in self._running]
+            raise ValueError(f"task key {live[0]!r} is already live")
         if shape.gpus and not shape.exclusive:
             raise ValueError("a GPU shape must be exclusive")
-        self._q.add(key, shape, priority)
+        self._q.add(keys, shape, priority)
         if not self.fits_ever(shape):
             self._recheck = True
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 Layout = tuple[int, "tuple[int, ...] | None"]  # (width, per-node counts or None = free)
 
@@ -24,9 +25,9 @@ class Shape:
     gpus: int = 0  # devices per rank: only ranks that own an accelerator (exclusive shapes)
 
 
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    """A task started on ``ranks`` (ascending pool ranks)."""
+class Assignment(NamedTuple):
+    """A task started on ``ranks`` (ascending pool ranks). A named tuple: the hot path makes
+    one per task with ``tuple.__new__`` (a frozen dataclass cost ~0.6 µs a task)."""
 
     key: Hashable
     ranks: tuple[int, ...]

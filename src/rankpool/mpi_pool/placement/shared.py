@@ -19,6 +19,8 @@ from .shapes import Assignment
 #: Most shared tasks a rank holds while exclusive tasks are pending (if ``depth`` allows).
 WAITING_DEPTH = 2
 
+_new = tuple.__new__
+
 Running = dict[Hashable, tuple[tuple[int, ...], bool, tuple[int, ...]]]
 
 
@@ -76,7 +78,7 @@ def assign_shared(inv: RankInventory, pend: PendingTasks, running: Running, q: S
             items.popleft()
             del pending[key]
             running[key] = (ranks, False, gen)
-            out.append(Assignment(key, ranks))
+            out.append(_new(Assignment, (key, ranks)))  # Assignment(key, ranks), in C
             n += 1
             q.live -= 1
             if not q.live:
