@@ -28,6 +28,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import IntEnum
+from itertools import repeat
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -189,7 +190,8 @@ def acknowledge(comm: MPI.Comm) -> None:
 def receive(comm: MPI.Comm, source: int, tag: int) -> tuple[list[WorkItem], list[Buffer]]:
     """Receive a probed WORK message from ``source`` and the DATA buffers its items announce
     (items travel as plain tuples and come back as :class:`WorkItem`)."""
-    items = list(map(WorkItem._make, comm.recv(source=source, tag=tag)))
+    # WorkItem._make without its Python frame and length check (rank 0 sends whole items)
+    items = list(map(tuple.__new__, repeat(WorkItem), comm.recv(source=source, tag=tag)))
     return items, _receive_buffers(comm, source, sum(item.nbuf for item in items))
 
 
