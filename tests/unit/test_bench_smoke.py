@@ -198,6 +198,18 @@ def test_split_batches_measures_a_build_and_refuses_bad_arguments(
     assert set(figures) == {"decode", "split", "whole"} and all(v > 0 for v in figures.values())
 
 
+def test_rank0_alone_refuses_bad_arguments_and_tabulates_rounds(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    rank0_alone = load("rank0_alone")
+    for bad in (["--build", "x"], ["--rounds", "some"]):
+        with pytest.raises(SystemExit):
+            rank0_alone.main(bad)
+    assert "LABEL=SRC" in capsys.readouterr().err
+    text = rank0_alone.table({"before": [9.0, 11.0, 10.0], "now": [7.5, "error: gone"]})
+    assert "| before | 9.00, 11.00, 10.00 | 10.00 |" in text
+    assert "| now | 7.50, error: gone | 7.50 |" in text
+
+
 def test_cpu_split_names_ranks_by_their_launchers_numbers() -> None:
     cpu_split = load("cpu_split")
 
