@@ -48,6 +48,33 @@ def test_task_batch_round_trip_shares_function_and_spec():
     assert all(type(t.data) is bytes for t in copied) and copied[0].fn is copied[2].fn
 
 
+def test_task_batches_of_random_mixes_round_trip_with_tables_in_order_of_first_use():
+    """Functions and specs interleaved at random, equal specs as distinct objects, buffers on
+    some tasks: the batch decodes back to its tasks, each function and each spec value has
+    one table entry, in order of first use."""
+    import random
+    rng = random.Random(5)
+    fns = [(bytes([k]) * 16, f"FN{k}".encode()) for k in range(3)]
+    values = [{}, {"num_ranks": 2}, {"priority": 1}]
+    for _ in range(50):
+        tasks = []
+        for i in range(rng.randint(0, 40)):
+            digest, fn = rng.choice(fns)
+            spec = parse_spec(rng.choice(values))  # a new object each time
+            bufs = [bytes([i % 256]) * rng.randint(1, 9) for _ in range(rng.choice((0, 0, 2)))]
+            tasks.append(Task(i, spec, digest, fn, rng.randbytes(rng.randint(0, 5)), bufs))
+        frames = _frames(encode_tasks(tasks))
+        header = decode_header(frames[0])
+        assert header["n"] == len(tasks)
+        first_fns = list(dict.fromkeys(t.fn_digest for t in tasks))
+        assert [bytes.fromhex(d) for d, _ in header["f"]] == first_fns
+        assert header["s"] == [s.to_wire() for s in dict.fromkeys(t.spec for t in tasks)]
+        back = decode_tasks(header, frames[1:])
+        assert [(t.task_id, t.spec, t.fn_digest, bytes(t.fn), bytes(t.data),
+                 [bytes(b) for b in t.buffers]) for t in back] == \
+            [(t.task_id, t.spec, t.fn_digest, t.fn, t.data, t.buffers) for t in tasks]
+
+
 def test_result_batch_round_trip_and_compact_records():
     results = [Result(1, [Outcome(0, True, b"v1")]),
                Result(2, [Outcome(0, True, b"a", [b"BIG"]), Outcome(1, True, b"b")]),
