@@ -10,6 +10,7 @@ task's reservation waits for every task queued on its ranks, and run times are u
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 
 from .inventory import RankInventory
@@ -40,9 +41,17 @@ def assign_shared(inv: RankInventory, pend: PendingTasks, running: Running, q: S
     cap = per.setdefault(q.qid, -(-q.live // max(inv.n_open, 1)))
     got = given.setdefault(q.qid, {})
     heap = pend.heap
-    bound = heap[0][:2] if heap else None
-    negp = -q.priority
+    # the last sequence number of q that comes before the next queue's head: (priority,
+    # arrival) order across queues
+    last: float = math.inf
+    if heap:
+        negp, head = -q.priority, heap[0][:2]
+        if head[0] < negp:  # a higher priority is next: nothing of q comes first
+            last = -math.inf
+        elif head[0] == negp:
+            last = head[1]
     items, pending, held, spare = q.items, pend.pending, inv.held, inv.spare
+    popleft, pop = items.popleft, pending.pop
     depth = min(inv.depth, WAITING_DEPTH) if pend.n_exclusive else inv.depth
     skipped: set[int] = set()
     lendable: list[int] = []
@@ -66,24 +75,26 @@ def assign_shared(inv: RankInventory, pend: PendingTasks, running: Running, q: S
             skipped.add(r)
             continue
         n, ranks, gen = 0, (r,), (inv.gen[r],)
+        k = min(k, q.live)
+        held_by = (ranks, False, gen)  # what running keeps of each of them (read only)
         while n < k:
-            seq, key = items[0]
-            ent = pending.get(key)
-            if ent is None or ent[1] != seq:
-                items.popleft()
+            seq, key = popleft()
+            ent = pop(key, None)
+            if ent is None or ent[1] != seq:  # cancelled, or queued again since
+                if ent is not None:
+                    pending[key] = ent
                 continue
-            if bound is not None and (negp, seq) > bound:
+            if seq > last:  # past the next queue's head (FIFO across shapes): not now
+                pending[key] = ent
+                items.appendleft((seq, key))
                 more = True
                 break
-            items.popleft()
-            del pending[key]
-            running[key] = (ranks, False, gen)
+            running[key] = held_by
             out.append(_new(Assignment, (key, ranks)))  # Assignment(key, ranks), in C
             n += 1
-            q.live -= 1
-            if not q.live:
-                more = True
-                break
+        q.live -= n
+        if not q.live:
+            more = True
         if n:
             inv.take_shared(r, n)
             if not lent:
