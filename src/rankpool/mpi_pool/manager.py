@@ -1,7 +1,7 @@
 """Rank 0 of a pool: place tasks on worker ranks and gather their outcomes.
 
 The manager is a progress engine with no thread of its own: its owner (the pool program's
-loop, or the ``CommExecutor`` thread on root) calls :meth:`Manager.submit` and
+loop, or the ``CommExecutor`` thread on root) calls :meth:`Manager.submit_many` and
 :meth:`Manager.progress` and takes what finished with ``take_completed`` (of
 :class:`~.outcomes.TaskOutcomes`).
 One ``progress`` call is four non-blocking steps, then a poll of the outbox::
