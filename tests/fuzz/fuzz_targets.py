@@ -206,12 +206,13 @@ class FakeManager:
         self.outstanding = 0
         self.undispatched = False
 
-    def submit(self, t: Task) -> None:
-        assert type(t.task_id) is int and isinstance(t.spec, Spec) and t.spec.num_ranks >= 1
-        assert isinstance(t.fn_digest, bytes) and isinstance(t.fn, bytes)
-        assert isinstance(t.data, bytes) and all(len(memoryview(b)) >= 0 for b in t.buffers)
-        self.outstanding += 1
-        self.undispatched = True
+    def submit_many(self, tasks: list[Task]) -> None:
+        for t in tasks:
+            assert type(t.task_id) is int and isinstance(t.spec, Spec) and t.spec.num_ranks >= 1
+            assert isinstance(t.fn_digest, bytes) and isinstance(t.fn, bytes)
+            assert isinstance(t.data, bytes) and all(len(memoryview(b)) >= 0 for b in t.buffers)
+        self.outstanding += len(tasks)
+        self.undispatched = self.undispatched or bool(tasks)
 
     def manager_cancel(self, task_ids: Sequence[int]) -> None:
         assert all(type(i) is int for i in task_ids)
