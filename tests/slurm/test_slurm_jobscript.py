@@ -77,9 +77,9 @@ srun --mpi=pmi2 --ntasks-per-node=3 sh {shlex.quote(str(script))}
 srun --mpi=pmi2 {ex.pool_command("by-hand")}
 """)
     out = tmp_path / "whole.out"
-    first = wait_for(lambda: len(ex.connected_managers()) == 2 or (
-        out.exists() and PMI2_GARBLED in out.read_text()), timeout=60)
-    if first is not True:  # Slurm's PMI2 server broke MPI_Init's exchange: the job died
+    first = wait_for(lambda: "pools" if len(ex.connected_managers()) == 2 else (
+        "garbled" if out.exists() and PMI2_GARBLED in out.read_text() else None), timeout=60)
+    if first == "garbled":  # Slurm's PMI2 server broke MPI_Init's exchange: the job died
         wait_for(lambda: whole not in squeue(), timeout=60)
         out.rename(tmp_path / "whole-pmi2.out")
         whole = sbatch(tmp_path / "whole.sh", whole_script)
