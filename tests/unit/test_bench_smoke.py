@@ -208,6 +208,11 @@ def test_rank0_alone_refuses_bad_arguments_and_tabulates_rounds(
     text = rank0_alone.table({"before": [9.0, 11.0, 10.0], "now": [7.5, "error: gone"]})
     assert "| before | 9.00, 11.00, 10.00 | 10.00 |" in text
     assert "| now | 7.50, error: gone | 7.50 |" in text
+    steps = dict.fromkeys(rank0_alone.STEPS, 0.5)
+    text = rank0_alone.steps_table({"now": [{**steps, "decode": 0.9}, steps],
+                                    "old": ["error: gone"]})
+    assert "| now | 0.500 | 0.500 | 0.500 | 0.500 | 0.500 | 2.500 |" in text  # the best round
+    assert "| old | - | - | - | - | - | error: gone |" in text
 
 
 def test_cpu_split_names_ranks_by_their_launchers_numbers() -> None:
