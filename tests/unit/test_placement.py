@@ -547,3 +547,16 @@ def test_a_shape_queue_that_emptied_is_not_reused_by_the_next_task_of_its_shape(
     pending.add(["e", "f"], Shape(1), 0)  # an equal Shape finds it by its hash
     assert list(again.items) == [(2, "c"), (4, "e"), (5, "f")] and again.live == 3
     assert pending.pending["f"] == (again.qid, 5)
+
+
+def test_a_shape_that_never_fits_is_refused_with_what_it_needs_and_what_the_pool_has() -> None:
+    s = Scheduler([[1, 2], [3]], depth=2, devices=[1])
+    s.mark_stuck([3])
+    err = s.never_fits(7, Shape(3, ranks_per_node=3))
+    assert err.key == "num_ranks" and str(err).endswith(
+        "task 7 needs 3 ranks (3 per node); this pool has 2 usable worker ranks on nodes of "
+        "[2, 1] worker ranks")
+    err = s.never_fits(8, Shape(2, exclusive=True, gpus=1))
+    assert err.key == "gpus_per_rank" and str(err).endswith(
+        "task 8 needs 2 GPU ranks; this pool has 1 usable worker rank that own an accelerator "
+        "on nodes of [2, 1] worker ranks")

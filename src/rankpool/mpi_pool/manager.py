@@ -40,11 +40,10 @@ from typing import Any
 
 from mpi4py import MPI
 
-from ..errors import InsufficientRanks, ResourceSpecError
+from ..errors import InsufficientRanks
 from ..protocol.batches import Outcome, Result, Task
 from ..protocol.wire import Buffer
 from ..task.resources import DeviceCapacity, Spec
-from ..wording import counted
 from .comm_cache import DEFAULT_SIZE as COMM_CACHE
 from .comm_cache import CommDirectory
 from .deaths import Death
@@ -171,17 +170,8 @@ class Manager(TaskOutcomes):
             if len(self._shapes) < 1024:
                 self._shapes[spec] = shape
         if (shape.width > 1 or shape.gpus) and not self.scheduler.fits_ever(shape):
-            gpu = "GPU " if shape.gpus else ""
-            usable = self.scheduler.usable_device_ranks if shape.gpus \
-                else self.scheduler.usable_ranks
             for task in run:
-                self._fail(task.task_id, ResourceSpecError(
-                    "gpus_per_rank" if shape.gpus else "num_ranks",
-                    f"task {task.task_id} needs {counted(spec.num_ranks, gpu + 'rank')}"
-                    f"{_shape_text(spec.ranks_per_node, spec.num_nodes)}; this pool has "
-                    f"{counted(usable, 'usable worker rank')}"
-                    f"{' that own an accelerator' if gpu else ''} "
-                    f"on nodes of {[len(n) for n in self.topology.nodes]} worker ranks"))
+                self._fail(task.task_id, self.scheduler.never_fits(task.task_id, shape))
             return
         ids = [task.task_id for task in run]
         self.scheduler.submit_many(ids, shape, spec.priority)
@@ -401,9 +391,3 @@ class Manager(TaskOutcomes):
 
 def _as_bytes(buf: Buffer) -> bytes:
     return buf if isinstance(buf, bytes) else bytes(buf)
-
-
-def _shape_text(rpn: int | None, nn: int | None) -> str:
-    parts = [f"{rpn} per node" if rpn else "", f"on {nn} nodes" if nn else ""]
-    text = ", ".join(p for p in parts if p)
-    return f" ({text})" if text else ""

@@ -36,6 +36,8 @@ import heapq
 import logging
 from collections.abc import Hashable, Iterable, Sequence
 
+from ...errors import ResourceSpecError
+from ...wording import counted
 from .inventory import RankInventory
 from .queues import PendingTasks, ShapeQueue
 from .shapes import Assignment, Layout, Shape
@@ -164,6 +166,21 @@ class Scheduler:
                 and self._inv.fits(layout, shape.gpus > 0)
             self._fits[shape] = ok
         return ok
+
+    def never_fits(self, task_id: int, shape: Shape) -> ResourceSpecError:
+        """The error of a task of a shape that :meth:`fits_ever` refuses, naming what it
+        needs and what this pool's usable ranks are."""
+        gpu = "GPU " if shape.gpus else ""
+        usable = self.usable_device_ranks if shape.gpus else self.usable_ranks
+        parts = [f"{shape.ranks_per_node} per node" if shape.ranks_per_node else "",
+                 f"on {shape.num_nodes} nodes" if shape.num_nodes else ""]
+        layout = ", ".join(p for p in parts if p)
+        return ResourceSpecError(
+            "gpus_per_rank" if shape.gpus else "num_ranks",
+            f"task {task_id} needs {counted(shape.width, gpu + 'rank')}"
+            f"{f' ({layout})' if layout else ''}; this pool has "
+            f"{counted(usable, 'usable worker rank')}{' that own an accelerator' if gpu else ''} "
+            f"on nodes of {[len(n) for n in self._inv.nodes]} worker ranks")
 
     def submit(self, key: Hashable, shape: Shape, priority: int = 0) -> None:
         """Queue a task; raises ValueError if ``key`` is already pending or running."""
