@@ -9,6 +9,7 @@ task during one more throughput run.
         [--build plain=src:encrypted=False] [--rounds 3] [--tasks 10000] [--json out.json]
     python bench/builds.py --wide --build ...      # 1-, 2- and 4-rank Barrier round trips
     python bench/builds.py --apps --build ...      # a 4-rank C run_mpi task against the floor
+    python bench/builds.py --arrays --build ...    # 1 MB and 64 MB NumPy echo round trips
 
 A build is ``LABEL=SRC`` with optional ``:KEY=VALUE,...`` keyword arguments for ``Executor``
 (values are Python literals). The tables give every round, then the medians and the ratios.
@@ -43,12 +44,12 @@ def _throughput(ex: Any, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def _round_trip_ms(ex: Any, n: int = 300, fn: Any = noop) -> float:
+def _round_trip_ms(ex: Any, n: int = 300, fn: Any = noop, *args: Any) -> float:
     import time
     trips = []
     for _ in range(n):
         t0 = time.perf_counter()
-        ex.submit(fn).result(timeout=60)
+        ex.submit(fn, *args).result(timeout=60)
         trips.append(time.perf_counter() - t0)
     return statistics.median(trips) * 1e3
 
@@ -69,6 +70,32 @@ def wide_round_trips(kwargs: dict[str, Any]) -> dict[str, float]:
             view = ex.requirements(num_ranks=k)
             assert view.submit(barrier).result(timeout=60) == k
             out[f"rtt{k}_ms"] = _round_trip_ms(view, 200, barrier)
+    return out
+
+
+def echo(a: Any) -> Any:
+    return a
+
+
+#: (label, bytes, round trips) of the ``--arrays`` echo tasks
+ARRAYS = (("1MB", 1 << 20, 100), ("64MB", 64 << 20, 20))
+
+
+def array_round_trips(kwargs: dict[str, Any]) -> dict[str, float]:
+    """Median round trips of ``echo(a) -> a`` with float64 arrays (after a checked warm-up),
+    and the GB/s they give (bytes one way over the round trip)."""
+    import numpy as np
+
+    from rankpool import Executor
+    out = {}
+    with Executor(max_ranks=2, **kwargs) as ex:
+        for label, size, count in ARRAYS:
+            a = np.arange(size // 8, dtype=np.float64)
+            if not np.array_equal(ex.submit(echo, a).result(timeout=120), a):
+                raise RuntimeError(f"the {label} echo came back changed")
+            ms = _round_trip_ms(ex, count, echo, a)
+            out[f"np_{label}_ms"] = ms
+            out[f"np_{label}_GBps"] = size / (ms / 1e3) / 1e9
     return out
 
 
@@ -116,6 +143,8 @@ def child(tasks: int, kwargs: dict[str, Any]) -> dict[str, float]:
         return wide_round_trips(kwargs)
     if kwargs.pop("apps", False):
         return app_round_trips(kwargs)
+    if kwargs.pop("arrays", False):
+        return array_round_trips(kwargs)
     if kwargs.pop("anchor", False):
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(2) as ex:
@@ -161,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="round trips of 1-, 2- and 4-rank Barrier tasks instead")
     p.add_argument("--apps", action="store_true",
                    help="a 4-rank C run_mpi task against a bare mpiexec instead")
+    p.add_argument("--arrays", action="store_true",
+                   help="1 MB and 64 MB NumPy echo round trips instead")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     q = p.parse_args(argv)
@@ -173,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         return report_wide(q)
     if q.apps:
         return report_apps(q)
+    if q.arrays:
+        return report_arrays(q)
     rows = run_rounds(q, {}, anchor=True)
     anchor = statistics.median(x["round_trip_ms"] for x in rows["ProcessPoolExecutor"])
     print("| build | tasks/s per round | median | round trip ms per round | median "
@@ -238,6 +271,21 @@ def report_wide(q: argparse.Namespace) -> int:
     for label, results in ok_rows(rows, 4):
         cells = [statistics.median(x[f"rtt{k}_ms"] for x in results) for k in (1, 2, 4)]
         print(f"| {label} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    if q.json:
+        q.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def report_arrays(q: argparse.Namespace) -> int:
+    rows = run_rounds(q, {"arrays": True})
+    print("| build | " + " | ".join(f"{label} ms | {label} GB/s" for label, _, _ in ARRAYS) + " |")
+    print("|---|" + "---:|---:|" * len(ARRAYS))
+    for label, results in ok_rows(rows, 1 + 2 * len(ARRAYS)):
+        cells = []
+        for name, _, _ in ARRAYS:
+            cells += [f"{statistics.median(x[f'np_{name}_ms'] for x in results):.2f}",
+                      f"{statistics.median(x[f'np_{name}_GBps'] for x in results):.2f}"]
+        print(f"| {label} | " + " | ".join(cells) + " |")
     if q.json:
         q.json.write_text(json.dumps(rows, indent=1))
     return 0

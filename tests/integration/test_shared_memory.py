@@ -1,8 +1,9 @@
 """Large buffers through ``rankpool.Executor``'s shared-memory plane, end to end.
 
 Arrays of 1 MB and 64 MB, several large tasks at once, a bytearray, a non-contiguous array,
-a multi-rank task whose ranks all read one argument, the plane switched off, a descriptor
-naming no segment, and what ``/dev/shm`` holds after a normal run and after a pool was killed.
+a multi-rank task whose ranks all read one argument (each its own copy), results and arguments
+borrowed in place and kept past their task, the plane switched off, a descriptor naming no
+segment, and what ``/dev/shm`` holds after a normal run and after a pool was killed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,33 @@ def scaled(x: np.ndarray, k: int) -> np.ndarray:
 
 def checksum(x: np.ndarray, comm: Any = None) -> list[float]:
     return comm.allgather(float(x.sum()))
+
+
+def scribble_then_sum(x: np.ndarray, comm: Any = None) -> list[float]:
+    """Rank 0 overwrites its argument before every rank sums its own."""
+    if comm.Get_rank() == 0:
+        x[:] = -1.0
+    comm.Barrier()
+    return comm.allgather(float(x.sum()))
+
+
+def keep_or_sum(x: np.ndarray | None = None) -> float | None:
+    """Keep the argument past the task (in a module every task of the rank sees); or, given
+    none, sum what was kept."""
+    import sys
+    if x is not None:
+        sys.modules["rankpool"].__dict__.setdefault("_kept_by_test", []).append(x)
+        return None
+    return float(sum(k.sum() for k in sys.modules["rankpool"].__dict__["_kept_by_test"]))
+
+
+def states(names: list[str]) -> list[int]:
+    """The state byte of each named segment (FREE, IN_USE, LENT)."""
+    out = []
+    for name in names:
+        with open(os.path.join(shm_run.SHM_DIR, name), "rb") as f:
+            out.append(f.read(shm_run.HEADER)[shm_run.STATE_AT])
+    return out
 
 
 def run_files(prefix: str) -> list[str]:
@@ -95,6 +123,39 @@ def test_every_rank_of_a_task_reads_the_same_argument(ex2: Executor) -> None:
     a = np.ones(2 * MB // 8)
     sums = ex2.requirements(num_ranks=2).submit(checksum, a).result(timeout=60)
     assert sums == [float(a.sum())] * 2
+
+
+@pytest.mark.timeout(120)
+def test_each_rank_of_a_task_writes_only_its_own_copy(ex2: Executor) -> None:
+    a = np.ones(2 * MB // 8)
+    sums = ex2.requirements(num_ranks=2).submit(scribble_then_sum, a).result(timeout=60)
+    assert sums == [-float(a.size), float(a.size)]
+
+
+@pytest.mark.timeout(120)
+def test_a_result_kept_by_the_caller_stays_intact(ex2: Executor) -> None:
+    first = np.random.default_rng(1).random(4 * MB // 8)
+    kept = ex2.submit(echo, first).result(timeout=60)
+    segments = worker_segments(ex2)
+    assert states(segments).count(shm_run.LENT) == 1  # read in place, no copy
+    for k in range(4):  # later results go to other segments of the rank
+        np.testing.assert_array_equal(ex2.submit(scaled, first, k).result(timeout=60), first * k)
+    np.testing.assert_array_equal(kept, first)
+    del kept
+    assert shm_run.LENT not in states(worker_segments(ex2))
+
+
+@pytest.mark.timeout(120)
+def test_an_argument_kept_by_its_task_stays_intact(tmp_path: Path) -> None:
+    with executor(tmp_path, max_ranks=1) as ex:
+        assert ex._plane is not None
+        arrays = [np.full(2 * MB // 8, float(i)) for i in range(1, 4)]
+        assert ex.submit(keep_or_sum, arrays[0]).result(timeout=60) is None
+        assert ex._plane.arena.lent() == 1  # the task's rank still reads it in place
+        for a in arrays[1:]:  # later arguments go to other segments, not over the kept one
+            np.testing.assert_array_equal(ex.submit(echo, a).result(timeout=60), a)
+        assert ex._plane.arena.lent() == 1
+        assert ex.submit(keep_or_sum).result(timeout=60) == float(arrays[0].sum())
 
 
 @pytest.mark.timeout(120)

@@ -69,7 +69,10 @@ def test_a_placed_buffer_reads_back_and_its_reader_frees_it(arena: shm.Arena, pr
     assert arena.in_use() == 1
     out = shm_reader.Reader().fetch(desc)
     assert bytes(out) == data.tobytes() and not out.readonly
-    assert arena.in_use() == 0
+    assert (arena.in_use(), arena.lent()) == (0, 1)  # its only reader borrowed it
+    del out
+    assert (arena.in_use(), arena.lent()) == (0, 0)
+    assert slots[0][0].free
 
 
 def test_free_segments_are_reused_and_generations_move_on(arena: shm.Arena) -> None:
@@ -103,6 +106,73 @@ def test_sender_freed_slots_wait_for_release(arena: shm.Arena) -> None:
     assert again.name == desc.name
     arena.release(slots)  # a stale release leaves the new use alone
     assert arena.in_use() == 1
+
+
+def test_a_borrowed_result_is_read_in_place_until_its_last_view_dies(arena: shm.Arena) -> None:
+    value = np.arange(MB, dtype=np.float64)
+    data, buffers = dumps_data(value)
+    frames, slots = arena.publish(buffers, reader_frees=True)
+    segment = slots[0][0]
+    back = loads_data(data, frames)
+    np.testing.assert_array_equal(back, value)
+    assert back.flags.writeable and segment.map[shm.STATE_AT] == shm.LENT
+    # while it is borrowed, the sender places later buffers elsewhere
+    later = shm.parse_descriptor(arena.publish([big(8 * MB, 3)], True)[0][0])
+    assert later.name != segment.name
+    back[0] = -1.0  # the borrower's writes land in the segment, the sender's copy of nothing
+    assert struct.unpack_from("<d", segment.map, shm.HEADER)[0] == -1.0
+    part = back[::2]
+    del back
+    assert segment.map[shm.STATE_AT] == shm.LENT  # a view of a view still reads it
+    assert part[1] == 2.0
+    del part
+    assert segment.free
+    again = shm.parse_descriptor(arena.publish([big(8 * MB, 4)], True)[0][0])
+    assert again.name == segment.name and again.generation == slots[0][1] + 1
+
+
+def test_an_argument_its_task_keeps_outlives_its_release(arena: shm.Arena) -> None:
+    frames, slots = arena.publish([big(MB, 5)], reader_frees=False)
+    desc = shm.parse_descriptor(frames[0])
+    kept = np.frombuffer(shm_reader.Reader().fetch(desc, only_reader=True), np.uint8)
+    assert (arena.in_use(), arena.lent()) == (0, 1)
+    arena.release(slots)  # the task ended; its argument is still borrowed
+    assert slots[0][0].map[shm.STATE_AT] == shm.LENT
+    other = shm.parse_descriptor(arena.publish([big(MB, 6)], False)[0][0])
+    assert other.name != desc.name
+    assert (kept == 5).all()
+    del kept
+    assert slots[0][0].free
+    assert shm.parse_descriptor(arena.publish([big(MB, 7)], False)[0][0]).name == desc.name
+
+
+def test_arguments_with_several_readers_are_copied(arena: shm.Arena) -> None:
+    frames, slots = arena.publish([big(MB, 5)], reader_frees=False)
+    desc = shm.parse_descriptor(frames[0])
+    reader = shm_reader.Reader()
+    first, second = (np.frombuffer(reader.fetch(desc), np.uint8) for _ in range(2))
+    first[:] = 1  # one rank's writes never reach another rank's copy
+    assert (second == 5).all() and arena.in_use() == 1 and arena.lent() == 0
+    borrowed = reader.fetch(desc, only_reader=True)
+    copied = reader.fetch(desc, only_reader=True)  # read again (the task ran again): a copy
+    assert arena.lent() == 1 and np.frombuffer(copied, np.uint8)[0] == 5
+    del copied
+    assert arena.lent() == 1
+    del borrowed
+    assert arena.lent() == 0
+
+
+def test_a_borrowed_buffer_outlives_its_sender(prefix: str) -> None:
+    sender = shm.Arena(prefix)
+    frames, _ = sender.publish([big(2 * MB, 9)], reader_frees=True)
+    reader = shm_reader.Reader()
+    kept = np.frombuffer(reader.fetch(shm.parse_descriptor(frames[0])), np.uint8)
+    assert (sender.in_use(), sender.lent()) == (0, 1)
+    sender.close(linger=30.0)  # borrowed, not in flight: the close does not wait for it
+    assert run_files(prefix) == []
+    reader.close()
+    assert (kept == 9).all()  # unlinked and unmapped by both, still readable while it lives
+    del kept  # the late give-back writes into memory nobody else maps, and does not raise
 
 
 def test_best_fit_picks_the_smallest_free_segment(arena: shm.Arena) -> None:

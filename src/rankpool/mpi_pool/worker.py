@@ -318,7 +318,8 @@ class Worker:
     def _call(self, item: WorkItem, buffers: list[Buffer], sub: MPI.Intracomm) -> Any:
         callee: _Callee = self.functions.loads(item.fn_digest, item.fn)
         fn, position = callee.fn, callee.position
-        args, kwargs = loads_data(item.data, buffers)
+        # a 1-rank task is its arguments' only reader: it borrows them in place
+        args, kwargs = loads_data(item.data, buffers, sub is MPI.COMM_SELF)
         if item.setting is None and sub is MPI.COMM_SELF and not callee.marked:
             # a plain 1-rank task, the common case: never an application task
             args, kwargs = inject(position, args, kwargs, sub)

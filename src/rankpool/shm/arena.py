@@ -6,13 +6,15 @@ one host a buffer therefore travels cheaper through a segment in ``/dev/shm`` wh
 faulted once and are reused: the sender copies the buffer into a free segment of its
 :class:`Arena` and sends a *descriptor* (a frame of a few dozen bytes) where the buffer's frame
 would have gone; the receiver copies it out of the segment into fresh ``np.empty`` memory,
-which NumPy backs with transparent huge pages, so that both copies run at memory speed.
+which NumPy backs with transparent huge pages, so that both copies run at memory speed. A
+receiver that is a buffer's only reader skips its copy: it *borrows* the buffer, reading it in
+place for as long as any view of it lives.
 
 Segments are files ``/dev/shm/<prefix>-<pid>-<n>`` (mode 0600) holding one buffer each behind a
 small header::
 
     0   8 bytes  segment magic
-    8   1 byte   state: FREE or IN_USE
+    8   1 byte   state: FREE, IN_USE or LENT
     16  8 bytes  generation (bumped at every use, little-endian)
     24  8 bytes  capacity in bytes
     64           data
@@ -22,11 +24,14 @@ and segment name. Real out-of-band buffers are at least ``serialize.OOB_THRESHOL
 shorter frame that starts with the magic is a descriptor and no message header changes.
 
 Ownership: the sender sets IN_USE before sending a descriptor; whoever frees sets FREE, exactly
-one party per segment. With the ``READER_FREES`` flag (results: one reader) the receiver frees
-after its copy; without it (task arguments, read by every rank of a task and possibly still
-needed until the task ends) the sender frees when the task has ended. The sender only reuses
-segments it sees FREE, picks the smallest that fits, creates new ones as needed and, past its
-cap, returns the buffer to be sent as an ordinary frame: nothing waits for space.
+one party per segment. With the ``READER_FREES`` flag (results: one reader) the receiver frees;
+without it (task arguments, read by every rank of a task and possibly still needed until the
+task ends) the sender frees when the task has ended. A borrowing receiver sets LENT before it
+hands out a view and FREE when the last view dies (:mod:`.reader`); the sender's own freeing
+leaves a LENT segment alone, so a task that keeps its argument keeps it intact, and the sender
+places later buffers elsewhere. The sender only reuses segments it sees FREE, picks the smallest
+that fits, creates new ones as needed and, past its cap, returns the buffer to be sent as an
+ordinary frame: nothing waits for space.
 
 This module is the descriptor format and the sending side; the receiving side is
 :mod:`.reader`, run prefixes, the probe and the sweep of a run's leftovers are in
@@ -58,6 +63,7 @@ from .run import (
     GENERATION_AT,
     HEADER,
     IN_USE,
+    LENT,
     SHM_DIR,
     STATE_AT,
     check_run_prefix,
@@ -78,7 +84,7 @@ GRANULE = 1024 * 1024
 
 SEGMENT_MAGIC = b"RPSEG\x00\x00\x01"
 DESCRIPTOR_MAGIC = b"\x00RPSHM1\x00"
-#: descriptor flag: the receiver sets FREE after copying
+#: descriptor flag: the receiver frees the buffer (after its copy, or when its views die)
 READER_FREES = 1
 
 _FIXED = struct.Struct("<QQQB")   # offset, length, generation, flags
@@ -253,9 +259,11 @@ class Arena:
         return frames, slots
 
     def release(self, slots: Iterable[Slot]) -> None:
-        """Free slots this process owns the freeing of (buffers sent without ``reader_frees``)."""
+        """Free slots this process owns the freeing of (buffers sent without ``reader_frees``),
+        except those their reader borrowed: it frees them when its views die."""
         for seg, generation in slots:
-            if seg.generation == generation and seg.data is not None:
+            if seg.generation == generation and seg.data is not None \
+                    and seg.map[STATE_AT] != LENT:
                 seg.map[STATE_AT] = FREE
         self.trim()
 
@@ -316,8 +324,13 @@ class Arena:
         seg.unlink()
 
     def in_use(self) -> int:
-        """Segments whose buffer has not been freed yet."""
-        return sum(1 for s in self.segments if not s.free)
+        """Segments whose buffer was sent and not yet read or freed (borrowed ones not counted:
+        their reader has them mapped)."""
+        return sum(1 for s in self.segments if s.map[STATE_AT] == IN_USE)
+
+    def lent(self) -> int:
+        """Segments a reader still reads in place."""
+        return sum(1 for s in self.segments if s.map[STATE_AT] == LENT)
 
     def close(self, linger: float = 0.0) -> None:
         """Unlink every segment; first wait up to ``linger`` seconds for buffers in flight to be

@@ -1,9 +1,17 @@
 """The receiving side of the shared-memory plane (:mod:`.arena`): open the segments that
-descriptors name, copy each buffer out into fresh NumPy memory, and free result segments
-(``READER_FREES``) once copied.
+descriptors name and hand out their buffers, borrowed or copied.
+
+A buffer with one reader is *borrowed*: a result (``READER_FREES``), and a 1-rank task's
+argument. The reader marks the segment LENT and returns a writable view of it in place; when
+the last view dies (the value unpickled from it, and whatever the caller kept of that), a
+finalizer marks it FREE, so that its sender may reuse it. A 64 MB buffer thus costs no copy on
+the reading side and no fresh memory to fault in. Every other buffer (an argument every rank of
+a multi-rank task reads, since one rank could write into it while another reads) is copied out
+into fresh NumPy memory.
 
 A process keeps one :class:`Reader` (:func:`reader`); :func:`resolve` swaps the descriptors
-among a message's buffer frames for copies, :func:`discard` frees results nobody will read.
+among a message's buffer frames for their buffers, :func:`discard` frees results nobody will
+read.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import mmap
 import os
 import struct
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
@@ -27,7 +36,7 @@ from .arena import (
     is_descriptor,
     parse_descriptor,
 )
-from .run import FREE, GENERATION_AT, HEADER, IN_USE, SHM_DIR, STATE_AT
+from .run import FREE, GENERATION_AT, HEADER, IN_USE, LENT, SHM_DIR, STATE_AT
 
 
 class _Mapping:
@@ -59,16 +68,21 @@ class Reader:
         self._maps: OrderedDict[str, _Mapping] = OrderedDict()
         self._lock = threading.Lock()
 
-    def fetch(self, desc: Descriptor) -> memoryview:
-        """A fresh writable copy of the buffer ``desc`` names; frees it if the flag says so."""
+    def fetch(self, desc: Descriptor, only_reader: bool = False) -> memoryview:
+        """The buffer ``desc`` names, writable: borrowed in place when this process is its only
+        reader (``READER_FREES``, or ``only_reader``) and nobody borrowed it yet, else a fresh
+        copy."""
         with self._lock:
             m = self._open(desc)
-            _check_current(desc, m)
+            state = _check_current(desc, m)
+            view = m.data[desc.offset:desc.offset + desc.length]
+            if state == IN_USE and (only_reader or desc.flags & READER_FREES):
+                m.map[STATE_AT] = LENT
+                weakref.finalize(view, _give_back, m.map, desc.generation)
+                return view.data  # the view's memoryview: it keeps the view alive
             out = np.empty(desc.length, np.uint8)
-            out[:] = m.data[desc.offset:desc.offset + desc.length]
-            if desc.flags & READER_FREES:
-                m.map[STATE_AT] = FREE
-        return out.data  # the array's memoryview
+            out[:] = view
+        return out.data
 
     def discard(self, desc: Descriptor) -> None:
         """Free a buffer nobody will read (its task was cancelled or failed); never raises."""
@@ -134,12 +148,25 @@ class Reader:
             self._maps.clear()
 
 
-def _check_current(desc: Descriptor, m: _Mapping) -> None:
+def _check_current(desc: Descriptor, m: _Mapping) -> int:
+    """The segment's state when it still holds the buffer ``desc`` names (IN_USE, or LENT: a
+    task read again after its rank died reads a copy); else SharedMemoryError."""
     state = m.map[STATE_AT]
     generation = struct.unpack_from("<Q", m.map, GENERATION_AT)[0]
-    if state != IN_USE or generation != desc.generation:
+    if state not in (IN_USE, LENT) or generation != desc.generation:
         raise SharedMemoryError(desc.name, f"the buffer was already freed or reused (generation "
                                            f"{generation}, expected {desc.generation})")
+    return state
+
+
+def _give_back(segment: mmap.mmap, generation: int) -> None:
+    """The last view of a borrowed buffer died: its sender may reuse the segment."""
+    try:
+        if segment[STATE_AT] == LENT \
+                and struct.unpack_from("<Q", segment, GENERATION_AT)[0] == generation:
+            segment[STATE_AT] = FREE
+    except ValueError:  # the mapping was closed: the segment went with its run
+        pass
 
 
 _reader: Reader | None = None
@@ -156,11 +183,13 @@ def reader() -> Reader:
     return _reader
 
 
-def resolve(buffers: Sequence[Buffer]) -> Sequence[Buffer]:
-    """``buffers`` with every descriptor replaced by a copy of the buffer it names."""
+def resolve(buffers: Sequence[Buffer], only_reader: bool = False) -> Sequence[Buffer]:
+    """``buffers`` with every descriptor replaced by the buffer it names (see
+    :meth:`Reader.fetch`)."""
     if not any(is_descriptor(b) for b in buffers):
         return buffers
-    return [reader().fetch(parse_descriptor(b)) if is_descriptor(b) else b for b in buffers]
+    return [reader().fetch(parse_descriptor(b), only_reader) if is_descriptor(b) else b
+            for b in buffers]
 
 
 def discard(buffers: Iterable[Buffer]) -> None:

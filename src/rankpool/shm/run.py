@@ -17,7 +17,9 @@ NAME_PREFIX = "rankpool-"
 #: a segment's header (see :mod:`.arena`): its size, the states, and where its fields are (byte
 #: offsets: the state, then the generation and the capacity as 64-bit little-endian integers)
 HEADER = 64
-FREE, IN_USE = 0, 1
+#: FREE: the sender may reuse it; IN_USE: sent, not yet read; LENT: its reader reads it in place
+#: and sets FREE when the last of its views dies
+FREE, IN_USE, LENT = 0, 1, 2
 STATE_AT, GENERATION_AT, CAPACITY_AT = 8, 16, 24
 _RUN_RE = re.compile(r"rankpool-[0-9a-f]{8,32}")
 

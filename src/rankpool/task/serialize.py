@@ -7,7 +7,8 @@ pickled with protocol 5: large buffers such as NumPy arrays go *out of band* as 
 frames, which ZeroMQ and MPI move without copying them into the pickle. Between processes of
 one host, buffers of at least ``shm.THRESHOLD`` bytes may instead travel through the
 shared-memory plane of :mod:`rankpool.shm.arena`: the frame then carries a short descriptor, which
-:func:`loads_data` resolves into a copy of the buffer, so callers see the same buffers either way.
+:func:`loads_data` resolves into the buffer (borrowed in place where this process is its only
+reader, else a copy), so callers see the same values either way.
 
 A function's value is fixed the first time it is serialized: globals it captures by value
 are those of that moment.
@@ -253,12 +254,13 @@ def _function_parts(fn: Any) -> list[tuple[str, Any]]:
     return parts
 
 
-def loads_data(data: Buffer, buffers: Sequence[Buffer] = ()) -> Any:
+def loads_data(data: Buffer, buffers: Sequence[Buffer] = (), only_reader: bool = False) -> Any:
     """Unpickle ``data`` with its out-of-band buffers; shared-memory descriptors among them
-    are replaced by copies of the buffers they name (:class:`~rankpool.errors.SharedMemoryError`
-    when one cannot be read)."""
+    are replaced by the buffers they name (:class:`~rankpool.errors.SharedMemoryError` when one
+    cannot be read): borrowed in place for results and, with ``only_reader``, for arguments
+    that no other process reads; copied otherwise."""
     if buffers:
-        buffers = resolve_shared(buffers)
+        buffers = resolve_shared(buffers, only_reader)
     return pickle.loads(data, buffers=buffers)
 
 
