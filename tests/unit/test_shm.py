@@ -82,7 +82,8 @@ def test_free_segments_are_reused_and_generations_move_on(arena: shm.Arena) -> N
     second = shm.parse_descriptor(arena.publish([big(2 * MB, 2)], True)[0][0])
     assert second.name == first.name and second.generation == first.generation + 1
     assert bytes(reader.fetch(second)) == bytes(big(2 * MB, 2))
-    with pytest.raises(SharedMemoryError, match="already freed or reused"):
+    with pytest.raises(SharedMemoryError,
+                       match=r"already freed or reused \(state FREE, generation \d+, expected"):
         reader.fetch(first)  # a stale descriptor is refused, not read
     assert len(arena.segments) == 1
 

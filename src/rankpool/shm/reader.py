@@ -148,13 +148,17 @@ class Reader:
             self._maps.clear()
 
 
+_STATES = {FREE: "FREE", IN_USE: "IN_USE", LENT: "LENT"}
+
+
 def _check_current(desc: Descriptor, m: _Mapping) -> int:
     """The segment's state when it still holds the buffer ``desc`` names (IN_USE, or LENT: a
     task read again after its rank died reads a copy); else SharedMemoryError."""
     state = m.map[STATE_AT]
     generation = struct.unpack_from("<Q", m.map, GENERATION_AT)[0]
     if state not in (IN_USE, LENT) or generation != desc.generation:
-        raise SharedMemoryError(desc.name, f"the buffer was already freed or reused (generation "
+        raise SharedMemoryError(desc.name, f"the buffer was already freed or reused (state "
+                                           f"{_STATES.get(state, state)}, generation "
                                            f"{generation}, expected {desc.generation})")
     return state
 
