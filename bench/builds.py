@@ -10,6 +10,7 @@ task during one more throughput run.
     python bench/builds.py --wide --build ...      # 1-, 2- and 4-rank Barrier round trips
     python bench/builds.py --apps --build ...      # a 4-rank C run_mpi task against the floor
     python bench/builds.py --arrays --build ...    # 1 MB and 64 MB NumPy echo round trips
+    python bench/builds.py --mixed --build ...     # where the mixed workload's rank time goes
 
 A build is ``LABEL=SRC`` with optional ``:KEY=VALUE,...`` keyword arguments for ``Executor``
 (values are Python literals). The tables give every round, then the medians and the ratios.
@@ -99,6 +100,76 @@ def array_round_trips(kwargs: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def nap_ranks(duration: float, comm: Any = None) -> tuple[int, float, float, float]:
+    """A mixed-workload task that says, for its rank: the pool rank, when it started, when its
+    sleep ended, and when it left the closing ``Barrier``."""
+    import time
+
+    from mpi4py import MPI
+    start = time.time()
+    time.sleep(duration)
+    slept = time.time()
+    if comm is not None and comm.Get_size() > 1:
+        comm.Barrier()
+    return MPI.COMM_WORLD.Get_rank(), start, slept, time.time()
+
+
+def mixed_losses(work: list[tuple[int, float]], spans: list[Any], t0: float, makespan: float,
+                 ranks: int) -> dict[str, float]:
+    """Where the rank-seconds of a mixed run went that its tasks' nominal sleeps did not take.
+
+    ``spans``: per task, :func:`nap_ranks`'s tuple (1 rank) or a list of them. Every lost
+    rank-second is in one field: ``overshoot`` (a sleep longer than asked), ``barrier`` (a
+    rank waiting in the closing ``Barrier`` for the task's other ranks), ``before_k`` (a rank
+    idle before a ``k``-rank task), ``start`` and ``end`` (idle before a rank's first task and
+    after its last), ``unused`` (ranks that ran nothing); they add up to ``lost``."""
+    from collections import defaultdict
+    per_rank: dict[int, list[tuple[float, float, int]]] = defaultdict(list)
+    out = {"overshoot": 0.0, "barrier": 0.0, "start": 0.0, "end": 0.0,
+           "before_1": 0.0, "before_2": 0.0, "before_4": 0.0}
+    for (k, d), span in zip(work, spans):
+        for rank, start, slept, end in (span if isinstance(span, list) else [span]):
+            per_rank[rank].append((start, end, k))
+            out["overshoot"] += slept - start - d
+            out["barrier"] += end - slept
+    for runs in per_rank.values():
+        runs.sort()
+        out["start"] += runs[0][0] - t0
+        out["end"] += t0 + makespan - runs[-1][1]
+        for (_, end, _), (start, _, k) in zip(runs, runs[1:]):
+            out[f"before_{k}"] = out.get(f"before_{k}", 0.0) + start - end
+    out["unused"] = makespan * (ranks - len(per_rank))
+    out["lost"] = ranks * makespan - sum(k * d for k, d in work)
+    out["utilisation"] = 1 - out["lost"] / (ranks * makespan)
+    return out
+
+
+#: runs of the mixed workload per build and round with ``--mixed``
+MIXED_RUNS = 3
+
+
+def mixed_gaps(kwargs: dict[str, Any]) -> dict[str, float]:
+    """The mixed workload of ``run_all`` (120 tasks of 1, 2 or 4 ranks, seed 7) on a 4-rank
+    pool, :data:`MIXED_RUNS` times after a warm-up: :func:`mixed_losses`, medians."""
+    import time
+
+    from suite_tasks import mixed_workload
+
+    from rankpool import Executor
+    work = mixed_workload(120)
+    runs = []
+    with Executor(max_ranks=4, **kwargs) as ex:
+        views = {k: ex.requirements(num_ranks=k, results="all") for k in (1, 2, 4)}
+        for k in views:
+            views[k].submit(nap_ranks, 0.001).result(timeout=60)
+        for _ in range(MIXED_RUNS):
+            t0 = time.time()
+            futures = [views[k].submit(nap_ranks, d) for k, d in work]
+            spans = [f.result(timeout=120) for f in futures]
+            runs.append(mixed_losses(work, spans, t0, time.time() - t0, 4))
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
 #: how many 4-rank applications ``--apps`` runs each way per round
 APP_TRIPS = 10
 
@@ -145,6 +216,8 @@ def child(tasks: int, kwargs: dict[str, Any]) -> dict[str, float]:
         return app_round_trips(kwargs)
     if kwargs.pop("arrays", False):
         return array_round_trips(kwargs)
+    if kwargs.pop("mixed", False):
+        return mixed_gaps(kwargs)
     if kwargs.pop("anchor", False):
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(2) as ex:
@@ -192,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="a 4-rank C run_mpi task against a bare mpiexec instead")
     p.add_argument("--arrays", action="store_true",
                    help="1 MB and 64 MB NumPy echo round trips instead")
+    p.add_argument("--mixed", action="store_true",
+                   help="where the mixed workload's rank-seconds go instead")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     q = p.parse_args(argv)
@@ -206,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         return report_apps(q)
     if q.arrays:
         return report_arrays(q)
+    if q.mixed:
+        return report_mixed(q)
     rows = run_rounds(q, {}, anchor=True)
     anchor = statistics.median(x["round_trip_ms"] for x in rows["ProcessPoolExecutor"])
     print("| build | tasks/s per round | median | round trip ms per round | median "
@@ -286,6 +363,27 @@ def report_arrays(q: argparse.Namespace) -> int:
             cells += [f"{statistics.median(x[f'np_{name}_ms'] for x in results):.2f}",
                       f"{statistics.median(x[f'np_{name}_GBps'] for x in results):.2f}"]
         print(f"| {label} | " + " | ".join(cells) + " |")
+    if q.json:
+        q.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+#: the columns of ``--mixed``'s table: (field of :func:`mixed_losses`, heading)
+MIXED_COLUMNS = (("overshoot", "sleep overshoot"), ("barrier", "Barrier waits"),
+                 ("before_1", "idle before 1-rank"), ("before_2", "before 2-rank"),
+                 ("before_4", "before 4-rank"), ("start", "first start"), ("end", "after last"),
+                 ("unused", "unused ranks"), ("lost", "lost"))
+
+
+def report_mixed(q: argparse.Namespace) -> int:
+    rows = run_rounds(q, {"mixed": True})
+    print("| build | utilisation % | " + " | ".join(h for _, h in MIXED_COLUMNS) + " |")
+    print("|---|---:|" + "---:|" * len(MIXED_COLUMNS))
+    for label, results in ok_rows(rows, 2 + len(MIXED_COLUMNS)):
+        util = statistics.median(x["utilisation"] for x in results)
+        cells = [f"{statistics.median(x[key] for x in results):.3f}" for key, _ in MIXED_COLUMNS]
+        print(f"| {label} | {100 * util:.1f} | " + " | ".join(cells) + " |")
+    print("\n(rank-seconds, medians; 4 worker ranks; the lost ones add up to `lost`)")
     if q.json:
         q.json.write_text(json.dumps(rows, indent=1))
     return 0

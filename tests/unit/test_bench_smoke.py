@@ -228,3 +228,24 @@ def test_cpu_split_names_ranks_by_their_launchers_numbers() -> None:
     procs = [Proc(10, {"PMI_RANK": "2"}), Proc(11, {"OMPI_COMM_WORLD_RANK": "0"}),
              Proc(12, {"SLURM_PROCID": "1"}), Proc(9, {})]
     assert [p.pid for p in sorted(procs, key=cpu_split._rank_of)] == [11, 12, 10, 9]
+
+
+def test_builds_mixed_losses_account_for_every_lost_rank_second() -> None:
+    builds = load("builds")
+    # 3 worker ranks (rank 3 never used), t0 = 100: a 1-rank task on rank 1, then a 2-rank task
+    # on ranks 1 and 2 whose rank 2 waited at the Barrier; sleeps overshoot by 0.01
+    work = [(1, 1.0), (2, 2.0)]
+    spans = [(1, 100.5, 101.51, 101.51),
+             [(1, 102.0, 104.01, 104.5), (2, 102.4, 104.41, 104.5)]]
+    out = builds.mixed_losses(work, spans, 100.0, 5.0, 3)
+    assert out["overshoot"] == pytest.approx(0.03)
+    assert out["barrier"] == pytest.approx(0.49 + 0.09)
+    assert out["before_2"] == pytest.approx(102.0 - 101.51)
+    assert (out["start"], out["end"]) == (pytest.approx(0.5 + 2.4), pytest.approx(0.5 + 0.5))
+    assert out["unused"] == pytest.approx(5.0)
+    assert out["lost"] == pytest.approx(3 * 5.0 - 1.0 - 2 * 2.0)
+    parts = sum(v for k, v in out.items() if k not in ("lost", "utilisation"))
+    assert parts == pytest.approx(out["lost"])
+    assert out["utilisation"] == pytest.approx(5.0 / 15.0)
+    with pytest.raises(SystemExit):
+        builds.main(["--mixed"])  # no --build
