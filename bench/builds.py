@@ -11,6 +11,7 @@ task during one more throughput run.
     python bench/builds.py --apps --build ...      # a 4-rank C run_mpi task against the floor
     python bench/builds.py --arrays --build ...    # 1 MB and 64 MB NumPy echo round trips
     python bench/builds.py --mixed --build ...     # where the mixed workload's rank time goes
+    python bench/builds.py --flood --build ...     # 2,000 tasks with a 1 MB argument at once
 
 A build is ``LABEL=SRC`` with optional ``:KEY=VALUE,...`` keyword arguments for ``Executor``
 (values are Python literals). The tables give every round, then the medians and the ratios.
@@ -144,6 +145,63 @@ def mixed_losses(work: list[tuple[int, float]], spans: list[Any], t0: float, mak
     return out
 
 
+#: ``--flood``: tasks submitted at once, each with an argument of FLOOD_BYTES; and buffers
+#: held in flight while the arena's placement and release are timed
+FLOOD_TASKS, FLOOD_BYTES, IN_FLIGHT = 2000, 1 << 20, 1000
+
+
+def arena_place_release_us() -> float:
+    """µs to place a FLOOD_BYTES buffer in a front-end arena and release it, with IN_FLIGHT
+    other buffers in flight (median of 5 passes of 200)."""
+    import time
+
+    import numpy as np
+
+    from rankpool.shm import arena as shm
+    from rankpool.shm import run as shm_run
+    arena = shm.Arena(shm_run.new_run_prefix())
+    buf = np.ones(FLOOD_BYTES, np.uint8)
+    try:
+        for _ in range(IN_FLIGHT):
+            arena.publish([buf], reader_frees=False)
+        passes = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(200):
+                arena.release(arena.publish([buf], reader_frees=False)[1])
+            passes.append((time.perf_counter() - t0) / 200 * 1e6)
+        return statistics.median(passes)
+    finally:
+        arena.close()
+
+
+def array_flood(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """FLOOD_TASKS ``echo`` tasks with a FLOOD_BYTES argument each, submitted at once and their
+    futures kept until all are done (results held, as a caller collecting them holds them):
+    tasks/s and each process's CPU per task; then :func:`arena_place_release_us`."""
+    import time
+
+    import numpy as np
+    from cpu_split import cpu_per_task
+
+    from rankpool import Executor
+    a = np.ones(FLOOD_BYTES // 8)
+    took = []
+
+    def flood(n: int) -> None:
+        t0 = time.perf_counter()
+        futures = [ex.submit(echo, a) for _ in range(n)]
+        for f in futures:
+            f.result(timeout=600)
+        took.append(time.perf_counter() - t0)
+
+    with Executor(max_ranks=2, **kwargs) as ex:
+        flood(50)  # warm-up
+        cpu = cpu_per_task(ex, flood, FLOOD_TASKS)
+    return {"tasks_per_s": FLOOD_TASKS / took[-1], "cpu_us": cpu,
+            "place_release_us": arena_place_release_us()}
+
+
 #: runs of the mixed workload per build and round with ``--mixed``
 MIXED_RUNS = 3
 
@@ -218,6 +276,8 @@ def child(tasks: int, kwargs: dict[str, Any]) -> dict[str, float]:
         return array_round_trips(kwargs)
     if kwargs.pop("mixed", False):
         return mixed_gaps(kwargs)
+    if kwargs.pop("flood", False):
+        return array_flood(kwargs)
     if kwargs.pop("anchor", False):
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(2) as ex:
@@ -267,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="1 MB and 64 MB NumPy echo round trips instead")
     p.add_argument("--mixed", action="store_true",
                    help="where the mixed workload's rank-seconds go instead")
+    p.add_argument("--flood", action="store_true",
+                   help="2,000 tasks with a 1 MB argument each at once instead")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     q = p.parse_args(argv)
@@ -283,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         return report_arrays(q)
     if q.mixed:
         return report_mixed(q)
+    if q.flood:
+        return report_flood(q)
     rows = run_rounds(q, {}, anchor=True)
     anchor = statistics.median(x["round_trip_ms"] for x in rows["ProcessPoolExecutor"])
     print("| build | tasks/s per round | median | round trip ms per round | median "
@@ -384,6 +448,27 @@ def report_mixed(q: argparse.Namespace) -> int:
         cells = [f"{statistics.median(x[key] for x in results):.3f}" for key, _ in MIXED_COLUMNS]
         print(f"| {label} | {100 * util:.1f} | " + " | ".join(cells) + " |")
     print("\n(rank-seconds, medians; 4 worker ranks; the lost ones add up to `lost`)")
+    if q.json:
+        q.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def report_flood(q: argparse.Namespace) -> int:
+    rows = run_rounds(q, {"flood": True})
+    print("| build | tasks/s per round | median | front-end CPU µs/task | worker ranks CPU "
+          "µs/task | arena place + release µs |")
+    print("|---|---|---:|---:|---:|---:|")
+    for label, results in ok_rows(rows, 6):
+        rates = [x["tasks_per_s"] for x in results]
+        front = statistics.median(x["cpu_us"]["front-end"] for x in results)
+        ranks = statistics.median(sum(v for k, v in x["cpu_us"].items()
+                                      if k.startswith("pool rank") and k != "pool rank 0")
+                                  for x in results)
+        place = statistics.median(x["place_release_us"] for x in results)
+        print(f"| {label} | {', '.join(f'{r:,.0f}' for r in rates)} | "
+              f"{statistics.median(rates):,.0f} | {front:,.0f} | {ranks:,.0f} | {place:,.0f} |")
+    print(f"\n({FLOOD_TASKS:,} tasks of {FLOOD_BYTES >> 20} MiB; place + release with "
+          f"{IN_FLIGHT:,} buffers in flight)")
     if q.json:
         q.json.write_text(json.dumps(rows, indent=1))
     return 0

@@ -211,6 +211,44 @@ def test_free_segments_beyond_keep_are_let_go(prefix: str) -> None:
         reader.close()
 
 
+def test_a_placement_looks_at_few_segments_and_finds_freed_ones_later(prefix: str) -> None:
+    arena = shm.Arena(prefix)
+    try:
+        count = 3 * shm.PROBE
+        placed = [arena.publish([big(MB, i)], reader_frees=False) for i in range(count)]
+        arena.release(placed[-1][1])  # the newest is freed, the oldest still in flight
+        freed = placed[-1][1][0][0]
+        segments = len(arena.segments)
+        names = [shm.parse_descriptor(arena.publish([big(MB)], False)[0][0]).name
+                 for _ in range(count // shm.PROBE)]
+        # each placement read at most PROBE states, the ones in use went to the back, and the
+        # placement that reached the freed segment took it: a new segment for each before
+        assert freed.name in names
+        assert len(arena.segments) - segments == names.index(freed.name)
+        assert names.index(freed.name) <= count // shm.PROBE - 1
+    finally:
+        arena.close()
+
+
+def test_sweeps_started_by_placements_are_spaced(prefix: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    arena = shm.Arena(prefix, keep=MB)
+    try:
+        placed = [arena.publish([big(MB, i)], reader_frees=False)[1] for i in range(3)]
+        arena.trim()  # a sweep just ran
+        monkeypatch.setattr(shm, "TRIM_EVERY", 3600.0)
+        arena.release(placed[0])
+        arena.release(placed[1])
+        assert len(run_files(prefix)) == 3  # no sweep yet: two free segments, 1 MiB kept
+        arena.trim()  # the sweep a rank runs when it has time
+        assert len(run_files(prefix)) == 2
+        monkeypatch.setattr(shm, "TRIM_EVERY", 0.0)
+        arena.release(placed[2])
+        assert len(run_files(prefix)) == 1 and arena.held == MB
+    finally:
+        arena.close()
+
+
 def test_past_the_cap_buffers_fall_back_to_frames(prefix: str) -> None:
     arena = shm.Arena(prefix, cap=3 * MB)
     try:
@@ -369,6 +407,26 @@ def test_the_reader_drops_mappings_of_unlinked_segments(prefix: str) -> None:
         assert len(reader._maps) == 1  # the unlinked segment's pages are let go
     finally:
         two.close()
+        reader.close()
+
+
+def test_a_kept_mapping_whose_name_was_reused_is_not_read(prefix: str) -> None:
+    reader = shm_reader.Reader()
+    arena = shm.Arena(prefix)
+    try:
+        desc = shm.parse_descriptor(arena.publish([big(MB, 1)], True)[0][0])
+        reader.fetch(desc)  # now kept open, and freed
+        arena.close()
+        # a process of the run that got the same pid makes a segment of the same name
+        again = shm._Segment(desc.name, MB)
+        struct.pack_into("<Q", again.map, shm.GENERATION_AT, desc.generation)
+        again.map[shm.STATE_AT] = shm.IN_USE
+        again.data[:] = 2
+        out = np.frombuffer(reader.fetch(desc), np.uint8)
+        assert (out == 2).all()  # the new file's bytes, not the kept mapping's
+        del out
+        again.unlink()
+    finally:
         reader.close()
 
 

@@ -30,8 +30,14 @@ task ends) the sender frees when the task has ended. A borrowing receiver sets L
 hands out a view and FREE when the last view dies (:mod:`.reader`); the sender's own freeing
 leaves a LENT segment alone, so a task that keeps its argument keeps it intact, and the sender
 places later buffers elsewhere. The sender only reuses segments it sees FREE, picks the smallest
-that fits, creates new ones as needed and, past its cap, returns the buffer to be sent as an
-ordinary frame: nothing waits for space.
+that fits among the few it looks at, creates new ones as needed and, past its cap, returns the
+buffer to be sent as an ordinary frame: nothing waits for space.
+
+A flood can hold thousands of segments in flight, and only reading a segment's state says
+whether its reader freed it, so placing a buffer looks at a bounded number of segments, the
+least recently taken or looked at first (a segment found still in use goes to the back), and
+the sweep of free segments beyond ``keep`` runs at most every ``TRIM_EVERY`` seconds while
+buffers are placed and released: both stay O(1) per buffer whatever is in flight.
 
 This module is the descriptor format and the sending side; the receiving side is
 :mod:`.reader`, run prefixes, the probe and the sweep of a run's leftovers are in
@@ -50,6 +56,7 @@ import socket
 import struct
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -81,6 +88,12 @@ KEEP = 256 * 1024 * 1024
 FREE_SPACE_FRACTION = 0.5
 #: segment sizes are rounded up to this, so that similar buffers share segments
 GRANULE = 1024 * 1024
+#: segments that could hold a buffer whose state a placement reads, at most (and segments it
+#: passes over, at most): the least recently taken or looked at first
+PROBE, LOOK = 16, 64
+#: seconds between the sweeps of free segments beyond ``keep`` that placing and releasing
+#: buffers start (:meth:`Arena.trim` itself always sweeps)
+TRIM_EVERY = 0.05
 
 SEGMENT_MAGIC = b"RPSEG\x00\x00\x01"
 DESCRIPTOR_MAGIC = b"\x00RPSHM1\x00"
@@ -220,12 +233,18 @@ class Arena:
         self.threshold = threshold
         self.uses = 0
         self.pid = os.getpid()
-        self.segments: list[_Segment] = []
+        #: every segment, the least recently taken or looked at first
+        self._order: OrderedDict[_Segment, None] = OrderedDict()
         self.held = 0
         self.fallbacks = 0     # buffers sent as frames because no segment could hold them
         self._lock = threading.Lock()
         self._closed = False
+        self._trimmed = 0.0    # when the last sweep ran (monotonic)
         atexit.register(self.close, 0.0)
+
+    @property
+    def segments(self) -> list[_Segment]:
+        return list(self._order)
 
     def publish(self, buffers: Sequence[Buffer],
                 reader_frees: bool) -> tuple[list[Buffer], list[Slot]]:
@@ -255,7 +274,7 @@ class Arena:
             frames[i] = Descriptor(HOST, seg.name, HEADER, n, seg.generation, flags).encode()
             slots.append((seg, seg.generation))
         if slots:
-            self.trim()
+            self._trim_soon()
         return frames, slots
 
     def release(self, slots: Iterable[Slot]) -> None:
@@ -265,17 +284,24 @@ class Arena:
             if seg.generation == generation and seg.data is not None \
                     and seg.map[STATE_AT] != LENT:
                 seg.map[STATE_AT] = FREE
-        self.trim()
+        self._trim_soon()
+
+    def _trim_soon(self) -> None:
+        """:meth:`trim`, unless a sweep ran in the last ``TRIM_EVERY`` seconds."""
+        if self.held > self.keep and time.monotonic() - self._trimmed >= TRIM_EVERY:
+            self.trim()
 
     def trim(self) -> None:
         """Unlink the least recently used free segments beyond ``keep`` bytes.
 
-        Called after each placement and release; a process that places buffers seldom
-        (a worker rank between results) calls it when it has time."""
+        Started by placements and releases (at most every ``TRIM_EVERY`` seconds); a process
+        that places buffers seldom (a worker rank between results) calls it when it has
+        time."""
         if self.held <= self.keep:  # free segments are part of what is held: all may stay
             return
         with self._lock:
-            free = sorted((s for s in self.segments if s.free), key=lambda s: -s.used)
+            self._trimmed = time.monotonic()
+            free = sorted((s for s in self._order if s.free), key=lambda s: -s.used)
             kept = 0
             for seg in free:
                 if kept + seg.capacity <= self.keep:
@@ -284,14 +310,28 @@ class Arena:
                     self._drop(seg)
 
     def _take(self, n: int) -> _Segment | None:
-        """The smallest free segment that holds ``n`` bytes without hoarding a far larger one,
-        else a new one; None past the cap or when ``/dev/shm`` has no room."""
+        """The smallest free segment that holds ``n`` bytes without hoarding a far larger one
+        among the first ``PROBE`` that could (and ``LOOK`` in all), else a new one; None past
+        the cap or when ``/dev/shm`` has no room."""
         best = None
-        for seg in self.segments:
-            if n <= seg.capacity <= max(4 * n, n + GRANULE) and seg.free \
-                    and (best is None or seg.capacity < best.capacity):
-                best = seg
+        busy = []
+        largest = max(4 * n, n + GRANULE)
+        probed = 0
+        for looked, seg in enumerate(self._order, 1):
+            if n <= seg.capacity <= largest:
+                if seg.free:
+                    if best is None or seg.capacity < best.capacity:
+                        best = seg
+                else:
+                    busy.append(seg)
+                probed += 1
+            if probed >= PROBE or looked >= LOOK:
+                break
+        order = self._order
+        for seg in busy:  # still read: look at the others first next time
+            order.move_to_end(seg)
         if best is not None:
+            order.move_to_end(best)
             return best
         capacity = -(-n // GRANULE) * GRANULE
         if not self._make_room(capacity):
@@ -303,7 +343,7 @@ class Arena:
             log.warning("cannot create shared-memory segment %s of %d bytes (%s); sending "
                         "the buffer as a message frame", name, capacity, exc)
             return None
-        self.segments.append(seg)
+        self._order[seg] = None
         self.held += capacity
         return seg
 
@@ -312,25 +352,25 @@ class Arena:
         if capacity > self.cap:
             return False
         while self.held + capacity > self.cap or not _room_in_shm(capacity):
-            victim = next((s for s in self.segments if s.free), None)
+            victim = next((s for s in self._order if s.free), None)
             if victim is None:
                 return False
             self._drop(victim)
         return True
 
     def _drop(self, seg: _Segment) -> None:
-        self.segments.remove(seg)
+        del self._order[seg]
         self.held -= seg.capacity
         seg.unlink()
 
     def in_use(self) -> int:
         """Segments whose buffer was sent and not yet read or freed (borrowed ones not counted:
         their reader has them mapped)."""
-        return sum(1 for s in self.segments if s.map[STATE_AT] == IN_USE)
+        return sum(1 for s in self._order if s.map[STATE_AT] == IN_USE)
 
     def lent(self) -> int:
         """Segments a reader still reads in place."""
-        return sum(1 for s in self.segments if s.map[STATE_AT] == LENT)
+        return sum(1 for s in self._order if s.map[STATE_AT] == LENT)
 
     def close(self, linger: float = 0.0) -> None:
         """Unlink every segment; first wait up to ``linger`` seconds for buffers in flight to be

@@ -20,6 +20,7 @@ import mmap
 import os
 import struct
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -58,15 +59,22 @@ class _Mapping:
         os.close(self.fd)
 
 
+#: seconds between the checks of every kept mapping for an unlinked file (a mapping about to be
+#: read is checked every time)
+PRUNE_EVERY = 0.05
+
+
 class Reader:
-    """Opens segments named by descriptors and copies buffers out; keeps recent mappings open
-    (a mapping made once reads twice as fast as a fresh one), at most ``max_open`` of them and
-    none whose file was unlinked."""
+    """Opens segments named by descriptors and hands out their buffers; keeps recent mappings
+    open (a mapping made once reads twice as fast as a fresh one), at most ``max_open`` of them,
+    and lets go of those whose file was unlinked: the one about to be read at once, the others
+    at the next new mapping or within ``PRUNE_EVERY`` seconds."""
 
     def __init__(self, max_open: int = 32) -> None:
         self.max_open = max_open
         self._maps: OrderedDict[str, _Mapping] = OrderedDict()
         self._lock = threading.Lock()
+        self._pruned = 0.0
 
     def fetch(self, desc: Descriptor, only_reader: bool = False) -> memoryview:
         """The buffer ``desc`` names, writable: borrowed in place when this process is its only
@@ -97,8 +105,13 @@ class Reader:
             m.map[STATE_AT] = FREE
 
     def _open(self, desc: Descriptor) -> _Mapping:
-        self._prune()
         m = self._maps.get(desc.name)
+        if m is not None and os.fstat(m.fd).st_nlink == 0:  # unlinked: its name may be reused
+            del self._maps[desc.name]
+            m.close()
+            m = None
+        if m is None or time.monotonic() - self._pruned >= PRUNE_EVERY:
+            self._prune()
         if m is not None:
             self._maps.move_to_end(desc.name)
             return m
@@ -136,6 +149,7 @@ class Reader:
     def _prune(self) -> None:
         """Drop mappings of unlinked segments: they pin their memory, and a new segment may
         carry the name again."""
+        self._pruned = time.monotonic()
         for name, m in list(self._maps.items()):
             if os.fstat(m.fd).st_nlink == 0:
                 del self._maps[name]
