@@ -159,6 +159,19 @@ def test_an_argument_kept_by_its_task_stays_intact(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_a_result_held_past_shutdown_stays_readable_and_nothing_is_left(tmp_path: Path) -> None:
+    a = np.random.default_rng(3).random(4 * MB // 8)
+    with executor(tmp_path) as ex:
+        assert ex._plane is not None
+        prefix = ex._plane.prefix
+        kept = ex.submit(echo, a).result(timeout=60)
+    assert run_files(prefix) == []  # every segment unlinked, the borrowed one too
+    np.testing.assert_array_equal(kept, a)  # its pages live while the caller holds it
+    kept[:] = 0.0
+    assert not kept.any()
+
+
+@pytest.mark.timeout(120)
 def test_a_descriptor_naming_no_segment_fails_the_task(ex2: Executor,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     assert ex2._plane is not None

@@ -147,6 +147,28 @@ def test_an_argument_its_task_keeps_outlives_its_release(arena: shm.Arena) -> No
     assert shm.parse_descriptor(arena.publish([big(MB, 7)], False)[0][0]).name == desc.name
 
 
+def test_a_forked_child_dropping_a_borrowed_view_does_not_free_it(arena: shm.Arena) -> None:
+    frames, slots = arena.publish([big(MB, 4)], reader_frees=True)
+    kept = np.frombuffer(shm_reader.Reader().fetch(shm.parse_descriptor(frames[0])), np.uint8)
+    pid = os.fork()
+    if pid == 0:  # the child drops its copy of the view, then runs the exit handlers
+        code = 1
+        try:
+            del kept
+            import gc
+            gc.collect()
+            import atexit
+            atexit._run_exitfuncs()
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert slots[0][0].map[shm.STATE_AT] == shm.LENT  # the parent still reads it
+    assert (kept == 4).all()
+    del kept
+    assert slots[0][0].free
+
+
 def test_arguments_with_several_readers_are_copied(arena: shm.Arena) -> None:
     frames, slots = arena.publish([big(MB, 5)], reader_frees=False)
     desc = shm.parse_descriptor(frames[0])

@@ -86,7 +86,7 @@ class Reader:
             view = m.data[desc.offset:desc.offset + desc.length]
             if state == IN_USE and (only_reader or desc.flags & READER_FREES):
                 m.map[STATE_AT] = LENT
-                weakref.finalize(view, _give_back, m.map, desc.generation)
+                weakref.finalize(view, _give_back, m.map, desc.generation, os.getpid())
                 return view.data  # the view's memoryview: it keeps the view alive
             out = np.empty(desc.length, np.uint8)
             out[:] = view
@@ -177,8 +177,11 @@ def _check_current(desc: Descriptor, m: _Mapping) -> int:
     return state
 
 
-def _give_back(segment: mmap.mmap, generation: int) -> None:
-    """The last view of a borrowed buffer died: its sender may reuse the segment."""
+def _give_back(segment: mmap.mmap, generation: int, borrower: int) -> None:
+    """The last view of a borrowed buffer died: its sender may reuse the segment. Not in a
+    forked child of the borrower, whose copies of the views say nothing of the parent's."""
+    if os.getpid() != borrower:
+        return
     try:
         if segment[STATE_AT] == LENT \
                 and struct.unpack_from("<Q", segment, GENERATION_AT)[0] == generation:
