@@ -244,6 +244,7 @@ class Arena:
 
     @property
     def segments(self) -> list[_Segment]:
+        """Every segment, as a list made at once (other threads may place meanwhile)."""
         return list(self._order)
 
     def publish(self, buffers: Sequence[Buffer],
@@ -366,11 +367,11 @@ class Arena:
     def in_use(self) -> int:
         """Segments whose buffer was sent and not yet read or freed (borrowed ones not counted:
         their reader has them mapped)."""
-        return sum(1 for s in self._order if s.map[STATE_AT] == IN_USE)
+        return sum(1 for s in self.segments if s.map[STATE_AT] == IN_USE)
 
     def lent(self) -> int:
         """Segments a reader still reads in place."""
-        return sum(1 for s in self._order if s.map[STATE_AT] == LENT)
+        return sum(1 for s in self.segments if s.map[STATE_AT] == LENT)
 
     def close(self, linger: float = 0.0) -> None:
         """Unlink every segment; first wait up to ``linger`` seconds for buffers in flight to be
