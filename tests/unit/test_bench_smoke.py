@@ -237,7 +237,7 @@ def test_builds_mixed_losses_account_for_every_lost_rank_second() -> None:
     work = [(1, 1.0), (2, 2.0)]
     spans = [(1, 100.5, 101.51, 101.51),
              [(1, 102.0, 104.01, 104.5), (2, 102.4, 104.41, 104.5)]]
-    out = builds.mixed_losses(work, spans, 100.0, 5.0, 3)
+    out = load("build_measures").mixed_losses(work, spans, 100.0, 5.0, 3)
     assert out["overshoot"] == pytest.approx(0.03)
     assert out["barrier"] == pytest.approx(0.49 + 0.09)
     assert out["before_2"] == pytest.approx(102.0 - 101.51)
