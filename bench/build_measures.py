@@ -13,9 +13,7 @@ import statistics
 import sys
 from typing import Any
 
-
-def noop() -> None:
-    return None
+from suite_tasks import echo, noop
 
 
 def throughput(ex: Any, n: int) -> float:
@@ -54,10 +52,6 @@ def wide_round_trips(kwargs: dict[str, Any]) -> dict[str, float]:
             assert view.submit(barrier).result(timeout=60) == k
             out[f"rtt{k}_ms"] = round_trip_ms(view, 200, barrier)
     return out
-
-
-def echo(a: Any) -> Any:
-    return a
 
 
 #: (label, bytes, round trips) of the ``--arrays`` echo tasks

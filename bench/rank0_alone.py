@@ -43,7 +43,7 @@ BATCH = 1024
 
 def _messages(batches: int) -> list[list[bytes]]:
     """``batches`` task batches of ``BATCH`` no-op tasks, as the interchange sends them."""
-    from build_measures import noop
+    from suite_tasks import noop
 
     from rankpool.protocol import batches as wire_batches
     from rankpool.protocol.batches import Task

@@ -399,6 +399,12 @@ def test_discard_frees_unread_results_and_ignores_junk(arena: shm.Arena) -> None
     frames, _ = arena.publish([big(MB)], reader_frees=False)
     shm_reader.discard(frames)  # arguments are freed by their sender only
     assert arena.in_use() == 1
+    frames, _ = arena.publish([big(MB)], reader_frees=True)
+    kept = shm_reader.reader().fetch(shm.parse_descriptor(frames[0]))
+    shm_reader.discard(frames)  # borrowed: its borrower frees it
+    assert arena.lent() == 1
+    del kept
+    assert arena.lent() == 0
 
 
 def test_a_result_with_an_unreadable_descriptor_fails_its_future() -> None:

@@ -318,7 +318,8 @@ class Arena:
         busy = []
         largest = max(4 * n, n + GRANULE)
         probed = 0
-        for looked, seg in enumerate(self._order, 1):
+        order = self._order
+        for looked, seg in enumerate(order, 1):
             if n <= seg.capacity <= largest:
                 if seg.free:
                     if best is None or seg.capacity < best.capacity:
@@ -328,7 +329,6 @@ class Arena:
                 probed += 1
             if probed >= PROBE or looked >= LOOK:
                 break
-        order = self._order
         for seg in busy:  # still read: look at the others first next time
             order.move_to_end(seg)
         if best is not None:
@@ -367,11 +367,14 @@ class Arena:
     def in_use(self) -> int:
         """Segments whose buffer was sent and not yet read or freed (borrowed ones not counted:
         their reader has them mapped)."""
-        return sum(1 for s in self.segments if s.map[STATE_AT] == IN_USE)
+        return self._count(IN_USE)
 
     def lent(self) -> int:
         """Segments a reader still reads in place."""
-        return sum(1 for s in self.segments if s.map[STATE_AT] == LENT)
+        return self._count(LENT)
+
+    def _count(self, state: int) -> int:
+        return sum(1 for s in self.segments if s.map[STATE_AT] == state)
 
     def close(self, linger: float = 0.0) -> None:
         """Unlink every segment; first wait up to ``linger`` seconds for buffers in flight to be

@@ -93,16 +93,17 @@ class Reader:
         return out.data
 
     def discard(self, desc: Descriptor) -> None:
-        """Free a buffer nobody will read (its task was cancelled or failed); never raises."""
+        """Free a buffer nobody will read (its task was cancelled or failed); never raises.
+        One already borrowed is left to its borrower."""
         if not desc.flags & READER_FREES:
             return
         with self._lock:
             try:
                 m = self._open(desc)
-                _check_current(desc, m)
+                if _check_current(desc, m) == IN_USE:
+                    m.map[STATE_AT] = FREE
             except SharedMemoryError:
                 return
-            m.map[STATE_AT] = FREE
 
     def _open(self, desc: Descriptor) -> _Mapping:
         m = self._maps.get(desc.name)
