@@ -450,10 +450,12 @@ def test_randomized_invariants(seed: int, lend: int) -> None:
                 assert not (held and rk in held_back), "a task queued on a held-back rank"
                 assert not held or not excl
                 assert not any(shape_of[o].width > 1 or shape_of[o].exclusive for o in held)
+                assert len(held) < s.depth, "a task beyond the depth"
                 held.add(a.key)
-                assert len(held) <= depth
         assert s.busy_ranks == sum(1 for rk, h in on_rank.items() if h)
         assert s.running == len(running)
+        inv = s._inv  # its counters match a count from scratch
+        assert inv.n_open == sum(inv.is_open(rk, inv.held[rk]) for rk in range(1, r))
 
     for key in range(3000):
         op = rng.random()
@@ -495,6 +497,8 @@ def test_randomized_invariants(seed: int, lend: int) -> None:
                 stuck.add(rk)
                 held_back.discard(rk)
                 on_rank.pop(rk, None)
+        elif op < 0.935:  # rank 0 queues more, or fewer, per rank (see mpi_pool.prefetch)
+            s.set_depth(rng.randint(1, 6))
         elif op < 0.94:
             rk = rng.randint(1, r - 1)
             on = rk not in held_back

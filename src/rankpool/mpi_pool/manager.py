@@ -4,12 +4,14 @@ The manager is a progress engine with no thread of its own: its owner (the pool 
 loop, or the ``CommExecutor`` thread on root) calls :meth:`Manager.submit_many` and
 :meth:`Manager.progress` and takes what finished with ``take_completed`` (of
 :class:`~.outcomes.TaskOutcomes`).
-One ``progress`` call is four non-blocking steps, then a poll of the outbox::
+One ``progress`` call is five non-blocking steps, then a poll of the outbox::
 
     manager_receive   Iprobe for DONE reports, combine each task's ranks into one Result
     check_deadlines   grace periods after a rank failed, walltimes: fail the task, mark stuck ranks
     check_slow        hold back ranks whose current task has run past ``slow_after``
+    check_depth       queue as many 1-rank tasks per rank as their run times call for
     manager_dispatch  ask the scheduler what can start, send each rank its items in one message
+                      (1-rank tasks of one function and spec without buffers as one run)
     outbox.poll       complete the non-blocking sends that finished
 
 Where this sits on the data path: ``docs/internals.md``. How a task's ranks bring it to an
@@ -36,6 +38,8 @@ import heapq
 import logging
 import time
 from collections.abc import Callable, Sequence
+from itertools import groupby
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from mpi4py import MPI
@@ -50,6 +54,7 @@ from .deaths import Death
 from .doorbell import Doorbell
 from .outcomes import Running, TaskOutcomes
 from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
+from .prefetch import Prefetch
 from .subcomms import Outbox, Tag, Topology, acknowledge_failures, receive_report
 from .task_setting import TaskSetting, setting_of
 from .trace import TraceRecorder
@@ -87,8 +92,10 @@ class Manager(TaskOutcomes):
         self.comm = comm
         self.topology = topology
         self.grace = grace
-        self.scheduler = Scheduler(topology.nodes, depth, [r for n in device_ranks for r in n],
-                                   lend=lend)
+        #: the depth, at most ``depth``, that the tasks' run times call for
+        self.prefetch = Prefetch(depth)
+        self.scheduler = Scheduler(topology.nodes, self.prefetch.depth,
+                                   [r for n in device_ranks for r in n], lend=lend)
         self.devices = DeviceCapacity(sum(map(len, device_ranks)),
                                       max(map(len, device_ranks), default=0))
         self.worker_ranks = [r for node in topology.nodes for r in node]
@@ -228,6 +235,7 @@ class Manager(TaskOutcomes):
         active = self.manager_receive()
         active = self.check_deadlines() or active
         self.check_slow()
+        self.check_depth()
         active = self.manager_dispatch() or active
         self.outbox.poll()
         return active
@@ -286,6 +294,7 @@ class Manager(TaskOutcomes):
         if not assignments:
             return bool(impossible)
         per_rank: dict[int, tuple[list[tuple[Any, ...]], list[Buffer]]] = {}
+        count: dict[int, int] = {}  # tasks sent to each rank
         now = time.monotonic()
         sent, comms = self.sent, self.comms
         tasks, single, running, started = self.tasks, self.single, self.running, self.started
@@ -296,48 +305,76 @@ class Manager(TaskOutcomes):
         shared, results_all, walltime = False, False, None
         last_fn: Buffer | None = None
         fn = b""
-        for key, ranks in assignments:
+        # the scheduler hands a rank its shared tasks together: consecutive assignments with
+        # equal ranks
+        for ranks, group in groupby(assignments, _ranks_of):
+            keys: list[Any] = list(map(_key_of, group))
             # the scheduler's keys are the task ids it was given (it types them Hashable)
-            task = tasks.pop(key)  # type: ignore[call-overload]
-            task_id = task.task_id
+            run: list[Task] = list(map(tasks.pop, keys))
             if sent is not None:
-                sent[task_id] = task
-            spec = task.spec
-            if spec is not last_spec:
-                last_spec, setting = spec, setting_of(spec)
-                # not exclusive: one rank, no walltime, no accelerator
-                shared, results_all, walltime = not spec.exclusive, spec.results_all, \
-                    spec.walltime
-            if task.fn is not last_fn:
-                last_fn = task.fn
-                fn = _as_bytes(last_fn)
-            data, buffers = task.data, task.buffers
-            # a WorkItem as a plain tuple (see comms): far cheaper to pickle
-            item = (task_id, ranks, results_all, walltime, task.fn_digest, fn,
-                    data if type(data) is bytes else bytes(data), len(buffers), setting,
-                    comms.id_for(ranks) if len(ranks) > 1 else 0, ())
-            for rank in ranks:
-                entry = per_rank.get(rank)
-                if entry is None:
-                    entry = per_rank[rank] = ([], [])
-                release = comms.releases(rank)
-                entry[0].append(item[:-1] + (release,) if release else item)
-                if buffers:
-                    entry[1].extend(buffers)
-            if shared:
-                # nothing of the task is kept: no deadline, no peers (and far fewer live
-                # objects for the garbage collector to walk in a flood of small tasks)
-                single[task_id] = ranks[0]
-            else:
-                running[task_id] = Running(task, ranks, now, ranks)
-                started[task_id] = now  # its ranks are committed to it
-                if walltime is not None:
-                    heapq.heappush(self.deadlines, (now + walltime + self.grace, task_id))
+                sent.update(zip(keys, run))
+            rank = ranks[0]
+            entry = per_rank.get(rank)
+            if entry is None:
+                entry = per_rank[rank] = ([], [])
+            first = run[0]
+            if len(ranks) == 1 and _plain_run(run):
+                # the common case, a flood's: shared 1-rank tasks of one function and spec,
+                # without buffers, sent as one run (the rank names each task itself)
+                if first.fn is not last_fn:
+                    last_fn = first.fn
+                    fn = _as_bytes(last_fn)
+                if first.spec is not last_spec:
+                    last_spec, setting = first.spec, setting_of(first.spec)
+                    shared, results_all, walltime = not last_spec.exclusive, \
+                        last_spec.results_all, last_spec.walltime
+                datas = list(map(_data_of, run))
+                if set(map(type, datas)) != {bytes}:
+                    datas = [bytes(d) for d in datas]
+                entry[0].append((keys, ranks, results_all, walltime, first.fn_digest, fn,
+                                 datas, 0, setting, 0, comms.releases(rank)))
+                single.update(dict.fromkeys(keys, rank))
+                count[rank] = count.get(rank, 0) + len(keys)
+                continue
+            for task in run:
+                task_id = task.task_id
+                spec = task.spec
+                if spec is not last_spec:
+                    last_spec, setting = spec, setting_of(spec)
+                    # not exclusive: one rank, no walltime, no accelerator
+                    shared, results_all, walltime = not spec.exclusive, spec.results_all, \
+                        spec.walltime
+                if task.fn is not last_fn:
+                    last_fn = task.fn
+                    fn = _as_bytes(last_fn)
+                data, buffers = task.data, task.buffers
+                # a WorkItem as a plain tuple (see comms): far cheaper to pickle
+                item = (task_id, ranks, results_all, walltime, task.fn_digest, fn,
+                        data if type(data) is bytes else bytes(data), len(buffers), setting,
+                        comms.id_for(ranks) if len(ranks) > 1 else 0, ())
+                for r in ranks:
+                    part = per_rank.get(r)
+                    if part is None:
+                        part = per_rank[r] = ([], [])
+                    release = comms.releases(r)
+                    part[0].append(item[:-1] + (release,) if release else item)
+                    if buffers:
+                        part[1].extend(buffers)
+                    count[r] = count.get(r, 0) + 1
+                if shared:
+                    # nothing of the task is kept: no deadline, no peers (and far fewer live
+                    # objects for the garbage collector to walk in a flood of small tasks)
+                    single[task_id] = ranks[0]
+                else:
+                    running[task_id] = Running(task, ranks, now, ranks)
+                    started[task_id] = now  # its ranks are committed to it
+                    if walltime is not None:
+                        heapq.heappush(self.deadlines, (now + walltime + self.grace, task_id))
         holding, since, near = self.scheduler.holding, self.since, self.near
         for rank, (items, bufs) in per_rank.items():
             self.outbox.send(items, rank, Tag.WORK, bufs)
             held = holding(rank)  # 1-rank shared tasks, these included; an exclusive task: 0
-            if held == len(items):  # it held nothing: its first task starts now
+            if held == count[rank]:  # it held nothing: its first task starts now
                 since[rank] = now
             if rank in near:  # it sleeps on its bell whenever it holds nothing (and it may
                 # have ended what it held since its last report came): ring every time
@@ -378,6 +415,14 @@ class Manager(TaskOutcomes):
                 log.debug("rank %d has been in one task for %.1f s: no more tasks are queued "
                           "behind it until it reports", rank, now - since)
 
+    def check_depth(self) -> None:
+        """Queue as many 1-rank tasks per rank as the recent run times call for (see
+        :mod:`.prefetch`)."""
+        depth = self.prefetch.update(time.monotonic())
+        if depth is not None:
+            self.scheduler.set_depth(depth)
+            log.debug("1-rank tasks queued per rank: at most %d", depth)
+
     def retire(self) -> None:
         """Start nothing more: the tasks queued here are forgotten (they end with the pool,
         whose owner leaves once the rest ended), 1-rank tasks queued on ranks are dropped there
@@ -391,3 +436,19 @@ class Manager(TaskOutcomes):
 
 def _as_bytes(buf: Buffer) -> bytes:
     return buf if isinstance(buf, bytes) else bytes(buf)
+
+
+_key_of, _ranks_of = itemgetter(0), itemgetter(1)  # of an Assignment
+_spec_of, _fn_of, _data_of, _buffers_of = (attrgetter("spec"), attrgetter("fn"),
+                                           attrgetter("data"), attrgetter("buffers"))
+
+
+def _plain_run(run: list[Task]) -> bool:
+    """Whether these tasks (for one rank) are shared ones of one spec and one function,
+    without buffers: each check a pass in C."""
+    first = run[0]
+    n = len(run)
+    return (not first.spec.exclusive and not first.buffers
+            and list(map(_spec_of, run)).count(first.spec) == n
+            and list(map(_fn_of, run)).count(first.fn) == n
+            and list(map(_buffers_of, run)).count(first.buffers) == n)

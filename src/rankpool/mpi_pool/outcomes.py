@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 from mpi4py import MPI
 
@@ -32,6 +33,7 @@ from .deaths import Death, lost_error
 from .doorbell import Doorbell
 from .mpich_files import abort
 from .placement.scheduler import Scheduler
+from .prefetch import Prefetch
 from .subcomms import Done, Outbox, Report, Tag, acknowledge_failures, receive_report
 from .trace import TraceRecorder
 
@@ -80,6 +82,7 @@ class TaskOutcomes:
     since: dict[int, float]
     ringing: set[int]
     started: dict[int, float]
+    prefetch: Prefetch
     #: queue tasks here (again): :meth:`.manager.Manager.submit_many`
     submit_many: Callable[[Sequence[Task]], None]
 
@@ -96,6 +99,22 @@ class TaskOutcomes:
         ended: list[int] = []
         single, started, values = self.single, self.started, self.completed_values
         plain = self.trace is None
+        ids, datas, seconds = report.values
+        if ids:
+            self.prefetch.ran(len(ids), seconds)
+            # the common case, a flood's: 1-rank tasks' values, nothing more to keep; each
+            # step one pass in C while every id is a shared task of this rank
+            owners = list(map(single.pop, ids, repeat(None)))
+            if plain and owners.count(source) == len(ids):
+                ended += ids
+                values += zip(ids, datas)
+                if started:
+                    list(map(started.pop, ids, repeat(None)))
+            else:
+                for task_id, owner, data in zip(ids, owners, datas):
+                    if owner is not None:
+                        single[task_id] = owner  # back: _record takes it as any report entry
+                    self._record(source, Done(task_id, 0, True, data, 0, 0.0, 0.0), [], ended)
         for done in report.done:
             task_id, _, ok, data, nbuf, _, _ = done
             if ok and not nbuf and plain and single.get(task_id) == source:

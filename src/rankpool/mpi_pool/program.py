@@ -88,7 +88,7 @@ def run_pool(cfg: PoolConfig, link: Link | None = None) -> int:
         else:
             worker = Worker(comm, arena=result_arena(cfg), bell=bell, link=link, node_names=names,
                             interrupts=Interrupts(STOP_SIGNALS, comm), belled=near,
-                            pids=pids)
+                            pids=pids, traced=cfg.trace)
             worker.serve()
             lost = bool(worker.lost_peers)
     except BaseException:

@@ -32,7 +32,11 @@ class Solo:
         worker = self.worker
         worker.queue.append((item, list(task.buffers)))
         worker.run_next()
-        _, _, ok, data, _, _, _ = worker.done.pop()
+        if worker.value_ids:  # a value without buffers
+            worker.value_ids.clear()
+            ok, data = True, worker.values.pop()
+        else:
+            _, _, ok, data, _, _, _ = worker.done.pop()
         buffers, worker.done_buffers = worker.done_buffers, []
         return Result(task.task_id, [Outcome(0, ok, data, buffers)])
 

@@ -5,8 +5,8 @@ large out-of-band frames (NumPy data), so array bytes are never copied into a pi
 travel as plain tuples in :class:`WorkItem` / :class:`Done` field order (a named tuple costs
 ~6x more to pickle and unpickle) and :func:`receive` gives them their names back:
 
-    manager_dispatch ──WORK──▶ worker_receive      [WorkItem, ...] + DATA buffers
-    manager_receive  ◀──DONE── worker_report       [Done, ...] + DATA buffers
+    manager_dispatch ──WORK──▶ worker_receive      [WorkItem or run of them, ...] + DATA buffers
+    manager_receive  ◀──DONE── worker_report       [Done, ...], value columns + DATA buffers
     manager_stop     ──STOP──▶ worker_receive
     manager_cancel   ──CANCEL─▶ worker_receive     task ids to drop if not started
     manager_lost     ──LOST───▶ worker_receive     ranks that died, and the tasks of theirs
@@ -14,8 +14,10 @@ travel as plain tuples in :class:`WorkItem` / :class:`Done` field order (a named
 
 A DONE message is a :class:`Report`: the rank's finished tasks, the task it is about to start
 (announced when the rank had not reported for a while, so rank 0 learns that a long task
-started without a message per task), the queued tasks it dropped on a CANCEL, and whether the
-rank rings rank 0's doorbell with each report from now on (see :mod:`.worker`).
+started without a message per task), the queued tasks it dropped on a CANCEL, whether the
+rank rings rank 0's doorbell with each report from now on (see :mod:`.worker`), and its
+finished 1-rank tasks that returned a value without buffers, as two columns (task ids, pickled
+values) and the seconds they ran: a flood's results, with no tuple per task on either side.
 
 Every send is non-blocking and kept in an :class:`Outbox` until MPI has taken it, so neither
 side ever blocks on a peer that is busy running user code. Where these hops sit on the whole
@@ -91,6 +93,9 @@ class Report(NamedTuple):
                                   # CANCEL found started or done
     dropped: tuple[int, ...]      # tasks it held and dropped, unstarted, on a CANCEL
     rings: bool = False           # it rings rank 0 with each report until it runs dry
+    #: 1-rank tasks that returned a value without buffers (not in ``done``): their ids, their
+    #: pickled values in the same order, and the seconds they ran in all
+    values: tuple[list[int], list[bytes], float] = ([], [], 0.0)
 
 
 class Outbox:
@@ -189,10 +194,33 @@ def acknowledge(comm: MPI.Comm) -> None:
 
 def receive(comm: MPI.Comm, source: int, tag: int) -> tuple[list[WorkItem], list[Buffer]]:
     """Receive a probed WORK message from ``source`` and the DATA buffers its items announce
-    (items travel as plain tuples and come back as :class:`WorkItem`)."""
-    # WorkItem._make without its Python frame and length check (rank 0 sends whole items)
-    items = list(map(tuple.__new__, repeat(WorkItem), comm.recv(source=source, tag=tag)))
+    (items travel as plain tuples and come back as :class:`WorkItem`; a run of them, as
+    :func:`expand` reads it)."""
+    got = comm.recv(source=source, tag=tag)
+    if any(type(item[0]) is list for item in got):
+        items = [named for item in got for named in expand(item)]
+    else:  # WorkItem._make without its Python frame and length check (rank 0 sends whole items)
+        items = list(map(_named, repeat(WorkItem), got))
     return items, _receive_buffers(comm, source, sum(item.nbuf for item in items))
+
+
+def expand(item: tuple[Any, ...]) -> list[WorkItem]:
+    """A WORK message's entry as the items it stands for: one item, or a *run*, the fields of
+    tasks that share every field but their id and data (1-rank tasks without buffers), with
+    a list of ids in place of the id and a list of data in place of the data. A run's
+    communicators to free (its last field) go with its first task."""
+    if type(item[0]) is not list:
+        return [_named(WorkItem, item)]
+    ids, ranks, results_all, walltime, digest, fn, datas, _, setting, comm_id, release = item
+    items = list(map(_named, repeat(WorkItem), zip(
+        ids, repeat(ranks), repeat(results_all), repeat(walltime), repeat(digest), repeat(fn),
+        datas, repeat(0), repeat(setting), repeat(comm_id), repeat(()))))
+    if release and items:
+        items[0] = items[0]._replace(release=release)
+    return items
+
+
+_named = tuple.__new__
 
 
 def receive_report(comm: MPI.Comm, source: int,
@@ -201,8 +229,8 @@ def receive_report(comm: MPI.Comm, source: int,
 
     ``deadline`` (``time.monotonic``): ``source`` died, so its buffers may never come whole;
     raise ``TimeoutError`` when they have not by then."""
-    done, starting, dropped, rings = comm.recv(source=source, tag=Tag.DONE)
-    return (Report(done, starting, dropped, rings),
+    done, starting, dropped, rings, values = comm.recv(source=source, tag=Tag.DONE)
+    return (Report(done, starting, dropped, rings, values),
             _receive_buffers(comm, source, sum(map(_nbuf_of, done)), deadline))
 
 

@@ -28,6 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
+from itertools import repeat
 from types import FrameType, TracebackType
 from typing import Any, NamedTuple
 
@@ -50,6 +51,18 @@ from .task_setting import applied
 log = logging.getLogger(__name__)
 
 _NONE = pickle.dumps(None, protocol=5)
+
+#: set in the child of a fork made inside a task (which must leave at once, never reaching
+#: MPI): one flag read per task instead of a ``getpid`` system call
+_forked = False
+
+
+def _mark_forked() -> None:
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_mark_forked)
 
 #: seconds a leaving rank waits for the front-end to copy out results still in its segments
 RESULT_LINGER = 2.0
@@ -88,7 +101,7 @@ class Worker:
                  bell: Doorbell | None = None, link: Link | None = None,
                  interrupts: Interrupts | None = None,
                  node_names: Sequence[str] | None = None, belled: Collection[int] = (),
-                 pids: Sequence[int] | None = None) -> None:
+                 pids: Sequence[int] | None = None, traced: bool = False) -> None:
         """``bell``: this rank's doorbell when it shares rank 0's node (see :mod:`.doorbell`):
         it waits on it between polls and rings rank 0's after each report; ``link``: its
         keeper's (see :mod:`.keeper`), told of each task before it starts; ``interrupts``:
@@ -96,7 +109,9 @@ class Worker:
         ``node_names``: the node of every rank of ``comm``, for application tasks (None: they
         ask their ranks); ``belled``: the worker ranks with a doorbell (rank 0's node);
         ``pids``: every rank's process id, so that the held ranks of an application task see
-        its first rank die on their node."""
+        its first rank die on their node; ``traced``: rank 0 records where and when each task
+        ran, so every task is reported with its start and end (otherwise a 1-rank task's value
+        without buffers goes in the report's value columns, timeless)."""
         self.comm = comm
         self.arena = arena
         self.bell = bell
@@ -106,18 +121,23 @@ class Worker:
         self.rank = comm.Get_rank()
         self.backoff = Backoff(backoff)
         self.flush_interval = flush_interval
-        self.queue: deque[tuple[WorkItem, list[Buffer]]] = deque()
+        self.queue: deque[tuple[WorkItem, Sequence[Buffer]]] = deque()
         self.outbox = Outbox(comm)
         self.functions = FunctionLoader(prepare=_callee)
         self.done: list[tuple[Any, ...]] = []  # Done fields, as plain tuples (see comms)
         self.done_buffers: list[Buffer] = []
+        self.traced = traced
+        #: 1-rank tasks that returned a value without buffers, not reported yet (unless
+        #: traced): their ids, and their pickled values in the same order
+        self.value_ids: list[int] = []
+        self.values: list[bytes] = []
+        self.value_seconds = 0.0  # how long they ran, in all
         self.dropped: list[int] = []  # cancelled before they started, not reported yet
         self.kept: list[int] = []     # a cancel came after they started, not reported yet
         self.last_report = time.monotonic()
         self.ringing = False  # rings rank 0 with each report until its queue runs dry
         self.poll_until = 0.0  # a ring that brought nothing yet: poll until then
         self.stopping = False
-        self.pid = os.getpid()
         self.use_alarm = threading.current_thread() is threading.main_thread()
         self.interrupts = interrupts
         self.apps: Applications | None = None  # made by the first application task
@@ -154,7 +174,8 @@ class Worker:
                     # (it may run long: their results must not wait for it), or when a cancel
                     # waits for its answer
                     if time.monotonic() - self.last_report > self.flush_interval or (
-                            self.done and len(self.queue) == 1) or self.kept or self.dropped:
+                            (self.done or self.value_ids) and len(self.queue) == 1) \
+                            or self.kept or self.dropped:
                         if not fresh:
                             self.worker_receive(again=True)  # a cancel may drop the head
                         if self.queue:
@@ -235,6 +256,9 @@ class Worker:
             pos = 0
             if self.lost_peers and self.ulfm:
                 self.regroup.update(i.task_id for i in items if len(i.ranks) > 1)
+            if not buffers:
+                self.queue.extend(zip(items, repeat(())))
+                continue
             for item in items:
                 self.queue.append((item, buffers[pos:pos + item.nbuf]))
                 pos += item.nbuf
@@ -252,7 +276,7 @@ class Worker:
         ``CANCEL``), a task found started or done already is announced as started, so that its
         future's ``cancel()`` fails (see :mod:`rankpool.frontends.cancelling`)."""
         wanted = set(task_ids)
-        keep: deque[tuple[WorkItem, list[Buffer]]] = deque()
+        keep: deque[tuple[WorkItem, Sequence[Buffer]]] = deque()
         for entry in self.queue:
             item = entry[0]
             if item.task_id in wanted and (wide or len(item.ranks) == 1):
@@ -278,6 +302,7 @@ class Worker:
         sub_rank = item.ranks.index(self.rank) if size > 1 else 0
         if self.link is not None:
             self.link.task(item.task_id)
+        bufs: Sequence[Buffer] = ()
         try:
             if size == 1:
                 value = self._call(item, buffers, MPI.COMM_SELF)
@@ -288,34 +313,37 @@ class Worker:
                 with self.comms.communicator(self.comm, self.group, item.ranks, item.task_id,
                                              item.comm_id, regroup) as sub:
                     value = self._call(item, buffers, sub)
-            bufs: Sequence[Buffer]
             if value is None:
-                data, bufs = _NONE, []
+                data = _NONE
             elif sub_rank == 0 or item.results_all:
                 data, bufs = dumps_data(value, "the task's result")
                 if bufs and self.arena is not None:
                     bufs = self.arena.publish(bufs, reader_frees=True)[0]
             else:
-                data, bufs = b"", []
-            done = (item.task_id, sub_rank, True, data, len(bufs), start, time.time())
+                data = b""
+            ok = True
         except BaseException as exc:  # the outcome of user code, whatever it is, is a value
-            if os.getpid() != self.pid:
+            if _forked:
                 os._exit(0)  # a fork made inside the task must never reach MPI
             if isinstance(exc, _Alarm):
                 exc = TaskTimeout(item.task_id, item.walltime or 0.0)
             exc.__traceback__ = _user_frames(exc.__traceback__)
-            bufs = []
-            done = (item.task_id, sub_rank, False, dumps_error(exc, sub_rank, size), 0,
-                    start, time.time())
+            data, bufs, ok = dumps_error(exc, sub_rank, size), (), False
+        end = time.time()
         if self.link is not None:
             self.link.idle()
-        if done[6] - start >= RING_AFTER and self.bell is not None:
+        if end - start >= RING_AFTER and self.bell is not None:
             self.ringing = True
-        self.done.append(done)
+        if ok and size == 1 and not bufs and not self.traced:
+            self.value_ids.append(item.task_id)  # the common case: a value, in the columns
+            self.values.append(data)
+            self.value_seconds += end - start
+            return
+        self.done.append((item.task_id, sub_rank, ok, data, len(bufs), start, end))
         if bufs:
             self.done_buffers.extend(bufs)
 
-    def _call(self, item: WorkItem, buffers: list[Buffer], sub: MPI.Intracomm) -> Any:
+    def _call(self, item: WorkItem, buffers: Sequence[Buffer], sub: MPI.Intracomm) -> Any:
         callee: _Callee = self.functions.loads(item.fn_digest, item.fn)
         fn, position = callee.fn, callee.position
         # a 1-rank task is its arguments' only reader: it borrows them in place
@@ -363,23 +391,27 @@ class Worker:
             if walltime is not None:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
-            if os.getpid() != self.pid:
+            if _forked:
                 os._exit(0)
         return value
 
     def worker_report(self, starting: int | None = None) -> None:
         """Send what ended (and was dropped) since the last report; ``starting``: the task
         about to start, announced with it (and with the started ones a cancel asked for)."""
-        if self.done or self.dropped or self.kept or starting is not None:
+        if self.done or self.value_ids or self.dropped or self.kept or starting is not None:
             announced = tuple(self.kept) if starting is None else (*self.kept, starting)
             if not self.queue:  # about to wait for work: this report rings, the next may not
                 self.ringing = False
-            self.outbox.send((self.done, announced, tuple(self.dropped), self.ringing), 0,
-                             Tag.DONE, self.done_buffers)
+            self.outbox.send((self.done, announced, tuple(self.dropped), self.ringing,
+                              (self.value_ids, self.values, self.value_seconds)), 0, Tag.DONE,
+                             self.done_buffers)
             if self.bell is not None and (self.ringing or not self.queue):
                 self.bell.ring(0)
             self.done = []
             self.done_buffers = []
+            self.value_ids = []
+            self.values = []
+            self.value_seconds = 0.0
             self.dropped = []
             self.kept = []
             if self.arena is not None:  # segments the front-end freed since: keep a few

@@ -142,6 +142,19 @@ class RankInventory:
             self.contrib(r, 1)
             self._count_loan(r)
 
+    def set_depth(self, depth: int) -> None:
+        """Change the most shared tasks a rank holds: every rank's share of the counters is
+        taken out under the old depth and put back under the new one. Tasks a rank holds
+        beyond a lower depth stay; it takes none more until it is below it."""
+        if depth == self.depth:
+            return
+        ranks = [r for n in self.nodes for r in n]
+        for r in ranks:
+            self.contrib(r, -1)
+        self.depth = depth
+        for r in ranks:
+            self.contrib(r, 1)
+
     def take_shared(self, r: int, n: int) -> None:
         """Rank r takes n more shared tasks (one, if it is a lent reserved rank)."""
         self.contrib(r, -1)

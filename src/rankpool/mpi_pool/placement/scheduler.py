@@ -52,8 +52,9 @@ __all__ = ["DEFAULT_DEPTH", "DEFAULT_LEND", "Assignment", "Scheduler", "Shape", 
 #: task then waits at most two extra task durations on any of its ranks.
 DEFAULT_LEND = 2
 #: Most 1-rank tasks a worker rank holds (runs one, prefetches the rest) unless configured
-#: otherwise: a rank is refilled while it still has work, so no-op floods keep it busy.
-DEFAULT_DEPTH = 64
+#: otherwise: a rank is refilled while it still has work, so no-op floods keep it busy. The
+#: pool's rank 0 queues fewer while its tasks run longer (see :mod:`..prefetch`).
+DEFAULT_DEPTH = 256
 
 
 def check_lend(lend: object, name: str) -> None:
@@ -254,6 +255,18 @@ class Scheduler:
             heapq.heappush(heap, entry)
         return out, impossible
 
+    @property
+    def depth(self) -> int:
+        """Most 1-rank tasks a rank holds."""
+        return self._inv.depth
+
+    def set_depth(self, depth: int) -> None:
+        """Hold at most ``depth`` (>= 1) 1-rank tasks per rank from now on (a rank holding
+        more keeps them)."""
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        self._inv.set_depth(depth)
+
     def finish(self, key: Hashable) -> tuple[int, ...]:
         """The task ended; free its ranks (or slot) and return the ranks it had."""
         ranks, exclusive, gens = self._running.pop(key)
@@ -266,6 +279,18 @@ class Scheduler:
         """These tasks ended: :meth:`finish` for each, with the shared tasks that one rank
         held released together (one update of that rank's state instead of one per task)."""
         running, gen = self._running, self._inv.gen
+        if not isinstance(keys, list):
+            keys = list(keys)
+        held = list(map(running.get, keys))
+        # the common case, a rank's report in a flood: shared tasks it was handed together
+        # share one record (see assign_shared), so a pass in C checks them all
+        if held and held[0] is not None and held.count(held[0]) == len(keys):
+            ranks, exclusive, gens = held[0]
+            if not exclusive:
+                list(map(running.pop, keys))
+                if gen[ranks[0]] == gens[0]:
+                    self._inv.release(ranks[0], False, len(keys))
+                return
         shared: dict[int, int] = {}
         for key in keys:
             ranks, exclusive, gens = running[key]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable
+from itertools import repeat, starmap
+from operator import itemgetter
 
 from .inventory import RankInventory
 from .queues import PendingTasks, ShapeQueue
@@ -21,6 +23,7 @@ from .shapes import Assignment
 WAITING_DEPTH = 2
 
 _new = tuple.__new__
+_key_of = itemgetter(1)  # of a queue entry (seq, key)
 
 Running = dict[Hashable, tuple[tuple[int, ...], bool, tuple[int, ...]]]
 
@@ -77,6 +80,14 @@ def assign_shared(inv: RankInventory, pend: PendingTasks, running: Running, q: S
         n, ranks, gen = 0, (r,), (inv.gen[r],)
         k = min(k, q.live)
         held_by = (ranks, False, gen)  # what running keeps of each of them (read only)
+        if len(items) == q.live and items[k - 1][0] <= last:
+            # no cancelled entry in q and all k before the next queue's head (the common
+            # case): k taken in bulk, each step a pass in C
+            keys = list(map(_key_of, starmap(popleft, repeat((), k))))
+            list(map(pop, keys))
+            running.update(dict.fromkeys(keys, held_by))
+            out.extend(map(_new, repeat(Assignment), zip(keys, repeat(ranks))))
+            n = k
         while n < k:
             seq, key = popleft()
             ent = pop(key, None)
