@@ -29,11 +29,17 @@ def test_short_tasks_deepen_it_and_long_ones_bring_it_back() -> None:
     p = Prefetch(256)
     p.ran(1000, 1000 * 4e-6)  # 4 µs a task: 256 of them run in 1 ms
     assert p.update(1.0) == 256
-    p.ran(100, 100 * 30e-6)  # 30 µs: 128 run in 3.8 ms, 256 would take 7.7
-    assert p.update(2.0) == 128
-    assert 128 * 30e-6 <= WINDOW < 256 * 30e-6
+    p.ran(100, 100 * 30e-6)  # 30 µs: 256 queued run in 7.7 ms, under twice the window
+    assert p.update(2.0) is None and p.depth == 256
+    assert WINDOW < 256 * 30e-6 <= 2 * WINDOW
+    p.ran(100, 100 * 70e-6)  # 70 µs: 256 would take 18 ms, 128 take 9
+    assert p.update(3.0) == 128
+    p.ran(100, 100 * 30e-6)  # shorter again: 256 run in 7.7 ms, more than the window
+    assert p.update(4.0) is None
+    p.ran(100, 100 * 15e-6)  # 15 µs: 256 run in 3.8 ms
+    assert p.update(5.0) == 256
     p.ran(10, 10 * 0.01)  # 10 ms tasks: the floor
-    assert p.update(3.0) == FLOOR
+    assert p.update(6.0) == FLOOR
 
 
 def test_it_looks_again_only_every_check_and_keeps_it_without_news() -> None:

@@ -7,10 +7,12 @@ that returns at once, so a flood of such tasks runs best with many per message; 
 task queued on a rank waits for those ahead of it, a long one included. So the depth follows
 the tasks' run time, measured by the ranks (their reports carry it): rank 0 queues at most
 ``FLOOR`` tasks on a rank (the configured depth, if that is smaller), and more, doubling up
-to the configured depth, only while the tasks that ended in the last ``CHECK_EVERY`` seconds
-ran so briefly on average that all the tasks queued on a rank run in ``WINDOW`` seconds or
-less: tasks of 40 µs or more keep the floor; tasks under 20 µs, a flood of tasks that return
-at once, get 256 (the default depth, ``placement.scheduler.DEFAULT_DEPTH``).
+to the configured depth, while the tasks that ended in the last ``CHECK_EVERY`` seconds ran
+so briefly on average that all the tasks queued on a rank run in ``WINDOW`` seconds or less:
+tasks of 40 µs or more keep the floor; tasks under 20 µs, a flood of tasks that return at
+once, get 256 (the default depth, ``placement.scheduler.DEFAULT_DEPTH``). It comes down
+again once the queued tasks would run more than twice ``WINDOW``, so run times near a step
+do not move it back and forth: each move recounts every rank's state (O(ranks)).
 """
 
 from __future__ import annotations
@@ -49,11 +51,21 @@ class Prefetch:
         self._tasks, self._seconds = 0, 0.0
         if not tasks:
             return None
-        depth = self.floor
-        while depth < self.most and 2 * depth * seconds <= WINDOW * tasks:
-            depth *= 2
-        depth = min(depth, self.most)
-        if depth == self.depth:
+        mean = seconds / tasks
+        deeper = self._allowed(mean)
+        shallower = self._allowed(mean / 2)  # what tasks half as long would allow
+        if deeper > self.depth:
+            self.depth = deeper
+        elif shallower < self.depth:
+            self.depth = shallower
+        else:
             return None
-        self.depth = depth
-        return depth
+        return self.depth
+
+    def _allowed(self, mean: float) -> int:
+        """The deepest queue (the floor, doubled) whose tasks, ``mean`` seconds each, run in
+        ``WINDOW``, up to ``most``."""
+        depth = self.floor
+        while depth < self.most and 2 * depth * mean <= WINDOW:
+            depth *= 2
+        return min(depth, self.most)
