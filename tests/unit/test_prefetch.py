@@ -131,3 +131,34 @@ def test_values_from_a_rank_that_does_not_hold_the_task_are_not_taken() -> None:
     assert manager.single == {1: owner} and manager.take_completed() == ([], [])
     manager._take_report(owner, (Report([], (), (), False, ([1], [b"v"], 0.0)), []))
     assert manager.take_completed() == ([(1, b"v")], [])
+
+
+def test_a_run_too_large_for_one_message_goes_in_several_in_order() -> None:
+    from rankpool.mpi_pool.subcomms import MESSAGE_BYTES
+    manager = _manager()
+    manager.outbox = outbox = _Outbox()  # type: ignore[assignment]
+    spec = Spec()
+    data = pickle.dumps(((b"x" * 300,), {}))
+    manager.submit_many([Task(i, spec, b"d" * 16, b"fn", data, ()) for i in range(1, 61)])
+    manager.manager_dispatch()
+    per_rank: dict[int, list[object]] = {}
+    for msg, dest, _ in outbox.sent:
+        per_rank.setdefault(dest, []).append(msg)
+    for rank, messages in per_rank.items():
+        assert len(messages) > 1  # 30 tasks of 300 B: more than MESSAGE_BYTES
+        for msg in messages:
+            assert len(pickle.dumps(msg)) <= MESSAGE_BYTES + 200
+        ids = [i.task_id for msg in messages for e in msg  # type: ignore[attr-defined]
+               for i in expand(e)]
+        assert ids == sorted(ids) and len(ids) == 30
+
+
+def test_a_run_of_large_arguments_goes_in_one_message() -> None:
+    from rankpool.mpi_pool.manager import MOST_MESSAGES, _cuts
+    from rankpool.mpi_pool.subcomms import MESSAGE_BYTES
+    small = _cuts([b"x" * 100] * 256, 300)  # 26 KB: a few messages, each under the budget
+    assert 1 < len(small) <= MOST_MESSAGES and all(size <= MESSAGE_BYTES for *_, size in small)
+    assert [(i, j) for i, j, _ in small] == list(zip([c[0] for c in small],
+                                                     [c[0] for c in small[1:]] + [256]))
+    large = _cuts([b"x" * 2000] * 256, 300)  # 512 KB: one message, not 256
+    assert large == [(0, 256, 256 * 2010 + 300)]

@@ -37,9 +37,10 @@ from __future__ import annotations
 import heapq
 import logging
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from itertools import groupby
-from operator import attrgetter, itemgetter
+from itertools import accumulate, groupby
+from operator import add, attrgetter, itemgetter
 from typing import Any
 
 from mpi4py import MPI
@@ -55,7 +56,7 @@ from .doorbell import Doorbell
 from .outcomes import Running, TaskOutcomes
 from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
 from .prefetch import Prefetch
-from .subcomms import Outbox, Tag, Topology, acknowledge_failures, receive_report
+from .subcomms import MESSAGE_BYTES, Outbox, Tag, Topology, acknowledge_failures, receive_report
 from .task_setting import TaskSetting, setting_of
 from .trace import TraceRecorder
 
@@ -293,7 +294,7 @@ class Manager(TaskOutcomes):
                                                        self.scheduler.usable_ranks))
         if not assignments:
             return bool(impossible)
-        per_rank: dict[int, tuple[list[tuple[Any, ...]], list[Buffer]]] = {}
+        per_rank: dict[int, list[_Message]] = {}  # each rank's WORK messages
         count: dict[int, int] = {}  # tasks sent to each rank
         now = time.monotonic()
         sent, comms = self.sent, self.comms
@@ -314,9 +315,6 @@ class Manager(TaskOutcomes):
             if sent is not None:
                 sent.update(zip(keys, run))
             rank = ranks[0]
-            entry = per_rank.get(rank)
-            if entry is None:
-                entry = per_rank[rank] = ([], [])
             first = run[0]
             if len(ranks) == 1 and _plain_run(run):
                 # the common case, a flood's: shared 1-rank tasks of one function and spec,
@@ -331,8 +329,11 @@ class Manager(TaskOutcomes):
                 datas = list(map(_data_of, run))
                 if set(map(type, datas)) != {bytes}:
                     datas = [bytes(d) for d in datas]
-                entry[0].append((keys, ranks, results_all, walltime, first.fn_digest, fn,
-                                 datas, 0, setting, 0, comms.releases(rank)))
+                release = comms.releases(rank)
+                for i, j, size in _cuts(datas, len(fn)):
+                    _add(per_rank, rank, (keys[i:j], ranks, results_all, walltime,
+                                          first.fn_digest, fn, datas[i:j], 0, setting, 0,
+                                          release if i == 0 else ()), (), size)
                 single.update(dict.fromkeys(keys, rank))
                 count[rank] = count.get(rank, 0) + len(keys)
                 continue
@@ -352,14 +353,11 @@ class Manager(TaskOutcomes):
                 item = (task_id, ranks, results_all, walltime, task.fn_digest, fn,
                         data if type(data) is bytes else bytes(data), len(buffers), setting,
                         comms.id_for(ranks) if len(ranks) > 1 else 0, ())
+                size = len(item[6]) + len(fn) + _ITEM_BYTES
                 for r in ranks:
-                    part = per_rank.get(r)
-                    if part is None:
-                        part = per_rank[r] = ([], [])
                     release = comms.releases(r)
-                    part[0].append(item[:-1] + (release,) if release else item)
-                    if buffers:
-                        part[1].extend(buffers)
+                    _add(per_rank, r, item[:-1] + (release,) if release else item, buffers,
+                         size)
                     count[r] = count.get(r, 0) + 1
                 if shared:
                     # nothing of the task is kept: no deadline, no peers (and far fewer live
@@ -371,8 +369,9 @@ class Manager(TaskOutcomes):
                     if walltime is not None:
                         heapq.heappush(self.deadlines, (now + walltime + self.grace, task_id))
         holding, since, near = self.scheduler.holding, self.since, self.near
-        for rank, (items, bufs) in per_rank.items():
-            self.outbox.send(items, rank, Tag.WORK, bufs)
+        for rank, messages in per_rank.items():
+            for items, bufs, _ in messages:
+                self.outbox.send(items, rank, Tag.WORK, bufs)
             held = holding(rank)  # 1-rank shared tasks, these included; an exclusive task: 0
             if held == count[rank]:  # it held nothing: its first task starts now
                 since[rank] = now
@@ -436,6 +435,52 @@ class Manager(TaskOutcomes):
 
 def _as_bytes(buf: Buffer) -> bytes:
     return buf if isinstance(buf, bytes) else bytes(buf)
+
+
+#: most WORK messages a run of 1-rank tasks is cut into (see :func:`_cuts`)
+MOST_MESSAGES = 16
+#: bytes a WorkItem takes in a message besides its data and function; a run's, per task
+_ITEM_BYTES, _RUN_BYTES = 40, 10
+
+#: a WORK message being built: its entries, the buffers that follow it, its size so far
+_Message = tuple[list[tuple[Any, ...]], list[Buffer], list[int]]
+
+
+def _add(per_rank: dict[int, list[_Message]], rank: int, entry: tuple[Any, ...],
+         buffers: Sequence[Buffer], size: int) -> None:
+    """Put an entry in the rank's last WORK message, or a new one past ``MESSAGE_BYTES``."""
+    messages = per_rank.get(rank)
+    if messages is None:
+        messages = per_rank[rank] = [([], [], [0])]
+    message = messages[-1]
+    if message[0] and message[2][0] + size > MESSAGE_BYTES:
+        message = ([], [], [0])
+        messages.append(message)
+    message[0].append(entry)
+    if buffers:
+        message[1].extend(buffers)
+    message[2][0] += size
+
+
+def _cuts(datas: list[bytes], fn_bytes: int) -> list[tuple[int, int, int]]:
+    """A run's tasks cut into runs of at most ``MESSAGE_BYTES`` each (at least one task):
+    ``(start, end, bytes)`` of each."""
+    n = len(datas)
+    # what tasks 0 .. k-1 take: their data and ids
+    upto = list(map(add, accumulate(map(len, datas), initial=0), range(0, _RUN_BYTES * (n + 1),
+                                                                        _RUN_BYTES)))
+    budget = MESSAGE_BYTES - fn_bytes
+    cuts = []
+    i = 0
+    while i < n:
+        j = min(n, max(i + 1, bisect_right(upto, upto[i] + budget) - 1))
+        cuts.append((i, j, upto[j] - upto[i] + fn_bytes))
+        i = j
+        if len(cuts) > MOST_MESSAGES:
+            # large arguments: so many small messages would wait in MPI's queues for rank
+            # 0 to push them on; one large one waits for the rank once, for all its tasks
+            return [(0, n, upto[n] + fn_bytes)]
+    return cuts
 
 
 _key_of, _ranks_of = itemgetter(0), itemgetter(1)  # of an Assignment

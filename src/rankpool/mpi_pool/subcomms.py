@@ -42,6 +42,11 @@ from .task_setting import TaskSetting
 
 #: MPI's guaranteed minimum for the tag upper bound
 TAG_LIMIT = 32767
+#: most bytes of task data or values in one WORK or DONE message, as far as its tasks allow:
+#: a larger message waits for its receiver to take it (MPI's rendezvous protocol; MPICH's
+#: eager limit here is 8 KB, Open MPI's shared-memory one 4 KiB by default), and the sender
+#: then polls until it does instead of sleeping; several smaller messages each leave at once
+MESSAGE_BYTES = 4000
 
 
 class Tag(IntEnum):

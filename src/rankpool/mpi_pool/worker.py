@@ -45,7 +45,7 @@ from .comm_cache import CommCache
 from .doorbell import RING_GRACE, Doorbell
 from .interrupts import Interrupts
 from .keeper import Link
-from .subcomms import Outbox, Tag, WorkItem, acknowledge, has_ulfm, receive
+from .subcomms import MESSAGE_BYTES, Outbox, Tag, WorkItem, acknowledge, has_ulfm, receive
 from .task_setting import applied
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ class Worker:
         self.value_ids: list[int] = []
         self.values: list[bytes] = []
         self.value_seconds = 0.0  # how long they ran, in all
+        self.value_bytes = 0  # their pickled values' size, in all
         self.dropped: list[int] = []  # cancelled before they started, not reported yet
         self.kept: list[int] = []     # a cancel came after they started, not reported yet
         self.last_report = time.monotonic()
@@ -175,7 +176,7 @@ class Worker:
                     # waits for its answer
                     if time.monotonic() - self.last_report > self.flush_interval or (
                             (self.done or self.value_ids) and len(self.queue) == 1) \
-                            or self.kept or self.dropped:
+                            or self.value_bytes > MESSAGE_BYTES or self.kept or self.dropped:
                         if not fresh:
                             self.worker_receive(again=True)  # a cancel may drop the head
                         if self.queue:
@@ -338,6 +339,7 @@ class Worker:
             self.value_ids.append(item.task_id)  # the common case: a value, in the columns
             self.values.append(data)
             self.value_seconds += end - start
+            self.value_bytes += len(data)
             return
         self.done.append((item.task_id, sub_rank, ok, data, len(bufs), start, end))
         if bufs:
@@ -412,6 +414,7 @@ class Worker:
             self.value_ids = []
             self.values = []
             self.value_seconds = 0.0
+            self.value_bytes = 0
             self.dropped = []
             self.kept = []
             if self.arena is not None:  # segments the front-end freed since: keep a few
