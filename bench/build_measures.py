@@ -177,6 +177,36 @@ def array_flood(kwargs: dict[str, Any]) -> dict[str, Any]:
             "place_release_us": arena_place_release_us()}
 
 
+#: argument sizes, bytes, of the ``--args`` floods
+ARG_SIZES = (20, 120, 500, 2000)
+
+
+def argument_floods(tasks: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """For each of ARG_SIZES: ``tasks`` ``echo`` tasks with a byte string of that size as
+    their argument, submitted at once (median tasks/s of 3 floods), and rank 0's CPU µs per
+    task during one more."""
+    from cpu_split import cpu_per_task
+
+    from rankpool import Executor
+    out: dict[str, Any] = {}
+    with Executor(max_ranks=2, **kwargs) as ex:
+        for size in ARG_SIZES:
+            arg = b"x" * size
+
+            def flood(n: int, arg: bytes = arg) -> float:
+                import time
+                t0 = time.perf_counter()
+                for f in [ex.submit(echo, arg) for _ in range(n)]:
+                    f.result(timeout=600)
+                return n / (time.perf_counter() - t0)
+
+            flood(min(tasks, 2000))  # warm-up
+            rate = statistics.median(flood(tasks) for _ in range(3))
+            out[str(size)] = {"tasks_per_s": rate,
+                              "rank0_us": cpu_per_task(ex, flood, tasks)["pool rank 0"]}
+    return out
+
+
 #: runs of the mixed workload per build and round with ``--mixed``
 MIXED_RUNS = 3
 
@@ -253,6 +283,8 @@ def child(tasks: int, kwargs: dict[str, Any]) -> dict[str, float]:
         return mixed_gaps(kwargs)
     if kwargs.pop("flood", False):
         return array_flood(kwargs)
+    if kwargs.pop("args", False):
+        return argument_floods(tasks, kwargs)
     if kwargs.pop("anchor", False):
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(2) as ex:

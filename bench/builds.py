@@ -12,6 +12,7 @@ task during one more throughput run.
     python bench/builds.py --arrays --build ...    # 1 MB and 64 MB NumPy echo round trips
     python bench/builds.py --mixed --build ...     # where the mixed workload's rank time goes
     python bench/builds.py --flood --build ...     # 2,000 tasks with a 1 MB argument at once
+    python bench/builds.py --args --build ...      # floods of tasks with 20 B-2 KB arguments
 
 A build is ``LABEL=SRC`` with optional ``:KEY=VALUE,...`` keyword arguments for ``Executor``
 (values are Python literals). The tables give every round, then the medians and the ratios.
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the mixed workload's rank-seconds go instead")
     p.add_argument("--flood", action="store_true",
                    help="2,000 tasks with a 1 MB argument each at once instead")
+    p.add_argument("--args", action="store_true",
+                   help="floods of tasks with small arguments (20 B to 2 KB) instead")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     q = p.parse_args(argv)
@@ -92,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return report_mixed(q)
     if q.flood:
         return report_flood(q)
+    if q.args:
+        return report_args(q)
     rows = run_rounds(q, {}, anchor=True)
     anchor = statistics.median(x["round_trip_ms"] for x in rows["ProcessPoolExecutor"])
     print("| build | tasks/s per round | median | round trip ms per round | median "
@@ -214,6 +219,25 @@ def report_flood(q: argparse.Namespace) -> int:
               f"{statistics.median(rates):,.0f} | {front:,.0f} | {ranks:,.0f} | {place:,.0f} |")
     print(f"\n({FLOOD_TASKS:,} tasks of {FLOOD_BYTES >> 20} MiB; place + release with "
           f"{IN_FLIGHT:,} buffers in flight)")
+    if q.json:
+        q.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def report_args(q: argparse.Namespace) -> int:
+    from build_measures import ARG_SIZES
+    rows = run_rounds(q, {"args": True})
+    print("| build | " + " | ".join(f"{s:,} B: tasks/s (rank 0 µs/task)" for s in ARG_SIZES)
+          + " |")
+    print("|---|" + "---:|" * len(ARG_SIZES))
+    for label, results in ok_rows(rows, len(ARG_SIZES) + 1):
+        cells = []
+        for s in map(str, ARG_SIZES):
+            rate = statistics.median(x[s]["tasks_per_s"] for x in results)
+            rank0 = statistics.median(x[s]["rank0_us"] for x in results)
+            cells.append(f"{rate:,.0f} ({rank0:.1f})")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print(f"\n(`echo` tasks, {q.tasks:,} per flood; medians of rounds)")
     if q.json:
         q.json.write_text(json.dumps(rows, indent=1))
     return 0

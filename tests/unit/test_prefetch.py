@@ -144,7 +144,8 @@ def test_a_run_too_large_for_one_message_goes_in_several_in_order() -> None:
     per_rank: dict[int, list[object]] = {}
     for msg, dest, _ in outbox.sent:
         per_rank.setdefault(dest, []).append(msg)
-    for rank, messages in per_rank.items():
+    assert sorted(per_rank) == [1, 2]
+    for messages in per_rank.values():
         assert len(messages) > 1  # 30 tasks of 300 B: more than MESSAGE_BYTES
         for msg in messages:
             assert len(pickle.dumps(msg)) <= MESSAGE_BYTES + 200
