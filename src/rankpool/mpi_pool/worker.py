@@ -52,8 +52,9 @@ log = logging.getLogger(__name__)
 
 _NONE = pickle.dumps(None, protocol=5)
 
-#: set in the child of a fork made inside a task (which must leave at once, never reaching
-#: MPI): one flag read per task instead of a ``getpid`` system call
+#: a fork happened in this process, or in its parent before it was forked (a rank is its
+#: keeper's child): only then does a task's end ask ``getpid`` whether this is a fork made
+#: inside the task, which must leave at once, never reaching MPI
 _forked = False
 
 
@@ -139,6 +140,7 @@ class Worker:
         self.ringing = False  # rings rank 0 with each report until its queue runs dry
         self.poll_until = 0.0  # a ring that brought nothing yet: poll until then
         self.stopping = False
+        self.pid = os.getpid()
         self.use_alarm = threading.current_thread() is threading.main_thread()
         self.interrupts = interrupts
         self.apps: Applications | None = None  # made by the first application task
@@ -324,7 +326,7 @@ class Worker:
                 data = b""
             ok = True
         except BaseException as exc:  # the outcome of user code, whatever it is, is a value
-            if _forked:
+            if _forked and os.getpid() != self.pid:
                 os._exit(0)  # a fork made inside the task must never reach MPI
             if isinstance(exc, _Alarm):
                 exc = TaskTimeout(item.task_id, item.walltime or 0.0)
@@ -393,7 +395,7 @@ class Worker:
             if walltime is not None:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
-            if _forked:
+            if _forked and os.getpid() != self.pid:
                 os._exit(0)
         return value
 
