@@ -155,8 +155,9 @@ def test_a_run_too_large_for_one_message_goes_in_several_in_order() -> None:
 
 
 def test_a_run_of_large_arguments_goes_in_one_message() -> None:
-    from rankpool.mpi_pool.manager import MOST_MESSAGES, _cuts
     from rankpool.mpi_pool.subcomms import MESSAGE_BYTES
+    from rankpool.mpi_pool.work_messages import MOST_MESSAGES
+    from rankpool.mpi_pool.work_messages import cuts as _cuts
     small = _cuts([b"x" * 100] * 256, 300)  # 26 KB: a few messages, each under the budget
     assert 1 < len(small) <= MOST_MESSAGES and all(size <= MESSAGE_BYTES for *_, size in small)
     assert [(i, j) for i, j, _ in small] == list(zip([c[0] for c in small],

@@ -10,8 +10,9 @@ One ``progress`` call is five non-blocking steps, then a poll of the outbox::
     check_deadlines   grace periods after a rank failed, walltimes: fail the task, mark stuck ranks
     check_slow        hold back ranks whose current task has run past ``slow_after``
     check_depth       queue as many 1-rank tasks per rank as their run times call for
-    manager_dispatch  ask the scheduler what can start, send each rank its items in one message
-                      (1-rank tasks of one function and spec without buffers as one run)
+    manager_dispatch  ask the scheduler what can start, send each rank its items (see
+                      :mod:`.work_messages`: 1-rank tasks of one function and spec without
+                      buffers as one run, in messages MPI sends at once)
     outbox.poll       complete the non-blocking sends that finished
 
 Where this sits on the data path: ``docs/internals.md``. How a task's ranks bring it to an
@@ -37,10 +38,9 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from itertools import accumulate, groupby
-from operator import add, attrgetter, itemgetter
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from mpi4py import MPI
@@ -56,9 +56,9 @@ from .doorbell import Doorbell
 from .outcomes import Running, TaskOutcomes
 from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
 from .prefetch import Prefetch
-from .subcomms import MESSAGE_BYTES, Outbox, Tag, Topology, acknowledge_failures, receive_report
-from .task_setting import TaskSetting, setting_of
+from .subcomms import Outbox, Tag, Topology, acknowledge_failures, receive_report
 from .trace import TraceRecorder
+from .work_messages import ITEM_BYTES, TaskFields, WorkMessages, plain_run
 
 log = logging.getLogger(__name__)
 
@@ -294,18 +294,11 @@ class Manager(TaskOutcomes):
                                                        self.scheduler.usable_ranks))
         if not assignments:
             return bool(impossible)
-        per_rank: dict[int, list[_Message]] = {}  # each rank's WORK messages
-        count: dict[int, int] = {}  # tasks sent to each rank
+        out = WorkMessages()
         now = time.monotonic()
         sent, comms = self.sent, self.comms
         tasks, single, running, started = self.tasks, self.single, self.running, self.started
-        # a batch's tasks share one Spec, one setting (a NamedTuple: the ranks only read it)
-        # and one function: each is looked at once per run of tasks that share it
-        last_spec: Spec | None = None
-        setting: TaskSetting | None = None
-        shared, results_all, walltime = False, False, None
-        last_fn: Buffer | None = None
-        fn = b""
+        fields = TaskFields()
         # the scheduler hands a rank its shared tasks together: consecutive assignments with
         # equal ranks
         for ranks, group in groupby(assignments, _ranks_of):
@@ -314,52 +307,28 @@ class Manager(TaskOutcomes):
             run: list[Task] = list(map(tasks.pop, keys))
             if sent is not None:
                 sent.update(zip(keys, run))
-            rank = ranks[0]
-            first = run[0]
-            if len(ranks) == 1 and _plain_run(run):
+            if len(ranks) == 1 and plain_run(run):
                 # the common case, a flood's: shared 1-rank tasks of one function and spec,
                 # without buffers, sent as one run (the rank names each task itself)
-                if first.fn is not last_fn:
-                    last_fn = first.fn
-                    fn = _as_bytes(last_fn)
-                if first.spec is not last_spec:
-                    last_spec, setting = first.spec, setting_of(first.spec)
-                    shared, results_all, walltime = not last_spec.exclusive, \
-                        last_spec.results_all, last_spec.walltime
-                datas = list(map(_data_of, run))
-                if set(map(type, datas)) != {bytes}:
-                    datas = [bytes(d) for d in datas]
-                release = comms.releases(rank)
-                for i, j, size in _cuts(datas, len(fn)):
-                    _add(per_rank, rank, (keys[i:j], ranks, results_all, walltime,
-                                          first.fn_digest, fn, datas[i:j], 0, setting, 0,
-                                          release if i == 0 else ()), (), size)
+                rank = ranks[0]
+                fields.look(run[0])
+                out.add_run(rank, keys, run, fields, comms.releases(rank))
                 single.update(dict.fromkeys(keys, rank))
-                count[rank] = count.get(rank, 0) + len(keys)
                 continue
             for task in run:
                 task_id = task.task_id
-                spec = task.spec
-                if spec is not last_spec:
-                    last_spec, setting = spec, setting_of(spec)
-                    # not exclusive: one rank, no walltime, no accelerator
-                    shared, results_all, walltime = not spec.exclusive, spec.results_all, \
-                        spec.walltime
-                if task.fn is not last_fn:
-                    last_fn = task.fn
-                    fn = _as_bytes(last_fn)
+                fields.look(task)
+                fn, walltime = fields.fn, fields.walltime
                 data, buffers = task.data, task.buffers
                 # a WorkItem as a plain tuple (see comms): far cheaper to pickle
-                item = (task_id, ranks, results_all, walltime, task.fn_digest, fn,
-                        data if type(data) is bytes else bytes(data), len(buffers), setting,
-                        comms.id_for(ranks) if len(ranks) > 1 else 0, ())
-                size = len(item[6]) + len(fn) + _ITEM_BYTES
+                item = (task_id, ranks, fields.results_all, walltime, task.fn_digest, fn,
+                        data if type(data) is bytes else bytes(data), len(buffers),
+                        fields.setting, comms.id_for(ranks) if len(ranks) > 1 else 0, ())
+                size = len(item[6]) + len(fn) + ITEM_BYTES
                 for r in ranks:
                     release = comms.releases(r)
-                    _add(per_rank, r, item[:-1] + (release,) if release else item, buffers,
-                         size)
-                    count[r] = count.get(r, 0) + 1
-                if shared:
+                    out.add(r, item[:-1] + (release,) if release else item, buffers, size)
+                if fields.shared:
                     # nothing of the task is kept: no deadline, no peers (and far fewer live
                     # objects for the garbage collector to walk in a flood of small tasks)
                     single[task_id] = ranks[0]
@@ -369,11 +338,11 @@ class Manager(TaskOutcomes):
                     if walltime is not None:
                         heapq.heappush(self.deadlines, (now + walltime + self.grace, task_id))
         holding, since, near = self.scheduler.holding, self.since, self.near
-        for rank, messages in per_rank.items():
+        for rank, messages in out:
             for items, bufs, _ in messages:
                 self.outbox.send(items, rank, Tag.WORK, bufs)
             held = holding(rank)  # 1-rank shared tasks, these included; an exclusive task: 0
-            if held == count[rank]:  # it held nothing: its first task starts now
+            if held == out.count[rank]:  # it held nothing: its first task starts now
                 since[rank] = now
             if rank in near:  # it sleeps on its bell whenever it holds nothing (and it may
                 # have ended what it held since its last report came): ring every time
@@ -433,67 +402,4 @@ class Manager(TaskOutcomes):
         self.manager_cancel(list(self.single))
 
 
-def _as_bytes(buf: Buffer) -> bytes:
-    return buf if isinstance(buf, bytes) else bytes(buf)
-
-
-#: most WORK messages a run of 1-rank tasks is cut into (see :func:`_cuts`)
-MOST_MESSAGES = 16
-#: bytes a WorkItem takes in a message besides its data and function; a run's, per task
-_ITEM_BYTES, _RUN_BYTES = 40, 10
-
-#: a WORK message being built: its entries, the buffers that follow it, its size so far
-_Message = tuple[list[tuple[Any, ...]], list[Buffer], list[int]]
-
-
-def _add(per_rank: dict[int, list[_Message]], rank: int, entry: tuple[Any, ...],
-         buffers: Sequence[Buffer], size: int) -> None:
-    """Put an entry in the rank's last WORK message, or a new one past ``MESSAGE_BYTES``."""
-    messages = per_rank.get(rank)
-    if messages is None:
-        messages = per_rank[rank] = [([], [], [0])]
-    message = messages[-1]
-    if message[0] and message[2][0] + size > MESSAGE_BYTES:
-        message = ([], [], [0])
-        messages.append(message)
-    message[0].append(entry)
-    if buffers:
-        message[1].extend(buffers)
-    message[2][0] += size
-
-
-def _cuts(datas: list[bytes], fn_bytes: int) -> list[tuple[int, int, int]]:
-    """A run's tasks cut into runs of at most ``MESSAGE_BYTES`` each (at least one task):
-    ``(start, end, bytes)`` of each."""
-    n = len(datas)
-    # what tasks 0 .. k-1 take: their data and ids
-    upto = list(map(add, accumulate(map(len, datas), initial=0), range(0, _RUN_BYTES * (n + 1),
-                                                                        _RUN_BYTES)))
-    budget = MESSAGE_BYTES - fn_bytes
-    cuts = []
-    i = 0
-    while i < n:
-        j = min(n, max(i + 1, bisect_right(upto, upto[i] + budget) - 1))
-        cuts.append((i, j, upto[j] - upto[i] + fn_bytes))
-        i = j
-        if len(cuts) > MOST_MESSAGES:
-            # large arguments: so many small messages would wait in MPI's queues for rank
-            # 0 to push them on; one large one waits for the rank once, for all its tasks
-            return [(0, n, upto[n] + fn_bytes)]
-    return cuts
-
-
 _key_of, _ranks_of = itemgetter(0), itemgetter(1)  # of an Assignment
-_spec_of, _fn_of, _data_of, _buffers_of = (attrgetter("spec"), attrgetter("fn"),
-                                           attrgetter("data"), attrgetter("buffers"))
-
-
-def _plain_run(run: list[Task]) -> bool:
-    """Whether these tasks (for one rank) are shared ones of one spec and one function,
-    without buffers: each check a pass in C."""
-    first = run[0]
-    n = len(run)
-    return (not first.spec.exclusive and not first.buffers
-            and list(map(_spec_of, run)).count(first.spec) == n
-            and list(map(_fn_of, run)).count(first.fn) == n
-            and list(map(_buffers_of, run)).count(first.buffers) == n)
