@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from rankpool import Executor, ManagerLost, WorkerLost
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(90)]
 
 THRESHOLD = FAST["heartbeat_threshold"]
+#: tasks queued behind the running ones in the shutdown test: more than a pool takes ahead
+QUEUED = 3000
 
 
 def assert_serves_on_a_new_block(ex: Executor, old_pids: set[int], block: str) -> None:
@@ -132,3 +135,30 @@ def test_segfault_inside_a_task(tmp_path: Path) -> None:
 def test_abort_inside_a_task(tmp_path: Path) -> None:
     """``MPI.COMM_WORLD.Abort`` in a task ends the whole pool, as the docs warn."""
     _lose_the_pool_from_inside(tmp_path, lambda ex: ex.submit(t.call_abort))
+
+
+def test_a_pool_killed_while_shutdown_waits_is_replaced_and_every_future_ends(
+        tmp_path: Path) -> None:
+    """``shutdown(wait=True)`` waits for the pending futures; the block dies meanwhile: it is
+    replaced as ever, the tasks it ran fail with ``ManagerLost``, the queued ones run on the
+    new block, and the shutdown returns (the blocks stay watched until it stops them)."""
+    before = descendants()
+    with executor(tmp_path) as ex:
+        assert ex.submit(t.square, 3).result(timeout=20) == 9
+        mpiexec = ex._blocks.procs["0"]  # type: ignore[union-attr]
+        running = [ex.submit(t.nap, 30) for _ in range(2)]
+        wait_for(lambda: ex.pools()[0]["busy_ranks"] == 2, timeout=10)
+        # more than the pool takes in advance: some wait in the interchange for a pool
+        queued = [ex.submit(t.square, i) for i in range(QUEUED)]
+        killer = threading.Timer(0.5, os.killpg, (mpiexec.pid, signal.SIGKILL))
+        killer.start()
+        ex.shutdown(wait=True)
+        killer.join()
+        for f in running:
+            assert isinstance(f.exception(0), ManagerLost), repr(f.exception(0))
+        lost = [f for f in queued if f.exception(0) is not None]
+        assert all(isinstance(f.exception(0), ManagerLost) for f in lost)
+        assert len(lost) < QUEUED  # the others ran on the new block
+        assert all(f.result(0) == i * i for i, f in enumerate(queued) if f not in lost)
+        assert ex._blocks.started == {"0", "1"}  # type: ignore[union-attr]
+    wait_no_new_children(before)

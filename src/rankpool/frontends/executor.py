@@ -9,37 +9,35 @@ It starts an interchange process and one block: by default a local pool under th
 application per block). A local block that dies is replaced, so work submitted afterwards runs.
 A block that ends before its pool registers is a failed start: it is diagnosed, logged and
 recorded, and after ``max_failed_starts`` of them in a row the executor is broken with the
-cause (:class:`~rankpool.errors.BlockStartFailed`).
+cause (:class:`~rankpool.errors.BlockStartFailed`). The blocks are watched until the close
+stops them, through a ``shutdown`` that waits for pending futures (see :mod:`.block_watch`).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BlockStartFailed, ExecutorShutdown, VersionMismatch
-from ..launchers.failed_starts import record
-from ..launchers.local import LocalBlocks, exit_meaning
+from ..errors import ExecutorShutdown, VersionMismatch
+from ..launchers.local import LocalBlocks
 from ..launchers.mpiexec import find_mpiexec
 from ..launchers.provider_blocks import ProviderBlocks
 from ..launchers.shape import block_shape, local_shape
 from ..protocol import messages as protocol
 from ..protocol.batches import Task
 from ..protocol.messages import RefusalCause
-from ..protocol.starts import FailedStart
 from ..protocol.wire import MAX_MESSAGE_SIZE, check_max_message_size
 from ..shm.plane import check_cap, choose_shared_memory
 from ..task.initializer import dump_initializer, write_initializer
 from ..task.node_resources import block_devices, node_resources, node_workers
 from ..task.resources import Spec, check_fits
 from .base import FrontEnd
+from .block_watch import BlockWatch
 from .engine import Engine
 from .lifetime import Closer, close_when_dropped, weak
 from .session import SessionOptions, start_session
@@ -49,10 +47,6 @@ if TYPE_CHECKING:
     from .client import InterchangeClient
 
 log = logging.getLogger(__name__)
-
-#: local blocks replaced after dying, at most
-MAX_RESTARTS = 5
-
 
 def _positive(name: str, value: Any, kind: type = float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) \
@@ -158,8 +152,6 @@ class Executor(FrontEnd):
         if init_payload:
             self.pool_config = replace(self.pool_config,
                                        initializer=write_initializer(self.run_dir, init_payload))
-        self._restarts = 0
-        self._failed_starts = 0  # in a row
         self._blocks: LocalBlocks | None = None
         self._provider_blocks: ProviderBlocks | None = None
         if provider is None:
@@ -167,14 +159,14 @@ class Executor(FrontEnd):
         else:
             self._provider_blocks = ProviderBlocks(provider, self.pool_config,
                                                    shape.tasks_per_node, self.run_dir)
-        self._closer = Closer(partial(_close, self._engine, self.client, self._blocks,
-                                      self._provider_blocks))
+        self._watch = BlockWatch(self._engine, self.client, self._blocks, self._provider_blocks,
+                                 self.run_dir, max_failed_starts)
+        self._closer = Closer(partial(_close, self._engine, self.client, self._watch,
+                                      self._blocks, self._provider_blocks))
         close_when_dropped(self, self._closer)
         blocks = self._blocks or self._provider_blocks
         assert blocks is not None  # a local block or a provider's: one of them was made above
         blocks.start()
-        self._watch = threading.Thread(target=_watch_blocks, args=(weakref.ref(self),),
-                                       name="rankpool-blocks", daemon=True)
         self._watch.start()
 
     # -- FrontEnd ---------------------------------------------------------------------------------
@@ -231,6 +223,7 @@ class Executor(FrontEnd):
             engine.cancel_pending(confirm=False)
             engine.fail_remaining(ExecutorShutdown("the executor was interrupted (Ctrl-C) "
                                                    "before the task finished"))
+            self._watch.close()
             if self._blocks is not None:
                 self._blocks.stop(interrupt=True)
             self._closer.close(wait=True)
@@ -267,92 +260,6 @@ class Executor(FrontEnd):
             if msg.cause is RefusalCause.VERSION_MISMATCH else None
         self._set_broken(f"the pool of block {msg.block_id} was refused: {msg.reason}", cause)
 
-    # -- blocks ------------------------------------------------------------------------------------
-    def _watch_step(self) -> bool:
-        """One look at the blocks; False once there is nothing more to watch."""
-        if self._shutdown or self._broken is not None:
-            return False
-        try:
-            if self._blocks is not None:
-                self._watch_local(self._blocks)
-            elif self._provider_blocks is not None:
-                self._watch_provider(self._provider_blocks)
-        except Exception:  # a bug here must not end the watching
-            log.exception("block watcher step failed")
-        return True
-
-    def _registered(self) -> set[str] | None:
-        """Blocks that had a pool registered (the interchange keeps them all); None when the
-        interchange cannot say (stopped, at the program's exit, or lost): judge nothing then."""
-        try:
-            return set(self.client.command("registered_blocks", timeout=5.0))
-        except Exception:
-            return None
-
-    def _watch_local(self, blocks: LocalBlocks) -> None:
-        for block_id, code in blocks.exited().items():
-            registered = self._registered()
-            if self._shutdown or registered is None:
-                return
-            if block_id not in registered:
-                if self._failed_start(blocks.failed_start(block_id, code)):
-                    return
-                blocks.start()
-                continue
-            self._failed_starts = 0
-            log.error("block %s exited with code %s (%s); starting another (%d of at most %d); "
-                      "see %s", block_id, code, exit_meaning(code), self._restarts + 1,
-                      MAX_RESTARTS, blocks.output(block_id))
-            if self._plane is not None:
-                self._plane.sweep_dead()
-            if self._restarts >= MAX_RESTARTS:
-                self._set_broken(f"block {block_id} exited with code {code}, and "
-                                 f"{MAX_RESTARTS} blocks were already replaced")
-                return
-            self._restarts += 1
-            blocks.start()
-
-    def _watch_provider(self, blocks: ProviderBlocks) -> None:
-        if not blocks.waiting:
-            return  # every block's pool registered: their later ends are ManagerLost's
-        registered = self._registered()
-        if registered is None:
-            return
-        for block_id in registered & blocks.waiting:
-            blocks.started(block_id)
-            self._failed_starts = 0
-        for block_id in blocks.ended():
-            if block_id in registered:  # registered just before its job ended
-                continue
-            if self._failed_start(blocks.failed_start(block_id)):
-                blocks.stop()
-                return
-            blocks.start()
-
-    def _failed_start(self, failure: FailedStart) -> bool:
-        """Log and record a block that ended before its pool registered; True when that was
-        one too many in a row and the executor is now broken."""
-        self._failed_starts += 1
-        log.error("%s", failure.message())
-        record(self.run_dir, failure)
-        if self._failed_starts < self.max_failed_starts:
-            return False
-        error = BlockStartFailed(failure.block_id, failure.job_id, failure.cause,
-                                 failure.detail, self._failed_starts)
-        self._set_broken(str(error), error)
-        return True
-
-
-def _watch_blocks(ref: weakref.ref[Executor]) -> None:
-    """The ``rankpool-blocks`` thread: replace blocks that die or fail to start, holding the
-    executor only weakly (it ends when the executor is dropped)."""
-    while True:
-        time.sleep(0.1)
-        ex = ref()
-        if ex is None or not ex._watch_step():
-            return
-        del ex
-
 
 def _on_lost(engine: Engine, msg: protocol.Lost) -> None:
     if not msg.task_ids:
@@ -361,12 +268,14 @@ def _on_lost(engine: Engine, msg: protocol.Lost) -> None:
     engine.lost(msg)
 
 
-def _close(engine: Engine, client: InterchangeClient, blocks: LocalBlocks | None,
-           provider_blocks: ProviderBlocks | None) -> None:
-    """Close a run: wait for the pending futures, then stop the interchange (it stops its
-    pools), the local blocks and the provider's jobs; fail what is left."""
+def _close(engine: Engine, client: InterchangeClient, watch: BlockWatch,
+           blocks: LocalBlocks | None, provider_blocks: ProviderBlocks | None) -> None:
+    """Close a run: wait for the pending futures (the blocks are watched meanwhile: one that
+    dies is replaced, or the executor breaks), then stop the watch, the interchange (it stops
+    its pools), the local blocks and the provider's jobs; fail what is left."""
     while engine.futures and engine.broken is None:
         time.sleep(0.005)
+    watch.close()
     client.stop()
     if blocks is not None:
         blocks.stop()
