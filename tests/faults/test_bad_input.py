@@ -65,6 +65,21 @@ def test_unpicklable_argument_is_refused_at_submit(ex3: Executor) -> None:
         ex3.submit(t.square, (i for i in range(3)))
 
 
+def test_function_the_ranks_cannot_import_fails_only_its_tasks(
+        ex3: Executor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A function pickled by reference to a module only this process can import: every task
+    of it fails with the ranks' ``ModuleNotFoundError``, queued ones too, and the rank serves
+    on (it once ended the pool when the tasks came in a run)."""
+    (tmp_path / "rankpool_caller_only.py").write_text("def triple(x):\n    return 3 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from rankpool_caller_only import triple  # type: ignore[import-not-found]
+
+    errors = [f.exception(timeout=20) for f in [ex3.submit(triple, i) for i in range(20)]]
+    for exc in errors:
+        assert type(exc) is ModuleNotFoundError, repr(exc)
+        assert "rankpool_caller_only" in str(exc)
+
+
 def test_unpicklable_result_fails_its_future(ex3: Executor) -> None:
     exc = ex3.submit(t.unpicklable_result).exception(timeout=20)
     assert isinstance(exc, SerializationError)

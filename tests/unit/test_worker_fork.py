@@ -8,7 +8,7 @@ from typing import NoReturn
 
 import pytest
 
-import rankpool.mpi_pool.worker as worker_module
+import rankpool.mpi_pool.user_code as user_code
 from rankpool.mpi_pool.solo import Solo
 from rankpool.protocol.batches import Task
 from rankpool.task.resources import Spec
@@ -28,7 +28,7 @@ def _task(fn: object, *args: object) -> Task:
 @pytest.mark.parametrize("forked_before", [False, True])
 def test_a_worker_runs_its_tasks_after_a_fork_of_its_own_process(
         monkeypatch: pytest.MonkeyPatch, forked_before: bool) -> None:
-    monkeypatch.setattr(worker_module, "_forked", forked_before)
+    monkeypatch.setattr(user_code, "_forked", forked_before)
     monkeypatch.setattr(os, "_exit", _left)
     solo = Solo()
     try:
@@ -42,6 +42,6 @@ def test_a_worker_runs_its_tasks_after_a_fork_of_its_own_process(
 def test_a_fork_is_noticed_in_this_process() -> None:
     pid = os.fork()
     if pid == 0:  # the child: the flag is set
-        os._exit(0 if worker_module._forked else 1)
+        os._exit(0 if user_code._forked else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0

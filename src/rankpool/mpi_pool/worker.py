@@ -22,55 +22,35 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from itertools import repeat
-from types import FrameType, TracebackType
 from typing import Any, NamedTuple
 
 from mpi4py import MPI
 
-from ..errors import TaskTimeout
 from ..protocol.wire import Buffer
 from ..shm.arena import Arena
 from ..task.injection import comm_position, inject
-from ..task.serialize import FunctionLoader, dumps_data, dumps_error, loads_data
+from ..task.serialize import FunctionLoader, dumps_data, loads_data
 from .applications import Applications, is_application, marked_application
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
 from .comm_cache import CommCache
 from .doorbell import RING_GRACE, Doorbell
 from .interrupts import Interrupts
 from .keeper import Link
+from .plain_runs import RING_AFTER, run_plain
 from .subcomms import MESSAGE_BYTES, Outbox, Tag, WorkItem, acknowledge, has_ulfm, receive
 from .task_setting import applied
+from .user_code import NONE, failure, leave_if_forked, raise_alarm
 
 log = logging.getLogger(__name__)
 
-_NONE = pickle.dumps(None, protocol=5)
-
-#: a fork happened in this process, or in its parent before it was forked (a rank is its
-#: keeper's child): only then does a task's end ask ``getpid`` whether this is a fork made
-#: inside the task, which must leave at once, never reaching MPI
-_forked = False
-
-
-def _mark_forked() -> None:
-    global _forked
-    _forked = True
-
-
-os.register_at_fork(after_in_child=_mark_forked)
-
 #: seconds a leaving rank waits for the front-end to copy out results still in its segments
 RESULT_LINGER = 2.0
-#: seconds a task must have run for its rank, with more queued, to ring rank 0 with each report
-#: until it runs dry: its reports then come seldom, and rank 0 sleeps until rung instead of
-#: polling for them (a flood of short tasks reports every ``flush_interval``, unrung)
-RING_AFTER = 1e-3
 #: seconds an idle rank with a doorbell sleeps on it at a time, with nothing in flight: rank 0
 #: rings it with every message it sends it, so it need not poll MPI; a longer sleep would only
 #: spare the node's cores (an application's processes among them) its wake-ups
@@ -87,11 +67,6 @@ class _Callee(NamedTuple):
 
 def _callee(fn: Callable[..., Any]) -> _Callee:
     return _Callee(fn, comm_position(fn), marked_application(fn))
-
-
-class _Alarm(BaseException):
-    """Raised inside user code by the walltime alarm (not an Exception: user code rarely
-    catches it)."""
 
 
 class Worker:
@@ -187,7 +162,7 @@ class Worker:
                             self.worker_report(
                                 starting=head.task_id if len(head.ranks) == 1 else None)
                     fresh = False
-                    if self.queue:
+                    if self.queue and not run_plain(self):
                         self.run_next()
                     if not self.queue:
                         self.worker_report()
@@ -317,21 +292,17 @@ class Worker:
                                              item.comm_id, regroup) as sub:
                     value = self._call(item, buffers, sub)
             if value is None:
-                data = _NONE
+                data = NONE
             elif sub_rank == 0 or item.results_all:
                 data, bufs = dumps_data(value, "the task's result")
-                if bufs and self.arena is not None:
-                    bufs = self.arena.publish(bufs, reader_frees=True)[0]
+                if bufs:
+                    bufs = self.published(bufs)
             else:
                 data = b""
             ok = True
         except BaseException as exc:  # the outcome of user code, whatever it is, is a value
-            if _forked and os.getpid() != self.pid:
-                os._exit(0)  # a fork made inside the task must never reach MPI
-            if isinstance(exc, _Alarm):
-                exc = TaskTimeout(item.task_id, item.walltime or 0.0)
-            exc.__traceback__ = _user_frames(exc.__traceback__)
-            data, bufs, ok = dumps_error(exc, sub_rank, size), (), False
+            data = failure(exc, self.pid, item.task_id, item.walltime, sub_rank, size)
+            bufs, ok = (), False
         end = time.time()
         if self.link is not None:
             self.link.idle()
@@ -343,7 +314,17 @@ class Worker:
             self.value_seconds += end - start
             self.value_bytes += len(data)
             return
-        self.done.append((item.task_id, sub_rank, ok, data, len(bufs), start, end))
+        self.record(item.task_id, sub_rank, ok, data, bufs, start, end)
+
+    def published(self, bufs: Sequence[Buffer]) -> Sequence[Buffer]:
+        """A result's out-of-band buffers as they travel: placed in the arena's segments when
+        there is one (only their descriptors go to rank 0)."""
+        return bufs if self.arena is None else self.arena.publish(bufs, reader_frees=True)[0]
+
+    def record(self, task_id: int, sub_rank: int, ok: bool, data: bytes,
+               bufs: Sequence[Buffer], start: float, end: float) -> None:
+        """Keep a task's outcome for the next report, with the times it ran between."""
+        self.done.append((task_id, sub_rank, ok, data, len(bufs), start, end))
         if bufs:
             self.done_buffers.extend(bufs)
 
@@ -383,7 +364,7 @@ class Worker:
                                     f"started")
         walltime = item.walltime if self.use_alarm else None
         if walltime is not None:
-            previous = signal.signal(signal.SIGALRM, _raise_alarm)
+            previous = signal.signal(signal.SIGALRM, raise_alarm)
             signal.setitimer(signal.ITIMER_REAL, walltime)
         try:
             if interrupts is not None:
@@ -395,8 +376,7 @@ class Worker:
             if walltime is not None:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
-            if _forked and os.getpid() != self.pid:
-                os._exit(0)
+            leave_if_forked(self.pid)
         return value
 
     def worker_report(self, starting: int | None = None) -> None:
@@ -422,14 +402,3 @@ class Worker:
             if self.arena is not None:  # segments the front-end freed since: keep a few
                 self.arena.trim()
         self.last_report = time.monotonic()
-
-
-def _user_frames(tb: TracebackType | None) -> TracebackType | None:
-    """Drop this module's own frames from the top of a task's traceback."""
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__ and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb
-
-
-def _raise_alarm(signum: int, frame: FrameType | None) -> None:
-    raise _Alarm()
