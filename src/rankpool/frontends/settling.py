@@ -10,13 +10,14 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, InvalidStateError
+from pickle import loads
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SerializationError, SharedMemoryError, TaskCancelled
 from ..protocol.batches import Result
 from ..protocol.wire import Buffer
 from ..shm.reader import discard
-from ..task.serialize import add_note, exception_text, loads_data, loads_error
+from ..task.serialize import NONE, add_note, exception_text, loads_data, loads_error
 from .cancelling import CANCELLED
 
 if TYPE_CHECKING:
@@ -80,7 +81,8 @@ def settle_values(condition: threading.Condition,
         if future._state in DONE:
             continue
         try:
-            value = loads_data(data)
+            # a task that returned None (many do, for their side effects) needs no unpickling
+            value = None if data == NONE else loads(data)
         except Exception as exc:  # a value that cannot be rebuilt here
             error = SerializationError(f"the result of task {task_id}", exc)
             log.error("task %d: %s", task_id, error)

@@ -26,9 +26,9 @@ from mpi4py import MPI
 
 from ..protocol.wire import Buffer
 from ..task.injection import inject
-from ..task.serialize import dumps_data
+from ..task.serialize import NONE, dumps_data
 from .subcomms import MESSAGE_BYTES
-from .user_code import NONE, failure, leave_if_forked
+from .user_code import failure, leave_if_forked
 
 if TYPE_CHECKING:
     from .subcomms import WorkItem

@@ -7,14 +7,10 @@ own frames.
 from __future__ import annotations
 
 import os
-import pickle
 from types import FrameType, TracebackType
 
 from ..errors import TaskTimeout
 from ..task.serialize import dumps_error
-
-#: a ``None`` value, pickled once
-NONE = pickle.dumps(None, protocol=5)
 
 #: a fork happened in this process, or in its parent before it was forked (a rank is its
 #: keeper's child): only then does a task's end ask ``getpid`` whether this is a fork made

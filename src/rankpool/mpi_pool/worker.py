@@ -35,7 +35,7 @@ from mpi4py import MPI
 from ..protocol.wire import Buffer
 from ..shm.arena import Arena
 from ..task.injection import comm_position, inject
-from ..task.serialize import FunctionLoader, dumps_data, loads_data
+from ..task.serialize import NONE, FunctionLoader, dumps_data, loads_data
 from .applications import Applications, is_application, marked_application
 from .backoff import Backoff, BackoffConfig, tighten_timer_slack
 from .comm_cache import CommCache
@@ -45,7 +45,7 @@ from .keeper import Link
 from .plain_runs import RING_AFTER, run_plain
 from .subcomms import MESSAGE_BYTES, Outbox, Tag, WorkItem, acknowledge, has_ulfm, receive
 from .task_setting import applied
-from .user_code import NONE, failure, leave_if_forked, raise_alarm
+from .user_code import failure, leave_if_forked, raise_alarm
 
 log = logging.getLogger(__name__)
 

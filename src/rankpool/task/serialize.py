@@ -254,6 +254,11 @@ def _function_parts(fn: Any) -> list[tuple[str, Any]]:
     return parts
 
 
+#: a ``None`` value, pickled: what most tasks run for their side effects return (a rank sends
+#: it and the front-end reads it without pickling either way)
+NONE = pickle.dumps(None, protocol=5)
+
+
 def loads_data(data: Buffer, buffers: Sequence[Buffer] = (), only_reader: bool = False) -> Any:
     """Unpickle ``data`` with its out-of-band buffers; shared-memory descriptors among them
     are replaced by the buffers they name (:class:`~rankpool.errors.SharedMemoryError` when one
