@@ -147,11 +147,16 @@ time.sleep(60)
 """
 
 
+_DEFAULT_SIGINT = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
 @contextlib.contextmanager
-def _starting_rank(path: str) -> Iterator[subprocess.Popen[str]]:
-    """A keeper whose rank has mapped ``path`` and has not served yet; ``path`` goes after."""
-    proc = subprocess.Popen([sys.executable, "-c", STARTING, path], stdout=subprocess.PIPE,
-                            text=True)
+def _starting_rank(path: str, before: str = "") -> Iterator[subprocess.Popen[str]]:
+    """A keeper whose rank has mapped ``path`` and has not served yet; ``path`` goes after.
+    ``before``: code the keeper runs first. SIGINT starts at its default whatever this
+    process was given (a shell's background job ignores it), as a launcher's Ctrl-C finds it."""
+    proc = subprocess.Popen([sys.executable, "-c", _DEFAULT_SIGINT + before + STARTING, path],
+                            stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         int(proc.stdout.readline())
@@ -171,6 +176,20 @@ def test_a_rank_stopped_before_it_served_leaves_no_mpich_file(sig: int) -> None:
     with _starting_rank(path) as proc:
         proc.send_signal(sig)  # to the keeper, which passes it on
         assert proc.wait(30) == -sig  # and ends as its rank did
+        assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_that_comes_while_the_keeper_starts_reaches_its_rank(sig: int) -> None:
+    """The signal comes after the fork, before the keeper has its handlers (here it sleeps
+    in an at-fork hook, as a loaded machine may hold it there): it waits until they are in,
+    and is passed on. It was lost (SIGINT: a ``KeyboardInterrupt`` raised in the hook and
+    ignored, the rank left running) or ended the keeper without its sweep (SIGTERM)."""
+    path = f"/dev/shm/mpich_shm_keeper_late{os.getpid():x}{sig}_0"
+    slow = "import os, time\nos.register_at_fork(after_in_parent=lambda: time.sleep(1))\n"
+    with _starting_rank(path, before=slow) as proc:
+        proc.send_signal(sig)  # during the keeper's sleep
+        assert proc.wait(30) == -sig
         assert not os.path.exists(path)
 
 

@@ -4,7 +4,8 @@
 be the MPI rank; the parent, the *keeper*, is the process the launcher started: it forwards the
 launcher's signals to the child, waits for it, and is the only process that learns how it ended
 (a signal such as SIGSEGV or SIGKILL, or an exit status). The child sets ``PR_SET_PDEATHSIG``,
-so it never outlives its keeper.
+so it never outlives its keeper. The signals it forwards are blocked from just before the fork
+until its handlers are in: one that comes meanwhile waits, and is passed on.
 
 When a worker rank dies while it serves, its keeper writes a *death note* (JSON: pid, how it
 ended, the task it was running) into the pool's note directory on that node, or sends it to
@@ -48,6 +49,7 @@ import signal
 import struct
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from .far_notes import send_note
@@ -117,8 +119,13 @@ def keep() -> Link | None:
     read_end, write_end = os.pipe()
     keeper_pid = os.getpid()
     started = time.time()
+    # a stop that comes between the fork and the keeper's handlers waits for them (blocked,
+    # then pending): unblocked, it would end the keeper without its sweep (SIGTERM) or raise
+    # KeyboardInterrupt in the fork's hooks, where it is ignored, the rank left running
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     child = os.fork()
     if child == 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(read_end)
         _die_with_parent()
         if os.getppid() != keeper_pid:  # the keeper died before the flag was set
@@ -130,7 +137,7 @@ def keep() -> Link | None:
     os.set_blocking(read_end, False)  # a grandchild may hold the write end: never wait for it
     os.closerange(3, read_end)  # the keeper keeps no copy of the launcher's sockets (PMI)
     os.closerange(read_end + 1, 1 << 16)
-    _serve_as_keeper(child, page, read_end, started)
+    _serve_as_keeper(child, page, read_end, started, mask)
     raise AssertionError("unreachable")
 
 
@@ -143,11 +150,15 @@ def last_words(cause: dict[str, Any]) -> bool:
     return True
 
 
-def _serve_as_keeper(child: int, page: mmap.mmap, pipe: int, started: float) -> None:
+def _serve_as_keeper(child: int, page: mmap.mmap, pipe: int, started: float,
+                     mask: Iterable[int]) -> None:
+    """Forward the launcher's signals to ``child`` (those that came since the fork first:
+    ``mask`` is the signal mask before they were blocked), wait for it, and end as it did."""
     for sig in _FORWARDED:
         signal.signal(sig, lambda signum, frame: _forward(child, signum))
     for sig in _IGNORED:
         signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     while True:
         try:
             _, status = os.waitpid(child, 0)
