@@ -240,7 +240,7 @@ def test_engine_futures_hold_no_callback_or_waiter_list_until_one_is_needed():
     f.add_done_callback(lambda fut: seen.append(("first", fut.result())))
     f.add_done_callback(lambda fut: seen.append(("second", fut.result())))
     assert g._done_callbacks == ()                             # f's list is f's own
-    engine.resolve([(f.task_id, dumps_data(8)[0]), (g.task_id, dumps_data(16)[0])], ())
+    engine.resolve(([f.task_id, g.task_id], [dumps_data(8)[0], dumps_data(16)[0]]), ())
     assert seen == [("first", 8), ("second", 8)]
     g.add_done_callback(lambda fut: seen.append(("done already", fut.result())))
     assert seen[-1] == ("done already", 16)
@@ -248,7 +248,7 @@ def test_engine_futures_hold_no_callback_or_waiter_list_until_one_is_needed():
     h.add_done_callback(lambda fut: seen.append(("cancelled", fut.cancelled())))
     assert h.cancel() and seen[-1] == ("cancelled", True)
     _, waited = engine.task(pow, (2, 6), {}, parse_spec(None))
-    threading.Timer(0.2, engine.resolve, ([(waited.task_id, dumps_data(64)[0])], ())).start()
+    threading.Timer(0.2, engine.resolve, (([waited.task_id], [dumps_data(64)[0]]), ())).start()
     done, _ = wait([waited], timeout=10)   # installs a waiter, which the settling tells
     assert done == {waited} and waited.result() == 64 and waited._waiter_list == []
 

@@ -11,7 +11,7 @@ from rankpool.errors import TaskCancelled
 from rankpool.frontends.cancelling import cancel_all
 from rankpool.frontends.engine import Engine
 from rankpool.frontends.task_future import TaskFuture
-from rankpool.protocol.batches import Outcome, Result
+from rankpool.protocol.batches import NO_VALUES, Outcome, Result
 from rankpool.task.resources import parse_spec
 from rankpool.task.serialize import dumps_data, dumps_error
 
@@ -35,7 +35,7 @@ def answer_later(action, delay: float = 0.1) -> threading.Timer:
 def test_true_only_once_the_holder_dropped_the_task():
     engine, (f,), asked = engine_with_tasks(1)
     dropped = Result(f.task_id, [Outcome(0, False, dumps_error(TaskCancelled(f.task_id)))])
-    answer_later(lambda: engine.resolve((), [dropped]))
+    answer_later(lambda: engine.resolve(NO_VALUES, [dropped]))
     assert f.cancel() is True
     assert asked == [[f.task_id]]
     assert f.cancelled() and f._state == "CANCELLED_AND_NOTIFIED" and not engine.futures
@@ -52,20 +52,20 @@ def test_false_when_the_holder_says_it_started_and_it_runs_on():
     answer_later(lambda: engine.mark_running([f.task_id]))
     assert f.cancel() is False
     assert f.running() and not f.cancelled()
-    engine.resolve([(f.task_id, dumps_data(8)[0])], ())
+    engine.resolve(([f.task_id], [dumps_data(8)[0]]), ())
     assert f.result(timeout=1) == 8
 
 
 def test_false_when_the_task_ended_first():
     engine, (f,), asked = engine_with_tasks(1)
-    answer_later(lambda: engine.resolve([(f.task_id, dumps_data(1)[0])], ()))
+    answer_later(lambda: engine.resolve(([f.task_id], [dumps_data(1)[0]]), ()))
     assert f.cancel() is False and f.result() == 1
 
 
 def test_a_future_that_started_or_ended_answers_without_asking():
     engine, (running, done), asked = engine_with_tasks(2)
     engine.mark_running([running.task_id])
-    engine.resolve([(done.task_id, dumps_data(2)[0])], ())
+    engine.resolve(([done.task_id], [dumps_data(2)[0]]), ())
     assert running.cancel() is False and done.cancel() is False
     assert asked == []
 
@@ -78,7 +78,7 @@ def test_the_settling_thread_cannot_wait_for_its_own_answer():
 
     def settle_here() -> None:
         engine.settler = threading.get_ident()
-        engine.resolve([(first.task_id, dumps_data(0)[0])], ())
+        engine.resolve(([first.task_id], [dumps_data(0)[0]]), ())
 
     first.add_done_callback(lambda _: seen.append(other.cancel()))
     t = threading.Thread(target=settle_here)

@@ -112,8 +112,8 @@ def test_a_flood_goes_to_each_rank_as_one_run_and_comes_back_as_columns() -> Non
         ids = [i.task_id for i in items[rank]]
         manager._take_report(rank, (Report([], (), (), False, (ids, [b"v"] * len(ids),
                                                                  len(ids) * 1e-6)), []))
-    values, results = manager.take_completed()
-    assert sorted(t for t, _ in values) == list(range(1, 101)) and not results
+    (ids, datas), results = manager.take_completed()
+    assert sorted(ids) == list(range(1, 101)) and datas == [b"v"] * 100 and not results
     assert manager.outstanding == 0
     manager.prefetch._next_check = 0.0  # look now
     manager.check_depth()
@@ -128,9 +128,9 @@ def test_values_from_a_rank_that_does_not_hold_the_task_are_not_taken() -> None:
     owner = manager.single[1]
     other = 3 - owner
     manager._take_report(other, (Report([], (), (), False, ([1], [b"v"], 0.0)), []))
-    assert manager.single == {1: owner} and manager.take_completed() == ([], [])
+    assert manager.single == {1: owner} and manager.take_completed() == (([], []), [])
     manager._take_report(owner, (Report([], (), (), False, ([1], [b"v"], 0.0)), []))
-    assert manager.take_completed() == ([(1, b"v")], [])
+    assert manager.take_completed() == (([1], [b"v"]), [])
 
 
 def test_a_run_too_large_for_one_message_goes_in_several_in_order() -> None:

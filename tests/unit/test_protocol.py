@@ -103,26 +103,27 @@ def test_split_results_gives_plain_values_only_when_every_result_is_one(odd):
     if odd is not None:
         results.insert(1, odd)
     header, rest = _split(_frames(encode_results(results)))
-    values, full = split_results(header, rest)
+    (ids, datas), full = split_results(header, rest)
     if odd is None:
-        assert full == [] and [(t, bytes(d)) for t, d in values] == [(0, b"v0"), (1, b"v1"),
-                                                                     (2, b"v2")]
+        assert full == [] and ids == [0, 1, 2] and list(map(bytes, datas)) == [b"v0", b"v1",
+                                                                             b"v2"]
     else:
-        assert values == [] and [r.task_id for r in full] == [0, 9, 1, 2]
+        assert not ids and not datas and [r.task_id for r in full] == [0, 9, 1, 2]
         assert full == decode_results(header, rest)
 
 
 def test_values_encode_as_results_of_one_successful_outcome_each():
-    """Rank 0 keeps a flood's results as (task id, value): they are rows like any result's."""
-    values = [(5, b"v5"), (6, b"")]
-    as_results = [Result(t, [Outcome(0, True, d)]) for t, d in values]
+    """Rank 0 keeps a flood's results as columns of ids and values: they are rows like any
+    result's."""
+    values = ([5, 6], [b"v5", b""])
+    as_results = [Result(t, [Outcome(0, True, d)]) for t, d in zip(*values)]
     odd = Result(9, [Outcome(0, False, b"err")])
     header, rest = _split(_frames(encode_results([odd], values)))
     assert header == {"k": "results", "n": 3} and check_results(header, rest) == [5, 6, 9]
     assert decode_results(header, rest) == as_results + [odd]
     header, rest = _split(_frames(encode_results([], values)))
-    plain, full = split_results(header, rest)
-    assert full == [] and [(t, bytes(d)) for t, d in plain] == values
+    (ids, datas), full = split_results(header, rest)
+    assert full == [] and (ids, list(map(bytes, datas))) == values
     assert _frames(encode_results([], values)) == _frames(encode_results(as_results))
 
 

@@ -247,7 +247,7 @@ def test_plain_values_settle_futures_and_a_bad_one_fails_only_its_own():
     """``settle_values``: the front-ends' path for results that are one value each, a batch
     of futures that share one Condition: each gets its own value (a list with
     ``results_all``), a bad pickle fails only its future, a cancelled one stays cancelled,
-    ``wait`` and done-callbacks hear of each."""
+    a task whose future has gone is passed over, ``wait`` and done-callbacks hear of each."""
     import threading
     from concurrent.futures import FIRST_COMPLETED, wait
 
@@ -262,13 +262,14 @@ def test_plain_values_settle_futures_and_a_bad_one_fails_only_its_own():
     waiter = threading.Thread(target=lambda: called.append(
         len(wait([whole], timeout=10, return_when=FIRST_COMPLETED).done)))
     waiter.start()
-    settle_values(cond, [(ok, 1, pickle.dumps({"a": 1})), (whole, 2, pickle.dumps(5)),
-                         (bad, 3, b"not a pickle"), (gone, 4, pickle.dumps(6))])
+    settle_values(cond, [ok, whole, None, bad, gone], [1, 2, 5, 3, 4],
+                  [pickle.dumps({"a": 1}), pickle.dumps(5), pickle.dumps(7), b"not a pickle",
+                   pickle.dumps(6)])  # task 5's future has gone: its value is not read
     waiter.join(10)
     assert ok.result(0) == {"a": 1} and whole.result(0) == [5]
     exc = bad.exception(0)
     assert isinstance(exc, SerializationError) and "result of task 3" in str(exc)
     assert gone.cancelled()
     assert sorted(called) == [1, 1]  # ok's callback ran; the waiter saw whole done
-    settle_values(cond, [(ok, 1, pickle.dumps("late"))])  # a settled future stays as it was
+    settle_values(cond, [ok], [1], [pickle.dumps("late")])  # a settled future stays as it was
     assert ok.result(0) == {"a": 1}

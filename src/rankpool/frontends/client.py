@@ -33,9 +33,9 @@ from ..errors import ProtocolError
 from ..interchange.config import InterchangeConfig
 from ..protocol import batches, wire
 from ..protocol import messages as protocol
-from ..protocol.batches import Result, Task
+from ..protocol.batches import Result, Task, Values
 from ..protocol.messages import SUBMIT_SUFFIX
-from ..protocol.wire import Buffer, under_cap
+from ..protocol.wire import under_cap
 from ..sockets import readable
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class InterchangeClient:
     """Starts an interchange process and talks to it; call :meth:`start` then :meth:`submit`."""
 
     def __init__(self, config: InterchangeConfig, *,
-                 on_results: Callable[[list[tuple[int, Buffer]], list[Result]], None],
+                 on_results: Callable[[Values, list[Result]], None],
                  on_lost: Callable[[protocol.Lost], None],
                  on_broken: Callable[[str], None],
                  on_refused: Callable[[protocol.Refused], None] | None = None) -> None:

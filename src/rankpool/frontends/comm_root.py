@@ -21,7 +21,7 @@ from ..errors import ExecutorShutdown
 from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
 from ..mpi_pool.manager import Manager
 from ..mpi_pool.solo import Solo
-from ..protocol.batches import Task
+from ..protocol.batches import NO_VALUES, Task
 from .engine import Engine
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class RootThread:
                     continue
                 task = inbox.popleft()
                 if engine.mark_running([task.task_id]):
-                    engine.resolve((), [solo.run(task)])
+                    engine.resolve(NO_VALUES, [solo.run(task)])
         except BaseException as exc:  # pragma: no cover - a bug; never leave futures hanging
             log.exception("CommExecutor thread failed")
             engine.break_down(f"the manager thread failed: {exc!r}", exc)

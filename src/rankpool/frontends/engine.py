@@ -17,12 +17,13 @@ import logging
 import pickle
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from typing import Any
 
 from ..errors import BrokenPool, ManagerLost, MessageTooLarge
-from ..protocol.batches import Result, Task
+from ..protocol.batches import Result, Task, Values
 from ..protocol.messages import Lost
-from ..protocol.wire import MAX_MESSAGE_SIZE, Buffer, message_size
+from ..protocol.wire import MAX_MESSAGE_SIZE, message_size
 from ..shm.plane import FrontEndPlane
 from ..task.resources import Spec
 from ..task.serialize import FunctionPickler, dumps_data
@@ -132,18 +133,16 @@ class Engine:
         if self.plane is not None:
             self.plane.task_ended(task_id)
 
-    def resolve(self, values: Sequence[tuple[int, Buffer]], results: Sequence[Result]) -> None:
-        """Settle the futures of a result batch: ``values`` are results of one value each,
-        ``results`` whole results (as ``split_results`` gives them; the client's ``on_results``)."""
+    def resolve(self, values: Values, results: Sequence[Result]) -> None:
+        """Settle the futures of a result batch: ``values`` are results of one value each, in
+        columns, ``results`` whole results (as ``split_results`` gives them; the client's
+        ``on_results``)."""
         futures = self.futures
-        plain: list[tuple[TaskFuture, int, Buffer]] = []
+        ids, datas = values
+        # a flood's values: one pass in C takes their futures, none builds a tuple per task
+        plain = list(map(futures.pop, ids, repeat(None)))
+        wide = sum(f._num_ranks for f in plain if f is not None) - len(plain) + plain.count(None)
         whole: list[tuple[TaskFuture, Result]] = []
-        wide = 0
-        for task_id, data in values:
-            future = futures.pop(task_id, None)
-            if future is not None:
-                wide += future._num_ranks - 1
-                plain.append((future, task_id, data))
         for result in results:
             future = futures.pop(result.task_id, None)
             if future is not None:
@@ -153,9 +152,9 @@ class Engine:
                 unread(result)
         self._widen(-wide)
         if self.plane is not None:
-            self.plane.tasks_ended([task_id for task_id, _ in values]
-                                   + [r.task_id for r in results])
-        settle_values(self._condition, plain)
+            self.plane.tasks_ended([*ids, *(r.task_id for r in results)])
+        if plain:
+            settle_values(self._condition, plain, ids, datas)
         for future, result in whole:
             settle(future, result)
 

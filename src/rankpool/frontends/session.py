@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 from ..interchange.config import InterchangeConfig
 from ..launchers.rundir import make_run_dir, write_interchange_info
 from ..mpi_pool.config import PoolConfig
-from ..protocol.batches import Result
+from ..protocol.batches import Result, Values
 from ..protocol.messages import Lost, Refused
-from ..protocol.wire import MAX_MESSAGE_SIZE, Buffer
+from ..protocol.wire import MAX_MESSAGE_SIZE
 from ..shm.plane import FrontEndPlane, closed_on_failure, shm_options
 from ..task.node_resources import NodeResources
 
@@ -68,7 +68,7 @@ class Session:
 
 
 def start_session(options: SessionOptions, *,
-                  on_results: Callable[[list[tuple[int, Buffer]], list[Result]], None],
+                  on_results: Callable[[Values, list[Result]], None],
                   on_lost: Callable[[Lost], None], on_broken: Callable[[str], None],
                   on_refused: Callable[[Refused], None] | None = None) -> Session:
     """Start a run (the callbacks go to the client: see

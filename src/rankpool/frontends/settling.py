@@ -70,15 +70,19 @@ def settle(future: Future[Any], result: Result) -> None:
     set_outcome(future, None, first)
 
 
-def settle_values(condition: threading.Condition,
-                  plain: Sequence[tuple[TaskFuture, int, Buffer]]) -> None:
-    """:func:`settle` for results that are one successful outcome without buffers each, all
-    futures sharing ``condition``: the values are read first, then every future is finished
-    under one acquisition of the lock and the waiters are woken once (not once per future:
-    a thread waiting for one result would wake for each), then the done-callbacks run."""
-    ready: list[tuple[TaskFuture, Any]] = []
-    for future, task_id, data in plain:
-        if future._state in DONE:
+def settle_values(condition: threading.Condition, futures: Sequence[TaskFuture | None],
+                  ids: Sequence[int], datas: Sequence[Buffer]) -> None:
+    """:func:`settle` for results that are one successful outcome without buffers each, in
+    columns (``futures`` in the order of ``ids`` and ``datas``, None where a task's future
+    has gone), all futures sharing ``condition``: the values are read first, then every future
+    is finished under one acquisition of the lock and the waiters are woken once (not once per
+    future: a thread waiting for one result would wake for each), then the done-callbacks
+    run. No tuple is built per task: in a flood, the futures are what the caller's garbage
+    collector has to walk, and little else."""
+    ready: list[TaskFuture] = []
+    values: list[Any] = []
+    for future, task_id, data in zip(futures, ids, datas):
+        if future is None or future._state in DONE:
             continue
         try:
             # a task that returned None (many do, for their side effects) needs no unpickling
@@ -88,26 +92,27 @@ def settle_values(condition: threading.Condition,
             log.error("task %d: %s", task_id, error)
             set_outcome(future, None, error)
             continue
-        ready.append((future, [value] if future._results_all else value))
+        ready.append(future)
+        values.append([value] if future._results_all else value)
     if not PLAIN_INIT:  # the futures have a Condition each
-        for future, value in ready:
+        for future, value in zip(ready, values):
             set_outcome(future, value, None)
         return
     done = []
     with condition:  # what Future.set_result does, for the whole batch
-        for future, value in ready:
+        for future, value in zip(ready, values):
             if future._state in DONE:  # cancelled meanwhile
                 continue
             future._result = value  # before the state: result() reads it without the lock
             future._state = "FINISHED"
             for waiter in future._waiter_list or ():  # made only for a future waited on
                 waiter.add_result(future)
-            done.append(future)
+            if future._done_callbacks:
+                done.append(future)
         condition.notify_all()
     for future in done:
-        if future._done_callbacks:
-            # Future's own helper (the stubs leave its private methods out)
-            future._invoke_callbacks()  # type: ignore[attr-defined]
+        # Future's own helper (the stubs leave its private methods out)
+        future._invoke_callbacks()  # type: ignore[attr-defined]
 
 
 def unread(result: Result) -> None:

@@ -120,9 +120,10 @@ class Manager(TaskOutcomes):
         #: rank that stay blocked in its task past the grace period (set by the owner)
         self.end_rank: Callable[[int], bool] | None = None
         self.completed: list[Result] = []
-        #: 1-rank tasks that returned a value without buffers, as (task id, pickled value): a
-        #: flood's results, kept without a Result and an Outcome each
-        self.completed_values: list[tuple[int, Buffer]] = []
+        #: 1-rank tasks that returned a value without buffers, in two columns (their ids,
+        #: their pickled values): a flood's results, kept without a Result and an Outcome each
+        self.value_ids: list[int] = []
+        self.value_datas: list[Buffer] = []
         self.stopped = False
         self.slow_after = slow_after
         self.bell = bell

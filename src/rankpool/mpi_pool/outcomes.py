@@ -23,7 +23,7 @@ from itertools import repeat
 from mpi4py import MPI
 
 from ..errors import StuckRanksError, TaskCancelled, TaskTimeout
-from ..protocol.batches import Outcome, Result, Task
+from ..protocol.batches import Outcome, Result, Task, Values
 from ..protocol.wire import Buffer
 from ..shm.reader import discard
 from ..task.serialize import dumps_error, error_summary
@@ -76,7 +76,8 @@ class TaskOutcomes:
     orphaned: dict[int, Outcome]
     end_rank: Callable[[int], bool] | None
     completed: list[Result]
-    completed_values: list[tuple[int, Buffer]]
+    value_ids: list[int]
+    value_datas: list[Buffer]
     bell: Doorbell | None
     near: frozenset[int]
     since: dict[int, float]
@@ -97,7 +98,8 @@ class TaskOutcomes:
             self.scheduler.hold_back(source, False)
         pos = 0
         ended: list[int] = []
-        single, started, values = self.single, self.started, self.completed_values
+        single, started = self.single, self.started
+        value_ids, value_datas = self.value_ids, self.value_datas
         plain = self.trace is None
         ids, datas, seconds = report.values
         if ids:
@@ -107,7 +109,8 @@ class TaskOutcomes:
             owners = list(map(single.pop, ids, repeat(None)))
             if plain and owners.count(source) == len(ids):
                 ended += ids
-                values += zip(ids, datas)
+                value_ids += ids
+                value_datas += datas
                 if started:
                     list(map(started.pop, ids, repeat(None)))
             else:
@@ -123,7 +126,8 @@ class TaskOutcomes:
                 if started:
                     started.pop(task_id, None)
                 ended.append(task_id)
-                values.append((task_id, data))
+                value_ids.append(task_id)
+                value_datas.append(data)
                 continue
             self._record(source, Done._make(done), buffers[pos:pos + nbuf] if nbuf else [],
                          ended)
@@ -305,19 +309,20 @@ class TaskOutcomes:
     @property
     def completed_count(self) -> int:
         """Results that :meth:`take_completed` would give."""
-        return len(self.completed) + len(self.completed_values)
+        return len(self.completed) + len(self.value_ids)
 
-    def take_completed(self) -> tuple[list[tuple[int, Buffer]], list[Result]]:
+    def take_completed(self) -> tuple[Values, list[Result]]:
         """What finished since the last call: ``(values, results)``, as
         :func:`~rankpool.protocol.batches.encode_results` and ``Engine.resolve`` take them."""
-        values, results = self.completed_values, self.completed
-        self.completed_values, self.completed = [], []
+        values, results = (self.value_ids, self.value_datas), self.completed
+        self.value_ids, self.value_datas, self.completed = [], [], []
         return values, results
 
     def _complete(self, done: Done, buffers: list[Buffer]) -> None:
         """A 1-rank task's result: its value alone where it has no buffers."""
         if done.ok and not buffers:
-            self.completed_values.append((done.task_id, done.data))
+            self.value_ids.append(done.task_id)
+            self.value_datas.append(done.data)
         else:
             self.completed.append(Result(done.task_id, [Outcome(0, done.ok, done.data, buffers)]))
 

@@ -288,7 +288,7 @@ class RankZero:
             self.sock.send_multipart(frames, copy=False)
         else:  # rare: never send what the interchange's socket would refuse
             done += [batches.Result(task_id, [batches.Outcome(0, True, data)])
-                     for task_id, data in values]
+                     for task_id, data in zip(*values)]
             for group in fit_results(done, self.cfg.max_message_size):
                 self.sock.send_multipart(batches.encode_results(group), copy=False)
         self.last_sent = now

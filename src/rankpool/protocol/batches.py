@@ -108,6 +108,11 @@ WIDTH = 5
 #: result of the row before it (same task)
 OK, MORE = 1, 2
 
+#: results of one successful outcome without buffers each (a flood's), as two columns: their
+#: task ids, and their pickled values in the same order
+Values = tuple[Sequence[int], Sequence[Buffer]]
+NO_VALUES: Values = ((), ())
+
 
 def _take(frames: Sequence[Buffer], index: int, count: int) -> Sequence[Buffer]:
     return list(frames[index:index + count]) if count else ()
@@ -255,18 +260,17 @@ def task_ids(header: dict[str, Any], frames: Sequence[Buffer]) -> list[int]:
         return []
 
 
-def encode_results(results: Sequence[Result],
-                   values: Sequence[tuple[int, Buffer]] = ()) -> Frames:
+def encode_results(results: Sequence[Result], values: Values = NO_VALUES) -> Frames:
     """One message for many results: a row ``task_id, rank, flags, length, buffers`` per
     outcome; rows after a task's first carry the ``MORE`` flag. ``values`` are more results,
-    each one successful outcome of rank 0 without buffers, as ``(task_id, data)`` (what
+    each one successful outcome of rank 0 without buffers, in columns (what
     :func:`split_results` gives back); their rows come first."""
     rows: list[int] = []
-    blob: list[Buffer] = []
+    ids, datas = values
+    blob: list[Buffer] = list(datas)
     big: list[Buffer] = []
-    for task_id, data in values:
+    for task_id, data in zip(ids, datas):
         rows += (task_id, 0, OK, len(data), 0)
-        blob.append(data)
     for r in results:
         more = 0
         for o in r.outcomes:
@@ -331,25 +335,21 @@ def decode_results(header: dict[str, Any], frames: Sequence[Buffer]) -> list[Res
     return _results(columns, pos, frames)
 
 
-def split_results(header: dict[str, Any], frames: Sequence[Buffer],
-                  ) -> tuple[list[tuple[int, Buffer]], list[Result]]:
+def split_results(header: dict[str, Any],
+                  frames: Sequence[Buffer]) -> tuple[Values, list[Result]]:
     """A result batch as ``(values, results)``, checked as :func:`decode_results` checks it.
 
     When every result is one successful outcome without buffers (a flood of small tasks),
-    ``values`` holds their ``(task_id, data)`` and no :class:`Result` is built; otherwise
-    ``results`` holds them all.
+    ``values`` holds them in columns (ids, and the values as slices of the batch) and no
+    :class:`Result` is built; otherwise ``results`` holds them all.
     """
     columns, pos = _rows(header, frames)
     flags = columns[2]
     if len(frames) > 1 or flags.count(OK) != len(flags):
-        return [], _results(columns, pos, frames)
-    blob = memoryview(frames[0])
-    values: list[tuple[int, Buffer]] = []
-    for tid, length in zip(columns[0], columns[3]):
-        end = pos + length
-        values.append((tid, blob[pos:end]))
-        pos = end
-    return values, []
+        return NO_VALUES, _results(columns, pos, frames)
+    bounds = list(accumulate(columns[3], initial=pos))
+    cut = memoryview(frames[0]).__getitem__
+    return (columns[0], list(map(cut, map(slice, bounds, bounds[1:])))), []
 
 
 def _results(columns: list[list[int]], pos: int, frames: Sequence[Buffer]) -> list[Result]:
