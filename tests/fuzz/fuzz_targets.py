@@ -29,7 +29,7 @@ from rankpool.frontends.client import InterchangeClient
 from rankpool.interchange import Interchange, InterchangeConfig
 from rankpool.interchange.client_link import ClientLink
 from rankpool.mpi_pool.config import PoolConfig
-from rankpool.protocol.batches import Result, Task, encode_tasks
+from rankpool.protocol.batches import Result, Task, Values, encode_tasks
 from rankpool.protocol.messages import Lost, Refused
 from rankpool.protocol.wire import decode_header
 from rankpool.task.resources import Spec
@@ -293,9 +293,11 @@ class ClientTarget:
         self.others = [f for msgs in self.corpus.values() for f in msgs]
 
     @staticmethod
-    def _results(values: list[tuple[int, Any]], results: list[Result]) -> None:
-        assert not (values and results), "a batch comes as values or as results, not both"
-        assert all(type(t) is int and isinstance(d, memoryview) for t, d in values)
+    def _results(values: Values, results: list[Result]) -> None:
+        ids, datas = values
+        assert len(ids) == len(datas), "a value for each id"
+        assert not (ids and results), "a batch comes as values or as results, not both"
+        assert all(type(t) is int for t in ids) and all(isinstance(d, memoryview) for d in datas)
         assert all(isinstance(r, Result) and type(r.task_id) is int and r.outcomes for r in results)
 
     @staticmethod
