@@ -154,9 +154,10 @@ _DEFAULT_SIGINT = "import signal\nsignal.signal(signal.SIGINT, signal.default_in
 def _starting_rank(path: str, before: str = "") -> Iterator[subprocess.Popen[str]]:
     """A keeper whose rank has mapped ``path`` and has not served yet; ``path`` goes after.
     ``before``: code the keeper runs first. SIGINT starts at its default whatever this
-    process was given (a shell's background job ignores it), as a launcher's Ctrl-C finds it."""
+    process was given (a shell's background job ignores it), as a launcher's Ctrl-C finds it,
+    and standard input is open, as launchers leave it."""
     proc = subprocess.Popen([sys.executable, "-c", _DEFAULT_SIGINT + before + STARTING, path],
-                            stdout=subprocess.PIPE, text=True)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         int(proc.stdout.readline())
@@ -205,14 +206,19 @@ def test_a_file_another_process_maps_stays() -> None:
 
 @pytest.mark.parametrize(("how", "said"), [("os._exit(3)", "exited with status 3"),
                                            ("os.abort()", "was killed by signal 6 (SIGABRT)")])
-def test_a_rank_that_dies_by_itself_before_it_served_ends_the_launch(how: str,
-                                                                     said: str) -> None:
+@pytest.mark.parametrize("stdin", ["open", "closed"])
+def test_a_rank_that_dies_by_itself_before_it_served_ends_the_launch(how: str, said: str,
+                                                                     stdin: str) -> None:
     """No srun step above it: the keeper says why on standard error and dies of a signal (the
-    rank's own, or SIGTERM), which ends a Hydra job whose other ranks wait in MPI_Init."""
+    rank's own, or SIGTERM), which ends a Hydra job whose other ranks wait in MPI_Init. Also
+    when it was started with standard input closed: its pipe to the rank then takes
+    descriptor 0, and the keeper used to close its standard output and error with the
+    descriptors it drops (and exit 1, its sweep's report failing)."""
     code = f"import os\nfrom rankpool.mpi_pool.keeper import keep\nkeep()\n{how}\n"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=30)
+                         timeout=30, stdin=subprocess.DEVNULL,
+                         preexec_fn=(lambda: os.close(0)) if stdin == "closed" else None)
     assert out.returncode == (-signal.SIGABRT if "abort" in how else -signal.SIGTERM)
     assert f"{said} before the pool started; the other ranks would wait for it for ever: " \
            f"ending the launch" in out.stderr, out.stderr

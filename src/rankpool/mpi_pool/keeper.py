@@ -135,8 +135,11 @@ def keep() -> Link | None:
         return _link
     os.close(write_end)
     os.set_blocking(read_end, False)  # a grandchild may hold the write end: never wait for it
-    os.closerange(3, read_end)  # the keeper keeps no copy of the launcher's sockets (PMI)
-    os.closerange(read_end + 1, 1 << 16)
+    # the keeper keeps no copy of the launcher's sockets (PMI): every descriptor but the
+    # standard three and the pipe's end goes (a launcher that closed standard input leaves
+    # the pipe on descriptor 0)
+    os.closerange(3, max(3, read_end))
+    os.closerange(max(3, read_end + 1), 1 << 16)
     _serve_as_keeper(child, page, read_end, started, mask)
     raise AssertionError("unreachable")
 
