@@ -141,7 +141,7 @@ class Engine:
         ids, datas = values
         # a flood's values: one pass in C takes their futures, none builds a tuple per task
         plain = list(map(futures.pop, ids, repeat(None)))
-        wide = sum(f._num_ranks for f in plain if f is not None) - len(plain) + plain.count(None)
+        wide = sum(f._num_ranks - 1 for f in plain if f is not None)
         whole: list[tuple[TaskFuture, Result]] = []
         for result in results:
             future = futures.pop(result.task_id, None)

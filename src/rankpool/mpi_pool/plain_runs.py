@@ -70,8 +70,7 @@ def run_plain(worker: Worker) -> int:
             link.task(item.task_id)
         try:
             args, kwargs = loads(item.data)
-            if position is not None or (args and args[0] is None):
-                args, kwargs = inject(position, args, kwargs, MPI.COMM_SELF)
+            args, kwargs = inject(position, args, kwargs, MPI.COMM_SELF)
             if interrupts is not None:
                 interrupts.in_task = True
             try:
