@@ -57,8 +57,14 @@ def measure(tasks: int, run: int) -> dict[str, float]:
             decoded = decode()
             assert _forwarded((decoded, frames), decoded) is frames
     else:
-        def decode() -> list[Any]:
-            return batches.decode_tasks(header, body, message=frames)
+        if hasattr(batches, "receive_tasks"):  # a build that queues runs, not tasks
+            from rankpool.protocol.task_slices import runs_of
+
+            def decode() -> list[Any]:
+                return runs_of(batches.receive_tasks(header, body, frames))
+        else:  # a build that decodes every task, keeping its batch
+            def decode() -> list[Any]:
+                return batches.decode_tasks(header, body, message=frames)  # type: ignore[call-arg]
 
         def messages(part: list[Any]) -> Any:
             return sliced(part, 4)
@@ -68,6 +74,11 @@ def measure(tasks: int, run: int) -> dict[str, float]:
 
     def split() -> None:
         decoded = decode()
+        if len(decoded) == 1 and hasattr(decoded[0], "take"):  # one run: cut it as pools do
+            whole_run = decoded[0]
+            while whole_run.ids:
+                messages([whole_run.take(run)])
+            return
         for i in range(0, tasks, run):
             messages(decoded[i:i + run])
 

@@ -170,16 +170,17 @@ class InterchangeTarget:
         """Bookkeeping adds up, and everything sent out would be received."""
         ix = self.ix
         try:
-            queued = {t.task_id for level in ix.queue._levels.values()
-                      for dq in level.values() for _, t in dq}
-            count = sum(len(dq) for level in ix.queue._levels.values() for dq in level.values())
+            queued_ids = [i for level in ix.queue._levels.values()
+                          for dq in level.values() for _, run in dq for i in run.ids]
+            queued, count = set(queued_ids), len(queued_ids)
+            assert len(queued) == count, "a task queued twice"
             flying: set[int] = set()
             for pool in ix.pools:
                 assert pool.used == sum(pool.in_flight.values()) >= 0, \
                     f"pool {pool.pool_id!r}: used {pool.used} != in flight {pool.in_flight}"
                 assert not flying & set(pool.in_flight), "a task in flight on two pools"
                 flying |= set(pool.in_flight)
-            assert count == len(ix.queue), f"queue length {len(ix.queue)} != {count} entries"
+            assert count == len(ix.queue), f"queue length {len(ix.queue)} != {count} tasks queued"
             assert ix.known == queued | flying, \
                 f"known - (queued | in flight) = {sorted(ix.known - queued - flying)[:5]}, " \
                 f"(queued | in flight) - known = {sorted((queued | flying) - ix.known)[:5]}"

@@ -35,6 +35,7 @@ from rankpool.protocol.batches import (
     decode_tasks,
     encode_results,
     encode_tasks,
+    receive_tasks,
     result_ids,
 )
 from rankpool.protocol.messages import (
@@ -55,6 +56,7 @@ from rankpool.protocol.messages import (
     Stop,
     decode_message,
 )
+from rankpool.protocol.task_slices import runs_of
 from rankpool.protocol.wire import decode_header, encode_header
 from rankpool.task.resources import DEFAULT_SPEC, parse_spec
 
@@ -67,6 +69,12 @@ def make_task(task_id: int, width: int = 1, priority: int = 0, buffers: list[byt
     spec = parse_spec({"num_ranks": width, "priority": priority})
     return Task(task_id, spec, b"\x01\x02", b"fn-bytes", data + str(task_id).encode(),
                 buffers or [])
+
+
+def push(queue: TaskQueue, *tasks: Task) -> None:
+    """Queue tasks as the interchange queues a batch of them: as its runs."""
+    frames = [bytes(f) for f in encode_tasks(list(tasks))]
+    queue.push_many(runs_of(receive_tasks(decode_header(frames[0]), frames[1:], frames)))
 
 
 def make_result(task_id: int, value: bytes = b"value",
@@ -561,8 +569,8 @@ def test_capacity_report_moves_the_pool_between_widths() -> None:
     pool.reshape(Capacity([1, 3], [2], 2), prefetch=2)
     room.reshape(pool, 4)
     assert pool.idle == 2 and pool.widest == 2 and pool.capacity <= 4
-    queue.push(make_task(1, width=3))
-    queue.push(make_task(2, width=2))
+    push(queue, make_task(1, width=3))
+    push(queue, make_task(2, width=2))
     assert _ids(match(queue, room)) == {"p": [2]} and len(queue) == 1
     # back from being stuck: the whole width again
     pool.finish_many([2])
@@ -902,7 +910,7 @@ def _pool(name: str, ranks: int, prefetch: int = 1, widest: int | None = None) -
 def _ids(batches: list[tuple[Pool, list[Any]]]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for pool, entries in batches:
-        out.setdefault(pool.pool_id, []).extend(t.task_id for _, t in entries)
+        out.setdefault(pool.pool_id, []).extend(i for _, run in entries for i in run.ids)
     return out
 
 
@@ -912,11 +920,11 @@ def test_wide_task_reserves_full_pools() -> None:
     for p in (big, small):
         room.add(p)
     for i in range(3):
-        queue.push(make_task(i))
+        push(queue, make_task(i))
     assert sum(len(e) for _, e in match(queue, room)) == 3  # big holds 2 or 3 of them
-    queue.push(make_task(10, width=4))
+    push(queue, make_task(10, width=4))
     for i in range(11, 15):
-        queue.push(make_task(i))
+        push(queue, make_task(i))
     big.finish_many(list(big.in_flight)[:1])
     small.finish_many(list(small.in_flight))
     room.offer(big)
@@ -935,8 +943,8 @@ def test_held_pool_does_not_reserve() -> None:
     wide.held = True
     room.add(wide)
     room.add(narrow)
-    queue.push(make_task(1, width=4))
-    queue.push(make_task(2))
+    push(queue, make_task(1, width=4))
+    push(queue, make_task(2))
     assert _ids(match(queue, room)) == {"narrow": [2]}
     assert len(queue) == 1
 
@@ -948,7 +956,7 @@ def test_matching_does_not_scan_pools() -> None:
     for p in pools:
         room.add(p)
     for i in range(20_000):
-        queue.push(make_task(i, width=1 + i % 2))
+        push(queue, make_task(i, width=1 + i % 2))
     start = time.perf_counter()
     placed = sum(len(e) for _, e in match(queue, room))
     elapsed = time.perf_counter() - start

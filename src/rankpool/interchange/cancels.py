@@ -11,10 +11,8 @@ already ended needs no answer: its result went first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ..protocol.batches import Task
 from ..protocol.messages import Cancel, Cancelled, Started, id_slices
 
 if TYPE_CHECKING:
@@ -50,18 +48,17 @@ def route_cancel(ix: Endpoints, msg: Cancel) -> None:
         del early[next(iter(early))]
 
 
-def drop_cancelled(ix: Endpoints, tasks: Iterable[Task]) -> list[Task]:
-    """The tasks of an arriving batch whose cancel did not come first."""
+def drop_cancelled(ix: Endpoints, task_ids: list[int]) -> set[int]:
+    """Where, in an arriving batch's ids, the tasks whose cancel came first are: they are
+    answered, and dropped."""
     early = ix.early_cancels
-    kept, dropped = [], []
-    for task in tasks:
-        if task.task_id in early:
-            del early[task.task_id]
-            dropped.append(task.task_id)
-        else:
-            kept.append(task)
-    answer_cancelled(ix, dropped)
-    return kept
+    dropped: set[int] = set()
+    for k, task_id in enumerate(task_ids):
+        if task_id in early:
+            del early[task_id]
+            dropped.add(k)
+    answer_cancelled(ix, [task_ids[k] for k in sorted(dropped)])
+    return dropped
 
 
 def answer_cancelled(ix: Endpoints, task_ids: list[int]) -> None:

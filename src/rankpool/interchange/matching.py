@@ -24,7 +24,7 @@ import math
 from collections import deque
 from collections.abc import Iterable
 
-from ..protocol.batches import Task
+from ..protocol.task_slices import Run
 from .pools import Pool
 
 #: most tasks sent to one pool in one message
@@ -37,11 +37,14 @@ MIN_CHUNK = 128
 #: pools of one bucket looked at to find one with enough room for a multi-rank task
 _PROBE = 8
 
-Entry = tuple[int, Task]  # (arrival sequence number, task)
+#: a run of queued tasks, and the arrival number of its first task (the run's tasks have
+#: consecutive numbers)
+Entry = tuple[int, Run]
 
 
 class TaskQueue:
-    """Tasks waiting for a pool, by priority (high first), then width, then arrival."""
+    """Tasks waiting for a pool, by priority (high first), then width, then arrival; kept as
+    runs of the batches they came in (:mod:`rankpool.protocol.task_slices`)."""
 
     def __init__(self) -> None:
         self._levels: dict[int, dict[int, deque[Entry]]] = {}
@@ -52,27 +55,21 @@ class TaskQueue:
     def __len__(self) -> int:
         return self._count
 
-    def push(self, task: Task) -> None:
-        self.push_many((task,))
-
-    def push_many(self, tasks: Iterable[Task]) -> None:
-        """:meth:`push` for each task in order (a batch's tasks mostly share one Spec)."""
-        seq, last, dq = self._seq, None, None
-        for task in tasks:
-            spec = task.spec
-            if spec is not last:
-                dq, last = self._queue(spec.priority, spec.num_ranks), spec
-            seq += 1
-            # dq is set by the first task: its spec is never `last`, None at first
-            dq.append((seq, task))  # type: ignore[union-attr]
+    def push_many(self, runs: Iterable[Run]) -> None:
+        """Queue runs of tasks, in order."""
+        seq = self._seq
+        for run in runs:
+            spec = run.spec
+            self._queue(spec.priority, spec.num_ranks).append((seq + 1, run))
+            seq += len(run.ids)
         self._count += seq - self._seq
         self._seq = seq
 
     def push_back(self, entries: Iterable[Entry]) -> None:
         """Return entries taken from the heads (in arrival order) to the front of their queues."""
-        for seq, task in sorted(entries, key=lambda e: e[0], reverse=True):
-            self._queue(task.spec.priority, task.spec.num_ranks).appendleft((seq, task))
-            self._count += 1
+        for seq, run in sorted(entries, key=lambda e: e[0], reverse=True):
+            self._queue(run.spec.priority, run.spec.num_ranks).appendleft((seq, run))
+            self._count += len(run.ids)
 
     def _queue(self, priority: int, width: int) -> deque[Entry]:
         level = self._levels.get(priority)
@@ -90,10 +87,14 @@ class TaskQueue:
         removed: list[int] = []
         for level in self._levels.values():
             for width, dq in level.items():
-                if any(task.task_id in task_ids for _, task in dq):
-                    kept = deque(e for e in dq if e[1].task_id not in task_ids)
-                    removed += [t.task_id for _, t in dq if t.task_id in task_ids]
-                    level[width] = kept
+                if not any(not task_ids.isdisjoint(run.ids) for _, run in dq):
+                    continue
+                kept: deque[Entry] = deque()
+                for seq, run in dq:
+                    drop = {k for k, task_id in enumerate(run.ids) if task_id in task_ids}
+                    removed += [run.ids[k] for k in sorted(drop)]
+                    kept.extend((seq + at, piece) for at, piece in run.without(drop))
+                level[width] = kept
         self._count -= len(removed)
         return removed
 
@@ -219,7 +220,8 @@ class RoomIndex:
 
 
 def match(queue: TaskQueue, room: RoomIndex) -> list[tuple[Pool, list[Entry]]]:
-    """Choose pools for queued tasks; return ``(pool, entries)`` batches of at most MAX_BATCH.
+    """Choose pools for queued tasks; return ``(pool, entries)`` batches of at most MAX_BATCH
+    tasks (a run that would pass it, or go beyond what a pool takes, is cut).
 
     The pools' accounting (``assign``) is updated here; the caller sends the batches and, if a
     send fails, gives the tasks back with :meth:`TaskQueue.push_back`.
@@ -230,6 +232,7 @@ def match(queue: TaskQueue, room: RoomIndex) -> list[tuple[Pool, list[Entry]]]:
         return []
     chunk = min(MAX_BATCH, math.ceil(queued / pools))
     current: dict[Pool, list[Entry]] = {}
+    counts: dict[Pool, int] = {}  # tasks in each pool's current batch
     batches: list[tuple[Pool, list[Entry]]] = []
     below: float = math.inf  # pools this wide or wider are reserved for a blocked task
     taken = 0
@@ -250,18 +253,29 @@ def match(queue: TaskQueue, room: RoomIndex) -> list[tuple[Pool, list[Entry]]]:
                 skipped.add(width)
                 continue
             batch = current.get(pool)
-            if batch is None or len(batch) >= MAX_BATCH:
+            if batch is None or counts[pool] >= MAX_BATCH:
                 batch = current[pool] = []
+                counts[pool] = 0
                 batches.append((pool, batch))
             least = min(MIN_CHUNK, pool.idle // width)
-            n = min(max(chunk, least), pool.free // width, MAX_BATCH - len(batch))
+            n = min(max(chunk, least), pool.free // width, MAX_BATCH - counts[pool])
             dq = level[width]
-            start = len(batch)
+            given: list[int] = []
             while n and dq and dq[0][0] < limit:
-                batch.append(dq.popleft())
-                n -= 1
-            pool.assign_many([entry[1].task_id for entry in batch[start:]], width)
-            taken += len(batch) - start
+                seq, run = dq[0]
+                k = min(n, len(run.ids))
+                if seq + k > limit:  # only tasks that arrived before `limit`
+                    k = int(limit) - seq
+                if k == len(run.ids):
+                    batch.append(dq.popleft())
+                else:
+                    batch.append((seq, run.take(k)))
+                    dq[0] = (seq + k, run)
+                given += batch[-1][1].ids
+                n -= k
+            pool.assign_many(given, width)
+            counts[pool] += len(given)
+            taken += len(given)
             room.served(pool)
     queue.took(taken)
     queue.prune()

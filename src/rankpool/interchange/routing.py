@@ -1,10 +1,11 @@
 """The interchange's data path: task batches queued and dispatched to pools with room, result
 batches accounted for and passed on to the front-end (see ``docs/internals.md``).
 
-Payloads move as bytes: a batch one pool takes whole is sent on in the front-end's own frames,
-runs of a batch split over pools as slices of it (:mod:`rankpool.protocol.task_slices`), and
-tasks scattered over many batches are encoded anew as one batch per pool (in messages under
-the run's cap); result batches are forwarded as they came, or only their known tasks.
+Payloads move as bytes, and a batch is queued as runs of it, with no object per task: a batch
+one pool takes whole is sent on in the front-end's own frames, runs of a batch split over
+pools as slices of it (:mod:`rankpool.protocol.task_slices`), and tasks scattered over many
+batches are built and encoded anew as one batch per pool (in messages under the run's cap);
+result batches are forwarded as they came, or only their known tasks.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from ..errors import ProtocolError
 from ..protocol.batches import (
     check_results,
     decode_results,
-    decode_tasks,
     encode_results,
     encode_tasks,
+    receive_tasks,
     result_ids,
     task_ids,
 )
 from ..protocol.messages import Lost, LostCause
-from ..protocol.task_slices import sliced
+from ..protocol.task_slices import runs_of, sliced
 from ..protocol.wire import Buffer, decode_header, under_cap
 from .cancels import drop_cancelled
 from .endpoints import Frames
@@ -44,31 +45,34 @@ class Routing(PoolMembership):
     :class:`~.interchange.Interchange`)."""
 
     def on_tasks(self, header: dict[str, Any], frames: Frames) -> None:
-        """Queue a task batch (``frames``: its header frame and body)."""
+        """Queue a task batch (``frames``: its header frame and body) as runs of it."""
         body = [f.buffer for f in frames[1:]]
         try:
-            tasks = decode_tasks(header, body, message=frames)
+            batch = receive_tasks(header, body, message=frames)
         except ProtocolError as exc:
             self._refuse_batch(task_ids(header, body), str(exc))
             raise
-        if self.early_cancels:
-            tasks = drop_cancelled(self, tasks)
-        known, ids = self.known, [task.task_id for task in tasks]
-        if known.isdisjoint(ids):
+        ids = batch.ids
+        skip = drop_cancelled(self, ids) if self.early_cancels else set()
+        known = self.known
+        if not skip and known.isdisjoint(ids):
             size = len(known)
             known.update(ids)
             if len(known) - size == len(ids):  # no id seen twice (the rule): queued at once
-                self.queue.push_many(tasks)
+                self.queue.push_many(runs_of(batch))
                 self._dirty = True
                 return
             known.difference_update(ids)  # a batch that repeats an id: one at a time
-        for task in tasks:
-            if task.task_id in known:
-                self._throttle.warn("task id %d is already queued or running; duplicate dropped",
-                                    task.task_id)
+        for k, task_id in enumerate(ids):
+            if k in skip:
                 continue
-            known.add(task.task_id)
-            self.queue.push(task)
+            if task_id in known:
+                self._throttle.warn("task id %d is already queued or running; duplicate dropped",
+                                    task_id)
+                skip.add(k)
+                continue
+            known.add(task_id)
+        self.queue.push_many(runs_of(batch, skip))
         self._dirty = True
 
     def _refuse_batch(self, ids: list[int], why: str) -> None:
@@ -94,7 +98,7 @@ class Routing(PoolMembership):
                     self.pools.sent(pool, self._now)
                     continue
             unsent = entries[sent:]
-            pool.finish_many([task.task_id for _, task in unsent])
+            pool.finish_many([task_id for _, run in unsent for task_id in run.ids])
             self.queue.push_back(unsent)
             self._dirty = True
             if not pool.gone:
@@ -102,11 +106,12 @@ class Routing(PoolMembership):
                           tell_pool=False)
 
     def _messages(self, entries: list[Entry]) -> list[tuple[int, Sequence[Any]]]:
-        """One pool's tasks of a pass as messages: ``(how many tasks, frames)`` each.
+        """One pool's runs of a pass as messages: ``(how many entries, frames)`` each.
 
         Slices of the batches they came in (each no larger than a batch this interchange
-        took), or one batch encoded anew, halved while it is over the run's cap."""
-        slices = sliced([t for _, t in entries], MOST_SLICES)
+        took), or their tasks encoded anew as one batch, halved while it is over the run's
+        cap (a run alone never is: it was part of a batch the cap let in)."""
+        slices = sliced([run for _, run in entries], MOST_SLICES)
         if slices is not None:
             return slices
         return [(len(part), frames) for part, frames in
@@ -151,5 +156,5 @@ class Routing(PoolMembership):
 
 
 def _encode_entries(entries: list[Entry]) -> Sequence[Any]:
-    return encode_tasks([t for _, t in entries])
+    return encode_tasks([task for _, run in entries for task in run.tasks()])
 

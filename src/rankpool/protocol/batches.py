@@ -13,7 +13,7 @@ their own, in record order. Nothing here unpickles: payloads are bytes routed by
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import accumulate, repeat
 from typing import Any
 
@@ -40,29 +40,33 @@ class Task:
     fn: Buffer
     data: Buffer
     buffers: Sequence[Buffer] = ()
-    #: the received batch it was decoded from (kept by :func:`decode_tasks` when asked), and
-    #: its place there: a run of one batch's tasks can be sent on as a slice of it
-    source: Received | None = field(default=None, compare=False, repr=False)
-    index: int = field(default=0, compare=False, repr=False)
 
 
 class Received:
-    """A decoded task batch's message (``message``, header frame included), kept for
-    :func:`rankpool.protocol.task_slices.sliced`: a run of every task of the batch is sent on
-    in it, a shorter run as a slice of ``body`` (the frames after the header)."""
+    """A checked task batch, as :func:`receive_tasks` reads it without building a task.
 
-    __slots__ = ("kind", "fns", "specs", "body", "n", "heads", "_data_at", "_frame_at",
-                 "message")
+    ``ids`` are its task ids in record order; ``specs`` its distinct specifications, and
+    ``spec_index`` each record's index there (None when there is one); ``message`` is the
+    batch's frames as they came, header frame first, when kept: runs of its tasks are sent on
+    in it, or as slices of ``body`` (the frames after the header; see
+    :mod:`rankpool.protocol.task_slices`). :meth:`tasks` builds the tasks of a range.
+    """
 
-    def __init__(self, kind: str, fns: list[Any], specs: list[Any], body: Sequence[Buffer],
-                 heads: memoryview, data_at: list[int], frame_at: list[int] | None,
-                 message: Sequence[Any]) -> None:
-        self.kind, self.fns, self.specs, self.body = kind, fns, specs, body
-        self.n = len(data_at) - 1
+    __slots__ = ("kind", "fn_table", "spec_table", "body", "n", "ids", "specs", "spec_index",
+                 "heads", "message", "_fns", "_data_at", "_frame_at", "_fn_index")
+
+    def __init__(self, header: dict[str, Any], body: Sequence[Buffer], ids: list[int],
+                 fns: list[tuple[bytes, Buffer]], fn_index: list[int] | None, specs: list[Spec],
+                 spec_index: list[int] | None, heads: memoryview, data_at: list[int],
+                 frame_at: list[int] | None, message: Sequence[Any] | None) -> None:
+        self.kind, self.fn_table, self.spec_table = header["k"], header["f"], header["s"]
+        self.body, self.n, self.ids = body, len(ids), ids
+        self.specs, self.spec_index = specs, spec_index
         self.heads = heads  # the function payloads, between the record table and the data
+        self.message = message
+        self._fns, self._fn_index = fns, fn_index  # (digest, payload); None: one function
         self._data_at = data_at  # where each record's data starts in the blob, and the end
         self._frame_at = frame_at  # where each record's buffer frames start; None: no buffers
-        self.message = message
 
     def data_span(self, i: int, j: int) -> tuple[int, int]:
         """Where the data of records ``i`` to ``j`` (exclusive) lies in the blob."""
@@ -73,6 +77,34 @@ class Received:
         if self._frame_at is None:
             return 1, 1
         return self._frame_at[i], self._frame_at[j]
+
+    def tasks(self, i: int, j: int, copy: bool = False) -> list[Task]:
+        """The tasks of records ``i`` to ``j`` (exclusive): payloads are memoryview slices of
+        the blob unless ``copy`` (then ``bytes``; tasks of one function share one object)."""
+        n = j - i
+        blob = memoryview(self.body[0])
+        fns = self._fns
+        if copy:
+            fns = [(digest, bytes(payload)) for digest, payload in fns]
+        # one pass of Task() calls, every column fed in C: a flood's batch has one function
+        # and one spec, and no buffers
+        cut = (bytes(blob) if copy else blob).__getitem__
+        data_at = self._data_at
+        datas = map(cut, map(slice, data_at[i:j], data_at[i + 1:j + 1]))
+        digests: Iterable[bytes]
+        payloads: Iterable[Buffer]
+        if self._fn_index is None:
+            digests, payloads = repeat(fns[0][0], n), repeat(fns[0][1], n)
+        else:
+            digests = (fns[fi][0] for fi in self._fn_index[i:j])
+            payloads = (fns[fi][1] for fi in self._fn_index[i:j])
+        specs = self.specs
+        spec_of = repeat(specs[0], n) if self.spec_index is None else \
+            map(specs.__getitem__, self.spec_index[i:j])
+        frame_at, frames = self._frame_at, self.body
+        bufs: Iterable[Sequence[Buffer]] = repeat((), n) if frame_at is None else [
+            _take(frames, a, b - a) for a, b in zip(frame_at[i:j], frame_at[i + 1:j + 1])]
+        return list(map(Task, self.ids[i:j], spec_of, digests, payloads, datas, bufs))
 
 
 @dataclass(slots=True)
@@ -186,14 +218,11 @@ def encode_tasks(tasks: Sequence[Task], kind: str = "tasks") -> Frames:
     return [encode_header(header), b"".join([pack_ints(records), *head, *data]), *big]
 
 
-def decode_tasks(header: dict[str, Any], frames: Sequence[Buffer],
-                 copy: bool = False, message: Sequence[Any] | None = None) -> list[Task]:
-    """Rebuild tasks from a ``tasks`` header and its frames (``frames[0]`` is the blob).
-
-    Payloads are memoryview slices of the blob unless ``copy`` (then ``bytes``; tasks of one
-    function share one object). With ``message`` (the batch's frames as they came, header
-    frame first), every task names the batch (a :class:`Received`) and its index there.
-    """
+def receive_tasks(header: dict[str, Any], frames: Sequence[Buffer],
+                  message: Sequence[Any] | None = None) -> Received:
+    """Check a ``tasks`` header and its frames (``frames[0]`` is the blob) and read its
+    record table, without building a task (what the interchange queues); ``message``: the
+    batch's frames as they came, header frame first, kept for sending runs of it on."""
     n = _count(header, frames, "task")
     fn_table, spec_table = header.get("f"), header.get("s")
     if not (isinstance(fn_table, list) and isinstance(spec_table, list)):
@@ -210,8 +239,7 @@ def decode_tasks(header: dict[str, Any], frames: Sequence[Buffer],
             digest = bytes.fromhex(entry[0])
         except ValueError:
             raise ProtocolError(f"function digest {entry[0]!r:.80} is not hex") from None
-        piece = blob[pos:pos + entry[1]]
-        fns.append((digest, bytes(piece) if copy else piece))
+        fns.append((digest, blob[pos:pos + entry[1]]))
         pos += entry[1]
     try:
         specs = [Spec.from_wire(raw) for raw in spec_table]
@@ -230,25 +258,18 @@ def decode_tasks(header: dict[str, Any], frames: Sequence[Buffer],
         raise ProtocolError(f"task batch names {sum(nbufs)} buffers; {len(frames) - 1} came")
     # where each task's buffer frames start, where there are any
     frame_at = list(accumulate(nbufs, initial=1)) if sum(nbufs) else None
-    source = None if message is None else Received(
-        header["k"], fn_table, spec_table, frames, blob[WIDTH * INT_SIZE * n:pos], data_at,
-        frame_at, message)
-    # one pass of Task() calls, every column fed in C: a flood's batch has one function and
-    # one spec, and no buffers
-    cut = (bytes(blob) if copy else blob).__getitem__
-    datas = map(cut, map(slice, data_at, data_at[1:]))
-    digests: Iterable[bytes]
-    payloads: Iterable[Buffer]
-    if len(fns) == 1:
-        digests, payloads = repeat(fns[0][0], n), repeat(fns[0][1], n)
-    else:
-        digests = (fns[fi][0] for fi in fis)
-        payloads = (fns[fi][1] for fi in fis)
-    spec_of = repeat(specs[0], n) if len(specs) == 1 else map(specs.__getitem__, sis)
-    bufs: Iterable[Sequence[Buffer]] = repeat((), n) if frame_at is None else [
-        _take(frames, a, b - a) for a, b in zip(frame_at, frame_at[1:])]
-    return list(map(Task, ids, spec_of, digests, payloads, datas, bufs, repeat(source, n),
-                    range(n)))
+    return Received(header, frames, ids, fns, fis if len(fns) != 1 else None, specs,
+                    sis if len(specs) != 1 else None, blob[WIDTH * INT_SIZE * n:pos], data_at,
+                    frame_at, message)
+
+
+def decode_tasks(header: dict[str, Any], frames: Sequence[Buffer],
+                 copy: bool = False) -> list[Task]:
+    """Rebuild tasks from a ``tasks`` header and its frames (``frames[0]`` is the blob), as
+    :func:`receive_tasks` checks them; payloads are memoryview slices of the blob unless
+    ``copy`` (then ``bytes``; tasks of one function share one object)."""
+    received = receive_tasks(header, frames)
+    return received.tasks(0, received.n, copy)
 
 
 def task_ids(header: dict[str, Any], frames: Sequence[Buffer]) -> list[int]:
