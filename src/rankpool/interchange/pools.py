@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from ..protocol.messages import Capacity, Register
@@ -140,14 +141,12 @@ class Pool:
 
     def finish_many(self, task_ids: list[int]) -> list[int]:
         """Account for finished tasks; return those that were in flight here."""
-        pop = self.in_flight.pop
-        done = []
-        freed = 0
-        for task_id in task_ids:
-            width = pop(task_id, None)
-            if width is not None:
-                freed += width
-                done.append(task_id)
+        widths = list(map(self.in_flight.pop, task_ids, repeat(None)))  # one pass in C
+        try:
+            done, freed = task_ids, sum(widths)
+        except TypeError:  # a None: some were not in flight here (rare)
+            done = [task_id for task_id, width in zip(task_ids, widths) if width is not None]
+            freed = sum(width for width in widths if width is not None)
         self.used -= freed
         if not self.ceiling:  # a fixed capacity
             return done
