@@ -113,7 +113,8 @@ class Engine:
         if self.broken is not None:
             raise self.broken
         self.futures[task_id] = future
-        self._widen(spec.num_ranks - 1)
+        if spec.num_ranks != 1:
+            self._widen(spec.num_ranks - 1)
         if self.broken is not None:  # latched meanwhile: it may have emptied the table first
             self.forget(task_id, spec.num_ranks)
             raise self.broken

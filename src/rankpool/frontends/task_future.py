@@ -49,19 +49,31 @@ class TaskFuture(Future[Any]):
             super().__init__()
             if condition is not None:
                 self._condition = condition
-        else:  # what Future.__init__ does, less the Condition it would make
+        else:  # what Future.__init__ does, less the Condition it would make: its state,
+            # result and exception start as the class's defaults (below), and _waiters and
+            # _done_callbacks are made when first needed
             self._condition = condition
-            self._state = "PENDING"
-            self._result = None
-            self._exception = None
-            # _waiters and _done_callbacks: made when first needed (see below)
         self.task_id = task_id
-        self.label: str | None = None
-        self._context = context
-        self._results_all = results_all
-        self._num_ranks = num_ranks
         self._engine = engine  # told when the future is cancelled
+        # the rest only where they differ from the class's defaults (most futures): each
+        # attribute set costs a store per future, and room in its dictionary
+        if context is not None:
+            self._context = context
+        if results_all:
+            self._results_all = True
+        if num_ranks != 1:
+            self._num_ranks = num_ranks
 
+    #: what a future starts with, set on the instance when it changes (a flood's futures share
+    #: these): Future's own state, result and exception; the caller's label; the submitting
+    #: call's context (None: none to carry); a value per rank; the ranks the task asked for
+    _state = "PENDING"
+    _result: Any = None
+    _exception: BaseException | None = None
+    label: str | None = None
+    _context: contextvars.Context | None = None
+    _results_all = False
+    _num_ranks = 1
     #: a cancel of its task was asked for (see :mod:`.cancelling`); set on the instance then
     _cancel_asked = False
     #: most futures never get a done-callback: they share this empty tuple instead of holding

@@ -141,7 +141,7 @@ class Pool:
 
     def finish_many(self, task_ids: list[int]) -> list[int]:
         """Account for finished tasks; return those that were in flight here."""
-        widths = list(map(self.in_flight.pop, task_ids, repeat(None)))  # one pass in C
+        widths: list[Any] = list(map(self.in_flight.pop, task_ids, repeat(None)))  # in C
         try:
             done, freed = task_ids, sum(widths)
         except TypeError:  # a None: some were not in flight here (rare)
