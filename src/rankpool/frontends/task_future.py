@@ -49,14 +49,17 @@ class TaskFuture(Future[Any]):
             super().__init__()
             if condition is not None:
                 self._condition = condition
-        else:  # what Future.__init__ does, less the Condition it would make: its state,
-            # result and exception start as the class's defaults (below), and _waiters and
-            # _done_callbacks are made when first needed
+        else:  # what Future.__init__ does, less the Condition it would make
             self._condition = condition
+            self._state = "PENDING"
+            self._result = None
+            self._exception = None
+            # _waiters and _done_callbacks: made when first needed (see below)
         self.task_id = task_id
         self._engine = engine  # told when the future is cancelled
         # the rest only where they differ from the class's defaults (most futures): each
-        # attribute set costs a store per future, and room in its dictionary
+        # attribute costs a store per future (those settling sets are set here, so that
+        # settling adds none: a future's attributes then fit where they were first put)
         if context is not None:
             self._context = context
         if results_all:
@@ -64,12 +67,9 @@ class TaskFuture(Future[Any]):
         if num_ranks != 1:
             self._num_ranks = num_ranks
 
-    #: what a future starts with, set on the instance when it changes (a flood's futures share
-    #: these): Future's own state, result and exception; the caller's label; the submitting
-    #: call's context (None: none to carry); a value per rank; the ranks the task asked for
-    _state = "PENDING"
-    _result: Any = None
-    _exception: BaseException | None = None
+    #: what a future starts with, set on the instance where it differs (a flood's futures
+    #: share these): the caller's label; the submitting call's context (None: none to carry);
+    #: a value per rank; the ranks the task asked for
     label: str | None = None
     _context: contextvars.Context | None = None
     _results_all = False
