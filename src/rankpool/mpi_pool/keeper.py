@@ -49,7 +49,8 @@ import signal
 import struct
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from .far_notes import send_note
@@ -78,12 +79,17 @@ _link: Link | None = None
 class Link:
     """The rank's side of its keeper: what it tells it, through a shared page and a pipe."""
 
-    __slots__ = ("page", "pipe", "keeper_pid")
+    __slots__ = ("page", "pipe", "keeper_pid", "task", "idle")
 
     def __init__(self, page: mmap.mmap, pipe: int, keeper_pid: int) -> None:
         self.page = page
         self.pipe = pipe
         self.keeper_pid = keeper_pid
+        # told around every task: calls made in C, no Python frame each
+        #: ``task(task_id)``: this task runs now
+        self.task: Callable[[int], None] = partial(_TASK.pack_into, page, 0, IN_TASK)
+        #: ``idle()``: between tasks (the page keeps the last task's id)
+        self.idle: Callable[[], None] = partial(page.__setitem__, slice(0, 8), _BETWEEN)
 
     def serving(self, rank: int, note_dir: str, far: str = "", host: str = "") -> None:
         """This rank serves: should it die from now on, its keeper leaves a note in
@@ -92,13 +98,6 @@ class Link:
         _PAGE.pack_into(self.page, 0, FRESH, 0, rank)
         line = json.dumps({"notes": note_dir, "far": far, "host": host})
         os.write(self.pipe, f"{line}\n".encode())
-
-    def task(self, task_id: int) -> None:
-        _TASK.pack_into(self.page, 0, IN_TASK, task_id)
-
-    def idle(self) -> None:
-        """Between tasks (the page keeps the last task's id)."""
-        self.page[0:8] = _BETWEEN
 
     def last_words(self, cause: dict[str, Any]) -> None:
         """Why this rank is about to end itself: the death note carries ``cause``."""
