@@ -37,6 +37,9 @@ from suite_tasks import (  # noqa: E402
     world_nap,
 )
 
+#: no-op tasks whose CPU time is split by process, at least (the run's own count when larger)
+CPU_TASKS = 100_000
+
 
 def case_executor(q: argparse.Namespace) -> dict[str, Any]:
     from rankpool import Executor
@@ -47,9 +50,10 @@ def case_executor(q: argparse.Namespace) -> dict[str, Any]:
         ex.submit(noop).result()
         out["first_result_s"] = time.perf_counter() - t
         one_rank_metrics(System(ex.submit), q, out)
+        # 100,000 tasks: a process's CPU time is read in 10 ms ticks, 0.1 µs a task here
         out["cpu_us_per_task"] = cpu_per_task(
             ex, functools.partial(bench_executor.throughput, functools.partial(ex.submit, noop)),
-            max(out["tasks"], 20_000))
+            max(out["tasks"], CPU_TASKS))
         if q.profile:
             out["profile"] = profile_executor(ex, q)
     with Executor(max_ranks=MPI_WORKERS, run_dir=run_dir) as ex:
