@@ -39,8 +39,8 @@ from ..mpi_pool.initializer import initialize
 from ..mpi_pool.interrupts import Interrupts
 from ..mpi_pool.manager import Manager
 from ..mpi_pool.mpich_files import release
-from ..mpi_pool.outcomes import abort_for_stuck
 from ..mpi_pool.placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, check_lend
+from ..mpi_pool.rank_losses import abort_for_stuck
 from ..mpi_pool.solo import Solo
 from ..mpi_pool.subcomms import discover_topology
 from ..mpi_pool.worker import Worker

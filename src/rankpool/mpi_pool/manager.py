@@ -16,8 +16,8 @@ One ``progress`` call is five non-blocking steps, then a poll of the outbox::
     outbox.poll       complete the non-blocking sends that finished
 
 Where this sits on the data path: ``docs/internals.md``. How a task's ranks bring it to an
-end (their reports combined, deadlines, a rank that died) is :mod:`.outcomes`, whose
-:class:`~.outcomes.TaskOutcomes` the manager is built on.
+end (their reports combined, deadlines) is :mod:`.outcomes`, and what a rank that died costs
+:mod:`.rank_losses`: the manager is built on their :class:`~.rank_losses.RankLosses`.
 
 A task *starts* when its rank announces it (see :mod:`.worker`) or, for a multi-rank or
 exclusive task, when it is dispatched (its ranks are committed to it); :meth:`Manager.take_started`
@@ -53,9 +53,10 @@ from .comm_cache import DEFAULT_SIZE as COMM_CACHE
 from .comm_cache import CommDirectory
 from .deaths import Death
 from .doorbell import Doorbell
-from .outcomes import Running, TaskOutcomes
+from .outcomes import Running
 from .placement.scheduler import DEFAULT_DEPTH, DEFAULT_LEND, Scheduler, Shape
 from .prefetch import Prefetch
+from .rank_losses import RankLosses
 from .subcomms import Outbox, Tag, Topology, acknowledge_failures, receive_report
 from .trace import TraceRecorder
 from .work_messages import ITEM_BYTES, TaskFields, WorkMessages, plain_run
@@ -72,7 +73,7 @@ _SLOW_CHECK = 0.1
 _FEW = 64
 
 
-class Manager(TaskOutcomes):
+class Manager(RankLosses):
     """Places tasks on the worker ranks of ``comm`` (this process is its rank 0)."""
 
     def __init__(self, comm: MPI.Intracomm, topology: Topology, *, depth: int = DEFAULT_DEPTH,

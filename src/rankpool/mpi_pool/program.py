@@ -32,8 +32,8 @@ from .interrupts import Interrupts
 from .keeper import Link
 from .mpich_files import abort, release
 from .node_names import node_name
-from .outcomes import abort_for_stuck
 from .pool import RankZero
+from .rank_losses import abort_for_stuck
 from .subcomms import discover_topology
 from .worker import Worker
 
