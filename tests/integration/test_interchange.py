@@ -42,6 +42,8 @@ from rankpool.protocol.messages import (
     PROTOCOL_VERSION,
     PYTHON_VERSION,
     SUBMIT_SUFFIX,
+    Cancel,
+    Cancelled,
     Capacity,
     Command,
     Drain,
@@ -393,6 +395,37 @@ def test_tasks_of_many_batches_for_one_pool_are_encoded_anew_as_one_batch(
     header, frames = pool.recv()
     assert [t.task_id for t in decode_tasks(header, frames[1:])] == singles
     assert encoded == [singles]
+
+
+def test_cancels_inside_a_queued_batch_leave_the_rest_queued_in_order(
+        harness: Callable[..., Harness], encoded: list[list[int]]) -> None:
+    """A cancel takes tasks out of the middle of a batch queued as one run: they are answered
+    at once, and the tasks around them still leave in order, as slices of the batch."""
+    h = harness(prefetch=1)
+    front = h.front()
+    pool = h.pool("p1", node_ranks=(4,))
+    front.submit([make_task(i) for i in range(4)])  # fills the pool
+    first = pool.tasks()
+    front.submit([make_task(i) for i in range(10, 18)])  # one batch, queued: no room
+    deadline = time.monotonic() + 5
+    while h.value("queued") < 8 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    front.send(Cancel([12, 13, 16, 99]).encode())  # 99: not known yet
+    header, _ = front.message()
+    assert isinstance(decode_message(header), Cancelled)
+    assert decode_message(header).task_ids == [12, 13, 16] and h.value("queued") == 5
+    pool.answer(first)
+    got: list[int] = []
+    while len(got) < 5:
+        header, frames = pool.recv()
+        if header["k"] != "tasks":
+            continue
+        tasks = decode_tasks(header, frames[1:])
+        assert [bytes(t.data) for t in tasks] == [b"args%d" % t.task_id for t in tasks]
+        got += [t.task_id for t in tasks]
+        pool.answer(tasks)
+    assert got == [10, 11, 14, 15, 17] and encoded == []
+    assert h.value("queued") == 0
 
 
 def test_submit_socket_sends_tasks_only_and_results_go_to_the_main_socket(

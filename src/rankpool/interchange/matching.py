@@ -87,7 +87,7 @@ class TaskQueue:
         removed: list[int] = []
         for level in self._levels.values():
             for width, dq in level.items():
-                if not any(not task_ids.isdisjoint(run.ids) for _, run in dq):
+                if all(task_ids.isdisjoint(run.ids) for _, run in dq):
                     continue
                 kept: deque[Entry] = deque()
                 for seq, run in dq:
