@@ -66,8 +66,8 @@ def test_runs_of_a_batch_share_a_spec_and_leave_out_what_is_skipped() -> None:
     assert [i for r in runs for i in r.ids] == [t.task_id for t in tasks if t.task_id not in
                                                  (3, 4, 30)]
     for run in runs:
-        assert {tasks[k].spec for k in range(run.start, run.start + len(run))} == {run.spec}
-        assert _view(run.tasks()) == _view(tasks[run.start:run.start + len(run)])
+        assert {tasks[k].spec for k in range(run.start, run.start + len(run.ids))} == {run.spec}
+        assert _view(run.tasks()) == _view(tasks[run.start:run.start + len(run.ids)])
     plain = [Task(i, DEFAULT_SPEC, b"\x01" * 8, b"FN", b"d") for i in range(9)]
     [whole] = runs_of(_received(plain)[1])
     assert whole.ids == list(range(9)) and whole.start == 0

@@ -57,9 +57,9 @@ class TaskFuture(Future[Any]):
             # _waiters and _done_callbacks: made when first needed (see below)
         self.task_id = task_id
         self._engine = engine  # told when the future is cancelled
-        # the rest only where they differ from the class's defaults (most futures): each
-        # attribute costs a store per future (those settling sets are set here, so that
-        # settling adds none: a future's attributes then fit where they were first put)
+        # the rest only where they differ from the class's defaults (below): a store less
+        # per future for each that does not (what settling sets is set above, so that
+        # settling adds no attribute)
         if context is not None:
             self._context = context
         if results_all:

@@ -12,7 +12,7 @@ task.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
@@ -34,9 +34,6 @@ class Run:
     ids: list[int]
     spec: Spec
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
     def take(self, k: int) -> Run:
         """Cut off the first ``k`` tasks as a run of their own; this run keeps the rest."""
         head = Run(self.source, self.start, self.ids[:k], self.spec)
@@ -51,13 +48,8 @@ class Run:
     def without(self, drop: set[int]) -> list[tuple[int, Run]]:
         """The pieces of this run left when the tasks at ``drop`` (offsets into the run) are
         taken out, each with its first task's offset."""
-        pieces = []
-        for kept, group in groupby(range(len(self.ids)), lambda k: k not in drop):
-            if kept:
-                at = list(group)
-                pieces.append((at[0], Run(self.source, self.start + at[0],
-                                          self.ids[at[0]:at[-1] + 1], self.spec)))
-        return pieces
+        return [(i, Run(self.source, self.start + i, self.ids[i:j], self.spec))
+                for _, i, j in _spans(len(self.ids), lambda k: None if k in drop else 0)]
 
 
 def runs_of(batch: Received, skip: set[int] | None = None) -> list[Run]:
@@ -68,12 +60,17 @@ def runs_of(batch: Received, skip: set[int] | None = None) -> list[Run]:
     specs, ids = batch.specs, batch.ids
     index = batch.spec_index or [0] * batch.n
     skip = skip or set()
-    runs = []
-    for (kept, si), group in groupby(range(batch.n), lambda k: (k not in skip, index[k])):
-        if kept:
+    return [Run(batch, i, ids[i:j], specs[si])
+            for si, i, j in _spans(batch.n, lambda k: None if k in skip else index[k])]
+
+
+def _spans(n: int, key: Callable[[int], int | None]) -> Iterator[tuple[int, int, int]]:
+    """``(key, first, end)`` of each span of consecutive indexes below ``n`` that share a key;
+    indexes whose key is None are left out."""
+    for k, group in groupby(range(n), key):
+        if k is not None:
             at = list(group)
-            runs.append(Run(batch, at[0], ids[at[0]:at[-1] + 1], specs[si]))
-    return runs
+            yield k, at[0], at[-1] + 1
 
 
 def sliced(runs: Sequence[Run], most: int) -> list[tuple[int, Sequence[Any]]] | None:
