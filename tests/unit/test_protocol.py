@@ -16,13 +16,14 @@ from rankpool.protocol.batches import (
     decode_results,
     decode_tasks,
     encode_results,
+    encode_rows,
     encode_tasks,
     result_ids,
     split_results,
     task_ids,
 )
 from rankpool.protocol.messages import Register, check_versions, decode_message
-from rankpool.protocol.wire import decode_header
+from rankpool.protocol.wire import decode_header, message_size, under_cap
 from rankpool.task.resources import DEFAULT_SPEC, parse_spec
 
 
@@ -73,6 +74,21 @@ def test_task_batches_of_random_mixes_round_trip_with_tables_in_order_of_first_u
         assert [(t.task_id, t.spec, t.fn_digest, bytes(t.fn), bytes(t.data),
                  [bytes(b) for b in t.buffers]) for t in back] == \
             [(t.task_id, t.spec, t.fn_digest, t.fn, t.data, t.buffers) for t in tasks]
+        # the front-end's rows, given flat, make the same message
+        rows = [f for t in tasks for f in (t.task_id, t.spec, t.fn_digest, t.fn, t.data,
+                                           t.buffers)]
+        assert _frames(encode_rows(rows)) == frames
+
+
+def test_rows_over_the_cap_are_halved_at_row_boundaries():
+    rows = [f for i in range(10) for f in (i, DEFAULT_SPEC, b"\x01" * 16, b"FN", b"x" * 100, ())]
+    cap = message_size(encode_rows(rows[:6 * 3]))  # three tasks fit, four do not
+    parts = under_cap(rows, encode_rows, cap, 6)
+    assert all(len(part) % 6 == 0 and message_size(frames) <= cap for part, frames in parts)
+    ids = [task_ids(decode_header(frames[0]), _frames(frames)[1:]) for _, frames in parts]
+    assert [i for part in ids for i in part] == list(range(10)) and len(parts) == 4
+    one = rows[:6]  # a single task is sent as it is, whatever the cap
+    assert under_cap(one, encode_rows, 1, 6) == [(one, encode_rows(one))]
 
 
 def test_result_batch_round_trip_and_compact_records():
@@ -110,6 +126,19 @@ def test_split_results_gives_plain_values_only_when_every_result_is_one(odd):
     else:
         assert not ids and not datas and [r.task_id for r in full] == [0, 9, 1, 2]
         assert full == decode_results(header, rest)
+
+
+def test_values_that_are_all_the_same_bytes_split_as_one_object():
+    """A flood of tasks that return None: their values are one bytes object, not a slice
+    each; values of one length that differ are sliced as any others."""
+    same = encode_results([], ([1, 2, 3], [b"\x80\x05N.", b"\x80\x05N.", b"\x80\x05N."]))
+    header, rest = _split(_frames(same))
+    (ids, datas), full = split_results(header, rest)
+    assert (ids, datas, full) == ([1, 2, 3], [b"\x80\x05N."] * 3, [])
+    assert type(datas[0]) is bytes and datas[0] is datas[2]
+    header, rest = _split(_frames(encode_results([], ([1, 2], [b"ab", b"ac"]))))
+    (ids, datas), _ = split_results(header, rest)
+    assert list(map(bytes, datas)) == [b"ab", b"ac"]
 
 
 def test_values_encode_as_results_of_one_successful_outcome_each():

@@ -273,3 +273,31 @@ def test_plain_values_settle_futures_and_a_bad_one_fails_only_its_own():
     assert sorted(called) == [1, 1]  # ok's callback ran; the waiter saw whole done
     settle_values(cond, [ok], [1], [pickle.dumps("late")])  # a settled future stays as it was
     assert ok.result(0) == {"a": 1}
+
+
+def test_a_batch_of_none_values_settles_as_the_values_one_by_one_would():
+    """Every task returned None (the values are one bytes object): each future gets None, a
+    list of it with ``results_all``; a cancelled or settled future stays as it was, a task
+    whose future has gone is passed over, a waiter and done-callbacks hear of each."""
+    import threading
+    from concurrent.futures import ALL_COMPLETED, wait
+
+    from rankpool.frontends.settling import settle_values
+    from rankpool.frontends.task_future import TaskFuture
+    from rankpool.task.serialize import NONE
+    cond = threading.Condition()
+    plain, whole, cancelled, settled = (TaskFuture(i, None, cond) for i in (1, 2, 3, 4))
+    whole._results_all = True
+    cancelled.cancel()
+    settled.set_result("earlier")
+    called = []
+    plain.add_done_callback(lambda f: called.append(f.task_id))
+    waiter = threading.Thread(target=lambda: called.append(
+        len(wait([plain, whole], timeout=10, return_when=ALL_COMPLETED).done)))
+    waiter.start()
+    value = bytes(NONE)
+    settle_values(cond, [plain, whole, None, cancelled, settled], [1, 2, 5, 3, 4], [value] * 5)
+    waiter.join(10)
+    assert plain.result(0) is None and whole.result(0) == [None]
+    assert cancelled.cancelled() and settled.result(0) == "earlier"
+    assert sorted(called) == [1, 2]  # plain's callback ran; the waiter saw both done

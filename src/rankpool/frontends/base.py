@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
-from ..protocol.batches import Task
+from ..protocol.batches import TaskRow
 from ..shm.plane import FrontEndPlane
 from ..task.resources import Spec, parse_spec
 from .cancelling import cancel_all
@@ -98,7 +98,7 @@ class FrontEnd(_Submitter):
         self._send(task, future)
         return future
 
-    def _send(self, task: Task, future: TaskFuture) -> None:
+    def _send(self, task: TaskRow, future: TaskFuture) -> None:
         raise NotImplementedError
 
     def _set_broken(self, message: str, cause: BaseException | None = None) -> None:

@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import repeat, starmap
 from typing import Any
 
 import zmq
@@ -33,7 +34,7 @@ from ..errors import ProtocolError
 from ..interchange.config import InterchangeConfig
 from ..protocol import batches, wire
 from ..protocol import messages as protocol
-from ..protocol.batches import Result, Task, Values
+from ..protocol.batches import ROW, Result, TaskRow, Values
 from ..protocol.messages import SUBMIT_SUFFIX
 from ..protocol.wire import under_cap
 from ..sockets import readable
@@ -66,7 +67,8 @@ class InterchangeClient:
         #: told the ids of tasks the interchange dropped on a cancel (None: nobody listens)
         self.on_cancelled: Callable[[list[int]], Any] | None = None
         self.cancels: deque[int] = deque()  # tasks to drop, sent by the thread
-        self.inbox: deque[Task] = deque()
+        #: the fields of the tasks to send, row after row (``ROW`` a task: no object each)
+        self.inbox: deque[Any] = deque()
         self.ports: dict[str, int] = {}
         self.proc: subprocess.Popen[str] | None = None
         self.ctx = zmq.Context()
@@ -171,25 +173,25 @@ class InterchangeClient:
         return f"tcp://{host}:{self.ports['pool_port']}"
 
     # -- submit side ------------------------------------------------------------------------------
-    def submit(self, task: Task) -> None:
+    def submit(self, task: TaskRow) -> None:
         now = time.monotonic()
         lone = now - self._last_submit > LONE_GAP
         self._last_submit = now
         if lone and not self.inbox and self._send_now(task):
             return
-        self.inbox.append(task)
+        self.inbox.extend(task)  # one call: rows of several submitting threads never mix
         if self._idle:  # asleep in its poll: wake it once (it takes the whole inbox)
             self._idle = False
             self._wake()
 
-    def _send_now(self, task: Task) -> bool:
+    def _send_now(self, task: TaskRow) -> bool:
         """Send a lone task from the calling thread; False if the socket is busy or full."""
         if not self._submit_lock.acquire(blocking=False):
             return False
         try:
             if self.submit_sock is None:
                 return False
-            self.submit_sock.send_multipart(batches.encode_tasks([task]), zmq.NOBLOCK, copy=False)
+            self.submit_sock.send_multipart(batches.encode_rows(task), zmq.NOBLOCK, copy=False)
             return True
         except zmq.ZMQError:
             return False
@@ -253,15 +255,15 @@ class InterchangeClient:
             self.on_broken(f"the client thread failed: {exc!r}")
 
     def _send_batches(self) -> None:
-        inbox = self.inbox
-        while inbox:
-            batch = [inbox.popleft() for _ in range(min(BATCH, len(inbox)))]
-            self._send_batch(batch)
+        inbox, take = self.inbox, self.inbox.popleft
+        while len(inbox) >= ROW:  # whole rows only: a submit may be adding one
+            rows = list(starmap(take, repeat((), ROW * min(BATCH, len(inbox) // ROW))))
+            self._send_batch(rows)
 
-    def _send_batch(self, batch: list[Task]) -> None:
+    def _send_batch(self, rows: list[Any]) -> None:
         """One message, or halves of it while it is over the run's message cap (each task
         fits: the engine refused larger ones at submit)."""
-        for _, frames in under_cap(batch, batches.encode_tasks, self.config.max_message_size):
+        for _, frames in under_cap(rows, batches.encode_rows, self.config.max_message_size, ROW):
             self.sock.send_multipart(frames, copy=False)
 
     def cancel(self, task_ids: list[int]) -> None:

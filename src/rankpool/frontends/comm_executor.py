@@ -44,7 +44,7 @@ from ..mpi_pool.rank_losses import abort_for_stuck
 from ..mpi_pool.solo import Solo
 from ..mpi_pool.subcomms import discover_topology
 from ..mpi_pool.worker import Worker
-from ..protocol.batches import Task
+from ..protocol.batches import Task, TaskRow
 from ..task.initializer import dump_initializer
 from ..task.node_resources import apply_binding, device_ranks, node_resources
 from ..task.resources import Spec, check_fits
@@ -230,9 +230,9 @@ class CommExecutor(FrontEnd):
             return
         check_fits(spec, manager.widest, manager.largest_node, manager.devices)
 
-    def _send(self, task: Task, future: TaskFuture) -> None:
+    def _send(self, task: TaskRow, future: TaskFuture) -> None:
         assert self._root is not None
-        self._root.send(task)
+        self._root.send(Task(*task))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if not self.is_root:

@@ -21,7 +21,7 @@ from itertools import repeat
 from typing import Any
 
 from ..errors import BrokenPool, ManagerLost, MessageTooLarge
-from ..protocol.batches import Result, Task, Values
+from ..protocol.batches import Result, TaskRow, Values
 from ..protocol.messages import Lost
 from ..protocol.wire import MAX_MESSAGE_SIZE, message_size
 from ..shm.plane import FrontEndPlane
@@ -88,8 +88,10 @@ class Engine:
 
     def task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
              spec: Spec, *, wrap: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
-             carry_context: bool = True) -> tuple[Task, TaskFuture]:
-        """Serialize a task and register its future; the caller sends the task.
+             carry_context: bool = True) -> tuple[TaskRow, TaskFuture]:
+        """Serialize a task and register its future; the caller sends the task, given as a
+        :data:`~rankpool.protocol.batches.TaskRow` (no record object: in a flood, the futures
+        are what the caller's garbage collector walks, and little else).
 
         ``wrap`` replaces the function after its communicator parameter was checked (Parsl's
         multi-rank apps); ``carry_context``: done-callbacks run in the caller's
@@ -125,7 +127,7 @@ class Engine:
             self.forget(task_id, spec.num_ranks)
             raise MessageTooLarge(f"task {task_id} (its function and arguments)", size,
                                   self.max_message_size)
-        return Task(task_id, spec, digest, fn_bytes, data, buffers), future
+        return (task_id, spec, digest, fn_bytes, data, buffers), future
 
     def forget(self, task_id: int, num_ranks: int) -> None:
         """Drop a task refused after :meth:`task` registered it (its future never ran)."""
@@ -142,7 +144,9 @@ class Engine:
         ids, datas = values
         # a flood's values: one pass in C takes their futures, none builds a tuple per task
         plain = list(map(futures.pop, ids, repeat(None)))
-        wide = sum(f._num_ranks - 1 for f in plain if f is not None)
+        # with no multi-rank task pending (a multi-rank task is counted before it is sent, so
+        # before its result can come) none of these is one: no pass over them to count ranks
+        wide = sum(f._num_ranks - 1 for f in plain if f is not None) if self._wide else 0
         whole: list[tuple[TaskFuture, Result]] = []
         for result in results:
             future = futures.pop(result.task_id, None)

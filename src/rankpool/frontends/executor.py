@@ -29,7 +29,7 @@ from ..launchers.mpiexec import find_mpiexec
 from ..launchers.provider_blocks import ProviderBlocks
 from ..launchers.shape import block_shape, local_shape
 from ..protocol import messages as protocol
-from ..protocol.batches import Task
+from ..protocol.batches import TaskRow
 from ..protocol.messages import RefusalCause
 from ..protocol.wire import MAX_MESSAGE_SIZE, check_max_message_size
 from ..shm.plane import check_cap, choose_shared_memory
@@ -173,7 +173,7 @@ class Executor(FrontEnd):
     def _check_spec(self, spec: Spec) -> None:
         check_fits(spec, self.widest, self.largest_node, self.devices)
 
-    def _send(self, task: Task, future: TaskFuture) -> None:
+    def _send(self, task: TaskRow, future: TaskFuture) -> None:
         self.client.submit(task)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -81,6 +81,11 @@ def settle_values(condition: threading.Condition, futures: Sequence[TaskFuture |
     collector has to walk, and little else."""
     ready: list[TaskFuture] = []
     values: list[Any] = []
+    if datas and datas[0] == NONE and datas.count(datas[0]) == len(datas):
+        # every task returned None (a batch of them shares one bytes object: split_results)
+        ready = [f for f in futures if f is not None and f._state not in DONE]
+        values = [[None] if f._results_all else None for f in ready]
+        datas = ()  # nothing left to read
     for future, task_id, data in zip(futures, ids, datas):
         if future is None or future._state in DONE:
             continue

@@ -178,6 +178,13 @@ def _column_check(column: list[int], low: int, high: float, what: str) -> None:
         raise ProtocolError(f"{what} out of range [{low}, {high}) in a batch")
 
 
+#: a task as its fields in :class:`Task`'s order, a plain tuple (what the front-end's engine
+#: makes: a flood's tasks then leave the caller's garbage collector no object each to walk)
+TaskRow = tuple[int, Spec, bytes, Buffer, Buffer, Sequence[Buffer]]
+#: fields of one task in a flat sequence of rows (:func:`encode_rows`)
+ROW = 6
+
+
 def encode_tasks(tasks: Sequence[Task], kind: str = "tasks") -> Frames:
     """One message for many tasks.
 
@@ -185,22 +192,37 @@ def encode_tasks(tasks: Sequence[Task], kind: str = "tasks") -> Frames:
     specifications; each task is a record ``task_id, function, spec, data length, buffers``,
     so a flood of tasks for one function carries the function once.
     """
+    return _encode([t.task_id for t in tasks], [t.spec for t in tasks],
+                   [t.fn_digest for t in tasks], [t.fn for t in tasks],
+                   [t.data for t in tasks], [t.buffers for t in tasks], kind)
+
+
+def encode_rows(rows: Sequence[Any]) -> Frames:
+    """:func:`encode_tasks` for tasks given as :data:`TaskRow` fields one after another in one
+    flat sequence (``ROW`` per task: one row, or the front-end's inbox taken as a list)."""
+    return _encode(rows[0::ROW], rows[1::ROW], rows[2::ROW], rows[3::ROW], rows[4::ROW],
+                   rows[5::ROW], "tasks")
+
+
+def _encode(ids: Sequence[int], specs: Sequence[Spec], digests: Sequence[bytes],
+            fns: Sequence[Buffer], data: Sequence[Buffer], buffers: Sequence[Sequence[Buffer]],
+            kind: str) -> Frames:
+    """The batch of the tasks given as columns of their fields."""
     fn_index: dict[bytes, int] = {}
     spec_index: dict[Spec, int] = {}
     fn_table: list[list[Any]] = []
     spec_table: list[Any] = []
     head: list[Buffer] = []
-    data: list[Buffer] = []
     big: list[Buffer] = []
     records: list[int] = []
     last_spec, last_si = None, 0
-    for t in tasks:
-        fi = fn_index.get(t.fn_digest)
+    for task_id, spec, digest, fn, size, bufs in zip(ids, specs, digests, fns, map(len, data),
+                                                     buffers):
+        fi = fn_index.get(digest)
         if fi is None:
-            fi = fn_index[t.fn_digest] = len(fn_table)
-            fn_table.append([t.fn_digest.hex(), len(t.fn)])
-            head.append(t.fn)
-        spec = t.spec
+            fi = fn_index[digest] = len(fn_table)
+            fn_table.append([digest.hex(), len(fn)])
+            head.append(fn)
         if spec is last_spec:  # a batch's tasks mostly share one Spec: no hash
             si = last_si
         else:
@@ -210,11 +232,10 @@ def encode_tasks(tasks: Sequence[Task], kind: str = "tasks") -> Frames:
                 spec_table.append(spec.to_wire())
             si = last_si = found
             last_spec = spec
-        records += (t.task_id, fi, si, len(t.data), len(t.buffers))
-        data.append(t.data)
-        if t.buffers:
-            big.extend(t.buffers)
-    header = {"k": kind, "n": len(tasks), "f": fn_table, "s": spec_table}
+        records += (task_id, fi, si, size, len(bufs))
+        if bufs:
+            big.extend(bufs)
+    header = {"k": kind, "n": len(ids), "f": fn_table, "s": spec_table}
     return [encode_header(header), b"".join([pack_ints(records), *head, *data]), *big]
 
 
@@ -362,13 +383,20 @@ def split_results(header: dict[str, Any],
 
     When every result is one successful outcome without buffers (a flood of small tasks),
     ``values`` holds them in columns (ids, and the values as slices of the batch) and no
-    :class:`Result` is built; otherwise ``results`` holds them all.
+    :class:`Result` is built; otherwise ``results`` holds them all. Where every value is
+    the same bytes (a flood of tasks that return None), they are one ``bytes`` object.
     """
     columns, pos = _rows(header, frames)
     flags = columns[2]
     if len(frames) > 1 or flags.count(OK) != len(flags):
         return NO_VALUES, _results(columns, pos, frames)
-    bounds = list(accumulate(columns[3], initial=pos))
+    lengths, n = columns[3], len(flags)
+    if n and lengths.count(lengths[0]) == n:
+        size = lengths[0]
+        first = bytes(frames[0][pos:pos + size])
+        if frames[0][pos:pos + size * n] == first * n:
+            return (columns[0], [first] * n), []
+    bounds = list(accumulate(lengths, initial=pos))
     cut = memoryview(frames[0]).__getitem__
     return (columns[0], list(map(cut, map(slice, bounds, bounds[1:])))), []
 

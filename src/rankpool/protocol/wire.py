@@ -48,15 +48,16 @@ def message_size(frames: Sequence[Any]) -> int:
 
 
 def under_cap(items: list[T], encode: Callable[[list[T]], Sequence[Any]],
-              cap: int) -> list[tuple[list[T], Sequence[Any]]]:
+              cap: int, step: int = 1) -> list[tuple[list[T], Sequence[Any]]]:
     """``items`` encoded as one message, or halves of them while that is over ``cap`` bytes
     (a single item is sent as it is: the sender refused larger ones before); each part with
-    its items."""
+    its items. ``step``: an item is that many entries of ``items`` (rows given flat)."""
     frames = encode(items)
-    if len(items) == 1 or message_size(frames) <= cap:
+    if len(items) <= step or message_size(frames) <= cap:
         return [(items, frames)]
-    half = len(items) // 2
-    return under_cap(items[:half], encode, cap) + under_cap(items[half:], encode, cap)
+    half = len(items) // step // 2 * step
+    return under_cap(items[:half], encode, cap, step) + \
+        under_cap(items[half:], encode, cap, step)
 
 
 def decode_header(frame: Buffer) -> dict[str, Any]:

@@ -278,7 +278,7 @@ class ExtremeScaleExecutor(PoolViews, BlockHooks, RepresentationMixin):
         task, future = self._engine.task(func, args, kwargs, spec, carry_context=False,
                                          wrap=self._reraising if spec.num_ranks > 1 else None)
         # the attribute Parsl's DataFlowKernel reads off an executor's futures
-        future.parsl_executor_task_id = task.task_id  # type: ignore[attr-defined]
+        future.parsl_executor_task_id = future.task_id  # type: ignore[attr-defined]
         self._client.submit(task)
         return future
 
