@@ -115,3 +115,18 @@ def test_an_unloadable_function_is_left_to_run_next(worker: Worker) -> None:
     [(task_id, _, ok, _, _, _, _)] = worker.done
     assert (task_id, ok) == (1, False)
 
+
+
+def takes_comm(comm: Any = None) -> Any:
+    return comm.Get_size(), comm is MPI.COMM_SELF
+
+
+def test_calls_without_arguments_run_as_the_front_end_sends_them(worker: Worker) -> None:
+    """The front-end's one pickle for a call without arguments is read without unpickling:
+    each call gets arguments of its own, and ``comm`` still goes in."""
+    from rankpool.task.serialize import NO_ARGUMENTS
+    digest, payload = FunctionPickler().dumps(takes_comm)
+    entry = ([1, 2, 3], (0,), False, None, digest, payload, [NO_ARGUMENTS] * 3, 0, None, 0, ())
+    worker.queue.extend((item, ()) for item in expand(entry))
+    assert run_plain(worker) == 2 and run_plain(worker) == 1
+    assert [loads_data(v) for v in worker.values] == [(1, True)] * 3

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextvars
 import itertools
 import logging
-import pickle
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
@@ -26,7 +25,7 @@ from ..protocol.messages import Lost
 from ..protocol.wire import MAX_MESSAGE_SIZE, message_size
 from ..shm.plane import FrontEndPlane
 from ..task.resources import Spec
-from ..task.serialize import FunctionPickler, dumps_data
+from ..task.serialize import NO_ARGUMENTS, FunctionPickler, dumps_data
 from .cancelling import ask_cancel
 from .settling import fail_all, settle, settle_values, unread
 from .task_future import TaskFuture
@@ -36,10 +35,6 @@ log = logging.getLogger(__name__)
 
 #: bytes a task's record and header take in a message besides its function and arguments
 _TASK_RECORD = 4096
-
-#: the pickle of a call without arguments
-_NO_ARGUMENTS = pickle.dumps(((), {}), protocol=5)
-
 
 class Engine:
     """The futures of one front-end, and the one path every task takes through them.
@@ -103,7 +98,7 @@ class Engine:
         if args or kwargs:
             data, buffers = dumps_data((args, kwargs), "the task's arguments")
         else:
-            data, buffers = _NO_ARGUMENTS, ()
+            data, buffers = NO_ARGUMENTS, ()
         task_id = next(self._ids)
         context: contextvars.Context | None = None
         if carry_context:

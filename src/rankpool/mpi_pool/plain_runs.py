@@ -4,7 +4,8 @@ A flood's tasks reach a rank in runs (:func:`.subcomms.expand`): 1-rank tasks of
 and one spec, without buffers. Most of them also have no env, cwd or walltime and are not
 application tasks. :func:`run_plain` runs such tasks one after another in one loop. It does
 for each what :meth:`.Worker.run_next` does: tells the keeper the task's id, unpickles the
-arguments, injects ``comm`` (``COMM_SELF``), lets an interrupt into the task, guards against
+arguments (those of a call without any are the one pickle the front-end sends for them, and
+need none), injects ``comm`` (``COMM_SELF``), lets an interrupt into the task, guards against
 a fork made inside it, and records its value in the report's columns or its error as
 :mod:`.user_code` words it. It skips what such a task does not need: the function's look-up,
 the branches for other kinds of task, and the worker loop's turn between tasks.
@@ -26,7 +27,7 @@ from mpi4py import MPI
 
 from ..protocol.wire import Buffer
 from ..task.injection import inject
-from ..task.serialize import NONE, dumps_data
+from ..task.serialize import NO_ARGUMENTS, NONE, dumps_data
 from .subcomms import MESSAGE_BYTES
 from .user_code import failure, leave_if_forked
 
@@ -69,7 +70,8 @@ def run_plain(worker: Worker) -> int:
         if link is not None:
             link.task(item.task_id)
         try:
-            args, kwargs = loads(item.data)
+            data = item.data
+            args, kwargs = ((), {}) if data == NO_ARGUMENTS else loads(data)
             args, kwargs = inject(position, args, kwargs, MPI.COMM_SELF)
             if interrupts is not None:
                 interrupts.in_task = True

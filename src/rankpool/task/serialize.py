@@ -257,6 +257,9 @@ def _function_parts(fn: Any) -> list[tuple[str, Any]]:
 #: a ``None`` value, pickled: what most tasks run for their side effects return (a rank sends
 #: it and the front-end reads it without pickling either way)
 NONE = pickle.dumps(None, protocol=5)
+#: the arguments of a call without any, pickled: the front-end sends this one object for every
+#: such task, and a rank running a flood of them needs no unpickling for it
+NO_ARGUMENTS = pickle.dumps(((), {}), protocol=5)
 
 
 def loads_data(data: Buffer, buffers: Sequence[Buffer] = (), only_reader: bool = False) -> Any:
