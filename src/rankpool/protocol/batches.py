@@ -377,6 +377,10 @@ def decode_results(header: dict[str, Any], frames: Sequence[Buffer]) -> list[Res
     return _results(columns, pos, frames)
 
 
+#: longest value :func:`split_results` looks for as the same in every result of a batch
+_SAME_AT_MOST = 64
+
+
 def split_results(header: dict[str, Any],
                   frames: Sequence[Buffer]) -> tuple[Values, list[Result]]:
     """A result batch as ``(values, results)``, checked as :func:`decode_results` checks it.
@@ -384,14 +388,14 @@ def split_results(header: dict[str, Any],
     When every result is one successful outcome without buffers (a flood of small tasks),
     ``values`` holds them in columns (ids, and the values as slices of the batch) and no
     :class:`Result` is built; otherwise ``results`` holds them all. Where every value is
-    the same bytes (a flood of tasks that return None), they are one ``bytes`` object.
+    the same few bytes (a flood of tasks that return None), they are one ``bytes`` object.
     """
     columns, pos = _rows(header, frames)
     flags = columns[2]
     if len(frames) > 1 or flags.count(OK) != len(flags):
         return NO_VALUES, _results(columns, pos, frames)
     lengths, n = columns[3], len(flags)
-    if n and lengths.count(lengths[0]) == n:
+    if n and lengths[0] <= _SAME_AT_MOST and lengths.count(lengths[0]) == n:
         size = lengths[0]
         first = bytes(frames[0][pos:pos + size])
         if frames[0][pos:pos + size * n] == first * n:
