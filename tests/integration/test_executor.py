@@ -237,6 +237,28 @@ def test_map_keeps_order_including_through_views(ex4: Executor) -> None:
     assert list(ex4.map(pow, [2, 3], [3, 2])) == [8, 9]
 
 
+@pytest.mark.timeout(120)
+def test_threads_submitting_at_once_each_get_their_own_results(ex4: Executor) -> None:
+    """Floods from several threads at once share the client's inbox: every task arrives
+    whole (its function, spec and arguments its own), every future gets its own value."""
+    got: dict[int, list[Any]] = {}
+
+    def flood(t: int) -> None:
+        wide = ex4.requirements(num_ranks=2)
+        futures = [(wide.submit(simulate, i) if i % 500 == 0 else ex4.submit(pow, t, i % 7))
+                   for i in range(3000)]
+        got[t] = [f.result(timeout=60) for f in futures]
+
+    threads = [threading.Thread(target=flood, args=(t,)) for t in range(2, 6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(100)
+    assert sorted(got) == [2, 3, 4, 5]
+    for t, values in got.items():
+        assert values == [2 * i if i % 500 == 0 else t ** (i % 7) for i in range(3000)]
+
+
 @pytest.mark.timeout(60)
 def test_futures_carry_task_id_and_label(ex4: Executor) -> None:
     futures = [ex4.submit(square, i) for i in range(5)]
