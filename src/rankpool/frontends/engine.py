@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 #: bytes a task's record and header take in a message besides its function and arguments
 _TASK_RECORD = 4096
 
+
 class Engine:
     """The futures of one front-end, and the one path every task takes through them.
 
