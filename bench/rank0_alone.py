@@ -41,6 +41,16 @@ from builds import parse_build  # noqa: E402
 BATCH = 1024
 
 
+def _encode_results() -> Any:
+    """``encode_results`` of the build on the path (in ``protocol.result_batches`` since round
+    12, in ``protocol.batches`` before)."""
+    try:
+        from rankpool.protocol.result_batches import encode_results
+    except ImportError:
+        from rankpool.protocol.batches import encode_results  # type: ignore[attr-defined,no-redef]
+    return encode_results
+
+
 def _messages(batches: int) -> list[list[bytes]]:
     """``batches`` task batches of ``BATCH`` no-op tasks, as the interchange sends them."""
     from suite_tasks import noop
@@ -85,6 +95,7 @@ def rank_0(batches: int) -> float:
     from rankpool.protocol import batches as wire_batches
     from rankpool.protocol import wire
 
+    encode_results = _encode_results()
     comm = MPI.COMM_WORLD
     settle_for_service()
     if comm.Get_rank():
@@ -96,7 +107,7 @@ def rank_0(batches: int) -> float:
 
     def take() -> int:
         values, results = manager.take_completed()
-        wire_batches.encode_results(results, values)
+        encode_results(results, values)
         return len(values) + len(results)
 
     before = resource.getrusage(resource.RUSAGE_SELF)
@@ -149,6 +160,7 @@ def stand_ins(batches: int) -> dict[str, float]:
     from rankpool.protocol import batches as wire_batches
     from rankpool.protocol import wire
 
+    encode_results = _encode_results()
     messages = _messages(batches)
     manager = _manager(MPI.COMM_WORLD, 2)
     manager.outbox = outbox = _Outbox()
@@ -191,7 +203,7 @@ def stand_ins(batches: int) -> dict[str, float]:
                 spent["reports"] += clock() - t0
         t0 = clock()
         values, results = manager.take_completed()
-        wire_batches.encode_results(results, values)
+        encode_results(results, values)
         spent["result batch"] = clock() - t0
         if m >= warm:
             for step in STEPS:

@@ -20,7 +20,7 @@ import time
 import zmq
 
 from rankpool._version import __version__
-from rankpool.protocol.batches import OK, task_ids
+from rankpool.protocol.batches import task_ids
 from rankpool.protocol.messages import (
     PROTOCOL_VERSION,
     PYTHON_VERSION,
@@ -28,6 +28,11 @@ from rankpool.protocol.messages import (
     Register,
 )
 from rankpool.protocol.wire import encode_header, pack_ints
+
+try:  # the result batches' module since round 12 (older builds: protocol.batches)
+    from rankpool.protocol.result_batches import OK
+except ImportError:
+    from rankpool.protocol.batches import OK  # type: ignore[attr-defined,no-redef]
 
 #: sockets one pool-host process opens at most (2 descriptors each; the limit here is 20,000)
 POOLS_PER_HOST = 2500

@@ -36,8 +36,9 @@ from rankpool import security as _security  # noqa: F401
 from rankpool._version import __version__
 from rankpool.frontends import client as _client  # noqa: F401  (the status command needs it)
 from rankpool.launchers import rundir as _rundir  # noqa: F401
-from rankpool.protocol.batches import Outcome, Result, Task, encode_results, encode_tasks
+from rankpool.protocol.batches import Task, encode_tasks
 from rankpool.protocol.messages import PROTOCOL_VERSION, PYTHON_VERSION, Cancel, Command, Register
+from rankpool.protocol.result_batches import Outcome, Result, encode_results
 from rankpool.protocol.wire import decode_header
 from rankpool.task.resources import parse_spec
 

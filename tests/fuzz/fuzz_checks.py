@@ -25,8 +25,9 @@ from typing import Any
 from fuzz_messages import Case
 
 from rankpool.errors import ProtocolError
-from rankpool.protocol.batches import decode_results, decode_tasks
+from rankpool.protocol.batches import decode_tasks
 from rankpool.protocol.messages import decode_message
+from rankpool.protocol.result_batches import decode_results
 from rankpool.protocol.wire import decode_header
 
 #: a case that runs longer than this is a hang

@@ -18,13 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rankpool._version import __version__
-from rankpool.protocol.batches import (
-    Outcome,
-    Result,
-    Task,
-    encode_results,
-    encode_tasks,
-)
+from rankpool.protocol.batches import Task, encode_tasks
 from rankpool.protocol.messages import (
     MESSAGES,
     PROTOCOL_VERSION,
@@ -42,6 +36,7 @@ from rankpool.protocol.messages import (
     Reply,
     Stop,
 )
+from rankpool.protocol.result_batches import Outcome, Result, encode_results
 from rankpool.task.resources import parse_spec
 
 CHANNELS = ("pool", "client", "command", "to_pool", "to_front")

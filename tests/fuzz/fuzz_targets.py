@@ -29,8 +29,9 @@ from rankpool.frontends.client import InterchangeClient
 from rankpool.interchange import Interchange, InterchangeConfig
 from rankpool.interchange.client_link import ClientLink
 from rankpool.mpi_pool.config import PoolConfig
-from rankpool.protocol.batches import Result, Task, Values, encode_tasks
+from rankpool.protocol.batches import Task, encode_tasks
 from rankpool.protocol.messages import Lost, Refused
+from rankpool.protocol.result_batches import Result, Values
 from rankpool.protocol.wire import decode_header
 from rankpool.task.resources import Spec
 

@@ -18,7 +18,8 @@ from fuzz_messages import Case
 from fuzz_targets import ClientTarget, InterchangeTarget, PoolTarget
 
 from rankpool.errors import ProtocolError
-from rankpool.protocol.batches import decode_results, decode_tasks
+from rankpool.protocol.batches import decode_tasks
+from rankpool.protocol.result_batches import decode_results
 from rankpool.protocol.wire import decode_header, pack_ints
 
 DEEP = b'{"k":"heartbeat","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"

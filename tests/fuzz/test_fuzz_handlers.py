@@ -67,7 +67,7 @@ def test_results_of_one_drain_reach_the_front_end_as_one_message() -> None:
     and out-of-band frames of both pools' batches, in order."""
     from fuzz_messages import as_bytes, result
 
-    from rankpool.protocol.batches import decode_results, encode_results
+    from rankpool.protocol.result_batches import decode_results, encode_results
     from rankpool.protocol.wire import decode_header
 
     target: Any = InterchangeTarget(0)
@@ -92,7 +92,7 @@ def test_the_interchange_target_is_live() -> None:
     """The target really routes: its tasks are in flight, a valid result reaches the front-end."""
     from fuzz_messages import as_bytes, result
 
-    from rankpool.protocol.batches import encode_results, result_ids
+    from rankpool.protocol.result_batches import encode_results, result_ids
     from rankpool.protocol.wire import decode_header
 
     target: Any = InterchangeTarget(0)

@@ -26,13 +26,9 @@ from fuzz_checks import captured, known_bug
 from fuzz_messages import Mutator, as_bytes, corpus, register, result, task
 
 from rankpool.interchange import Interchange, InterchangeConfig
-from rankpool.protocol.batches import (
-    decode_tasks,
-    encode_results,
-    encode_tasks,
-    result_ids,
-)
+from rankpool.protocol.batches import decode_tasks, encode_tasks
 from rankpool.protocol.messages import Command, Heartbeat, decode_message
+from rankpool.protocol.result_batches import encode_results, result_ids
 from rankpool.protocol.wire import decode_header
 from rankpool.security import CurveKeys, client_curve, make_keys
 

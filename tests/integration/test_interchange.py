@@ -28,16 +28,7 @@ from rankpool.interchange import pools as pools_module
 from rankpool.interchange.matching import RoomIndex, TaskQueue, match
 from rankpool.interchange.plumbing import BACKLOG
 from rankpool.interchange.pools import BEATS_PER_S, Pool, PoolTable, beat_interval, check_capacity
-from rankpool.protocol.batches import (
-    Outcome,
-    Result,
-    Task,
-    decode_tasks,
-    encode_results,
-    encode_tasks,
-    receive_tasks,
-    result_ids,
-)
+from rankpool.protocol.batches import Task, decode_tasks, encode_tasks, receive_tasks
 from rankpool.protocol.messages import (
     PROTOCOL_VERSION,
     PYTHON_VERSION,
@@ -58,6 +49,7 @@ from rankpool.protocol.messages import (
     Stop,
     decode_message,
 )
+from rankpool.protocol.result_batches import Outcome, Result, encode_results, result_ids
 from rankpool.protocol.task_slices import runs_of
 from rankpool.protocol.wire import decode_header, encode_header
 from rankpool.task.resources import DEFAULT_SPEC, parse_spec

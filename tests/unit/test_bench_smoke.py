@@ -119,7 +119,8 @@ def test_scale_sim_arguments_and_table(tmp_path: Path) -> None:
 def test_scale_sim_result_batches_decode() -> None:
     """The simulated pools answer in the real result-batch format."""
     sim_front, sim_roles = load("sim_front"), load("sim_roles")
-    from rankpool.protocol.batches import decode_results, encode_tasks, task_ids
+    from rankpool.protocol.batches import encode_tasks, task_ids
+    from rankpool.protocol.result_batches import decode_results
     from rankpool.protocol.wire import decode_header
     frames = encode_tasks(sim_front._tasks(10, 3))
     ids = task_ids(decode_header(frames[0]), frames[1:])

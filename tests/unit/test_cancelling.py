@@ -11,7 +11,7 @@ from rankpool.errors import TaskCancelled
 from rankpool.frontends.cancelling import cancel_all
 from rankpool.frontends.engine import Engine
 from rankpool.frontends.task_future import TaskFuture
-from rankpool.protocol.batches import NO_VALUES, Outcome, Result
+from rankpool.protocol.result_batches import NO_VALUES, Outcome, Result
 from rankpool.task.resources import parse_spec
 from rankpool.task.serialize import dumps_data, dumps_error
 

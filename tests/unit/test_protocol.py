@@ -8,21 +8,17 @@ from raw_batches import raw_results, raw_tasks
 from rankpool._version import __version__
 from rankpool.errors import ProtocolError
 from rankpool.protocol import messages as protocol
-from rankpool.protocol.batches import (
+from rankpool.protocol.batches import Task, decode_tasks, encode_rows, encode_tasks, task_ids
+from rankpool.protocol.messages import Register, check_versions, decode_message
+from rankpool.protocol.result_batches import (
     Outcome,
     Result,
-    Task,
     check_results,
     decode_results,
-    decode_tasks,
     encode_results,
-    encode_rows,
-    encode_tasks,
     result_ids,
     split_results,
-    task_ids,
 )
-from rankpool.protocol.messages import Register, check_versions, decode_message
 from rankpool.protocol.wire import decode_header, message_size, under_cap
 from rankpool.task.resources import DEFAULT_SPEC, parse_spec
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rankpool.errors import MessageTooLarge
 from rankpool.mpi_pool.result_sizes import fit_results, result_size
-from rankpool.protocol.batches import Outcome, Result
+from rankpool.protocol.result_batches import Outcome, Result
 from rankpool.task.serialize import dumps_data, loads_error
 
 MB = 1 << 20

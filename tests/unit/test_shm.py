@@ -18,7 +18,7 @@ from rankpool.errors import SharedMemoryError
 from rankpool.frontends.settling import settle
 from rankpool.frontends.task_future import TaskFuture
 from rankpool.mpi_pool.config import PoolConfig, parse
-from rankpool.protocol.batches import Outcome, Result
+from rankpool.protocol.result_batches import Outcome, Result
 from rankpool.shm import arena as shm
 from rankpool.shm import reader as shm_reader
 from rankpool.shm import run as shm_run

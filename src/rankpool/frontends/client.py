@@ -32,10 +32,11 @@ import zmq
 
 from ..errors import ProtocolError
 from ..interchange.config import InterchangeConfig
-from ..protocol import batches, wire
+from ..protocol import batches, result_batches, wire
 from ..protocol import messages as protocol
-from ..protocol.batches import ROW, Result, TaskRow, Values
+from ..protocol.batches import ROW, TaskRow
 from ..protocol.messages import SUBMIT_SUFFIX
+from ..protocol.result_batches import Result, Values
 from ..protocol.wire import under_cap
 from ..sockets import readable
 
@@ -303,7 +304,7 @@ class InterchangeClient:
     def _handle(self, frames: list[Any]) -> None:
         header = wire.decode_header(frames[0].buffer)
         if header["k"] == "results":
-            self.on_results(*batches.split_results(header, [f.buffer for f in frames[1:]]))
+            self.on_results(*result_batches.split_results(header, [f.buffer for f in frames[1:]]))
             return
         msg = protocol.decode_message(header)
         if isinstance(msg, protocol.Lost):

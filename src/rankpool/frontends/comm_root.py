@@ -21,7 +21,8 @@ from ..errors import ExecutorShutdown
 from ..mpi_pool.backoff import Backoff, BackoffConfig, tighten_timer_slack
 from ..mpi_pool.manager import Manager
 from ..mpi_pool.solo import Solo
-from ..protocol.batches import NO_VALUES, Task
+from ..protocol.batches import Task
+from ..protocol.result_batches import NO_VALUES
 from .engine import Engine
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,9 @@ from itertools import repeat
 from typing import Any
 
 from ..errors import BrokenPool, ManagerLost, MessageTooLarge
-from ..protocol.batches import Result, TaskRow, Values
+from ..protocol.batches import TaskRow
 from ..protocol.messages import Lost
+from ..protocol.result_batches import Result, Values
 from ..protocol.wire import MAX_MESSAGE_SIZE, message_size
 from ..shm.plane import FrontEndPlane
 from ..task.resources import Spec

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from ..interchange.config import InterchangeConfig
 from ..launchers.rundir import make_run_dir, write_interchange_info
 from ..mpi_pool.config import PoolConfig
-from ..protocol.batches import Result, Values
 from ..protocol.messages import Lost, Refused
+from ..protocol.result_batches import Result, Values
 from ..protocol.wire import MAX_MESSAGE_SIZE
 from ..shm.plane import FrontEndPlane, closed_on_failure, shm_options
 from ..task.node_resources import NodeResources

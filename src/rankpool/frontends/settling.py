@@ -14,7 +14,7 @@ from pickle import loads
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SerializationError, SharedMemoryError, TaskCancelled
-from ..protocol.batches import Result
+from ..protocol.result_batches import Result
 from ..protocol.wire import Buffer
 from ..shm.reader import discard
 from ..task.serialize import NONE, add_note, exception_text, loads_data, loads_error

@@ -16,7 +16,7 @@ from typing import Any
 
 import zmq
 
-from ..protocol.batches import join_results
+from ..protocol.result_batches import join_results
 from ..protocol.wire import MAX_MESSAGE_SIZE, message_size
 from .plumbing import Throttle, send_routed
 

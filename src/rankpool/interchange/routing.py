@@ -15,16 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ProtocolError
-from ..protocol.batches import (
-    check_results,
-    decode_results,
-    encode_results,
-    encode_tasks,
-    receive_tasks,
-    result_ids,
-    task_ids,
-)
+from ..protocol.batches import encode_tasks, receive_tasks, task_ids
 from ..protocol.messages import Lost, LostCause
+from ..protocol.result_batches import check_results, decode_results, encode_results, result_ids
 from ..protocol.task_slices import runs_of, sliced
 from ..protocol.wire import Buffer, decode_header, under_cap
 from .cancels import drop_cancelled

@@ -46,7 +46,8 @@ from typing import Any
 from mpi4py import MPI
 
 from ..errors import InsufficientRanks
-from ..protocol.batches import Outcome, Result, Task
+from ..protocol.batches import Task
+from ..protocol.result_batches import Outcome, Result
 from ..protocol.wire import Buffer
 from ..task.resources import DeviceCapacity, Spec
 from .comm_cache import DEFAULT_SIZE as COMM_CACHE

@@ -20,7 +20,8 @@ from itertools import repeat
 from mpi4py import MPI
 
 from ..errors import StuckRanksError, TaskCancelled, TaskTimeout
-from ..protocol.batches import Outcome, Result, Task, Values
+from ..protocol.batches import Task
+from ..protocol.result_batches import Outcome, Result, Values
 from ..protocol.wire import Buffer
 from ..shm.reader import discard
 from ..task.serialize import dumps_error, error_summary
@@ -227,7 +228,8 @@ class TaskOutcomes:
 
     def take_completed(self) -> tuple[Values, list[Result]]:
         """What finished since the last call: ``(values, results)``, as
-        :func:`~rankpool.protocol.batches.encode_results` and ``Engine.resolve`` take them."""
+        :func:`~rankpool.protocol.result_batches.encode_results` and ``Engine.resolve`` take
+        them."""
         values, results = (self.value_ids, self.value_datas), self.completed
         self.value_ids, self.value_datas, self.completed = [], [], []
         return values, results

@@ -38,7 +38,7 @@ from mpi4py import MPI
 
 from ..errors import ProtocolError
 from ..exit_codes import ExitCode
-from ..protocol import batches, wire
+from ..protocol import batches, result_batches, wire
 from ..protocol import messages as protocol
 from ..sockets import readable
 from ..task.node_resources import device_ranks
@@ -283,14 +283,14 @@ class RankZero:
     def _send_results(self, now: float) -> None:
         values, done = self.mpi.take_completed()
         self.first_done = 0.0
-        frames = batches.encode_results(done, values)
+        frames = result_batches.encode_results(done, values)
         if wire.message_size(frames) <= self.cfg.max_message_size:
             self.sock.send_multipart(frames, copy=False)
         else:  # rare: never send what the interchange's socket would refuse
-            done += [batches.Result(task_id, [batches.Outcome(0, True, data)])
+            done += [result_batches.Result(task_id, [result_batches.Outcome(0, True, data)])
                      for task_id, data in zip(*values)]
             for group in fit_results(done, self.cfg.max_message_size):
-                self.sock.send_multipart(batches.encode_results(group), copy=False)
+                self.sock.send_multipart(result_batches.encode_results(group), copy=False)
         self.last_sent = now
 
     def pool_deaths(self) -> None:

@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 
 from mpi4py import MPI
 
-from ..protocol.batches import Outcome, Task
+from ..protocol.batches import Task
+from ..protocol.result_batches import Outcome
 from ..task.serialize import dumps_error
 from ..wording import describe_exit
 from .deaths import Death, lost_error

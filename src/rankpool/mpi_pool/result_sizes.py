@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import MessageTooLarge
-from ..protocol.batches import Outcome, Result
+from ..protocol.result_batches import Outcome, Result
 from ..task.serialize import dumps_error
 
 #: bytes a result's record and header take besides its data and buffers (a generous bound)

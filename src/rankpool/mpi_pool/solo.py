@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from mpi4py import MPI
 
-from ..protocol.batches import Outcome, Result, Task
+from ..protocol.batches import Task
+from ..protocol.result_batches import Outcome, Result
 from .subcomms import WorkItem
 from .task_setting import setting_of
 from .worker import Worker

@@ -18,7 +18,8 @@ from itertools import groupby
 from typing import Any
 
 from ..task.resources import Spec
-from .batches import WIDTH, Received, Task
+from .batches import Received, Task
+from .records import WIDTH
 from .wire import INT_SIZE, encode_header
 
 #: record table bytes per task
