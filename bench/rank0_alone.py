@@ -108,7 +108,9 @@ def rank_0(batches: int) -> float:
     def take() -> int:
         values, results = manager.take_completed()
         encode_results(results, values)
-        return len(values) + len(results)
+        # values: two columns (ids, data) since round 10, a list of (id, data) before it
+        plain = values[0] if isinstance(values, tuple) else values
+        return len(plain) + len(results)
 
     before = resource.getrusage(resource.RUSAGE_SELF)
     for frames in messages:
