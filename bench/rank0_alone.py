@@ -97,6 +97,11 @@ def rank_0(batches: int) -> float:
 
     encode_results = _encode_results()
     comm = MPI.COMM_WORLD
+    try:  # MPICH's file in /dev/shm unlinked once every rank has it, as a pool does
+        from rankpool.mpi_pool.mpich_files import release
+        release(comm)
+    except ImportError:  # a build from before it
+        pass
     settle_for_service()
     if comm.Get_rank():
         Worker(comm).serve()
