@@ -257,7 +257,7 @@ class InterchangeClient:
 
     def _send_batches(self) -> None:
         inbox, take = self.inbox, self.inbox.popleft
-        while len(inbox) >= ROW:  # whole rows only: a submit may be adding one
+        while len(inbox) >= ROW:  # each submit adds its whole row in one call
             rows = list(starmap(take, repeat((), ROW * min(BATCH, len(inbox) // ROW))))
             self._send_batch(rows)
 
