@@ -17,9 +17,10 @@ from rankpool.protocol.result_batches import (
     decode_results,
     encode_results,
     result_ids,
+    results_header,
     split_results,
 )
-from rankpool.protocol.wire import decode_header, message_size, under_cap
+from rankpool.protocol.wire import decode_header, encode_header, message_size, under_cap
 from rankpool.task.resources import DEFAULT_SPEC, parse_spec
 
 
@@ -227,6 +228,35 @@ def test_headers_and_messages():
         decode_message({"k": "stop", "reason": 5})
     msg = protocol.Stop("done")
     assert decode_message(decode_header(msg.encode()[0])) == msg
+
+    # garbage is refused every time: a refused header is never kept
+    for _ in range(2):
+        with pytest.raises(ProtocolError):
+            decode_header(b'{"k": "x"')
+
+
+def test_a_header_seen_before_decodes_to_a_copy_of_the_same_value():
+    frame = encode_header({"k": "results", "n": 3})
+    first = decode_header(frame)
+    first["n"] = 99  # a caller changing its header changes nobody else's
+    again = decode_header(memoryview(frame))
+    assert again == {"k": "results", "n": 3} and again is not first
+    big = encode_header({"k": "tasks", "pad": "x" * 1000})  # not kept: parsed each time
+    assert decode_header(big) == decode_header(big) == {"k": "tasks", "pad": "x" * 1000}
+
+
+def test_kept_headers_are_the_headers_built_field_by_field():
+    assert results_header(7) == encode_header({"k": "results", "n": 7})
+    wide = parse_spec({"num_ranks": 3, "priority": 2})
+    for spec in (DEFAULT_SPEC, wide):
+        tasks = [Task(i, spec, b"\x01" * 16, b"FN", b"d") for i in range(3)]
+        header = decode_header(encode_tasks(tasks)[0])
+        assert header == {"k": "tasks", "n": 3, "f": [["01" * 16, 2]], "s": [spec.to_wire()]}
+        # a mix takes the general path: the same tables, in order of first use
+        mixed = tasks + [Task(9, DEFAULT_SPEC if spec is wide else wide, b"\x02" * 16, b"G", b"")]
+        header = decode_header(encode_tasks(mixed)[0])
+        assert header["f"] == [["01" * 16, 2], ["02" * 16, 1]] and header["n"] == 4
+        assert header["s"][0] == spec.to_wire() and len(header["s"]) == 2
 
 
 def _register(**over):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import accumulate, repeat
 from typing import Any
 
@@ -159,8 +160,18 @@ def _encode(ids: Sequence[int], specs: Sequence[Spec], digests: Sequence[bytes],
         records += (task_id, fi, si, size, len(bufs))
         if bufs:
             big.extend(bufs)
-    header = {"k": kind, "n": len(ids), "f": fn_table, "s": spec_table}
-    return [encode_header(header), b"".join([pack_ints(records), *head, *data]), *big]
+    if len(fn_table) == 1 and len(spec_table) == 1:  # the common case: the header repeats
+        header = _one_of_each(kind, len(ids), digest, len(fn), spec)
+    else:
+        header = encode_header({"k": kind, "n": len(ids), "f": fn_table, "s": spec_table})
+    return [header, b"".join([pack_ints(records), *head, *data]), *big]
+
+
+@lru_cache(maxsize=256)
+def _one_of_each(kind: str, n: int, digest: bytes, fn_size: int, spec: Spec) -> bytes:
+    """The header of ``n`` tasks of one function and one specification."""
+    return encode_header({"k": kind, "n": n, "f": [[digest.hex(), fn_size]],
+                          "s": [spec.to_wire()]})
 
 
 def receive_tasks(header: dict[str, Any], frames: Sequence[Buffer],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import accumulate
 from typing import Any
 
@@ -73,8 +74,13 @@ def encode_results(results: Sequence[Result], values: Values = NO_VALUES) -> Fra
             if o.buffers:
                 big.extend(o.buffers)
             more = MORE
-    header = {"k": "results", "n": len(rows) // WIDTH}
-    return [encode_header(header), b"".join([pack_ints(rows), *blob]), *big]
+    return [results_header(len(rows) // WIDTH), b"".join([pack_ints(rows), *blob]), *big]
+
+
+@lru_cache(maxsize=256)
+def results_header(rows: int) -> bytes:
+    """The header of a result batch of ``rows`` rows (kept: batches repeat a few sizes)."""
+    return encode_header({"k": "results", "n": rows})
 
 
 def join_results(parts: Sequence[tuple[int, Sequence[Buffer]]]) -> Frames:
@@ -88,8 +94,7 @@ def join_results(parts: Sequence[tuple[int, Sequence[Buffer]]]) -> Frames:
         tables.append(blob[:WIDTH * INT_SIZE * rows])
         data.append(blob[WIDTH * INT_SIZE * rows:])
         big.extend(frames[1:])
-    header = {"k": "results", "n": sum(rows for rows, _ in parts)}
-    return [encode_header(header), b"".join(tables + data), *big]
+    return [results_header(sum(rows for rows, _ in parts)), b"".join(tables + data), *big]
 
 
 def _ids(columns: list[list[int]]) -> list[int]:

@@ -60,8 +60,32 @@ def under_cap(items: list[T], encode: Callable[[list[T]], Sequence[Any]],
         under_cap(items[half:], encode, cap, step)
 
 
+#: headers of up to this many bytes are kept with what they decode to (at most ``_KEPT`` of
+#: them): a flood's batches and a lone task's messages repeat the same few headers
+#: (``{"k":"results","n":128}``), and parsing JSON is most of handling a small message
+_KEPT_AT_MOST = 512
+_KEPT = 256
+_decoded: dict[bytes, dict[str, Any]] = {}
+
+
 def decode_header(frame: Buffer) -> dict[str, Any]:
-    """Parse and minimally check a header frame; raise :class:`ProtocolError` on garbage."""
+    """Parse and minimally check a header frame; raise :class:`ProtocolError` on garbage.
+
+    A small header seen before is not parsed again: its caller gets a copy of what it decoded
+    to (nested values are shared: read them, never change them)."""
+    if len(frame) > _KEPT_AT_MOST:
+        return _parse(frame)
+    key = bytes(frame)
+    body = _decoded.get(key)
+    if body is None:
+        body = _parse(key)  # raises on garbage: only good headers are kept
+        if len(_decoded) >= _KEPT:
+            _decoded.clear()
+        _decoded[key] = body
+    return body.copy()
+
+
+def _parse(frame: Buffer) -> dict[str, Any]:
     if len(frame) > MAX_HEADER:
         raise ProtocolError(f"header of {len(frame)} bytes is too large")
     try:
