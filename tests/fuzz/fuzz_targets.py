@@ -46,7 +46,7 @@ class FakeSocket:
     """A ZeroMQ socket's receive queue and send side; sends fail now and then when asked.
 
     Messages are taken whole (``recv_multipart``) or frame by frame (``recv``, ``send`` with
-    ``SNDMORE``), as the interchange's ``plumbing.recv_frames`` and ``send_routed`` do."""
+    ``SNDMORE``), as ``rankpool.sockets.recv_frames`` and ``send_routed`` do."""
 
     def __init__(self, rng: random.Random | None = None, fail: float = 0.0) -> None:
         self.inbox: deque[list[bytes]] = deque()

@@ -38,7 +38,7 @@ from ..protocol.batches import ROW, TaskRow
 from ..protocol.messages import SUBMIT_SUFFIX
 from ..protocol.result_batches import Result, Values
 from ..protocol.wire import under_cap
-from ..sockets import readable
+from ..sockets import readable, recv_frames, send_frames
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class InterchangeClient:
         try:
             if self.submit_sock is None:
                 return False
-            self.submit_sock.send_multipart(batches.encode_rows(task), zmq.NOBLOCK, copy=False)
+            send_frames(self.submit_sock, batches.encode_rows(task), block=False)
             return True
         except zmq.ZMQError:
             return False
@@ -265,7 +265,7 @@ class InterchangeClient:
         """One message, or halves of it while it is over the run's message cap (each task
         fits: the engine refused larger ones at submit)."""
         for _, frames in under_cap(rows, batches.encode_rows, self.config.max_message_size, ROW):
-            self.sock.send_multipart(frames, copy=False)
+            send_frames(self.sock, frames)
 
     def cancel(self, task_ids: list[int]) -> None:
         """Have these tasks dropped wherever they wait (their futures asked to cancel them),
@@ -288,7 +288,7 @@ class InterchangeClient:
         sock = self.sock
         while True:
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return
             self.last_heard = time.monotonic()

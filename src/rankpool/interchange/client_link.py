@@ -18,7 +18,8 @@ import zmq
 
 from ..protocol.result_batches import join_results
 from ..protocol.wire import MAX_MESSAGE_SIZE, message_size
-from .plumbing import Throttle, send_routed
+from ..sockets import send_routed
+from .plumbing import Throttle
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,11 @@ import zmq
 from .._version import __version__
 from ..protocol.messages import SUBMIT_SUFFIX, Heartbeat, Registered
 from ..security import Gatekeeper, open_gate
+from ..sockets import send_routed
 from .client_link import ClientLink
 from .config import InterchangeConfig
 from .matching import RoomIndex, TaskQueue
-from .plumbing import LINGER_MS, LOOPBACK, Throttle, bind_router, send_routed
+from .plumbing import LINGER_MS, LOOPBACK, Throttle, bind_router
 from .pools import PoolTable
 
 log = logging.getLogger(__name__)

@@ -30,11 +30,11 @@ from ..protocol.messages import (
 )
 from ..protocol.wire import decode_header
 from ..shm.run import sweep
-from ..sockets import readable
+from ..sockets import readable, recv_frames
 from .cancels import forward_started, route_cancel
 from .commands import answer
 from .endpoints import Frames
-from .plumbing import process_alive, recv_frames
+from .plumbing import process_alive
 from .pools import beat_interval
 from .routing import Routing
 

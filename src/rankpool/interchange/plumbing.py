@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -20,35 +20,6 @@ LINGER_MS = 1000
 #: it at ``net.core.somaxconn``, 4096 by default): when thousands of pools connect at once, an
 #: overflowing queue drops their handshakes, and TCP retries them only after 1, 3, 7, 15 s ...
 BACKLOG = 4096
-
-
-#: the flags of a routed message's frames, as plain ints: pyzmq's ``send_multipart`` ORs enum
-#: flags per frame, which costs more than the send of a heartbeat itself
-_MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
-_LAST = int(zmq.NOBLOCK)
-
-
-def recv_frames(sock: zmq.Socket[bytes]) -> list[zmq.Frame]:
-    """The next message's frames without copying, or ``zmq.Again`` when none waits (what
-    ``recv_multipart(NOBLOCK, copy=False)`` does at a third of its cost: a frame says
-    whether more follow, so no ``RCVMORE`` option is asked per frame)."""
-    frame = sock.recv(_LAST, copy=False)
-    frames = [frame]
-    while frame.more:  # the rest of a message arrives with its first frame
-        frame = sock.recv(0, copy=False)
-        frames.append(frame)
-    return frames
-
-
-def send_routed(sock: zmq.Socket[bytes], identity: bytes, frames: Sequence[Any]) -> None:
-    """Send ``frames`` to the peer ``identity`` of a ROUTER without blocking (what
-    ``send_multipart([identity, *frames], NOBLOCK, copy=False)`` does, cheaper); raises
-    ``ZMQError`` as it would (an unknown peer fails at the identity frame)."""
-    send = sock.send
-    send(identity, _MORE, copy=False)
-    for frame in frames[:-1]:
-        send(frame, _MORE, copy=False)
-    send(frames[-1], _LAST, copy=False)
 
 
 def bind_router(ctx: zmq.Context[zmq.Socket[bytes]], address: str, port: int,

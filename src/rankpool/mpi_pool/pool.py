@@ -40,7 +40,7 @@ from ..errors import ProtocolError
 from ..exit_codes import ExitCode
 from ..protocol import batches, result_batches, wire
 from ..protocol import messages as protocol
-from ..sockets import readable
+from ..sockets import readable, recv_frames, send_frames
 from ..task.node_resources import device_ranks
 from .backoff import Backoff, tighten_timer_slack
 from .config import PoolConfig
@@ -211,7 +211,7 @@ class RankZero:
             return False
         while True:
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return True
             self.last_heard = time.monotonic()
@@ -268,7 +268,7 @@ class RankZero:
         if manager.started:
             started = manager.take_started(START_DELAY)
             for ids in protocol.id_slices(started):
-                self.sock.send_multipart(protocol.Started(ids).encode())
+                send_frames(self.sock, protocol.Started(ids).encode())
         done = manager.completed_count
         if not done:
             return
@@ -285,12 +285,12 @@ class RankZero:
         self.first_done = 0.0
         frames = result_batches.encode_results(done, values)
         if wire.message_size(frames) <= self.cfg.max_message_size:
-            self.sock.send_multipart(frames, copy=False)
+            send_frames(self.sock, frames)
         else:  # rare: never send what the interchange's socket would refuse
             done += [result_batches.Result(task_id, [result_batches.Outcome(0, True, data)])
                      for task_id, data in zip(*values)]
             for group in fit_results(done, self.cfg.max_message_size):
-                self.sock.send_multipart(result_batches.encode_results(group), copy=False)
+                send_frames(self.sock, result_batches.encode_results(group))
         self.last_sent = now
 
     def pool_deaths(self) -> None:
