@@ -243,6 +243,10 @@ def test_a_header_seen_before_decodes_to_a_copy_of_the_same_value():
     assert again == {"k": "results", "n": 3} and again is not first
     big = encode_header({"k": "tasks", "pad": "x" * 1000})  # not kept: parsed each time
     assert decode_header(big) == decode_header(big) == {"k": "tasks", "pad": "x" * 1000}
+    # a control message's lists are handed on as they are: its header is never shared
+    cancel = protocol.Cancel([1, 2]).encode()[0]
+    decode_header(cancel)["task_ids"].append(3)
+    assert decode_message(decode_header(cancel)) == protocol.Cancel([1, 2])
 
 
 def test_kept_headers_are_the_headers_built_field_by_field():

@@ -60,22 +60,27 @@ def under_cap(items: list[T], encode: Callable[[list[T]], Sequence[Any]],
         under_cap(items[half:], encode, cap, step)
 
 
-#: headers of up to this many bytes are kept with what they decode to (at most ``_KEPT`` of
-#: them): a flood's batches and a lone task's messages repeat the same few headers
-#: (``{"k":"results","n":128}``), and parsing JSON is most of handling a small message
+#: headers of task and result batches of up to this many bytes are kept with what they decode
+#: to (at most ``_KEPT`` of them): a flood's batches and a lone task's messages repeat the same
+#: few headers (``{"k":"results","n":128}``), and parsing JSON is most of handling a small
+#: message. Only batches: their readers never change a header's nested values (its tables),
+#: where a control message's fields (lists of task ids) are handed on as they are
 _KEPT_AT_MOST = 512
 _KEPT = 256
+_KEPT_KINDS = (b'{"k":"results",', b'{"k":"tasks",')  # as encode_header writes them
 _decoded: dict[bytes, dict[str, Any]] = {}
 
 
 def decode_header(frame: Buffer) -> dict[str, Any]:
     """Parse and minimally check a header frame; raise :class:`ProtocolError` on garbage.
 
-    A small header seen before is not parsed again: its caller gets a copy of what it decoded
-    to (nested values are shared: read them, never change them)."""
+    A small batch header seen before is not parsed again: its caller gets a copy of what it
+    decoded to (the nested tables are shared: read them, never change them)."""
     if len(frame) > _KEPT_AT_MOST:
         return _parse(frame)
     key = bytes(frame)
+    if not key.startswith(_KEPT_KINDS):
+        return _parse(key)
     body = _decoded.get(key)
     if body is None:
         body = _parse(key)  # raises on garbage: only good headers are kept
