@@ -6,6 +6,7 @@ Nothing here starts a process or opens a socket; the benchmarks themselves run b
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -250,3 +251,27 @@ def test_builds_mixed_losses_account_for_every_lost_rank_second() -> None:
     assert out["utilisation"] == pytest.approx(5.0 / 15.0)
     with pytest.raises(SystemExit):
         builds.main(["--mixed"])  # no --build
+
+
+def test_lone_trip_names_steps_that_exist_and_reads_trips_in_time_order(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lone_trip = load("lone_trip")
+    for module, cls, fn in lone_trip.STEPS + lone_trip.FINE:  # a renamed step fails here
+        owner = importlib.import_module(module)
+        owner = getattr(owner, cls) if cls else owner
+        assert callable(getattr(owner, fn.rstrip("?"))), (module, cls, fn)
+    # two processes' stamps, written as the hook writes them: two trips of the same order
+    (tmp_path / "1.log").write_text("100 1 SUBMIT\n150 1 a:in\n900 1 DONE\n"
+                                    "1000 1 SUBMIT\n1100 1 a:in\n2000 1 DONE\n")
+    (tmp_path / "2.log").write_text("400 2 b:in\n1500 2 b:in\n")
+    trips = lone_trip.read_trips(tmp_path)
+    assert [[name for _, _, name in trip] for trip in trips] == \
+        [["SUBMIT", "a:in", "b:in", "DONE"]] * 2
+    lone_trip.report(trips)
+    out = capsys.readouterr().out
+    assert "2 trips; 2 in the most common order" in out
+    # medians of the gaps (a: 50 and 100 ns, b: 250 and 400, DONE: 500 and 500) and of the
+    # times since submit
+    assert "| a:in | process 1 | 0.1 | 0.1 |" in out
+    assert "| b:in | process 2 | 0.3 | 0.4 |" in out
+    assert "| DONE | process 1 | 0.5 | 0.9 |" in out
