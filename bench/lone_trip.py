@@ -73,14 +73,11 @@ def _wrap(owner, fn, label):
     fn = fn.rstrip("?")
     f = getattr(owner, fn)
     @functools.wraps(f)
-    def wrapped(*a, **k):
+    def wrapped(*a, **k):  # stamps are sorted by time: "in" may be written after the call
         t = time.perf_counter_ns()
-        if not when_true:
-            stamp(label + ":in", t)
         r = f(*a, **k)
         if r or not when_true:
-            if when_true:
-                stamp(label + ":in", t)
+            stamp(label + ":in", t)
             stamp(label + ":out")
         return r
     setattr(owner, fn, wrapped)

@@ -56,8 +56,5 @@ def send_routed(sock: zmq.Socket[bytes], identity: bytes, frames: Sequence[Any])
     """Send ``frames`` to the peer ``identity`` of a ROUTER without blocking (what
     ``send_multipart([identity, *frames], NOBLOCK, copy=False)`` does, cheaper); raises
     ``ZMQError`` as it would (an unknown peer fails at the identity frame)."""
-    send = sock.send
-    send(identity, _MORE, copy=False)
-    for frame in frames[:-1]:
-        send(frame, _MORE, copy=False)
-    send(frames[-1], _LAST, copy=False)
+    sock.send(identity, _MORE, copy=False)
+    send_frames(sock, frames, block=False)

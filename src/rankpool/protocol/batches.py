@@ -133,11 +133,9 @@ def _encode(ids: Sequence[int], specs: Sequence[Spec], digests: Sequence[bytes],
             fns: Sequence[Buffer], data: Sequence[Buffer], buffers: Sequence[Sequence[Buffer]],
             kind: str) -> Frames:
     """The batch of the tasks given as columns of their fields."""
-    fn_index: dict[bytes, int] = {}
+    fn_index: dict[bytes, int] = {}  # the distinct functions and specs, in order of first use
     spec_index: dict[Spec, int] = {}
-    fn_table: list[list[Any]] = []
-    spec_table: list[Any] = []
-    head: list[Buffer] = []
+    head: list[Buffer] = []  # each distinct function's payload
     big: list[Buffer] = []
     records: list[int] = []
     last_spec, last_si = None, 0
@@ -145,25 +143,25 @@ def _encode(ids: Sequence[int], specs: Sequence[Spec], digests: Sequence[bytes],
                                                      buffers):
         fi = fn_index.get(digest)
         if fi is None:
-            fi = fn_index[digest] = len(fn_table)
-            fn_table.append([digest.hex(), len(fn)])
+            fi = fn_index[digest] = len(head)
             head.append(fn)
         if spec is last_spec:  # a batch's tasks mostly share one Spec: no hash
             si = last_si
         else:
             found = spec_index.get(spec)
             if found is None:
-                found = spec_index[spec] = len(spec_table)
-                spec_table.append(spec.to_wire())
+                found = spec_index[spec] = len(spec_index)
             si = last_si = found
             last_spec = spec
         records += (task_id, fi, si, size, len(bufs))
         if bufs:
             big.extend(bufs)
-    if len(fn_table) == 1 and len(spec_table) == 1:  # the common case: the header repeats
-        header = _one_of_each(kind, len(ids), digest, len(fn), spec)
+    if len(head) == 1 and len(spec_index) == 1:  # the common case: the header repeats
+        header = _one_of_each(kind, len(ids), digest, len(fn), spec)  # every task's
     else:
-        header = encode_header({"k": kind, "n": len(ids), "f": fn_table, "s": spec_table})
+        header = encode_header({"k": kind, "n": len(ids),
+                                "f": [[d.hex(), len(f)] for d, f in zip(fn_index, head)],
+                                "s": [s.to_wire() for s in spec_index]})
     return [header, b"".join([pack_ints(records), *head, *data]), *big]
 
 
